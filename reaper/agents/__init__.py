@@ -1,0 +1,1 @@
+"""Agents: worker loops that run tasks on hosts through transports and OS action code."""

@@ -1,0 +1,1 @@
+"""Backends: mission store, task queue and event bus, behind the protocols in `base`."""

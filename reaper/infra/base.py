@@ -1,0 +1,200 @@
+"""The backend protocols the engine, workers and overseer are written against.
+
+Delivery is at-least-once everywhere: a queue hands a task out under a lease and hands it out
+again if it is not acked in time; the bus keeps an inbound message until the engine acks it.
+Effects are applied once because ids are deterministic: the queue ignores a re-publish of a
+(task_id, attempt) it has seen, the engine ignores a result it has applied.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol, runtime_checkable
+
+from reaper.models import (
+    EventRecord,
+    HostState,
+    InboundMessage,
+    MissionState,
+    MissionStatus,
+    Task,
+    TaskRecord,
+)
+
+__all__ = [
+    "Backend",
+    "Commit",
+    "EventBus",
+    "InboundDelivery",
+    "MissionStore",
+    "MissionSummary",
+    "OutboxItem",
+    "TaskDelivery",
+    "TaskQueue",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class TaskDelivery:
+    """One hand-out of a task to a worker; `receipt` is the backend's handle for ack."""
+
+    task: Task
+    receipt: str
+    delivery_count: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class InboundDelivery:
+    message: InboundMessage
+    receipt: str
+    delivery_count: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    task: Task
+    not_before: datetime | None = None
+
+
+@dataclass(slots=True)
+class Commit:
+    """One atomic change to a mission: only what changed, never the whole mission.
+
+    `mission` supplies the header (status, step, goal_reached, ...); hosts and tasks listed
+    are upserted as rows; events are appended (the store assigns `seq`); the outbox holds the
+    tasks this change planned, published after the commit and marked sent then.
+    """
+
+    mission: MissionState
+    expected_version: int
+    hosts: Sequence[HostState] = ()
+    tasks: Sequence[TaskRecord] = ()
+    events: Sequence[EventRecord] = ()
+    outbox: Sequence[OutboxItem] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class MissionSummary:
+    mission_id: str
+    lab_type: str
+    status: MissionStatus
+    status_reason: str
+    hosts: int
+    version: int
+    updated_at: datetime
+
+
+@runtime_checkable
+class MissionStore(Protocol):
+    async def create(self, state: MissionState, events: Sequence[EventRecord]) -> None:
+        """Persist a new mission (MissionExistsError if the id is taken)."""
+        ...
+
+    async def load(self, mission_id: str) -> MissionState | None: ...
+
+    async def get_host(self, mission_id: str, host_id: str) -> HostState | None: ...
+
+    async def commit(self, change: Commit) -> int:
+        """Apply atomically if the stored version is `expected_version`; return the new
+        version. StaleStateError otherwise."""
+        ...
+
+    async def events(
+        self, mission_id: str, *, after_seq: int = 0, limit: int | None = None
+    ) -> list[EventRecord]: ...
+
+    async def list_missions(self) -> list[MissionSummary]: ...
+
+    async def unsent(self, mission_id: str) -> list[OutboxItem]:
+        """Outbox entries committed but not yet marked sent (re-published on resume)."""
+        ...
+
+    async def mark_sent(self, mission_id: str, keys: Sequence[tuple[str, int]]) -> None: ...
+
+    async def claim(self, mission_id: str, owner: str, ttl_s: float) -> bool:
+        """Take or renew the mission's ownership lease; False if another owner holds it."""
+        ...
+
+    async def release(self, mission_id: str, owner: str) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+@runtime_checkable
+class TaskQueue(Protocol):
+    async def publish(self, items: Sequence[OutboxItem]) -> None:
+        """Enqueue tasks, each visible from its `not_before`. Idempotent per (task_id, attempt)."""
+        ...
+
+    async def take(
+        self,
+        agent_type: str,
+        *,
+        max_items: int = 1,
+        timeout: float | None = None,
+        lease_s: float = 30.0,
+        worker_id: str = "",
+    ) -> list[TaskDelivery]:
+        """Wait up to `timeout` seconds (None: forever) for tasks and lease up to `max_items`;
+        an empty list on timeout. A lease not acked in `lease_s` makes the task visible again."""
+        ...
+
+    async def ack(self, deliveries: Sequence[TaskDelivery]) -> None: ...
+
+    async def release(self, deliveries: Sequence[TaskDelivery]) -> None:
+        """Hand tasks back unfinished (graceful shutdown): visible again at once."""
+        ...
+
+    async def extend(self, deliveries: Sequence[TaskDelivery], lease_s: float) -> None:
+        """Heartbeat: keep long-running tasks leased."""
+        ...
+
+    async def depth(self, agent_type: str) -> int:
+        """Tasks waiting (not leased) for this agent type."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+@runtime_checkable
+class EventBus(Protocol):
+    async def publish(self, message: InboundMessage) -> None:
+        """Deliver a result or an approval decision to the mission's engine."""
+        ...
+
+    async def receive(
+        self, mission_id: str, *, max_items: int = 10_000, timeout: float | None = None
+    ) -> list[InboundDelivery]:
+        """Wait up to `timeout` for at least one message, then return all waiting (up to
+        `max_items`) as one batch; unacked messages are delivered again to the next
+        `receive` after a restart (or after `redeliver`)."""
+        ...
+
+    async def ack(self, mission_id: str, deliveries: Sequence[InboundDelivery]) -> None: ...
+
+    async def recover(self, mission_id: str) -> None:
+        """Make every delivered-but-unacked message of the mission deliverable again. Called
+        by an engine that has just taken the mission over (it holds the mission's lease)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(slots=True)
+class Backend:
+    """The three parts, as built from URLs by `reaper.infra.factory`."""
+
+    store: MissionStore
+    queue: TaskQueue
+    bus: EventBus
+    description: str = ""
+
+    async def close(self) -> None:
+        # Parts may share one connection (sqlite): close each once.
+        seen: set[int] = set()
+        for part in (self.bus, self.queue, self.store):
+            if id(part) not in seen:
+                seen.add(id(part))
+                await part.close()

@@ -1,0 +1,361 @@
+"""The data contract: tasks, results, host and mission state, and the event log.
+
+Field names follow the seed design (`Task`, `ResultEvent`, `HostState`, `MissionState`); what a
+real mission needs on top (attempts, reasons, stages, status, versions) is added beside them.
+Every model round-trips through JSON losslessly and every timestamp is timezone-aware UTC.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+
+__all__ = [
+    "AGENT_TYPES",
+    "MISSION_ID_RE",
+    "OS_NAMES",
+    "SCHEMA_VERSION",
+    "ApprovalDecision",
+    "EventKind",
+    "EventRecord",
+    "HostConnection",
+    "HostState",
+    "HostStatus",
+    "InboundMessage",
+    "MissionState",
+    "MissionStatus",
+    "PlannedTask",
+    "ResultEvent",
+    "ResultStatus",
+    "SimFault",
+    "SimSettings",
+    "Stage",
+    "Task",
+    "TaskRecord",
+    "TaskStatus",
+    "agent_type_for",
+    "WinRMSettings",
+    "utcnow",
+]
+
+SCHEMA_VERSION = 1
+OS_NAMES = ("windows", "linux", "macos")
+OsName = Literal["windows", "linux", "macos"]
+AGENT_TYPES = tuple(f"reaper-{os}" for os in OS_NAMES)
+MISSION_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def agent_type_for(os: str) -> str:
+    return f"reaper-{os}"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=False)
+
+
+class ResultStatus(StrEnum):
+    SUCCESS = "success"
+    ERROR = "error"
+    PARTIAL = "partial"
+
+
+class HostStatus(StrEnum):
+    UNKNOWN = "unknown"
+    HEALTHY = "healthy"
+    DEGRADED = "degraded"
+    ERROR = "error"
+
+
+class Stage(StrEnum):
+    """Progress toward the goal, separate from health (`HostStatus`)."""
+
+    NEW = "new"
+    DISCOVERED = "discovered"
+    PREPARED = "prepared"
+    BASELINED = "baselined"
+
+    @property
+    def rank(self) -> int:
+        return _STAGE_RANK[self]
+
+
+_STAGE_RANK = {Stage.NEW: 0, Stage.DISCOVERED: 1, Stage.PREPARED: 2, Stage.BASELINED: 3}
+
+
+class MissionStatus(StrEnum):
+    RUNNING = "running"
+    AWAITING_APPROVAL = "awaiting_approval"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    STALLED = "stalled"
+    STOPPED = "stopped"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (MissionStatus.COMPLETED, MissionStatus.FAILED)
+
+
+class TaskStatus(StrEnum):
+    QUEUED = "queued"
+    RETRY_WAIT = "retry_wait"
+    AWAITING_APPROVAL = "awaiting_approval"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    REJECTED = "rejected"
+
+    @property
+    def pending(self) -> bool:
+        return self in (TaskStatus.QUEUED, TaskStatus.RETRY_WAIT)
+
+    @property
+    def done(self) -> bool:
+        return self in (TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.REJECTED)
+
+
+class PlannedTask(_Model):
+    """What a planner proposes; the engine validates it and mints the `Task`."""
+
+    host_id: str
+    action: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    reason: str = ""
+
+
+class Task(_Model):
+    """Work for an agent. `task_id` is minted from (mission, step, index); a retry keeps it."""
+
+    task_id: str
+    mission_id: str
+    host_id: str
+    agent_type: str
+    action: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    attempt: int = 1
+    reason: str = ""
+    timeout_s: float = 300.0
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.task_id, self.attempt)
+
+
+class ResultEvent(_Model):
+    """The result of one attempt of one task, as published by an agent."""
+
+    event_type: Literal["task.result"] = "task.result"
+    task_id: str
+    mission_id: str
+    host_id: str
+    agent_type: str
+    action: str
+    attempt: int = 1
+    status: ResultStatus
+    summary: str = ""
+    stdout_tail: str = ""
+    stderr_tail: str = ""
+    data: dict[str, Any] = Field(default_factory=dict)
+    logs_ref: str | None = None
+    ts: AwareDatetime = Field(default_factory=utcnow)
+    retriable: bool = False
+    error_code: str | None = None
+    duration_s: float = 0.0
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.task_id, self.attempt)
+
+    @property
+    def ok(self) -> bool:
+        return self.status is ResultStatus.SUCCESS
+
+
+class ApprovalDecision(_Model):
+    """An operator's answer to an `ask` task, sent to the engine through the bus."""
+
+    event_type: Literal["approval.decision"] = "approval.decision"
+    mission_id: str
+    task_id: str
+    approved: bool
+    by: str = "operator"
+    note: str = ""
+    ts: AwareDatetime = Field(default_factory=utcnow)
+
+
+InboundMessage = ResultEvent | ApprovalDecision
+
+
+class TaskRecord(_Model):
+    """The engine's view of a task over its life (stored as a row, one per task)."""
+
+    task: Task
+    status: TaskStatus = TaskStatus.QUEUED
+    step: int = 0
+    last_error: str | None = None
+    not_before: AwareDatetime | None = None
+    planned_by: str = ""
+
+
+class SimFault(_Model):
+    """A scripted misbehaviour of a simulated host."""
+
+    kind: Literal["flaky", "down", "auth_failure", "needs_prepare", "slow", "command_failed"]
+    action: str = "*"  # verb or `<os>.<verb>`; `*` for every action
+    # flaky: fail this many attempts, or fail each with `rate` (seeded).
+    times: int | None = None
+    rate: float | None = None
+    # down: fail every action after this many tasks ran on the host (0 = from the start),
+    # for `for_tasks` tasks (None = forever).
+    after: int = 0
+    for_tasks: int | None = None
+    delay_s: float = 0.0  # slow: extra latency
+
+
+class SimSettings(_Model):
+    facts: dict[str, Any] = Field(default_factory=dict)
+    latency_s: float | tuple[float, float] = 0.0
+    faults: list[SimFault] = Field(default_factory=list)
+    seed: int | None = None
+
+
+class WinRMSettings(_Model):
+    scheme: Literal["https", "http"] = "https"
+    port: int | None = None
+    auth: Literal["ntlm", "kerberos", "credssp", "basic", "certificate"] = "ntlm"
+    ca_file: str | None = None
+    validate_certs: bool = True
+    allow_unencrypted: bool = False
+    message_encryption: Literal["auto", "always", "never"] = "auto"
+    path: str = "wsman"
+
+
+class HostConnection(_Model):
+    """How to reach a host. Secrets are references (env var names, files), never values."""
+
+    transport: Literal["sim", "local", "ssh", "winrm"] = "sim"
+    address: str | None = None
+    port: int | None = None
+    user: str | None = None
+    key_file: str | None = None
+    password_env: str | None = None
+    use_agent: bool = True
+    known_hosts: str | None = None
+    accept_new_host_key: bool = False
+    jump_host: str | None = None
+    become: bool = False
+    become_password_env: str | None = None
+    connect_timeout_s: float = 10.0
+    winrm: WinRMSettings | None = None
+    sim: SimSettings | None = None
+
+
+class HostState(_Model):
+    host_id: str
+    os: OsName
+    last_status: HostStatus = HostStatus.UNKNOWN
+    last_tasks: list[str] = Field(default_factory=list)
+    failure_count: int = 0
+    max_failures: int = 3
+    locked: bool = False
+    facts: dict[str, Any] = Field(default_factory=dict)
+    stage: Stage = Stage.NEW
+    current_action: str | None = None
+    last_error: str | None = None
+    lock_reason: str | None = None
+    connection: HostConnection = Field(default_factory=HostConnection)
+
+    @property
+    def agent_type(self) -> str:
+        return agent_type_for(self.os)
+
+
+class MissionState(_Model):
+    schema_version: int = SCHEMA_VERSION
+    mission_id: str
+    lab_type: str
+    goal: Stage = Stage.BASELINED
+    hosts: dict[str, HostState]
+    status: MissionStatus = MissionStatus.RUNNING
+    status_reason: str = ""
+    goal_reached: bool = False
+    version: int = 0
+    step: int = 0
+    planner: str = "rule"
+    policy: dict[str, Any] = Field(default_factory=dict)
+    settings: dict[str, Any] = Field(default_factory=dict)
+    created_at: AwareDatetime = Field(default_factory=utcnow)
+    updated_at: AwareDatetime = Field(default_factory=utcnow)
+    # Every task of the mission by task_id: the source of truth for the seed's
+    # `pending_tasks` / `completed_tasks`, which are derived views below.
+    tasks: dict[str, TaskRecord] = Field(default_factory=dict)
+    _open: set[str] = PrivateAttr(default_factory=set)
+
+    def model_post_init(self, context: Any, /) -> None:
+        self._open = {tid for tid, rec in self.tasks.items() if not rec.status.done}
+
+    @property
+    def open_task_ids(self) -> set[str]:
+        """Tasks not yet finished (queued, waiting for a retry or for approval)."""
+        return self._open
+
+    @property
+    def pending_tasks(self) -> list[str]:
+        return [tid for tid in self._open if self.tasks[tid].status.pending]
+
+    @property
+    def awaiting_approval(self) -> list[str]:
+        return [
+            tid for tid in self._open
+            if self.tasks[tid].status is TaskStatus.AWAITING_APPROVAL
+        ]
+
+    @property
+    def completed_tasks(self) -> list[str]:
+        return [tid for tid, rec in self.tasks.items() if rec.status.done]
+
+    def put_task(self, record: TaskRecord) -> None:
+        """Insert or replace a task record, keeping the open-task index in step."""
+        self.tasks[record.task.task_id] = record
+        if record.status.done:
+            self._open.discard(record.task.task_id)
+        else:
+            self._open.add(record.task.task_id)
+
+    @field_validator("mission_id")
+    @classmethod
+    def _valid_id(cls, value: str) -> str:
+        if not MISSION_ID_RE.match(value):
+            raise ValueError(f"mission id {value!r} must match [a-z0-9][a-z0-9-]*")
+        return value
+
+
+class EventKind(StrEnum):
+    MISSION_CREATED = "mission.created"
+    TASK_PLANNED = "task.planned"
+    TASK_REFUSED = "task.refused"
+    TASK_RESULT = "task.result"
+    TASK_RETRY = "task.retry"
+    HOST_LOCKED = "host.locked"
+    PLANNER_DECISION = "planner.decision"
+    APPROVAL_REQUESTED = "approval.requested"
+    APPROVAL_GRANTED = "approval.granted"
+    APPROVAL_REJECTED = "approval.rejected"
+    STATUS_CHANGED = "status.changed"
+
+
+class EventRecord(_Model):
+    """One entry of a mission's append-only event log (the decision ledger)."""
+
+    schema_version: int = SCHEMA_VERSION
+    seq: int = 0
+    ts: AwareDatetime = Field(default_factory=utcnow)
+    mission_id: str
+    kind: EventKind
+    payload: dict[str, Any] = Field(default_factory=dict)

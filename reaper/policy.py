@@ -1,0 +1,159 @@
+"""Policy as data: which planned tasks may run, must be approved first, or are refused.
+
+Every task from every planner passes `check()` before it is queued. Structural checks come
+first (unknown host, locked host, busy host, unknown action, wrong OS, invalid params), then the
+rules, matched on action × OS × risk tier, first match wins, else the policy's default.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from fnmatch import fnmatchcase
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from reaper.actions import CATALOG, ActionSpec, Risk, validate_params
+from reaper.errors import ConfigError
+from reaper.models import MissionState, PlannedTask
+
+__all__ = [
+    "PRESETS",
+    "Decision",
+    "Policy",
+    "PolicyRule",
+    "Verdict",
+    "check",
+    "policy_from_spec",
+]
+
+
+class Decision(StrEnum):
+    ALLOW = "allow"
+    ASK = "ask"
+    DENY = "deny"
+
+
+class PolicyRule(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    action: str = "*"  # glob on `<os>.<verb>`
+    os: str = "*"
+    risk: Risk | Literal["*"] = "*"
+    decision: Decision
+    reason: str = ""
+
+    def matches(self, spec: ActionSpec) -> bool:
+        return (
+            fnmatchcase(spec.name, self.action)
+            and fnmatchcase(spec.os, self.os)
+            and (self.risk == "*" or self.risk == spec.risk)
+        )
+
+
+class Policy(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = "custom"
+    rules: tuple[PolicyRule, ...] = ()
+    default: Decision = Decision.DENY
+    max_tasks_per_step: int = Field(default=1000, ge=1)
+
+    def decide(self, spec: ActionSpec) -> tuple[Decision, str]:
+        for rule in self.rules:
+            if rule.matches(spec):
+                return rule.decision, rule.reason or f"rule {rule.action}/{rule.os}/{rule.risk}"
+        return self.default, f"default {self.default.value} of policy {self.name!r}"
+
+
+def _preset(name: str, *rules: PolicyRule) -> Policy:
+    return Policy(name=name, rules=rules, default=Decision.DENY)
+
+
+PRESETS: dict[str, Policy] = {
+    # Read-only and change run; destructive actions wait for an operator.
+    "standard": _preset(
+        "standard",
+        PolicyRule(risk=Risk.READ_ONLY, decision=Decision.ALLOW),
+        PolicyRule(risk=Risk.CHANGE, decision=Decision.ALLOW),
+        PolicyRule(risk=Risk.DESTRUCTIVE, decision=Decision.ASK, reason="destructive: needs approval"),
+    ),
+    # Every change is approved by hand.
+    "cautious": _preset(
+        "cautious",
+        PolicyRule(risk=Risk.READ_ONLY, decision=Decision.ALLOW),
+        PolicyRule(risk=Risk.CHANGE, decision=Decision.ASK, reason="change: needs approval"),
+        PolicyRule(risk=Risk.DESTRUCTIVE, decision=Decision.DENY, reason="destructive: denied"),
+    ),
+    "read-only": _preset(
+        "read-only",
+        PolicyRule(risk=Risk.READ_ONLY, decision=Decision.ALLOW),
+    ),
+}
+
+
+def policy_from_spec(spec: str | dict[str, Any] | None) -> Policy:
+    """A preset name, or a mapping with `rules` (and optionally `default`, `base`)."""
+    if spec is None:
+        return PRESETS["standard"]
+    if isinstance(spec, str):
+        try:
+            return PRESETS[spec]
+        except KeyError:
+            raise ConfigError(
+                f"unknown policy {spec!r} (presets: {', '.join(PRESETS)})"
+            ) from None
+    data = dict(spec)
+    base = PRESETS.get(str(data.pop("base", "")), None) if "base" in spec else None
+    try:
+        policy = Policy.model_validate({"name": "custom", **data})
+    except ValueError as exc:
+        raise ConfigError(f"invalid policy: {exc}".splitlines()[0]) from None
+    if base is not None:
+        policy = policy.model_copy(update={"rules": policy.rules + base.rules})
+    return policy
+
+
+class Verdict(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    decision: Decision
+    code: str  # machine-readable reason: allowed, ask, unknown_host, locked_host, ...
+    reason: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    spec: ActionSpec | None = None
+
+
+def _refuse(code: str, reason: str) -> Verdict:
+    return Verdict(decision=Decision.DENY, code=code, reason=reason)
+
+
+def check(
+    planned: PlannedTask,
+    state: MissionState,
+    policy: Policy,
+    busy_hosts: set[str] | frozenset[str] = frozenset(),
+) -> Verdict:
+    """Decide one planned task. Pure: reads the state, changes nothing."""
+    host = state.hosts.get(planned.host_id)
+    if host is None:
+        return _refuse("unknown_host", f"unknown host {planned.host_id!r}")
+    if host.locked:
+        return _refuse("locked_host", f"host {host.host_id} is locked ({host.lock_reason})")
+    spec = CATALOG.get(planned.action)
+    if spec is None:
+        return _refuse("unknown_action", f"unknown action {planned.action!r}")
+    if spec.os != host.os:
+        return _refuse(
+            "wrong_os", f"{spec.name} is a {spec.os} action; {host.host_id} runs {host.os}"
+        )
+    if planned.host_id in busy_hosts:
+        return _refuse("host_busy", f"host {host.host_id} already has a task in flight")
+    params, error = validate_params(spec, planned.params)
+    if error is not None:
+        return _refuse("invalid_params", f"invalid params for {spec.name}: {error}")
+    decision, why = policy.decide(spec)
+    code = {Decision.ALLOW: "allowed", Decision.ASK: "ask", Decision.DENY: "risk_denied"}[decision]
+    if decision is Decision.DENY:
+        why = f"{spec.risk.value} action {spec.name} denied: {why}"
+    return Verdict(decision=decision, code=code, reason=why, params=params, spec=spec)
