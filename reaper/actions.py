@@ -84,15 +84,40 @@ class ActionSpec(BaseModel):
         return self.params_model.model_json_schema()
 
 
-_VERBS: tuple[tuple[str, str, type[_Params], Risk, float, bool, Stage | None, Stage | None], ...] = (
-    ("discover", "Collect OS, hardware, network, service and security facts.",
-     DiscoverParams, Risk.READ_ONLY, 120.0, True, Stage.DISCOVERED, None),
-    ("prepare", "Install or enable the packages and services the baseline needs.",
-     PrepareParams, Risk.CHANGE, 600.0, True, Stage.PREPARED, Stage.DISCOVERED),
-    ("baseline", "Apply the security baseline; report each setting changed or unchanged.",
-     BaselineParams, Risk.CHANGE, 600.0, True, Stage.BASELINED, Stage.DISCOVERED),
-    ("reboot", "Restart the host.",
-     RebootParams, Risk.DESTRUCTIVE, 900.0, False, None, None),
+_VERBS: tuple[
+    tuple[str, str, type[_Params], Risk, float, bool, Stage | None, Stage | None], ...
+] = (
+    (
+        "discover",
+        "Collect OS, hardware, network, service and security facts.",
+        DiscoverParams,
+        Risk.READ_ONLY,
+        120.0,
+        True,
+        Stage.DISCOVERED,
+        None,
+    ),
+    (
+        "prepare",
+        "Install or enable the packages and services the baseline needs.",
+        PrepareParams,
+        Risk.CHANGE,
+        600.0,
+        True,
+        Stage.PREPARED,
+        Stage.DISCOVERED,
+    ),
+    (
+        "baseline",
+        "Apply the security baseline; report each setting changed or unchanged.",
+        BaselineParams,
+        Risk.CHANGE,
+        600.0,
+        True,
+        Stage.BASELINED,
+        Stage.DISCOVERED,
+    ),
+    ("reboot", "Restart the host.", RebootParams, Risk.DESTRUCTIVE, 900.0, False, None, None),
 )
 
 
@@ -102,9 +127,16 @@ def _build() -> dict[str, ActionSpec]:
         for verb, desc, params, risk, timeout, idem, produces, requires in _VERBS:
             name = f"{os}.{verb}"
             catalog[name] = ActionSpec(
-                name=name, os=os, verb=verb, description=desc, params_model=params,
-                risk=risk, timeout_s=timeout, idempotent=idem,
-                produces=produces, requires=requires,
+                name=name,
+                os=os,
+                verb=verb,
+                description=desc,
+                params_model=params,
+                risk=risk,
+                timeout_s=timeout,
+                idempotent=idem,
+                produces=produces,
+                requires=requires,
             )
     return catalog
 

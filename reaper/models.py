@@ -37,8 +37,8 @@ __all__ = [
     "Task",
     "TaskRecord",
     "TaskStatus",
-    "agent_type_for",
     "WinRMSettings",
+    "agent_type_for",
     "utcnow",
 ]
 
@@ -311,10 +311,7 @@ class MissionState(_Model):
 
     @property
     def awaiting_approval(self) -> list[str]:
-        return [
-            tid for tid in self._open
-            if self.tasks[tid].status is TaskStatus.AWAITING_APPROVAL
-        ]
+        return [tid for tid in self._open if self.tasks[tid].status is TaskStatus.AWAITING_APPROVAL]
 
     @property
     def completed_tasks(self) -> list[str]:

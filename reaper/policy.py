@@ -76,7 +76,9 @@ PRESETS: dict[str, Policy] = {
         "standard",
         PolicyRule(risk=Risk.READ_ONLY, decision=Decision.ALLOW),
         PolicyRule(risk=Risk.CHANGE, decision=Decision.ALLOW),
-        PolicyRule(risk=Risk.DESTRUCTIVE, decision=Decision.ASK, reason="destructive: needs approval"),
+        PolicyRule(
+            risk=Risk.DESTRUCTIVE, decision=Decision.ASK, reason="destructive: needs approval"
+        ),
     ),
     # Every change is approved by hand.
     "cautious": _preset(
@@ -100,11 +102,9 @@ def policy_from_spec(spec: str | dict[str, Any] | None) -> Policy:
         try:
             return PRESETS[spec]
         except KeyError:
-            raise ConfigError(
-                f"unknown policy {spec!r} (presets: {', '.join(PRESETS)})"
-            ) from None
+            raise ConfigError(f"unknown policy {spec!r} (presets: {', '.join(PRESETS)})") from None
     data = dict(spec)
-    base = PRESETS.get(str(data.pop("base", "")), None) if "base" in spec else None
+    base = PRESETS.get(str(data.pop("base", ""))) if "base" in spec else None
     try:
         policy = Policy.model_validate({"name": "custom", **data})
     except ValueError as exc:

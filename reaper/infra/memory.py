@@ -97,8 +97,12 @@ class MemoryMissionStore:
     async def list_missions(self) -> list[MissionSummary]:
         return [
             MissionSummary(
-                mission_id=s.mission_id, lab_type=s.lab_type, status=s.status,
-                status_reason=s.status_reason, hosts=len(s.hosts), version=s.version,
+                mission_id=s.mission_id,
+                lab_type=s.lab_type,
+                status=s.status,
+                status_reason=s.status_reason,
+                hosts=len(s.hosts),
+                version=s.version,
                 updated_at=s.updated_at,
             )
             for s in self._missions.values()
@@ -210,7 +214,9 @@ class MemoryTaskQueue:
                 except TimeoutError:
                     continue
 
-    def _lease(self, ready: deque[OutboxItem], max_items: int, expires: float) -> list[TaskDelivery]:
+    def _lease(
+        self, ready: deque[OutboxItem], max_items: int, expires: float
+    ) -> list[TaskDelivery]:
         out: list[TaskDelivery] = []
         while ready and len(out) < max_items:
             item = ready.popleft()
@@ -303,8 +309,8 @@ class MemoryEventBus:
         return None
 
 
-def memory_backend(clock: Clock | None = None) -> tuple[
-    MemoryMissionStore, MemoryTaskQueue, MemoryEventBus
-]:
+def memory_backend(
+    clock: Clock | None = None,
+) -> tuple[MemoryMissionStore, MemoryTaskQueue, MemoryEventBus]:
     clock = clock or RealClock()
     return MemoryMissionStore(clock), MemoryTaskQueue(clock), MemoryEventBus()
