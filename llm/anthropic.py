@@ -16,14 +16,8 @@ import time
 from typing import Any, Literal
 
 import anthropic
-from anthropic.types import (
-    Message as AnthropicMessage,
-)
-from anthropic.types import (
-    MessageParam,
-    TextBlockParam,
-    ToolParam,
-)
+from anthropic.types import Message as AnthropicMessage
+from anthropic.types import TextBlockParam, ToolParam
 
 from llm.errors import LLMAPIError, LLMConfigError, LLMTimeoutError
 from llm.types import LLMRequest, LLMResponse, StopReason, Usage
@@ -46,8 +40,10 @@ _STOP_REASONS: dict[str, StopReason] = {
 
 
 def _sdk_has_native_output() -> bool:
-    create = anthropic.AsyncAnthropic.messages.func(anthropic.AsyncAnthropic).create  # type: ignore[attr-defined]
-    return "output_config" in inspect.signature(create).parameters
+    # Older SDKs lack output_config; look at the signature rather than pinning a version.
+    from anthropic.resources.messages import AsyncMessages
+
+    return "output_config" in inspect.signature(AsyncMessages.create).parameters
 
 
 class AnthropicClient:
@@ -120,7 +116,7 @@ class AnthropicClient:
         if cached:
             # One breakpoint on the last static block caches every block before it too.
             system[cached[-1]]["cache_control"] = {"type": "ephemeral"}
-        messages: list[MessageParam] = [
+        messages: list[dict[str, str]] = [
             {"role": m.role, "content": m.text} for m in request.messages
         ]
         kwargs: dict[str, Any] = {
@@ -130,9 +126,8 @@ class AnthropicClient:
         }
         if system:
             kwargs["system"] = system
-        if request.temperature is not None:
-            kwargs["temperature"] = request.temperature
-        # The Messages API takes no seed: it stays in the replay key only.
+        # The installed SDK's Messages API takes neither temperature nor seed (current Claude
+        # models fix sampling): both stay in the replay key only.
         if request.json_schema is not None:
             if self.structured_output == "native":
                 kwargs["output_config"] = {

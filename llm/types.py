@@ -87,9 +87,8 @@ class Usage(BaseModel):
 
     @property
     def total_tokens(self) -> int:
-        return (
-            self.input_tokens + self.output_tokens + self.cache_read_tokens + self.cache_write_tokens
-        )
+        cached = self.cache_read_tokens + self.cache_write_tokens
+        return self.input_tokens + self.output_tokens + cached
 
     def __add__(self, other: Usage) -> Usage:
         if not isinstance(other, Usage):

@@ -317,6 +317,13 @@ class MissionState(_Model):
     def completed_tasks(self) -> list[str]:
         return [tid for tid, rec in self.tasks.items() if rec.status.done]
 
+    def detached(self) -> MissionState:
+        """A copy with its own containers; host and task models are shared, since Reaper
+        replaces them on change rather than mutating them."""
+        copy = self.model_copy(update={"hosts": dict(self.hosts), "tasks": dict(self.tasks)})
+        copy._open = set(self._open)
+        return copy
+
     def put_task(self, record: TaskRecord) -> None:
         """Insert or replace a task record, keeping the open-task index in step."""
         self.tasks[record.task.task_id] = record

@@ -7,15 +7,16 @@ rules, matched on action × OS × risk tier, first match wins, else the policy's
 
 from __future__ import annotations
 
+from collections.abc import Container
 from enum import StrEnum
 from fnmatch import fnmatchcase
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from reaper.actions import CATALOG, ActionSpec, Risk, validate_params
 from reaper.errors import ConfigError
-from reaper.models import MissionState, PlannedTask
+from reaper.models import HostState, PlannedTask
 
 __all__ = [
     "PRESETS",
@@ -57,7 +58,7 @@ class Policy(BaseModel):
     name: str = "custom"
     rules: tuple[PolicyRule, ...] = ()
     default: Decision = Decision.DENY
-    max_tasks_per_step: int = Field(default=1000, ge=1)
+    max_tasks_per_step: int = Field(default=100_000, ge=1)
 
     def decide(self, spec: ActionSpec) -> tuple[Decision, str]:
         for rule in self.rules:
@@ -128,11 +129,20 @@ def _refuse(code: str, reason: str) -> Verdict:
     return Verdict(decision=Decision.DENY, code=code, reason=reason)
 
 
+class _HostLookup(Protocol):
+    def get(self, host_id: str, /) -> HostState | None: ...
+
+
+class _HasHosts(Protocol):
+    @property
+    def hosts(self) -> _HostLookup: ...
+
+
 def check(
     planned: PlannedTask,
-    state: MissionState,
+    state: _HasHosts,
     policy: Policy,
-    busy_hosts: set[str] | frozenset[str] = frozenset(),
+    busy_hosts: Container[str] = frozenset(),
 ) -> Verdict:
     """Decide one planned task. Pure: reads the state, changes nothing."""
     host = state.hosts.get(planned.host_id)

@@ -41,14 +41,14 @@ class MemoryMissionStore:
     async def create(self, state: MissionState, events: Sequence[EventRecord]) -> None:
         if state.mission_id in self._missions:
             raise MissionExistsError(state.mission_id)
-        self._missions[state.mission_id] = state.model_copy(deep=True)
+        self._missions[state.mission_id] = state.detached()
         self._events[state.mission_id] = []
         self._outbox[state.mission_id] = {}
         self._append(state.mission_id, events)
 
     async def load(self, mission_id: str) -> MissionState | None:
         state = self._missions.get(mission_id)
-        return None if state is None else state.model_copy(deep=True)
+        return None if state is None else state.detached()
 
     async def get_host(self, mission_id: str, host_id: str) -> HostState | None:
         state = self._missions.get(mission_id)
@@ -63,7 +63,9 @@ class MemoryMissionStore:
             raise StaleStateError(
                 f"mission {mid}: expected version {change.expected_version}, found {found}"
             )
-        # Copy only what changed, so the cost follows the change, not the mission's size.
+        # Only what changed is touched, so the cost follows the change, not the mission's
+        # size. The commit takes ownership of the given objects (the engine replaces host and
+        # task models rather than mutating them), so they are stored without copying.
         header = change.mission
         stored.status = header.status
         stored.status_reason = header.status_reason
@@ -72,9 +74,9 @@ class MemoryMissionStore:
         stored.updated_at = header.updated_at
         stored.settings = dict(header.settings)
         for host in change.hosts:
-            stored.hosts[host.host_id] = host.model_copy(deep=True)
+            stored.hosts[host.host_id] = host
         for rec in change.tasks:
-            stored.put_task(rec.model_copy(deep=True))
+            stored.put_task(rec)
         outbox = self._outbox[mid]
         for item in change.outbox:
             outbox[item.task.key] = item
@@ -85,7 +87,8 @@ class MemoryMissionStore:
     def _append(self, mission_id: str, events: Sequence[EventRecord]) -> None:
         log = self._events[mission_id]
         for event in events:
-            log.append(event.model_copy(update={"seq": len(log) + 1}))
+            event.seq = len(log) + 1  # the store owns the record from here on
+            log.append(event)
 
     async def events(
         self, mission_id: str, *, after_seq: int = 0, limit: int | None = None
@@ -151,7 +154,9 @@ class MemoryTaskQueue:
         self._counts: dict[tuple[str, int], int] = {}
         self._seen: set[tuple[str, int]] = set()
         self._seq = itertools.count()
-        self._cond = asyncio.Condition()
+        # An Event rather than a Condition: waking a waiter must not make the publisher
+        # yield (a Condition's lock hands over on every notify and defeats batching).
+        self._wakeup = asyncio.Event()
 
     async def publish(self, items: Sequence[OutboxItem]) -> None:
         now = self._clock.now()
@@ -167,8 +172,7 @@ class MemoryTaskQueue:
                 self._ready.setdefault(item.task.agent_type, deque()).append(item)
             added = True
         if added:
-            async with self._cond:
-                self._cond.notify_all()
+            self._wakeup.set()
 
     def _promote(self, now: float) -> None:
         while self._delayed and self._delayed[0][0] <= now:
@@ -193,26 +197,29 @@ class MemoryTaskQueue:
         lease_s: float = 30.0,
         worker_id: str = "",
     ) -> list[TaskDelivery]:
-        end = None if timeout is None else self._clock.monotonic() + timeout
-        async with self._cond:
-            while True:
-                now = self._clock.monotonic()
-                if self._leased or self._delayed:
-                    self._promote(now)
-                ready = self._ready.get(agent_type)
-                if ready:
-                    return self._lease(ready, max_items, now + lease_s)
-                wait = None if end is None else end - now
-                if wait is not None and wait <= 0:
-                    return []
-                deadline = self._next_deadline()
-                if deadline is not None:
-                    until = deadline - now
-                    wait = until if wait is None else min(wait, until)
-                try:
-                    await asyncio.wait_for(self._cond.wait(), timeout=wait)
-                except TimeoutError:
-                    continue
+        # The timeout is real waiting, so it runs on the loop's time; leases and delays run
+        # on the clock (a ManualClock does not move while we wait; the loop's time does).
+        loop = asyncio.get_running_loop()
+        end = None if timeout is None else loop.time() + timeout
+        while True:
+            now = self._clock.monotonic()
+            if self._leased or self._delayed:
+                self._promote(now)
+            ready = self._ready.get(agent_type)
+            if ready:
+                return self._lease(ready, max_items, now + lease_s)
+            wait = None if end is None else end - loop.time()
+            if wait is not None and wait <= 0:
+                return []
+            deadline = self._next_deadline()
+            if deadline is not None:
+                until = deadline - now
+                wait = until if wait is None else min(wait, until)
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), timeout=wait)
+            except TimeoutError:
+                continue
 
     def _lease(
         self, ready: deque[OutboxItem], max_items: int, expires: float
@@ -241,8 +248,7 @@ class MemoryTaskQueue:
                 self._ready.setdefault(d.task.agent_type, deque()).appendleft(lease.item)
                 returned = True
         if returned:
-            async with self._cond:
-                self._cond.notify_all()
+            self._wakeup.set()
 
     async def extend(self, deliveries: Sequence[TaskDelivery], lease_s: float) -> None:
         expires = self._clock.monotonic() + lease_s
@@ -252,6 +258,8 @@ class MemoryTaskQueue:
                 lease.expires = expires
 
     async def depth(self, agent_type: str) -> int:
+        if self._leased or self._delayed:
+            self._promote(self._clock.monotonic())
         return len(self._ready.get(agent_type, ()))
 
     async def close(self) -> None:
@@ -265,32 +273,36 @@ class MemoryEventBus:
         self._inbox: dict[str, deque[tuple[int, InboundMessage]]] = {}
         self._inflight: dict[str, dict[int, InboundMessage]] = {}
         self._ids = itertools.count(1)
-        self._cond = asyncio.Condition()
+        self._wakeups: dict[str, asyncio.Event] = {}
+
+    def _wakeup(self, mission_id: str) -> asyncio.Event:
+        event = self._wakeups.get(mission_id)
+        if event is None:
+            event = self._wakeups[mission_id] = asyncio.Event()
+        return event
 
     async def publish(self, message: InboundMessage) -> None:
         self._inbox.setdefault(message.mission_id, deque()).append((next(self._ids), message))
-        async with self._cond:
-            self._cond.notify_all()
+        self._wakeup(message.mission_id).set()
 
     async def receive(
         self, mission_id: str, *, max_items: int = 10_000, timeout: float | None = None
     ) -> list[InboundDelivery]:
-        async with self._cond:
-            inbox = self._inbox.setdefault(mission_id, deque())
-            if not inbox:
-                try:
-                    await asyncio.wait_for(
-                        self._cond.wait_for(lambda: bool(inbox)), timeout=timeout
-                    )
-                except TimeoutError:
-                    return []
-            inflight = self._inflight.setdefault(mission_id, {})
-            out: list[InboundDelivery] = []
-            while inbox and len(out) < max_items:
-                msg_id, message = inbox.popleft()
-                inflight[msg_id] = message
-                out.append(InboundDelivery(message=message, receipt=str(msg_id)))
-            return out
+        inbox = self._inbox.setdefault(mission_id, deque())
+        if not inbox:
+            wakeup = self._wakeup(mission_id)
+            wakeup.clear()
+            try:
+                await asyncio.wait_for(wakeup.wait(), timeout=timeout)
+            except TimeoutError:
+                return []
+        inflight = self._inflight.setdefault(mission_id, {})
+        out: list[InboundDelivery] = []
+        while inbox and len(out) < max_items:
+            msg_id, message = inbox.popleft()
+            inflight[msg_id] = message
+            out.append(InboundDelivery(message=message, receipt=str(msg_id)))
+        return out
 
     async def ack(self, mission_id: str, deliveries: Sequence[InboundDelivery]) -> None:
         inflight = self._inflight.get(mission_id, {})
@@ -302,8 +314,7 @@ class MemoryEventBus:
         if inflight:
             inbox = self._inbox.setdefault(mission_id, deque())
             inbox.extendleft(reversed(sorted(inflight.items())))
-            async with self._cond:
-                self._cond.notify_all()
+            self._wakeup(mission_id).set()
 
     async def close(self) -> None:
         return None

@@ -1,0 +1,142 @@
+"""Action runners the worker calls, by transport name.
+
+`OsCodeRunner` joins a `Transport` (how to reach a host and run commands) with OS action code
+(how an action becomes commands and parsed facts). OS action code implements `OsActions`:
+
+    async def run(self, verb: str, params: dict[str, Any], shell: CommandRunner, *,
+                  host_id: str) -> ActionOutcome
+
+`verb` is the part of the action after `<os>.` ("discover", "prepare", "baseline", "reboot");
+`params` were validated against the catalog by the engine; `shell` is the transport's live
+session. It returns an `ActionOutcome` whose `data` has the shapes documented in
+`reaper.agents.transports.sim_facts` (the simulated hosts are the reference), answers
+UNKNOWN_ACTION for a verb it does not know, and may raise `TransportError` (the worker turns it
+into an error result with its code and retriable flag).
+
+`default_runners()` builds the transport-name → runner mapping: `sim` always; `local`, `ssh` and
+`winrm` when their modules import (a transport whose module is missing is left out, and the
+worker answers UNSUPPORTED_TRANSPORT for its hosts).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Collection, Mapping
+from typing import Any, Protocol
+
+from reaper.agents.base import ActionOutcome, ActionRunner, CommandRunner, Transport
+from reaper.agents.transports.sim import SimRunner
+from reaper.clock import Clock
+from reaper.models import HostConnection, ResultStatus, Task
+
+__all__ = ["OsActions", "OsCodeRunner", "default_runners", "load_oscode", "load_transport"]
+
+log = logging.getLogger(__name__)
+
+# transport name → (module, class); OS code per transport: the OSes it can reach.
+_TRANSPORTS = {
+    "local": ("reaper.agents.transports.local", "LocalTransport"),
+    "ssh": ("reaper.agents.transports.ssh", "SshTransport"),
+    "winrm": ("reaper.agents.transports.winrm", "WinRMTransport"),
+}
+_OSES_BY_TRANSPORT = {"local": ("linux", "macos"), "ssh": ("linux", "macos"), "winrm": ("windows",)}
+_OSCODE_CLASS = {"linux": "LinuxActions", "macos": "MacosActions", "windows": "WindowsActions"}
+
+
+class OsActions(Protocol):
+    """One OS's action code (`reaper.agents.oscode.<os>`)."""
+
+    async def run(
+        self, verb: str, params: dict[str, Any], shell: CommandRunner, *, host_id: str
+    ) -> ActionOutcome: ...
+
+
+class OsCodeRunner:
+    """An `ActionRunner` from a transport and the OS code for the OSes it reaches."""
+
+    def __init__(self, transport: Transport, oscode: Mapping[str, OsActions]) -> None:
+        self.transport = transport
+        self._oscode = dict(oscode)
+
+    async def run(self, task: Task, host_id: str, conn: HostConnection) -> ActionOutcome:
+        os_name, _, verb = task.action.partition(".")
+        code = self._oscode.get(os_name)
+        if code is None:
+            return ActionOutcome(
+                status=ResultStatus.ERROR,
+                summary=f"transport {self.transport.name} has no {os_name or '?'} action code",
+                error_code="UNKNOWN_ACTION",
+            )
+        # TransportError from connecting propagates: the worker maps it.
+        shell = await self.transport.session(host_id, conn)
+        return await code.run(verb, task.params, shell, host_id=host_id)
+
+    async def close(self) -> None:
+        await self.transport.close()
+
+
+def _import(module: str) -> Any | None:
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        # The module is not written yet, or an optional package it needs is missing; any
+        # other error (a syntax error, a bug at import) propagates.
+        if exc.name != module:
+            log.info("module %s unavailable: %s", module, exc)
+        return None
+
+
+def load_transport(name: str, **kwargs: Any) -> Transport | None:
+    """Build the named real transport, or None if its module is not there."""
+    spec = _TRANSPORTS.get(name)
+    if spec is None:
+        return None
+    module = _import(spec[0])
+    cls = None if module is None else getattr(module, spec[1], None)
+    if cls is None:
+        return None
+    transport: Transport = cls(**kwargs)
+    return transport
+
+
+def load_oscode(os_name: str) -> OsActions | None:
+    """The OS action code for `os_name` (module attribute `ACTIONS`, else a no-argument
+    `<Os>Actions` class), or None if its module is not there."""
+    module = _import(f"reaper.agents.oscode.{os_name}")
+    if module is None:
+        return None
+    actions = getattr(module, "ACTIONS", None)
+    if actions is None:
+        cls = getattr(module, _OSCODE_CLASS[os_name], None)
+        actions = None if cls is None else cls()
+    return actions
+
+
+def default_runners(
+    *,
+    seed: int = 0,
+    clock: Clock | None = None,
+    transports: Mapping[str, Transport] | None = None,
+    transport_options: Mapping[str, Mapping[str, Any]] | None = None,
+    include: Collection[str] | None = None,
+) -> dict[str, ActionRunner]:
+    """Transport name → runner. `transports` supplies ready transports (tests, custom
+    settings); others are imported lazily and built with `transport_options[name]`.
+    `include` limits the real transports built (e.g. to those a lab uses); `sim` is always
+    there, it costs nothing."""
+    runners: dict[str, ActionRunner] = {"sim": SimRunner(seed=seed, clock=clock)}
+    given = transports or {}
+    options = transport_options or {}
+    for name, oses in _OSES_BY_TRANSPORT.items():
+        if include is not None and name not in include:
+            continue
+        transport = given.get(name) or load_transport(name, **options.get(name, {}))
+        if transport is None:
+            continue
+        oscode = {os: code for os in oses if (code := load_oscode(os)) is not None}
+        if not oscode:
+            log.info("transport %s available but no OS action code for %s", name, oses)
+            continue
+        runners[name] = OsCodeRunner(transport, oscode)
+    return runners

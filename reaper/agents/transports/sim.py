@@ -1,0 +1,356 @@
+"""Simulated Windows, Linux and macOS hosts, at the action level (the `sim` transport).
+
+Deterministic from a seed: facts come from (seed, host_id); latency and probabilistic faults
+from (seed, mission, host, task_id, attempt), so a replayed trial sees the same hosts, delays and
+failures. The seed is `conn.sim.seed` when set, else the runner's.
+
+Per-host state (tasks run, prerequisites installed, current settings) lives in this runner
+object, in process memory, keyed by (mission_id, host_id): a second worker process simulates its
+own copy of the host. That is enough for demos, evals and benchmarks, which run one worker.
+
+Faults (`conn.sim.faults`, see `reaper.models.SimFault`), each limited to matching actions:
+- `flaky`: the first `times` attempts fail, or each attempt with probability `rate`:
+  TransportError CONNECTION_RESET, retriable.
+- `down`: from the host's `after`-th task on, for `for_tasks` tasks (None: forever):
+  TransportError HOST_UNREACHABLE, retriable.
+- `auth_failure`: TransportError AUTH_FAILED, not retriable.
+- `needs_prepare`: baseline answers PREREQ_MISSING (not retriable, data {"missing", "fix"})
+  until a prepare has succeeded on the host.
+- `slow`: `delay_s` more latency.
+- `command_failed`: the action exits non-zero: COMMAND_FAILED, not retriable.
+`auth_failure` and `command_failed` honour `times` like `flaky` when it is set.
+"""
+
+from __future__ import annotations
+
+import marshal
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from reaper.agents.base import ActionOutcome
+from reaper.agents.transports.sim_facts import (
+    BASELINE_ITEMS,
+    PREPARE_ITEMS,
+    facts_for,
+    get_path,
+    set_path,
+)
+from reaper.clock import Clock, RealClock
+from reaper.errors import TransportError
+from reaper.models import HostConnection, ResultStatus, SimFault, SimSettings, Task
+
+__all__ = ["SimHostState", "SimRunner"]
+
+_NO_SIM = SimSettings()
+
+
+@dataclass(slots=True)
+class SimHostState:
+    """What a simulated host remembers between tasks."""
+
+    os: str
+    facts: dict[str, Any]
+    installed: set[str]
+    tasks_run: int = 0
+    prepared: bool = False
+    reboots: int = 0
+    # discover's precomputed answer; None whenever the facts change
+    snapshot: tuple[bytes | None, str, str] | None = None
+
+
+def _matches(fault: SimFault, action: str, verb: str) -> bool:
+    return fault.action in ("*", verb, action)
+
+
+def _first_attempts(fault: SimFault, attempt: int) -> bool:
+    return fault.times is None or attempt <= fault.times
+
+
+def _error(
+    code: str,
+    summary: str,
+    stderr: str,
+    data: dict[str, Any] | None = None,
+    *,
+    retriable: bool = False,
+) -> ActionOutcome:
+    return ActionOutcome(
+        status=ResultStatus.ERROR,
+        summary=summary,
+        data=data or {},
+        stderr_tail=stderr,
+        error_code=code,
+        retriable=retriable,
+    )
+
+
+def _copy(value: Any) -> Any:
+    # Facts are plain JSON-like data: a comprehension copy is several times cheaper than
+    # copy.deepcopy, and results must never alias the host's live state.
+    if isinstance(value, dict):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy(v) for v in value]
+    return value
+
+
+def _snapshot(os: str, facts: dict[str, Any]) -> tuple[bytes | None, str, str]:
+    """What discover returns, precomputed until the facts change: marshal round-trips plain
+    data as a deep copy in C, twice as fast as a Python copy (None when the facts hold a type
+    marshal does not know, e.g. a date a YAML override produced)."""
+    try:
+        blob: bytes | None = marshal.dumps(facts)
+    except ValueError:
+        blob = None
+    if os == "linux":
+        what = get_path(facts, ("os", "pretty_name"), "Linux")
+        lines = [
+            f"os-release: {what}",
+            f"kernel: {facts.get('kernel', '?')}",
+            f"ss -tlnp: {len(facts.get('listening_ports', ()))} listening",
+        ]
+    elif os == "windows":
+        what = get_path(facts, ("computer", "os_name"), "Windows")
+        lines = [
+            f"Caption : {what}",
+            f"BuildNumber : {get_path(facts, ('computer', 'build'))}",
+            f"Domain : {get_path(facts, ('computer', 'domain'))}",
+        ]
+    else:
+        what = f"macOS {get_path(facts, ('sw_vers', 'product_version'), '?')}"
+        lines = [
+            f"ProductVersion:\t{get_path(facts, ('sw_vers', 'product_version'))}",
+            f"BuildVersion:\t{get_path(facts, ('sw_vers', 'build'))}",
+        ]
+    return blob, str(what), "\n".join(lines)
+
+
+class SimRunner:
+    """An `ActionRunner` for `transport: sim` hosts."""
+
+    name = "sim"
+
+    def __init__(self, *, seed: int = 0, clock: Clock | None = None) -> None:
+        self._seed = seed
+        self._clock = clock or RealClock()
+        self._hosts: dict[tuple[str, str], SimHostState] = {}
+
+    def host_state(self, mission_id: str, host_id: str) -> SimHostState | None:
+        """The simulated host's memory (for tests and inspection)."""
+        return self._hosts.get((mission_id, host_id))
+
+    def completes_inline(self, task: Task, conn: HostConnection) -> bool:
+        """True when `run` will not suspend (no latency): the worker may then skip a task."""
+        sim = conn.sim
+        if sim is None:
+            return True
+        if sim.latency_s != 0 and sim.latency_s != (0, 0):
+            return False
+        return not any(f.kind == "slow" and f.delay_s > 0 for f in sim.faults)
+
+    async def close(self) -> None:
+        return None
+
+    async def run(self, task: Task, host_id: str, conn: HostConnection) -> ActionOutcome:
+        sim = conn.sim or _NO_SIM
+        os_name, _, verb = task.action.partition(".")
+        seed = self._seed if sim.seed is None else sim.seed
+        host = self._host(task.mission_id, host_id, os_name, seed, conn, sim)
+        index = host.tasks_run
+        host.tasks_run += 1
+        faults = [f for f in sim.faults if _matches(f, task.action, verb)] if sim.faults else []
+        rng: random.Random | None = None
+        if sim.latency_s != 0 or faults:
+            # Keyed by the attempt, so a retry draws afresh and a replay draws the same.
+            rng = random.Random(f"{seed}|{task.mission_id}|{host_id}|{task.task_id}|{task.attempt}")
+            delay = self._latency(sim, rng) + sum(f.delay_s for f in faults if f.kind == "slow")
+            if delay > 0:
+                await self._clock.sleep(delay)
+        if faults:
+            assert rng is not None
+            outcome = self._faults(faults, task, host_id, index, rng)
+            if outcome is not None:
+                return outcome
+        if host.os != os_name or os_name not in BASELINE_ITEMS:
+            return _error(
+                "UNKNOWN_ACTION",
+                f"{task.action}: not an action for a {host.os} host",
+                f"reaper: unknown action {task.action!r}",
+            )
+        if verb == "discover":
+            return self._discover(host, host_id, task.params)
+        if verb == "prepare":
+            return self._prepare(host, host_id, task.params)
+        if verb == "baseline":
+            needs = any(f.kind == "needs_prepare" for f in faults)
+            return self._baseline(host, host_id, task.params, needs_prepare=needs)
+        if verb == "reboot":
+            host.reboots += 1
+            return ActionOutcome(
+                status=ResultStatus.SUCCESS,
+                summary=f"{host_id} rebooted",
+                data={"rebooted": True, "delay_s": task.params.get("delay_s", 0)},
+                stdout_tail="Broadcast message: The system will reboot now!\nhost is back up",
+            )
+        return _error(
+            "UNKNOWN_ACTION",
+            f"unknown action {task.action}",
+            f"reaper: unknown action {task.action!r}",
+        )
+
+    # -- host state and faults ----------------------------------------------------------
+
+    def _host(
+        self,
+        mission_id: str,
+        host_id: str,
+        os_name: str,
+        seed: int,
+        conn: HostConnection,
+        sim: SimSettings,
+    ) -> SimHostState:
+        key = (mission_id, host_id)
+        host = self._hosts.get(key)
+        if host is None:
+            os_key = os_name if os_name in BASELINE_ITEMS else "linux"
+            facts = facts_for(os_key, host_id, seed=seed, address=conn.address, overrides=sim.facts)
+            needs = any(f.kind == "needs_prepare" for f in sim.faults)
+            installed = set() if needs else set(PREPARE_ITEMS[os_key])
+            host = self._hosts[key] = SimHostState(os=os_key, facts=facts, installed=installed)
+        return host
+
+    @staticmethod
+    def _latency(sim: SimSettings, rng: random.Random) -> float:
+        latency = sim.latency_s
+        if isinstance(latency, tuple):
+            low, high = latency
+            return rng.uniform(low, high) if high > low else low
+        return latency
+
+    @staticmethod
+    def _faults(
+        faults: list[SimFault], task: Task, host_id: str, index: int, rng: random.Random
+    ) -> ActionOutcome | None:
+        """Raise (connection-level faults) or return an error outcome, or None to proceed."""
+        for fault in faults:
+            if fault.kind == "down":
+                end = None if fault.for_tasks is None else fault.after + fault.for_tasks
+                if index >= fault.after and (end is None or index < end):
+                    raise TransportError(
+                        f"{host_id}: connect: No route to host (simulated)",
+                        error_code="HOST_UNREACHABLE",
+                        retriable=True,
+                    )
+            elif fault.kind == "auth_failure" and _first_attempts(fault, task.attempt):
+                raise TransportError(
+                    f"{host_id}: authentication failed (simulated)",
+                    error_code="AUTH_FAILED",
+                    retriable=False,
+                )
+            elif fault.kind == "flaky":
+                by_count = fault.times is not None and task.attempt <= fault.times
+                by_rate = fault.rate is not None and rng.random() < fault.rate
+                if by_count or by_rate:
+                    raise TransportError(
+                        f"{host_id}: connection reset by peer (simulated)",
+                        error_code="CONNECTION_RESET",
+                        retriable=True,
+                    )
+        for fault in faults:
+            if fault.kind == "command_failed" and _first_attempts(fault, task.attempt):
+                return _error(
+                    "COMMAND_FAILED",
+                    f"{task.action} failed on {host_id}: exit status 1",
+                    f"{task.action}: step failed\nerror: command exited with status 1",
+                    {"exit_code": 1},
+                )
+        return None
+
+    # -- actions -----------------------------------------------------------------------
+
+    @staticmethod
+    def _discover(host: SimHostState, host_id: str, params: dict[str, Any]) -> ActionOutcome:
+        if host.snapshot is None:
+            host.snapshot = _snapshot(host.os, host.facts)
+        blob, what, lines = host.snapshot
+        sections = params.get("sections")
+        if sections is None and blob is not None:
+            data: dict[str, Any] = marshal.loads(blob)
+        else:
+            data = {k: _copy(v) for k, v in host.facts.items() if sections is None or k in sections}
+        return ActionOutcome(
+            status=ResultStatus.SUCCESS,
+            summary=f"discovered {host_id}: {what}",
+            data=data,
+            stdout_tail=f"{lines}\ncollected {len(data)} fact groups",
+        )
+
+    @staticmethod
+    def _prepare(host: SimHostState, host_id: str, params: dict[str, Any]) -> ActionOutcome:
+        wanted = params.get("items") or list(PREPARE_ITEMS[host.os])
+        installed = [item for item in wanted if item not in host.installed]
+        present = [item for item in wanted if item in host.installed]
+        host.installed.update(installed)
+        host.prepared = True
+        if host.os == "linux" and "auditd" in host.installed:
+            set_path(host.facts, ("auditd", "installed"), True)
+            host.snapshot = None
+        lines = [f"installed {item}" for item in installed] or ["nothing to install"]
+        return ActionOutcome(
+            status=ResultStatus.SUCCESS,
+            summary=f"prepared {host_id}: {len(installed)} installed, {len(present)} present",
+            data={"installed": installed, "already_present": present},
+            stdout_tail="\n".join(lines),
+        )
+
+    @staticmethod
+    def _baseline(
+        host: SimHostState, host_id: str, params: dict[str, Any], *, needs_prepare: bool
+    ) -> ActionOutcome:
+        if needs_prepare and not host.prepared:
+            missing = [i for i in PREPARE_ITEMS[host.os] if i not in host.installed]
+            return _error(
+                "PREREQ_MISSING",
+                f"baseline needs {', '.join(missing)} on {host_id}",
+                f"baseline: prerequisite missing: {', '.join(missing)}",
+                {"missing": missing, "fix": f"{host.os}.prepare"},
+            )
+        catalog = BASELINE_ITEMS[host.os]
+        names = params.get("items")
+        if names is not None:
+            unknown = sorted(set(names) - {item.name for item in catalog})
+            if unknown:
+                return _error(
+                    "INVALID_PARAMS",
+                    f"unknown baseline items: {', '.join(unknown)}",
+                    f"baseline: unknown items {unknown}",
+                )
+            catalog = tuple(item for item in catalog if item.name in names)
+        check = bool(params.get("check_mode", False))
+        items: list[dict[str, Any]] = []
+        lines: list[str] = []
+        for item in catalog:
+            before = get_path(host.facts, item.path)
+            changed = before != item.want
+            if changed and not check:
+                set_path(host.facts, item.path, item.want)
+                host.snapshot = None
+            after = item.want if changed else before
+            items.append({"name": item.name, "changed": changed, "before": before, "after": after})
+            lines.append(f"{'changed' if changed else 'ok'}: [{item.name}]")
+        n_changed = sum(1 for i in items if i["changed"])
+        n_unchanged = len(items) - n_changed
+        verb = "would change" if check else "changed"
+        lines.append(f"RECAP {host_id}: ok={len(items)} {verb}={n_changed}")
+        return ActionOutcome(
+            status=ResultStatus.SUCCESS,
+            summary=f"baseline on {host_id}: {n_changed} {verb}, {n_unchanged} unchanged",
+            data={
+                "items": items,
+                "changed": n_changed,
+                "unchanged": n_unchanged,
+                "check_mode": check,
+            },
+            stdout_tail="\n".join(lines[-12:]),
+        )

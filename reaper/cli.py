@@ -1,0 +1,190 @@
+"""The `reaper` command line. Errors become one line on stderr and a non-zero exit code."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.text import Text
+
+from reaper import __version__
+from reaper.config import Config, load_config
+from reaper.errors import ConfigError, MissionNotFoundError, ReaperError
+
+__all__ = ["EXIT_BAD_INPUT", "EXIT_INCOMPLETE", "EXIT_INTERRUPTED", "Cli", "main"]
+
+log = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_BAD_INPUT = 2
+EXIT_INCOMPLETE = 3
+EXIT_INTERRUPTED = 130
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("backend and logging")
+    g.add_argument("--config", help="config file (default ./reaper.toml if present)")
+    g.add_argument("--db", help="SQLite file for the default backend (env REAPER_DB)")
+    g.add_argument("--backend", help="memory | sqlite:///FILE | redis+postgres | redis://… ")
+    g.add_argument("--store", help="mission store URL (overrides --backend)")
+    g.add_argument("--queue", help="task queue/event bus URL (overrides --backend)")
+    g.add_argument("--log-level", help="DEBUG, INFO, WARNING (default), ERROR")
+    g.add_argument("--log-file", help="also write JSON-lines logs to this file")
+    g.add_argument("--json", action="store_true", help="print results as JSON")
+
+
+def _planner_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("planner")
+    g.add_argument("--planner", choices=("rule", "llm"), help="override the lab's planner")
+    g.add_argument("--provider", help="anthropic | openai | openai-compatible")
+    g.add_argument("--model", help="LLM model name")
+    g.add_argument("--base-url", help="LLM API base URL (any server speaking the wire format)")
+    g.add_argument("--replay", metavar="CASSETTE", help="serve LLM calls from a cassette")
+    g.add_argument("--record", metavar="CASSETTE", help="record every LLM call to a cassette")
+    g.add_argument("--max-tokens", type=int, help="LLM output token limit per call")
+    g.add_argument("--temperature", type=float, help="LLM sampling temperature")
+
+
+def _run_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--concurrency", type=int, help="tasks in flight per agent type (default 32)")
+    p.add_argument("--no-live", action="store_true", help="no live dashboard, only the recap")
+    p.add_argument("--no-input", action="store_true",
+                   help="never prompt (approvals then come from `reaper approve`)")
+    p.add_argument("--no-workers", action="store_true",
+                   help="run only the engine; workers run elsewhere (`reaper worker`)")
+    p.add_argument("--stall-after", type=float, help="seconds without progress before stalled")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="reaper", description="LLM-driven planning agent toolkit for lab orchestration."
+    )
+    parser.add_argument("--version", action="version", version=f"reaper {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("demo", help="run the demo lab with a live dashboard")
+    _common(p)
+    _planner_flags(p)
+    _run_flags(p)
+    p.add_argument("--lab", help=argparse.SUPPRESS)
+
+    p = sub.add_parser("run", help="run a mission from a lab file")
+    p.add_argument("lab", nargs="?", help="lab file (YAML)")
+    p.add_argument("--inventory", help="an Ansible inventory (INI or YAML) instead of a lab")
+    p.add_argument("--mission-id", help="mission id (default: from the lab file, else made up)")
+    _common(p)
+    _planner_flags(p)
+    _run_flags(p)
+
+    p = sub.add_parser("resume", help="resume a mission after a stop or crash")
+    p.add_argument("mission")
+    _common(p)
+    _planner_flags(p)
+    _run_flags(p)
+
+    p = sub.add_parser("status", help="show missions, or one mission")
+    p.add_argument("mission", nargs="?")
+    _common(p)
+
+    p = sub.add_parser("events", help="show a mission's event log (the decision ledger)")
+    p.add_argument("mission")
+    p.add_argument("--kind", action="append", help="only these kinds (e.g. task.refused)")
+    p.add_argument("--limit", type=int, help="only the last N events")
+    _common(p)
+
+    for name, verb in (("approve", "approve"), ("reject", "reject")):
+        p = sub.add_parser(name, help=f"{verb} a task waiting for approval")
+        p.add_argument("mission")
+        p.add_argument("task")
+        p.add_argument("--note", default="", help="a note for the event log")
+        p.add_argument("--by", default=os.environ.get("USER", "operator"))
+        _common(p)
+
+    p = sub.add_parser("bench", help="measure throughput on simulated hosts")
+    p.add_argument("--hosts", default="100,1000,10000", help="comma-separated host counts")
+    p.add_argument("--workers", type=int, default=1, help="workers per agent type")
+    p.add_argument("--concurrency", type=int, default=256)
+    _common(p)
+    p.set_defaults(backend_list="memory,sqlite")
+    return parser
+
+
+class Cli:
+    """Holds what every command needs: config, console, and the output mode."""
+
+    def __init__(self, args: argparse.Namespace, env: dict[str, str]) -> None:
+        self.args = args
+        self.env = env
+        self.out = Console(highlight=False, soft_wrap=False)
+        self.err = Console(stderr=True, highlight=False)
+        self.config = self._config()
+
+    def _config(self) -> Config:
+        a = self.args
+        cfg = load_config(getattr(a, "config", None), self.env)
+        flags: dict[str, Any] = {
+            "backend": getattr(a, "backend", None), "store": getattr(a, "store", None),
+            "queue": getattr(a, "queue", None), "log_level": getattr(a, "log_level", None),
+            "log_file": getattr(a, "log_file", None),
+            "concurrency": getattr(a, "concurrency", None),
+            "stall_after_s": getattr(a, "stall_after", None),
+            "llm_provider": getattr(a, "provider", None), "llm_model": getattr(a, "model", None),
+            "llm_base_url": getattr(a, "base_url", None),
+            "llm_max_tokens": getattr(a, "max_tokens", None),
+            "llm_temperature": getattr(a, "temperature", None),
+        }
+        if getattr(a, "db", None):
+            from pathlib import Path
+
+            flags["db"] = Path(a.db).expanduser()
+        return cfg.with_flags(**flags)
+
+    def print_json(self, data: Any) -> None:
+        # Plain stdout: JSON must not be wrapped or styled by the console.
+        sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def _commands() -> dict[str, Callable[[Cli], Coroutine[Any, Any, int]]]:
+    from reaper import cli_commands as c
+
+    return {
+        "demo": c.cmd_demo, "run": c.cmd_run, "resume": c.cmd_resume, "status": c.cmd_status,
+        "events": c.cmd_events, "approve": c.cmd_approve, "reject": c.cmd_reject,
+        "bench": c.cmd_bench,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        cli = Cli(args, dict(os.environ))
+    except ReaperError as exc:
+        sys.stderr.write(f"reaper: error: {exc}\n")
+        return EXIT_BAD_INPUT
+    from reaper.logs import setup_logging
+
+    setup_logging(cli.config.log_level, json_file=cli.config.log_file, console=cli.err)
+    try:
+        return asyncio.run(_commands()[args.command](cli))
+    except KeyboardInterrupt:
+        cli.err.print("interrupted")
+        return EXIT_INTERRUPTED
+    except (ConfigError, MissionNotFoundError) as exc:
+        cli.err.print(Text.assemble(("reaper: error: ", "red"), str(exc)))
+        return EXIT_BAD_INPUT
+    except ReaperError as exc:
+        cli.err.print(Text.assemble(("reaper: error: ", "red"), str(exc)))
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,335 @@
+"""What each `reaper` command does. The CLI module parses; this module acts."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections import deque
+from collections.abc import Iterator, Sequence
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+from rich.live import Live
+from rich.prompt import Confirm
+from rich.text import Text
+
+from reaper.clock import RealClock
+from reaper.console import format_event, render_mission, render_missions, render_recap
+from reaper.errors import ConfigError, MissionNotFoundError
+from reaper.infra.base import Backend
+from reaper.infra.factory import open_backend
+from reaper.lab import LabFile, load_lab
+from reaper.models import EventKind, EventRecord, MissionState, MissionStatus
+from reaper.overseer import MissionReport, Overseer
+from reaper.planners.base import MissionPlanner
+from reaper.planners.rules import RuleBasedPlanner
+from reaper.runtime import LocalWorkers
+
+if TYPE_CHECKING:
+    from reaper.cli import Cli
+
+__all__ = [
+    "cmd_approve",
+    "cmd_bench",
+    "cmd_demo",
+    "cmd_events",
+    "cmd_reject",
+    "cmd_resume",
+    "cmd_run",
+    "cmd_status",
+]
+
+_REFRESH_S = 0.125
+
+
+@contextlib.asynccontextmanager
+async def _backend(cli: Cli, *, spec: str | None = None) -> Any:
+    cfg = cli.config
+    cfg.db.parent.mkdir(parents=True, exist_ok=True)
+    backend = open_backend(spec or cfg.backend, store=cfg.store, queue=cfg.queue,
+                           default_db=cfg.db)
+    try:
+        yield backend
+    finally:
+        await backend.close()
+
+
+def _planner_factory(cli: Cli) -> Any:
+    a = cli.args
+    forced = getattr(a, "planner", None)
+
+    def factory(state: MissionState) -> MissionPlanner:
+        kind = forced or state.planner
+        if kind != "llm":
+            return RuleBasedPlanner()
+        from reaper.planners.llm_factory import planner_from_cli
+
+        return planner_from_cli(cli.config, state, replay=getattr(a, "replay", None),
+                                record=getattr(a, "record", None))
+
+    return factory
+
+
+class _Dashboard:
+    """Keeps the engine's latest state and a tail of its events for the live view."""
+
+    def __init__(self, lines: int = 10) -> None:
+        self.state: MissionState | None = None
+        self.events: deque[EventRecord] = deque(maxlen=lines)
+        self.approvals: asyncio.Queue[EventRecord] = asyncio.Queue()
+        self.usage: dict[str, Any] | None = None
+
+    def listener(self, state: MissionState, events: Sequence[EventRecord]) -> None:
+        self.state = state
+        for event in events:
+            if event.kind is EventKind.PLANNER_DECISION and event.payload.get("totals"):
+                self.usage = dict(event.payload["totals"])
+            if event.kind is EventKind.APPROVAL_REQUESTED:
+                self.approvals.put_nowait(event)
+        self.events.extend(events)
+
+    def render(self) -> Any:
+        if self.state is None:
+            return Text("starting…", style="dim")
+        return render_mission(self.state, list(self.events), usage=self.usage,
+                              now=RealClock().now())
+
+
+@contextlib.contextmanager
+def _signals(stop: asyncio.Event) -> Iterator[None]:
+    loop = asyncio.get_running_loop()
+    installed = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+    try:
+        yield
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
+async def _prompt_approvals(
+    cli: Cli, overseer: Overseer, dash: _Dashboard, live: Live | None
+) -> None:
+    while True:
+        event = await dash.approvals.get()
+        p = event.payload
+        if live is not None:
+            live.stop()
+        question = (f"Approve [bold]{p.get('action')}[/] on [bold]{p.get('host_id')}[/] "
+                    f"(task {p.get('task_id')}; {p.get('reason')})?")
+        try:
+            answer = await asyncio.to_thread(Confirm.ask, question, console=cli.out)
+        except EOFError:
+            answer = None
+        if answer is not None:
+            await overseer.decide(event.mission_id, str(p.get("task_id")), approved=answer,
+                                  by="console")
+        if live is not None:
+            live.start()
+
+
+async def _drive(cli: Cli, backend: Backend, mission_id: str, *, seed: int) -> int:
+    """Run a mission's engine (and local workers) with the live dashboard; print the recap."""
+    a = cli.args
+    dash = _Dashboard()
+    overrides: dict[str, Any] = {"lease_ttl_s": cli.config.lease_ttl_s}
+    if cli.config.stall_after_s is not None:
+        overrides["stall_after_s"] = cli.config.stall_after_s
+    overseer = Overseer(backend, planner_factory=_planner_factory(cli), listener=dash.listener,
+                        engine_overrides=overrides)
+    workers = LocalWorkers(backend, concurrency=cli.config.concurrency, seed=seed)
+    if not a.no_workers:
+        workers.start()
+    stop = asyncio.Event()
+    interactive = not (a.no_input or cli.args.json) and cli.out.is_terminal
+    live = None
+    if not (a.no_live or cli.args.json) and cli.out.is_terminal:
+        live = Live(get_renderable=dash.render, console=cli.out, auto_refresh=False,
+                    transient=False, redirect_stderr=False)
+    engine_task = overseer.start(mission_id)
+    stop_task = asyncio.create_task(stop.wait())
+    helpers: list[asyncio.Task[Any]] = []
+    if interactive:
+        helpers.append(asyncio.create_task(_prompt_approvals(cli, overseer, dash, live)))
+    interrupted = False
+    try:
+        with _signals(stop):
+            if live is not None:
+                live.start()
+            while not engine_task.done():
+                done, _ = await asyncio.wait({engine_task, stop_task}, timeout=_REFRESH_S)
+                if live is not None and live.is_started:
+                    live.refresh()
+                if stop_task in done:
+                    interrupted = True
+                    break
+    finally:
+        if live is not None and live.is_started:
+            live.refresh()
+            live.stop()
+        for h in (*helpers, stop_task):
+            h.cancel()
+        await overseer.stop_all()
+        await workers.stop()
+    if interrupted:
+        cli.err.print(Text.assemble(("interrupted: ", "yellow"),
+                                    f"mission {mission_id} stopped cleanly; resume it with "
+                                    f"`reaper resume {mission_id}`"))
+        return 130
+    state = engine_task.result()
+    return _report_end(cli, state, dash.usage)
+
+
+def _report_end(cli: Cli, state: MissionState, usage: dict[str, Any] | None) -> int:
+    if cli.args.json:
+        report = MissionReport.of(state).model_dump(mode="json")
+        report["llm_usage"] = usage
+        cli.print_json(report)
+    else:
+        cli.out.print(render_recap(state, usage=usage))
+    ok = state.status is MissionStatus.COMPLETED and state.goal_reached
+    return 0 if ok else 3
+
+
+def _apply_planner_override(cli: Cli, lab: LabFile) -> LabFile:
+    if getattr(cli.args, "planner", None):
+        lab = lab.model_copy(update={"planner": lab.planner.model_copy(
+            update={"kind": cli.args.planner})})
+    return lab
+
+
+async def cmd_demo(cli: Cli) -> int:
+    a = cli.args
+    if a.lab:
+        lab = load_lab(a.lab)
+    else:
+        text = resources.files("reaper.labs").joinpath("demo.yaml").read_text("utf-8")
+        from reaper.lab import parse_lab
+
+        lab = parse_lab(text, source="demo.yaml")
+    lab = _apply_planner_override(cli, lab)
+    if lab.planner.kind == "llm" and not a.replay and not cli.config.llm_provider:
+        a.replay = str(resources.files("reaper.labs").joinpath("demo-llm.cassette.jsonl"))
+    # The demo keeps nothing: an in-memory backend unless one is asked for.
+    async with _backend(cli, spec=cli.config.backend or "memory") as backend:
+        overseer = Overseer(backend)
+        mission_id = "demo" if (cli.config.backend or "memory") == "memory" else None
+        state = await overseer.create_mission(lab, mission_id)
+        return await _drive(cli, backend, state.mission_id, seed=lab.seed)
+
+
+def _load_run_lab(cli: Cli) -> LabFile:
+    a = cli.args
+    if a.inventory:
+        try:
+            from reaper.inventory import load_inventory
+        except ImportError:
+            raise ConfigError("Ansible inventories are not supported in this build") from None
+        return load_inventory(a.inventory)
+    if not a.lab:
+        raise ConfigError("run needs a lab file (or --inventory FILE)")
+    return load_lab(a.lab)
+
+
+async def cmd_run(cli: Cli) -> int:
+    lab = _apply_planner_override(cli, _load_run_lab(cli))
+    async with _backend(cli) as backend:
+        overseer = Overseer(backend)
+        state = await overseer.create_mission(lab, cli.args.mission_id)
+        if not cli.args.json:
+            cli.err.print(f"mission [bold]{state.mission_id}[/] created "
+                          f"({len(state.hosts)} hosts, goal {state.goal.value})")
+        return await _drive(cli, backend, state.mission_id, seed=lab.seed)
+
+
+async def cmd_resume(cli: Cli) -> int:
+    async with _backend(cli) as backend:
+        state = await backend.store.load(cli.args.mission)
+        if state is None:
+            raise MissionNotFoundError(cli.args.mission)
+        if state.status.terminal:
+            return _report_end(cli, state, None)
+        return await _drive(cli, backend, state.mission_id,
+                            seed=int(state.settings.get("seed", 0)))
+
+
+async def cmd_status(cli: Cli) -> int:
+    async with _backend(cli) as backend:
+        overseer = Overseer(backend)
+        if cli.args.mission:
+            report = await overseer.get_mission_status(cli.args.mission)
+            if cli.args.json:
+                cli.print_json(report.model_dump(mode="json"))
+            else:
+                state = await overseer.load(cli.args.mission)
+                events = await backend.store.events(state.mission_id)
+                cli.out.print(render_mission(state, events[-10:]))
+            return 0
+        missions = await overseer.list_missions()
+        if cli.args.json:
+            cli.print_json([
+                {"mission_id": m.mission_id, "lab_type": m.lab_type, "status": m.status.value,
+                 "status_reason": m.status_reason, "hosts": m.hosts, "version": m.version,
+                 "updated_at": m.updated_at.isoformat()} for m in missions
+            ])
+        elif not missions:
+            cli.out.print(f"no missions in {cli.config.store or cli.config.backend or cli.config.db}")
+        else:
+            cli.out.print(render_missions(missions))
+        return 0
+
+
+async def cmd_events(cli: Cli) -> int:
+    a = cli.args
+    async with _backend(cli) as backend:
+        if await backend.store.load(a.mission) is None:
+            raise MissionNotFoundError(a.mission)
+        events = await backend.store.events(a.mission)
+        if a.kind:
+            valid = {k.value for k in EventKind}
+            unknown = [k for k in a.kind if k not in valid]
+            if unknown:
+                raise ConfigError(f"unknown event kind {unknown[0]!r} "
+                                  f"(kinds: {', '.join(sorted(valid))})")
+            events = [e for e in events if e.kind.value in a.kind]
+        if a.limit:
+            events = events[-a.limit:]
+        if a.json:
+            for e in events:
+                cli.out.file.write(e.model_dump_json() + "\n")
+        else:
+            for e in events:
+                cli.out.print(format_event(e))
+        return 0
+
+
+async def _decide(cli: Cli, approved: bool) -> int:
+    a = cli.args
+    async with _backend(cli) as backend:
+        await Overseer(backend).decide(a.mission, a.task, approved=approved, by=a.by,
+                                       note=a.note)
+    verb = "approved" if approved else "rejected"
+    if a.json:
+        cli.print_json({"mission_id": a.mission, "task_id": a.task, "decision": verb})
+    else:
+        cli.out.print(f"{verb} {a.task}; the mission's engine applies it")
+    return 0
+
+
+async def cmd_approve(cli: Cli) -> int:
+    return await _decide(cli, True)
+
+
+async def cmd_reject(cli: Cli) -> int:
+    return await _decide(cli, False)
+
+
+async def cmd_bench(cli: Cli) -> int:
+    from reaper.bench import run_bench
+
+    return await run_bench(cli)
+

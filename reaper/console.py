@@ -1,0 +1,315 @@
+"""Rendering missions for people: pure functions of state to rich renderables.
+
+The live dashboard pulls `render_mission` through `Live(get_renderable=...)`; tests render the
+same functions to a `Console(file=StringIO())`. Nothing here changes state or does I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.panel import Panel
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from reaper.models import (
+    EventKind,
+    EventRecord,
+    HostState,
+    MissionState,
+    MissionStatus,
+    TaskStatus,
+)
+from reaper.state import goal_progress
+
+__all__ = [
+    "STATUS_STYLE",
+    "format_event",
+    "host_key_facts",
+    "render_events",
+    "render_hosts",
+    "render_mission",
+    "render_missions",
+    "render_recap",
+    "render_usage",
+]
+
+STATUS_STYLE = {
+    MissionStatus.RUNNING: "bold cyan",
+    MissionStatus.AWAITING_APPROVAL: "bold yellow",
+    MissionStatus.COMPLETED: "bold green",
+    MissionStatus.FAILED: "bold red",
+    MissionStatus.STALLED: "bold magenta",
+    MissionStatus.STOPPED: "bold yellow",
+}
+_HOST_STYLE = {"healthy": "green", "degraded": "yellow", "error": "red", "unknown": "dim"}
+_MAX_HOST_ROWS = 40
+
+
+def _get(d: Any, *path: str) -> Any:
+    for key in path:
+        if not isinstance(d, Mapping):
+            return None
+        d = d.get(key)
+    return d
+
+
+def host_key_facts(host: HostState) -> str:
+    """A short line of the facts an operator looks for first, per OS."""
+    f = host.facts
+    if not f:
+        return ""
+    if host.os == "windows":
+        parts = [_get(f, "computer", "os_name"), _get(f, "computer", "build")]
+        fw = _get(f, "firewall")
+        if isinstance(fw, Mapping):
+            on = sum(1 for v in fw.values() if v in ("on", True))
+            parts.append(f"fw {on}/{len(fw)} on")
+    elif host.os == "macos":
+        parts = [_get(f, "sw_vers", "product_name"), _get(f, "sw_vers", "product_version"),
+                 _get(f, "hardware", "chip")]
+    else:
+        parts = [_get(f, "os", "pretty_name") or _get(f, "os", "name"), _get(f, "kernel")]
+    baseline = _get(f, "baseline")
+    if isinstance(baseline, Mapping) and "changed" in baseline:
+        parts.append(f"baseline Δ{baseline['changed']}")
+    return " · ".join(str(p) for p in parts if p)
+
+
+def _status_text(state: MissionState) -> Text:
+    return Text(state.status.value, style=STATUS_STYLE.get(state.status, "bold"))
+
+
+def render_hosts(state: MissionState, *, limit: int = _MAX_HOST_ROWS) -> Table:
+    table = Table(expand=True, show_edge=False, pad_edge=False, header_style="bold")
+    table.add_column("host", no_wrap=True)
+    table.add_column("os", no_wrap=True)
+    table.add_column("stage", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("action", no_wrap=True)
+    table.add_column("fail", justify="right", no_wrap=True)
+    table.add_column("facts", overflow="ellipsis", no_wrap=True, ratio=1)
+    hosts = sorted(state.hosts.values(), key=lambda h: (not h.locked, h.host_id))
+    for host in hosts[:limit]:
+        status = "locked" if host.locked else host.last_status.value
+        style = "bold red" if host.locked else _HOST_STYLE.get(status, "")
+        fails = f"{host.failure_count}/{host.max_failures}"
+        table.add_row(
+            host.host_id, host.os, host.stage.value, Text(status, style=style),
+            host.current_action or "", Text(fails, style="red" if host.failure_count else "dim"),
+            host_key_facts(host),
+        )
+    if len(hosts) > limit:
+        table.add_row(f"… {len(hosts) - limit} more", "", "", "", "", "", "")
+    return table
+
+
+def _planned(p: Mapping[str, Any], line: Text) -> None:
+    line.append("plan    ", style="cyan")
+    line.append(f"{p.get('host_id')} {p.get('action')}")
+    if p.get("reason"):
+        line.append(f" — {p['reason']}", style="dim")
+    if p.get("approval"):
+        line.append(" [needs approval]", style="yellow")
+
+
+def _result(p: Mapping[str, Any], line: Text) -> None:
+    r = p.get("result", {})
+    ok = r.get("status") == "success"
+    line.append("result  ", style="green" if ok else "red")
+    line.append(f"{r.get('host_id')} {r.get('action')} {r.get('status')}")
+    if not ok:
+        line.append(f" {r.get('error_code') or ''}", style="red")
+    if r.get("summary"):
+        line.append(f" — {r['summary']}", style="dim")
+
+
+def _refused(p: Mapping[str, Any], line: Text) -> None:
+    prop = p.get("proposal", {})
+    line.append("refused ", style="bold red")
+    line.append(f"{prop.get('host_id')} {prop.get('action')}: {p.get('reason')}")
+
+
+def _retry(p: Mapping[str, Any], line: Text) -> None:
+    line.append("retry   ", style="yellow")
+    line.append(f"{p.get('host_id')} attempt {p.get('attempt')} in {p.get('delay_s', 0):.1f}s"
+                f" after {p.get('error_code')}")
+
+
+def _locked(p: Mapping[str, Any], line: Text) -> None:
+    line.append("locked  ", style="bold red")
+    line.append(f"{p.get('host_id')}: {p.get('reason')}")
+
+
+def _status(p: Mapping[str, Any], line: Text) -> None:
+    line.append("status  ", style="bold")
+    line.append(f"{p.get('from')} → {p.get('to')}: {p.get('reason')}")
+
+
+def _decision(p: Mapping[str, Any], line: Text) -> None:
+    line.append("planner ", style="blue")
+    line.append(f"step {p.get('step')}: {p.get('accepted')}/{p.get('proposed')} accepted")
+    if p.get("fallback"):
+        line.append(f" (fallback: {p.get('error', '')})", style="yellow")
+    if p.get("cost_usd"):
+        line.append(f" ${p['cost_usd']:.4f}", style="dim")
+    if p.get("note"):
+        line.append(f" — {p['note']}", style="dim")
+
+
+def _approval(p: Mapping[str, Any], line: Text) -> None:
+    line.append(f"{p.get('task_id')} {p.get('host_id')} {p.get('action')}")
+
+
+_FORMATTERS = {
+    EventKind.TASK_PLANNED: _planned,
+    EventKind.TASK_RESULT: _result,
+    EventKind.TASK_REFUSED: _refused,
+    EventKind.TASK_RETRY: _retry,
+    EventKind.HOST_LOCKED: _locked,
+    EventKind.STATUS_CHANGED: _status,
+    EventKind.PLANNER_DECISION: _decision,
+}
+
+
+def format_event(event: EventRecord) -> Text:
+    """One line per log entry: what happened, to what, and why."""
+    p = event.payload
+    line = Text(f"{event.ts.strftime('%H:%M:%S')} ", style="dim")
+    formatter = _FORMATTERS.get(event.kind)
+    if formatter is not None:
+        formatter(p, line)
+    elif event.kind.value.startswith("approval."):
+        line.append(f"{event.kind.value.split('.')[1]:<8}", style="yellow")
+        _approval(p, line)
+    else:
+        line.append(f"{event.kind.value:<8}", style="dim")
+        line.append(", ".join(f"{k}={v}" for k, v in list(p.items())[:4]))
+    return line
+
+
+def render_events(events: Sequence[EventRecord], *, limit: int = 8) -> RenderableType:
+    shown = [e for e in events if e.kind is not EventKind.PLANNER_DECISION or
+             e.payload.get("fallback") or e.payload.get("cost_usd")][-limit:]
+    if not shown:
+        return Text("no events yet", style="dim")
+    return Group(*(format_event(e) for e in shown))
+
+
+def render_usage(usage: Mapping[str, Any] | None) -> Text | None:
+    if not usage or not usage.get("calls"):
+        return None
+    text = Text("LLM  ", style="bold blue")
+    text.append(
+        f"{usage.get('provider', '')} {usage.get('model', '')}  calls {usage.get('calls', 0)}"
+        f"  in {usage.get('input_tokens', 0):,}  out {usage.get('output_tokens', 0):,}"
+        f"  cached {usage.get('cache_read_tokens', 0):,}  ${usage.get('cost_usd', 0.0):.4f}"
+    )
+    if usage.get("fallbacks"):
+        text.append(f"  fallbacks {usage['fallbacks']}", style="yellow")
+    return text
+
+
+def _progress(state: MissionState) -> Table:
+    reached, total = goal_progress(state)
+    done = sum(1 for r in state.tasks.values() if r.status.done)
+    grid = Table.grid(expand=True, padding=(0, 1))
+    grid.add_column(no_wrap=True)
+    grid.add_column(ratio=1)
+    grid.add_column(no_wrap=True, justify="right")
+    grid.add_row(
+        Text(f"goal {state.goal.value}", style="bold"),
+        ProgressBar(total=max(total, 1), completed=reached),
+        Text(f"{reached}/{total} hosts · tasks {done}/{len(state.tasks)}"),
+    )
+    return grid
+
+
+def render_mission(
+    state: MissionState,
+    events: Sequence[EventRecord] = (),
+    *,
+    usage: Mapping[str, Any] | None = None,
+    now: datetime | None = None,
+    event_lines: int = 8,
+) -> RenderableType:
+    """The live dashboard: header, progress, host table, LLM usage, event tail."""
+    title = Text.assemble(
+        (f"{state.mission_id}", "bold"), "  ", (state.lab_type, "dim"), "  ",
+        _status_text(state), "  ", (f"planner {state.planner} · step {state.step}", "dim"),
+    )
+    if now is not None:
+        title.append(f"  {(now - state.created_at).total_seconds():.1f}s", style="dim")
+    parts: list[RenderableType] = [_progress(state), render_hosts(state)]
+    usage_line = render_usage(usage)
+    if usage_line is not None:
+        parts.append(usage_line)
+    waiting = sorted(state.awaiting_approval)
+    if waiting:
+        approvals = Text("awaiting approval: ", style="bold yellow")
+        approvals.append(", ".join(
+            f"{t} ({state.tasks[t].task.action} on {state.tasks[t].task.host_id})"
+            for t in waiting[:5]))
+        parts.append(approvals)
+    if state.status_reason and state.status is not MissionStatus.RUNNING:
+        parts.append(Text(state.status_reason, style=STATUS_STYLE.get(state.status, "")))
+    parts.append(Panel(render_events(events, limit=event_lines), title="events",
+                       title_align="left", border_style="dim"))
+    return Panel(Group(*parts), title=title, title_align="left", border_style="blue")
+
+
+def render_recap(state: MissionState, *, usage: Mapping[str, Any] | None = None) -> Table:
+    """The end-of-run summary, one row per host (like Ansible's PLAY RECAP)."""
+    by_host: dict[str, dict[str, int]] = {h: {"ok": 0, "failed": 0, "rejected": 0}
+                                          for h in state.hosts}
+    for rec in state.tasks.values():
+        counts = by_host.get(rec.task.host_id)
+        if counts is None:
+            continue
+        if rec.status is TaskStatus.SUCCEEDED:
+            counts["ok"] += 1
+        elif rec.status is TaskStatus.FAILED:
+            counts["failed"] += 1
+        elif rec.status is TaskStatus.REJECTED:
+            counts["rejected"] += 1
+    reached, total = goal_progress(state)
+    title = (f"{state.mission_id}: {state.status.value} — goal {state.goal.value} on "
+             f"{reached}/{total} hosts")
+    table = Table(title=title, title_style=STATUS_STYLE.get(state.status, "bold"),
+                  header_style="bold")
+    for col in ("host", "os", "stage", "ok", "failed", "retries", "locked", "last error"):
+        table.add_column(col, justify="right" if col in ("ok", "failed", "retries") else "left")
+    retries: dict[str, int] = {}
+    for rec in state.tasks.values():
+        retries[rec.task.host_id] = retries.get(rec.task.host_id, 0) + rec.task.attempt - 1
+    for host in sorted(state.hosts.values(), key=lambda h: h.host_id):
+        c = by_host[host.host_id]
+        table.add_row(
+            host.host_id, host.os, host.stage.value, Text(str(c["ok"]), style="green"),
+            Text(str(c["failed"]), style="red" if c["failed"] else "dim"),
+            str(retries.get(host.host_id, 0)),
+            Text("yes", style="bold red") if host.locked else Text("no", style="dim"),
+            (host.last_error or "")[:60],
+        )
+    caption = state.status_reason
+    usage_line = render_usage(usage)
+    if usage_line is not None:
+        caption += f"\n{usage_line.plain}"
+    table.caption = caption
+    return table
+
+
+def render_missions(rows: Sequence[Any]) -> Table:
+    """`reaper status` with no mission: one line per mission."""
+    table = Table(header_style="bold")
+    for col in ("mission", "lab type", "status", "hosts", "updated", "reason"):
+        table.add_column(col)
+    for m in rows:
+        table.add_row(m.mission_id, m.lab_type, Text(m.status.value,
+                      style=STATUS_STYLE.get(m.status, "")), str(m.hosts),
+                      m.updated_at.strftime("%Y-%m-%d %H:%M:%S"), m.status_reason[:60])
+    return table

@@ -1,0 +1,301 @@
+"""MissionEngine: one per mission, event-driven, crash-safe.
+
+Each wake-up takes every inbound message waiting (results, approval decisions) as one batch:
+fold (pure) → ask the planner once → check each proposal against the policy (pure) → commit
+the changes, the log entries and the planned tasks in one store commit (the outbox) → publish
+the tasks → mark them sent → ack the batch. A crash anywhere in between is repaired on resume:
+unacked messages come back and are ignored if already applied (ids are (task_id, attempt));
+committed-but-unsent tasks are re-published (the queue drops duplicates).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from reaper.clock import Clock, RealClock
+from reaper.errors import LeaseLostError, MissionNotFoundError, PlannerError
+from reaper.infra.base import Commit, EventBus, InboundDelivery, MissionStore, OutboxItem, TaskQueue
+from reaper.models import EventKind, EventRecord, MissionState, MissionStatus, ResultEvent
+from reaper.planners.base import MissionPlanner, Plan
+from reaper.policy import Policy
+from reaper.state import RetrySettings, Transition, apply, decide_status, fold, plan
+
+__all__ = ["EngineSettings", "Listener", "MissionEngine"]
+
+log = logging.getLogger(__name__)
+
+Listener = Callable[[MissionState, Sequence[EventRecord]], None]
+_HALTED = "planning_halted"
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSettings:
+    retry: RetrySettings = field(default_factory=RetrySettings)
+    stall_after_s: float = 300.0
+    lease_ttl_s: float = 30.0
+    max_batch: int = 10_000
+
+
+class MissionEngine:
+    def __init__(
+        self,
+        mission_id: str,
+        *,
+        store: MissionStore,
+        queue: TaskQueue,
+        bus: EventBus,
+        planner: MissionPlanner,
+        policy: Policy,
+        clock: Clock | None = None,
+        settings: EngineSettings | None = None,
+        owner: str | None = None,
+        listener: Listener | None = None,
+    ) -> None:
+        self.mission_id = mission_id
+        self.store, self.queue, self.bus = store, queue, bus
+        self.planner = planner
+        self.policy = policy
+        self.clock = clock or RealClock()
+        self.settings = settings or EngineSettings()
+        self.owner = owner or f"engine-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.listener = listener
+        self.state: MissionState | None = None
+        self._lease_renewed = 0.0
+        self._last_progress = 0.0
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self, state: MissionState) -> None:
+        """Persist a new mission (the seed's start_mission); `run` plans its first step."""
+        created = EventRecord(
+            mission_id=state.mission_id,
+            ts=self.clock.now(),
+            kind=EventKind.MISSION_CREATED,
+            payload={
+                "lab_type": state.lab_type,
+                "goal": state.goal.value,
+                "hosts": len(state.hosts),
+                "planner": state.planner,
+                "policy": self.policy.name,
+            },
+        )
+        await self.store.create(state, [created])
+
+    async def run(self) -> MissionState:
+        """Drive the mission until it completes or fails; cancel the task to stop it (the
+        mission resumes from the store later)."""
+        await self._claim()
+        try:
+            state = await self.store.load(self.mission_id)
+            if state is None:
+                raise MissionNotFoundError(self.mission_id)
+            self.state = state
+            if state.status.terminal:
+                return state
+            await self.bus.recover(self.mission_id)
+            await self._flush_outbox()
+            if state.step == 0:
+                await self._step([], initial=True)
+            elif state.status in (MissionStatus.STOPPED, MissionStatus.STALLED):
+                await self._commit(Transition(), status=(MissionStatus.RUNNING, "resumed"))
+            self._last_progress = self.clock.monotonic()
+            while not state.status.terminal:
+                await self._wake()
+            return state
+        finally:
+            await self.store.release(self.mission_id, self.owner)
+
+    async def _wake(self) -> None:
+        timeout = self._receive_timeout()
+        deliveries = await self.bus.receive(
+            self.mission_id, max_items=self.settings.max_batch, timeout=timeout
+        )
+        await self._renew_lease()
+        if deliveries:
+            self._last_progress = self.clock.monotonic()
+            await self._process(deliveries)
+        else:
+            await self._check_stall()
+
+    def _receive_timeout(self) -> float:
+        renew_in = self.settings.lease_ttl_s / 3
+        assert self.state is not None
+        if self.state.status is MissionStatus.RUNNING and self.state.open_task_ids:
+            stall_in = self.settings.stall_after_s - (self.clock.monotonic() - self._last_progress)
+            return max(0.0, min(renew_in, stall_in))
+        return renew_in
+
+    async def _claim(self) -> None:
+        if not await self.store.claim(self.mission_id, self.owner, self.settings.lease_ttl_s):
+            raise LeaseLostError(f"mission {self.mission_id} is owned by another engine")
+        self._lease_renewed = self.clock.monotonic()
+
+    async def _renew_lease(self) -> None:
+        if self.clock.monotonic() - self._lease_renewed >= self.settings.lease_ttl_s / 3:
+            await self._claim()
+
+    async def _check_stall(self) -> None:
+        state = self.state
+        assert state is not None
+        idle = self.clock.monotonic() - self._last_progress
+        if (
+            state.status is MissionStatus.RUNNING
+            and state.open_task_ids
+            and idle >= self.settings.stall_after_s
+        ):
+            waiting = sorted(state.pending_tasks)[:5]
+            reason = f"no result for {idle:.0f}s; {len(state.open_task_ids)} task(s) pending" + (
+                f" ({', '.join(waiting)})" if waiting else ""
+            )
+            log.warning("mission %s stalled: %s", self.mission_id, reason)
+            await self._commit(Transition(), status=(MissionStatus.STALLED, reason))
+
+    async def _flush_outbox(self) -> None:
+        items = await self.store.unsent(self.mission_id)
+        if items:
+            log.info("mission %s: re-publishing %d unsent task(s)", self.mission_id, len(items))
+            await self.queue.publish(items)
+            await self.store.mark_sent(self.mission_id, [i.task.key for i in items])
+
+    # -- one wake-up -----------------------------------------------------------------------
+
+    async def _process(self, deliveries: Sequence[InboundDelivery]) -> None:
+        state = self.state
+        assert state is not None
+        tr = fold(
+            state,
+            [d.message for d in deliveries],
+            now=self.clock.now(),
+            retry=self.settings.retry,
+        )
+        if tr.ignored:
+            log.debug(
+                "mission %s: %d duplicate/stale message(s) ignored", state.mission_id, tr.ignored
+            )
+        if tr.changed:
+            apply(state, tr)
+            await self._step(tr.finished, base=tr)
+        await self.bus.ack(self.mission_id, deliveries)
+
+    async def _step(
+        self,
+        finished: Sequence[ResultEvent],
+        *,
+        initial: bool = False,
+        base: Transition | None = None,
+    ) -> None:
+        state = self.state
+        assert state is not None
+        tr = base or Transition()
+        halted = state.settings.get(_HALTED)
+        proposal: Plan | None = None
+        if not halted and (initial or finished or not state.open_task_ids):
+            proposal = await self._ask_planner(finished, initial=initial)
+        status: tuple[MissionStatus, str] | None = None
+        if proposal is not None:
+            step = state.step + 1
+            planned = plan(
+                state,
+                proposal.tasks,
+                step=step,
+                policy=self.policy,
+                now=self.clock.now(),
+                planner=self.planner.name,
+            )
+            state.step = step
+            apply(state, planned)
+            tr.hosts.update(planned.hosts)
+            tr.tasks.update(planned.tasks)
+            tr.outbox.extend(planned.outbox)
+            tr.events.append(self._decision_event(proposal, step, len(planned.tasks)))
+            tr.events.extend(planned.events)
+            if proposal.halt:
+                state.settings = {**state.settings, _HALTED: proposal.note or "planner halted"}
+                if not state.open_task_ids:
+                    status = (MissionStatus.STOPPED, f"planning stopped: {proposal.note}")
+        if status is None:
+            status = decide_status(state, tr, planned_any=bool(tr.outbox))
+        if status is None and state.status is not MissionStatus.RUNNING:
+            status = (MissionStatus.RUNNING, "progress")
+        await self._commit(tr, status=status)
+
+    async def _ask_planner(self, finished: Sequence[ResultEvent], *, initial: bool) -> Plan:
+        state = self.state
+        assert state is not None
+        try:
+            if initial:
+                return await self.planner.initial_tasks(state)
+            return await self.planner.next_tasks(state, finished)
+        except PlannerError as exc:
+            log.error("mission %s: planner %s failed: %s", state.mission_id, self.planner.name, exc)
+            return Plan(note=f"planner error: {exc}", decision={"error": str(exc)})
+
+    def _decision_event(self, proposal: Plan, step: int, accepted: int) -> EventRecord:
+        payload: dict[str, Any] = {
+            "planner": self.planner.name,
+            "step": step,
+            "proposed": len(proposal.tasks),
+            "accepted": accepted,
+            "note": proposal.note,
+            **proposal.decision,
+        }
+        return EventRecord(
+            mission_id=self.mission_id,
+            ts=self.clock.now(),
+            kind=EventKind.PLANNER_DECISION,
+            payload=payload,
+        )
+
+    async def _commit(
+        self,
+        tr: Transition,
+        *,
+        status: tuple[MissionStatus, str] | None,
+    ) -> None:
+        state = self.state
+        assert state is not None
+        now = self.clock.now()
+        if status is not None and (status[0], status[1]) != (state.status, state.status_reason):
+            new, reason = status
+            if new is not state.status:
+                tr.events.append(
+                    EventRecord(
+                        mission_id=state.mission_id,
+                        ts=now,
+                        kind=EventKind.STATUS_CHANGED,
+                        payload={"from": state.status.value, "to": new.value, "reason": reason},
+                    )
+                )
+                log.info(
+                    "mission %s: %s → %s (%s)",
+                    state.mission_id,
+                    state.status.value,
+                    new.value,
+                    reason,
+                )
+            state.status, state.status_reason = new, reason
+            if new is MissionStatus.COMPLETED:
+                reached = all(h.stage.rank >= state.goal.rank for h in state.hosts.values())
+                state.goal_reached = reached
+        state.updated_at = now
+        outbox = [OutboxItem(task, not_before) for task, not_before in tr.outbox]
+        state.version = await self.store.commit(
+            Commit(
+                mission=state,
+                expected_version=state.version,
+                hosts=list(tr.hosts.values()),
+                tasks=list(tr.tasks.values()),
+                events=tr.events,
+                outbox=outbox,
+            )
+        )
+        if outbox:
+            await self.queue.publish(outbox)
+            await self.store.mark_sent(self.mission_id, [i.task.key for i in outbox])
+        if self.listener is not None:
+            self.listener(state, tr.events)

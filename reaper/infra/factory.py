@@ -1,0 +1,204 @@
+"""Backends by URL: `open_backend("sqlite:///reaper.db")`, `redis://…`, `postgresql://…`.
+
+Specs (one for all three parts; `store=` and `queue=` override parts, `queue=` covering the
+queue and the bus):
+
+    memory                     in-process (tests, demos, benchmarks)
+    sqlite:///relative.db      store, queue and bus in one file (SQLAlchemy's convention:
+    sqlite:////abs/path.db     three slashes then a relative path, four for an absolute one)
+    /abs/path.db, x.db         a bare path ending .db (.sqlite, .sqlite3): same as sqlite
+    redis://host:port/db       queue and bus (Redis Streams); the store must come from `store=`
+    postgresql://…             store; the queue must come from `queue=`
+    redis+postgres             redis://127.0.0.1:6379/0 plus postgresql://127.0.0.1:5432/test
+
+None means the default database file, `default_db`, which the CLI resolves from $REAPER_DB or
+$XDG_DATA_HOME: deep code never reads the environment. Redis and PostgreSQL are optional
+extras, imported only when a spec asks for them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from reaper.clock import Clock, RealClock
+from reaper.errors import ConfigError
+from reaper.infra.base import Backend, EventBus, MissionStore, TaskQueue
+from reaper.infra.memory import MemoryEventBus, MemoryMissionStore, MemoryTaskQueue
+from reaper.infra.sqlite import SqliteBackend
+
+__all__ = ["REDIS_POSTGRES_DEFAULTS", "BackendSpec", "open_backend", "parse_spec"]
+
+Kind = Literal["memory", "sqlite", "redis", "postgres"]
+
+REDIS_POSTGRES_DEFAULTS = ("redis://127.0.0.1:6379/0", "postgresql://127.0.0.1:5432/test")
+_VALID = (
+    "memory, sqlite:///PATH (sqlite:////ABS/PATH), a path ending .db, redis://HOST:PORT/DB, "
+    "postgresql://…, redis+postgres"
+)
+_DB_SUFFIXES = (".db", ".sqlite", ".sqlite3")
+_STORE_KINDS: tuple[Kind, ...] = ("memory", "sqlite", "postgres")
+_QUEUE_KINDS: tuple[Kind, ...] = ("memory", "sqlite", "redis")
+_EXTRAS = {
+    "redis": ("reaper.infra.redis", "redis"),
+    "postgres": ("reaper.infra.postgres", "psycopg"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class BackendSpec:
+    """One parsed part: `target` is a file path (sqlite), a URL (redis, postgres) or ""."""
+
+    kind: Kind
+    target: str = ""
+
+
+def _sqlite_path(raw: str) -> str:
+    if raw in ("", "/"):
+        raise ConfigError("sqlite spec has no path: use sqlite:///FILE.db or sqlite:////ABS.db")
+    if raw == ":memory:":
+        return raw
+    return str(Path(raw).expanduser().absolute())
+
+
+def parse_spec(spec: str) -> list[BackendSpec]:
+    """Parse one spec into its parts (two for `redis+postgres`); ConfigError if unknown."""
+    text = spec.strip()
+    if text in ("memory", "memory://"):
+        return [BackendSpec("memory")]
+    if text == "redis+postgres":
+        redis_url, pg_url = REDIS_POSTGRES_DEFAULTS
+        return [BackendSpec("redis", redis_url), BackendSpec("postgres", pg_url)]
+    url = urlsplit(text)
+    scheme = url.scheme.lower()
+    if scheme == "sqlite":
+        if url.netloc:
+            raise ConfigError(
+                f"sqlite spec {spec!r} has a host part: use sqlite:///relative.db "
+                "or sqlite:////absolute/path.db"
+            )
+        # urlsplit("sqlite:///x.db").path == "/x.db": the first slash ends the empty host.
+        return [BackendSpec("sqlite", _sqlite_path(url.path[1:]))]
+    if scheme in ("redis", "rediss", "unix"):
+        return [BackendSpec("redis", text)]
+    if scheme in ("postgresql", "postgres"):
+        return [BackendSpec("postgres", text)]
+    if (not scheme or len(scheme) == 1) and text.lower().endswith(_DB_SUFFIXES):
+        # No scheme (or a Windows drive letter): a bare database file path.
+        return [BackendSpec("sqlite", _sqlite_path(text))]
+    raise ConfigError(f"unknown backend spec {spec!r}; valid: {_VALID}")
+
+
+def _pick(parts: list[BackendSpec], kinds: tuple[Kind, ...]) -> BackendSpec | None:
+    return next((p for p in parts if p.kind in kinds), None)
+
+
+def _import_extra(kind: str) -> ModuleType:
+    module_name, package = _EXTRAS[kind]
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == module_name:
+            raise ConfigError(f"the {kind} backend is not available in this build") from exc
+        if exc.name is not None and exc.name.split(".")[0] == package:
+            raise ConfigError(
+                f"the {kind} backend needs an optional package: pip install 'reaper-lab[{kind}]'"
+            ) from exc
+        raise
+
+
+def _extra_part(kind: str, class_name: str, url: str, clock: Clock) -> Any:
+    module = _import_extra(kind)
+    cls = getattr(module, class_name, None)
+    if cls is None:
+        raise ConfigError(f"the {kind} backend has no {class_name} in this build")
+    # The optional modules' classes take the URL and the clock (and connect lazily).
+    return cls(url, clock=clock)
+
+
+class _Builder:
+    """Builds parts, sharing one SqliteBackend per file and one clock across parts."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.sqlite: dict[str, SqliteBackend] = {}
+
+    def _sqlite(self, path: str) -> SqliteBackend:
+        if path not in self.sqlite:
+            self.sqlite[path] = SqliteBackend(path, clock=self.clock)
+        return self.sqlite[path]
+
+    def store(self, spec: BackendSpec) -> MissionStore:
+        if spec.kind == "memory":
+            return MemoryMissionStore(self.clock)
+        if spec.kind == "sqlite":
+            return self._sqlite(spec.target).store
+        store: MissionStore = _extra_part(
+            "postgres", "PostgresMissionStore", spec.target, self.clock
+        )
+        return store
+
+    def queue(self, spec: BackendSpec) -> tuple[TaskQueue, EventBus]:
+        if spec.kind == "memory":
+            return MemoryTaskQueue(self.clock), MemoryEventBus()
+        if spec.kind == "sqlite":
+            backend = self._sqlite(spec.target)
+            return backend.queue, backend.bus
+        queue: TaskQueue = _extra_part("redis", "RedisTaskQueue", spec.target, self.clock)
+        bus: EventBus = _extra_part("redis", "RedisEventBus", spec.target, self.clock)
+        return queue, bus
+
+
+def _describe(spec: BackendSpec) -> str:
+    if spec.kind == "sqlite":
+        return f"sqlite:///{spec.target}"
+    url = urlsplit(spec.target)
+    if url.password:  # descriptions are shown and logged: never the password
+        url = url._replace(netloc=url.netloc.replace(f":{url.password}@", ":***@", 1))
+    return url.geturl() or spec.kind
+
+
+def open_backend(
+    spec: str | None,
+    *,
+    store: str | None = None,
+    queue: str | None = None,
+    clock: Clock | None = None,
+    default_db: Path | None = None,
+) -> Backend:
+    """Build the store, queue and bus from specs (see the module docstring)."""
+    if spec is None:
+        if default_db is None and (store is None or queue is None):
+            raise ConfigError("no backend spec and no default database path")
+        main = [] if default_db is None else [BackendSpec("sqlite", _sqlite_path(str(default_db)))]
+    else:
+        main = parse_spec(spec)
+    store_spec = _pick(parse_spec(store) if store else main, _STORE_KINDS)
+    queue_spec = _pick(parse_spec(queue) if queue else main, _QUEUE_KINDS)
+    if store_spec is None:
+        raise ConfigError(
+            f"{store or spec!r} provides no mission store: add a store spec "
+            "(--store sqlite:///FILE.db, postgresql://…, or memory)"
+        )
+    if queue_spec is None:
+        raise ConfigError(
+            f"{queue or spec!r} provides no task queue: add a queue spec "
+            "(--queue redis://…, sqlite:///FILE.db, or memory)"
+        )
+    builder = _Builder(clock or RealClock())
+    try:
+        the_store = builder.store(store_spec)
+        the_queue, the_bus = builder.queue(queue_spec)
+    except BaseException:
+        for backend in builder.sqlite.values():
+            backend.db.close()
+        raise
+    if store_spec == queue_spec:
+        description = _describe(store_spec)
+    else:
+        description = f"store={_describe(store_spec)} queue={_describe(queue_spec)}"
+    return Backend(store=the_store, queue=the_queue, bus=the_bus, description=description)

@@ -1,0 +1,84 @@
+"""Shared plumbing of the Redis backend: the client with reconnect policy, error mapping.
+
+Every redis-py error is mapped to `BackendError` here, at the boundary, so no redis exception
+reaches the engine or the workers. Dropped connections are retried in place by redis-py's own
+`Retry` (exponential backoff, bounded); only when that runs out does a `BackendError` surface.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from reaper.errors import BackendError
+
+__all__ = [
+    "MAX_BLOCK_S",
+    "connect",
+    "default_consumer",
+    "entries_of",
+    "is_nogroup",
+    "mapped",
+]
+
+# Longest single XREADGROUP BLOCK: a blocked read wakes at least this often, so orphaned
+# deliveries are swept and a dead socket is noticed without relying on TCP keepalive alone.
+MAX_BLOCK_S = 5.0
+
+
+def connect(url: str, *, retries: int = 10, backoff_cap_s: float = 2.0) -> Redis:
+    """A client whose connections reconnect with exponential backoff (~10 s in all)."""
+    retry = Retry(
+        ExponentialBackoff(cap=backoff_cap_s, base=0.05),
+        retries,
+        supported_errors=(RedisConnectionError, RedisTimeoutError),
+    )
+    return Redis.from_url(
+        url,
+        decode_responses=True,
+        retry=retry,
+        health_check_interval=30,
+        socket_connect_timeout=5.0,
+        # Must exceed the longest BLOCK, or a quiet blocking read looks like a dead socket.
+        socket_timeout=MAX_BLOCK_S + 10.0,
+        socket_keepalive=True,
+    )
+
+
+def default_consumer(role: str) -> str:
+    """A consumer name unique to this process (host, pid, random suffix)."""
+    return f"{role}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+def entries_of(reply: Any) -> list[tuple[str, dict[str, str] | None]]:
+    """The entries of a one-stream XREAD/XREADGROUP reply (RESP2 shape, decoded)."""
+    if not reply:
+        return []
+    return list(reply[0][1])
+
+
+def is_nogroup(exc: BaseException) -> bool:
+    """The stream or its group vanished (FLUSHDB, a restart without persistence)."""
+    return isinstance(exc, ResponseError) and str(exc).startswith("NOGROUP")
+
+
+@asynccontextmanager
+async def mapped(what: str) -> AsyncIterator[None]:
+    """Turn redis-py errors into `BackendError` (the boundary)."""
+    try:
+        yield
+    except RedisError as exc:
+        raise BackendError(f"redis {what} failed: {exc}") from exc
+    except OSError as exc:  # a socket error redis-py did not wrap
+        raise BackendError(f"redis {what} failed: {exc}") from exc

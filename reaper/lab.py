@@ -1,0 +1,218 @@
+"""Lab files: the YAML an operator writes to describe a mission.
+
+    schema_version: 1
+    mission_id: baseline-2026-11        # optional: made from lab_type when absent
+    lab_type: baseline-lab
+    goal: baselined                     # discovered | prepared | baselined
+    policy: standard                    # a preset, or {rules: [...], default: deny}
+    planner: rule                       # or {kind: llm, provider: anthropic, model: ...}
+    budget: {calls: 40, tokens: 400000, usd: 2.0}
+    settings: {max_failures: 3, retry_attempts: 3, stall_after_s: 300}
+    defaults: {transport: ssh, user: admin, key_file: ~/.ssh/lab}
+    hosts:
+      - {host_id: web-01, os: linux, address: 10.0.0.5}
+      - {host_id: dc-01, os: windows, transport: sim, sim: {faults: [{kind: flaky, times: 2}]}}
+
+Every error is one line naming the file and the field.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from reaper.errors import ConfigError
+from reaper.models import (
+    MISSION_ID_RE,
+    HostConnection,
+    HostState,
+    MissionState,
+    OsName,
+    Stage,
+)
+from reaper.policy import Policy, policy_from_spec
+
+__all__ = [
+    "Budget",
+    "LabFile",
+    "LabHost",
+    "LabSettings",
+    "PlannerSpec",
+    "format_validation_error",
+    "load_lab",
+    "parse_lab",
+]
+
+LAB_SCHEMA_VERSION = 1
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Budget(_Strict):
+    calls: int | None = Field(default=None, ge=0)
+    tokens: int | None = Field(default=None, ge=0)
+    usd: float | None = Field(default=None, ge=0)
+
+
+class PlannerSpec(_Strict):
+    kind: Literal["rule", "llm"] = "rule"
+    provider: str | None = None
+    model: str | None = None
+    base_url: str | None = None
+    temperature: float | None = None
+    max_tokens: int | None = None
+
+
+class LabSettings(_Strict):
+    max_failures: int = Field(default=3, ge=1)
+    retry_attempts: int = Field(default=3, ge=1)
+    retry_backoff_s: float = Field(default=1.0, ge=0)
+    retry_backoff_max_s: float = Field(default=30.0, ge=0)
+    stall_after_s: float = Field(default=300.0, gt=0)
+
+
+class LabHost(HostConnection):
+    host_id: str = Field(min_length=1, max_length=128)
+    os: OsName
+
+    @field_validator("host_id")
+    @classmethod
+    def _valid_host_id(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", value):
+            raise ValueError("host_id may hold letters, digits, '.', '_' and '-'")
+        return value
+
+    def connection(self) -> HostConnection:
+        return HostConnection.model_validate(
+            self.model_dump(exclude={"host_id", "os"}, exclude_unset=True)
+        )
+
+
+class LabFile(_Strict):
+    schema_version: int = LAB_SCHEMA_VERSION
+    mission_id: str | None = None
+    lab_type: str = Field(default="lab", min_length=1)
+    goal: Stage = Stage.BASELINED
+    policy: str | dict[str, Any] | None = None
+    planner: PlannerSpec = Field(default_factory=PlannerSpec)
+    budget: Budget = Field(default_factory=Budget)
+    settings: LabSettings = Field(default_factory=LabSettings)
+    seed: int = 0
+    hosts: list[LabHost] = Field(min_length=1)
+
+    @field_validator("schema_version")
+    @classmethod
+    def _known_version(cls, value: int) -> int:
+        if value != LAB_SCHEMA_VERSION:
+            raise ValueError(f"unsupported lab schema_version {value} (this Reaper reads 1)")
+        return value
+
+    @field_validator("mission_id")
+    @classmethod
+    def _valid_mission_id(cls, value: str | None) -> str | None:
+        if value is not None and not MISSION_ID_RE.match(value):
+            raise ValueError("mission_id must match [a-z0-9][a-z0-9-]*")
+        return value
+
+    @field_validator("planner", mode="before")
+    @classmethod
+    def _planner_shorthand(cls, value: Any) -> Any:
+        return {"kind": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _unique_hosts(self) -> LabFile:
+        seen: set[str] = set()
+        for host in self.hosts:
+            if host.host_id in seen:
+                raise ValueError(f"duplicate host_id {host.host_id!r}")
+            seen.add(host.host_id)
+        return self
+
+    def resolved_policy(self) -> Policy:
+        return policy_from_spec(self.policy)
+
+    def to_state(self, mission_id: str | None = None) -> MissionState:
+        """The new mission this lab describes (secrets stay out: only references are kept)."""
+        mid = mission_id or self.mission_id or _mission_id_for(self.lab_type)
+        hosts = {
+            h.host_id: HostState(
+                host_id=h.host_id, os=h.os, max_failures=self.settings.max_failures,
+                connection=h.connection(),
+            )
+            for h in self.hosts
+        }
+        return MissionState(
+            mission_id=mid, lab_type=self.lab_type, goal=self.goal, hosts=hosts,
+            planner=self.planner.kind,
+            policy=self.resolved_policy().model_dump(mode="json"),
+            settings={
+                "seed": self.seed,
+                "planner": self.planner.model_dump(mode="json", exclude_none=True),
+                "budget": self.budget.model_dump(mode="json", exclude_none=True),
+                **self.settings.model_dump(mode="json"),
+            },
+        )
+
+
+def _mission_id_for(lab_type: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", lab_type.lower()).strip("-") or "mission"
+    return f"{slug[:40]}-{uuid.uuid4().hex[:6]}"
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """One line: the first problem, with a path like `hosts[2].os`."""
+    err = exc.errors()[0]
+    path = ""
+    for part in err["loc"]:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    msg = err["msg"].removeprefix("Value error, ")
+    more = len(exc.errors()) - 1
+    return f"{path + ': ' if path else ''}{msg}" + (f" (+{more} more)" if more else "")
+
+
+def _merge_defaults(data: dict[str, Any]) -> dict[str, Any]:
+    defaults = data.pop("defaults", None) or {}
+    if not isinstance(defaults, dict):
+        raise ConfigError("defaults: must be a mapping of connection settings")
+    hosts = data.get("hosts")
+    if isinstance(hosts, list) and defaults:
+        data["hosts"] = [
+            {**defaults, **h} if isinstance(h, dict) else h for h in hosts
+        ]
+    return data
+
+
+def parse_lab(text: str, *, source: str = "<lab>") -> LabFile:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{source}: invalid YAML{where}: {problem}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: a lab file is a YAML mapping with a `hosts` list")
+    try:
+        return LabFile.model_validate(_merge_defaults(data))
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {format_validation_error(exc)}") from None
+
+
+def load_lab(path: str | Path) -> LabFile:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: no such lab file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p}: cannot read lab file: {exc}") from None
+    return parse_lab(text, source=str(p))

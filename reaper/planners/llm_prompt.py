@@ -1,0 +1,275 @@
+"""Rendering the LLM planner's prompt: a static, cacheable system part and a bounded user part.
+
+The system part (role, rules, goal semantics, the action catalog rendered from
+``reaper.actions.CATALOG``) is the same for every mission and step, so provider prompt caches
+hit on it. The user part carries the mission, the hosts and the new results. Everything that
+comes from a host (facts, command output, summaries, error texts) is untrusted: it is
+redacted (secret-looking keys, credential shapes and known secret values), shrunk to a
+per-host / per-result budget, JSON-encoded with ``<`` and ``>`` escaped (so no tag can be
+forged inside it) and wrapped in one ``<untrusted-data-ID>`` block whose ID is a hash of the
+block's content: stable across runs (replay keys match) yet not guessable by the data itself.
+Connection settings (``HostState.connection``) are never rendered.
+
+Rendering is deterministic: hosts and results are sorted, JSON keys are sorted, and nothing
+time- or randomness-dependent is included.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from llm.redact import REDACTED, scrub_text
+from llm.types import SystemBlock
+from prompts import PLANNER_SYSTEM, PLANNER_USER, load_prompt
+from reaper.actions import CATALOG
+from reaper.models import HostState, MissionState, ResultEvent
+
+__all__ = [
+    "PromptLimits",
+    "RenderedUser",
+    "catalog_text",
+    "prompt_versions",
+    "redact_value",
+    "render_user",
+    "shrink_json",
+    "system_blocks",
+    "untrusted_block",
+]
+
+# Keys whose values are secrets whatever they look like.
+_SECRET_KEY = re.compile(
+    r"(?i)(passw(or)?d|passwd|secret|token|api[_-]?key|private[_-]?key|credential|cookie)"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PromptLimits:
+    """Budgets that keep the user message bounded whatever the lab's size."""
+
+    facts_chars: int = 2000  # per host, JSON-encoded
+    tail_chars: int = 600  # per stdout / stderr tail (the end is kept)
+    text_chars: int = 300  # per summary / error text
+    max_detail_hosts: int = 20  # hosts shown in detail besides those in the batch
+    max_results: int = 100  # results shown in detail; the rest are counted
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedUser:
+    text: str
+    batch_hosts: list[str]  # hosts named by the new results, sorted
+    detail_hosts: list[str]  # every host shown in detail, sorted
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def catalog_text() -> str:
+    lines = []
+    for name in sorted(CATALOG):
+        spec = CATALOG[name]
+        schema = spec.params_schema()
+        schema.pop("title", None)
+        lines.append(
+            _dumps(
+                {
+                    "name": name,
+                    "os": spec.os,
+                    "risk": spec.risk.value,
+                    "description": spec.description,
+                    "params": schema,
+                }
+            )
+        )
+    return "\n".join(lines)
+
+
+@cache
+def system_blocks() -> tuple[SystemBlock, ...]:
+    text = load_prompt(PLANNER_SYSTEM).render(catalog=catalog_text())
+    return (SystemBlock(text=text, cache=True),)
+
+
+def prompt_versions() -> dict[str, str]:
+    """Template hashes plus the rendered catalog's: what a decision records as prompt_hash."""
+    return {
+        "system": load_prompt(PLANNER_SYSTEM).sha,
+        "user": load_prompt(PLANNER_USER).sha,
+        "catalog": hashlib.sha256(catalog_text().encode()).hexdigest()[:12],
+    }
+
+
+def redact_value(value: Any, secrets: Sequence[str] = ()) -> Any:
+    """A copy with secret-named keys masked and every string scrubbed (``llm.redact``)."""
+    if isinstance(value, str):
+        return scrub_text(value, secrets)
+    if isinstance(value, Mapping):
+        return {
+            str(k): REDACTED if _SECRET_KEY.search(str(k)) else redact_value(v, secrets)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [redact_value(v, secrets) for v in value]
+    return value
+
+
+def _cut(text: str, limit: int, *, keep_end: bool = False) -> str:
+    if len(text) <= limit:
+        return text
+    dropped = len(text) - limit
+    if keep_end:
+        return f"…[truncated {dropped} chars]" + text[-limit:]
+    return text[:limit] + f"…[truncated {dropped} chars]"
+
+
+def _shrink(value: Any, str_limit: int, list_limit: int) -> Any:
+    if isinstance(value, str):
+        return _cut(value, str_limit)
+    if isinstance(value, dict):
+        return {k: _shrink(v, str_limit, list_limit) for k, v in value.items()}
+    if isinstance(value, list):
+        items = [_shrink(v, str_limit, list_limit) for v in value[:list_limit]]
+        if len(value) > list_limit:
+            items.append(f"…[{len(value) - list_limit} more]")
+        return items
+    return value
+
+
+def shrink_json(value: dict[str, Any], limit: int) -> dict[str, Any]:
+    """``value`` cut down until its JSON fits ``limit`` chars, staying valid JSON: long strings
+    and lists are shortened first, then top-level keys dropped (last in sort order first) and
+    named in ``_truncated``."""
+    if len(_dumps(value)) <= limit:
+        return value
+    shrunk: dict[str, Any] = _shrink(value, max(limit // 8, 40), 10)
+    dropped: list[str] = []
+    keys = sorted(shrunk)
+    while keys and len(_dumps({**shrunk, "_truncated": dropped})) > limit:
+        key = keys.pop()
+        dropped.insert(0, key)
+        del shrunk[key]
+    return {**shrunk, "_truncated": dropped} if dropped else shrunk
+
+
+def untrusted_block(lines: Iterable[Any]) -> str:
+    """One delimited block of JSON lines, with ``<`` and ``>`` escaped inside the JSON."""
+    body = "\n".join(
+        _dumps(line).replace("<", "\\u003c").replace(">", "\\u003e") for line in lines
+    )
+    nonce = hashlib.sha256(body.encode("utf-8")).hexdigest()[:16]
+    return f"<untrusted-data-{nonce}>\n{body}\n</untrusted-data-{nonce}>"
+
+
+def _host_line(host: HostState) -> dict[str, Any]:
+    # Engine-controlled fields only; nothing from host.connection.
+    return {
+        "host_id": host.host_id,
+        "os": host.os,
+        "stage": host.stage.value,
+        "status": host.last_status.value,
+        "failures": f"{host.failure_count}/{host.max_failures}",
+        "locked": host.locked,
+        "busy": host.current_action,
+    }
+
+
+def _pick_others(state: MissionState, exclude: set[str], limit: int) -> list[str]:
+    goal = state.goal.rank
+
+    def key(h: HostState) -> tuple[bool, int, str]:
+        actionable = not h.locked and h.current_action is None and h.stage.rank < goal
+        return (not actionable, h.stage.rank, h.host_id)
+
+    others = [h for h in state.hosts.values() if h.host_id not in exclude]
+    others.sort(key=key)
+    return [h.host_id for h in others[:limit]]
+
+
+def _summary(state: MissionState, shown: int) -> str:
+    stages = Counter(h.stage.value for h in state.hosts.values())
+    locked = sum(1 for h in state.hosts.values() if h.locked)
+    busy = sum(1 for h in state.hosts.values() if h.current_action is not None)
+    by_stage = ", ".join(f"{n} {stage}" for stage, n in sorted(stages.items()))
+    hidden = len(state.hosts) - shown
+    return (
+        f"by stage: {by_stage}; {locked} locked; {busy} busy; {shown} shown in detail"
+        + (f", {hidden} not shown (ask about them in a later step)" if hidden else "")
+        + "."
+    )
+
+
+def render_user(
+    state: MissionState,
+    results: Sequence[ResultEvent],
+    *,
+    max_tasks: int,
+    limits: PromptLimits,
+    secrets: Sequence[str] = (),
+) -> RenderedUser:
+    ordered = sorted(results, key=lambda r: (r.host_id, r.task_id, r.attempt))
+    shown_results = ordered[: limits.max_results]
+    batch = sorted({r.host_id for r in shown_results if r.host_id in state.hosts})
+    others = _pick_others(state, set(batch), limits.max_detail_hosts)
+    detail = sorted({*batch, *others})
+    hosts = [state.hosts[h] for h in detail]
+
+    untrusted: list[dict[str, Any]] = []
+    for host in hosts:
+        facts = shrink_json(redact_value(host.facts, secrets), limits.facts_chars)
+        entry: dict[str, Any] = {"host_id": host.host_id, "facts": facts}
+        if host.last_error:
+            entry["last_error"] = _cut(scrub_text(host.last_error, secrets), limits.text_chars)
+        untrusted.append(entry)
+    result_lines = []
+    for index, r in enumerate(shown_results, start=1):
+        result_lines.append(
+            _dumps(
+                {
+                    "ref": index,
+                    "host_id": r.host_id,
+                    "action": r.action,
+                    "attempt": r.attempt,
+                    "status": r.status.value,
+                    "error_code": r.error_code,
+                    "retriable": r.retriable,
+                }
+            )
+        )
+        # Scrub before cutting, so a secret is never left half-visible at a cut.
+        untrusted.append(
+            {
+                "result_ref": index,
+                "summary": _cut(scrub_text(r.summary, secrets), limits.text_chars),
+                "stdout_tail": _cut(
+                    scrub_text(r.stdout_tail, secrets), limits.tail_chars, keep_end=True
+                ),
+                "stderr_tail": _cut(
+                    scrub_text(r.stderr_tail, secrets), limits.tail_chars, keep_end=True
+                ),
+            }
+        )
+    if len(ordered) > len(shown_results):
+        rest = Counter(f"{r.action} {r.status.value}" for r in ordered[len(shown_results) :])
+        counts = ", ".join(f"{n}x {what}" for what, n in sorted(rest.items()))
+        result_lines.append(f"... and {len(ordered) - len(shown_results)} more: {counts}")
+    text = load_prompt(PLANNER_USER).render(
+        mission_id=state.mission_id,
+        lab_type=state.lab_type,
+        step=str(state.step + 1),
+        goal=state.goal.value,
+        max_tasks=str(max_tasks),
+        host_count=str(len(state.hosts)),
+        summary=_summary(state, len(detail)),
+        hosts="\n".join(_dumps(_host_line(h)) for h in hosts) or "(none)",
+        results="\n".join(result_lines)
+        or ("(none: this is the first step)" if state.step == 0 else "(none)"),
+        untrusted=untrusted_block(untrusted),
+    )
+    return RenderedUser(text=text, batch_hosts=batch, detail_hosts=detail)

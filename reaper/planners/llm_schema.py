@@ -1,0 +1,149 @@
+"""The LLM planner's answer: a pydantic model, its wire JSON schema, and validation.
+
+The schema sent to the provider fits the strictest common subset of structured output
+(OpenAI ``strict: true``, Anthropic tool ``input_schema`` and native JSON output): every
+object has ``additionalProperties: false`` and lists every property as required, with no
+length or numeric constraints. Strict mode allows no free-form object, so an action's params
+travel as ``params_json``, a JSON-encoded object, decoded and checked here.
+
+``parse_plan`` raises ``PlanValidationError`` with a message meant to be quoted back to the
+model in the repair turn. Unknown hosts and actions are checked only to give the model a
+chance to repair; the engine's policy still checks every task that is accepted.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from reaper.actions import CATALOG
+from reaper.models import HostState, PlannedTask
+
+__all__ = [
+    "SCHEMA_NAME",
+    "LLMPlan",
+    "LLMPlanTask",
+    "PlanValidationError",
+    "parse_plan",
+    "plan_json_schema",
+]
+
+SCHEMA_NAME = "plan"
+
+
+class LLMPlanTask(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host_id: str
+    action: str
+    params_json: str
+    reason: str
+
+
+class LLMPlan(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tasks: list[LLMPlanTask]
+    done: bool
+    note: str
+
+
+class PlanValidationError(Exception):
+    """The model's answer is unusable; ``kind`` is a short machine-readable cause."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def plan_json_schema() -> dict[str, Any]:
+    """The schema of ``LLMPlan`` as sent to providers (written out, not generated, so that it
+    stays inside the strict subset and byte-stable: it is part of every replay key)."""
+    task = {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "host_id": {"type": "string", "description": "a host id from the hosts section"},
+            "action": {
+                "type": "string",
+                "enum": sorted(CATALOG),
+                "description": "an action name from the catalog, matching the host's OS",
+            },
+            "params_json": {
+                "type": "string",
+                "description": 'the action params as a JSON object, "{}" for the defaults',
+            },
+            "reason": {"type": "string", "description": "one short sentence: why this task"},
+        },
+        "required": ["host_id", "action", "params_json", "reason"],
+    }
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "tasks": {"type": "array", "items": task},
+            "done": {"type": "boolean", "description": "true when nothing more is useful"},
+            "note": {"type": "string", "description": "one line summarising this decision"},
+        },
+        "required": ["tasks", "done", "note"],
+    }
+
+
+def _first_error(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "(root)"
+    extra = f" ({exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"{where}: {first['msg']}{extra}"
+
+
+def parse_plan(
+    text: str, *, hosts: Mapping[str, HostState], max_tasks: int
+) -> tuple[LLMPlan, list[PlannedTask]]:
+    """Validate the raw answer; return the plan and its tasks as ``PlannedTask``s."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise PlanValidationError("invalid_json", f"the answer is not valid JSON: {exc}") from None
+    try:
+        plan = LLMPlan.model_validate(data)
+    except ValidationError as exc:
+        raise PlanValidationError(
+            "schema", f"the answer does not match the plan schema: {_first_error(exc)}"
+        ) from None
+    if len(plan.tasks) > max_tasks:
+        raise PlanValidationError(
+            "too_many_tasks",
+            f"{len(plan.tasks)} tasks proposed; at most {max_tasks} are allowed per step: "
+            "keep the most useful ones",
+        )
+    tasks: list[PlannedTask] = []
+    for index, item in enumerate(plan.tasks):
+        where = f"tasks[{index}]"
+        if item.host_id not in hosts:
+            raise PlanValidationError(
+                "unknown_host", f"{where}.host_id: unknown host {item.host_id!r}"
+            )
+        if item.action not in CATALOG:
+            raise PlanValidationError(
+                "unknown_action",
+                f"{where}.action: {item.action!r} is not in the action catalog",
+            )
+        try:
+            params = json.loads(item.params_json) if item.params_json.strip() else {}
+        except json.JSONDecodeError as exc:
+            raise PlanValidationError(
+                "invalid_params", f"{where}.params_json is not valid JSON: {exc}"
+            ) from None
+        if not isinstance(params, dict):
+            raise PlanValidationError(
+                "invalid_params", f"{where}.params_json must encode a JSON object"
+            )
+        tasks.append(
+            PlannedTask(
+                host_id=item.host_id, action=item.action, params=params, reason=item.reason
+            )
+        )
+    return plan, tasks

@@ -1,0 +1,119 @@
+"""The rule-based planner: discover every host, then walk each one to the goal.
+
+Rules, per finished result:
+- discover succeeded → baseline (or prepare first when the facts say it is needed), unless the
+  goal is only `discovered`;
+- prepare succeeded → baseline;
+- baseline failed with PREREQ_MISSING → prepare, then baseline again;
+- a host fault that will not go away by itself (auth failure, host-key problem, permission
+  denied) → stop planning for that host: repeating it only locks the host;
+- any other failure → re-discover once the host answers again, then resume from its stage,
+  while the host has failures to spare (the engine locks it at `max_failures`).
+Work is O(results), never O(hosts): only hosts named in the batch are looked at.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from reaper.models import MissionState, PlannedTask, ResultEvent, Stage
+from reaper.planners.base import Plan
+
+__all__ = ["FATAL_ERRORS", "RuleBasedPlanner"]
+
+FATAL_ERRORS = frozenset(
+    {
+        "AUTH_FAILED",
+        "HOST_KEY_MISMATCH",
+        "HOST_KEY_UNKNOWN",
+        "PERMISSION_DENIED",
+        "CERT_INVALID",
+        "INSECURE_TRANSPORT",
+        "UNSUPPORTED_TRANSPORT",
+        "UNKNOWN_HOST",
+        "UNKNOWN_ACTION",
+    }
+)
+
+
+class RuleBasedPlanner:
+    name = "rule"
+
+    async def initial_tasks(self, state: MissionState) -> Plan:
+        tasks = [
+            PlannedTask(host_id=h.host_id, action=f"{h.os}.discover", reason="start: collect facts")
+            for h in state.hosts.values()
+            if not h.locked and h.stage.rank < Stage.DISCOVERED.rank
+        ]
+        tasks += [
+            t
+            for h in state.hosts.values()
+            if not h.locked and h.stage.rank >= Stage.DISCOVERED.rank
+            for t in self._advance(state, h.host_id, "resume")
+        ]
+        return Plan(tasks=tasks, decision={"planner": self.name, "rules": "initial"})
+
+    async def next_tasks(self, state: MissionState, results: Sequence[ResultEvent]) -> Plan:
+        tasks: list[PlannedTask] = []
+        seen: set[str] = set()
+        for r in results:
+            if r.host_id in seen:
+                continue
+            seen.add(r.host_id)
+            tasks.extend(self._after(state, r))
+        return Plan(tasks=tasks, decision={"planner": self.name, "results": len(results)})
+
+    def _after(self, state: MissionState, r: ResultEvent) -> list[PlannedTask]:
+        host = state.hosts.get(r.host_id)
+        if host is None or host.locked or host.current_action is not None:
+            return []
+        verb = r.action.partition(".")[2]
+        if r.ok:
+            return self._advance(state, host.host_id, f"{verb} succeeded")
+        code = r.error_code or "ERROR"
+        if code in FATAL_ERRORS:
+            return []
+        if code == "PREREQ_MISSING" and verb == "baseline":
+            return [
+                PlannedTask(
+                    host_id=host.host_id,
+                    action=f"{host.os}.prepare",
+                    reason="baseline needs prerequisites: prepare first",
+                )
+            ]
+        if host.failure_count >= host.max_failures - 1:
+            return []  # one more failure would lock it: leave the host as it is
+        if verb == "discover":
+            return [
+                PlannedTask(
+                    host_id=host.host_id,
+                    action=f"{host.os}.discover",
+                    reason=f"discover failed ({code}): try again",
+                )
+            ]
+        return [
+            PlannedTask(
+                host_id=host.host_id,
+                action=f"{host.os}.discover",
+                reason=f"{verb} failed ({code}): re-discover before retrying",
+            )
+        ]
+
+    @staticmethod
+    def _advance(state: MissionState, host_id: str, why: str) -> list[PlannedTask]:
+        host = state.hosts[host_id]
+        if host.stage.rank >= state.goal.rank:
+            return []
+        if host.stage is Stage.NEW:
+            return [
+                PlannedTask(
+                    host_id=host_id, action=f"{host.os}.discover", reason=f"{why}: collect facts"
+                )
+            ]
+        return [
+            PlannedTask(
+                host_id=host_id,
+                action=f"{host.os}.baseline",
+                reason=f"{why}: apply baseline toward goal {state.goal.value}",
+            )
+        ]

@@ -1,0 +1,456 @@
+"""Folding inbound messages and plans into a mission: pure functions, no I/O.
+
+`fold` turns a batch of results and approval decisions into a `Transition` (the changed hosts
+and task records, the events to log, the retries to publish); `plan` turns a planner's proposal
+into task records, refusals and an outbox. Neither mutates the state it is given; `apply` then
+installs a transition into the engine's in-memory state in O(changes), and the store persists
+the same transition as rows. A result is applied at most once: it must match a task's current
+attempt and the task must still be open, so a redelivered or stale result changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from tenacity import RetryCallState, wait_exponential
+
+from reaper.actions import CATALOG
+from reaper.models import (
+    ApprovalDecision,
+    EventKind,
+    EventRecord,
+    HostState,
+    HostStatus,
+    InboundMessage,
+    MissionState,
+    MissionStatus,
+    PlannedTask,
+    ResultEvent,
+    Task,
+    TaskRecord,
+    TaskStatus,
+)
+from reaper.policy import Decision, Policy, check
+
+__all__ = [
+    "NOT_HOST_FAULTS",
+    "RetrySettings",
+    "Transition",
+    "apply",
+    "decide_status",
+    "fold",
+    "goal_progress",
+    "mint_task_id",
+    "plan",
+]
+
+# Failures that say nothing about the host's health: they never count toward its lock.
+NOT_HOST_FAULTS = frozenset(
+    {"AGENT_ERROR", "UNKNOWN_ACTION", "UNSUPPORTED_TRANSPORT", "UNKNOWN_HOST", "CANCELLED"}
+)
+_LAST_TASKS_KEPT = 10
+
+
+@dataclass(frozen=True, slots=True)
+class RetrySettings:
+    """Retries of retriable failures: delayed re-publishes with exponential backoff."""
+
+    max_attempts: int = 3
+    backoff_s: float = 1.0
+    backoff_max_s: float = 30.0
+
+    def delay(self, attempt: int) -> float:
+        # tenacity's strategy, evaluated for the attempt that just failed: 1x, 2x, 4x ... capped.
+        state = RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
+        state.attempt_number = attempt
+        return float(wait_exponential(multiplier=self.backoff_s, max=self.backoff_max_s)(state))
+
+
+@dataclass(slots=True)
+class Transition:
+    hosts: dict[str, HostState] = field(default_factory=dict)
+    tasks: dict[str, TaskRecord] = field(default_factory=dict)
+    events: list[EventRecord] = field(default_factory=list)
+    outbox: list[tuple[Task, datetime | None]] = field(default_factory=list)
+    # Results that finished a task (success or final failure): what the planner is shown.
+    finished: list[ResultEvent] = field(default_factory=list)
+    locked: list[str] = field(default_factory=list)
+    ignored: int = 0
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.hosts or self.tasks or self.events)
+
+
+class _View:
+    """The state as seen through the changes made so far in this transition."""
+
+    __slots__ = ("state", "tr")
+
+    def __init__(self, state: MissionState, tr: Transition) -> None:
+        self.state = state
+        self.tr = tr
+
+    def host(self, host_id: str) -> HostState | None:
+        return self.tr.hosts.get(host_id) or self.state.hosts.get(host_id)
+
+    def task(self, task_id: str) -> TaskRecord | None:
+        return self.tr.tasks.get(task_id) or self.state.tasks.get(task_id)
+
+
+def _event(state: MissionState, now: datetime, kind: EventKind, **payload: Any) -> EventRecord:
+    return EventRecord(mission_id=state.mission_id, ts=now, kind=kind, payload=payload)
+
+
+def fold(
+    state: MissionState,
+    messages: Iterable[InboundMessage],
+    *,
+    now: datetime,
+    retry: RetrySettings,
+) -> Transition:
+    """Fold a batch of inbound messages into a transition. Pure."""
+    tr = Transition()
+    view = _View(state, tr)
+    for message in messages:
+        if isinstance(message, ResultEvent):
+            _fold_result(view, message, now, retry)
+        else:
+            _fold_approval(view, message, now)
+    return tr
+
+
+def _fold_result(view: _View, r: ResultEvent, now: datetime, retry: RetrySettings) -> None:
+    tr, state = view.tr, view.state
+    rec = view.task(r.task_id)
+    host = view.host(r.host_id)
+    if (
+        rec is None
+        or host is None
+        or rec.task.attempt != r.attempt
+        or rec.status is not TaskStatus.QUEUED
+        or rec.task.host_id != r.host_id
+    ):
+        tr.ignored += 1  # redelivered, stale or foreign: applied already or never ours
+        return
+    tr.events.append(_event(state, now, EventKind.TASK_RESULT, result=r.model_dump(mode="json")))
+    last_tasks = [*host.last_tasks[-(_LAST_TASKS_KEPT - 1) :], r.task_id]
+    if r.ok:
+        _fold_success(view, rec, host, r, last_tasks)
+        return
+    if r.retriable and r.attempt < retry.max_attempts:
+        delay = retry.delay(r.attempt)
+        nxt = rec.task.model_copy(update={"attempt": r.attempt + 1})
+        due = now + timedelta(seconds=delay)
+        tr.tasks[r.task_id] = rec.model_copy(
+            update={
+                "task": nxt,
+                "status": TaskStatus.QUEUED,
+                "last_error": r.error_code,
+                "not_before": due,
+            }
+        )
+        tr.outbox.append((nxt, due))
+        tr.hosts[host.host_id] = host.model_copy(
+            update={
+                "last_status": HostStatus.DEGRADED,
+                "last_error": _error_text(r),
+                "last_tasks": last_tasks,
+            }
+        )
+        tr.events.append(
+            _event(
+                state,
+                now,
+                EventKind.TASK_RETRY,
+                task_id=r.task_id,
+                host_id=r.host_id,
+                attempt=nxt.attempt,
+                delay_s=delay,
+                error_code=r.error_code,
+            )
+        )
+        return
+    _fold_failure(view, rec, host, r, last_tasks, now)
+
+
+def _fold_success(
+    view: _View, rec: TaskRecord, host: HostState, r: ResultEvent, last_tasks: list[str]
+) -> None:
+    spec = CATALOG.get(r.action)
+    stage = host.stage
+    if spec is not None and spec.produces is not None and spec.produces.rank > stage.rank:
+        stage = spec.produces
+    facts = host.facts
+    if spec is not None and spec.verb == "discover":
+        facts = {**host.facts, **r.data}
+    elif spec is not None and r.data:
+        facts = {**host.facts, spec.verb: r.data}
+    view.tr.tasks[r.task_id] = rec.model_copy(
+        update={"status": TaskStatus.SUCCEEDED, "last_error": None, "not_before": None}
+    )
+    view.tr.hosts[host.host_id] = host.model_copy(
+        update={
+            "last_status": HostStatus.HEALTHY,
+            "stage": stage,
+            "facts": facts,
+            "current_action": None,
+            "last_error": None,
+            "last_tasks": last_tasks,
+        }
+    )
+    view.tr.finished.append(r)
+
+
+def _fold_failure(
+    view: _View,
+    rec: TaskRecord,
+    host: HostState,
+    r: ResultEvent,
+    last_tasks: list[str],
+    now: datetime,
+) -> None:
+    tr = view.tr
+    counts = (r.error_code or "") not in NOT_HOST_FAULTS
+    failures = host.failure_count + (1 if counts else 0)
+    locked = host.locked or failures >= host.max_failures
+    update: dict[str, Any] = {
+        "last_status": HostStatus.ERROR,
+        "failure_count": failures,
+        "current_action": None,
+        "last_error": _error_text(r),
+        "last_tasks": last_tasks,
+        "locked": locked,
+    }
+    if locked and not host.locked:
+        reason = f"{failures} failures, last {r.error_code or 'error'} on {r.action}"
+        update["lock_reason"] = reason
+        tr.locked.append(host.host_id)
+        tr.events.append(
+            _event(view.state, now, EventKind.HOST_LOCKED, host_id=host.host_id, reason=reason)
+        )
+    tr.tasks[r.task_id] = rec.model_copy(
+        update={"status": TaskStatus.FAILED, "last_error": r.error_code, "not_before": None}
+    )
+    tr.hosts[host.host_id] = host.model_copy(update=update)
+    tr.finished.append(r)
+
+
+def _error_text(r: ResultEvent) -> str:
+    return f"{r.error_code or 'error'}: {r.summary}"[:300]
+
+
+def _fold_approval(view: _View, a: ApprovalDecision, now: datetime) -> None:
+    tr = view.tr
+    rec = view.task(a.task_id)
+    if rec is None or rec.status is not TaskStatus.AWAITING_APPROVAL:
+        tr.ignored += 1
+        return
+    host = view.host(rec.task.host_id)
+    if a.approved:
+        tr.tasks[a.task_id] = rec.model_copy(update={"status": TaskStatus.QUEUED})
+        tr.outbox.append((rec.task, None))
+        kind = EventKind.APPROVAL_GRANTED
+    else:
+        tr.tasks[a.task_id] = rec.model_copy(update={"status": TaskStatus.REJECTED})
+        if host is not None:
+            tr.hosts[host.host_id] = host.model_copy(update={"current_action": None})
+        kind = EventKind.APPROVAL_REJECTED
+    tr.events.append(
+        _event(
+            view.state,
+            now,
+            kind,
+            task_id=a.task_id,
+            host_id=rec.task.host_id,
+            action=rec.task.action,
+            by=a.by,
+            note=a.note,
+        )
+    )
+
+
+def mint_task_id(mission_id: str, step: int, index: int) -> str:
+    """Deterministic: a plan re-made after a crash yields the same ids, so re-publishing is
+    idempotent at the queue."""
+    return f"{mission_id}:{step}:{index}"
+
+
+def plan(
+    state: MissionState,
+    proposed: Sequence[PlannedTask],
+    *,
+    step: int,
+    policy: Policy,
+    now: datetime,
+    planner: str,
+    base: Transition | None = None,
+) -> Transition:
+    """Check each proposed task against the policy and mint the accepted ones. Pure.
+
+    `base` is the transition the proposals answer (the batch just folded): planning sees the
+    state through it and adds to it.
+    """
+    tr = base if base is not None else Transition()
+    view = _View(state, tr)
+    busy = _BusyHosts(view)
+    accepted = 0
+    for index, proposal in enumerate(proposed):
+        if accepted >= policy.max_tasks_per_step:
+            tr.events.append(
+                _event(
+                    state,
+                    now,
+                    EventKind.TASK_REFUSED,
+                    step=step,
+                    index=index,
+                    code="too_many_tasks",
+                    planner=planner,
+                    reason=f"over the per-step cap of {policy.max_tasks_per_step}",
+                    proposal=proposal.model_dump(mode="json"),
+                )
+            )
+            continue
+        verdict = check(proposal, _ViewState(state, view), policy, busy)
+        if verdict.decision is Decision.DENY:
+            tr.events.append(
+                _event(
+                    state,
+                    now,
+                    EventKind.TASK_REFUSED,
+                    step=step,
+                    index=index,
+                    code=verdict.code,
+                    reason=verdict.reason,
+                    planner=planner,
+                    proposal=proposal.model_dump(mode="json"),
+                )
+            )
+            continue
+        host = view.host(proposal.host_id)
+        assert host is not None and verdict.spec is not None  # check() refused otherwise
+        task = Task(
+            task_id=mint_task_id(state.mission_id, step, index),
+            mission_id=state.mission_id,
+            host_id=host.host_id,
+            agent_type=host.agent_type,
+            action=verdict.spec.name,
+            params=verdict.params,
+            attempt=1,
+            reason=proposal.reason,
+            timeout_s=verdict.spec.timeout_s,
+        )
+        ask = verdict.decision is Decision.ASK
+        status = TaskStatus.AWAITING_APPROVAL if ask else TaskStatus.QUEUED
+        tr.tasks[task.task_id] = TaskRecord(task=task, status=status, step=step, planned_by=planner)
+        tr.hosts[host.host_id] = host.model_copy(update={"current_action": task.action})
+        busy.add(host.host_id)
+        accepted += 1
+        tr.events.append(
+            _event(
+                state,
+                now,
+                EventKind.TASK_PLANNED,
+                task_id=task.task_id,
+                host_id=task.host_id,
+                action=task.action,
+                params=task.params,
+                reason=task.reason,
+                planner=planner,
+                step=step,
+                approval=ask,
+            )
+        )
+        if ask:
+            tr.events.append(
+                _event(
+                    state,
+                    now,
+                    EventKind.APPROVAL_REQUESTED,
+                    task_id=task.task_id,
+                    host_id=task.host_id,
+                    action=task.action,
+                    reason=verdict.reason,
+                )
+            )
+        else:
+            tr.outbox.append((task, None))
+    return tr
+
+
+class _BusyHosts:
+    """Hosts with a task in flight, as the policy's busy set (a view, not a copy)."""
+
+    __slots__ = ("extra", "view")
+
+    def __init__(self, view: _View) -> None:
+        self.view = view
+        self.extra: set[str] = set()
+
+    def add(self, host_id: str) -> None:
+        self.extra.add(host_id)
+
+    def __contains__(self, host_id: object) -> bool:
+        if host_id in self.extra:
+            return True
+        host = self.view.host(str(host_id))
+        return host is not None and host.current_action is not None
+
+
+class _ViewState:
+    """Duck-types the part of MissionState the policy reads (`hosts.get`)."""
+
+    __slots__ = ("hosts", "mission_id")
+
+    def __init__(self, state: MissionState, view: _View) -> None:
+        self.mission_id = state.mission_id
+        self.hosts = _HostsView(view)
+
+
+class _HostsView:
+    __slots__ = ("view",)
+
+    def __init__(self, view: _View) -> None:
+        self.view = view
+
+    def get(self, host_id: str) -> HostState | None:
+        return self.view.host(host_id)
+
+
+def apply(state: MissionState, tr: Transition) -> None:
+    """Install a transition into the engine's own state object, in O(changes)."""
+    state.hosts.update(tr.hosts)
+    for rec in tr.tasks.values():
+        state.put_task(rec)
+
+
+def goal_progress(state: MissionState) -> tuple[int, int]:
+    """(hosts at or past the goal stage, hosts) — O(hosts): call it at status changes only."""
+    goal_rank = state.goal.rank
+    reached = sum(1 for h in state.hosts.values() if h.stage.rank >= goal_rank)
+    return reached, len(state.hosts)
+
+
+def decide_status(
+    state: MissionState, tr: Transition, *, planned_any: bool
+) -> tuple[MissionStatus, str] | None:
+    """The mission status after a transition was applied, or None for 'running, unchanged'."""
+    if tr.locked and all(h.locked for h in state.hosts.values()):
+        return MissionStatus.FAILED, f"all {len(state.hosts)} hosts locked"
+    open_ids = state.open_task_ids
+    if not open_ids and not planned_any:
+        reached, total = goal_progress(state)
+        locked = sum(1 for h in state.hosts.values() if h.locked)
+        if reached == total:
+            return MissionStatus.COMPLETED, f"goal {state.goal.value} reached on all {total} hosts"
+        return (
+            MissionStatus.COMPLETED,
+            f"nothing left to do: goal {state.goal.value} reached on {reached}/{total} hosts"
+            + (f", {locked} locked" if locked else ""),
+        )
+    if open_ids and all(state.tasks[t].status is TaskStatus.AWAITING_APPROVAL for t in open_ids):
+        return MissionStatus.AWAITING_APPROVAL, f"{len(open_ids)} task(s) await approval"
+    return None
