@@ -22,6 +22,7 @@ from reaper.models import (
     HostState,
     MissionState,
     MissionStatus,
+    ResultEvent,
     TaskStatus,
 )
 from reaper.state import goal_progress
@@ -118,14 +119,16 @@ def _planned(p: Mapping[str, Any], line: Text) -> None:
 
 
 def _result(p: Mapping[str, Any], line: Text) -> None:
-    r = p.get("result", {})
-    ok = r.get("status") == "success"
-    line.append("result  ", style="green" if ok else "red")
-    line.append(f"{r.get('host_id')} {r.get('action')} {r.get('status')}")
-    if not ok:
-        line.append(f" {r.get('error_code') or ''}", style="red")
-    if r.get("summary"):
-        line.append(f" — {r['summary']}", style="dim")
+    raw = p.get("result")
+    r = raw if isinstance(raw, ResultEvent) else ResultEvent.model_validate(raw or {})
+    line.append("result  ", style="green" if r.ok else "red")
+    line.append(f"{r.host_id} {r.action} {r.status.value}")
+    if r.attempt > 1:
+        line.append(f" (attempt {r.attempt})", style="dim")
+    if not r.ok:
+        line.append(f" {r.error_code or ''}", style="red")
+    if r.summary:
+        line.append(f" — {r.summary}", style="dim")
 
 
 def _refused(p: Mapping[str, Any], line: Text) -> None:

@@ -363,3 +363,11 @@ class EventRecord(_Model):
     mission_id: str
     kind: EventKind
     payload: dict[str, Any] = Field(default_factory=dict)
+
+    def result(self) -> ResultEvent | None:
+        """The result a `task.result` entry carries (stored as a model or, once loaded from
+        a persistent store, as its JSON form)."""
+        raw = self.payload.get("result")
+        if raw is None or isinstance(raw, ResultEvent):
+            return raw
+        return ResultEvent.model_validate(raw)

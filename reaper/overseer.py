@@ -45,9 +45,9 @@ def engine_settings_for(state: MissionState, **overrides: Any) -> EngineSettings
         backoff_s=float(s.get("retry_backoff_s", 1.0)),
         backoff_max_s=float(s.get("retry_backoff_max_s", 30.0)),
     )
-    return EngineSettings(
-        retry=retry, stall_after_s=float(s.get("stall_after_s", 300.0)), **overrides
-    )
+    values: dict[str, Any] = {"retry": retry, "stall_after_s": float(s.get("stall_after_s", 300.0))}
+    values.update(overrides)
+    return EngineSettings(**values)
 
 
 class HostReport(BaseModel):

@@ -136,7 +136,9 @@ def _fold_result(view: _View, r: ResultEvent, now: datetime, retry: RetrySetting
     ):
         tr.ignored += 1  # redelivered, stale or foreign: applied already or never ours
         return
-    tr.events.append(_event(state, now, EventKind.TASK_RESULT, result=r.model_dump(mode="json")))
+    # The result object itself: serialised only if the store persists it (the memory
+    # store never does), which keeps the in-process path from dumping every fact twice.
+    tr.events.append(_event(state, now, EventKind.TASK_RESULT, result=r))
     last_tasks = [*host.last_tasks[-(_LAST_TASKS_KEPT - 1) :], r.task_id]
     if r.ok:
         _fold_success(view, rec, host, r, last_tasks)

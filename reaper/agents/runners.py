@@ -14,15 +14,16 @@ UNKNOWN_ACTION for a verb it does not know, and may raise `TransportError` (the 
 into an error result with its code and retriable flag).
 
 `default_runners()` builds the transport-name → runner mapping: `sim` always; `local`, `ssh` and
-`winrm` when their modules import (a transport whose module is missing is left out, and the
-worker answers UNSUPPORTED_TRANSPORT for its hosts).
+`winrm` when their modules exist, imported and built on first use (a transport whose module is
+missing is left out, and the worker answers UNSUPPORTED_TRANSPORT for its hosts).
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Protocol
 
 from reaper.agents.base import ActionOutcome, ActionRunner, CommandRunner, Transport
@@ -30,7 +31,14 @@ from reaper.agents.transports.sim import SimRunner
 from reaper.clock import Clock
 from reaper.models import HostConnection, ResultStatus, Task
 
-__all__ = ["OsActions", "OsCodeRunner", "default_runners", "load_oscode", "load_transport"]
+__all__ = [
+    "LazyOsCodeRunner",
+    "OsActions",
+    "OsCodeRunner",
+    "default_runners",
+    "load_oscode",
+    "load_transport",
+]
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +121,59 @@ def load_oscode(os_name: str) -> OsActions | None:
     return actions
 
 
+def _exists(module: str) -> bool:
+    # Finds the file without running it: no paramiko/pywinrm import until a host needs one.
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+class LazyOsCodeRunner:
+    """An `OsCodeRunner` built on first use, so a worker that never meets an ssh or winrm
+    host never imports paramiko or pywinrm nor starts their thread pools."""
+
+    def __init__(
+        self,
+        name: str,
+        oses: Sequence[str],
+        *,
+        transport: Transport | None = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.name = name
+        self._oses = tuple(oses)
+        self._transport = transport
+        self._options = dict(options or {})
+        self._runner: OsCodeRunner | None = None
+        self._missing: str | None = None
+
+    def _build(self) -> OsCodeRunner | None:
+        transport = self._transport or load_transport(self.name, **self._options)
+        oscode = {os: code for os in self._oses if (code := load_oscode(os)) is not None}
+        if transport is None or not oscode:
+            self._missing = f"transport {self.name!r} is not available in this worker"
+            log.warning("%s", self._missing)
+            return None
+        return OsCodeRunner(transport, oscode)
+
+    async def run(self, task: Task, host_id: str, conn: HostConnection) -> ActionOutcome:
+        if self._runner is None:
+            if self._missing is None:
+                self._runner = self._build()
+            if self._runner is None:
+                return ActionOutcome(
+                    status=ResultStatus.ERROR,
+                    summary=self._missing or self.name,
+                    error_code="UNSUPPORTED_TRANSPORT",
+                )
+        return await self._runner.run(task, host_id, conn)
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.close()
+
+
 def default_runners(
     *,
     seed: int = 0,
@@ -121,22 +182,22 @@ def default_runners(
     transport_options: Mapping[str, Mapping[str, Any]] | None = None,
     include: Collection[str] | None = None,
 ) -> dict[str, ActionRunner]:
-    """Transport name → runner. `transports` supplies ready transports (tests, custom
-    settings); others are imported lazily and built with `transport_options[name]`.
-    `include` limits the real transports built (e.g. to those a lab uses); `sim` is always
-    there, it costs nothing."""
+    """Transport name → runner. `sim` is always there; `local`, `ssh` and `winrm` are there
+    when their module and some OS code for them exist, and are built on first use (from
+    `transports[name]` when given, else with `transport_options[name]`). `include` limits
+    the real transports to those named."""
     runners: dict[str, ActionRunner] = {"sim": SimRunner(seed=seed, clock=clock)}
     given = transports or {}
     options = transport_options or {}
     for name, oses in _OSES_BY_TRANSPORT.items():
         if include is not None and name not in include:
             continue
-        transport = given.get(name) or load_transport(name, **options.get(name, {}))
-        if transport is None:
+        if name not in given and not _exists(_TRANSPORTS[name][0]):
             continue
-        oscode = {os: code for os in oses if (code := load_oscode(os)) is not None}
-        if not oscode:
-            log.info("transport %s available but no OS action code for %s", name, oses)
+        if not any(_exists(f"reaper.agents.oscode.{os}") for os in oses):
+            log.info("transport %s has no OS action code for %s", name, ", ".join(oses))
             continue
-        runners[name] = OsCodeRunner(transport, oscode)
+        runners[name] = LazyOsCodeRunner(
+            name, oses, transport=given.get(name), options=options.get(name)
+        )
     return runners

@@ -197,7 +197,11 @@ class Worker:
         self, n: int, timeout: float | None, watcher: asyncio.Task[None]
     ) -> list[TaskDelivery]:
         take = asyncio.ensure_future(self._take(n, timeout))
-        await asyncio.wait((take, watcher), return_when=asyncio.FIRST_COMPLETED)
+        try:
+            await asyncio.wait((take, watcher), return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            take.cancel()  # a lease it may already hold runs out and the task comes back
+            raise
         if not take.done():
             take.cancel()
             try:
@@ -216,41 +220,50 @@ class Worker:
         stats.taken += len(batch)
         stats.in_flight += len(batch)
         done: list[TaskDelivery] = []
+        index = 0  # deliveries before this one are finished or spawned
         try:
             for delivery in batch:
-                task = delivery.task
                 started = self._clock.monotonic()
-                try:
-                    host = await self._hosts.resolve(task.mission_id, task.host_id)
-                except BackendError as exc:
-                    outcome = _error(
-                        "HOST_LOOKUP_FAILED", f"host lookup failed: {exc}", retriable=True
-                    )
-                else:
-                    if host is None:
-                        outcome = _error(
-                            "UNKNOWN_HOST",
-                            f"no host {task.host_id!r} in mission {task.mission_id!r}",
-                        )
-                    else:
-                        conn = host.connection
-                        runner = self._runners.get(conn.transport)
-                        if runner is None:
-                            outcome = _error(
-                                "UNSUPPORTED_TRANSPORT",
-                                f"this worker has no {conn.transport!r} transport",
-                            )
-                        elif (check := self._inline.get(conn.transport)) and check(task, conn):
-                            outcome = await self._call(runner, task, conn, None)
-                        else:
-                            self._spawn(delivery, runner, conn, started)
-                            continue
-                if await self._publish(delivery, outcome, started):
-                    done.append(delivery)
-                stats.in_flight -= 1
+                outcome = await self._start(delivery, started)
+                if outcome is not None:
+                    if await self._publish(delivery, outcome, started):
+                        done.append(delivery)
+                    stats.in_flight -= 1
+                index += 1
+        except BaseException:
+            # Cancelled mid-batch (only possible where something suspended): hand back what
+            # this batch had not finished; a result already published is dropped as a
+            # duplicate when the task runs again.
+            rest = list(batch[index:])
+            stats.in_flight -= len(rest)
+            await asyncio.shield(self._release(rest))
+            raise
         finally:
             if done:
                 await self._ack(done)
+
+    async def _start(self, delivery: TaskDelivery, started: float) -> ActionOutcome | None:
+        """Run the delivery inline and return its outcome, or spawn it and return None."""
+        task = delivery.task
+        try:
+            host = await self._hosts.resolve(task.mission_id, task.host_id)
+        except BackendError as exc:
+            return _error("HOST_LOOKUP_FAILED", f"host lookup failed: {exc}", retriable=True)
+        if host is None:
+            return _error(
+                "UNKNOWN_HOST", f"no host {task.host_id!r} in mission {task.mission_id!r}"
+            )
+        conn = host.connection
+        runner = self._runners.get(conn.transport)
+        if runner is None:
+            return _error(
+                "UNSUPPORTED_TRANSPORT", f"this worker has no {conn.transport!r} transport"
+            )
+        check = self._inline.get(conn.transport)
+        if check is not None and check(task, conn):
+            return await self._call(runner, task, conn, None)
+        self._spawn(delivery, runner, conn, started)
+        return None
 
     def _spawn(
         self, delivery: TaskDelivery, runner: ActionRunner, conn: HostConnection, started: float

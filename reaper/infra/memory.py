@@ -53,7 +53,7 @@ class MemoryMissionStore:
     async def get_host(self, mission_id: str, host_id: str) -> HostState | None:
         state = self._missions.get(mission_id)
         host = None if state is None else state.hosts.get(host_id)
-        return None if host is None else host.model_copy(deep=True)
+        return host  # shared: host models are replaced on change, never mutated
 
     async def commit(self, change: Commit) -> int:
         mid = change.mission.mission_id

@@ -174,6 +174,8 @@ class RedisTaskQueue:
             )  # fmt: skip
         if claimed:
             return [self._delivery(body, i, consumer, t, c) for i, body, c, t in claimed]
+        if dead:  # the batch was all poison: look again before blocking
+            return None
         await self._maybe_trim(agent_type)
         remaining = None if timeout is None else timeout - (self._clock.monotonic() - start)
         wait = MAX_BLOCK_S if remaining is None else min(remaining, MAX_BLOCK_S)

@@ -53,7 +53,9 @@ end
 # KEYS: stream, leases, dlq. ARGV: prefix, now_ms, group, consumer, lease_ms, max_items,
 # max_deliveries, sweep (1: also claim entries pending without a lease, idle >= lease_ms:
 # left by a worker that died between XREADGROUP and recording its lease).
-# Returns {claimed {id, body, count}..., dead {id, body, count}..., next deadline ms or -1}.
+# Then reads new entries (without blocking) up to max_items, leasing them in the same step.
+# Returns {handed out {id, body, count, times}..., dead {id, body, count}...,
+# next deadline ms or -1}.
 RECLAIM = (
     """
 local stream, leases, dlq = KEYS[1], KEYS[2], KEYS[3]
@@ -70,28 +72,39 @@ if ARGV[8] == '1' and #ids < max_items then
   end
 end
 local out, dead = {}, {}
+local function hand_out(id, fields, times)
+  local f = {}
+  for i = 1, #fields, 2 do f[fields[i]] = fields[i + 1] end
+  local count = tonumber(f['b'] or '0') + times
+  if count > max_del then
+    redis.call('XADD', dlq, 'MAXLEN', '~', 10000, '*', 't', f['t'], 'n', count, 'src', id)
+    redis.call('XACK', stream, group, id)
+    redis.call('XDEL', stream, id)
+    redis.call('ZREM', leases, id)
+    table.insert(dead, {id, f['t'], count})
+  else
+    redis.call('ZADD', leases, now + lease_ms, id)
+    table.insert(out, {id, f['t'], count, times})
+  end
+end
 for _, id in ipairs(ids) do
-  local claimed = redis.call('XCLAIM', stream, group, consumer, 0, id)
-  local entry = claimed[1]
+  local entry = redis.call('XCLAIM', stream, group, consumer, 0, id)[1]
   if not entry or not entry[2] then
     -- acked or deleted in the meantime: nothing to hand out
     redis.call('ZREM', leases, id)
     redis.call('XACK', stream, group, id)
   else
-    local f = {}
-    for i = 1, #entry[2], 2 do f[entry[2][i]] = entry[2][i + 1] end
-    local pend = redis.call('XPENDING', stream, group, id, id, 1)
-    local times = pend[1][4]
-    local count = tonumber(f['b'] or '0') + times
-    if count > max_del then
-      redis.call('XADD', dlq, 'MAXLEN', '~', 10000, '*', 't', f['t'], 'n', count, 'src', id)
-      redis.call('XACK', stream, group, id)
-      redis.call('XDEL', stream, id)
-      redis.call('ZREM', leases, id)
-      table.insert(dead, {id, f['t'], count})
-    else
-      redis.call('ZADD', leases, now + lease_ms, id)
-      table.insert(out, {id, f['t'], count, times})
+    hand_out(id, entry[2], redis.call('XPENDING', stream, group, id, id, 1)[1][4])
+  end
+end
+-- Fast path: new entries read here (no BLOCK inside a script) get their lease in the same
+-- atomic step, so a worker dying right after the read leaves nothing without a lease.
+if #out < max_items then
+  local r = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', max_items - #out,
+                      'STREAMS', stream, '>')
+  if r then
+    for _, e in ipairs(r[1][2]) do
+      if e[2] then hand_out(e[1], e[2], 1) end
     end
   end
 end

@@ -43,9 +43,12 @@ __all__ = [
     "untrusted_block",
 ]
 
-# Keys whose values are secrets whatever they look like.
+# Keys whose values are secrets whatever they look like: the key is, or ends in, a secret
+# word ("password", "db_password", "client-secret"), but a setting *about* one such as sshd's
+# "passwordauthentication" is not masked, since the baseline needs it.
 _SECRET_KEY = re.compile(
-    r"(?i)(passw(or)?d|passwd|secret|token|api[_-]?key|private[_-]?key|credential|cookie)"
+    r"(?i)(^|[_.\-])(password|passwd|pwd|passphrase|secret|token|api[_-]?key|access[_-]?key"
+    r"|private[_-]?key|credentials?|cookie)s?$"
 )
 
 
@@ -160,9 +163,7 @@ def shrink_json(value: dict[str, Any], limit: int) -> dict[str, Any]:
 
 def untrusted_block(lines: Iterable[Any]) -> str:
     """One delimited block of JSON lines, with ``<`` and ``>`` escaped inside the JSON."""
-    body = "\n".join(
-        _dumps(line).replace("<", "\\u003c").replace(">", "\\u003e") for line in lines
-    )
+    body = "\n".join(_dumps(line).replace("<", "\\u003c").replace(">", "\\u003e") for line in lines)
     nonce = hashlib.sha256(body.encode("utf-8")).hexdigest()[:16]
     return f"<untrusted-data-{nonce}>\n{body}\n</untrusted-data-{nonce}>"
 

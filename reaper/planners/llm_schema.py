@@ -142,8 +142,6 @@ def parse_plan(
                 "invalid_params", f"{where}.params_json must encode a JSON object"
             )
         tasks.append(
-            PlannedTask(
-                host_id=item.host_id, action=item.action, params=params, reason=item.reason
-            )
+            PlannedTask(host_id=item.host_id, action=item.action, params=params, reason=item.reason)
         )
     return plan, tasks

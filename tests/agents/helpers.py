@@ -24,8 +24,10 @@ MISSION = "m1"
 
 
 def host(host_id: str, os: str = "linux", transport: str = "sim", **sim: Any) -> HostState:
-    conn = HostConnection(transport=transport, sim=SimSettings(**sim) if sim else None)  # type: ignore[arg-type]
-    return HostState(host_id=host_id, os=os, connection=conn)  # type: ignore[arg-type]
+    conn = HostConnection.model_validate(
+        {"transport": transport, "sim": SimSettings(**sim) if sim else None}
+    )
+    return HostState.model_validate({"host_id": host_id, "os": os, "connection": conn})
 
 
 def task(

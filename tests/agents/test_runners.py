@@ -7,7 +7,13 @@ from typing import Any
 import pytest
 
 from reaper.agents.base import ActionOutcome, Command, CommandResult, CommandRunner
-from reaper.agents.runners import OsCodeRunner, default_runners, load_oscode, load_transport
+from reaper.agents.runners import (
+    LazyOsCodeRunner,
+    OsCodeRunner,
+    default_runners,
+    load_oscode,
+    load_transport,
+)
 from reaper.agents.transports.sim import SimRunner
 from reaper.errors import TransportError
 from reaper.models import HostConnection, ResultStatus
@@ -51,10 +57,15 @@ class EchoActions:
 async def test_os_code_runner_passes_verb_params_and_session() -> None:
     transport = FakeTransport()
     runner = OsCodeRunner(transport, {"linux": EchoActions()})
-    out = await runner.run(task(1, "h9", "linux.baseline", params={"check_mode": True}), "h9",
-                           HostConnection(transport="ssh"))  # fmt: skip
-    assert out.summary == "baseline" and out.data == {"params": {"check_mode": True},
-                                                      "uname": "Linux\n"}  # fmt: skip
+    out = await runner.run(
+        task(1, "h9", "linux.baseline", params={"check_mode": True}),
+        "h9",
+        HostConnection(transport="ssh"),
+    )
+    assert out.summary == "baseline" and out.data == {
+        "params": {"check_mode": True},
+        "uname": "Linux\n",
+    }
     assert transport.sessions == ["h9"]
     await runner.close()
     assert transport.closed
@@ -74,17 +85,29 @@ def test_default_runners_always_has_sim() -> None:
     assert set(runners) == {"sim"} and isinstance(runners["sim"], SimRunner)
 
 
-def test_default_runners_joins_given_transports_with_available_os_code() -> None:
+async def test_default_runners_build_real_transports_lazily() -> None:
     fake = FakeTransport()
     runners = default_runners(transports={"winrm": fake, "ssh": fake}, include=("winrm", "ssh"))
     has_windows = load_oscode("windows") is not None
     has_posix = load_oscode("linux") is not None or load_oscode("macos") is not None
     assert ("winrm" in runners) == has_windows
     assert ("ssh" in runners) == has_posix
-    for name in ("winrm", "ssh"):
-        if name in runners:
-            runner = runners[name]
-            assert isinstance(runner, OsCodeRunner) and runner.transport is fake
+    if has_windows:
+        lazy = runners["winrm"]
+        assert isinstance(lazy, LazyOsCodeRunner) and lazy._runner is None
+        # A Linux action on the WinRM runner: built now, then refused by the OS-code lookup.
+        out = await lazy.run(task(1, action="linux.discover"), "h1", HostConnection())
+        assert out.error_code == "UNKNOWN_ACTION"
+        assert lazy._runner is not None and lazy._runner.transport is fake
+        await lazy.close()
+        assert fake.closed
+
+
+async def test_unavailable_transport_answers_unsupported() -> None:
+    lazy = LazyOsCodeRunner("carrier-pigeon", ("linux",))
+    out = await lazy.run(task(1), "h1", HostConnection())
+    assert out.status is ResultStatus.ERROR and out.error_code == "UNSUPPORTED_TRANSPORT"
+    await lazy.close()
 
 
 def test_missing_modules_are_absent_not_errors() -> None:

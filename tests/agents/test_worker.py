@@ -242,8 +242,15 @@ async def test_failed_publish_leaves_the_task_unacked() -> None:
             raise BackendError("bus down")
 
     await publish(queue, [task(1)])
-    w = Worker(LINUX, queue, DownBus(), StoreHostResolver(store), {"sim": SimRunner()},
-               clock=clock, lease_s=5.0)  # fmt: skip
+    w = Worker(
+        LINUX,
+        queue,
+        DownBus(),
+        StoreHostResolver(store),
+        {"sim": SimRunner()},
+        clock=clock,
+        lease_s=5.0,
+    )
     await asyncio.wait_for(w.run(until_idle=True), 5)
     assert w.stats.publish_errors == 1 and len(queue._leased) == 1
     clock.advance(5.0)  # the lease runs out: delivered again
@@ -257,10 +264,49 @@ async def test_mixed_os_lab_through_one_worker_per_agent_type(backend: Any) -> N
     await publish(queue, [task(i, host_id="h1") for i in range(3)])
     await publish(queue, [task(f"w{i}", host_id="w1", action="windows.discover") for i in range(3)])
     workers = [
-        Worker(at, queue, bus, StoreHostResolver(store), {"sim": sim}) for at in
-        (LINUX, "reaper-windows")
-    ]  # fmt: skip
+        Worker(at, queue, bus, StoreHostResolver(store), {"sim": sim})
+        for at in (LINUX, "reaper-windows")
+    ]
     await asyncio.wait_for(asyncio.gather(*(w.run(until_idle=True) for w in workers)), 5)
     got = await results(bus, 6)
     assert {r.agent_type for r in got} == {LINUX, "reaper-windows"}
     assert all("computer" in r.data for r in got if r.host_id == "w1")
+
+
+async def test_cancelled_worker_releases_running_tasks(backend: Any) -> None:
+    _, queue, bus = backend
+    gate = GateRunner()
+    gate.full_at = 2
+    await publish(queue, [task(i) for i in range(3)])
+    w = worker(backend, {"sim": gate}, concurrency=2)
+    run = asyncio.create_task(w.run())
+    await asyncio.wait_for(gate.full.wait(), 5)
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    assert w.stats.released == 2 and await queue.depth(LINUX) == 3
+    assert await bus.receive(MISSION, timeout=0) == []
+
+
+async def test_cancel_during_a_batch_releases_its_unfinished_deliveries(backend: Any) -> None:
+    store, queue, bus = backend
+    blocked = asyncio.Event()
+
+    class SlowLookup(StoreHostResolver):
+        async def resolve(self, mission_id: str, host_id: str) -> Any:
+            if host_id == "h2":
+                blocked.set()
+                await asyncio.Event().wait()
+            return await super().resolve(mission_id, host_id)
+
+    await publish(queue, [task(1, "h1"), task(2, "h2"), task(3, "h1")])
+    w = Worker(LINUX, queue, bus, SlowLookup(store), {"sim": SimRunner()}, concurrency=8)
+    run = asyncio.create_task(w.run())
+    await asyncio.wait_for(blocked.wait(), 5)
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    (first,) = await results(bus, 1)
+    assert first.task_id == "t-1"
+    assert w.stats.released == 2 and w.stats.in_flight == 0
+    assert await queue.depth(LINUX) == 2 and not queue._leased

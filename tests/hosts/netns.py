@@ -12,6 +12,7 @@ host key, user `reaper` (sudo without password, the lab's client key authorised,
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -162,10 +163,8 @@ class NsLab:
         pids = subprocess.run(["ip", "netns", "pids", host.ns], capture_output=True,
                               text=True, check=False).stdout.split()
         for pid in pids:
-            try:
+            with contextlib.suppress(ProcessLookupError, ValueError):
                 os.kill(int(pid), signal.SIGKILL)
-            except (ProcessLookupError, ValueError):
-                pass
         if host.proc is not None:
             host.proc.kill()
             host.proc.wait(timeout=10)

@@ -238,7 +238,7 @@ async def test_not_before_delays_visibility(kit: Kit, queue: TaskQueue, uid: str
     delay = kit.lease(30.0, 0.3)
     later = kit.clock.now() + timedelta(seconds=delay)
     await queue.publish([b.item(mid, 1, agent, not_before=later), b.item(mid, 2, agent)])
-    first = await queue.take(agent, max_items=10, timeout=0.05)
+    first = await queue.take(agent, max_items=10, timeout=0.05, lease_s=300)
     assert [d.task.params["i"] for d in first] == [2]
     assert await queue.take(agent, timeout=0.05) == []
     await kit.advance(delay)

@@ -14,7 +14,7 @@ from reaper.agents.base import Command
 from reaper.agents.transports.powershell import ps_quote
 from reaper.agents.transports.winrm import WinRMTransport
 from reaper.errors import TransportError
-from tests.winrm.conftest import PASSWORD, PASSWORD_ENV, connection
+from tests.winrm.conftest import PASSWORD, PASSWORD_ENV, USER, connection
 from tests.winrm.wsman_server import Call, Reply, WsmanServer
 
 ServerFactory = Callable[..., WsmanServer]
@@ -65,7 +65,7 @@ async def test_params_arrive_as_data_never_as_code(
 ) -> None:
     evil = "'; Remove-Item C:\\ -Recurse; '"
     sub = "$(Remove-Item C:\\ -Recurse -Force)"
-    quotes = "\u2019; Stop-Computer; \u2018 \" `$x ${env:PATH} @(1)"
+    quotes = '\u2019; Stop-Computer; \u2018 " `$x ${env:PATH} @(1)'
     seen: list[dict[str, Any]] = []
 
     def handler(call: Call) -> Reply:
@@ -88,7 +88,7 @@ async def test_params_arrive_as_data_never_as_code(
 def test_ps_quote_doubles_every_single_quote_kind() -> None:
     assert ps_quote("it's") == "'it''s'"
     assert ps_quote("a\u2019b\u2018c") == "'a\u2019\u2019b\u2018\u2018c'"
-    assert ps_quote("$(x) `n \"") == "'$(x) `n \"'"
+    assert ps_quote('$(x) `n "') == "'$(x) `n \"'"
 
 
 async def test_plain_http_basic_is_refused_unless_allowed(
@@ -237,3 +237,155 @@ async def test_argv_commands_are_refused(
     with pytest.raises(TransportError) as err:
         await shell.run(Command(argv=["whoami"]))
     assert err.value.error_code == "UNSUPPORTED_COMMAND"
+
+
+@pytest.fixture
+def ntlm_users(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    # pyspnego's NTLM acceptor reads the accounts it accepts from this file.
+    users = tmp_path / "ntlm_users"
+    users.write_text(f":{USER}:{PASSWORD}\n")
+    monkeypatch.setenv("NTLM_USER_FILE", str(users))
+
+
+@pytest.mark.usefixtures("ntlm_users")
+async def test_ntlm_over_http_encrypts_every_message(
+    make_server: ServerFactory, transport: WinRMTransport
+) -> None:
+    srv = make_server(tls=False, ntlm=True, basic=False)
+    srv.on(ECHO, echo)
+    shell = await transport.session("win1", connection(srv, auth="ntlm"))
+    for value in ("one", "two"):
+        result = await shell.run(Command(script=ECHO_SCRIPT, params={"Value": value}))
+        assert result.stdout.strip() == value
+    await transport.close()
+    soap = [r for r in srv.requests if r.action not in ("Unauthorized", "Empty")]
+    assert [r.action for r in soap] == ["Create"] + ["Command", "Receive", "Signal"] * 2 + [
+        "Delete"
+    ]
+    assert all(r.encrypted and r.auth == "ntlm" and r.user == USER for r in soap)
+
+
+@pytest.mark.usefixtures("ntlm_users")
+async def test_ntlm_wrong_password_is_auth_failed(make_server: ServerFactory) -> None:
+    srv = make_server(tls=False, ntlm=True, basic=False)
+    t = WinRMTransport(environ={PASSWORD_ENV: "not-it"})
+    try:
+        with pytest.raises(TransportError) as err:
+            await t.session("win1", connection(srv, auth="ntlm"))
+    finally:
+        await t.close()
+    assert err.value.error_code == "AUTH_FAILED"
+    assert "Create" not in srv.actions()
+
+
+async def test_host_down_mid_session_is_retriable_and_the_next_session_reconnects(
+    make_server: ServerFactory, transport: WinRMTransport, ca_file: Any
+) -> None:
+    srv = make_server()
+    srv.on(ECHO, echo)
+    conn = connection(srv, ca_file=str(ca_file))
+    shell = await transport.session("win1", conn)
+    await shell.run(Command(script=ECHO_SCRIPT, params={"Value": 1}))
+    srv.stop()
+    with pytest.raises(TransportError) as err:
+        await shell.run(Command(script=ECHO_SCRIPT, params={"Value": 2}))
+    assert err.value.retriable
+    assert err.value.error_code in ("CONNECTION_REFUSED", "CONNECTION_FAILED", "CONNECTION_RESET")
+
+    back = make_server(port=srv.port)  # the host is up again, same address
+    back.on(ECHO, echo)
+    again = await transport.session("win1", conn)
+    assert again is not shell
+    result = await again.run(Command(script=ECHO_SCRIPT, params={"Value": 3}))
+    assert result.stdout.strip() == "3"
+    assert back.actions()[:2] == ["Create", "Command"]
+
+
+async def test_hosts_run_concurrently_each_on_its_own_shell(
+    make_server: ServerFactory, transport: WinRMTransport, ca_file: Any
+) -> None:
+    import asyncio
+
+    srv = make_server()
+    srv.on(ECHO, echo)
+    conn = connection(srv, ca_file=str(ca_file))
+
+    async def one(host: str) -> str:
+        shell = await transport.session(host, conn)
+        outs = [await shell.run(Command(script=ECHO_SCRIPT, params={"Value": f"{host}-{i}"}))
+                for i in range(3)]  # fmt: skip
+        return " ".join(o.stdout.strip() for o in outs)
+
+    results = await asyncio.gather(*(one(f"win{n}") for n in range(5)))
+    assert results == [f"win{n}-0 win{n}-1 win{n}-2" for n in range(5)]
+    assert srv.actions().count("Create") == 5
+    assert len({r.shell_id for r in srv.requests if r.action == "Command"}) == 5
+
+
+def test_protocol_options_endpoint_and_validation() -> None:
+    from reaper.agents.transports.winrm import protocol_options
+    from reaper.models import HostConnection, WinRMSettings
+
+    env = {PASSWORD_ENV: PASSWORD}
+    conn = HostConnection(
+        transport="winrm", address="fe80::1", user=USER, password_env=PASSWORD_ENV,
+        winrm=WinRMSettings(validate_certs=False),
+    )  # fmt: skip
+    opts, secret = protocol_options("w", conn, env)
+    assert opts["endpoint"] == "https://[fe80::1]:5986/wsman"
+    assert (opts["server_cert_validation"], opts["transport"], secret) == (
+        "ignore",
+        "ntlm",
+        PASSWORD,
+    )
+    assert opts["proxy"] is None and opts["read_timeout_sec"] > opts["operation_timeout_sec"]
+    cert = conn.model_copy(
+        update={
+            "key_file": "/k.pem",
+            "password_env": None,
+            "winrm": WinRMSettings(auth="certificate"),
+        }
+    )
+    opts, secret = protocol_options("w", cert, {})
+    assert (opts["cert_pem"], opts["cert_key_pem"], secret) == ("/k.pem", "/k.pem", None)
+    plain_cert = cert.model_copy(
+        update={"winrm": WinRMSettings(auth="certificate", scheme="http", allow_unencrypted=True)}
+    )
+    with pytest.raises(TransportError, match="needs HTTPS"):
+        protocol_options("w", plain_cert, {})
+    http_ntlm = conn.model_copy(update={"winrm": WinRMSettings(scheme="http")})
+    assert protocol_options("w", http_ntlm, env)[0]["endpoint"] == "http://[fe80::1]:5985/wsman"
+    basic_always = conn.model_copy(
+        update={"winrm": WinRMSettings(auth="basic", message_encryption="always")}
+    )
+    with pytest.raises(TransportError) as err:
+        protocol_options("w", basic_always, env)
+    assert err.value.error_code == "CONFIG_INVALID"
+
+
+@pytest.mark.skipif(
+    __import__("importlib").util.find_spec("requests_credssp") is not None,
+    reason="requests-credssp installed: CredSSP would be attempted for real",
+)
+async def test_auth_without_its_package_is_a_clear_error(
+    make_server: ServerFactory, transport: WinRMTransport, ca_file: Any
+) -> None:
+    srv = make_server()
+    with pytest.raises(TransportError) as err:
+        await transport.session("win1", connection(srv, ca_file=str(ca_file), auth="credssp"))
+    assert (err.value.error_code, err.value.retriable) == ("AUTH_UNSUPPORTED", False)
+    assert srv.requests == []
+
+
+def test_clixml_stderr_becomes_text() -> None:
+    from reaper.agents.transports.powershell import clean_clixml
+
+    clixml = (
+        b"#< CLIXML\r\n"
+        b'<Objs Version="1.1.0.1" xmlns="http://schemas.microsoft.com/powershell/2004/04">'
+        b'<S S="Error">Access is denied._x000D__x000A_</S><S S="Error">At line:1</S>'
+        b'<S S="progress">ignored</S></Objs>'
+    )
+    assert clean_clixml(clixml) == "Access is denied.\nAt line:1"
+    assert clean_clixml(b"plain error") == "plain error"
+    assert clean_clixml(b"#< CLIXML\r\n<not xml") == "#< CLIXML\r\n<not xml"

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import re
 import socket
 import ssl
-import struct
 import threading
 import uuid
 import xml.etree.ElementTree as ET
@@ -23,6 +23,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from tests.winrm.wsman_ntlm import ENCRYPTED, ntlm_unwrap, ntlm_wrap
 
 __all__ = ["Call", "Recorded", "Reply", "WsmanServer"]
 
@@ -36,7 +38,6 @@ _SHELL_NS = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell"
 _DONE = f"{_SHELL_NS}/CommandState/Done"
 _RUNNING = f"{_SHELL_NS}/CommandState/Running"
 _BLOB = re.compile(r"FromBase64String\('([A-Za-z0-9+/=]*)'\)")
-_ENCRYPTED = "application/HTTP-SPNEGO-session-encrypted"
 OPERATION_TIMEOUT = 2150858793
 SHELL_NOT_FOUND = 2150858843
 
@@ -130,11 +131,13 @@ class WsmanServer:
         tls: ssl.SSLContext | None = None,
         ntlm: bool = False,
         basic: bool = True,
+        port: int = 0,
     ) -> None:
         self.users = dict(users)
         self.tls = tls
         self.ntlm = ntlm
         self.basic = basic
+        self._port = port
         self.requests: list[Recorded] = []
         self.tls_failures = 0
         self.tls_failed = threading.Event()  # set when a client aborted the TLS handshake
@@ -171,7 +174,7 @@ class WsmanServer:
             self._state.shells.clear()
 
     def start(self) -> WsmanServer:
-        self._httpd = _Server(("127.0.0.1", 0), _RequestHandler, self)
+        self._httpd = _Server(("127.0.0.1", self._port), _RequestHandler, self)
         self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True)
         self._thread.start()
         return self
@@ -180,6 +183,7 @@ class WsmanServer:
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.server_close()
+            self._httpd.drop_connections()  # as a host going down does
         if self._thread is not None:
             self._thread.join(timeout=5)
 
@@ -279,7 +283,14 @@ class _Server(ThreadingHTTPServer):
 
     def __init__(self, addr: tuple[str, int], handler: type, wsman: WsmanServer) -> None:
         self.wsman = wsman
+        self.connections: list[socket.socket] = []
         super().__init__(addr, handler)
+
+    def drop_connections(self) -> None:
+        for sock in self.connections:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
 
     def get_request(self) -> tuple[Any, Any]:
         sock, addr = self.socket.accept()
@@ -289,6 +300,7 @@ class _Server(ThreadingHTTPServer):
         if self.wsman.tls is not None:
             # Handshake in the request thread (setup), not in the accept loop.
             sock = self.wsman.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        self.connections.append(sock)
         return sock, addr
 
     def handle_error(self, request: Any, client_address: Any) -> None:
@@ -357,8 +369,8 @@ class _RequestHandler(BaseHTTPRequestHandler):
     def _serve(self, body: bytes, rec: Recorded) -> None:
         wsman = self.server.wsman
         ctype = self.headers.get("Content-Type", "")
-        if _ENCRYPTED in ctype:
-            body = self._decrypt(body)
+        if ENCRYPTED in ctype:
+            body = ntlm_unwrap(self._ntlm, body)
             rec.encrypted = True
         elif rec.auth == "ntlm" and body:
             rec.action = "Unencrypted"
@@ -373,7 +385,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
         status, reply = wsman.answer(body, rec)
         wsman.record(rec)
         if rec.encrypted:
-            payload, ctype = self._encrypt(reply)
+            payload, ctype = ntlm_wrap(self._ntlm, reply)
             self._send(status, payload, {"Content-Type": ctype})
         else:
             self._send(status, reply)
@@ -396,26 +408,3 @@ class _RequestHandler(BaseHTTPRequestHandler):
             return
         self._ntlm_user = str(self._ntlm.client_principal)
         self._serve(body, Recorded(action="?", auth="ntlm", user=self._ntlm_user))
-
-    def _decrypt(self, body: bytes) -> bytes:
-        boundary = b"--Encrypted Boundary"
-        parts = [p for p in body.split(boundary + b"\r\n") if p]
-        payload = parts[1]
-        payload = payload.removeprefix(b"\tContent-Type: application/octet-stream\r\n")
-        payload = payload.removesuffix(boundary + b"--\r\n")
-        sig_len = struct.unpack("<i", payload[:4])[0]
-        header, data = payload[4 : 4 + sig_len], payload[4 + sig_len :]
-        return bytes(self._ntlm.unwrap_winrm(header, data))
-
-    def _encrypt(self, reply: bytes) -> tuple[bytes, str]:
-        wrapped = self._ntlm.wrap_winrm(reply)
-        stream = struct.pack("<i", len(wrapped.header)) + wrapped.header + wrapped.data
-        boundary = b"--Encrypted Boundary"
-        payload = (
-            boundary + b"\r\n\tContent-Type: " + _ENCRYPTED.encode() + b"\r\n"
-            b"\tOriginalContent: type=application/soap+xml;charset=UTF-8;Length="
-            + str(len(reply)).encode() + b"\r\n" + boundary + b"\r\n"
-            b"\tContent-Type: application/octet-stream\r\n" + stream + boundary + b"--\r\n"
-        )  # fmt: skip
-        ctype = f'multipart/encrypted;protocol="{_ENCRYPTED}";boundary="Encrypted Boundary"'
-        return payload, ctype

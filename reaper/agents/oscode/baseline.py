@@ -1,3 +1,4 @@
+# ruff: noqa: E501  (shell scripts are kept on one line per statement)
 """The baseline contract shared by the Linux and macOS code, and the items both use.
 
 Each item reads the current state, compares it with the declared one, and in check mode stops
@@ -111,7 +112,8 @@ Item = Callable[[BaselineCtx], Awaitable[ItemReport]]
 
 def _fail(name: str, what: str, result: CommandResult, before: Any = None) -> ItemReport:
     err = (result.stderr or result.stdout).strip()
-    return ItemReport(name, "failed", before, None, f"{what}: exit {result.exit_code}: {tail(err, 300)}")
+    detail = f"{what}: exit {result.exit_code}: {tail(err, 300)}"
+    return ItemReport(name, "failed", before, None, detail)
 
 
 def render_sshd_config(current: str, desired: Mapping[str, str]) -> str:

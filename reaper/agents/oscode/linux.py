@@ -1,3 +1,4 @@
+# ruff: noqa: E501  (shell scripts are kept on one line per statement)
 """Linux action code: discover, prepare, baseline and reboot, through any `CommandRunner`.
 
 Discover is ONE round trip: a fixed `sh -c` script (no interpolated values) prints every fact
@@ -7,9 +8,7 @@ is most of why Reaper discovers faster.
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
-
-from pydantic import BaseModel, ValidationError
+from typing import Any
 
 from reaper.actions import BaselineParams, DiscoverParams, PrepareParams, RebootParams
 from reaper.agents.base import ActionOutcome, Command, CommandRunner
@@ -54,7 +53,6 @@ echo "@@reaper:auditd@@"
 if command -v auditd >/dev/null 2>&1; then echo installed=1; else echo installed=0; fi
 if pgrep -x auditd >/dev/null 2>&1; then echo running=1; else echo running=0; fi
 """
-_M = TypeVar("_M", bound=BaseModel)
 _PM_SCRIPT = (
     "for pm in apt-get dnf yum zypper apk pacman; do "
     "if command -v $pm >/dev/null 2>&1; then echo $pm; break; fi; done"
@@ -98,7 +96,8 @@ def _ports(sections: dict[str, str]) -> list[dict[str, Any]]:
     if mode == "ss":
         return posix.parse_ss(text)
     ports: list[dict[str, Any]] = []
-    chunk, proto = [], ""
+    chunk: list[str] = []
+    proto = ""
     for line in (sections.get("ports", "") + "\n#end").splitlines():
         if line.startswith("#"):
             if proto:
@@ -152,17 +151,6 @@ def parse_discover(text: str) -> dict[str, Any]:
     }
 
 
-def _invalid(message: str) -> ActionOutcome:
-    return ActionOutcome(status=ResultStatus.ERROR, summary=message, error_code="INVALID_PARAMS")
-
-
-def _params(model: type[_M], params: dict[str, Any]) -> _M | str:
-    try:
-        return model.model_validate(params)
-    except ValidationError as exc:
-        return f"invalid params: {exc.errors()[0]['msg']}"
-
-
 class LinuxActions:
     """`ACTIONS` of this module: what `OsCodeRunner` calls."""
 
@@ -180,12 +168,12 @@ class LinuxActions:
 
     async def discover(self, params: dict[str, Any], shell: CommandRunner,
                        host_id: str) -> ActionOutcome:
-        p = _params(DiscoverParams, params)
+        p = posix.load_params(DiscoverParams, params)
         if isinstance(p, str):
-            return _invalid(p)
+            return posix.invalid_params(p)
         unknown = sorted(set(p.sections or ()) - set(FACT_SECTIONS))
         if unknown:
-            return _invalid(f"unknown sections {unknown}; known: {list(FACT_SECTIONS)}")
+            return posix.invalid_params(f"unknown sections {unknown}; known: {list(FACT_SECTIONS)}")
         result = await shell.run(Command(argv=["sh", "-c", DISCOVER_SCRIPT], sudo=True))
         ref = getattr(shell, "logs_ref", None)
         if result.exit_code != 0 and "@@reaper:" not in result.stdout:
@@ -193,10 +181,10 @@ class LinuxActions:
         facts = parse_discover(result.stdout)
         if p.sections:
             facts = {k: v for k, v in facts.items() if k in p.sections}
+        name = facts.get("os", {}).get("pretty_name", "")
         return ActionOutcome(
             status=ResultStatus.SUCCESS,
-            summary=f"{facts.get('hostname', host_id)}: {facts.get('os', {}).get('pretty_name', '')}"
-            .strip(": "),
+            summary=f"{facts.get('hostname', host_id)}: {name}".strip(": "),
             data=facts,
             stderr_tail=posix.tail(result.stderr),
             logs_ref=ref,
@@ -204,13 +192,13 @@ class LinuxActions:
 
     async def baseline(self, params: dict[str, Any], shell: CommandRunner,
                        host_id: str) -> ActionOutcome:
-        p = _params(BaselineParams, params)
+        p = posix.load_params(BaselineParams, params)
         if isinstance(p, str):
-            return _invalid(p)
+            return posix.invalid_params(p)
         names = list(p.items) if p.items else list(ITEMS)
         unknown = sorted(set(names) - set(ITEMS))
         if unknown:
-            return _invalid(f"unknown baseline items {unknown}; known: {list(ITEMS)}")
+            return posix.invalid_params(f"unknown baseline items {unknown}; known: {list(ITEMS)}")
         ctx = BaselineCtx(shell=shell, check_mode=p.check_mode)
         await probe_host(ctx)
         reports: list[ItemReport] = [await ITEMS[name](ctx) for name in names]
@@ -219,20 +207,20 @@ class LinuxActions:
 
     async def prepare(self, params: dict[str, Any], shell: CommandRunner,
                       host_id: str) -> ActionOutcome:
-        p = _params(PrepareParams, params)
+        p = posix.load_params(PrepareParams, params)
         if isinstance(p, str):
-            return _invalid(p)
+            return posix.invalid_params(p)
         ref = getattr(shell, "logs_ref", None)
         found = await shell.run(Command(argv=["sh", "-c", _PM_SCRIPT]))
         pm = found.stdout.strip() or None
-        wanted = _PACKAGES.get(pm or "", ())
+        wanted: tuple[str, ...] = _PACKAGES.get(pm or "", ())
         if not wanted:
             return ActionOutcome(status=ResultStatus.ERROR, error_code="UNSUPPORTED",
                                  summary=f"no supported package manager (found {pm})", logs_ref=ref)
         if p.items:
             unknown = sorted(set(p.items) - set(wanted))
             if unknown:
-                return _invalid(f"unknown packages {unknown}; known: {list(wanted)}")
+                return posix.invalid_params(f"unknown packages {unknown}; known: {list(wanted)}")
             wanted = tuple(p.items)
         check = await shell.run(Command(argv=["sh", "-c", 'for p in "$@"; do '
             'if dpkg-query -W -f="\\${Status}" "$p" 2>/dev/null | grep -q "ok installed" || '
@@ -251,9 +239,9 @@ class LinuxActions:
 
     async def reboot(self, params: dict[str, Any], shell: CommandRunner,
                      host_id: str) -> ActionOutcome:
-        p = _params(RebootParams, params)
+        p = posix.load_params(RebootParams, params)
         if isinstance(p, str):
-            return _invalid(p)
+            return posix.invalid_params(p)
         ref = getattr(shell, "logs_ref", None)
         result = await shell.run(Command(
             argv=["sh", "-c", _REBOOT, "sh", str(p.delay_s), p.reason], sudo=True))

@@ -1,3 +1,4 @@
+# ruff: noqa: E501  (shell scripts are kept on one line per statement)
 """`linux.baseline`: the declared items, each idempotent and check-mode aware.
 
 A host without an init system as PID 1 (a container, or a test host in a network namespace)
@@ -8,7 +9,14 @@ auditing) are only checked there and reported "skipped".
 from __future__ import annotations
 
 from reaper.agents.base import CommandResult
-from reaper.agents.oscode.baseline import BaselineCtx, Item, ItemReport, file_item, sshd_item
+from reaper.agents.oscode.baseline import (
+    BaselineCtx,
+    Item,
+    ItemReport,
+    ItemStatus,
+    file_item,
+    sshd_item,
+)
 from reaper.agents.oscode.posix import parse_key_values
 
 __all__ = ["BANNER", "ITEMS", "PROBE", "SYSCTL_DESIRED", "probe_host"]
@@ -88,7 +96,7 @@ async def ssh_permissions(ctx: BaselineCtx) -> ItemReport:
     read = await ctx.sh(_PERMS_READ)
     before: dict[str, str] = {}
     for line in read.stdout.splitlines():
-        mode, uid, gid, path = (line.split(" ", 3) + ["", "", ""])[:4]
+        mode, uid, gid, path = ([*line.split(" ", 3), "", "", ""])[:4]
         before[path] = f"{mode} {uid} {gid}"
         want.setdefault(path, "600 0 0")
     if not before:
@@ -113,7 +121,7 @@ async def firewall(ctx: BaselineCtx) -> ItemReport:
         if ctx.check_mode:
             return ItemReport(name, "would_change", before, "present", "nftables")
         applied = await ctx.run(["nft", "-f", "-"], stdin=_NFT_RULESET)
-        status = "changed" if applied.exit_code == 0 else "failed"
+        status: ItemStatus = "changed" if applied.exit_code == 0 else "failed"
         return ItemReport(name, status, before, "present", "nftables " + applied.stderr.strip())
     if _has(ctx, "iptables"):
         listed = await ctx.run(["iptables", "-S", "INPUT"])
@@ -146,7 +154,7 @@ def _service_item(name: str, units: tuple[str, ...], what: str) -> Item:
         if ctx.check_mode:
             return ItemReport(name, "would_change", [], [present[0]])
         enabled = await ctx.run(["systemctl", "enable", "--now", present[0]])
-        status = "changed" if enabled.exit_code == 0 else "failed"
+        status: ItemStatus = "changed" if enabled.exit_code == 0 else "failed"
         return ItemReport(name, status, [], [present[0]], enabled.stderr.strip()[-300:])
 
     return item
@@ -165,7 +173,7 @@ async def kernel_sysctl(ctx: BaselineCtx) -> ItemReport:
         return ItemReport(name, "would_change", before, dict(SYSCTL_DESIRED))
     conf = "".join(f"{k} = {v}\n" for k, v in SYSCTL_DESIRED.items())
     applied = await ctx.sh(_SYSCTL_APPLY, stdin=conf)
-    status = "changed" if applied.exit_code == 0 else "failed"
+    status: ItemStatus = "changed" if applied.exit_code == 0 else "failed"
     return ItemReport(name, status, before, dict(SYSCTL_DESIRED), applied.stderr.strip()[-300:])
 
 

@@ -7,9 +7,12 @@ markers; everything is parsed here, in Python, from plain text.
 
 from __future__ import annotations
 
+import itertools
 import re
 import shlex
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
 
 from reaper.agents.base import ActionOutcome, CommandResult
 from reaper.models import ResultStatus
@@ -19,6 +22,8 @@ __all__ = [
     "SSHD_FACT_KEYS",
     "classify_failure",
     "error_outcome",
+    "invalid_params",
+    "load_params",
     "parse_cpuinfo",
     "parse_df",
     "parse_ifconfig",
@@ -146,7 +151,7 @@ def parse_ifconfig(text: str) -> list[dict[str, Any]]:
             continue
         addr = parts[1].removeprefix("addr:")
         prefix: int | None = None
-        for key, value in zip(parts, parts[1:], strict=False):
+        for key, value in itertools.pairwise(parts):
             if key in ("netmask", "Mask:"):
                 prefix = _mask_prefix(value)
             elif key == "prefixlen" and value.isdigit():
@@ -298,3 +303,20 @@ def error_outcome(
         retriable=False,
         logs_ref=logs_ref,
     )
+
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def load_params(model: type[_M], params: dict[str, Any]) -> _M | str:
+    """The validated params, or a one-line reason they are invalid."""
+    try:
+        return model.model_validate(params)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "params"
+        return f"invalid params: {where}: {first['msg']}"
+
+
+def invalid_params(message: str) -> ActionOutcome:
+    return ActionOutcome(status=ResultStatus.ERROR, summary=message, error_code="INVALID_PARAMS")

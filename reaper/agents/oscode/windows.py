@@ -21,6 +21,7 @@ from reaper.models import ResultStatus
 __all__ = ["ACTIONS", "BaselineReport", "ItemResult", "WindowsActions", "WindowsFacts"]
 
 _TAIL = 2000
+_STATUSES = ("changed", "would_change", "unchanged", "unavailable", "failed")
 _M = TypeVar("_M", bound=BaseModel)
 
 
@@ -301,45 +302,58 @@ class WindowsActions:
         )
 
 
+def _status(item: ItemResult, check: bool) -> str:
+    if item.missing:
+        return "unavailable"
+    if item.error:
+        return "failed"
+    if item.changed:
+        return "would_change" if check else "changed"
+    return "unchanged"
+
+
 def _baseline_outcome(
     host_id: str, report: BaselineReport, check: bool, result: CommandResult
 ) -> ActionOutcome:
+    # The item contract of `reaper.agents.oscode.baseline` (Linux, macOS): one status per item.
     items = [
-        {"name": i.name, "changed": i.changed, "before": i.before, "after": i.after}
-        | ({"error": i.error} if i.error else {})
+        {
+            "name": i.name,
+            "status": _status(i, check),
+            "changed": _status(i, check) == "changed",
+            "before": i.before,
+            "after": i.after,
+            "detail": i.error or "",
+        }
         for i in report.items
     ]
-    ok = [i for i in report.items if not i.error]
-    n_changed = sum(1 for i in ok if i.changed)
-    data: dict[str, Any] = {
-        "items": items,
-        "changed": n_changed,
-        "unchanged": len(ok) - n_changed,
-        "check_mode": check,
+    counts = {s: sum(1 for i in items if i["status"] == s) for s in _STATUSES}
+    data: dict[str, Any] = {"check_mode": check, "items": items} | {
+        s: counts[s] for s in ("changed", "unchanged", "would_change", "failed")
     }
-    missing = [i.name for i in report.items if i.missing]
-    failed = [i.name for i in report.items if i.error and not i.missing]
-    verb = "would change" if check else "changed"
-    counts = f"{n_changed} {verb}, {len(ok) - n_changed} unchanged"
-    if missing and not failed:
+    text = ", ".join(f"{n} {s}" for s, n in counts.items() if n) or "no items"
+    summary = f"baseline on {host_id}: " + ("check mode: " if check else "") + text
+    missing = [i["name"] for i in items if i["status"] == "unavailable"]
+    if missing and not counts["failed"]:
         data |= {"missing": missing, "fix": "windows.prepare"}
         return _outcome(
             ResultStatus.ERROR,
-            f"baseline on {host_id}: prerequisite missing for {', '.join(missing)} ({counts})",
+            f"{summary}; prerequisite missing for {', '.join(missing)}",
             data,
             result=result,
             error_code="PREREQ_MISSING",
         )
-    if failed or missing:
-        bad = sorted(failed + missing)
+    if counts["failed"]:
+        bad = [f"{i['name']} ({i['detail']})" for i in items if i["status"] == "failed"]
+        every = counts["failed"] == len(items)
         return _outcome(
-            ResultStatus.PARTIAL,
-            f"baseline on {host_id}: {len(bad)} failed ({', '.join(bad)}), {counts}",
+            ResultStatus.ERROR if every else ResultStatus.PARTIAL,
+            f"{summary}; failed: {'; '.join(bad)}"[:500],
             data,
             result=result,
-            error_code="BASELINE_INCOMPLETE",
+            error_code="COMMAND_FAILED",
         )
-    return _outcome(ResultStatus.SUCCESS, f"baseline on {host_id}: {counts}", data, result=result)
+    return _outcome(ResultStatus.SUCCESS, summary, data, result=result)
 
 
 ACTIONS = WindowsActions()

@@ -41,7 +41,8 @@ function Add-Section([string]$Name, [scriptblock]$Block) {
   catch { $facts[$Name] = $null; $errs[$Name] = $_.Exception.Message }
 }
 function OnOff($v) { if ([string]$v -eq 'True') { 'on' } else { 'off' } }
-$cs = try { Get-CimInstance -ClassName Win32_ComputerSystem } catch { $null }
+$cs = $null
+try { $cs = Get-CimInstance -ClassName Win32_ComputerSystem } catch { }
 Add-Section 'computer' {
   if (-not $cs) { throw 'Win32_ComputerSystem unavailable' }
   $os = Get-CimInstance -ClassName Win32_OperatingSystem
@@ -104,7 +105,7 @@ $facts | ConvertTo-Json -Depth 6 -Compress
 # again to prove it took), recording before/after or the error, and whether a cmdlet the
 # item needs is missing (that is a prerequisite, fixed by `windows.prepare`).
 _ITEM_RUNNER = r"""$results = New-Object System.Collections.ArrayList
-function Invoke-Item([string]$Name, $Want, [scriptblock]$Get, [scriptblock]$Set) {
+function Invoke-ReaperItem([string]$Name, $Want, [scriptblock]$Get, [scriptblock]$Set) {
   if ($Items -and $Items -notcontains $Name) { return }
   $r = [ordered]@{ name = $Name; changed = $false; before = $null; after = $null
     error = $null; missing = $false }
@@ -134,29 +135,29 @@ param([bool]$CheckMode = $false, [string[]]$Items)
 """
     + _ITEM_RUNNER
     + r"""foreach ($p in 'Domain', 'Private', 'Public') {
-  Invoke-Item "firewall_$($p.ToLower())" 'on' {
+  Invoke-ReaperItem "firewall_$($p.ToLower())" 'on' {
     if ([string](Get-NetFirewallProfile -Name $p).Enabled -eq 'True') { 'on' } else { 'off' }
   } { Set-NetFirewallProfile -Name $p -Enabled True }
 }
 $rdp = 'HKLM:\SYSTEM\CurrentControlSet\Control\Terminal Server\WinStations\RDP-Tcp'
-Invoke-Item 'rdp_nla' $true { (Get-ItemProperty -Path $rdp).UserAuthentication -eq 1 } {
+Invoke-ReaperItem 'rdp_nla' $true { (Get-ItemProperty -Path $rdp).UserAuthentication -eq 1 } {
   Set-ItemProperty -Path $rdp -Name UserAuthentication -Value 1 -Type DWord }
-Invoke-Item 'defender_realtime' $true { -not (Get-MpPreference).DisableRealtimeMonitoring } {
+Invoke-ReaperItem 'defender_realtime' $true { -not (Get-MpPreference).DisableRealtimeMonitoring } {
   Set-MpPreference -DisableRealtimeMonitoring $false }
 $au = 'HKLM:\SOFTWARE\Policies\Microsoft\Windows\WindowsUpdate\AU'
-Invoke-Item 'updates_auto' $true {
+Invoke-ReaperItem 'updates_auto' $true {
   $v = Get-ItemProperty -Path $au -ErrorAction SilentlyContinue
   -not ($v -and $v.NoAutoUpdate -eq 1)
 } {
   if (-not (Test-Path $au)) { New-Item -Path $au -Force | Out-Null }
   Set-ItemProperty -Path $au -Name NoAutoUpdate -Value 0 -Type DWord }
-Invoke-Item 'smb1_disabled' $false { [bool](Get-SmbServerConfiguration).EnableSMB1Protocol } {
+Invoke-ReaperItem 'smb1_disabled' $false { [bool](Get-SmbServerConfiguration).EnableSMB1Protocol } {
   Set-SmbServerConfiguration -EnableSMB1Protocol $false -Force -Confirm:$false }
-Invoke-Item 'guest_disabled' $false {
+Invoke-ReaperItem 'guest_disabled' $false {
   [bool](Get-LocalUser | Where-Object { $_.SID.Value -like 'S-1-5-21-*-501' }).Enabled
 } { Get-LocalUser | Where-Object { $_.SID.Value -like 'S-1-5-21-*-501' } | Disable-LocalUser }
 $logon = '{0CCE9215-69AE-11D9-BED3-505054503030}'
-Invoke-Item 'audit_logon' 3 {
+Invoke-ReaperItem 'audit_logon' 3 {
   # "Setting Value" is numeric (1 success, 2 failure, 3 both) and not localised.
   $row = auditpol.exe /get /subcategory:$logon /r | Where-Object { $_ } | ConvertFrom-Csv
   if ($LASTEXITCODE) { throw "auditpol exited $LASTEXITCODE" }
@@ -177,12 +178,12 @@ param([string[]]$Items)
 $CheckMode = $false
 """
     + _ITEM_RUNNER
-    + r"""Invoke-Item 'defender' $true {
+    + r"""Invoke-ReaperItem 'defender' $true {
   if (Get-Command -Name Get-WindowsFeature -ErrorAction SilentlyContinue) {
     [bool](Get-WindowsFeature -Name Windows-Defender).Installed
   } else { [bool](Get-Command -Name Get-MpPreference -ErrorAction SilentlyContinue) }
 } { Install-WindowsFeature -Name Windows-Defender }
-Invoke-Item 'firewall_service' 'Automatic/Running' {
+Invoke-ReaperItem 'firewall_service' 'Automatic/Running' {
   $s = Get-Service -Name MpsSvc; "$($s.StartType)/$($s.Status)"
 } { Set-Service -Name MpsSvc -StartupType Automatic; Start-Service -Name MpsSvc }
 [ordered]@{ items = $results.ToArray() } | ConvertTo-Json -Depth 5 -Compress

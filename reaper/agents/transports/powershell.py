@@ -37,9 +37,11 @@ MAX_COMMAND_LINE = 32000
 # one of them would close a literal quoted with the ASCII quote unless it is doubled as well.
 _SINGLE_QUOTES = re.compile("['\u2018\u2019\u201a\u201b]")
 
+# The shell is opened with code page 65001 already; setting the console encoding as well can
+# fail where no console is attached, and that must not fail the script.
 _WRAPPER_HEAD = """$ErrorActionPreference = 'Stop'
 $ProgressPreference = 'SilentlyContinue'
-[Console]::OutputEncoding = New-Object System.Text.UTF8Encoding $false
+try {{ [Console]::OutputEncoding = New-Object System.Text.UTF8Encoding $false }} catch {{ }}
 $reaperJson = [System.Text.Encoding]::UTF8.GetString([System.Convert]::FromBase64String('{blob}'))
 $reaperArgs = @{{}}
 (ConvertFrom-Json $reaperJson).PSObject.Properties |

@@ -11,6 +11,7 @@ import errno
 import logging
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,23 +45,27 @@ class ConnectSpec:
         return f"ConnectSpec({self.user}@{self.address}:{self.port})"
 
 
-class _UnknownHostKey(paramiko.SSHException):
+class _UnknownHostKey(paramiko.SSHException):  # type: ignore[misc]
     pass
 
 
-class _RejectUnknown(paramiko.MissingHostKeyPolicy):
-    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+class _RejectUnknown(paramiko.MissingHostKeyPolicy):  # type: ignore[misc]
+    def missing_host_key(
+        self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
+    ) -> None:
         raise _UnknownHostKey(f"host key for {hostname} ({key.get_name()}) is not in known_hosts")
 
 
-class _AcceptNew(paramiko.MissingHostKeyPolicy):
+class _AcceptNew(paramiko.MissingHostKeyPolicy):  # type: ignore[misc]
     """Accept and save an unknown key. A *changed* key never gets here: paramiko raises
     BadHostKeyException before consulting the policy."""
 
     def __init__(self, path: Path) -> None:
         self._path = path
 
-    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+    def missing_host_key(
+        self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
+    ) -> None:
         client.get_host_keys().add(hostname, key.get_name(), key)
         line = paramiko.hostkeys.HostKeyEntry([hostname], key).to_line()
         with _known_hosts_lock:
@@ -102,6 +107,7 @@ def open_client(
 ) -> paramiko.SSHClient:
     """Connect and authenticate, or raise TransportError. `via` is a connected jump host."""
     client = paramiko.SSHClient()
+    started = time.monotonic()
     try:
         if spec.known_hosts.exists():
             client.load_host_keys(str(spec.known_hosts))
@@ -144,11 +150,27 @@ def open_client(
         client.close()
         raise
     except Exception as exc:
+        # When the transport thread failed (e.g. a banner timeout), connect() only says
+        # "No existing session": the real cause is the transport's saved exception.
+        transport = client.get_transport()
+        cause = getattr(transport, "saved_exception", None) or exc
         client.close()
-        raise map_exception(exc, spec.host_id, f"{spec.address}:{spec.port}") from exc
+        mapped = map_exception(cause, spec.host_id, f"{spec.address}:{spec.port}")
+        if mapped.error_code == "CONNECTION_LOST" and time.monotonic() - started >= (
+            0.9 * spec.timeout_s
+        ):
+            # The banner or key exchange never came within the timeout (paramiko only logs it).
+            mapped = TransportError(
+                f"{spec.host_id} ({spec.address}:{spec.port}): timed out waiting for the server",
+                error_code="TIMEOUT",
+                retriable=True,
+            )
+        raise mapped from exc
 
 
-def map_exception(exc: BaseException, host_id: str, where: str) -> TransportError:
+def map_exception(  # noqa: C901  (a flat classification table; splitting it hides the order)
+    exc: BaseException, host_id: str, where: str
+) -> TransportError:
     """Classify a connect or channel failure. Retriable: the host may come back by itself."""
 
     def err(code: str, retriable: bool, what: str) -> TransportError:
@@ -169,7 +191,10 @@ def map_exception(exc: BaseException, host_id: str, where: str) -> TransportErro
         return err("DNS_FAILURE", True, f"cannot resolve host: {exc}")
     if isinstance(exc, ConnectionRefusedError):
         return err("CONNECTION_REFUSED", True, "connection refused")
-    if isinstance(exc, TimeoutError | socket.timeout):
+    if isinstance(exc, TimeoutError | socket.timeout) or (
+        # paramiko wraps a banner read timeout in SSHException("Error reading SSH protocol banner")
+        isinstance(exc, paramiko.SSHException) and isinstance(exc.__context__, TimeoutError)
+    ):
         return err("TIMEOUT", True, "timed out")
     if isinstance(exc, paramiko.ChannelException):
         return err("CONNECTION_REFUSED", True, f"jump host could not open channel: {exc}")

@@ -243,6 +243,10 @@ class WinRMSession:
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self._executor, self._guarded, fn)
+        except asyncio.CancelledError:
+            # The thread runs on and still owns this HTTP session: never hand it out again.
+            self.broken = True
+            raise
         except (*_PYWINRM_ERRORS, _CommandTimeout, _ProtocolError) as exc:
             code, retriable, reason = classify_error(exc)
             if retriable:

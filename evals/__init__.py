@@ -1,0 +1,1 @@
+"""Offline evaluation of planners (issue: eval harness). Imports nothing from the CLI."""

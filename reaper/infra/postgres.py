@@ -1,0 +1,343 @@
+"""PostgreSQL mission store (psycopg 3, `pip install 'reaper-lab[postgres]'`).
+
+A mission is a header row (with `version`), one row per host and per task, an append-only
+event table and an outbox. `commit` is one transaction: the header update guarded by the
+expected version (optimistic concurrency: zero rows updated means another writer got there
+first), the changed host and task rows, the new events (their `seq` continues from the header's
+`last_seq`, bumped in the same UPDATE, so no MAX() scan) and the outbox rows: the state change
+and the tasks it plans commit together or not at all (the outbox pattern). The statements a
+commit sends depend on the change, never on the mission's size.
+
+One connection, serialised by a lock, opened lazily and re-opened after it breaks; a psycopg
+error surfaces as `BackendError`. Lease times come from the store's clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from typing import Any, LiteralString, TypeVar
+
+import psycopg
+from psycopg import AsyncConnection, sql
+from pydantic_core import to_json
+
+from reaper.clock import Clock, RealClock
+from reaper.errors import BackendError, MissionExistsError, ReaperError, StaleStateError
+from reaper.infra.base import Commit, MissionSummary, OutboxItem
+from reaper.infra.postgres_schema import migrate, schema_ident
+from reaper.models import (
+    EventRecord,
+    HostState,
+    MissionState,
+    MissionStatus,
+    Task,
+    TaskRecord,
+)
+
+__all__ = ["PostgresMissionStore"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Header fields a commit may change (as the in-memory store): columns of their own. The
+# rest of the header is written once, at create.
+_HEADER_CHANGES = {"status", "status_reason", "goal_reached", "step", "updated_at", "settings"}
+_NOT_HEADER = {"hosts", "tasks", "version", *_HEADER_CHANGES}
+
+_SQL: dict[str, LiteralString] = {
+    "create": """INSERT INTO {s}.missions (mission_id, lab_type, status, status_reason,
+        goal_reached, step, settings, version, last_seq, created_at, updated_at, header)
+        VALUES (%s, %s, %s, %s, %s, %s, %s::json, %s, %s, %s, %s, %s::json)
+        ON CONFLICT (mission_id) DO NOTHING RETURNING mission_id""",
+    "update": """UPDATE {s}.missions SET version = version + 1, status = %s, status_reason = %s,
+        goal_reached = %s, step = %s, settings = %s::json, updated_at = %s,
+        last_seq = last_seq + %s
+        WHERE mission_id = %s AND version = %s RETURNING version, last_seq""",
+    "version": "SELECT version FROM {s}.missions WHERE mission_id = %s",
+    "host": """INSERT INTO {s}.hosts (mission_id, host_id, doc) VALUES (%s, %s, %s::json)
+        ON CONFLICT (mission_id, host_id) DO UPDATE SET doc = EXCLUDED.doc""",
+    "task": """INSERT INTO {s}.tasks (mission_id, task_id, status, doc)
+        VALUES (%s, %s, %s, %s::json)
+        ON CONFLICT (mission_id, task_id) DO UPDATE SET status = EXCLUDED.status,
+        doc = EXCLUDED.doc""",
+    "event": """INSERT INTO {s}.events (mission_id, seq, ts, kind, schema_version, payload)
+        VALUES (%s, %s, %s, %s, %s, %s::json)""",
+    "outbox": """INSERT INTO {s}.outbox (mission_id, task_id, attempt, task, not_before)
+        VALUES (%s, %s, %s, %s::json, %s) ON CONFLICT (mission_id, task_id, attempt)
+        DO UPDATE SET task = EXCLUDED.task, not_before = EXCLUDED.not_before, sent = false""",
+    "load_header": """SELECT version, header::text, status, status_reason, goal_reached, step,
+        settings::text, updated_at FROM {s}.missions WHERE mission_id = %s""",
+    "load_hosts": "SELECT doc::text FROM {s}.hosts WHERE mission_id = %s ORDER BY host_id",
+    "load_tasks": "SELECT doc::text FROM {s}.tasks WHERE mission_id = %s",
+    "get_host": "SELECT doc::text FROM {s}.hosts WHERE mission_id = %s AND host_id = %s",
+    "events": """SELECT seq, ts, kind, schema_version, payload::text FROM {s}.events
+        WHERE mission_id = %s AND seq > %s ORDER BY seq LIMIT %s""",
+    "list": """SELECT m.mission_id, m.lab_type, m.status, m.status_reason,
+        (SELECT count(*) FROM {s}.hosts h WHERE h.mission_id = m.mission_id),
+        m.version, m.updated_at FROM {s}.missions m ORDER BY m.created_at, m.mission_id""",
+    "unsent": """SELECT task::text, not_before FROM {s}.outbox
+        WHERE mission_id = %s AND NOT sent ORDER BY id""",
+    "mark_sent": """UPDATE {s}.outbox SET sent = true WHERE mission_id = %s AND NOT sent
+        AND (task_id, attempt) IN (SELECT * FROM unnest(%s::text[], %s::int[]))""",
+    "claim": """INSERT INTO {s}.leases (mission_id, owner, expires_at) VALUES (%s, %s, %s)
+        ON CONFLICT (mission_id) DO UPDATE SET owner = EXCLUDED.owner,
+        expires_at = EXCLUDED.expires_at
+        WHERE {s}.leases.owner = EXCLUDED.owner OR {s}.leases.expires_at <= %s
+        RETURNING owner""",
+    "release": "DELETE FROM {s}.leases WHERE mission_id = %s AND owner = %s",
+}
+
+
+class PostgresMissionStore:
+    """`MissionStore` on PostgreSQL; tables live in `schema` (created on first use)."""
+
+    def __init__(self, dsn: str, *, clock: Clock | None = None, schema: str = "reaper") -> None:
+        self._dsn = dsn
+        self._clock = clock or RealClock()
+        self.schema = schema
+        s = schema_ident(schema)
+        self._q = {name: sql.SQL(text).format(s=s) for name, text in _SQL.items()}
+        self._conn: AsyncConnection[Any] | None = None
+        self._lock = asyncio.Lock()
+        # Statements sent by this store: lets tests check a commit's cost is per change.
+        self.statements = 0
+
+    # connection -----------------------------------------------------------------------------
+    async def connect(self) -> None:
+        """Open the connection and migrate the schema (also done lazily by every call)."""
+        async with self._session():
+            pass
+
+    @asynccontextmanager
+    async def _session(self) -> AsyncIterator[AsyncConnection[Any]]:
+        async with self._lock:
+            try:
+                if self._conn is None or self._conn.closed or self._conn.broken:
+                    self._conn = await self._open()
+                yield self._conn
+            except ReaperError:
+                raise
+            except psycopg.Error as exc:
+                raise BackendError(f"postgres: {exc}") from exc
+
+    async def _open(self) -> AsyncConnection[Any]:
+        conn = await AsyncConnection.connect(self._dsn, autocommit=True)
+        try:
+            # Timestamps come back in UTC, as the models write them.
+            await conn.execute("SET TIME ZONE 'UTC'")
+            before = await migrate(conn, self.schema)
+        except BaseException:
+            await conn.close()
+            raise
+        if before == 0:
+            log.info("created PostgreSQL schema %r", self.schema)
+        return conn
+
+    async def _exec(self, conn: AsyncConnection[Any], name: str, params: Sequence[Any]) -> Any:
+        self.statements += 1
+        return await conn.execute(self._q[name], params)
+
+    async def _many(
+        self, conn: AsyncConnection[Any], name: str, rows: Sequence[Sequence[Any]]
+    ) -> None:
+        if rows:
+            self.statements += 1  # one pipelined executemany
+            async with conn.cursor() as cur:
+                await cur.executemany(self._q[name], rows)
+
+    async def _idempotent(self, fn: Callable[[AsyncConnection[Any]], Awaitable[T]]) -> T:
+        """Run `fn` in a session; if the connection turns out to have died while idle (a
+        server restart, an idle timeout), reconnect and run it once more. Only for calls that
+        are safe to repeat: never `commit` or `create`, whose outcome would be ambiguous."""
+        try:
+            async with self._session() as conn:
+                return await fn(conn)
+        except BackendError as exc:
+            if not isinstance(exc.__cause__, psycopg.OperationalError):
+                raise
+            log.warning("postgres connection lost, reconnecting: %s", exc.__cause__)
+        async with self._session() as conn:
+            return await fn(conn)
+
+    async def _rows(self, name: str, params: Sequence[Any]) -> list[Any]:
+        async def run(conn: AsyncConnection[Any]) -> list[Any]:
+            cur = await self._exec(conn, name, params)
+            return [] if cur.description is None else list(await cur.fetchall())
+
+        return await self._idempotent(run)
+
+    # writes ---------------------------------------------------------------------------------
+    async def create(self, state: MissionState, events: Sequence[EventRecord]) -> None:
+        mid = state.mission_id
+        header = state.model_dump_json(exclude=_NOT_HEADER)
+        async with self._session() as conn, conn.transaction():
+            cur = await self._exec(
+                conn,
+                "create",
+                (mid, state.lab_type, state.status.value, state.status_reason,
+                 state.goal_reached, state.step, to_json(state.settings).decode(), state.version,
+                 len(events), state.created_at, state.updated_at, header),
+            )  # fmt: skip
+            if await cur.fetchone() is None:
+                raise MissionExistsError(mid)
+            await self._write_rows(conn, mid, state.hosts.values(), state.tasks.values())
+            await self._append(conn, mid, events, first_seq=1)
+
+    async def commit(self, change: Commit) -> int:
+        m = change.mission
+        mid = m.mission_id
+        async with self._session() as conn, conn.transaction():
+            cur = await self._exec(
+                conn,
+                "update",
+                (m.status.value, m.status_reason, m.goal_reached, m.step,
+                 to_json(m.settings).decode(), m.updated_at, len(change.events),
+                 mid, change.expected_version),
+            )  # fmt: skip
+            row = await cur.fetchone()
+            if row is None:
+                found = await (await self._exec(conn, "version", (mid,))).fetchone()
+                raise StaleStateError(
+                    f"mission {mid}: expected version {change.expected_version}, "
+                    f"found {None if found is None else found[0]}"
+                )
+            version, last_seq = int(row[0]), int(row[1])
+            await self._write_rows(conn, mid, change.hosts, change.tasks)
+            await self._append(
+                conn, mid, change.events, first_seq=last_seq - len(change.events) + 1
+            )
+            await self._many(
+                conn,
+                "outbox",
+                [(mid, o.task.task_id, o.task.attempt, o.task.model_dump_json(), o.not_before)
+                 for o in change.outbox],
+            )  # fmt: skip
+        for i, event in enumerate(change.events):
+            event.seq = last_seq - len(change.events) + 1 + i  # as the other stores do
+        return version
+
+    async def _write_rows(
+        self,
+        conn: AsyncConnection[Any],
+        mid: str,
+        hosts: Any,
+        tasks: Any,
+    ) -> None:
+        await self._many(conn, "host", [(mid, h.host_id, h.model_dump_json()) for h in hosts])
+        await self._many(
+            conn,
+            "task",
+            [(mid, r.task.task_id, r.status.value, r.model_dump_json()) for r in tasks],
+        )
+
+    async def _append(
+        self, conn: AsyncConnection[Any], mid: str, events: Sequence[EventRecord], first_seq: int
+    ) -> None:
+        await self._many(
+            conn,
+            "event",
+            [(mid, first_seq + i, e.ts, e.kind.value, e.schema_version,
+              to_json(e.payload).decode())
+             for i, e in enumerate(events)],
+        )  # fmt: skip
+
+    # reads ----------------------------------------------------------------------------------
+    async def load(self, mission_id: str) -> MissionState | None:
+        async def snapshot(conn: AsyncConnection[Any]) -> tuple[Any, list[Any], list[Any]]:
+            async with conn.transaction():
+                # One snapshot for the header and its rows, even while commits go on.
+                await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                head = await (await self._exec(conn, "load_header", (mission_id,))).fetchone()
+                if head is None:
+                    return None, [], []
+                hosts = await (await self._exec(conn, "load_hosts", (mission_id,))).fetchall()
+                tasks = await (await self._exec(conn, "load_tasks", (mission_id,))).fetchall()
+                return head, hosts, tasks
+
+        head, hosts, tasks = await self._idempotent(snapshot)
+        if head is None:
+            return None
+        version, header, status, reason, goal_reached, step, settings, updated_at = head
+        data = json.loads(header)  # json keeps key order, as the mission was created
+        data.update(
+            version=int(version), status=status, status_reason=reason, step=int(step),
+            goal_reached=bool(goal_reached), settings=json.loads(settings),
+            updated_at=updated_at, hosts={},
+        )  # fmt: skip
+        state = MissionState.model_validate(data)
+        for (doc,) in hosts:
+            host = HostState.model_validate_json(doc)
+            state.hosts[host.host_id] = host
+        for (doc,) in tasks:
+            state.put_task(TaskRecord.model_validate_json(doc))
+        return state
+
+    async def get_host(self, mission_id: str, host_id: str) -> HostState | None:
+        rows = await self._rows("get_host", (mission_id, host_id))
+        return HostState.model_validate_json(rows[0][0]) if rows else None
+
+    async def events(
+        self, mission_id: str, *, after_seq: int = 0, limit: int | None = None
+    ) -> list[EventRecord]:
+        rows = await self._rows("events", (mission_id, after_seq, limit))
+        return [
+            EventRecord(
+                seq=seq,
+                ts=ts,
+                mission_id=mission_id,
+                kind=kind,
+                schema_version=sv,
+                payload=json.loads(p),
+            )
+            for seq, ts, kind, sv, p in rows
+        ]
+
+    async def list_missions(self) -> list[MissionSummary]:
+        rows = await self._rows("list", ())
+        return [
+            MissionSummary(
+                mission_id=mid,
+                lab_type=lab,
+                status=MissionStatus(status),
+                status_reason=reason,
+                hosts=int(n),
+                version=int(version),
+                updated_at=updated,
+            )
+            for mid, lab, status, reason, n, version, updated in rows
+        ]
+
+    # outbox and leases ----------------------------------------------------------------------
+    async def unsent(self, mission_id: str) -> list[OutboxItem]:
+        rows = await self._rows("unsent", (mission_id,))
+        return [OutboxItem(Task.model_validate_json(t), not_before=nb) for t, nb in rows]
+
+    async def mark_sent(self, mission_id: str, keys: Sequence[tuple[str, int]]) -> None:
+        if not keys:
+            return
+        await self._rows("mark_sent", (mission_id, [k[0] for k in keys], [k[1] for k in keys]))
+
+    async def claim(self, mission_id: str, owner: str, ttl_s: float) -> bool:
+        now = self._clock.now()
+        expires = now + timedelta(seconds=ttl_s)
+        # Safe to repeat: a renewal by the same owner.
+        return bool(await self._rows("claim", (mission_id, owner, expires, now)))
+
+    async def release(self, mission_id: str, owner: str) -> None:
+        await self._rows("release", (mission_id, owner))
+
+    async def close(self) -> None:
+        async with self._lock:
+            if self._conn is not None:
+                try:
+                    await self._conn.close()
+                except psycopg.Error as exc:
+                    raise BackendError(f"postgres close: {exc}") from exc
+                finally:
+                    self._conn = None

@@ -1,0 +1,121 @@
+"""PostgreSQL schema of the mission store, created and migrated on first use.
+
+Migrations are numbered steps applied in order inside one transaction, under an advisory lock
+so two processes starting together do not race; `schema_migrations` records what ran. A
+database migrated by a newer Reaper (a version above `LATEST`) is refused rather than used.
+Everything lives in one PostgreSQL schema (`reaper` by default), so tests isolate by name.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import LiteralString
+
+from psycopg import AsyncConnection, sql
+
+from reaper.errors import BackendError
+
+__all__ = ["LATEST", "MIGRATIONS", "migrate", "schema_ident"]
+
+_SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+# {s} is the schema. Rows are the unit of change: a commit touches the header row, the host
+# and task rows it names, and appends events and outbox rows, whatever the mission's size.
+# Documents are `json`, not `jsonb`: jsonb re-orders object keys, and a mission must load
+# back exactly as it was stored (JSON round trips are lossless). The header's fields a commit
+# changes are columns; `header` holds the rest, written once at create.
+MIGRATIONS: list[tuple[int, list[LiteralString]]] = [
+    (
+        1,
+        [
+            """CREATE TABLE {s}.missions (
+                mission_id text PRIMARY KEY,
+                lab_type text NOT NULL,
+                status text NOT NULL,
+                status_reason text NOT NULL DEFAULT '',
+                goal_reached boolean NOT NULL,
+                step int NOT NULL,
+                settings json NOT NULL,
+                version bigint NOT NULL,
+                last_seq bigint NOT NULL DEFAULT 0,
+                created_at timestamptz NOT NULL,
+                updated_at timestamptz NOT NULL,
+                header json NOT NULL)""",
+            """CREATE TABLE {s}.hosts (
+                mission_id text NOT NULL REFERENCES {s}.missions ON DELETE CASCADE,
+                host_id text NOT NULL,
+                doc json NOT NULL,
+                PRIMARY KEY (mission_id, host_id))""",
+            """CREATE TABLE {s}.tasks (
+                mission_id text NOT NULL REFERENCES {s}.missions ON DELETE CASCADE,
+                task_id text NOT NULL,
+                status text NOT NULL,
+                doc json NOT NULL,
+                PRIMARY KEY (mission_id, task_id))""",
+            """CREATE TABLE {s}.events (
+                mission_id text NOT NULL REFERENCES {s}.missions ON DELETE CASCADE,
+                seq bigint NOT NULL,
+                ts timestamptz NOT NULL,
+                kind text NOT NULL,
+                schema_version int NOT NULL,
+                payload json NOT NULL,
+                PRIMARY KEY (mission_id, seq))""",
+            """CREATE TABLE {s}.outbox (
+                id bigserial,
+                mission_id text NOT NULL REFERENCES {s}.missions ON DELETE CASCADE,
+                task_id text NOT NULL,
+                attempt int NOT NULL,
+                task json NOT NULL,
+                not_before timestamptz,
+                sent boolean NOT NULL DEFAULT false,
+                PRIMARY KEY (mission_id, task_id, attempt))""",
+            "CREATE INDEX outbox_unsent ON {s}.outbox (mission_id, id) WHERE NOT sent",
+            """CREATE TABLE {s}.leases (
+                mission_id text PRIMARY KEY,
+                owner text NOT NULL,
+                expires_at timestamptz NOT NULL)""",
+        ],
+    ),
+]
+LATEST = MIGRATIONS[-1][0]
+
+
+def schema_ident(schema: str) -> sql.Identifier:
+    if not _SCHEMA_RE.match(schema):
+        raise BackendError(f"invalid PostgreSQL schema name {schema!r}")
+    return sql.Identifier(schema)
+
+
+async def migrate(conn: AsyncConnection[tuple[object, ...]], schema: str) -> int:
+    """Bring `schema` up to `LATEST`; return the version found before. BackendError if the
+    stored schema is newer than this code."""
+    s = schema_ident(schema)
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"reaper:{schema}",))
+        await conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {s}").format(s=s))
+        await conn.execute(
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {s}.schema_migrations ("
+                "version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+            ).format(s=s)
+        )
+        cur = await conn.execute(
+            sql.SQL("SELECT coalesce(max(version), 0) FROM {s}.schema_migrations").format(s=s)
+        )
+        row = await cur.fetchone()
+        found = int(str(row[0])) if row else 0
+        if found > LATEST:
+            raise BackendError(
+                f"PostgreSQL schema {schema!r} is at version {found}, newer than this Reaper "
+                f"understands ({LATEST}): upgrade Reaper or use another schema"
+            )
+        for version, steps in MIGRATIONS:
+            if version <= found:
+                continue
+            for step in steps:
+                await conn.execute(sql.SQL(step).format(s=s))
+            await conn.execute(
+                sql.SQL("INSERT INTO {s}.schema_migrations (version) VALUES (%s)").format(s=s),
+                (version,),
+            )
+    return found
