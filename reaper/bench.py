@@ -45,9 +45,12 @@ class BenchResult:
 
 def _lab(hosts: int) -> LabFile:
     return LabFile(
-        lab_type="bench", policy="standard",
-        hosts=[LabHost(host_id=f"h{i:05d}", os=OS_NAMES[i % 3], transport="sim",
-                       sim=SimSettings()) for i in range(hosts)],
+        lab_type="bench",
+        policy="standard",
+        hosts=[
+            LabHost(host_id=f"h{i:05d}", os=OS_NAMES[i % 3], transport="sim", sim=SimSettings())
+            for i in range(hosts)
+        ],
     )
 
 
@@ -64,11 +67,11 @@ class _EngineTimer:
                 self.latencies.append(now - result.ts.timestamp())
 
 
-async def bench_once(backend: Backend, label: str, hosts: int, *, workers: int = 1,
-                     concurrency: int = 256) -> BenchResult:
+async def bench_once(
+    backend: Backend, label: str, hosts: int, *, workers: int = 1, concurrency: int = 256
+) -> BenchResult:
     timer = _EngineTimer()
-    overseer = Overseer(backend, listener=timer.listener,
-                        engine_overrides={"stall_after_s": 600.0})
+    overseer = Overseer(backend, listener=timer.listener, engine_overrides={"stall_after_s": 600.0})
     state = await overseer.create_mission(_lab(hosts))
     pool = [LocalWorkers(backend, concurrency=concurrency) for _ in range(workers)]
     gc.collect()
@@ -88,12 +91,16 @@ async def bench_once(backend: Backend, label: str, hosts: int, *, workers: int =
     tasks = len(final.tasks)
     lat = sorted(timer.latencies) or [0.0]
     return BenchResult(
-        backend=label, hosts=hosts, tasks=tasks, seconds=round(seconds, 3),
+        backend=label,
+        hosts=hosts,
+        tasks=tasks,
+        seconds=round(seconds, 3),
         tasks_per_s=round(tasks / seconds, 1),
         cpu_us_per_task=round(cpu / max(tasks, 1) * 1e6, 1),
         p50_latency_ms=round(statistics.median(lat) * 1000, 2),
         p99_latency_ms=round(lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000, 2),
-        status=final.status.value if final.status is MissionStatus.COMPLETED
+        status=final.status.value
+        if final.status is MissionStatus.COMPLETED
         else f"{final.status.value}: {final.status_reason}",
     )
 
@@ -102,9 +109,11 @@ async def run_bench(cli: Cli) -> int:
     from reaper.errors import ConfigError
 
     try:
-        sizes = [int(x) for x in cli.args.hosts.split(",") if x.strip()]
+        sizes = [int(x) for x in (cli.args.hosts or "100,1000,10000").split(",") if x.strip()]
     except ValueError:
-        raise ConfigError(f"--hosts takes comma-separated numbers, not {cli.args.hosts!r}") from None
+        raise ConfigError(
+            f"--hosts takes comma-separated numbers, not {cli.args.hosts!r}"
+        ) from None
     if not sizes or min(sizes) < 1:
         raise ConfigError("--hosts needs at least one positive host count")
     labels = (cli.args.backend or "memory,sqlite").split(",")
@@ -115,9 +124,15 @@ async def run_bench(cli: Cli) -> int:
                 spec = f"sqlite:///{Path(tmp) / f'bench-{n}.db'}" if label == "sqlite" else label
                 backend = open_backend(spec)
                 try:
-                    results.append(await bench_once(backend, label, n,
-                                                    workers=cli.args.workers,
-                                                    concurrency=cli.args.concurrency))
+                    results.append(
+                        await bench_once(
+                            backend,
+                            label,
+                            n,
+                            workers=cli.args.workers,
+                            concurrency=cli.args.concurrency,
+                        )
+                    )
                 finally:
                     await backend.close()
                 if not cli.args.json:
@@ -127,13 +142,29 @@ async def run_bench(cli: Cli) -> int:
         cli.print_json([asdict(r) for r in results])
         return 0
     table = Table(title="reaper bench: discover + baseline, zero-latency sim hosts")
-    for col in ("backend", "hosts", "tasks", "seconds", "tasks/s", "cpu µs/task",
-                "p50 ms", "p99 ms", "status"):
+    for col in (
+        "backend",
+        "hosts",
+        "tasks",
+        "seconds",
+        "tasks/s",
+        "cpu µs/task",
+        "p50 ms",
+        "p99 ms",
+        "status",
+    ):
         table.add_column(col, justify="left" if col in ("backend", "status") else "right")
     for r in results:
-        table.add_row(r.backend, f"{r.hosts:,}", f"{r.tasks:,}", f"{r.seconds:.2f}",
-                      f"{r.tasks_per_s:,.0f}", f"{r.cpu_us_per_task:.0f}",
-                      f"{r.p50_latency_ms:.1f}", f"{r.p99_latency_ms:.1f}", r.status)
+        table.add_row(
+            r.backend,
+            f"{r.hosts:,}",
+            f"{r.tasks:,}",
+            f"{r.seconds:.2f}",
+            f"{r.tasks_per_s:,.0f}",
+            f"{r.cpu_us_per_task:.0f}",
+            f"{r.p50_latency_ms:.1f}",
+            f"{r.p99_latency_ms:.1f}",
+            r.status,
+        )
     cli.out.print(table)
     return 0
-

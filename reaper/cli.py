@@ -57,10 +57,16 @@ def _planner_flags(p: argparse.ArgumentParser) -> None:
 def _run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--concurrency", type=int, help="tasks in flight per agent type (default 32)")
     p.add_argument("--no-live", action="store_true", help="no live dashboard, only the recap")
-    p.add_argument("--no-input", action="store_true",
-                   help="never prompt (approvals then come from `reaper approve`)")
-    p.add_argument("--no-workers", action="store_true",
-                   help="run only the engine; workers run elsewhere (`reaper worker`)")
+    p.add_argument(
+        "--no-input",
+        action="store_true",
+        help="never prompt (approvals then come from `reaper approve`)",
+    )
+    p.add_argument(
+        "--no-workers",
+        action="store_true",
+        help="run only the engine; workers run elsewhere (`reaper worker`)",
+    )
     p.add_argument("--stall-after", type=float, help="seconds without progress before stalled")
 
 
@@ -109,12 +115,37 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--by", default=os.environ.get("USER", "operator"))
         _common(p)
 
-    p = sub.add_parser("bench", help="measure throughput on simulated hosts")
-    p.add_argument("--hosts", default="100,1000,10000", help="comma-separated host counts")
+    p = sub.add_parser("bench", help="measure throughput (simulated hosts, or real SSH hosts)")
+    p.add_argument(
+        "target",
+        nargs="?",
+        default="sim",
+        choices=("sim", "ssh"),
+        help="sim: engine+workers on zero-latency simulated hosts; ssh: real sshd "
+        "hosts in network namespaces, against Ansible",
+    )
+    p.add_argument("--hosts", default=None, help="comma-separated host counts")
     p.add_argument("--workers", type=int, default=1, help="workers per agent type")
     p.add_argument("--concurrency", type=int, default=256)
     _common(p)
-    p.set_defaults(backend_list="memory,sqlite")
+
+    p = sub.add_parser("worker", help="run agent workers for one OS (a separate process)")
+    p.add_argument("--os", required=True, choices=("windows", "linux", "macos"))
+    p.add_argument("--concurrency", type=int, help="tasks in flight (default 32)")
+    p.add_argument("--worker-id", help="a stable name for this worker")
+    p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
+    _common(p)
+
+    p = sub.add_parser("engine", help="run mission engines (a separate process)")
+    p.add_argument("--mission", action="append", help="only these missions (default: all)")
+    p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
+    _planner_flags(p)
+    _common(p)
+
+    p = sub.add_parser(
+        "eval", help="compare planners offline on scenarios (see `reaper eval -h`)", add_help=False
+    )
+    p.add_argument("eval_args", nargs=argparse.REMAINDER)
     return parser
 
 
@@ -132,12 +163,15 @@ class Cli:
         a = self.args
         cfg = load_config(getattr(a, "config", None), self.env)
         flags: dict[str, Any] = {
-            "backend": getattr(a, "backend", None), "store": getattr(a, "store", None),
-            "queue": getattr(a, "queue", None), "log_level": getattr(a, "log_level", None),
+            "backend": getattr(a, "backend", None),
+            "store": getattr(a, "store", None),
+            "queue": getattr(a, "queue", None),
+            "log_level": getattr(a, "log_level", None),
             "log_file": getattr(a, "log_file", None),
             "concurrency": getattr(a, "concurrency", None),
             "stall_after_s": getattr(a, "stall_after", None),
-            "llm_provider": getattr(a, "provider", None), "llm_model": getattr(a, "model", None),
+            "llm_provider": getattr(a, "provider", None),
+            "llm_model": getattr(a, "model", None),
             "llm_base_url": getattr(a, "base_url", None),
             "llm_max_tokens": getattr(a, "max_tokens", None),
             "llm_temperature": getattr(a, "temperature", None),
@@ -157,9 +191,16 @@ def _commands() -> dict[str, Callable[[Cli], Coroutine[Any, Any, int]]]:
     from reaper import cli_commands as c
 
     return {
-        "demo": c.cmd_demo, "run": c.cmd_run, "resume": c.cmd_resume, "status": c.cmd_status,
-        "events": c.cmd_events, "approve": c.cmd_approve, "reject": c.cmd_reject,
+        "demo": c.cmd_demo,
+        "run": c.cmd_run,
+        "resume": c.cmd_resume,
+        "status": c.cmd_status,
+        "events": c.cmd_events,
+        "approve": c.cmd_approve,
+        "reject": c.cmd_reject,
         "bench": c.cmd_bench,
+        "worker": c.cmd_worker,
+        "engine": c.cmd_engine,
     }
 
 
@@ -172,6 +213,12 @@ def _tune_gc() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["eval"]:
+        # The eval harness has its own command line (researchers' loop).
+        from evals.cli import main as eval_main
+
+        return eval_main(argv[1:])
     args = parser.parse_args(argv)
     try:
         cli = Cli(args, dict(os.environ))

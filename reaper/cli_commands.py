@@ -33,11 +33,13 @@ __all__ = [
     "cmd_approve",
     "cmd_bench",
     "cmd_demo",
+    "cmd_engine",
     "cmd_events",
     "cmd_reject",
     "cmd_resume",
     "cmd_run",
     "cmd_status",
+    "cmd_worker",
 ]
 
 _REFRESH_S = 0.125
@@ -47,8 +49,7 @@ _REFRESH_S = 0.125
 async def _backend(cli: Cli, *, spec: str | None = None) -> Any:
     cfg = cli.config
     cfg.db.parent.mkdir(parents=True, exist_ok=True)
-    backend = open_backend(spec or cfg.backend, store=cfg.store, queue=cfg.queue,
-                           default_db=cfg.db)
+    backend = open_backend(spec or cfg.backend, store=cfg.store, queue=cfg.queue, default_db=cfg.db)
     try:
         yield backend
     finally:
@@ -65,8 +66,9 @@ def _planner_factory(cli: Cli) -> Any:
             return RuleBasedPlanner()
         from reaper.planners.llm_factory import planner_from_cli
 
-        return planner_from_cli(cli.config, state, replay=getattr(a, "replay", None),
-                                record=getattr(a, "record", None))
+        return planner_from_cli(
+            cli.config, state, replay=getattr(a, "replay", None), record=getattr(a, "record", None)
+        )
 
     return factory
 
@@ -92,8 +94,9 @@ class _Dashboard:
     def render(self) -> Any:
         if self.state is None:
             return Text("starting…", style="dim")
-        return render_mission(self.state, list(self.events), usage=self.usage,
-                              now=RealClock().now())
+        return render_mission(
+            self.state, list(self.events), usage=self.usage, now=RealClock().now()
+        )
 
 
 @contextlib.contextmanager
@@ -119,15 +122,18 @@ async def _prompt_approvals(
         p = event.payload
         if live is not None:
             live.stop()
-        question = (f"Approve [bold]{p.get('action')}[/] on [bold]{p.get('host_id')}[/] "
-                    f"(task {p.get('task_id')}; {p.get('reason')})?")
+        question = (
+            f"Approve [bold]{p.get('action')}[/] on [bold]{p.get('host_id')}[/] "
+            f"(task {p.get('task_id')}; {p.get('reason')})?"
+        )
         try:
             answer = await asyncio.to_thread(Confirm.ask, question, console=cli.out)
         except EOFError:
             answer = None
         if answer is not None:
-            await overseer.decide(event.mission_id, str(p.get("task_id")), approved=answer,
-                                  by="console")
+            await overseer.decide(
+                event.mission_id, str(p.get("task_id")), approved=answer, by="console"
+            )
         if live is not None:
             live.start()
 
@@ -139,8 +145,12 @@ async def _drive(cli: Cli, backend: Backend, mission_id: str, *, seed: int) -> i
     overrides: dict[str, Any] = {"lease_ttl_s": cli.config.lease_ttl_s}
     if cli.config.stall_after_s is not None:
         overrides["stall_after_s"] = cli.config.stall_after_s
-    overseer = Overseer(backend, planner_factory=_planner_factory(cli), listener=dash.listener,
-                        engine_overrides=overrides)
+    overseer = Overseer(
+        backend,
+        planner_factory=_planner_factory(cli),
+        listener=dash.listener,
+        engine_overrides=overrides,
+    )
     workers = LocalWorkers(backend, concurrency=cli.config.concurrency, seed=seed)
     if not a.no_workers:
         workers.start()
@@ -148,8 +158,13 @@ async def _drive(cli: Cli, backend: Backend, mission_id: str, *, seed: int) -> i
     interactive = not (a.no_input or cli.args.json) and cli.out.is_terminal
     live = None
     if not (a.no_live or cli.args.json) and cli.out.is_terminal:
-        live = Live(get_renderable=dash.render, console=cli.out, auto_refresh=False,
-                    transient=False, redirect_stderr=False)
+        live = Live(
+            get_renderable=dash.render,
+            console=cli.out,
+            auto_refresh=False,
+            transient=False,
+            redirect_stderr=False,
+        )
     engine_task = overseer.start(mission_id)
     stop_task = asyncio.create_task(stop.wait())
     helpers: list[asyncio.Task[Any]] = []
@@ -176,9 +191,13 @@ async def _drive(cli: Cli, backend: Backend, mission_id: str, *, seed: int) -> i
         await overseer.stop_all()
         await workers.stop()
     if interrupted:
-        cli.err.print(Text.assemble(("interrupted: ", "yellow"),
-                                    f"mission {mission_id} stopped cleanly; resume it with "
-                                    f"`reaper resume {mission_id}`"))
+        cli.err.print(
+            Text.assemble(
+                ("interrupted: ", "yellow"),
+                f"mission {mission_id} stopped cleanly; resume it with "
+                f"`reaper resume {mission_id}`",
+            )
+        )
         return 130
     state = engine_task.result()
     return _report_end(cli, state, dash.usage)
@@ -197,8 +216,9 @@ def _report_end(cli: Cli, state: MissionState, usage: dict[str, Any] | None) -> 
 
 def _apply_planner_override(cli: Cli, lab: LabFile) -> LabFile:
     if getattr(cli.args, "planner", None):
-        lab = lab.model_copy(update={"planner": lab.planner.model_copy(
-            update={"kind": cli.args.planner})})
+        lab = lab.model_copy(
+            update={"planner": lab.planner.model_copy(update={"kind": cli.args.planner})}
+        )
     return lab
 
 
@@ -241,8 +261,10 @@ async def cmd_run(cli: Cli) -> int:
         overseer = Overseer(backend)
         state = await overseer.create_mission(lab, cli.args.mission_id)
         if not cli.args.json:
-            cli.err.print(f"mission [bold]{state.mission_id}[/] created "
-                          f"({len(state.hosts)} hosts, goal {state.goal.value})")
+            cli.err.print(
+                f"mission [bold]{state.mission_id}[/] created "
+                f"({len(state.hosts)} hosts, goal {state.goal.value})"
+            )
         return await _drive(cli, backend, state.mission_id, seed=lab.seed)
 
 
@@ -253,8 +275,7 @@ async def cmd_resume(cli: Cli) -> int:
             raise MissionNotFoundError(cli.args.mission)
         if state.status.terminal:
             return _report_end(cli, state, None)
-        return await _drive(cli, backend, state.mission_id,
-                            seed=int(state.settings.get("seed", 0)))
+        return await _drive(cli, backend, state.mission_id, seed=int(state.settings.get("seed", 0)))
 
 
 async def cmd_status(cli: Cli) -> int:
@@ -271,13 +292,24 @@ async def cmd_status(cli: Cli) -> int:
             return 0
         missions = await overseer.list_missions()
         if cli.args.json:
-            cli.print_json([
-                {"mission_id": m.mission_id, "lab_type": m.lab_type, "status": m.status.value,
-                 "status_reason": m.status_reason, "hosts": m.hosts, "version": m.version,
-                 "updated_at": m.updated_at.isoformat()} for m in missions
-            ])
+            cli.print_json(
+                [
+                    {
+                        "mission_id": m.mission_id,
+                        "lab_type": m.lab_type,
+                        "status": m.status.value,
+                        "status_reason": m.status_reason,
+                        "hosts": m.hosts,
+                        "version": m.version,
+                        "updated_at": m.updated_at.isoformat(),
+                    }
+                    for m in missions
+                ]
+            )
         elif not missions:
-            cli.out.print(f"no missions in {cli.config.store or cli.config.backend or cli.config.db}")
+            cli.out.print(
+                f"no missions in {cli.config.store or cli.config.backend or cli.config.db}"
+            )
         else:
             cli.out.print(render_missions(missions))
         return 0
@@ -293,11 +325,12 @@ async def cmd_events(cli: Cli) -> int:
             valid = {k.value for k in EventKind}
             unknown = [k for k in a.kind if k not in valid]
             if unknown:
-                raise ConfigError(f"unknown event kind {unknown[0]!r} "
-                                  f"(kinds: {', '.join(sorted(valid))})")
+                raise ConfigError(
+                    f"unknown event kind {unknown[0]!r} (kinds: {', '.join(sorted(valid))})"
+                )
             events = [e for e in events if e.kind.value in a.kind]
         if a.limit:
-            events = events[-a.limit:]
+            events = events[-a.limit :]
         if a.json:
             for e in events:
                 cli.out.file.write(e.model_dump_json() + "\n")
@@ -310,8 +343,7 @@ async def cmd_events(cli: Cli) -> int:
 async def _decide(cli: Cli, approved: bool) -> int:
     a = cli.args
     async with _backend(cli) as backend:
-        await Overseer(backend).decide(a.mission, a.task, approved=approved, by=a.by,
-                                       note=a.note)
+        await Overseer(backend).decide(a.mission, a.task, approved=approved, by=a.by, note=a.note)
     verb = "approved" if approved else "rejected"
     if a.json:
         cli.print_json({"mission_id": a.mission, "task_id": a.task, "decision": verb})
@@ -329,7 +361,22 @@ async def cmd_reject(cli: Cli) -> int:
 
 
 async def cmd_bench(cli: Cli) -> int:
+    if cli.args.target == "ssh":
+        from reaper.bench_ssh import run_ssh_bench
+
+        return await run_ssh_bench(cli)
     from reaper.bench import run_bench
 
     return await run_bench(cli)
 
+
+async def cmd_worker(cli: Cli) -> int:
+    from reaper.services import run_worker_process
+
+    return await run_worker_process(cli)
+
+
+async def cmd_engine(cli: Cli) -> int:
+    from reaper.services import run_engine_process
+
+    return await run_engine_process(cli)

@@ -71,8 +71,11 @@ def host_key_facts(host: HostState) -> str:
             on = sum(1 for v in fw.values() if v in ("on", True))
             parts.append(f"fw {on}/{len(fw)} on")
     elif host.os == "macos":
-        parts = [_get(f, "sw_vers", "product_name"), _get(f, "sw_vers", "product_version"),
-                 _get(f, "hardware", "chip")]
+        parts = [
+            _get(f, "sw_vers", "product_name"),
+            _get(f, "sw_vers", "product_version"),
+            _get(f, "hardware", "chip"),
+        ]
     else:
         parts = [_get(f, "os", "pretty_name") or _get(f, "os", "name"), _get(f, "kernel")]
     baseline = _get(f, "baseline")
@@ -100,8 +103,12 @@ def render_hosts(state: MissionState, *, limit: int = _MAX_HOST_ROWS) -> Table:
         style = "bold red" if host.locked else _HOST_STYLE.get(status, "")
         fails = f"{host.failure_count}/{host.max_failures}"
         table.add_row(
-            host.host_id, host.os, host.stage.value, Text(status, style=style),
-            host.current_action or "", Text(fails, style="red" if host.failure_count else "dim"),
+            host.host_id,
+            host.os,
+            host.stage.value,
+            Text(status, style=style),
+            host.current_action or "",
+            Text(fails, style="red" if host.failure_count else "dim"),
             host_key_facts(host),
         )
     if len(hosts) > limit:
@@ -139,8 +146,10 @@ def _refused(p: Mapping[str, Any], line: Text) -> None:
 
 def _retry(p: Mapping[str, Any], line: Text) -> None:
     line.append("retry   ", style="yellow")
-    line.append(f"{p.get('host_id')} attempt {p.get('attempt')} in {p.get('delay_s', 0):.1f}s"
-                f" after {p.get('error_code')}")
+    line.append(
+        f"{p.get('host_id')} attempt {p.get('attempt')} in {p.get('delay_s', 0):.1f}s"
+        f" after {p.get('error_code')}"
+    )
 
 
 def _locked(p: Mapping[str, Any], line: Text) -> None:
@@ -196,8 +205,13 @@ def format_event(event: EventRecord) -> Text:
 
 
 def render_events(events: Sequence[EventRecord], *, limit: int = 8) -> RenderableType:
-    shown = [e for e in events if e.kind is not EventKind.PLANNER_DECISION or
-             e.payload.get("fallback") or e.payload.get("cost_usd")][-limit:]
+    shown = [
+        e
+        for e in events
+        if e.kind is not EventKind.PLANNER_DECISION
+        or e.payload.get("fallback")
+        or e.payload.get("cost_usd")
+    ][-limit:]
     if not shown:
         return Text("no events yet", style="dim")
     return Group(*(format_event(e) for e in shown))
@@ -242,8 +256,13 @@ def render_mission(
 ) -> RenderableType:
     """The live dashboard: header, progress, host table, LLM usage, event tail."""
     title = Text.assemble(
-        (f"{state.mission_id}", "bold"), "  ", (state.lab_type, "dim"), "  ",
-        _status_text(state), "  ", (f"planner {state.planner} · step {state.step}", "dim"),
+        (f"{state.mission_id}", "bold"),
+        "  ",
+        (state.lab_type, "dim"),
+        "  ",
+        _status_text(state),
+        "  ",
+        (f"planner {state.planner} · step {state.step}", "dim"),
     )
     if now is not None:
         title.append(f"  {(now - state.created_at).total_seconds():.1f}s", style="dim")
@@ -254,21 +273,31 @@ def render_mission(
     waiting = sorted(state.awaiting_approval)
     if waiting:
         approvals = Text("awaiting approval: ", style="bold yellow")
-        approvals.append(", ".join(
-            f"{t} ({state.tasks[t].task.action} on {state.tasks[t].task.host_id})"
-            for t in waiting[:5]))
+        approvals.append(
+            ", ".join(
+                f"{t} ({state.tasks[t].task.action} on {state.tasks[t].task.host_id})"
+                for t in waiting[:5]
+            )
+        )
         parts.append(approvals)
     if state.status_reason and state.status is not MissionStatus.RUNNING:
         parts.append(Text(state.status_reason, style=STATUS_STYLE.get(state.status, "")))
-    parts.append(Panel(render_events(events, limit=event_lines), title="events",
-                       title_align="left", border_style="dim"))
+    parts.append(
+        Panel(
+            render_events(events, limit=event_lines),
+            title="events",
+            title_align="left",
+            border_style="dim",
+        )
+    )
     return Panel(Group(*parts), title=title, title_align="left", border_style="blue")
 
 
 def render_recap(state: MissionState, *, usage: Mapping[str, Any] | None = None) -> Table:
     """The end-of-run summary, one row per host (like Ansible's PLAY RECAP)."""
-    by_host: dict[str, dict[str, int]] = {h: {"ok": 0, "failed": 0, "rejected": 0}
-                                          for h in state.hosts}
+    by_host: dict[str, dict[str, int]] = {
+        h: {"ok": 0, "failed": 0, "rejected": 0} for h in state.hosts
+    }
     for rec in state.tasks.values():
         counts = by_host.get(rec.task.host_id)
         if counts is None:
@@ -280,10 +309,13 @@ def render_recap(state: MissionState, *, usage: Mapping[str, Any] | None = None)
         elif rec.status is TaskStatus.REJECTED:
             counts["rejected"] += 1
     reached, total = goal_progress(state)
-    title = (f"{state.mission_id}: {state.status.value} — goal {state.goal.value} on "
-             f"{reached}/{total} hosts")
-    table = Table(title=title, title_style=STATUS_STYLE.get(state.status, "bold"),
-                  header_style="bold")
+    title = (
+        f"{state.mission_id}: {state.status.value} — goal {state.goal.value} on "
+        f"{reached}/{total} hosts"
+    )
+    table = Table(
+        title=title, title_style=STATUS_STYLE.get(state.status, "bold"), header_style="bold"
+    )
     for col in ("host", "os", "stage", "ok", "failed", "retries", "locked", "last error"):
         table.add_column(col, justify="right" if col in ("ok", "failed", "retries") else "left")
     retries: dict[str, int] = {}
@@ -292,7 +324,10 @@ def render_recap(state: MissionState, *, usage: Mapping[str, Any] | None = None)
     for host in sorted(state.hosts.values(), key=lambda h: h.host_id):
         c = by_host[host.host_id]
         table.add_row(
-            host.host_id, host.os, host.stage.value, Text(str(c["ok"]), style="green"),
+            host.host_id,
+            host.os,
+            host.stage.value,
+            Text(str(c["ok"]), style="green"),
             Text(str(c["failed"]), style="red" if c["failed"] else "dim"),
             str(retries.get(host.host_id, 0)),
             Text("yes", style="bold red") if host.locked else Text("no", style="dim"),
@@ -312,7 +347,12 @@ def render_missions(rows: Sequence[Any]) -> Table:
     for col in ("mission", "lab type", "status", "hosts", "updated", "reason"):
         table.add_column(col)
     for m in rows:
-        table.add_row(m.mission_id, m.lab_type, Text(m.status.value,
-                      style=STATUS_STYLE.get(m.status, "")), str(m.hosts),
-                      m.updated_at.strftime("%Y-%m-%d %H:%M:%S"), m.status_reason[:60])
+        table.add_row(
+            m.mission_id,
+            m.lab_type,
+            Text(m.status.value, style=STATUS_STYLE.get(m.status, "")),
+            str(m.hosts),
+            m.updated_at.strftime("%Y-%m-%d %H:%M:%S"),
+            m.status_reason[:60],
+        )
     return table

@@ -143,13 +143,18 @@ class LabFile(_Strict):
         mid = mission_id or self.mission_id or _mission_id_for(self.lab_type)
         hosts = {
             h.host_id: HostState(
-                host_id=h.host_id, os=h.os, max_failures=self.settings.max_failures,
+                host_id=h.host_id,
+                os=h.os,
+                max_failures=self.settings.max_failures,
                 connection=h.connection(),
             )
             for h in self.hosts
         }
         return MissionState(
-            mission_id=mid, lab_type=self.lab_type, goal=self.goal, hosts=hosts,
+            mission_id=mid,
+            lab_type=self.lab_type,
+            goal=self.goal,
+            hosts=hosts,
             planner=self.planner.kind,
             policy=self.resolved_policy().model_dump(mode="json"),
             settings={
@@ -183,9 +188,7 @@ def _merge_defaults(data: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError("defaults: must be a mapping of connection settings")
     hosts = data.get("hosts")
     if isinstance(hosts, list) and defaults:
-        data["hosts"] = [
-            {**defaults, **h} if isinstance(h, dict) else h for h in hosts
-        ]
+        data["hosts"] = [{**defaults, **h} if isinstance(h, dict) else h for h in hosts]
     return data
 
 

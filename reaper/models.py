@@ -230,6 +230,7 @@ class WinRMSettings(_Model):
     port: int | None = None
     auth: Literal["ntlm", "kerberos", "credssp", "basic", "certificate"] = "ntlm"
     ca_file: str | None = None
+    cert_file: str | None = None  # client certificate (PEM) for `certificate` auth
     validate_certs: bool = True
     allow_unencrypted: bool = False
     message_encryption: Literal["auto", "always", "never"] = "auto"

@@ -89,21 +89,34 @@ class MissionReport(BaseModel):
         reached, total = goal_progress(state)
         failed = sum(1 for r in state.tasks.values() if r.status is TaskStatus.FAILED)
         return cls(
-            mission_id=state.mission_id, lab_type=state.lab_type, goal=state.goal,
-            status=state.status, status_reason=state.status_reason,
-            goal_reached=state.goal_reached, goal_hosts=reached, total_hosts=total,
+            mission_id=state.mission_id,
+            lab_type=state.lab_type,
+            goal=state.goal,
+            status=state.status,
+            status_reason=state.status_reason,
+            goal_reached=state.goal_reached,
+            goal_hosts=reached,
+            total_hosts=total,
             locked_hosts=sum(1 for h in state.hosts.values() if h.locked),
             pending_tasks=len(state.pending_tasks),
             awaiting_approval=sorted(state.awaiting_approval),
-            completed_tasks=len(state.completed_tasks), failed_tasks=failed,
-            step=state.step, version=state.version, planner=state.planner,
+            completed_tasks=len(state.completed_tasks),
+            failed_tasks=failed,
+            step=state.step,
+            version=state.version,
+            planner=state.planner,
             updated_at=state.updated_at,
             hosts={
                 h.host_id: HostReport(
-                    os=h.os, stage=h.stage, status=h.last_status.value,
-                    failure_count=h.failure_count, max_failures=h.max_failures,
-                    locked=h.locked, lock_reason=h.lock_reason,
-                    current_action=h.current_action, last_error=h.last_error,
+                    os=h.os,
+                    stage=h.stage,
+                    status=h.last_status.value,
+                    failure_count=h.failure_count,
+                    max_failures=h.max_failures,
+                    locked=h.locked,
+                    lock_reason=h.lock_reason,
+                    current_action=h.current_action,
+                    last_error=h.last_error,
                 )
                 for h in state.hosts.values()
             },
@@ -132,15 +145,23 @@ class Overseer:
         state = lab.to_state(mission_id)
         engine = self._engine(state, lab.resolved_policy())
         await engine.start(state)
-        log.info("mission %s created: %d host(s), goal %s", state.mission_id,
-                 len(state.hosts), state.goal.value)
+        log.info(
+            "mission %s created: %d host(s), goal %s",
+            state.mission_id,
+            len(state.hosts),
+            state.goal.value,
+        )
         return state
 
     def _engine(self, state: MissionState, policy: Policy | None = None) -> MissionEngine:
         engine = MissionEngine(
-            state.mission_id, store=self.backend.store, queue=self.backend.queue,
-            bus=self.backend.bus, planner=self.planner_factory(state),
-            policy=policy or Policy.model_validate(state.policy), clock=self.clock,
+            state.mission_id,
+            store=self.backend.store,
+            queue=self.backend.queue,
+            bus=self.backend.bus,
+            planner=self.planner_factory(state),
+            policy=policy or Policy.model_validate(state.policy),
+            clock=self.clock,
             settings=engine_settings_for(state, **self.engine_overrides),
             listener=self.listener,
         )
@@ -178,7 +199,12 @@ class Overseer:
         return await self.backend.store.list_missions()
 
     async def decide(
-        self, mission_id: str, task_id: str, *, approved: bool, by: str = "operator",
+        self,
+        mission_id: str,
+        task_id: str,
+        *,
+        approved: bool,
+        by: str = "operator",
         note: str = "",
     ) -> None:
         """Approve or reject a task waiting for approval; the engine applies it."""
@@ -188,7 +214,13 @@ class Overseer:
             raise ReaperError(f"mission {mission_id} has no task {task_id!r}")
         if rec.status is not TaskStatus.AWAITING_APPROVAL:
             raise ReaperError(f"task {task_id} is not awaiting approval (it is {rec.status})")
-        await self.backend.bus.publish(ApprovalDecision(
-            mission_id=mission_id, task_id=task_id, approved=approved, by=by, note=note,
-            ts=self.clock.now(),
-        ))
+        await self.backend.bus.publish(
+            ApprovalDecision(
+                mission_id=mission_id,
+                task_id=task_id,
+                approved=approved,
+                by=by,
+                note=note,
+                ts=self.clock.now(),
+            )
+        )

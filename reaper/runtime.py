@@ -41,21 +41,26 @@ class LocalWorkers:
         resolver = StoreHostResolver(self.backend.store)
         for agent_type in agent_types:
             worker = Worker(
-                agent_type, self.backend.queue, self.backend.bus, resolver, self.runners,
-                concurrency=self.concurrency, clock=self.clock, lease_s=self.lease_s,
+                agent_type,
+                self.backend.queue,
+                self.backend.bus,
+                resolver,
+                self.runners,
+                concurrency=self.concurrency,
+                clock=self.clock,
+                lease_s=self.lease_s,
             )
             self.workers.append(worker)
-            self._tasks.append(asyncio.create_task(worker.run(stop=self._stop),
-                                                   name=f"worker:{agent_type}"))
+            self._tasks.append(
+                asyncio.create_task(worker.run(stop=self._stop), name=f"worker:{agent_type}")
+            )
 
     async def stop(self) -> None:
         """Graceful: workers stop taking, finish or hand back what they hold."""
         self._stop.set()
         results = await asyncio.gather(*self._tasks, return_exceptions=True)
         for result in results:
-            if isinstance(result, BaseException) and not isinstance(
-                result, asyncio.CancelledError
-            ):
+            if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
                 log.error("worker ended with %r", result)
         self._tasks.clear()
         if self.runners is not None:

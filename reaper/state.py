@@ -49,7 +49,20 @@ __all__ = [
 
 # Failures that say nothing about the host's health: they never count toward its lock.
 NOT_HOST_FAULTS = frozenset(
-    {"AGENT_ERROR", "UNKNOWN_ACTION", "UNSUPPORTED_TRANSPORT", "UNKNOWN_HOST", "CANCELLED"}
+    {
+        "AGENT_ERROR",
+        "UNKNOWN_ACTION",
+        "UNSUPPORTED_TRANSPORT",
+        "UNKNOWN_HOST",
+        "CANCELLED",
+        "INVALID_PARAMS",
+        "CONFIG_INVALID",
+        "UNSUPPORTED_COMMAND",
+        "SCRIPT_TOO_LONG",
+        "CREDENTIALS_MISSING",
+        "AUTH_UNSUPPORTED",
+        "HOST_LOOKUP_FAILED",
+    }
 )
 _LAST_TASKS_KEPT = 10
 

@@ -45,6 +45,7 @@ class CommandResult:
     stdout: str
     stderr: str
     duration_s: float = 0.0
+    logs_ref: str | None = None  # where the transport kept the full output
 
 
 class CommandRunner(Protocol):

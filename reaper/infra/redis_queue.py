@@ -3,9 +3,11 @@
 `take` blocks in XREADGROUP (notification-driven: a publish wakes it), bounded by the next
 lease deadline or delayed task due, so expired leases and due retries are picked up on time.
 A lease is a deadline in a sorted set beside the stream (per delivery, so `extend` can set
-any length); at the start of each `take` one Lua script moves due delayed tasks into their
-streams, re-claims deliveries whose lease ran out (XCLAIM, which counts the delivery) and
-dead-letters a task delivered more than `max_deliveries` times. `ack` is XACK + XDEL.
+any length). Each `take` starts with one Lua script that moves due delayed tasks into their
+streams, re-claims deliveries whose lease ran out (XCLAIM, which counts the delivery),
+dead-letters a task delivered more than `max_deliveries` times and reads what is waiting,
+leasing it in the same atomic step: one round trip when there is work. Only when there is
+none does `take` block in XREADGROUP (and then records the leases). `ack` is XACK + XDEL.
 Deadlines are epoch milliseconds from the queue's clock: hosts sharing a queue need
 synchronised clocks (as for any lease). Messages are the models' JSON, never pickle.
 """

@@ -95,11 +95,16 @@ class UsageLedger:
         return None
 
     def totals(self) -> dict[str, Any]:
-        """The short form carried by each planner.decision event."""
+        """The mission-so-far form carried by each planner.decision event (what the live
+        console shows): no per-host detail, so the event stays small."""
         return {
             "calls": self.calls,
+            **self.usage.model_dump(),
             "tokens": self.usage.total_tokens,
             "cost_usd": round(self.cost_usd, 6),
+            "priced": self.unpriced_calls == 0,
+            "repairs": self.repairs,
+            "fallbacks": self.fallbacks,
         }
 
     def summary(self, budget: Budget | None = None) -> dict[str, Any]:

@@ -242,7 +242,11 @@ class LLMPlanner:
             "error": step.errors[-1] if step.errors else None,
             "errors": step.errors,
             "charged_hosts": charged,
-            "totals": self.ledger.totals(),
+            "totals": {
+                "provider": self.client.provider,
+                "model": step.model,
+                **self.ledger.totals(),
+            },
             **extra,
         }
 
@@ -310,23 +314,24 @@ def build_llm_planner(
     structured_output: Literal["tool", "native"] = "tool",
     secrets: Sequence[str] = (),
     fallback: MissionPlanner | None = None,
+    client: LLMClient | None = None,
 ) -> LLMPlanner:
     """The planner the CLI builds from config and flags.
 
     ``replay`` serves answers from a cassette (no network, no key; ``provider`` and ``model``
     come from the cassette). ``record`` wraps the live client in a ``RecordingClient`` writing
-    there, scrubbing ``secrets``. Raises ``llm.LLMConfigError`` with one clear line for a
-    missing key, SDK or cassette.
+    there, scrubbing ``secrets``. ``client`` replaces the live client (a scripted model for
+    synthetic cassettes; it may still be recorded). Raises ``llm.LLMConfigError`` with one
+    clear line for a missing key, SDK or cassette.
     """
     if replay is not None and record is not None:
         from llm.errors import LLMConfigError
 
         raise LLMConfigError("replay and record are exclusive: pick one cassette mode")
-    client: LLMClient
     if replay is not None:
         client = build_client("replay", cassette=replay)
     else:
-        client = build_client(
+        client = client or build_client(
             provider,
             model,
             base_url=base_url,

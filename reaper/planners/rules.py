@@ -32,6 +32,13 @@ FATAL_ERRORS = frozenset(
         "UNSUPPORTED_TRANSPORT",
         "UNKNOWN_HOST",
         "UNKNOWN_ACTION",
+        "CREDENTIALS_MISSING",
+        "CONFIG_INVALID",
+        "AUTH_UNSUPPORTED",
+        "TLS_ERROR",
+        "INVALID_PARAMS",
+        "UNSUPPORTED_COMMAND",
+        "SCRIPT_TOO_LONG",
     }
 )
 

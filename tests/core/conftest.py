@@ -255,11 +255,7 @@ async def harness() -> AsyncIterator[HarnessFactory]:
 
 def result_keys(events: Iterable[EventRecord]) -> Counter[tuple[str, int]]:
     """How often each (task_id, attempt) was applied, from the event log."""
-    return Counter(
-        (str(e.payload["result"]["task_id"]), int(e.payload["result"]["attempt"]))
-        for e in events
-        if e.kind is EventKind.TASK_RESULT
-    )
+    return Counter(r.key for e in events if (r := e.result()) is not None)
 
 
 def of_kind(events: Iterable[EventRecord], kind: EventKind) -> list[EventRecord]:

@@ -92,19 +92,32 @@ class BaselineCtx:
     host: dict[str, str] = field(default_factory=dict)  # probe results (init, tools, …)
     results: list[CommandResult] = field(default_factory=list)
 
-    async def run(self, argv: list[str], *, sudo: bool = True, stdin: str | None = None,
-                  timeout_s: float = 60.0) -> CommandResult:
+    async def run(
+        self,
+        argv: list[str],
+        *,
+        sudo: bool = True,
+        stdin: str | None = None,
+        timeout_s: float = 60.0,
+    ) -> CommandResult:
         result = await self.shell.run(
             Command(argv=argv, sudo=sudo, stdin=stdin, timeout_s=timeout_s)
         )
         self.results.append(result)
         return result
 
-    async def sh(self, script: str, *args: str, sudo: bool = True, stdin: str | None = None,
-                 timeout_s: float = 60.0) -> CommandResult:
+    async def sh(
+        self,
+        script: str,
+        *args: str,
+        sudo: bool = True,
+        stdin: str | None = None,
+        timeout_s: float = 60.0,
+    ) -> CommandResult:
         """A fixed script; values only as positional parameters ($1, $2…)."""
-        return await self.run(["sh", "-c", script, "sh", *args], sudo=sudo, stdin=stdin,
-                              timeout_s=timeout_s)
+        return await self.run(
+            ["sh", "-c", script, "sh", *args], sudo=sudo, stdin=stdin, timeout_s=timeout_s
+        )
 
 
 Item = Callable[[BaselineCtx], Awaitable[ItemReport]]
@@ -148,24 +161,30 @@ def sshd_item(path: str, reload: Callable[[BaselineCtx], Awaitable[CommandResult
             return ItemReport(name, "unavailable", detail=f"no readable {path}")
         effective, source = found
         before = {k: effective.get(k.lower()) for k in SSHD_DESIRED}
-        if all((v or "").lower() == want.lower() for v, want in
-               zip(before.values(), SSHD_DESIRED.values(), strict=True)):
+        if all(
+            (v or "").lower() == want.lower()
+            for v, want in zip(before.values(), SSHD_DESIRED.values(), strict=True)
+        ):
             return ItemReport(name, "unchanged", before, before, f"from {source}")
         if ctx.check_mode:
             return ItemReport(name, "would_change", before, dict(SSHD_DESIRED), f"from {source}")
         current = await ctx.run(["cat", "--", path])
         if current.exit_code != 0:
             return _fail(name, f"reading {path}", current, before)
-        written = await ctx.sh(_SSHD_WRITE, path,
-                               stdin=render_sshd_config(current.stdout, SSHD_DESIRED))
+        written = await ctx.sh(
+            _SSHD_WRITE, path, stdin=render_sshd_config(current.stdout, SSHD_DESIRED)
+        )
         if written.exit_code != 0:
             return _fail(name, "writing sshd_config", written, before)
         reloaded = await reload(ctx)
         if reloaded is not None and reloaded.exit_code != 0:
             return _fail(name, "reloading sshd", reloaded, before)
         after_found = await _sshd_effective(ctx, path)
-        after = ({k: after_found[0].get(k.lower()) for k in SSHD_DESIRED}
-                 if after_found else dict(SSHD_DESIRED))
+        after = (
+            {k: after_found[0].get(k.lower()) for k in SSHD_DESIRED}
+            if after_found
+            else dict(SSHD_DESIRED)
+        )
         return ItemReport(name, "changed", before, after, f"wrote {path}, validated with sshd -t")
 
     return item
@@ -201,8 +220,11 @@ def baseline_outcome(
         counts[r.status] = counts.get(r.status, 0) + 1
     failed = counts.get("failed", 0)
     status = (
-        ResultStatus.SUCCESS if not failed
-        else ResultStatus.ERROR if failed == len(reports) else ResultStatus.PARTIAL
+        ResultStatus.SUCCESS
+        if not failed
+        else ResultStatus.ERROR
+        if failed == len(reports)
+        else ResultStatus.PARTIAL
     )
     summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no items"
     last = ctx.results[-1] if ctx.results else None

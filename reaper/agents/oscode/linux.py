@@ -58,8 +58,21 @@ _PM_SCRIPT = (
     "if command -v $pm >/dev/null 2>&1; then echo $pm; break; fi; done"
 )
 FACT_SECTIONS = (
-    "os", "kernel", "hostname", "addresses", "cpu", "memory_mb", "disks", "package_manager",
-    "services", "listening_ports", "uid0_users", "sshd", "firewall", "sysctl", "auditd",
+    "os",
+    "kernel",
+    "hostname",
+    "addresses",
+    "cpu",
+    "memory_mb",
+    "disks",
+    "package_manager",
+    "services",
+    "listening_ports",
+    "uid0_users",
+    "sshd",
+    "firewall",
+    "sysctl",
+    "auditd",
 )
 _PACKAGES = {  # what baseline items need, per package manager
     "apt-get": ("auditd", "chrony", "nftables"),
@@ -68,8 +81,8 @@ _PACKAGES = {  # what baseline items need, per package manager
     "zypper": ("audit", "chrony", "nftables"),
 }
 _INSTALL = {
-    "apt-get": 'export DEBIAN_FRONTEND=noninteractive; apt-get update -q && '
-               'apt-get install -y -q --no-install-recommends "$@"',
+    "apt-get": "export DEBIAN_FRONTEND=noninteractive; apt-get update -q && "
+    'apt-get install -y -q --no-install-recommends "$@"',
     "dnf": 'dnf install -y "$@"',
     "yum": 'yum install -y "$@"',
     "zypper": 'zypper --non-interactive install "$@"',
@@ -120,22 +133,33 @@ def parse_discover(text: str) -> dict[str, Any]:
         procs = [ln.split(None, 2) for ln in svc_text.splitlines()]
         services = sorted({p[2] for p in procs if len(p) == 3 and "2" not in (p[0], p[1])})
     sshd_mode, sshd_text = _sub(s, "sshd")
-    settings = (posix.parse_sshd_t(sshd_text) if sshd_mode == "sshd -T"
-                else posix.parse_sshd_config(sshd_text))
+    settings = (
+        posix.parse_sshd_t(sshd_text)
+        if sshd_mode == "sshd -T"
+        else posix.parse_sshd_config(sshd_text)
+    )
     sshd: dict[str, Any] = {k: settings[k] for k in posix.SSHD_FACT_KEYS if k in settings}
     sshd.update(installed=sshd_mode != "absent", source=sshd_mode or "unknown")
     fw_mode, fw_text = _sub(s, "firewall")
-    enabled = (fw_text.strip() not in ("", "0") if fw_mode == "nft"
-               else "-P INPUT DROP" in fw_text or "-A INPUT" in fw_text)
-    sysctl = {k.replace("/", "."): (int(v) if v.isdigit() else None)
-              for k, v in posix.parse_key_values(s.get("sysctl", "")).items()}
+    enabled = (
+        fw_text.strip() not in ("", "0")
+        if fw_mode == "nft"
+        else "-P INPUT DROP" in fw_text or "-A INPUT" in fw_text
+    )
+    sysctl = {
+        k.replace("/", "."): (int(v) if v.isdigit() else None)
+        for k, v in posix.parse_key_values(s.get("sysctl", "")).items()
+    }
     audit = posix.parse_key_values(s.get("auditd", ""))
     return {
         "os": posix.parse_os_release(s.get("os_release", "")),
         "kernel": s.get("kernel", "").strip(),
         "hostname": s.get("hostname", "").strip(),
-        "addresses": (posix.parse_ifconfig(addr_text) if addr_mode == "ifconfig"
-                      else posix.parse_ip_addr(addr_text)),
+        "addresses": (
+            posix.parse_ifconfig(addr_text)
+            if addr_mode == "ifconfig"
+            else posix.parse_ip_addr(addr_text)
+        ),
         "cpu": posix.parse_cpuinfo(s.get("cpuinfo", ""), s.get("nproc", "")),
         "memory_mb": posix.parse_meminfo_mb(s.get("meminfo", "")),
         "disks": posix.parse_df(s.get("df", "")),
@@ -146,8 +170,10 @@ def parse_discover(text: str) -> dict[str, Any]:
         "sshd": sshd,
         "firewall": {"backend": fw_mode or "none", "enabled": fw_mode != "none" and enabled},
         "sysctl": sysctl,
-        "auditd": {"installed": audit.get("installed") == "1",
-                   "enabled": audit.get("running") == "1"},
+        "auditd": {
+            "installed": audit.get("installed") == "1",
+            "enabled": audit.get("running") == "1",
+        },
     }
 
 
@@ -159,15 +185,23 @@ class LinuxActions:
     async def run(
         self, verb: str, params: dict[str, Any], shell: CommandRunner, *, host_id: str
     ) -> ActionOutcome:
-        handler = {"discover": self.discover, "prepare": self.prepare,
-                   "baseline": self.baseline, "reboot": self.reboot}.get(verb)
+        handler = {
+            "discover": self.discover,
+            "prepare": self.prepare,
+            "baseline": self.baseline,
+            "reboot": self.reboot,
+        }.get(verb)
         if handler is None:
-            return ActionOutcome(status=ResultStatus.ERROR, summary=f"unknown verb {verb!r}",
-                                 error_code="UNKNOWN_ACTION")
+            return ActionOutcome(
+                status=ResultStatus.ERROR,
+                summary=f"unknown verb {verb!r}",
+                error_code="UNKNOWN_ACTION",
+            )
         return await handler(params, shell, host_id)
 
-    async def discover(self, params: dict[str, Any], shell: CommandRunner,
-                       host_id: str) -> ActionOutcome:
+    async def discover(
+        self, params: dict[str, Any], shell: CommandRunner, host_id: str
+    ) -> ActionOutcome:
         p = posix.load_params(DiscoverParams, params)
         if isinstance(p, str):
             return posix.invalid_params(p)
@@ -190,8 +224,9 @@ class LinuxActions:
             logs_ref=ref,
         )
 
-    async def baseline(self, params: dict[str, Any], shell: CommandRunner,
-                       host_id: str) -> ActionOutcome:
+    async def baseline(
+        self, params: dict[str, Any], shell: CommandRunner, host_id: str
+    ) -> ActionOutcome:
         p = posix.load_params(BaselineParams, params)
         if isinstance(p, str):
             return posix.invalid_params(p)
@@ -202,11 +237,13 @@ class LinuxActions:
         ctx = BaselineCtx(shell=shell, check_mode=p.check_mode)
         await probe_host(ctx)
         reports: list[ItemReport] = [await ITEMS[name](ctx) for name in names]
-        return baseline_outcome(reports, check_mode=p.check_mode, ctx=ctx,
-                                logs_ref=getattr(shell, "logs_ref", None))
+        return baseline_outcome(
+            reports, check_mode=p.check_mode, ctx=ctx, logs_ref=getattr(shell, "logs_ref", None)
+        )
 
-    async def prepare(self, params: dict[str, Any], shell: CommandRunner,
-                      host_id: str) -> ActionOutcome:
+    async def prepare(
+        self, params: dict[str, Any], shell: CommandRunner, host_id: str
+    ) -> ActionOutcome:
         p = posix.load_params(PrepareParams, params)
         if isinstance(p, str):
             return posix.invalid_params(p)
@@ -215,43 +252,79 @@ class LinuxActions:
         pm = found.stdout.strip() or None
         wanted: tuple[str, ...] = _PACKAGES.get(pm or "", ())
         if not wanted:
-            return ActionOutcome(status=ResultStatus.ERROR, error_code="UNSUPPORTED",
-                                 summary=f"no supported package manager (found {pm})", logs_ref=ref)
+            return ActionOutcome(
+                status=ResultStatus.ERROR,
+                error_code="UNSUPPORTED",
+                summary=f"no supported package manager (found {pm})",
+                logs_ref=ref,
+            )
         if p.items:
             unknown = sorted(set(p.items) - set(wanted))
             if unknown:
                 return posix.invalid_params(f"unknown packages {unknown}; known: {list(wanted)}")
             wanted = tuple(p.items)
-        check = await shell.run(Command(argv=["sh", "-c", 'for p in "$@"; do '
-            'if dpkg-query -W -f="\\${Status}" "$p" 2>/dev/null | grep -q "ok installed" || '
-            'rpm -q "$p" >/dev/null 2>&1; then echo "$p"; fi; done', "sh", *wanted]))
+        check = await shell.run(
+            Command(
+                argv=[
+                    "sh",
+                    "-c",
+                    'for p in "$@"; do '
+                    'if dpkg-query -W -f="\\${Status}" "$p" 2>/dev/null | grep -q "ok installed" || '
+                    'rpm -q "$p" >/dev/null 2>&1; then echo "$p"; fi; done',
+                    "sh",
+                    *wanted,
+                ]
+            )
+        )
         present = set(check.stdout.split())
         missing = [w for w in wanted if w not in present]
-        data: dict[str, Any] = {"installed": missing, "already_present": sorted(present),
-                                "package_manager": pm}
+        data: dict[str, Any] = {
+            "installed": missing,
+            "already_present": sorted(present),
+            "package_manager": pm,
+        }
         if missing:
-            installed = await shell.run(Command(
-                argv=["sh", "-c", _INSTALL[pm or ""], "sh", *missing], sudo=True, timeout_s=540.0))
+            installed = await shell.run(
+                Command(
+                    argv=["sh", "-c", _INSTALL[pm or ""], "sh", *missing],
+                    sudo=True,
+                    timeout_s=540.0,
+                )
+            )
             if installed.exit_code != 0:
                 return posix.error_outcome(f"{pm} install", installed, ref, data)
-        return ActionOutcome(status=ResultStatus.SUCCESS, logs_ref=ref, data=data,
-                             summary=f"installed {missing}" if missing else "all present")
+        return ActionOutcome(
+            status=ResultStatus.SUCCESS,
+            logs_ref=ref,
+            data=data,
+            summary=f"installed {missing}" if missing else "all present",
+        )
 
-    async def reboot(self, params: dict[str, Any], shell: CommandRunner,
-                     host_id: str) -> ActionOutcome:
+    async def reboot(
+        self, params: dict[str, Any], shell: CommandRunner, host_id: str
+    ) -> ActionOutcome:
         p = posix.load_params(RebootParams, params)
         if isinstance(p, str):
             return posix.invalid_params(p)
         ref = getattr(shell, "logs_ref", None)
-        result = await shell.run(Command(
-            argv=["sh", "-c", _REBOOT, "sh", str(p.delay_s), p.reason], sudo=True))
+        result = await shell.run(
+            Command(argv=["sh", "-c", _REBOOT, "sh", str(p.delay_s), p.reason], sudo=True)
+        )
         if result.exit_code == 64:
-            return ActionOutcome(status=ResultStatus.ERROR, error_code="UNSUPPORTED",
-                                 summary=result.stderr.strip(), logs_ref=ref)
+            return ActionOutcome(
+                status=ResultStatus.ERROR,
+                error_code="UNSUPPORTED",
+                summary=result.stderr.strip(),
+                logs_ref=ref,
+            )
         if result.exit_code != 0:
             return posix.error_outcome("reboot", result, ref)
-        return ActionOutcome(status=ResultStatus.SUCCESS, summary=result.stdout.strip(),
-                             data={"rebooting": True, "delay_s": p.delay_s}, logs_ref=ref)
+        return ActionOutcome(
+            status=ResultStatus.SUCCESS,
+            summary=result.stdout.strip(),
+            data={"rebooting": True, "delay_s": p.delay_s},
+            logs_ref=ref,
+        )
 
 
 ACTIONS = LinuxActions()

@@ -25,8 +25,11 @@ BANNER = (
     "Authorized use only. Activity on this system is monitored and recorded.\n"
     "Disconnect now if you are not an authorized user.\n"
 )
-SYSCTL_DESIRED = {"kernel.randomize_va_space": "2", "kernel.kptr_restrict": "1",
-                  "kernel.dmesg_restrict": "1"}
+SYSCTL_DESIRED = {
+    "kernel.randomize_va_space": "2",
+    "kernel.kptr_restrict": "1",
+    "kernel.dmesg_restrict": "1",
+}
 _INITS = {"systemd", "init", "openrc-init", "runit", "s6-svscan", "busybox"}
 PROBE = r"""PATH="$PATH:/usr/sbin:/sbin"
 echo "init=$(cat /proc/1/comm 2>/dev/null)"
@@ -65,8 +68,10 @@ for rule in "-m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT" "-i lo -j ACC
 done
 iptables -P INPUT DROP
 """
-_SYSCTL_READ = "for k in kernel/randomize_va_space kernel/kptr_restrict kernel/dmesg_restrict; " \
+_SYSCTL_READ = (
+    "for k in kernel/randomize_va_space kernel/kptr_restrict kernel/dmesg_restrict; "
     'do printf "%s=%s\\n" "$k" "$(cat /proc/sys/$k 2>/dev/null)"; done'
+)
 _SYSCTL_APPLY = r"""set -e
 cat > /etc/sysctl.d/90-reaper-baseline.conf
 sysctl -p /etc/sysctl.d/90-reaper-baseline.conf
@@ -139,15 +144,27 @@ async def firewall(ctx: BaselineCtx) -> ItemReport:
 def _service_item(name: str, units: tuple[str, ...], what: str) -> Item:
     async def item(ctx: BaselineCtx) -> ItemReport:
         if _shared_kernel(ctx) or ctx.host.get("systemd") != "1":
-            return ItemReport(name, "skipped", detail=f"{what} is kernel-wide; no init system "
-                              "here (container or test host): checked only")
+            return ItemReport(
+                name,
+                "skipped",
+                detail=f"{what} is kernel-wide; no init system "
+                "here (container or test host): checked only",
+            )
         active = await ctx.run(["systemctl", "is-active", *units], sudo=False)
         states = dict(zip(units, active.stdout.split(), strict=False))
         running = [u for u, s in states.items() if s == "active"]
         if running:
             return ItemReport(name, "unchanged", running, running)
-        files = await ctx.run(["systemctl", "list-unit-files", "--no-legend", "--plain",
-                               *(f"{u}.service" for u in units)], sudo=False)
+        files = await ctx.run(
+            [
+                "systemctl",
+                "list-unit-files",
+                "--no-legend",
+                "--plain",
+                *(f"{u}.service" for u in units),
+            ],
+            sudo=False,
+        )
         present = [u for u in units if f"{u}.service" in files.stdout]
         if not present:
             return ItemReport(name, "unavailable", [], None, f"no {what} service: run prepare")
@@ -167,8 +184,13 @@ async def kernel_sysctl(ctx: BaselineCtx) -> ItemReport:
     if before == SYSCTL_DESIRED:
         return ItemReport(name, "unchanged", before, before)
     if _shared_kernel(ctx):
-        return ItemReport(name, "skipped", before, dict(SYSCTL_DESIRED),
-                          "kernel-wide; no init system here (container or test host): checked only")
+        return ItemReport(
+            name,
+            "skipped",
+            before,
+            dict(SYSCTL_DESIRED),
+            "kernel-wide; no init system here (container or test host): checked only",
+        )
     if ctx.check_mode:
         return ItemReport(name, "would_change", before, dict(SYSCTL_DESIRED))
     conf = "".join(f"{k} = {v}\n" for k, v in SYSCTL_DESIRED.items())
@@ -183,7 +205,9 @@ ITEMS: dict[str, Item] = {
     "login_banner": file_item("login_banner", "/etc/issue.net", BANNER),
     "firewall_default": firewall,
     "time_sync": _service_item(
-        "time_sync", ("chrony", "chronyd", "systemd-timesyncd", "ntpsec", "ntp", "ntpd"), "time sync"
+        "time_sync",
+        ("chrony", "chronyd", "systemd-timesyncd", "ntpsec", "ntp", "ntpd"),
+        "time sync",
     ),
     "auditd": _service_item("auditd", ("auditd",), "auditing"),
     "kernel_sysctl": kernel_sysctl,

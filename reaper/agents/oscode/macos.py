@@ -45,9 +45,23 @@ echo "@@reaper:sshd@@"; sshd -T 2>/dev/null
 echo "@@reaper:brew@@"; command -v brew || ls /opt/homebrew/bin/brew /usr/local/bin/brew 2>/dev/null
 """
 FACT_SECTIONS = (
-    "os", "sw_vers", "kernel", "hostname", "addresses", "hardware", "cpu", "memory_mb", "disks",
-    "package_manager", "listening_ports", "uid0_users", "firewall", "sshd", "filevault",
-    "gatekeeper", "sip",
+    "os",
+    "sw_vers",
+    "kernel",
+    "hostname",
+    "addresses",
+    "hardware",
+    "cpu",
+    "memory_mb",
+    "disks",
+    "package_manager",
+    "listening_ports",
+    "uid0_users",
+    "firewall",
+    "sshd",
+    "filevault",
+    "gatekeeper",
+    "sip",
 )
 
 
@@ -83,8 +97,9 @@ def _lsof(text: str) -> list[dict[str, Any]]:
         if len(parts) >= 9 and "(LISTEN)" in line:
             port = parts[8].rsplit(":", 1)[-1]
             if port.isdigit():
-                ports.setdefault(int(port), {"proto": "tcp", "port": int(port),
-                                             "process": parts[0]})
+                ports.setdefault(
+                    int(port), {"proto": "tcp", "port": int(port), "process": parts[0]}
+                )
     return sorted(ports.values(), key=lambda p: p["port"])
 
 
@@ -97,10 +112,17 @@ def parse_discover(text: str) -> dict[str, Any]:
     fv = s.get("filevault", "")
     version = vers.get("ProductVersion", "")
     return {
-        "os": {"id": "macos", "name": vers.get("ProductName", "macOS"), "version": version,
-               "pretty_name": f"{vers.get('ProductName', 'macOS')} {version}".strip()},
-        "sw_vers": {"product_name": vers.get("ProductName", ""), "product_version": version,
-                    "build": vers.get("BuildVersion", "")},
+        "os": {
+            "id": "macos",
+            "name": vers.get("ProductName", "macOS"),
+            "version": version,
+            "pretty_name": f"{vers.get('ProductName', 'macOS')} {version}".strip(),
+        },
+        "sw_vers": {
+            "product_name": vers.get("ProductName", ""),
+            "product_version": version,
+            "build": vers.get("BuildVersion", ""),
+        },
         "kernel": s.get("kernel", "").strip(),
         "hostname": s.get("hostname", "").strip(),
         "addresses": posix.parse_ifconfig(s.get("ifconfig", "")),
@@ -110,12 +132,19 @@ def parse_discover(text: str) -> dict[str, Any]:
         "disks": posix.parse_df(s.get("df", "")),
         "package_manager": "brew" if s.get("brew", "").strip() else None,
         "listening_ports": _lsof(s.get("ports", "")),
-        "uid0_users": [ln.split()[0] for ln in s.get("uid0", "").splitlines()
-                       if len(ln.split()) == 2 and ln.split()[1] == "0"],
-        "firewall": {"enabled": _on(s.get("firewall", ""), "enabled", "state = 1", "state = 2"),
-                     "stealth": _on(s.get("stealth", ""), "stealth mode enabled", "is on")},
-        "sshd": {"enabled": "remote login: on" in remote.lower(),
-                 **{k: sshd_settings[k] for k in posix.SSHD_FACT_KEYS if k in sshd_settings}},
+        "uid0_users": [
+            ln.split()[0]
+            for ln in s.get("uid0", "").splitlines()
+            if len(ln.split()) == 2 and ln.split()[1] == "0"
+        ],
+        "firewall": {
+            "enabled": _on(s.get("firewall", ""), "enabled", "state = 1", "state = 2"),
+            "stealth": _on(s.get("stealth", ""), "stealth mode enabled", "is on"),
+        },
+        "sshd": {
+            "enabled": "remote login: on" in remote.lower(),
+            **{k: sshd_settings[k] for k in posix.SSHD_FACT_KEYS if k in sshd_settings},
+        },
         "filevault": "On" if "filevault is on" in fv.lower() else "Off",
         "gatekeeper": {"enabled": "assessments enabled" in s.get("gatekeeper", "")},
         "sip": {"enabled": "status: enabled" in s.get("sip", "").lower()},
@@ -141,8 +170,13 @@ async def _filevault(ctx: BaselineCtx) -> ItemReport:
     # Enabling FileVault needs a user's password and hands back a recovery key: never automatic.
     state = await ctx.run(["fdesetup", "status"])
     on = "filevault is on" in state.stdout.lower()
-    return ItemReport("filevault", "unchanged" if on else "unavailable", on, on,
-                      "" if on else "FileVault is off: enable it interactively (fdesetup enable)")
+    return ItemReport(
+        "filevault",
+        "unchanged" if on else "unavailable",
+        on,
+        on,
+        "" if on else "FileVault is off: enable it interactively (fdesetup enable)",
+    )
 
 
 async def _no_reload(ctx: BaselineCtx) -> None:
@@ -152,12 +186,21 @@ async def _no_reload(ctx: BaselineCtx) -> None:
 
 ITEMS: dict[str, Item] = {
     "sshd_hardening": sshd_item("/etc/ssh/sshd_config", _no_reload),
-    "firewall": _toggle("firewall", [_FW, "--getglobalstate"], ("enabled", "state = 1"),
-                        [_FW, "--setglobalstate", "on"]),
-    "firewall_stealth": _toggle("firewall_stealth", [_FW, "--getstealthmode"],
-                                ("stealth mode enabled", "is on"), [_FW, "--setstealthmode", "on"]),
-    "gatekeeper": _toggle("gatekeeper", ["spctl", "--status"], ("assessments enabled",),
-                          ["spctl", "--master-enable"]),
+    "firewall": _toggle(
+        "firewall",
+        [_FW, "--getglobalstate"],
+        ("enabled", "state = 1"),
+        [_FW, "--setglobalstate", "on"],
+    ),
+    "firewall_stealth": _toggle(
+        "firewall_stealth",
+        [_FW, "--getstealthmode"],
+        ("stealth mode enabled", "is on"),
+        [_FW, "--setstealthmode", "on"],
+    ),
+    "gatekeeper": _toggle(
+        "gatekeeper", ["spctl", "--status"], ("assessments enabled",), ["spctl", "--master-enable"]
+    ),
     "filevault": _filevault,
 }
 
@@ -176,14 +219,19 @@ class MacosActions:
         if verb == "reboot":
             return await self.reboot(params, shell, host_id)
         if verb == "prepare":
-            return ActionOutcome(status=ResultStatus.SUCCESS, logs_ref=ref,
-                                 summary="nothing to prepare: the macOS baseline uses built-ins",
-                                 data={"installed": [], "already_present": []})
-        return ActionOutcome(status=ResultStatus.ERROR, summary=f"unknown verb {verb!r}",
-                             error_code="UNKNOWN_ACTION")
+            return ActionOutcome(
+                status=ResultStatus.SUCCESS,
+                logs_ref=ref,
+                summary="nothing to prepare: the macOS baseline uses built-ins",
+                data={"installed": [], "already_present": []},
+            )
+        return ActionOutcome(
+            status=ResultStatus.ERROR, summary=f"unknown verb {verb!r}", error_code="UNKNOWN_ACTION"
+        )
 
-    async def discover(self, params: dict[str, Any], shell: CommandRunner,
-                       host_id: str) -> ActionOutcome:
+    async def discover(
+        self, params: dict[str, Any], shell: CommandRunner, host_id: str
+    ) -> ActionOutcome:
         ref = getattr(shell, "logs_ref", None)
         p = posix.load_params(DiscoverParams, params)
         if isinstance(p, str):
@@ -198,12 +246,17 @@ class MacosActions:
         facts = parse_discover(result.stdout)
         if p.sections:
             facts = {k: v for k, v in facts.items() if k in p.sections}
-        return ActionOutcome(status=ResultStatus.SUCCESS, data=facts, logs_ref=ref,
-                             summary=f"{facts.get('hostname', host_id)}: macOS "
-                             f"{facts.get('sw_vers', {}).get('product_version', '')}")
+        return ActionOutcome(
+            status=ResultStatus.SUCCESS,
+            data=facts,
+            logs_ref=ref,
+            summary=f"{facts.get('hostname', host_id)}: macOS "
+            f"{facts.get('sw_vers', {}).get('product_version', '')}",
+        )
 
-    async def baseline(self, params: dict[str, Any], shell: CommandRunner,
-                       host_id: str) -> ActionOutcome:
+    async def baseline(
+        self, params: dict[str, Any], shell: CommandRunner, host_id: str
+    ) -> ActionOutcome:
         ref = getattr(shell, "logs_ref", None)
         b = posix.load_params(BaselineParams, params)
         if isinstance(b, str):
@@ -217,20 +270,26 @@ class MacosActions:
         reports = [await ITEMS[name](ctx) for name in names]
         return baseline_outcome(reports, check_mode=b.check_mode, ctx=ctx, logs_ref=ref)
 
-    async def reboot(self, params: dict[str, Any], shell: CommandRunner,
-                     host_id: str) -> ActionOutcome:
+    async def reboot(
+        self, params: dict[str, Any], shell: CommandRunner, host_id: str
+    ) -> ActionOutcome:
         ref = getattr(shell, "logs_ref", None)
         r = posix.load_params(RebootParams, params)
         if isinstance(r, str):
             return posix.invalid_params(r)
         # shutdown takes minutes; the reason is a separate argv word (the broadcast message).
         minutes = f"+{(r.delay_s + 59) // 60}" if r.delay_s else "now"
-        result = await shell.run(Command(
-            argv=["shutdown", "-r", minutes, r.reason or "reaper reboot"], sudo=True))
+        result = await shell.run(
+            Command(argv=["shutdown", "-r", minutes, r.reason or "reaper reboot"], sudo=True)
+        )
         if result.exit_code != 0:
             return posix.error_outcome("reboot", result, ref)
-        return ActionOutcome(status=ResultStatus.SUCCESS, summary="reboot scheduled",
-                             data={"rebooting": True, "delay_s": r.delay_s}, logs_ref=ref)
+        return ActionOutcome(
+            status=ResultStatus.SUCCESS,
+            summary="reboot scheduled",
+            data={"rebooting": True, "delay_s": r.delay_s},
+            logs_ref=ref,
+        )
 
 
 ACTIONS = MacosActions()

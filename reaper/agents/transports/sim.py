@@ -141,7 +141,7 @@ class SimRunner:
         return self._hosts.get((mission_id, host_id))
 
     def completes_inline(self, task: Task, conn: HostConnection) -> bool:
-        """True when `run` will not suspend (no latency): the worker may then skip a task."""
+        """True when `run` will not suspend (no latency): the worker may run it inline."""
         sim = conn.sim
         if sim is None:
             return True

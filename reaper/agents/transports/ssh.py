@@ -175,9 +175,7 @@ class SshTransport:
         if conn.become_password_env:
             become_password = self._environ.get(conn.become_password_env)
         use_sudo = command.sudo and conn.become and self._user(host) != "root"
-        line, stdin = to_command_line(
-            command, use_sudo=use_sudo, become_password=become_password
-        )
+        line, stdin = to_command_line(command, use_sudo=use_sudo, become_password=become_password)
         async with host.channels:
             for attempt in (1, 2):
                 client = host.client

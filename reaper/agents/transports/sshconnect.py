@@ -45,18 +45,18 @@ class ConnectSpec:
         return f"ConnectSpec({self.user}@{self.address}:{self.port})"
 
 
-class _UnknownHostKey(paramiko.SSHException):  # type: ignore[misc]
+class _UnknownHostKey(paramiko.SSHException):
     pass
 
 
-class _RejectUnknown(paramiko.MissingHostKeyPolicy):  # type: ignore[misc]
+class _RejectUnknown(paramiko.MissingHostKeyPolicy):
     def missing_host_key(
         self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
     ) -> None:
         raise _UnknownHostKey(f"host key for {hostname} ({key.get_name()}) is not in known_hosts")
 
 
-class _AcceptNew(paramiko.MissingHostKeyPolicy):  # type: ignore[misc]
+class _AcceptNew(paramiko.MissingHostKeyPolicy):
     """Accept and save an unknown key. A *changed* key never gets here: paramiko raises
     BadHostKeyException before consulting the policy."""
 
@@ -67,7 +67,7 @@ class _AcceptNew(paramiko.MissingHostKeyPolicy):  # type: ignore[misc]
         self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
     ) -> None:
         client.get_host_keys().add(hostname, key.get_name(), key)
-        line = paramiko.hostkeys.HostKeyEntry([hostname], key).to_line()
+        line = paramiko.hostkeys.HostKeyEntry([hostname], key).to_line() or ""
         with _known_hosts_lock:
             self._path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             with self._path.open("a", encoding="utf-8") as fh:
@@ -102,9 +102,7 @@ def _tcp_socket(address: str, port: int, timeout: float, nodelay: bool) -> socke
     return sock
 
 
-def open_client(
-    spec: ConnectSpec, *, via: paramiko.SSHClient | None = None
-) -> paramiko.SSHClient:
+def open_client(spec: ConnectSpec, *, via: paramiko.SSHClient | None = None) -> paramiko.SSHClient:
     """Connect and authenticate, or raise TransportError. `via` is a connected jump host."""
     client = paramiko.SSHClient()
     started = time.monotonic()
