@@ -39,6 +39,8 @@ class EngineSettings:
     stall_after_s: float = 300.0
     lease_ttl_s: float = 30.0
     max_batch: int = 10_000
+    # Plan only when every task of the step has finished (see `_step`).
+    lockstep: bool = False
 
 
 class MissionEngine:
@@ -67,6 +69,7 @@ class MissionEngine:
         self.state: MissionState | None = None
         self._lease_renewed = 0.0
         self._last_progress = 0.0
+        self._held: list[ResultEvent] = []
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -99,16 +102,43 @@ class MissionEngine:
                 return state
             await self.bus.recover(self.mission_id)
             await self._flush_outbox()
+            await self._restore_planner()
             if state.step == 0:
                 await self._step([], initial=True)
-            elif state.status in (MissionStatus.STOPPED, MissionStatus.STALLED):
+            elif state.status is MissionStatus.STOPPED:
+                # Resuming a stopped mission is asking to try again: plan afresh.
+                state.settings = {k: v for k, v in state.settings.items() if k != _HALTED}
+                await self._step([], initial=True)
+            elif state.status is MissionStatus.STALLED:
                 await self._commit(Transition(), status=(MissionStatus.RUNNING, "resumed"))
             self._last_progress = self.clock.monotonic()
-            while not state.status.terminal:
+            while not (state.status.terminal or state.status is MissionStatus.STOPPED):
                 await self._wake()
             return state
         finally:
             await self.store.release(self.mission_id, self.owner)
+
+    async def _restore_planner(self) -> None:
+        """After a restart: give the planner its usage so far (budgets keep counting) and, in
+        lockstep, the finished results it had not been shown yet."""
+        state = self.state
+        assert state is not None
+        if state.step == 0:
+            return
+        events = await self.store.events(self.mission_id)
+        restore = getattr(self.planner, "restore_usage", None)
+        decisions = [e for e in events if e.kind is EventKind.PLANNER_DECISION]
+        if restore is not None:
+            restore([e.payload for e in decisions])
+        if self.settings.lockstep and decisions:
+            last = decisions[-1].seq
+            for e in events:
+                r = e.result() if e.seq > last else None
+                rec = None if r is None else state.tasks.get(r.task_id)
+                if r is not None and rec is not None and rec.status.done and (
+                    rec.task.attempt == r.attempt
+                ):
+                    self._held.append(r)
 
     async def _wake(self) -> None:
         timeout = self._receive_timeout()
@@ -193,8 +223,19 @@ class MissionEngine:
         assert state is not None
         tr = base or Transition()
         halted = state.settings.get(_HALTED)
+        if self.settings.lockstep and not initial:
+            # Plan only between steps, on every result of the step: the planner's input then
+            # does not depend on timing, which keeps LLM replays and evals deterministic.
+            self._held.extend(finished)
+            if state.pending_tasks:
+                finished = ()
+            else:
+                finished, self._held = self._held, []
         proposal: Plan | None = None
-        if not halted and (initial or finished or not state.open_task_ids):
+        wants_plan = initial or finished or not state.open_task_ids
+        if self.settings.lockstep and state.pending_tasks and not initial:
+            wants_plan = False
+        if not halted and wants_plan:
             proposal = await self._ask_planner(finished, initial=initial)
         status: tuple[MissionStatus, str] | None = None
         if proposal is not None:
@@ -216,8 +257,9 @@ class MissionEngine:
             tr.events.extend(planned.events)
             if proposal.halt:
                 state.settings = {**state.settings, _HALTED: proposal.note or "planner halted"}
-                if not state.open_task_ids:
-                    status = (MissionStatus.STOPPED, f"planning stopped: {proposal.note}")
+        halted = state.settings.get(_HALTED)
+        if halted and not state.open_task_ids:
+            status = (MissionStatus.STOPPED, f"planning stopped: {halted}")
         if status is None:
             status = decide_status(state, tr, planned_any=bool(tr.outbox))
         if status is None and state.status is not MissionStatus.RUNNING:

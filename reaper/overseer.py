@@ -45,7 +45,12 @@ def engine_settings_for(state: MissionState, **overrides: Any) -> EngineSettings
         backoff_s=float(s.get("retry_backoff_s", 1.0)),
         backoff_max_s=float(s.get("retry_backoff_max_s", 30.0)),
     )
-    values: dict[str, Any] = {"retry": retry, "stall_after_s": float(s.get("stall_after_s", 300.0))}
+    lockstep = s.get("lockstep")
+    values: dict[str, Any] = {
+        "retry": retry,
+        "stall_after_s": float(s.get("stall_after_s", 300.0)),
+        "lockstep": state.planner == "llm" if lockstep is None else bool(lockstep),
+    }
     values.update(overrides)
     return EngineSettings(**values)
 

@@ -138,11 +138,23 @@ class Recorder:
         self.state: MissionState | None = None
         self.events: list[EventRecord] = []
         self._tick = asyncio.Event()
+        self._crash: tuple[Callable[[], bool], asyncio.Task[Any]] | None = None
 
     def __call__(self, state: MissionState, events: Sequence[EventRecord]) -> None:
         self.state = state
         self.events.extend(events)
         self._tick.set()
+        if self._crash is not None and self._crash[0]():
+            # Cancelled from inside the engine's commit: it dies at its very next await,
+            # deterministically mid-mission however fast the workers are.
+            self._crash[1].cancel()
+            self._crash = None
+
+    def crash_when(self, predicate: Callable[[], bool], task: asyncio.Task[Any]) -> None:
+        self._crash = (predicate, task)
+
+    def results(self) -> int:
+        return len(self.kinds(EventKind.TASK_RESULT))
 
     def kinds(self, kind: EventKind) -> list[EventRecord]:
         return [e for e in self.events if e.kind is kind]
