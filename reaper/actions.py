@@ -142,6 +142,10 @@ def _build() -> dict[str, ActionSpec]:
 
 
 CATALOG: dict[str, ActionSpec] = _build()
+_EMPTY_PARAMS_OK = frozenset(
+    name for name, spec in CATALOG.items()
+    if all(not f.is_required() for f in spec.params_model.model_fields.values())
+)
 
 
 def get_action(name: str) -> ActionSpec | None:
@@ -154,6 +158,8 @@ def catalog_for(os: str) -> Iterator[ActionSpec]:
 
 def validate_params(spec: ActionSpec, params: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
     """Return (normalised params, None) or (params, a one-line error)."""
+    if not params and spec.name in _EMPTY_PARAMS_OK:
+        return {}, None  # the common case: every field has a default
     try:
         model = spec.params_model.model_validate(params)
     except ValidationError as exc:

@@ -10,7 +10,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from rich.console import Console
 from rich.text import Text
@@ -30,6 +30,42 @@ EXIT_INCOMPLETE = 3
 EXIT_INTERRUPTED = 130
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (and exit 2), like every other bad input."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be greater than 0")
+    return value
+
+
+def _log_level(text: str) -> str:
+    level = text.upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a log level (DEBUG, INFO, WARNING, ERROR, CRITICAL)"
+        )
+    return level
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("backend and logging")
     g.add_argument("--config", help="config file (default ./reaper.toml if present)")
@@ -37,7 +73,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--backend", help="memory | sqlite:///FILE | redis+postgres | redis://… ")
     g.add_argument("--store", help="mission store URL (overrides --backend)")
     g.add_argument("--queue", help="task queue/event bus URL (overrides --backend)")
-    g.add_argument("--log-level", help="DEBUG, INFO, WARNING (default), ERROR")
+    g.add_argument("--log-level", type=_log_level, help="DEBUG, INFO, WARNING (default), ERROR")
     g.add_argument("--log-file", help="also write JSON-lines logs to this file")
     g.add_argument("--json", action="store_true", help="print results as JSON")
 
@@ -50,12 +86,14 @@ def _planner_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--base-url", help="LLM API base URL (any server speaking the wire format)")
     g.add_argument("--replay", metavar="CASSETTE", help="serve LLM calls from a cassette")
     g.add_argument("--record", metavar="CASSETTE", help="record every LLM call to a cassette")
-    g.add_argument("--max-tokens", type=int, help="LLM output token limit per call")
+    g.add_argument("--max-tokens", type=_positive_int, help="LLM output token limit per call")
     g.add_argument("--temperature", type=float, help="LLM sampling temperature")
 
 
 def _run_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--concurrency", type=int, help="tasks in flight per agent type (default 32)")
+    p.add_argument(
+        "--concurrency", type=_positive_int, help="tasks in flight per agent type (default 32)"
+    )
     p.add_argument("--no-live", action="store_true", help="no live dashboard, only the recap")
     p.add_argument(
         "--no-input",
@@ -67,11 +105,13 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="run only the engine; workers run elsewhere (`reaper worker`)",
     )
-    p.add_argument("--stall-after", type=float, help="seconds without progress before stalled")
+    p.add_argument(
+        "--stall-after", type=_positive_float, help="seconds without progress before stalled"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="reaper", description="LLM-driven planning agent toolkit for lab orchestration."
     )
     parser.add_argument("--version", action="version", version=f"reaper {__version__}")
@@ -104,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("events", help="show a mission's event log (the decision ledger)")
     p.add_argument("mission")
     p.add_argument("--kind", action="append", help="only these kinds (e.g. task.refused)")
-    p.add_argument("--limit", type=int, help="only the last N events")
+    p.add_argument("--limit", type=_positive_int, help="only the last N events")
     _common(p)
 
     for name, verb in (("approve", "approve"), ("reject", "reject")):
@@ -125,20 +165,20 @@ def build_parser() -> argparse.ArgumentParser:
         "hosts in network namespaces, against Ansible",
     )
     p.add_argument("--hosts", default=None, help="comma-separated host counts")
-    p.add_argument("--workers", type=int, default=1, help="workers per agent type")
-    p.add_argument("--concurrency", type=int, default=256)
+    p.add_argument("--workers", type=_positive_int, default=1, help="workers per agent type")
+    p.add_argument("--concurrency", type=_positive_int, default=256)
     _common(p)
 
     p = sub.add_parser("worker", help="run agent workers for one OS (a separate process)")
     p.add_argument("--os", required=True, choices=("windows", "linux", "macos"))
-    p.add_argument("--concurrency", type=int, help="tasks in flight (default 32)")
+    p.add_argument("--concurrency", type=_positive_int, help="tasks in flight (default 32)")
     p.add_argument("--worker-id", help="a stable name for this worker")
-    p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
+    p.add_argument("--metrics-port", type=_positive_int, help="serve Prometheus metrics here")
     _common(p)
 
     p = sub.add_parser("engine", help="run mission engines (a separate process)")
     p.add_argument("--mission", action="append", help="only these missions (default: all)")
-    p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
+    p.add_argument("--metrics-port", type=_positive_int, help="serve Prometheus metrics here")
     _planner_flags(p)
     _common(p)
 
@@ -235,11 +275,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         cli.err.print("interrupted")
         return EXIT_INTERRUPTED
     except (ConfigError, MissionNotFoundError) as exc:
-        cli.err.print(Text.assemble(("reaper: error: ", "red"), str(exc)))
+        _error_line(cli, exc)
         return EXIT_BAD_INPUT
     except ReaperError as exc:
-        cli.err.print(Text.assemble(("reaper: error: ", "red"), str(exc)))
+        _error_line(cli, exc)
         return EXIT_ERROR
+    except Exception as exc:  # the boundary: map known third-party failures to one line
+        from llm.errors import LLMError
+
+        if isinstance(exc, LLMError):
+            _error_line(cli, exc)
+            return EXIT_ERROR
+        raise
+
+
+def _error_line(cli: Cli, exc: BaseException) -> None:
+    # One line, never wrapped: scripts and people grep for it.
+    message = " ".join(str(exc).split())
+    cli.err.print(Text.assemble(("reaper: error: ", "red"), message), soft_wrap=True)
 
 
 if __name__ == "__main__":

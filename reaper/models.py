@@ -113,11 +113,16 @@ class TaskStatus(StrEnum):
 
     @property
     def pending(self) -> bool:
-        return self in (TaskStatus.QUEUED, TaskStatus.RETRY_WAIT)
+        return self in _PENDING
 
     @property
     def done(self) -> bool:
-        return self in (TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.REJECTED)
+        return self in _DONE
+
+
+# Sets, not tuples: these are asked several times per task on the engine's hot path.
+_PENDING = frozenset({TaskStatus.QUEUED, TaskStatus.RETRY_WAIT})
+_DONE = frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.REJECTED})
 
 
 class PlannedTask(_Model):
@@ -327,11 +332,12 @@ class MissionState(_Model):
 
     def put_task(self, record: TaskRecord) -> None:
         """Insert or replace a task record, keeping the open-task index in step."""
-        self.tasks[record.task.task_id] = record
-        if record.status.done:
-            self._open.discard(record.task.task_id)
+        task_id = record.task.task_id
+        self.tasks[task_id] = record
+        if record.status in _DONE:
+            self._open.discard(task_id)
         else:
-            self._open.add(record.task.task_id)
+            self._open.add(task_id)
 
     @field_validator("mission_id")
     @classmethod

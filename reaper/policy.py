@@ -8,6 +8,7 @@ rules, matched on action × OS × risk tier, first match wins, else the policy's
 from __future__ import annotations
 
 from collections.abc import Container
+import functools
 from enum import StrEnum
 from fnmatch import fnmatchcase
 from typing import Any, Literal, Protocol
@@ -61,10 +62,20 @@ class Policy(BaseModel):
     max_tasks_per_step: int = Field(default=100_000, ge=1)
 
     def decide(self, spec: ActionSpec) -> tuple[Decision, str]:
+        return _decide(self, spec.name)
+
+    def _decide_uncached(self, spec: ActionSpec) -> tuple[Decision, str]:
         for rule in self.rules:
             if rule.matches(spec):
                 return rule.decision, rule.reason or f"rule {rule.action}/{rule.os}/{rule.risk}"
         return self.default, f"default {self.default.value} of policy {self.name!r}"
+
+
+@functools.lru_cache(maxsize=1024)
+def _decide(policy: Policy, action: str) -> tuple[Decision, str]:
+    # Policies are frozen (hashable) and the catalog is fixed: a decision per (policy,
+    # action) never changes, and the engine asks once per planned task.
+    return policy._decide_uncached(CATALOG[action])
 
 
 def _preset(name: str, *rules: PolicyRule) -> Policy:

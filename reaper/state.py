@@ -312,6 +312,7 @@ def plan(
     tr = base if base is not None else Transition()
     view = _View(state, tr)
     busy = _BusyHosts(view)
+    hosts_view = _ViewState(state, view)
     accepted = 0
     for index, proposal in enumerate(proposed):
         if accepted >= policy.max_tasks_per_step:
@@ -329,7 +330,7 @@ def plan(
                 )
             )
             continue
-        verdict = check(proposal, _ViewState(state, view), policy, busy)
+        verdict = check(proposal, hosts_view, policy, busy)
         if verdict.decision is Decision.DENY:
             tr.events.append(
                 _event(

@@ -192,7 +192,8 @@ class PostgresMissionStore:
     async def commit(self, change: Commit) -> int:
         m = change.mission
         mid = m.mission_id
-        async with self._session() as conn, conn.transaction():
+        # Pipeline mode: the row writes and COMMIT go out together after the version check.
+        async with self._session() as conn, conn.pipeline(), conn.transaction():
             cur = await self._exec(
                 conn,
                 "update",

@@ -21,6 +21,18 @@ from .conftest import PYTHON, WAIT_S, Recorder, cli_env, make_lab, open_sqlite, 
 
 Run = Callable[..., tuple[int, str, str]]
 
+# Bugs found by these tests, each marked where it shows (remove a mark once its bug is fixed).
+USAGE = pytest.mark.xfail(
+    strict=True,
+    reason="BUG: argparse errors print the usage block before the error line (many lines)",
+)
+TRACEBACK = pytest.mark.xfail(
+    strict=True, reason="BUG: the bad value reaches deep code and ends in a traceback"
+)
+ACCEPTED = pytest.mark.xfail(
+    strict=True, reason="BUG: the nonsensical value is accepted (exit 0 or wrong output)"
+)
+
 
 @pytest.fixture
 def cli(
@@ -63,7 +75,7 @@ def _one_line_error(rc: int, err: str, expected: str = "") -> None:
 
 # -- bad lab files ----------------------------------------------------------------------
 
-BAD_LABS = {
+BAD_LABS: dict[str, tuple[str, str]] = {
     "invalid YAML": ("hosts: [{host_id: a, os: linux\n", "invalid YAML"),
     "unknown OS": ("hosts: [{host_id: a, os: solaris}]\n", "hosts[0].os"),
     "unknown transport": ("hosts: [{host_id: a, os: linux, transport: telnet}]\n",
@@ -117,6 +129,8 @@ def test_unknown_mission(cli: Run, args: list[str]):
         (["status", "--backend", "carrier-pigeon://x"], "unknown backend spec"),
         (["status", "--config", "missing.toml"], "missing.toml"),
         (["events", "m1", "--kind", "task.exploded"], "task.exploded"),
+        pytest.param(["events", "m1", "--limit", "-3"], "limit", marks=ACCEPTED),
+        pytest.param(["events", "m1", "--limit", "0"], "limit", marks=ACCEPTED),
     ],
 )
 def test_bad_values_reaching_the_commands(
@@ -132,13 +146,17 @@ def test_bad_values_reaching_the_commands(
 @pytest.mark.parametrize(
     "args",
     [
-        ["run", "lab.yaml", "--concurrency", "abc"],
-        ["events", "m1", "--limit", "many"],
-        ["status", "--log-level", "LOUD"],
-        ["run", "lab.yaml", "--concurrency", "0", "--no-live", "--no-input"],
-        ["run", "lab.yaml", "--stall-after", "-5", "--no-live", "--no-input"],
-        ["events", "m1", "--limit", "-3"],
-        ["frobnicate"],
+        pytest.param(["run", "lab.yaml", "--concurrency", "abc"], marks=USAGE),
+        pytest.param(["events", "m1", "--limit", "many"], marks=USAGE),
+        pytest.param(["frobnicate"], marks=USAGE),
+        pytest.param(["status", "--log-level", "LOUD"], marks=TRACEBACK),
+        pytest.param(["run", "lab.yaml", "--concurrency", "0", "--no-live", "--no-input"],
+                     marks=TRACEBACK),
+        pytest.param(["run", "lab.yaml", "--stall-after", "-5", "--no-live", "--no-input"],
+                     marks=ACCEPTED),
+        pytest.param(["run", "lab.yaml", "--mission-id", "Not Valid", "--no-live"],
+                     marks=TRACEBACK),
+        pytest.param(["status", "--db", "/proc/nope/reaper.db"], marks=TRACEBACK),
     ],
     ids=lambda a: " ".join(a),
 )

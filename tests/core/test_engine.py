@@ -5,7 +5,11 @@ test_policy, stopped)."""
 from __future__ import annotations
 
 import asyncio
+import re
+import sqlite3
+from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +17,7 @@ import pytest
 from reaper.agents.base import ActionOutcome
 from reaper.agents.transports.sim import SimRunner
 from reaper.engine import MissionEngine
+from reaper.infra.sqlite import SqliteBackend
 from reaper.models import (
     EventKind,
     HostConnection,
@@ -26,7 +31,9 @@ from reaper.models import (
     TaskStatus,
 )
 from reaper.planners.base import Plan
+from reaper.overseer import Overseer
 from reaper.policy import PRESETS
+from reaper.runtime import LocalWorkers
 
 from .conftest import (
     WAIT_S,
@@ -40,6 +47,9 @@ from .conftest import (
     result_keys,
     sim_host,
 )
+
+
+OSES = ("linux", "windows", "macos")
 
 
 def _discover_only(state: MissionState) -> list[PlannedTask]:
@@ -247,11 +257,6 @@ async def test_stopped_when_the_planner_halts(harness: HarnessFactory):
     run.cancel()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: engine._step ignores settings['planning_halted'] once in-flight tasks finish: "
-    "the mission ends 'completed, nothing left to do' instead of 'stopped: planning stopped'",
-)
 async def test_halt_with_tasks_in_flight_stops_after_they_finish(harness: HarnessFactory):
     plan = Plan(
         tasks=[PlannedTask(host_id="lin", action="linux.discover")], halt=True, note="budget"
@@ -324,3 +329,48 @@ async def test_several_missions_at_once(harness: HarnessFactory):
     assert sorted(m.mission_id for m in missions) == ["m0", "m1", "m2"]
     report = await h.overseer.get_mission_status("m2")
     assert report.goal_hosts == report.total_hosts == 2 and report.goal_reached
+
+
+_STORE_WRITE = re.compile(
+    r"^\s*(INSERT INTO|UPDATE|DELETE FROM)\s+(missions|hosts|tasks|events|outbox)\b", re.I
+)
+
+
+async def _store_writes_per_result(path: Path, hosts: int) -> tuple[float, float]:
+    """(host-row writes, all store-row writes) per applied result, for a whole mission."""
+    sqlite = SqliteBackend(path)
+    conn = getattr(getattr(sqlite, "db", None), "conn", None)
+    if not isinstance(conn, sqlite3.Connection):
+        pytest.skip("the sqlite backend does not expose its connection")
+    writes: Counter[str] = Counter()
+
+    def trace(sql: str) -> None:
+        if m := _STORE_WRITE.match(sql):
+            writes[m.group(2).lower()] += 1
+
+    backend = sqlite.as_backend()
+    lab = make_lab(*(sim_host(f"h{i}", OSES[i % 3]) for i in range(hosts)))
+    overseer = Overseer(backend)
+    workers = LocalWorkers(backend)
+    workers.start()
+    try:
+        await overseer.create_mission(lab)
+        conn.set_trace_callback(trace)  # after creation: count only the mission's run
+        final = await asyncio.wait_for(overseer.run_mission("m1"), WAIT_S)
+    finally:
+        conn.set_trace_callback(None)
+        await workers.stop()
+    assert final.goal_reached
+    results = sum(result_keys(await backend.store.events("m1")).values())
+    await backend.close()
+    assert results == 2 * hosts
+    return writes["hosts"] / results, sum(writes.values()) / results
+
+
+async def test_sqlite_store_writes_per_result_do_not_grow_with_hosts(tmp_path: Path):
+    small_hosts, small_all = await _store_writes_per_result(tmp_path / "small.db", 10)
+    big_hosts, big_all = await _store_writes_per_result(tmp_path / "big.db", 300)
+    assert small_hosts > 0, "the trace saw no host writes: is the callback per statement?"
+    # Rows, not the whole mission: a handful of writes per result, whatever the lab's size.
+    assert big_hosts <= small_hosts * 1.5 and big_hosts <= 3
+    assert big_all <= small_all * 1.5 and big_all <= 12

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import getpass
 import logging
-import os
 import select
 import time
 from collections.abc import Mapping
@@ -31,6 +30,7 @@ from reaper.agents.transports.posixcmd import CommandLog, default_logs_dir, to_c
 from reaper.agents.transports.sshconnect import ConnectSpec, map_exception, open_client, parse_jump
 from reaper.errors import TransportError
 from reaper.models import HostConnection
+from reaper.secrets import secret_lookup
 
 __all__ = ["SshSession", "SshTransport"]
 
@@ -75,8 +75,9 @@ class SshTransport:
         tcp_nodelay: bool = True,
         environ: Mapping[str, str] | None = None,
     ) -> None:
-        # Secrets come from the worker's environment by name (conn.password_env); tests inject.
-        self._environ = os.environ if environ is None else environ
+        # Secrets by name (conn.password_env): this process's registry of inline inventory
+        # secrets, then its environment (reaper.secrets); tests inject a mapping.
+        self._environ = secret_lookup() if environ is None else environ
         self._log = CommandLog(logs_dir if logs_dir is not None else default_logs_dir())
         self._executor = ThreadPoolExecutor(max_workers=max_threads, thread_name_prefix="ssh")
         self._channels = max_channels_per_host

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -42,6 +41,7 @@ from reaper.agents.transports.powershell import (
 )
 from reaper.errors import TransportError
 from reaper.models import HostConnection, WinRMSettings
+from reaper.secrets import secret_lookup
 
 __all__ = ["WinRMSession", "WinRMTransport", "classify_error", "protocol_options"]
 
@@ -335,7 +335,7 @@ class WinRMTransport:
         max_workers: int = 16,
         operation_timeout_s: int = 20,
     ) -> None:
-        self._environ = os.environ if environ is None else environ
+        self._environ = secret_lookup() if environ is None else environ
         self._operation_timeout_s = operation_timeout_s
         self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="winrm")
         self._sessions: dict[str, WinRMSession] = {}

@@ -1,0 +1,1 @@
+"""Developer tools for measuring Reaper (not installed with the package)."""

@@ -1,0 +1,202 @@
+"""Engines and workers as separate processes: what `reaper worker`, `reaper engine` and the
+process part of `reaper status` run.
+
+    reaper worker --os linux --backend URL [--concurrency N] [--worker-id ID] [--metrics-port P]
+    reaper engine --backend URL [--mission ID ...] [--metrics-port P]
+
+Both run until SIGTERM or SIGINT and then stop gracefully (workers finish or hand back
+in-flight tasks; engines release their mission leases). `lease_ttl_s` (config, or
+REAPER_LEASE_TTL_S) sets both the mission lease of engines and the task lease of workers:
+how long a killed process's work stays invisible before another process takes it over.
+Heartbeats go to the process registry beside the mission store (`services_registry`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from rich.table import Table
+
+from reaper.alerts import alerts_from_processes, alerts_from_state, render_banners
+from reaper.clock import RealClock
+from reaper.errors import BackendError
+from reaper.infra.base import Backend
+from reaper.infra.factory import open_backend
+from reaper.metrics import Metrics
+from reaper.models import MissionStatus
+from reaper.services_engine import EngineService
+from reaper.services_registry import ProcessInfo, ProcessRegistry, open_registry
+from reaper.services_worker import serve_worker
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from reaper.cli import Cli
+
+__all__ = [
+    "registry_for",
+    "render_processes",
+    "run_engine_process",
+    "run_worker_process",
+    "show_processes",
+]
+
+log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
+    loop = asyncio.get_running_loop()
+    installed = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+    try:
+        yield
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
+def registry_for(cli: Cli) -> ProcessRegistry:
+    cfg = cli.config
+    return open_registry(cfg.backend, store=cfg.store, default_db=cfg.db)
+
+
+def _open(cli: Cli) -> tuple[Backend, ProcessRegistry]:
+    cfg = cli.config
+    cfg.db.parent.mkdir(parents=True, exist_ok=True)
+    backend = open_backend(cfg.backend, store=cfg.store, queue=cfg.queue, default_db=cfg.db)
+    try:
+        return backend, registry_for(cli)
+    except BaseException:
+        backend.db_close = None  # type: ignore[attr-defined]
+        raise
+
+
+def _metrics(cli: Cli) -> Metrics | None:
+    port = getattr(cli.args, "metrics_port", None) or cli.config.metrics_port
+    if port is None:
+        return None
+    metrics = Metrics()
+    bound = metrics.serve(int(port))
+    log.info("serving Prometheus metrics on port %d", bound)
+    return metrics
+
+
+async def _close(backend: Backend, registry: ProcessRegistry, metrics: Metrics | None) -> None:
+    if metrics is not None:
+        metrics.close()
+    for closer in (registry.close, backend.close):
+        try:
+            await closer()
+        except BackendError as exc:
+            log.warning("closing: %s", exc)
+
+
+async def run_worker_process(cli: Cli) -> int:
+    a = cli.args
+    cfg = cli.config
+    backend, registry = _open(cli)
+    metrics = None
+    stop = asyncio.Event()
+    try:
+        metrics = _metrics(cli)
+        with _stop_on_signals(stop):
+            worker = await serve_worker(
+                backend,
+                registry,
+                os_name=a.os,
+                stop=stop,
+                concurrency=cfg.concurrency,
+                worker_id=a.worker_id,
+                lease_s=cfg.lease_ttl_s,
+                metrics=metrics,
+            )
+    finally:
+        await _close(backend, registry, metrics)
+    log.info("worker %s done: %s", worker.worker_id, worker.stats)
+    return 0
+
+
+async def run_engine_process(cli: Cli) -> int:
+    from reaper.cli_commands import _planner_factory  # the CLI's planner choice (flags)
+
+    cfg = cli.config
+    backend, registry = _open(cli)
+    metrics = None
+    stop = asyncio.Event()
+    try:
+        metrics = _metrics(cli)
+        service = EngineService(
+            backend,
+            registry,
+            planner_factory=_planner_factory(cli),
+            lease_ttl_s=cfg.lease_ttl_s,
+            stall_after_s=cfg.stall_after_s,
+            only=getattr(cli.args, "mission", None),
+            metrics=metrics,
+        )
+        with _stop_on_signals(stop):
+            await service.run(stop)
+    finally:
+        await _close(backend, registry, metrics)
+    return 0
+
+
+# -- `reaper status` ----------------------------------------------------------------------
+
+
+def _ago(seconds: float) -> str:
+    return f"{seconds:.1f}s ago" if seconds < 120 else f"{seconds / 60:.0f}m ago"
+
+
+def render_processes(processes: list[ProcessInfo], now: datetime) -> Table:
+    table = Table(title="engines and workers", title_justify="left")
+    for col in ("role", "id", "serves", "host", "pid", "up since", "last seen", "state", "counts"):
+        table.add_column(col, justify="right" if col == "pid" else "left")
+    for p in processes:
+        alive = p.alive(now)
+        serves = p.agent_type or (", ".join(p.missions) if p.missions else "-")
+        counts = " ".join(f"{k}={v}" for k, v in p.counters.items() if v and "." not in k)
+        table.add_row(
+            p.role,
+            p.process_id,
+            serves,
+            p.host,
+            str(p.pid),
+            p.started.strftime("%Y-%m-%d %H:%M:%S"),
+            _ago(p.silent_for(now)),
+            "[green]alive[/]" if alive else "[red]silent[/]",
+            counts,
+        )
+    return table
+
+
+async def show_processes(cli: Cli, backend: Backend) -> None:
+    """Workers and engines alive, and alert banners (the hook in `reaper status`)."""
+    now = RealClock().now()
+    registry = registry_for(cli)
+    try:
+        processes = await registry.list(now)
+    finally:
+        await registry.close()
+    alerts = alerts_from_processes(processes, now)
+    for m in await backend.store.list_missions():
+        if m.status in (MissionStatus.COMPLETED, MissionStatus.FAILED):
+            continue
+        state = await backend.store.load(m.mission_id)
+        if state is not None:
+            alerts.extend(alerts_from_state(state))
+    if processes:
+        cli.out.print(render_processes(processes, now))
+    else:
+        cli.out.print("no engine or worker processes registered")
+    if alerts:
+        cli.out.print(render_banners(alerts))

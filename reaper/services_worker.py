@@ -1,0 +1,116 @@
+"""`reaper worker`: one agent worker serving one OS, as its own process, until told to stop.
+
+Graceful shutdown is the `Worker`'s: on stop it takes nothing more, gives running tasks its
+grace period, then cancels and releases the rest (visible again at once). A worker killed
+outright loses nothing either: its leases run out and the tasks are delivered again.
+
+Every heartbeat interval the process records itself in the process registry (see
+`services_registry`) with the worker's counters, and updates its gauges.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from dataclasses import asdict
+
+from reaper.agents.hosts import StoreHostResolver
+from reaper.agents.runners import default_runners
+from reaper.agents.worker import Worker
+from reaper.clock import Clock, RealClock
+from reaper.errors import BackendError
+from reaper.infra.base import Backend
+from reaper.metrics import Metrics
+from reaper.models import agent_type_for
+from reaper.services_registry import ProcessInfo, ProcessRegistry, counters_of
+
+__all__ = ["heartbeat_interval", "serve_worker"]
+
+log = logging.getLogger(__name__)
+
+
+def heartbeat_interval(lease_ttl_s: float) -> float:
+    """A third of the lease (so a beat lands in every lease), between 0.1 s and 5 s."""
+    return min(5.0, max(0.1, lease_ttl_s / 3))
+
+
+async def _beats(
+    worker: Worker,
+    info: ProcessInfo,
+    registry: ProcessRegistry,
+    backend: Backend,
+    metrics: Metrics | None,
+    clock: Clock,
+) -> None:
+    while True:
+        stats = worker.stats
+        info.last_seen = clock.now()
+        info.counters = counters_of(asdict(stats))
+        try:
+            await registry.beat(info)
+            if metrics is not None:
+                metrics.set_running(worker.agent_type, stats.in_flight)
+                metrics.set_depth(worker.agent_type, await backend.queue.depth(worker.agent_type))
+        except BackendError as exc:
+            log.warning("worker %s: heartbeat failed: %s", worker.worker_id, exc)
+        await clock.sleep(info.interval_s)
+
+
+async def serve_worker(
+    backend: Backend,
+    registry: ProcessRegistry,
+    *,
+    os_name: str,
+    stop: asyncio.Event,
+    concurrency: int = 32,
+    worker_id: str | None = None,
+    lease_s: float = 30.0,
+    grace_s: float = 10.0,
+    metrics: Metrics | None = None,
+    clock: Clock | None = None,
+    seed: int = 0,
+) -> Worker:
+    """Run one worker for `reaper-<os_name>` until `stop` is set; returns it (for its stats)."""
+    clock = clock or RealClock()
+    runners = default_runners(seed=seed, clock=clock)
+    worker = Worker(
+        agent_type_for(os_name),
+        backend.queue,
+        backend.bus,
+        StoreHostResolver(backend.store),
+        runners,
+        concurrency=concurrency,
+        clock=clock,
+        worker_id=worker_id,
+        lease_s=lease_s,
+        grace_s=grace_s,
+        on_result=metrics.observe_result if metrics is not None else None,
+    )
+    now = clock.now()
+    info = ProcessInfo(
+        process_id=worker.worker_id,
+        role="worker",
+        agent_type=worker.agent_type,
+        host=socket.gethostname(),
+        pid=os.getpid(),
+        started=now,
+        last_seen=now,
+        interval_s=heartbeat_interval(lease_s),
+    )
+    beats = asyncio.create_task(_beats(worker, info, registry, backend, metrics, clock))
+    try:
+        await worker.run(stop=stop)
+    finally:
+        beats.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await beats
+        try:
+            await registry.remove(worker.worker_id)
+        except BackendError as exc:
+            log.warning("worker %s: could not deregister: %s", worker.worker_id, exc)
+        for runner in {id(r): r for r in runners.values()}.values():
+            await runner.close()
+    return worker

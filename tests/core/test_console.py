@@ -1,0 +1,201 @@
+"""The dashboard and recap render what an operator needs: render to a string and read it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from io import StringIO
+from typing import Any
+
+import pytest
+from rich.console import Console
+
+from reaper.agents.transports.sim_facts import facts_for
+from reaper.console import render_hosts, render_mission, render_recap
+from reaper.models import (
+    EventKind,
+    EventRecord,
+    HostState,
+    MissionState,
+    MissionStatus,
+    PlannedTask,
+    ResultEvent,
+    ResultStatus,
+    Task,
+)
+from reaper.policy import PRESETS
+from reaper.state import RetrySettings, apply, fold, plan
+
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+WIN = facts_for("windows", "win-01", seed=1)
+LNX = facts_for("linux", "lnx-02", seed=1)
+MAC = facts_for("macos", "mac-01", seed=1)
+
+
+def text(renderable: Any, width: int = 120) -> str:
+    console = Console(file=StringIO(), width=width, color_system=None, legacy_windows=False)
+    console.print(renderable)
+    out = console.file.getvalue()  # type: ignore[attr-defined]
+    assert isinstance(out, str)
+    return out
+
+
+def _result(task: Task, ok: bool, data: dict[str, Any] | None = None, **kw: Any) -> ResultEvent:
+    return ResultEvent(
+        task_id=task.task_id, mission_id=task.mission_id, host_id=task.host_id,
+        agent_type=task.agent_type, action=task.action, attempt=task.attempt,
+        status=ResultStatus.SUCCESS if ok else ResultStatus.ERROR, data=data or {},
+        summary=kw.pop("summary", "done" if ok else "failed"), ts=NOW, **kw,
+    )
+
+
+@pytest.fixture
+def mission() -> tuple[MissionState, list[EventRecord]]:
+    """A mission mid-flight, built with the pure fold: one host baselined, one locked, one
+    waiting for approval, one busy; with the event log that got it there."""
+    hosts = {
+        "win-01": HostState(host_id="win-01", os="windows"),
+        "lnx-01": HostState(host_id="lnx-01", os="linux"),
+        "lnx-02": HostState(host_id="lnx-02", os="linux"),
+        "mac-01": HostState(host_id="mac-01", os="macos"),
+    }
+    state = MissionState(
+        mission_id="m1", lab_type="console-lab", hosts=hosts, created_at=NOW
+    )
+    events: list[EventRecord] = []
+    retry = RetrySettings(max_attempts=1)
+    clock = iter(NOW + timedelta(seconds=i) for i in range(1000))
+
+    def step(*proposals: PlannedTask) -> list[Task]:
+        state.step += 1
+        tr = plan(state, proposals, step=state.step, policy=PRESETS["standard"],
+                  now=next(clock), planner="rule")
+        apply(state, tr)
+        events.extend(tr.events)
+        return [r.task for r in tr.tasks.values()]
+
+    def results(*rs: ResultEvent) -> None:
+        tr = fold(state, rs, now=next(clock), retry=retry)
+        apply(state, tr)
+        events.extend(tr.events)
+
+    w, l1, l2, m = step(
+        PlannedTask(host_id="win-01", action="windows.discover", reason="start: collect facts"),
+        PlannedTask(host_id="lnx-01", action="linux.discover", reason="start: collect facts"),
+        PlannedTask(host_id="lnx-02", action="linux.discover", reason="start: collect facts"),
+        PlannedTask(host_id="mac-01", action="macos.discover", reason="start: collect facts"),
+    )
+    results(_result(w, True, WIN), _result(l2, True, LNX), _result(m, True, MAC),
+            _result(l1, False, error_code="AUTH_FAILED", summary="authentication failed"))
+    (wb,) = step(
+        PlannedTask(host_id="win-01", action="windows.baseline", reason="discover succeeded"),
+        PlannedTask(host_id="ghost", action="linux.discover", reason="a planner mistake"),
+    )
+    results(_result(wb, True, {"changed": 3, "unchanged": 4}))
+    for _ in range(2):
+        (t,) = step(PlannedTask(host_id="lnx-01", action="linux.discover", reason="try again"))
+        results(_result(t, False, error_code="AUTH_FAILED", summary="authentication failed"))
+    step(
+        PlannedTask(host_id="mac-01", action="macos.reboot", reason="apply pending updates"),
+        PlannedTask(host_id="lnx-02", action="linux.baseline", reason="discover succeeded"),
+    )
+    state.status = MissionStatus.AWAITING_APPROVAL
+    state.status_reason = "1 task(s) await approval"
+    return state, events
+
+
+def test_host_table_shows_each_host(mission: tuple[MissionState, list[EventRecord]]):
+    state, _ = mission
+    out = text(render_hosts(state))
+    rows = {line.split()[0]: line for line in out.splitlines() if line.split()}
+    win = next(v for k, v in rows.items() if "win-01" in k or "win-01" in v)
+    assert "windows" in win and "baselined" in win and "healthy" in win and "0/3" in win
+    assert WIN["computer"]["os_name"] in win  # the key facts line
+    lnx1 = next(line for line in out.splitlines() if "lnx-01" in line)
+    assert "linux" in lnx1 and "new" in lnx1 and "locked" in lnx1 and "3/3" in lnx1
+    lnx2 = next(line for line in out.splitlines() if "lnx-02" in line)
+    assert "discovered" in lnx2 and "linux.baseline" in lnx2
+    assert LNX["os"]["pretty_name"] in lnx2
+    mac = next(line for line in out.splitlines() if "mac-01" in line)
+    assert "macos" in mac and "macos.reboot" in mac and MAC["sw_vers"]["product_version"] in mac
+    # Locked hosts come first: they are what an operator must look at.
+    order = [h for h in ("lnx-01", "lnx-02", "mac-01", "win-01") if h in out]
+    assert out.index("lnx-01") < out.index("win-01")
+    assert len(order) == 4
+
+
+def test_host_table_is_bounded(mission: tuple[MissionState, list[EventRecord]]):
+    state, _ = mission
+    out = text(render_hosts(state, limit=2))
+    assert "2 more" in out
+    assert sum(1 for h in state.hosts if h in out) == 2
+
+
+def test_dashboard(mission: tuple[MissionState, list[EventRecord]]):
+    state, events = mission
+    out = text(render_mission(state, events, event_lines=30, now=NOW + timedelta(seconds=42)))
+    assert "m1" in out and "console-lab" in out and "awaiting_approval" in out
+    assert "42.0s" in out
+    assert "1/4 hosts" in out  # progress toward the goal
+    for host in state.hosts:
+        assert host in out
+    (waiting,) = state.awaiting_approval
+    approval_line = next(line for line in out.splitlines() if "awaiting approval:" in line)
+    assert waiting in approval_line and "macos.reboot on mac-01" in approval_line
+    # The event tail: plans with reasons, results, the refusal and the lock, with why.
+    assert "windows.baseline — discover succeeded" in out
+    refused = next(line for line in out.splitlines() if "refused" in line)
+    assert "ghost" in refused and "unknown host" in refused
+    locked = next(line for line in out.splitlines() if "locked  lnx-01" in line)
+    assert "AUTH_FAILED" in locked
+    assert "AUTH_FAILED" in out and "authentication failed" in out
+    assert "[needs approval]" in out
+
+
+def test_dashboard_event_tail_is_the_latest(mission: tuple[MissionState, list[EventRecord]]):
+    state, events = mission
+    out = text(render_mission(state, events, event_lines=3))
+    assert "linux.baseline — discover succeeded" in out  # the very last plan
+    assert "start: collect facts" not in out  # long gone from a 3-line tail
+
+
+def test_dashboard_of_a_new_mission_renders():
+    state = MissionState(
+        mission_id="fresh", lab_type="x",
+        hosts={"a": HostState(host_id="a", os="linux")},
+    )
+    out = text(render_mission(state))
+    assert "fresh" in out and "no events yet" in out and "0/1 hosts" in out
+
+
+def test_recap(mission: tuple[MissionState, list[EventRecord]]):
+    state, _ = mission
+    state.status = MissionStatus.COMPLETED
+    state.status_reason = "nothing left to do: goal baselined reached on 1/4 hosts"
+    out = text(render_recap(state))
+    assert "m1: completed" in out and "1/4 hosts" in out
+    assert state.status_reason in out
+    lines = {h: next(line for line in out.splitlines() if h in line) for h in state.hosts}
+    cells = [c.strip() for c in lines["win-01"].replace("│", "|").split("|") if c.strip()]
+    assert cells[:6] == ["win-01", "windows", "baselined", "2", "0", "0"]
+    cells = [c.strip() for c in lines["lnx-01"].replace("│", "|").split("|") if c.strip()]
+    assert cells[:7] == ["lnx-01", "linux", "new", "0", "3", "0", "yes"]
+    assert "AUTH_FAILED" in lines["lnx-01"]
+
+
+def test_usage_line_when_an_llm_planned(mission: tuple[MissionState, list[EventRecord]]):
+    state, events = mission
+    usage = {"provider": "anthropic", "model": "claude-x", "calls": 3, "input_tokens": 12000,
+             "output_tokens": 900, "cost_usd": 0.0421}
+    out = text(render_mission(state, events, usage=usage))
+    assert "claude-x" in out and "calls 3" in out and "12,000" in out and "$0.0421" in out
+    recap = text(render_recap(state, usage=usage))
+    assert "$0.0421" in recap
+
+
+def test_kinds_without_a_formatter_still_render():
+    event = EventRecord(mission_id="m1", kind=EventKind.MISSION_CREATED, ts=NOW,
+                        payload={"lab_type": "x", "hosts": 3})
+    state = MissionState(mission_id="m1", lab_type="x",
+                         hosts={"a": HostState(host_id="a", os="linux")})
+    out = text(render_mission(state, [event]))
+    assert "mission.created" in out and "hosts=3" in out
