@@ -81,12 +81,15 @@ class _Dashboard:
         self.events: deque[EventRecord] = deque(maxlen=lines)
         self.approvals: asyncio.Queue[EventRecord] = asyncio.Queue()
         self.usage: dict[str, Any] | None = None
+        self.decisions: list[EventRecord] = []
 
     def listener(self, state: MissionState, events: Sequence[EventRecord]) -> None:
         self.state = state
+        decisions = [e for e in events if e.kind is EventKind.PLANNER_DECISION]
+        if decisions:
+            self.decisions.extend(decisions)
+            self.usage = llm_usage(self.decisions)
         for event in events:
-            if event.kind is EventKind.PLANNER_DECISION and event.payload.get("totals"):
-                self.usage = dict(event.payload["totals"])
             if event.kind is EventKind.APPROVAL_REQUESTED:
                 self.approvals.put_nowait(event)
         self.events.extend(events)
@@ -97,6 +100,22 @@ class _Dashboard:
         return render_mission(
             self.state, list(self.events), usage=self.usage, now=RealClock().now()
         )
+
+
+def llm_usage(events: Sequence[EventRecord]) -> dict[str, Any] | None:
+    """LLM usage of a mission (totals and per host) from its planner decisions, or None."""
+    payloads = [
+        e.payload
+        for e in events
+        if e.kind is EventKind.PLANNER_DECISION and e.payload.get("planner") == "llm"
+    ]
+    if not payloads:
+        return None
+    from reaper.planners.budget import UsageLedger
+
+    summary = UsageLedger.from_decisions(payloads).summary()
+    last: dict[str, Any] = next((p["totals"] for p in reversed(payloads) if p.get("totals")), {})
+    return {"provider": last.get("provider", ""), "model": last.get("model", ""), **summary}
 
 
 @contextlib.contextmanager
@@ -282,13 +301,15 @@ async def cmd_status(cli: Cli) -> int:
     async with _backend(cli) as backend:
         overseer = Overseer(backend)
         if cli.args.mission:
-            report = await overseer.get_mission_status(cli.args.mission)
+            state = await overseer.load(cli.args.mission)
+            events = await backend.store.events(state.mission_id)
+            usage = llm_usage(events)
             if cli.args.json:
-                cli.print_json(report.model_dump(mode="json"))
+                report = MissionReport.of(state).model_dump(mode="json")
+                report["llm_usage"] = usage
+                cli.print_json(report)
             else:
-                state = await overseer.load(cli.args.mission)
-                events = await backend.store.events(state.mission_id)
-                cli.out.print(render_mission(state, events[-10:]))
+                cli.out.print(render_mission(state, events[-10:], usage=usage))
             return 0
         missions = await overseer.list_missions()
         if cli.args.json:
@@ -312,6 +333,10 @@ async def cmd_status(cli: Cli) -> int:
             )
         else:
             cli.out.print(render_missions(missions))
+        if not cli.args.json:
+            from reaper.services import show_processes  # workers/engines alive, alerts
+
+            await show_processes(cli, backend)
         return 0
 
 

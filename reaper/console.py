@@ -88,7 +88,13 @@ def _status_text(state: MissionState) -> Text:
     return Text(state.status.value, style=STATUS_STYLE.get(state.status, "bold"))
 
 
-def render_hosts(state: MissionState, *, limit: int = _MAX_HOST_ROWS) -> Table:
+def render_hosts(
+    state: MissionState,
+    *,
+    limit: int = _MAX_HOST_ROWS,
+    host_costs: Mapping[str, Any] | None = None,
+) -> Table:
+    """One row per host; with `host_costs` (LLM usage per host) a cost column too."""
     table = Table(expand=True, show_edge=False, pad_edge=False, header_style="bold")
     table.add_column("host", no_wrap=True)
     table.add_column("os", no_wrap=True)
@@ -97,12 +103,14 @@ def render_hosts(state: MissionState, *, limit: int = _MAX_HOST_ROWS) -> Table:
     table.add_column("action", no_wrap=True)
     table.add_column("fail", justify="right", no_wrap=True)
     table.add_column("facts", overflow="ellipsis", no_wrap=True, ratio=1)
+    if host_costs is not None:
+        table.add_column("llm $", justify="right", no_wrap=True)
     hosts = sorted(state.hosts.values(), key=lambda h: (not h.locked, h.host_id))
     for host in hosts[:limit]:
         status = "locked" if host.locked else host.last_status.value
         style = "bold red" if host.locked else _HOST_STYLE.get(status, "")
         fails = f"{host.failure_count}/{host.max_failures}"
-        table.add_row(
+        cells: list[Any] = [
             host.host_id,
             host.os,
             host.stage.value,
@@ -110,9 +118,13 @@ def render_hosts(state: MissionState, *, limit: int = _MAX_HOST_ROWS) -> Table:
             host.current_action or "",
             Text(fails, style="red" if host.failure_count else "dim"),
             host_key_facts(host),
-        )
+        ]
+        if host_costs is not None:
+            cost = _get(host_costs, host.host_id, "cost_usd")
+            cells.append(f"{cost:.4f}" if isinstance(cost, (int, float)) else "")
+        table.add_row(*cells)
     if len(hosts) > limit:
-        table.add_row(f"… {len(hosts) - limit} more", "", "", "", "", "", "")
+        table.add_row(f"… {len(hosts) - limit} more", *[""] * (len(table.columns) - 1))
     return table
 
 
@@ -266,7 +278,8 @@ def render_mission(
     )
     if now is not None:
         title.append(f"  {(now - state.created_at).total_seconds():.1f}s", style="dim")
-    parts: list[RenderableType] = [_progress(state), render_hosts(state)]
+    host_costs = usage.get("hosts") if usage else None
+    parts: list[RenderableType] = [_progress(state), render_hosts(state, host_costs=host_costs)]
     usage_line = render_usage(usage)
     if usage_line is not None:
         parts.append(usage_line)

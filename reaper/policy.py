@@ -7,8 +7,8 @@ rules, matched on action × OS × risk tier, first match wins, else the policy's
 
 from __future__ import annotations
 
-from collections.abc import Container
 import functools
+from collections.abc import Container
 from enum import StrEnum
 from fnmatch import fnmatchcase
 from typing import Any, Literal, Protocol

@@ -8,6 +8,9 @@ Both run until SIGTERM or SIGINT and then stop gracefully (workers finish or han
 in-flight tasks; engines release their mission leases). `lease_ttl_s` (config, or
 REAPER_LEASE_TTL_S) sets both the mission lease of engines and the task lease of workers:
 how long a killed process's work stays invisible before another process takes it over.
+REAPER_HEARTBEAT_S (default a third of the lease, 0.1-5 s) is the heartbeat interval;
+REAPER_WORKER_GRACE_S (default 10) is how long a stopping worker lets running tasks finish
+before it hands them back.
 Heartbeats go to the process registry beside the mission store (`services_registry`).
 """
 
@@ -24,14 +27,14 @@ from rich.table import Table
 
 from reaper.alerts import alerts_from_processes, alerts_from_state, render_banners
 from reaper.clock import RealClock
-from reaper.errors import BackendError
+from reaper.errors import BackendError, ConfigError
 from reaper.infra.base import Backend
 from reaper.infra.factory import open_backend
 from reaper.metrics import Metrics
 from reaper.models import MissionStatus
 from reaper.services_engine import EngineService
 from reaper.services_registry import ProcessInfo, ProcessRegistry, open_registry
-from reaper.services_worker import serve_worker
+from reaper.services_worker import heartbeat_interval, serve_worker
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -69,14 +72,14 @@ def registry_for(cli: Cli) -> ProcessRegistry:
     return open_registry(cfg.backend, store=cfg.store, default_db=cfg.db)
 
 
-def _open(cli: Cli) -> tuple[Backend, ProcessRegistry]:
+async def _open(cli: Cli) -> tuple[Backend, ProcessRegistry]:
     cfg = cli.config
     cfg.db.parent.mkdir(parents=True, exist_ok=True)
     backend = open_backend(cfg.backend, store=cfg.store, queue=cfg.queue, default_db=cfg.db)
     try:
         return backend, registry_for(cli)
     except BaseException:
-        backend.db_close = None  # type: ignore[attr-defined]
+        await backend.close()
         raise
 
 
@@ -100,10 +103,20 @@ async def _close(backend: Backend, registry: ProcessRegistry, metrics: Metrics |
             log.warning("closing: %s", exc)
 
 
+def _seconds(cli: Cli, var: str, default: float) -> float:
+    # Config has no field for these yet: read here, at the CLI level, like a flag would be.
+    raw = cli.env.get(var)
+    try:
+        return float(raw) if raw else default
+    except ValueError:
+        raise ConfigError(f"{var}: {raw!r} is not a number") from None
+
+
 async def run_worker_process(cli: Cli) -> int:
     a = cli.args
     cfg = cli.config
-    backend, registry = _open(cli)
+    beat = heartbeat_interval(cfg.lease_ttl_s)
+    backend, registry = await _open(cli)
     metrics = None
     stop = asyncio.Event()
     try:
@@ -117,6 +130,8 @@ async def run_worker_process(cli: Cli) -> int:
                 concurrency=cfg.concurrency,
                 worker_id=a.worker_id,
                 lease_s=cfg.lease_ttl_s,
+                grace_s=_seconds(cli, "REAPER_WORKER_GRACE_S", 10.0),
+                heartbeat_s=_seconds(cli, "REAPER_HEARTBEAT_S", beat),
                 metrics=metrics,
             )
     finally:
@@ -129,7 +144,7 @@ async def run_engine_process(cli: Cli) -> int:
     from reaper.cli_commands import _planner_factory  # the CLI's planner choice (flags)
 
     cfg = cli.config
-    backend, registry = _open(cli)
+    backend, registry = await _open(cli)
     metrics = None
     stop = asyncio.Event()
     try:
@@ -139,6 +154,7 @@ async def run_engine_process(cli: Cli) -> int:
             registry,
             planner_factory=_planner_factory(cli),
             lease_ttl_s=cfg.lease_ttl_s,
+            heartbeat_s=_seconds(cli, "REAPER_HEARTBEAT_S", heartbeat_interval(cfg.lease_ttl_s)),
             stall_after_s=cfg.stall_after_s,
             only=getattr(cli.args, "mission", None),
             metrics=metrics,

@@ -56,6 +56,7 @@ class EngineService:
         *,
         planner_factory: PlannerFactory,
         lease_ttl_s: float = 30.0,
+        heartbeat_s: float | None = None,
         stall_after_s: float | None = None,
         only: Collection[str] | None = None,
         metrics: Metrics | None = None,
@@ -68,6 +69,7 @@ class EngineService:
         self.registry = registry
         self.planner_factory = planner_factory
         self.lease_ttl_s = lease_ttl_s
+        self.heartbeat_s = heartbeat_s or heartbeat_interval(lease_ttl_s)
         self.overrides: dict[str, Any] = {"lease_ttl_s": lease_ttl_s}
         if stall_after_s is not None:
             self.overrides["stall_after_s"] = stall_after_s
@@ -95,7 +97,7 @@ class EngineService:
             pid=os.getpid(),
             started=now,
             last_seen=now,
-            interval_s=heartbeat_interval(self.lease_ttl_s),
+            interval_s=self.heartbeat_s,
         )
         beats = asyncio.create_task(self._beats(info))
         log.info("engine service %s started", self.owner)
@@ -105,7 +107,10 @@ class EngineService:
                 started = await self._scan()
                 poll = self.poll_min_s if started else min(poll * 2, self.poll_max_s)
                 self._wake.clear()
-                waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]
+                waiters = [
+                    asyncio.ensure_future(stop.wait()),
+                    asyncio.ensure_future(self._wake.wait()),
+                ]
                 try:
                     await asyncio.wait(waiters, timeout=poll, return_when=asyncio.FIRST_COMPLETED)
                 finally:

@@ -158,8 +158,7 @@ class PostgresRegistry:
             import psycopg
         except ModuleNotFoundError as exc:
             raise ConfigError(
-                "the postgres backend needs an optional package: "
-                "pip install 'reaper-lab[postgres]'"
+                "the postgres backend needs an optional package: pip install 'reaper-lab[postgres]'"
             ) from exc
         self._psycopg = psycopg
         self._dsn = dsn

@@ -69,6 +69,7 @@ async def serve_worker(
     worker_id: str | None = None,
     lease_s: float = 30.0,
     grace_s: float = 10.0,
+    heartbeat_s: float | None = None,
     metrics: Metrics | None = None,
     clock: Clock | None = None,
     seed: int = 0,
@@ -98,7 +99,7 @@ async def serve_worker(
         pid=os.getpid(),
         started=now,
         last_seen=now,
-        interval_s=heartbeat_interval(lease_s),
+        interval_s=heartbeat_s or heartbeat_interval(lease_s),
     )
     beats = asyncio.create_task(_beats(worker, info, registry, backend, metrics, clock))
     try:

@@ -261,7 +261,6 @@ def render_user(
         counts = ", ".join(f"{n}x {what}" for what, n in sorted(rest.items()))
         result_lines.append(f"... and {len(ordered) - len(shown_results)} more: {counts}")
     text = load_prompt(PLANNER_USER).render(
-        mission_id=state.mission_id,
         lab_type=state.lab_type,
         step=str(state.step + 1),
         goal=state.goal.value,

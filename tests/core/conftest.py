@@ -171,9 +171,7 @@ class Recorder:
         await asyncio.wait_for(loop(), timeout)
 
     async def wait_status(self, status: MissionStatus, timeout: float = WAIT_S) -> MissionState:
-        await self.wait_for(
-            lambda: self.state is not None and self.state.status is status, timeout
-        )
+        await self.wait_for(lambda: self.state is not None and self.state.status is status, timeout)
         assert self.state is not None
         return self.state
 

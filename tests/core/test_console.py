@@ -41,10 +41,17 @@ def text(renderable: Any, width: int = 120) -> str:
 
 def _result(task: Task, ok: bool, data: dict[str, Any] | None = None, **kw: Any) -> ResultEvent:
     return ResultEvent(
-        task_id=task.task_id, mission_id=task.mission_id, host_id=task.host_id,
-        agent_type=task.agent_type, action=task.action, attempt=task.attempt,
-        status=ResultStatus.SUCCESS if ok else ResultStatus.ERROR, data=data or {},
-        summary=kw.pop("summary", "done" if ok else "failed"), ts=NOW, **kw,
+        task_id=task.task_id,
+        mission_id=task.mission_id,
+        host_id=task.host_id,
+        agent_type=task.agent_type,
+        action=task.action,
+        attempt=task.attempt,
+        status=ResultStatus.SUCCESS if ok else ResultStatus.ERROR,
+        data=data or {},
+        summary=kw.pop("summary", "done" if ok else "failed"),
+        ts=NOW,
+        **kw,
     )
 
 
@@ -58,17 +65,21 @@ def mission() -> tuple[MissionState, list[EventRecord]]:
         "lnx-02": HostState(host_id="lnx-02", os="linux"),
         "mac-01": HostState(host_id="mac-01", os="macos"),
     }
-    state = MissionState(
-        mission_id="m1", lab_type="console-lab", hosts=hosts, created_at=NOW
-    )
+    state = MissionState(mission_id="m1", lab_type="console-lab", hosts=hosts, created_at=NOW)
     events: list[EventRecord] = []
     retry = RetrySettings(max_attempts=1)
     clock = iter(NOW + timedelta(seconds=i) for i in range(1000))
 
     def step(*proposals: PlannedTask) -> list[Task]:
         state.step += 1
-        tr = plan(state, proposals, step=state.step, policy=PRESETS["standard"],
-                  now=next(clock), planner="rule")
+        tr = plan(
+            state,
+            proposals,
+            step=state.step,
+            policy=PRESETS["standard"],
+            now=next(clock),
+            planner="rule",
+        )
         apply(state, tr)
         events.extend(tr.events)
         return [r.task for r in tr.tasks.values()]
@@ -84,8 +95,12 @@ def mission() -> tuple[MissionState, list[EventRecord]]:
         PlannedTask(host_id="lnx-02", action="linux.discover", reason="start: collect facts"),
         PlannedTask(host_id="mac-01", action="macos.discover", reason="start: collect facts"),
     )
-    results(_result(w, True, WIN), _result(l2, True, LNX), _result(m, True, MAC),
-            _result(l1, False, error_code="AUTH_FAILED", summary="authentication failed"))
+    results(
+        _result(w, True, WIN),
+        _result(l2, True, LNX),
+        _result(m, True, MAC),
+        _result(l1, False, error_code="AUTH_FAILED", summary="authentication failed"),
+    )
     (wb,) = step(
         PlannedTask(host_id="win-01", action="windows.baseline", reason="discover succeeded"),
         PlannedTask(host_id="ghost", action="linux.discover", reason="a planner mistake"),
@@ -160,7 +175,8 @@ def test_dashboard_event_tail_is_the_latest(mission: tuple[MissionState, list[Ev
 
 def test_dashboard_of_a_new_mission_renders():
     state = MissionState(
-        mission_id="fresh", lab_type="x",
+        mission_id="fresh",
+        lab_type="x",
         hosts={"a": HostState(host_id="a", os="linux")},
     )
     out = text(render_mission(state))
@@ -184,8 +200,14 @@ def test_recap(mission: tuple[MissionState, list[EventRecord]]):
 
 def test_usage_line_when_an_llm_planned(mission: tuple[MissionState, list[EventRecord]]):
     state, events = mission
-    usage = {"provider": "anthropic", "model": "claude-x", "calls": 3, "input_tokens": 12000,
-             "output_tokens": 900, "cost_usd": 0.0421}
+    usage = {
+        "provider": "anthropic",
+        "model": "claude-x",
+        "calls": 3,
+        "input_tokens": 12000,
+        "output_tokens": 900,
+        "cost_usd": 0.0421,
+    }
     out = text(render_mission(state, events, usage=usage))
     assert "claude-x" in out and "calls 3" in out and "12,000" in out and "$0.0421" in out
     recap = text(render_recap(state, usage=usage))
@@ -193,9 +215,14 @@ def test_usage_line_when_an_llm_planned(mission: tuple[MissionState, list[EventR
 
 
 def test_kinds_without_a_formatter_still_render():
-    event = EventRecord(mission_id="m1", kind=EventKind.MISSION_CREATED, ts=NOW,
-                        payload={"lab_type": "x", "hosts": 3})
-    state = MissionState(mission_id="m1", lab_type="x",
-                         hosts={"a": HostState(host_id="a", os="linux")})
+    event = EventRecord(
+        mission_id="m1",
+        kind=EventKind.MISSION_CREATED,
+        ts=NOW,
+        payload={"lab_type": "x", "hosts": 3},
+    )
+    state = MissionState(
+        mission_id="m1", lab_type="x", hosts={"a": HostState(host_id="a", os="linux")}
+    )
     out = text(render_mission(state, [event]))
     assert "mission.created" in out and "hosts=3" in out

@@ -30,8 +30,8 @@ from reaper.models import (
     Task,
     TaskStatus,
 )
-from reaper.planners.base import Plan
 from reaper.overseer import Overseer
+from reaper.planners.base import Plan
 from reaper.policy import PRESETS
 from reaper.runtime import LocalWorkers
 
@@ -47,7 +47,6 @@ from .conftest import (
     result_keys,
     sim_host,
 )
-
 
 OSES = ("linux", "windows", "macos")
 
@@ -238,7 +237,7 @@ async def test_stalled_on_a_task_that_does_not_answer(harness: HarnessFactory):
     await h.create(lab)
     run = h.start("m1")
     stalled = await h.recorder.wait_status(MissionStatus.STALLED)
-    assert "1 task(s) pending" in stalled.status_reason
+    assert "task(s) pending" in stalled.status_reason and "m1:1:1" in stalled.status_reason
     assert stalled.hosts["stuck"].current_action == "linux.discover"
     gate.release.set()
     final = await asyncio.wait_for(run, WAIT_S)
@@ -286,8 +285,13 @@ async def test_results_waiting_are_one_batch_and_one_planner_call():
 
     def engine() -> MissionEngine:
         return MissionEngine(
-            "m1", store=backend.store, queue=backend.queue, bus=backend.bus,
-            planner=planner, policy=PRESETS["standard"], listener=recorder,
+            "m1",
+            store=backend.store,
+            queue=backend.queue,
+            bus=backend.bus,
+            planner=planner,
+            policy=PRESETS["standard"],
+            listener=recorder,
         )
 
     await engine().start(state)
@@ -299,14 +303,26 @@ async def test_results_waiting_are_one_batch_and_one_planner_call():
     assert len(tasks) == 3
     for d in tasks:
         t = d.task
-        await backend.bus.publish(ResultEvent(
-            task_id=t.task_id, mission_id=t.mission_id, host_id=t.host_id,
-            agent_type=t.agent_type, action=t.action, status=ResultStatus.SUCCESS,
-        ))
-    await backend.bus.publish(ResultEvent(  # and a duplicate of one of them
-        task_id=tasks[0].task.task_id, mission_id="m1", host_id=tasks[0].task.host_id,
-        agent_type="reaper-linux", action="linux.discover", status=ResultStatus.SUCCESS,
-    ))
+        await backend.bus.publish(
+            ResultEvent(
+                task_id=t.task_id,
+                mission_id=t.mission_id,
+                host_id=t.host_id,
+                agent_type=t.agent_type,
+                action=t.action,
+                status=ResultStatus.SUCCESS,
+            )
+        )
+    await backend.bus.publish(
+        ResultEvent(  # and a duplicate of one of them
+            task_id=tasks[0].task.task_id,
+            mission_id="m1",
+            host_id=tasks[0].task.host_id,
+            agent_type="reaper-linux",
+            action="linux.discover",
+            status=ResultStatus.SUCCESS,
+        )
+    )
     second = asyncio.create_task(engine().run())
     await asyncio.wait_for(second, WAIT_S)
     assert [len(b) for b in planner.batches] == [3]

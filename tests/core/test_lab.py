@@ -56,18 +56,23 @@ BAD = {
     "not a mapping": ("- just\n- a list\n", "YAML mapping"),
     "no hosts": ("lab_type: x\nhosts: []\n", "hosts"),
     "unknown OS": ("hosts: [{host_id: a, os: solaris}]\n", "hosts[0].os"),
-    "unknown transport": ("hosts: [{host_id: a, os: linux, transport: telnet}]\n",
-                          "hosts[0].transport"),
-    "duplicate host id": ("hosts: [{host_id: a, os: linux}, {host_id: a, os: macos}]\n",
-                          "duplicate host_id 'a'"),
+    "unknown transport": (
+        "hosts: [{host_id: a, os: linux, transport: telnet}]\n",
+        "hosts[0].transport",
+    ),
+    "duplicate host id": (
+        "hosts: [{host_id: a, os: linux}, {host_id: a, os: macos}]\n",
+        "duplicate host_id 'a'",
+    ),
     "bad host id": ("hosts: [{host_id: 'a b', os: linux}]\n", "hosts[0].host_id"),
     "bad mission id": ("mission_id: Bad_Id\nhosts: [{host_id: a, os: linux}]\n", "mission_id"),
     "unknown field": ("hostz: []\nhosts: [{host_id: a, os: linux}]\n", "hostz"),
-    "future schema": ("schema_version: 2\nhosts: [{host_id: a, os: linux}]\n",
-                      "schema_version 2"),
+    "future schema": ("schema_version: 2\nhosts: [{host_id: a, os: linux}]\n", "schema_version 2"),
     "unknown goal": ("goal: conquered\nhosts: [{host_id: a, os: linux}]\n", "goal"),
-    "bad sim fault": ("hosts: [{host_id: a, os: linux, sim: {faults: [{kind: meteor}]}}]\n",
-                      "hosts[0].sim.faults[0].kind"),
+    "bad sim fault": (
+        "hosts: [{host_id: a, os: linux, sim: {faults: [{kind: meteor}]}}]\n",
+        "hosts[0].sim.faults[0].kind",
+    ),
     "defaults not a mapping": ("defaults: [1]\nhosts: [{host_id: a, os: linux}]\n", "defaults"),
 }
 

@@ -23,9 +23,13 @@ def state(goal: Stage = Stage.BASELINED, **hosts: dict[str, Any]) -> MissionStat
 def result(host_id: str, action: str, ok: bool = True, code: str | None = None) -> ResultEvent:
     os_name = action.split(".")[0]
     return ResultEvent(
-        task_id=f"m1:1:{host_id}", mission_id="m1", host_id=host_id,
-        agent_type=f"reaper-{os_name}", action=action,
-        status=ResultStatus.SUCCESS if ok else ResultStatus.ERROR, error_code=code,
+        task_id=f"m1:1:{host_id}",
+        mission_id="m1",
+        host_id=host_id,
+        agent_type=f"reaper-{os_name}",
+        action=action,
+        status=ResultStatus.SUCCESS if ok else ResultStatus.ERROR,
+        error_code=code,
     )
 
 
@@ -95,9 +99,7 @@ async def test_locked_and_busy_hosts_get_nothing():
 
 
 async def test_one_task_per_host_per_batch_and_only_hosts_in_the_batch():
-    s = state(
-        a={"stage": Stage.DISCOVERED}, b={"stage": Stage.DISCOVERED}, c={"stage": Stage.NEW}
-    )
+    s = state(a={"stage": Stage.DISCOVERED}, b={"stage": Stage.DISCOVERED}, c={"stage": Stage.NEW})
     batch = [result("a", "linux.discover"), result("a", "linux.discover")]
     assert actions(await RuleBasedPlanner().next_tasks(s, batch)) == [("a", "linux.baseline")]
 

@@ -219,7 +219,8 @@ async def test_rejected_task_never_runs(harness: HarnessFactory):
     (rejected,) = h.recorder.kinds(EventKind.APPROVAL_REJECTED)
     assert rejected.payload["note"] == "not today"
     assert not [
-        e for e in h.recorder.kinds(EventKind.TASK_RESULT)
+        e
+        for e in h.recorder.kinds(EventKind.TASK_RESULT)
         if (r := e.result()) is not None and r.task_id == task_id
     ]
 
@@ -237,9 +238,14 @@ async def test_decide_refuses_unknown_and_settled_tasks(harness: HarnessFactory)
 
 async def _cli(tmp_path: Path, *args: str) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
-        PYTHON, "-m", "reaper.cli", *args,
-        cwd=tmp_path, env=cli_env(tmp_path),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        PYTHON,
+        "-m",
+        "reaper.cli",
+        *args,
+        cwd=tmp_path,
+        env=cli_env(tmp_path),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode is not None
@@ -247,17 +253,16 @@ async def _cli(tmp_path: Path, *args: str) -> tuple[int, str, str]:
 
 
 @pytest.mark.parametrize("verb", ["approve", "reject"])
-async def test_cli_decision_from_another_shell(
-    harness: HarnessFactory, tmp_path: Path, verb: str
-):
+async def test_cli_decision_from_another_shell(harness: HarnessFactory, tmp_path: Path, verb: str):
     db = tmp_path / "reaper.db"
     h = await harness(backend=open_sqlite(db))
     run, task_id = await _awaiting(h)
     rc, out, err = await _cli(tmp_path, verb, "m1", task_id, "--db", str(db), "--json")
     assert rc == 0, err
     assert json.loads(out) == {
-        "mission_id": "m1", "task_id": task_id, "decision": f"{verb}d" if verb == "approve"
-        else "rejected",
+        "mission_id": "m1",
+        "task_id": task_id,
+        "decision": f"{verb}d" if verb == "approve" else "rejected",
     }
     final = await asyncio.wait_for(run, WAIT_S)
     assert final.status is MissionStatus.COMPLETED
@@ -271,8 +276,7 @@ async def test_cli_approve_unknown_task_is_one_line_error(harness: HarnessFactor
     db = tmp_path / "reaper.db"
     h = await harness(backend=open_sqlite(db))
     run, _ = await _awaiting(h)
-    rc, out, err = await _cli(tmp_path, "approve", "m1", "m1:42:0", "--db", str(db))
+    rc, _out, err = await _cli(tmp_path, "approve", "m1", "m1:42:0", "--db", str(db))
     assert rc != 0
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     run.cancel()
-

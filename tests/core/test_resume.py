@@ -20,7 +20,7 @@ from reaper.cli import main
 from reaper.engine import MissionEngine
 from reaper.errors import BackendError
 from reaper.infra.base import Backend, EventBus, InboundDelivery, OutboxItem, TaskQueue
-from reaper.models import EventKind, MissionState, MissionStatus, Stage, TaskStatus
+from reaper.models import MissionState, MissionStatus, Stage, TaskStatus
 from reaper.overseer import Overseer
 from reaper.planners.rules import RuleBasedPlanner
 from reaper.policy import PRESETS
@@ -138,15 +138,18 @@ class _CountingBus(_NoAckBus):
 
 
 @pytest.mark.parametrize("kind", ["memory", "sqlite"])
-async def test_results_redelivered_after_commit_without_ack_are_ignored(
-    tmp_path: Path, kind: str
-):
+async def test_results_redelivered_after_commit_without_ack_are_ignored(tmp_path: Path, kind: str):
     db = tmp_path / "reaper.db"
     backend = open_memory() if kind == "memory" else open_sqlite(db)
     recorder = Recorder()
     engine1 = MissionEngine(
-        "m1", store=backend.store, queue=backend.queue, bus=_NoAckBus(backend.bus),
-        planner=RuleBasedPlanner(), policy=PRESETS["standard"], listener=recorder,
+        "m1",
+        store=backend.store,
+        queue=backend.queue,
+        bus=_NoAckBus(backend.bus),
+        planner=RuleBasedPlanner(),
+        policy=PRESETS["standard"],
+        listener=recorder,
     )
     state = _lab().to_state()
     await engine1.start(state)
@@ -200,8 +203,12 @@ async def test_tasks_committed_but_not_published_are_published_on_resume(
     db = tmp_path / "reaper.db"
     backend = open_sqlite(db)
     engine1 = MissionEngine(
-        "m1", store=backend.store, queue=_PublishFailsOnce(backend.queue),  # type: ignore[arg-type]
-        bus=backend.bus, planner=RuleBasedPlanner(), policy=PRESETS["standard"],
+        "m1",
+        store=backend.store,
+        queue=_PublishFailsOnce(backend.queue),  # type: ignore[arg-type]
+        bus=backend.bus,
+        planner=RuleBasedPlanner(),
+        policy=PRESETS["standard"],
     )
     await engine1.start(_lab(n=3).to_state())
     with pytest.raises(BackendError):
@@ -237,9 +244,21 @@ def test_sigkilled_run_resumes_from_another_process(
     lab_file.write_text(yaml.safe_dump(lab.model_dump(mode="json", exclude_none=True)))
     env = cli_env(tmp_path, REAPER_LEASE_TTL_S="1")
     proc = subprocess.Popen(
-        [PYTHON, "-m", "reaper.cli", "run", str(lab_file), "--db", str(db), "--no-live",
-         "--no-input"],
-        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        [
+            PYTHON,
+            "-m",
+            "reaper.cli",
+            "run",
+            str(lab_file),
+            "--db",
+            str(db),
+            "--no-live",
+            "--no-input",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     try:
         # Another process: poll its file, briefly, under a deadline.
@@ -263,6 +282,66 @@ def test_sigkilled_run_resumes_from_another_process(
     assert time.monotonic() - started < 15
     report = json.loads(out)
     assert report["status"] == "completed" and report["goal_reached"]
+
+    async def check() -> None:
+        backend = open_sqlite(db)
+        final = await backend.store.load("m1")
+        assert final is not None
+        await _assert_finished_once(backend, final)
+        await backend.close()
+
+    asyncio.run(check())
+
+
+def test_interrupted_run_stops_cleanly_and_resumes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+):
+    db = tmp_path / "reaper.db"
+    lab_file = tmp_path / "lab.yaml"
+    lab = _lab(n=6, latency=0.3)
+    lab_file.write_text(yaml.safe_dump(lab.model_dump(mode="json", exclude_none=True)))
+    proc = subprocess.Popen(
+        [
+            PYTHON,
+            "-m",
+            "reaper.cli",
+            "run",
+            str(lab_file),
+            "--db",
+            str(db),
+            "--no-live",
+            "--no-input",
+        ],
+        cwd=tmp_path,
+        env=cli_env(tmp_path),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while _results_in(db) < 2:
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            assert time.monotonic() < deadline, "the run produced no results"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)  # Ctrl-C
+        _, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "reaper resume m1" in " ".join(err.split())
+    assert "Traceback" not in err
+    assert count_rows(db, "SELECT count(*) FROM missions WHERE status = 'completed'") == 0
+
+    # A clean stop leaves no lease behind: resuming at once works.
+    monkeypatch.chdir(tmp_path)
+    started = time.monotonic()
+    rc = main(["resume", "m1", "--db", str(db), "--no-live", "--json"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    assert time.monotonic() - started < 10
+    assert json.loads(out)["goal_reached"]
 
     async def check() -> None:
         backend = open_sqlite(db)

@@ -8,23 +8,37 @@ from typing import Any
 
 import pytest
 
+from reaper.lab import LabHost
 from reaper.models import HostConnection
 from tests.hosts.netns import USER, NsHost, NsLab, missing_requirements
 from tests.services import require_service
 
 HOST_NAMES = ["h1", "h2", "h3", "hb", "hx"]
+# Hosts for whole missions (engine, workers, planner): m1-m3 are baselined, ms has its sshd
+# stopped mid-mission, mi is reached through an Ansible inventory with password auth (so it
+# must never be baselined, which turns password auth off).
+MISSION_HOST_NAMES = ["m1", "m2", "m3", "ms", "mi"]
 
 
-@pytest.fixture(scope="session")
-def ns_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NsLab]:
+def _lab(tmp_path_factory: pytest.TempPathFactory, names: list[str], tag: str) -> Iterator[NsLab]:
     why = missing_requirements()
     require_service("network-namespace sshd hosts", why is None, why or "")
-    lab = NsLab.create(HOST_NAMES, tmp_path_factory.mktemp("netns"))
+    lab = NsLab.create(names, tmp_path_factory.mktemp(tag))
     yield lab
     lab.destroy()
 
 
-def ssh_conn(lab: NsLab, host: NsHost, **overrides: Any) -> HostConnection:
+@pytest.fixture(scope="session")
+def ns_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NsLab]:
+    yield from _lab(tmp_path_factory, HOST_NAMES, "netns")
+
+
+@pytest.fixture(scope="session")
+def mission_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NsLab]:
+    yield from _lab(tmp_path_factory, MISSION_HOST_NAMES, "netns-mission")
+
+
+def ssh_settings(lab: NsLab, host: NsHost, **overrides: Any) -> dict[str, Any]:
     settings: dict[str, Any] = {
         "transport": "ssh",
         "address": host.addr,
@@ -36,7 +50,16 @@ def ssh_conn(lab: NsLab, host: NsHost, **overrides: Any) -> HostConnection:
         "connect_timeout_s": 3.0,
     }
     settings.update(overrides)
-    return HostConnection(**settings)
+    return settings
+
+
+def ssh_conn(lab: NsLab, host: NsHost, **overrides: Any) -> HostConnection:
+    return HostConnection(**ssh_settings(lab, host, **overrides))
+
+
+def lab_host(lab: NsLab, host: NsHost, **overrides: Any) -> LabHost:
+    """A lab-file host entry for a namespace host (os linux, ssh with the lab's key)."""
+    return LabHost(host_id=host.name, os="linux", **ssh_settings(lab, host, **overrides))
 
 
 @pytest.fixture

@@ -1,0 +1,297 @@
+"""Running planners on scenarios: the real engine, workers and sim agents, in virtual time.
+
+Each run gets its own world — an in-memory backend, one worker per agent type with the sim
+runner, the `MissionEngine` with the planner under test — on its own fresh virtual-time loop
+(`evals.vtime`), so nothing waits for real and a run's result depends only on (scenario,
+planner, seed), never on which other runs share the process. Virtual time also means running
+missions concurrently on one loop would buy nothing (no run ever waits), so parallelism is a
+process pool over runs, and results are sorted afterwards.
+
+The harness plays the operator for approval requests (the scenario's `operator`), and stops a
+run that reaches a limit (steps, tasks, simulated time), stalls, or stops planning; the run is
+then scored as it stands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import subprocess
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+from evals.planners import LLMSource, build_planner
+from evals.scenario import Scenario
+from evals.scorecard import RunResult, prompt_digest, score
+from evals.tapes import TapeRecorder
+from evals.vtime import LoopClock, run_virtual
+from llm.errors import LLMError
+from reaper.engine import MissionEngine
+from reaper.errors import ReaperError
+from reaper.infra.base import Backend
+from reaper.infra.memory import memory_backend
+from reaper.models import ApprovalDecision, EventKind, EventRecord, MissionState, MissionStatus
+from reaper.overseer import engine_settings_for
+from reaper.planners.base import MissionPlanner
+from reaper.runtime import LocalWorkers
+
+__all__ = ["Job", "PlannerFactory", "code_version", "plan_jobs", "run_job", "run_suite"]
+
+log = logging.getLogger(__name__)
+
+# (scenario, lab seed) -> planner; tests pass these directly (jobs=1), the CLI uses names.
+PlannerFactory = Callable[[Scenario, int], MissionPlanner]
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    scenario: Scenario
+    planner: str  # the label in results
+    spec: str  # rule | llm | module:attr
+    trial: int
+    seed: int
+    source: LLMSource = field(default_factory=LLMSource)
+    tape_dir: Path | None = None
+    code_version: str = ""
+
+
+def code_version() -> str:
+    """Package version, plus `git describe` when run from a checkout."""
+    try:
+        version = metadata.version("reaper-lab")
+    except metadata.PackageNotFoundError:
+        version = "0+unknown"
+    root = Path(__file__).resolve().parent.parent
+    if (root / ".git").exists():
+        try:
+            described = subprocess.run(
+                ["git", "describe", "--always", "--dirty"],
+                cwd=root,
+                capture_output=True,
+                text=True,
+                timeout=5,
+                check=False,
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            described = ""
+        if described:
+            version = f"{version}+{described}"
+    return version
+
+
+class _Watch:
+    """The engine listener: keeps the log, plays the operator, enforces the limits."""
+
+    def __init__(self, job: Job, backend: Backend, tape: TapeRecorder | None) -> None:
+        self.job = job
+        self.backend = backend
+        self.tape = tape
+        self.events: list[EventRecord] = []
+        self.done = asyncio.Event()
+        self.stop = ""
+        self.end_time = 0.0
+        self.tasks = 0
+        self._pending: set[asyncio.Task[None]] = set()
+
+    def __call__(self, state: MissionState, events: Sequence[EventRecord]) -> None:
+        self.events.extend(events)
+        if self.tape is not None:
+            self.tape(state, events)
+        limits = self.job.scenario.limits
+        for event in events:
+            if event.kind is EventKind.TASK_PLANNED:
+                self.tasks += 1
+            elif event.kind is EventKind.APPROVAL_REQUESTED:
+                self._answer(state.mission_id, str(event.payload["task_id"]))
+        stop = ""
+        if state.status.terminal:
+            stop = state.status.value
+        elif state.status in (MissionStatus.STALLED, MissionStatus.STOPPED):
+            stop = state.status.value
+        elif state.step >= limits.max_steps:
+            stop = "limit:steps"
+        elif self.tasks >= limits.max_tasks:
+            stop = "limit:tasks"
+        if stop and not self.stop:
+            self.stop = stop
+            self.end_time = asyncio.get_running_loop().time()
+            self.done.set()
+
+    def _answer(self, mission_id: str, task_id: str) -> None:
+        decision = ApprovalDecision(
+            mission_id=mission_id,
+            task_id=task_id,
+            approved=self.job.scenario.operator == "approve",
+            by="eval-operator",
+        )
+        task = asyncio.get_running_loop().create_task(self.backend.bus.publish(decision))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+
+async def _run(job: Job, planner: MissionPlanner) -> RunResult:
+    scenario = job.scenario
+    lab = scenario.lab_file(job.seed)
+    state = lab.to_state(scenario.mission_id(job.seed))
+    initial = state.model_copy(deep=True)
+    clock = LoopClock()
+    store, queue, bus = memory_backend(clock)
+    backend = Backend(store, queue, bus, description="memory")
+    tape = None
+    if job.tape_dir is not None:
+        name = f"{job.planner.replace(':', '_')}--{state.mission_id}.tape.jsonl"
+        tape = TapeRecorder(
+            job.tape_dir / name,
+            meta={"scenario": scenario.name, "planner": job.planner, "seed": job.seed},
+        )
+        tape.begin(state)
+    watch = _Watch(job, backend, tape)
+    engine = MissionEngine(
+        state.mission_id,
+        store=store,
+        queue=queue,
+        bus=bus,
+        planner=planner,
+        policy=lab.resolved_policy(),
+        clock=clock,
+        settings=engine_settings_for(state),
+        owner=f"eval-{state.mission_id}",
+        listener=watch,
+    )
+    workers = LocalWorkers(backend, clock=clock, seed=job.seed)
+    workers.start()
+    error: str | None = None
+    try:
+        await engine.start(state)
+        running = asyncio.create_task(engine.run())
+        waiter = asyncio.create_task(watch.done.wait())
+        await asyncio.wait(
+            {running, waiter}, timeout=scenario.limits.max_sim_s, return_when="FIRST_COMPLETED"
+        )
+        for task in (running, waiter):
+            task.cancel()
+        outcome = (await asyncio.gather(running, waiter, return_exceptions=True))[0]
+        if isinstance(outcome, BaseException) and not isinstance(outcome, asyncio.CancelledError):
+            error = f"{type(outcome).__name__}: {outcome}"
+    finally:
+        await workers.stop()
+        if tape is not None:
+            tape.close()
+    loop_time = asyncio.get_running_loop().time()
+    stop = "error" if error else (watch.stop or "limit:time")
+    final = engine.state or initial
+    metrics, llm = score(
+        scenario,
+        initial,
+        final,
+        watch.events,
+        stop=stop,
+        sim_time_s=watch.end_time if watch.stop else loop_time,
+    )
+    versions = llm.get("prompt_versions", {})
+    return RunResult(
+        **metrics.model_dump(),
+        planner=job.planner,
+        provider=llm.get("provider", ""),
+        model=llm.get("model", ""),
+        prompt_hash=prompt_digest(versions),
+        prompt_versions=versions,
+        scenario=scenario.name,
+        scenario_hash=scenario.digest(),
+        code_version=job.code_version,
+        seed=job.seed,
+        trial=job.trial,
+        hosts=len(final.hosts),
+        stop=stop,
+        status=final.status.value,
+        status_reason=final.status_reason,
+        error=error,
+    )
+
+
+def run_job(job: Job, factory: PlannerFactory | None = None) -> RunResult:
+    """One run, on its own virtual-time loop. Errors (a cassette miss, a planner crash) are
+    recorded in the result, not raised, so one bad run does not hide the others."""
+    try:
+        if factory is not None:
+            planner = factory(job.scenario, job.seed)
+        else:
+            lab = job.scenario.lab_file(job.seed)
+            planner = build_planner(
+                job.spec, lab, seed=job.seed, scenario=job.scenario.name, source=job.source
+            )
+    except (ReaperError, LLMError) as exc:
+        return _error_result(job, f"{type(exc).__name__}: {exc}")
+    return run_virtual(_run(job, planner))
+
+
+def _error_result(job: Job, error: str) -> RunResult:
+    return RunResult(
+        planner=job.planner,
+        scenario=job.scenario.name,
+        scenario_hash=job.scenario.digest(),
+        code_version=job.code_version,
+        seed=job.seed,
+        trial=job.trial,
+        hosts=job.scenario.host_count,
+        stop="error",
+        error=error,
+    )
+
+
+def plan_jobs(
+    scenarios: Sequence[Scenario],
+    planners: Sequence[tuple[str, str]],
+    *,
+    trials: int,
+    source: LLMSource | None = None,
+    tape_dir: Path | None = None,
+    version: str = "",
+) -> list[Job]:
+    """Every (planner label, spec) × scenario × trial; trial t uses seed lab.seed + t."""
+    jobs = []
+    for label, spec in planners:
+        for scenario in scenarios:
+            base = int(scenario.lab.get("seed", 0))
+            for trial in range(trials):
+                jobs.append(
+                    Job(
+                        scenario=scenario,
+                        planner=label,
+                        spec=spec,
+                        trial=trial,
+                        seed=base + trial,
+                        source=source or LLMSource(),
+                        tape_dir=tape_dir,
+                        code_version=version,
+                    )
+                )
+    return jobs
+
+
+def run_suite(
+    jobs: Sequence[Job],
+    *,
+    processes: int | None = None,
+    factory: PlannerFactory | None = None,
+) -> list[RunResult]:
+    """Run every job; `processes` > 1 spreads them over a fork-based process pool (not with a
+    `factory`, which may not survive pickling, nor when recording, which appends to shared
+    cassette files). Results come back sorted by (planner, scenario, seed)."""
+    if processes is None:
+        processes = os.cpu_count() or 1
+    recording = any(j.source.mode == "record" and j.spec != "rule" for j in jobs)
+    if factory is not None or recording or processes <= 1 or len(jobs) <= 1:
+        results = [run_job(job, factory) for job in jobs]
+    else:
+        # Biggest labs first, so the pool does not end on one long run.
+        ordered = sorted(jobs, key=lambda j: -j.scenario.host_count)
+        context = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(max_workers=processes, mp_context=context) as pool:
+            results = list(pool.map(run_job, ordered, chunksize=1))
+    return sorted(results, key=lambda r: (r.planner, r.scenario, r.seed))

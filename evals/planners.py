@@ -1,0 +1,133 @@
+"""Which planner a run uses, and where the LLM planner's answers come from.
+
+Planner names: `rule`, `llm`, or `package.module:attribute` for any other `MissionPlanner`
+(a class or a no-argument factory; a factory taking one argument is given the `LLMClient`),
+which is how a researcher drops in a variant without touching the harness.
+
+`LLMSource` says where the LLM planner's client comes from: `replay` a cassette (a file, or a
+directory holding `<scenario>.jsonl`), `record` to one (wrapping a live client built from a
+provider and model, or a scripted client named `module:attribute`), or `live` without
+recording. It is plain data, so runs can be shipped to worker processes.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import inspect
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from llm.base import LLMClient
+from llm.errors import LLMConfigError
+from llm.factory import build_client
+from llm.replay import RecordingClient, ReplayClient
+from reaper.errors import ConfigError
+from reaper.lab import LabFile
+from reaper.planners.base import MissionPlanner
+from reaper.planners.budget import Budget
+from reaper.planners.rules import RuleBasedPlanner
+
+__all__ = ["DEFAULT_FIXTURES", "LLMSource", "build_planner", "cassette_for", "import_object"]
+
+DEFAULT_FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@dataclass(frozen=True, slots=True)
+class LLMSource:
+    mode: Literal["replay", "record", "live"] = "replay"
+    path: Path = DEFAULT_FIXTURES
+    provider: str = ""
+    model: str = ""
+    synthetic: bool = False
+    client_factory: str = ""  # module:attribute returning an LLMClient (scripted models)
+
+    def describe(self) -> str:
+        if self.mode == "live":
+            return f"live {self.provider}/{self.model}"
+        return f"{self.mode} {self.path}"
+
+
+def cassette_for(path: Path, scenario: str) -> Path:
+    """A directory holds one cassette per scenario; a file serves every scenario."""
+    return path / f"{scenario}.jsonl" if path.is_dir() or not path.suffix else path
+
+
+def import_object(spec: str) -> Any:
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ConfigError(f"{spec!r}: expected package.module:attribute")
+    try:
+        module = importlib.import_module(module_name)
+        return getattr(module, attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"cannot import {spec!r}: {exc}") from exc
+
+
+_replay_cache: dict[Path, ReplayClient] = {}
+
+
+def _fresh_replay(path: Path) -> ReplayClient:
+    """A replay client with every answer unserved, parsing each cassette once per process.
+
+    Copies a pristine client and resets its queues: `llm.replay` has no public way to reuse
+    a parsed cassette (a `ReplayClient.from_cassette` would remove this reach-in)."""
+    pristine = _replay_cache.get(path)
+    if pristine is None:
+        pristine = _replay_cache[path] = ReplayClient(path)
+    client = copy.copy(pristine)
+    client._queues = {key: deque(q) for key, q in pristine._queues.items()}
+    client._served = set()
+    return client
+
+
+def _client(source: LLMSource, scenario: str) -> LLMClient:
+    path = cassette_for(source.path, scenario)
+    if source.mode == "replay":
+        if not path.exists():
+            raise ConfigError(
+                f"no cassette {path} for scenario {scenario!r}: record one with "
+                f"`reaper eval --record {source.path}` (or python -m evals.make_fixtures)"
+            )
+        try:
+            return _fresh_replay(path)
+        except LLMConfigError as exc:
+            raise ConfigError(str(exc)) from exc
+    if source.client_factory:
+        inner: LLMClient = import_object(source.client_factory)()
+    else:
+        try:
+            inner = build_client(source.provider, source.model)
+        except LLMConfigError as exc:
+            raise ConfigError(str(exc)) from exc
+    if source.mode == "record":
+        return RecordingClient(inner, path, synthetic=source.synthetic)
+    return inner
+
+
+def build_planner(
+    name: str, lab: LabFile, *, seed: int, scenario: str, source: LLMSource
+) -> MissionPlanner:
+    if name == "rule":
+        return RuleBasedPlanner()
+    if name == "llm":
+        from reaper.planners.llm import LLMPlanner
+
+        budget = Budget(
+            max_calls=lab.budget.calls, max_tokens=lab.budget.tokens, max_usd=lab.budget.usd
+        )
+        temperature = lab.planner.temperature if lab.planner.temperature is not None else 0.0
+        return LLMPlanner(
+            _client(source, scenario), budget=budget, seed=seed, temperature=temperature
+        )
+    factory: Callable[..., MissionPlanner] = import_object(name)
+    try:
+        params = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        params = []  # type: ignore[assignment]
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    wants_client = any(p.default is p.empty and p.kind in positional for p in params)
+    return factory(_client(source, scenario)) if wants_client else factory()
