@@ -316,34 +316,15 @@ def plan(
     accepted = 0
     for index, proposal in enumerate(proposed):
         if accepted >= policy.max_tasks_per_step:
+            why = f"over the per-step cap of {policy.max_tasks_per_step}"
             tr.events.append(
-                _event(
-                    state,
-                    now,
-                    EventKind.TASK_REFUSED,
-                    step=step,
-                    index=index,
-                    code="too_many_tasks",
-                    planner=planner,
-                    reason=f"over the per-step cap of {policy.max_tasks_per_step}",
-                    proposal=proposal.model_dump(mode="json"),
-                )
+                _refusal(state, now, step, index, planner, proposal, "too_many_tasks", why)
             )
             continue
         verdict = check(proposal, hosts_view, policy, busy)
         if verdict.decision is Decision.DENY:
             tr.events.append(
-                _event(
-                    state,
-                    now,
-                    EventKind.TASK_REFUSED,
-                    step=step,
-                    index=index,
-                    code=verdict.code,
-                    reason=verdict.reason,
-                    planner=planner,
-                    proposal=proposal.model_dump(mode="json"),
-                )
+                _refusal(state, now, step, index, planner, proposal, verdict.code, verdict.reason)
             )
             continue
         host = view.host(proposal.host_id)
@@ -395,6 +376,29 @@ def plan(
         else:
             tr.outbox.append((task, None))
     return tr
+
+
+def _refusal(
+    state: MissionState,
+    now: datetime,
+    step: int,
+    index: int,
+    planner: str,
+    proposal: PlannedTask,
+    code: str,
+    reason: str,
+) -> EventRecord:
+    return _event(
+        state,
+        now,
+        EventKind.TASK_REFUSED,
+        step=step,
+        index=index,
+        code=code,
+        reason=reason,
+        planner=planner,
+        proposal=proposal.model_dump(mode="json"),
+    )
 
 
 class _BusyHosts:

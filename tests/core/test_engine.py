@@ -246,14 +246,18 @@ async def test_stalled_on_a_task_that_does_not_answer(harness: HarnessFactory):
     assert stored.status is MissionStatus.COMPLETED
 
 
-async def test_stopped_when_the_planner_halts(harness: HarnessFactory):
+async def test_stopped_when_the_planner_halts_and_resume_plans_again(harness: HarnessFactory):
     h = await harness(planner=ScriptedPlanner(Plan(halt=True, note="budget exhausted")))
     await h.create(make_lab(sim_host("lin", "linux")))
-    run = h.start("m1")
-    stopped = await h.recorder.wait_status(MissionStatus.STOPPED)
+    stopped = await asyncio.wait_for(h.start("m1"), WAIT_S)
+    assert stopped.status is MissionStatus.STOPPED
     assert "budget exhausted" in stopped.status_reason
     assert (await h.overseer.load("m1")).status is MissionStatus.STOPPED
-    run.cancel()
+    assert h.recorder.statuses() == ["stopped"]
+    # Resuming a stopped mission (e.g. with a new budget) plans again and finishes it.
+    again = Overseer(h.backend)
+    final = await asyncio.wait_for(again.run_mission("m1"), WAIT_S)
+    assert final.status is MissionStatus.COMPLETED and final.goal_reached
 
 
 async def test_halt_with_tasks_in_flight_stops_after_they_finish(harness: HarnessFactory):
@@ -262,16 +266,11 @@ async def test_halt_with_tasks_in_flight_stops_after_they_finish(harness: Harnes
     )
     h = await harness(planner=ScriptedPlanner(plan))
     await h.create(make_lab(sim_host("lin", "linux")))
-    run = h.start("m1")
-    await h.recorder.wait_for(lambda: bool(h.recorder.kinds(EventKind.TASK_RESULT)))
-    await h.recorder.wait_for(
-        lambda: h.recorder.state is not None and not h.recorder.state.open_task_ids
-    )
-    state = h.recorder.state
-    assert state is not None
+    state = await asyncio.wait_for(h.start("m1"), WAIT_S)
     assert state.status is MissionStatus.STOPPED, state.status_reason
     assert "budget" in state.status_reason
-    run.cancel()
+    assert state.hosts["lin"].stage is Stage.DISCOVERED  # the task in flight did finish
+    assert not state.open_task_ids
 
 
 async def test_results_waiting_are_one_batch_and_one_planner_call():

@@ -18,9 +18,9 @@ import yaml
 
 from reaper.cli import main
 from reaper.engine import MissionEngine
-from reaper.errors import BackendError
+from reaper.errors import BackendError, LeaseLostError
 from reaper.infra.base import Backend, EventBus, InboundDelivery, OutboxItem, TaskQueue
-from reaper.models import MissionState, MissionStatus, Stage, TaskStatus
+from reaper.models import EventKind, MissionState, MissionStatus, Stage, TaskStatus
 from reaper.overseer import Overseer
 from reaper.planners.rules import RuleBasedPlanner
 from reaper.policy import PRESETS
@@ -219,6 +219,22 @@ async def test_tasks_committed_but_not_published_are_published_on_resume(
 
     h = await harness(backend=open_sqlite(db))
     final = await asyncio.wait_for(h.overseer.run_mission("m1"), WAIT_S)
+    await _assert_finished_once(h.backend, final)
+
+
+async def test_a_second_engine_cannot_take_a_running_mission(harness: HarnessFactory):
+    h = await harness(agent_types=None)  # no workers: the mission stays open
+    await h.create(_lab(n=2))
+    run = h.start("m1")
+    await h.recorder.wait_for(lambda: bool(h.recorder.kinds(EventKind.TASK_PLANNED)))
+    with pytest.raises(LeaseLostError, match="owned by another engine"):
+        await asyncio.wait_for(Overseer(h.backend).run_mission("m1"), WAIT_S)
+    assert not run.done()  # the owner carries on
+    run.cancel()
+    await asyncio.gather(run, return_exceptions=True)
+    # A cleanly stopped engine releases its lease: the mission can be taken over at once.
+    h2 = await harness(backend=h.backend)
+    final = await asyncio.wait_for(h2.overseer.run_mission("m1"), WAIT_S)
     await _assert_finished_once(h.backend, final)
 
 
