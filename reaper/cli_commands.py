@@ -48,7 +48,10 @@ _REFRESH_S = 0.125
 @contextlib.asynccontextmanager
 async def _backend(cli: Cli, *, spec: str | None = None) -> Any:
     cfg = cli.config
-    cfg.db.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        cfg.db.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create {cfg.db.parent}: {exc.strerror}") from None
     backend = open_backend(spec or cfg.backend, store=cfg.store, queue=cfg.queue, default_db=cfg.db)
     try:
         yield backend
@@ -170,7 +173,9 @@ async def _drive(cli: Cli, backend: Backend, mission_id: str, *, seed: int) -> i
         listener=dash.listener,
         engine_overrides=overrides,
     )
-    workers = LocalWorkers(backend, concurrency=cli.config.concurrency, seed=seed)
+    workers = LocalWorkers(
+        backend, concurrency=cli.config.concurrency, seed=seed, lease_s=cli.config.lease_ttl_s
+    )
     if not a.no_workers:
         workers.start()
     stop = asyncio.Event()

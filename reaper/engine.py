@@ -92,7 +92,7 @@ class MissionEngine:
     async def run(self) -> MissionState:
         """Drive the mission until it completes or fails; cancel the task to stop it (the
         mission resumes from the store later)."""
-        await self._claim()
+        await self._claim(wait=True)
         try:
             state = await self.store.load(self.mission_id)
             if state is None:
@@ -135,8 +135,11 @@ class MissionEngine:
             for e in events:
                 r = e.result() if e.seq > last else None
                 rec = None if r is None else state.tasks.get(r.task_id)
-                if r is not None and rec is not None and rec.status.done and (
-                    rec.task.attempt == r.attempt
+                if (
+                    r is not None
+                    and rec is not None
+                    and rec.status.done
+                    and (rec.task.attempt == r.attempt)
                 ):
                     self._held.append(r)
 
@@ -160,9 +163,24 @@ class MissionEngine:
             return max(0.0, min(renew_in, stall_in))
         return renew_in
 
-    async def _claim(self) -> None:
-        if not await self.store.claim(self.mission_id, self.owner, self.settings.lease_ttl_s):
-            raise LeaseLostError(f"mission {self.mission_id} is owned by another engine")
+    async def _claim(self, *, wait: bool = False) -> None:
+        """Take or renew the mission's lease. With `wait`, a lease held by another engine is
+        waited out for up to one lease period: after a crash (kill -9) the dead engine's lease
+        stays until it expires, and a resume should not have to be retried by hand."""
+        ttl = self.settings.lease_ttl_s
+        deadline = self.clock.monotonic() + (ttl if wait else 0.0)
+        delay = 0.05
+        while not await self.store.claim(self.mission_id, self.owner, ttl):
+            if self.clock.monotonic() >= deadline:
+                raise LeaseLostError(f"mission {self.mission_id} is owned by another engine")
+            if delay == 0.05:
+                log.info(
+                    "mission %s is leased by another engine; waiting up to %.0fs for it to expire",
+                    self.mission_id,
+                    ttl,
+                )
+            await self.clock.sleep(delay)  # ok: backoff while another engine's lease runs out
+            delay = min(delay * 2, 1.0)
         self._lease_renewed = self.clock.monotonic()
 
     async def _renew_lease(self) -> None:

@@ -167,6 +167,4 @@ def load_inventory(
     if text.startswith("#!"):
         raise ConfigError(f"{p}: dynamic inventory scripts are not run; export it to YAML")
     yaml_format = True if p.suffix.lower() in _YAML_SUFFIXES else None
-    return parse_inventory(
-        text, source=str(p), yaml_format=yaml_format, goal=goal, policy=policy
-    )
+    return parse_inventory(text, source=str(p), yaml_format=yaml_format, goal=goal, policy=policy)

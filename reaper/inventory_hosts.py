@@ -243,8 +243,12 @@ def host_settings(inv: Inventory, name: str, hvars: dict[str, Var]) -> dict[str,
 
 def _credentials(v: _Vars, out: dict[str, Any], host_id: str, transport: str) -> None:
     if transport == "winrm":
-        key_file = v.first("ansible_winrm_cert_key_pem", "ansible_psrp_cert_key_pem",
-                           "ansible_winrm_cert_pem", "ansible_psrp_cert_pem")
+        key_file = v.first(
+            "ansible_winrm_cert_key_pem",
+            "ansible_psrp_cert_key_pem",
+            "ansible_winrm_cert_pem",
+            "ansible_psrp_cert_pem",
+        )
     else:
         key_file = v.first("ansible_ssh_private_key_file", "ansible_private_key_file")
     if key_file is not None:

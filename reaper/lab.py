@@ -123,6 +123,15 @@ class LabFile(_Strict):
             raise ValueError("mission_id must match [a-z0-9][a-z0-9-]*")
         return value
 
+    @field_validator("policy")
+    @classmethod
+    def _known_policy(cls, value: str | dict[str, Any] | None) -> str | dict[str, Any] | None:
+        try:
+            policy_from_spec(value)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
     @field_validator("planner", mode="before")
     @classmethod
     def _planner_shorthand(cls, value: Any) -> Any:
@@ -143,6 +152,8 @@ class LabFile(_Strict):
     def to_state(self, mission_id: str | None = None) -> MissionState:
         """The new mission this lab describes (secrets stay out: only references are kept)."""
         mid = mission_id or self.mission_id or _mission_id_for(self.lab_type)
+        if not MISSION_ID_RE.match(mid):
+            raise ConfigError(f"mission id {mid!r} must match [a-z0-9][a-z0-9-]*")
         hosts = {
             h.host_id: HostState(
                 host_id=h.host_id,

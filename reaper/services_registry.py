@@ -11,7 +11,7 @@ in the same database, not a new store method:
     postgresql://…  table `reaper_processes` in the connection's default schema
 
 A record is upserted on each beat and deleted on a graceful exit, so a record that stops
-changing means a process that died. Records silent for `keep_s` (an hour) are pruned when the
+changing means a process that died. Records silent for 15 minutes are pruned when the
 registry is listed. Times are epoch seconds from the caller's clock.
 """
 
@@ -41,7 +41,7 @@ __all__ = [
 ]
 
 DEAD_AFTER_INTERVALS = 3
-_KEEP_S = 3600.0
+_KEEP_S = 900.0
 
 Role = Literal["worker", "engine"]
 
@@ -73,7 +73,7 @@ class ProcessRegistry(Protocol):
     async def remove(self, process_id: str) -> None: ...
 
     async def list(self, now: datetime) -> list[ProcessInfo]:
-        """Every record, oldest-started first; prunes records silent for over an hour."""
+        """Every record, oldest-started first; prunes records silent for over 15 minutes."""
         ...
 
     async def close(self) -> None: ...

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -213,17 +213,32 @@ class SqliteDatabase:
             self.conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self.conn
+                self.conn.execute("COMMIT")
             except BaseException:
-                self.conn.execute("ROLLBACK")
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
                 raise
-            self.conn.execute("COMMIT")
+
+    @contextmanager
+    def snapshot(self, what: str) -> Iterator[sqlite3.Connection]:
+        """A read transaction: several SELECTs see one consistent state of the file."""
+        with self.errors(what):
+            self.conn.execute("BEGIN")
+            try:
+                yield self.conn
+            finally:
+                if self.conn.in_transaction:
+                    self.conn.execute("COMMIT")
 
     def execute(self, what: str, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         with self.errors(what):
             return self.conn.execute(sql, params).fetchall()
 
-    def write_many(self, what: str, sql: str, rows: Iterable[Sequence[Any]]) -> int:
+    def write_many(self, what: str, sql: str, rows: Sequence[Sequence[Any]]) -> int:
         """One statement over many rows in one transaction; returns rows changed."""
+        if len(rows) == 1:  # one statement is its own transaction: skip BEGIN/COMMIT
+            with self.errors(what):
+                return self.conn.execute(sql, rows[0]).rowcount
         with self.transaction(what) as conn:
             return conn.executemany(sql, rows).rowcount
 

@@ -132,22 +132,20 @@ class SqliteMissionStore:
             conn.executemany(_INSERT_EVENT, _event_rows(mid, events, 1))
 
     async def load(self, mission_id: str) -> MissionState | None:
-        db = self._db
-        rows = db.execute("load mission", _SELECT_MISSION, (mission_id,))
-        if not rows:
-            return None
+        # One snapshot: another process may commit between the header and the rows.
+        with self._db.snapshot("load mission") as conn:
+            row = conn.execute(_SELECT_MISSION, (mission_id,)).fetchone()
+            if row is None:
+                return None
+            hosts = conn.execute(
+                "SELECT host_id, body FROM hosts WHERE mission_id = ? ORDER BY rowid",
+                (mission_id,),
+            ).fetchall()
+            tasks = conn.execute(
+                "SELECT body FROM tasks WHERE mission_id = ? ORDER BY rowid", (mission_id,)
+            ).fetchall()
         (schema, lab, goal, status, reason, reached, version, step, planner, policy, settings,
-         created, updated) = rows[0]  # fmt: skip
-        hosts = db.execute(
-            "load hosts",
-            "SELECT host_id, body FROM hosts WHERE mission_id = ? ORDER BY rowid",
-            (mission_id,),
-        )
-        tasks = db.execute(
-            "load tasks",
-            "SELECT body FROM tasks WHERE mission_id = ? ORDER BY rowid",
-            (mission_id,),
-        )
+         created, updated) = row  # fmt: skip
         # Built through the constructor so the private open-task index is computed.
         return MissionState(
             schema_version=schema,

@@ -4,6 +4,7 @@ runner (overseer + local workers) and a listener that tests wait on instead of s
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sqlite3
 import sys
@@ -296,3 +297,10 @@ def cli_env(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 
 PYTHON = sys.executable
+
+
+def keep_root_logging(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`reaper.cli.main` configures the root logger; undo that when the test ends."""
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", list(root.handlers))
+    monkeypatch.setattr(root, "level", root.level)

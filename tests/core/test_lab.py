@@ -88,10 +88,9 @@ def test_bad_lab_is_one_line_naming_the_file_and_field(case: str):
     assert "\n" not in message
 
 
-def test_unknown_policy_preset_is_refused_when_resolved():
-    lab = parse_lab("policy: yolo\nhosts: [{host_id: a, os: linux}]\n")
-    with pytest.raises(ConfigError, match="unknown policy 'yolo'"):
-        lab.to_state()
+def test_unknown_policy_preset_is_refused_with_the_file_named():
+    with pytest.raises(ConfigError, match="lab.yaml: policy: unknown policy 'yolo'"):
+        parse_lab("policy: yolo\nhosts: [{host_id: a, os: linux}]\n", source="lab.yaml")
 
 
 def test_missing_and_unreadable_files(tmp_path: Path):

@@ -33,6 +33,7 @@ from .conftest import (
     Recorder,
     cli_env,
     count_rows,
+    keep_root_logging,
     make_lab,
     open_memory,
     open_sqlite,
@@ -227,8 +228,10 @@ async def test_a_second_engine_cannot_take_a_running_mission(harness: HarnessFac
     await h.create(_lab(n=2))
     run = h.start("m1")
     await h.recorder.wait_for(lambda: bool(h.recorder.kinds(EventKind.TASK_PLANNED)))
+    # The second engine waits out at most one (here short) lease period, then gives up.
+    second = Overseer(h.backend, engine_overrides={"lease_ttl_s": 0.3})
     with pytest.raises(LeaseLostError, match="owned by another engine"):
-        await asyncio.wait_for(Overseer(h.backend).run_mission("m1"), WAIT_S)
+        await asyncio.wait_for(second.run_mission("m1"), WAIT_S)
     assert not run.done()  # the owner carries on
     run.cancel()
     await asyncio.gather(run, return_exceptions=True)
@@ -245,12 +248,6 @@ def _results_in(db: Path) -> int:
         return 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: after SIGKILL, `reaper resume` fails 'owned by another engine' until the dead "
-    "engine's lease expires (engine.run claims once), and tasks leased by the dead process's "
-    "workers stay invisible for 30 s (runtime.LocalWorkers lease_s is not config.lease_ttl_s)",
-)
 def test_sigkilled_run_resumes_from_another_process(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ):
@@ -290,6 +287,7 @@ def test_sigkilled_run_resumes_from_another_process(
     assert status == 0, "the run finished before it was killed"
 
     monkeypatch.chdir(tmp_path)
+    keep_root_logging(monkeypatch)
     monkeypatch.setenv("REAPER_LEASE_TTL_S", "1")
     started = time.monotonic()
     rc = main(["resume", "m1", "--db", str(db), "--no-live", "--json"])
@@ -352,6 +350,7 @@ def test_interrupted_run_stops_cleanly_and_resumes(
 
     # A clean stop leaves no lease behind: resuming at once works.
     monkeypatch.chdir(tmp_path)
+    keep_root_logging(monkeypatch)
     started = time.monotonic()
     rc = main(["resume", "m1", "--db", str(db), "--no-live", "--json"])
     out, err = capsys.readouterr()

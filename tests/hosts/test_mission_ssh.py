@@ -83,7 +83,8 @@ async def test_baseline_mission_on_three_hosts_then_everything_unchanged(
 
     state, events = await run_mission(lab, logs_dir)
 
-    assert (state.status, state.goal_reached) == (MissionStatus.COMPLETED, True), state.status_reason
+    done = (state.status, state.goal_reached)
+    assert done == (MissionStatus.COMPLETED, True), state.status_reason
     for h in hosts:
         host = state.hosts[h.name]
         assert host.stage is Stage.BASELINED and not host.locked, host.last_error
@@ -130,7 +131,8 @@ async def test_sshd_stopped_mid_mission_retries_and_recovers(
     failed = [r for r in results(events, "ms") if not r.ok]
     assert failed and all(r.retriable and r.error_code in RETRIABLE_CONNECT for r in failed)
     assert all(r.action == "linux.baseline" for r in failed)
-    assert (state.status, state.goal_reached) == (MissionStatus.COMPLETED, True), state.status_reason
+    done = (state.status, state.goal_reached)
+    assert done == (MissionStatus.COMPLETED, True), state.status_reason
     assert state.hosts["ms"].stage is Stage.BASELINED and not state.hosts["ms"].locked
 
 

@@ -90,16 +90,24 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def lab(hosts: int, *, latency: float | tuple[float, float] = 0.0, os_name: str = "linux",
-        mission_id: str | None = None) -> LabFile:
+def lab(
+    hosts: int,
+    *,
+    latency: float | tuple[float, float] = 0.0,
+    os_name: str = "linux",
+    mission_id: str | None = None,
+    **settings: Any,
+) -> LabFile:
     return LabFile(
         mission_id=mission_id,
         lab_type="scale-test",
         policy="standard",
-        settings={"stall_after_s": 120, "retry_backoff_s": 0.05},
+        settings={"stall_after_s": 120, "retry_backoff_s": 0.05, **settings},
         hosts=[
             LabHost(
-                host_id=f"h{i:04d}", os=os_name, transport="sim",
+                host_id=f"h{i:04d}",
+                os=os_name,
+                transport="sim",
                 sim=SimSettings(latency_s=latency),
             )
             for i in range(hosts)
@@ -133,7 +141,10 @@ class Cluster:
         log = open(self.logs / f"{name}-{len(self.procs)}.log", "wb")  # noqa: SIM115
         proc = subprocess.Popen(
             [sys.executable, "-m", "reaper.cli", *args, *self.spec.flags, "--log-level", "INFO"],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         log.close()
         self.procs.append(proc)
@@ -142,7 +153,9 @@ class Cluster:
     def engine(self, *extra: str) -> subprocess.Popen[bytes]:
         return self._spawn("engine", ["engine", *extra])
 
-    def worker(self, os_name: str = "linux", *extra: str, concurrency: int = 8) -> subprocess.Popen[bytes]:
+    def worker(
+        self, os_name: str = "linux", *extra: str, concurrency: int = 8
+    ) -> subprocess.Popen[bytes]:
         return self._spawn(
             "worker", ["worker", "--os", os_name, "--concurrency", str(concurrency), *extra]
         )
@@ -170,9 +183,7 @@ class Cluster:
         )
 
 
-async def wait_for(
-    check: Callable[[], Awaitable[T | None]], *, timeout: float, what: str
-) -> T:
+async def wait_for(check: Callable[[], Awaitable[T | None]], *, timeout: float, what: str) -> T:
     deadline = time.monotonic() + timeout
     delay = 0.02
     while True:

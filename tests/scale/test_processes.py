@@ -77,7 +77,9 @@ async def test_engine_and_worker_processes_run_a_mission_and_stop_on_sigterm(
         for proc in (engine, worker):
             proc.send_signal(signal.SIGTERM)
         assert engine.wait(15) == 0 and worker.wait(15) == 0
-        left = [p for p in await registry.list(utcnow()) if p.process_id == wid or p.pid == engine.pid]
+        left = [
+            p for p in await registry.list(utcnow()) if p.process_id == wid or p.pid == engine.pid
+        ]
         assert left == []  # a graceful exit deregisters: gone, not "silent"
     except BaseException:
         print(cluster.output())
@@ -147,10 +149,24 @@ async def test_run_no_workers_uses_a_separate_worker_process(tmp_path: Path) -> 
     try:
         cluster.worker("linux")
         run = subprocess.run(
-            [sys.executable, "-m", "reaper.cli", "run", str(lab_file), "--mission-id", "clirun",
-             "--no-workers", "--no-live", "--json", *spec.flags],
-            cwd=ROOT, env={**os.environ, "REAPER_LEASE_TTL_S": "1"},
-            capture_output=True, text=True, timeout=60,
+            [
+                sys.executable,
+                "-m",
+                "reaper.cli",
+                "run",
+                str(lab_file),
+                "--mission-id",
+                "clirun",
+                "--no-workers",
+                "--no-live",
+                "--json",
+                *spec.flags,
+            ],
+            cwd=ROOT,
+            env={**os.environ, "REAPER_LEASE_TTL_S": "1"},
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert run.returncode == 0, run.stderr
         report = json.loads(run.stdout)

@@ -134,8 +134,19 @@ async def test_sigterm_releases_the_mission_lease_at_once(tmp_path: Path) -> Non
 def _redis_server(port: int, data: Path) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
         [
-            "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "yes", "--appendfsync", "always", "--dir", str(data),
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--dir",
+            str(data),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -176,7 +187,7 @@ async def test_redis_restarted_mid_mission_the_mission_recovers(tmp_path: Path) 
         cluster.worker("linux")
 
         async def started() -> bool:
-            return await results_applied(backend, mid) >= 10  # type: ignore[union-attr]
+            return await results_applied(backend, mid) >= 10
 
         await wait_for(started, timeout=20, what="results before the outage")
         server.kill()  # every connection drops mid-mission
