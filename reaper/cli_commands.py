@@ -5,22 +5,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import sys
 from collections import deque
 from collections.abc import Iterator, Sequence
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from rich.live import Live
-from rich.prompt import Confirm
 from rich.text import Text
 
 from reaper.clock import RealClock
 from reaper.console import format_event, render_mission, render_missions, render_recap
-from reaper.errors import ConfigError, MissionNotFoundError
+from reaper.errors import ConfigError, MissionNotFoundError, ReaperError
 from reaper.infra.base import Backend
 from reaper.infra.factory import open_backend
 from reaper.lab import LabFile, load_lab
-from reaper.models import EventKind, EventRecord, MissionState, MissionStatus
+from reaper.models import EventKind, EventRecord, MissionState, MissionStatus, TaskStatus
 from reaper.overseer import MissionReport, Overseer
 from reaper.planners.base import MissionPlanner
 from reaper.planners.rules import RuleBasedPlanner
@@ -136,26 +136,60 @@ def _signals(stop: asyncio.Event) -> Iterator[None]:
             loop.remove_signal_handler(sig)
 
 
+def _deliver_line(line: asyncio.Future[str]) -> None:
+    if not line.done():
+        line.set_result(sys.stdin.readline())
+
+
+async def _read_answer(cli: Cli, question: str) -> bool | None:
+    """Ask y/n on the terminal without a blocking thread, so the prompt can be cancelled when
+    the mission ends or the task is decided from another shell. None: no answer (EOF)."""
+    loop = asyncio.get_running_loop()
+    fd = sys.stdin.fileno()
+    while True:
+        cli.out.print(f"{question} [bold magenta]\\[y/n][/] ", end="")
+        line: asyncio.Future[str] = loop.create_future()
+        loop.add_reader(fd, _deliver_line, line)
+        try:
+            text = await line
+        finally:
+            loop.remove_reader(fd)
+        if not text:
+            return None
+        answer = text.strip().lower()
+        if answer in ("y", "yes"):
+            return True
+        if answer in ("n", "no"):
+            return False
+        cli.out.print("[red]please answer y or n[/]")
+
+
 async def _prompt_approvals(
     cli: Cli, overseer: Overseer, dash: _Dashboard, live: Live | None
 ) -> None:
     while True:
         event = await dash.approvals.get()
         p = event.payload
+        task_id = str(p.get("task_id"))
+        state = dash.state
+        rec = None if state is None else state.tasks.get(task_id)
+        if rec is None or rec.status is not TaskStatus.AWAITING_APPROVAL:
+            continue  # decided meanwhile, e.g. with `reaper approve` from another shell
         if live is not None:
             live.stop()
         question = (
             f"Approve [bold]{p.get('action')}[/] on [bold]{p.get('host_id')}[/] "
-            f"(task {p.get('task_id')}; {p.get('reason')})?"
+            f"(task {task_id}; {p.get('reason')})?"
         )
         try:
-            answer = await asyncio.to_thread(Confirm.ask, question, console=cli.out)
-        except EOFError:
-            answer = None
-        if answer is not None:
-            await overseer.decide(
-                event.mission_id, str(p.get("task_id")), approved=answer, by="console"
-            )
+            answer = await _read_answer(cli, question)
+        except asyncio.CancelledError:
+            cli.out.print()
+            raise
+        if answer is None:
+            return  # stdin closed: approvals come from `reaper approve` from now on
+        with contextlib.suppress(ReaperError):  # decided elsewhere in the meantime
+            await overseer.decide(event.mission_id, task_id, approved=answer, by="console")
         if live is not None:
             live.start()
 

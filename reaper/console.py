@@ -208,7 +208,7 @@ def format_event(event: EventRecord) -> Text:
     if formatter is not None:
         formatter(p, line)
     elif event.kind.value.startswith("approval."):
-        line.append(f"{event.kind.value.split('.')[1]:<8}", style="yellow")
+        line.append(f"{event.kind.value.split('.')[1]:<8} ", style="yellow")
         _approval(p, line)
     else:
         line.append(f"{event.kind.value:<8}", style="dim")

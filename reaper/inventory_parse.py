@@ -136,7 +136,7 @@ def expand_pattern(pattern: str) -> list[str]:
 
 # -- INI -------------------------------------------------------------------------------------
 
-_SECTION = re.compile(r"^\[([^\]:]+)(?::(\w+))?\]\s*$")
+_SECTION = re.compile(r"^\[([^\]:\s]+)(?::(\w+))?\]\s*(?:[#;].*)?$")
 
 
 def _ini_value(text: str) -> Any:

@@ -104,7 +104,6 @@ CREATE TABLE IF NOT EXISTS inbox (
     delivery_count INTEGER NOT NULL DEFAULT 0,
     body TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS inbox_waiting ON inbox (mission_id, id) WHERE delivered = 0;
 CREATE INDEX IF NOT EXISTS inbox_mission ON inbox (mission_id, delivered);
 """
 

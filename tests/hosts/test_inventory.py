@@ -41,8 +41,8 @@ db-[a:c].lab.example ansible_become=true ansible_become_password="{BECOME_PW}"
 [db:vars]
 ansible_user=dbadmin
 
-[windows]
-dc01.lab.example ansible_host=10.0.1.10
+[windows]  # domain members
+dc01.lab.example ansible_host=10.0.1.10  # the DC
 ws[1:2].lab.example
 
 [windows:vars]
