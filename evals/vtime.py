@@ -19,6 +19,7 @@ blocks for real when idle. Forty lines here avoid a dependency and that overhead
 from __future__ import annotations
 
 import asyncio
+import math
 import selectors
 from collections.abc import Coroutine
 from datetime import UTC, datetime, timedelta
@@ -47,7 +48,9 @@ class _VirtualSelector(selectors.DefaultSelector):
             return ready
         if timeout is None:
             raise SimulationDeadlock("virtual-time loop is idle with no timer: nothing can happen")
-        self.now += timeout
+        # Always move forward: a wait shorter than the float spacing at `now` would otherwise
+        # leave the clock where it is, and a loop waiting for that deadline would spin.
+        self.now = max(self.now + timeout, math.nextafter(self.now, math.inf))
         return ready
 
 

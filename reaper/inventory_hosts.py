@@ -128,8 +128,36 @@ def _ssh_args(v: _Vars, out: dict[str, Any]) -> None:
                 options.append("ProxyJump=" + word[2:])
             i += 1
         for option in options:
-            name, _, value = option.replace(" ", "=", 1).partition("=")
-            _ssh_option(v, key, name.lower(), value.strip(), out)
+            # ssh_config syntax: `Name=value` or `Name value`.
+            m = re.match(r"\s*([A-Za-z]+)\s*[= ]\s*(.*)", option)
+            if m is not None:
+                _ssh_option(v, key, m.group(1).lower(), m.group(2).strip(), out)
+
+
+def _proxy_command_jump(command: str) -> str | None:
+    """`ssh [-q] [-p PORT] [-l USER] -W %h:%p [USER@]HOST` → `USER@HOST:PORT`, else None."""
+    words = command.split()
+    if words[:1] != ["ssh"] or "-W" not in words:
+        return None
+    with_arg = {"-p": "port", "-l": "user", "-W": "forward", "-i": "key", "-o": "option"}
+    found: dict[str, str] = {}
+    hosts: list[str] = []
+    i = 1
+    while i < len(words):
+        word = words[i]
+        if word in with_arg and i + 1 < len(words):
+            found[with_arg[word]] = words[i + 1]
+            i += 2
+            continue
+        if not word.startswith("-"):
+            hosts.append(word)
+        i += 1
+    if len(hosts) != 1 or found.get("forward") != "%h:%p":
+        return None
+    host = hosts[0]
+    if "user" in found and "@" not in host:
+        host = f"{found['user']}@{host}"
+    return host + (f":{found['port']}" if "port" in found else "")
 
 
 def _ssh_option(v: _Vars, key: str, name: str, value: str, out: dict[str, Any]) -> None:
@@ -138,15 +166,10 @@ def _ssh_option(v: _Vars, key: str, name: str, value: str, out: dict[str, Any]) 
             raise v.error(key, "ProxyJump with several hops is not supported (one jump host)")
         out["jump_host"] = value
     elif name == "proxycommand":
-        words = value.split()
-        if words[:1] == ["ssh"] and "-W" in words:
-            target = [w for w in words[1:] if "@" in w or not w.startswith(("-", "%"))]
-            port = words[words.index("-p") + 1] if "-p" in words else None
-            hosts = [w for w in target if w not in (words[words.index("-W") + 1], port)]
-            if hosts:
-                out["jump_host"] = hosts[-1] + (f":{port}" if port else "")
-                return
-        raise v.error(key, "ProxyCommand other than `ssh -W %h:%p host` is not supported")
+        jump = _proxy_command_jump(value)
+        if jump is None:
+            raise v.error(key, "ProxyCommand other than `ssh -W %h:%p host` is not supported")
+        out["jump_host"] = jump
     elif name == "userknownhostsfile":
         out["known_hosts"] = value.split()[0]
     elif name == "stricthostkeychecking" and value.lower() in ("no", "off", "accept-new"):

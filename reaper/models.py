@@ -354,6 +354,7 @@ class EventKind(StrEnum):
     TASK_RESULT = "task.result"
     TASK_RETRY = "task.retry"
     HOST_LOCKED = "host.locked"
+    HOST_OS_CORRECTED = "host.os_corrected"
     PLANNER_DECISION = "planner.decision"
     APPROVAL_REQUESTED = "approval.requested"
     APPROVAL_GRANTED = "approval.granted"

@@ -19,6 +19,7 @@ from tenacity import RetryCallState, wait_exponential
 
 from reaper.actions import CATALOG
 from reaper.models import (
+    OS_NAMES,
     ApprovalDecision,
     EventKind,
     EventRecord,
@@ -200,8 +201,23 @@ def _fold_success(
     if spec is not None and spec.produces is not None and spec.produces.rank > stage.rank:
         stage = spec.produces
     facts = host.facts
+    os_name: str = host.os
     if spec is not None and spec.verb == "discover":
         facts = {**host.facts, **r.data}
+        family = _os_family(r.data)
+        if family is not None and family != host.os:
+            # The lab (often an Ansible inventory) guessed wrong: the host says otherwise.
+            os_name = family
+            view.tr.events.append(
+                _event(
+                    view.state,
+                    r.ts,
+                    EventKind.HOST_OS_CORRECTED,
+                    host_id=host.host_id,
+                    declared=host.os,
+                    discovered=family,
+                )
+            )
     elif spec is not None and r.data:
         facts = {**host.facts, spec.verb: r.data}
     view.tr.tasks[r.task_id] = rec.model_copy(
@@ -215,6 +231,7 @@ def _fold_success(
             "current_action": None,
             "last_error": None,
             "last_tasks": last_tasks,
+            "os": os_name,
         }
     )
     view.tr.finished.append(r)
@@ -252,6 +269,18 @@ def _fold_failure(
     )
     tr.hosts[host.host_id] = host.model_copy(update=update)
     tr.finished.append(r)
+
+
+def _os_family(facts: dict[str, Any]) -> str | None:
+    """The OS a discover's facts describe: an explicit `os_family`, else the shape."""
+    family = facts.get("os_family")
+    if family in OS_NAMES:
+        return str(family)
+    if "sw_vers" in facts:
+        return "macos"
+    if "computer" in facts:
+        return "windows"
+    return None
 
 
 def _error_text(r: ResultEvent) -> str:

@@ -109,12 +109,18 @@ CREATE INDEX IF NOT EXISTS inbox_mission ON inbox (mission_id, delivered);
 
 
 class _Waiters:
-    """Futures of the coroutines waiting on one key; `notify` wakes them all."""
+    """Futures of the coroutines waiting on one key; `notify` wakes them all.
 
-    __slots__ = ("futures",)
+    `generation` counts notifications: a waiter compares it with the value it saw before its
+    attempt, so a notify that lands while its timer has already fired (future done, coroutine
+    not yet resumed) is not lost.
+    """
+
+    __slots__ = ("futures", "generation")
 
     def __init__(self) -> None:
         self.futures: set[asyncio.Future[bool]] = set()
+        self.generation = 0
 
     async def wait(self, seconds: float) -> bool:
         """True if notified, False when `seconds` ran out."""
@@ -129,6 +135,7 @@ class _Waiters:
             self.futures.discard(fut)
 
     def notify(self) -> None:
+        self.generation += 1
         for fut in self.futures:
             _resolve(fut, True)
         self.futures.clear()
@@ -279,6 +286,7 @@ class SqliteDatabase:
         while True:
             # Read the version before the attempt: a commit landing after it is then seen.
             version = self._data_version()
+            generation = waiters.generation
             got = attempt()
             if got:
                 return got
@@ -292,7 +300,7 @@ class SqliteDatabase:
                 wait = backoff if end is None else min(backoff, end - now)
                 if due_at is not None:
                     wait = min(wait, max(due_at - now, 0.0))
-                if await waiters.wait(wait):
+                if await waiters.wait(wait) or waiters.generation != generation:
                     break
                 if self._closed:
                     raise BackendError(f"sqlite database {self.path} closed while waiting")

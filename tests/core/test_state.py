@@ -286,3 +286,23 @@ def test_json_round_trip_of_a_folded_state_is_lossless(three: tuple[MissionState
     assert again == state
     assert again.open_task_ids == state.open_task_ids
     assert again.created_at.tzinfo is not None
+
+
+def test_discover_corrects_a_guessed_os() -> None:
+    """An inventory guessed linux; the host's discover says macOS: the host's OS follows."""
+    from reaper.models import EventKind, HostState, MissionState, ResultEvent, Task, TaskRecord
+    from reaper.state import RetrySettings, fold
+
+    host = HostState(host_id="m", os="linux")
+    task = Task(task_id="x:1:0", mission_id="x", host_id="m", agent_type="reaper-linux",
+                action="linux.discover")
+    state = MissionState(mission_id="x", lab_type="t", hosts={"m": host},
+                         tasks={task.task_id: TaskRecord(task=task)})
+    result = ResultEvent(task_id=task.task_id, mission_id="x", host_id="m",
+                         agent_type="reaper-linux", action="linux.discover", status="success",
+                         data={"os_family": "macos", "kernel": "23.4.0"})
+    tr = fold(state, [result], now=result.ts, retry=RetrySettings())
+    assert tr.hosts["m"].os == "macos"
+    assert tr.hosts["m"].agent_type == "reaper-macos"
+    assert [e.kind for e in tr.events if e.kind is EventKind.HOST_OS_CORRECTED]
+    assert state.hosts["m"].os == "linux"  # fold is pure

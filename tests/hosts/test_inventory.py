@@ -213,8 +213,24 @@ def test_connections_psrp_local_and_options() -> None:
 
 
 @pytest.mark.parametrize(
+    ("args", "jump"),
+    [
+        ('-o ProxyCommand="ssh -W %h:%p -q ops@bastion"', "ops@bastion"),
+        ('-o ProxyCommand="ssh -p 2200 -l me -W %h:%p bastion"', "me@bastion:2200"),
+        ("-oProxyJump=j1", "j1"),
+        ('-o "ProxyJump j2:22"', "j2:22"),
+        ("-J u@j3", "u@j3"),
+    ],
+)
+def test_jump_host_from_ssh_args(args: str, jump: str) -> None:
+    lab = parse_inventory(f"[g]\nh ansible_ssh_common_args='{args}'\n")
+    assert lab.hosts[0].jump_host == jump
+
+
+@pytest.mark.parametrize(
     ("text", "line", "message"),
     [
+        ("[g]\nh ansible_ssh_common_args='-o ProxyCommand=\"nc %h %p\"'\n", 2, "ProxyCommand"),
         ("[web]\nw1\n[web:hosts2]\n", 3, "unknown section type"),
         ("[web]\nw1\nw2 ansible_port=abc\n", 3, "ansible_port must be an integer"),
         ("[c]\nbox ansible_connection=docker\n", 2, "ansible_connection is not supported"),

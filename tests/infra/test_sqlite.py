@@ -225,3 +225,19 @@ async def test_closing_wakes_waiters_with_an_error(db_path: Path) -> None:
     await sq.close()
     with pytest.raises(BackendError, match="closed"):
         await asyncio.wait_for(waiter, timeout=2)
+
+
+async def test_a_notify_racing_a_waiters_timer_is_not_lost(sq: SqliteBackend) -> None:
+    # The waiter's backoff timer fires and, before the waiter resumes, a publish from this
+    # process notifies: the wake-up must not be lost (data_version does not move for our
+    # own connection's commits, so nothing else would rescue it).
+    take = asyncio.create_task(sq.queue.take("reaper-linux", timeout=30))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    waiters = sq.db._waiters[("queue", "reaper-linux")]
+    assert waiters.futures
+    for fut in list(waiters.futures):
+        fut.set_result(False)  # as the timer does
+    await sq.queue.publish([b.item("m1", 1)])
+    got = await asyncio.wait_for(take, timeout=2)
+    assert [d.task.task_id for d in got] == ["m1-s1-1"]

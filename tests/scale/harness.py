@@ -32,7 +32,9 @@ from tests.services import port_open, require_service
 T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parents[2]
-REDIS_URL = "redis://127.0.0.1:6379/14"  # a db of its own: flushed by each test using it
+# A db of its own, never flushed: test runs (other sessions' too) may overlap, and sharing is
+# safe because every worker may serve every mission (tasks and hosts share the one store).
+REDIS_URL = "redis://127.0.0.1:6379/14"
 POSTGRES_URL = "postgresql://127.0.0.1:5432/test"
 BACKENDS = ["sqlite", "redis+postgres"]
 
@@ -60,16 +62,6 @@ def _importable(module: str) -> bool:
     return True
 
 
-def flush_redis(url: str) -> None:
-    import redis
-
-    client = redis.Redis.from_url(url)
-    try:
-        client.flushdb()
-    finally:
-        client.close()
-
-
 def backend_spec(kind: str, tmp_path: Path, *, redis_url: str = REDIS_URL) -> Spec:
     if kind == "sqlite":
         db = f"sqlite:///{tmp_path / 'reaper.db'}"
@@ -80,7 +72,6 @@ def backend_spec(kind: str, tmp_path: Path, *, redis_url: str = REDIS_URL) -> Sp
             require_service(
                 f"127.0.0.1:{port}", port_open("127.0.0.1", port), "service not listening"
             )
-    flush_redis(redis_url)
     return Spec(POSTGRES_URL, redis_url)
 
 

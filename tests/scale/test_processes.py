@@ -3,6 +3,7 @@ in `reaper status`, SIGTERM stops them cleanly, `reaper run --no-workers` uses t
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -176,3 +177,34 @@ async def test_run_no_workers_uses_a_separate_worker_process(tmp_path: Path) -> 
         raise
     finally:
         cluster.close()
+
+
+async def test_follow_mission_prints_events_until_the_engine_process_finishes(
+    tmp_path: Path,
+) -> None:
+    import io
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from reaper.services_follow import follow_mission
+
+    spec = backend_spec("sqlite", tmp_path)
+    cluster = Cluster(spec, tmp_path / "logs")
+    mid = mission_id("follow")
+    await submit(spec, lab(5, latency=0.01), mid)
+    backend = spec.open()
+    err = io.StringIO()
+    cli = SimpleNamespace(args=SimpleNamespace(json=False), err=Console(file=err, width=200))
+    try:
+        cluster.engine("--mission", mid)
+        cluster.worker("linux")
+        final = await asyncio.wait_for(follow_mission(cli, backend, mid), 40)  # type: ignore[arg-type]
+        await check_invariants(backend, final)
+        assert "completed" in err.getvalue() and "h0004" in err.getvalue()
+    except BaseException:
+        print(cluster.output())
+        raise
+    finally:
+        cluster.close()
+        await backend.close()

@@ -22,6 +22,7 @@ __all__ = ["ACTIONS", "DISCOVER_SCRIPT", "FACT_SECTIONS", "LinuxActions", "parse
 DISCOVER_SCRIPT = r"""PATH="$PATH:/usr/sbin:/sbin:/usr/local/sbin"; export LC_ALL=C
 echo "@@reaper:os_release@@"; cat /etc/os-release 2>/dev/null || cat /usr/lib/os-release 2>/dev/null
 echo "@@reaper:kernel@@"; uname -r
+echo "@@reaper:uname_s@@"; uname -s
 echo "@@reaper:hostname@@"; uname -n
 echo "@@reaper:addresses@@"
 if command -v ip >/dev/null 2>&1; then ip -o addr show; else echo "#ifconfig"; ifconfig -a 2>/dev/null; fi
@@ -151,7 +152,10 @@ def parse_discover(text: str) -> dict[str, Any]:
         for k, v in posix.parse_key_values(s.get("sysctl", "")).items()
     }
     audit = posix.parse_key_values(s.get("auditd", ""))
+    # An inventory may have guessed the OS (Ansible has no such field): say what it is.
+    family = "macos" if s.get("uname_s", "").strip() == "Darwin" else "linux"
     return {
+        "os_family": family,
         "os": posix.parse_os_release(s.get("os_release", "")),
         "kernel": s.get("kernel", "").strip(),
         "hostname": s.get("hostname", "").strip(),

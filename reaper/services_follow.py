@@ -1,0 +1,54 @@
+"""Follow a mission that engine processes run: `reaper run --submit-only LAB` (to be wired by
+the CLI) creates the mission and follows it here, without an engine of its own, so it never
+races the `reaper engine` processes for the mission's lease.
+
+The engine runs in another process, which cannot notify this one through every backend, so
+the event log is re-read with a backoff (50 ms, up to 0.5 s while nothing happens): the same
+exception to "no polling" that SQLite's cross-process wait documents.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import TYPE_CHECKING
+
+from reaper.console import format_event
+from reaper.errors import MissionNotFoundError
+from reaper.infra.base import Backend
+from reaper.models import EventKind, MissionState
+
+if TYPE_CHECKING:
+    from reaper.cli import Cli
+
+__all__ = ["follow_mission"]
+
+_MIN_S = 0.05
+_MAX_S = 0.5
+
+
+async def follow_mission(
+    cli: Cli, backend: Backend, mission_id: str, *, stop: asyncio.Event | None = None
+) -> MissionState:
+    """Print the mission's events as they are committed until it ends (or `stop` is set);
+    returns the last state read. Events are printed unless the CLI is in JSON mode."""
+    quiet = bool(getattr(cli.args, "json", False))
+    seq = 0
+    delay = _MIN_S
+    while True:
+        events = await backend.store.events(mission_id, after_seq=seq)
+        for event in events:
+            seq = max(seq, event.seq)
+            if not quiet and event.kind is not EventKind.TASK_PLANNED:
+                cli.err.print(format_event(event))
+        state = await backend.store.load(mission_id)
+        if state is None:
+            raise MissionNotFoundError(mission_id)
+        if state.status.terminal or (stop is not None and stop.is_set()):
+            return state
+        delay = _MIN_S if events else min(delay * 2, _MAX_S)
+        if stop is None:
+            await asyncio.sleep(delay)
+        else:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
