@@ -12,7 +12,7 @@ from llm.errors import LLMAPIError, LLMTimeoutError, ReplayMissError
 from llm.replay import RecordingClient, ReplayClient, load_cassette
 from llm.testing import ScriptedClient
 from llm.types import LLMRequest, LLMResponse, Usage
-from reaper.models import MissionStatus, ResultEvent, ResultStatus
+from reaper.models import MissionStatus, ResultEvent, ResultStatus, Stage
 from reaper.planners.budget import Budget, UsageLedger
 from reaper.planners.llm import LLMPlanner, build_llm_planner
 from reaper.planners.llm_schema import plan_json_schema
@@ -171,9 +171,18 @@ async def test_provider_failures_fall_back_without_repair(exc: Exception) -> Non
 async def test_replay_miss_is_a_hard_error(tmp_path: Path) -> None:
     cassette = tmp_path / "c.jsonl"
     recorder = RecordingClient(ScriptedClient([GOOD]), cassette, synthetic=True)
-    await LLMPlanner(recorder).initial_tasks(demo_state("other"))
+    await LLMPlanner(recorder).initial_tasks(demo_state(goal=Stage.DISCOVERED))
     with pytest.raises(ReplayMissError, match="closest recorded request differs in: messages"):
         await LLMPlanner(ReplayClient(cassette)).initial_tasks(demo_state())
+
+
+async def test_the_replay_key_does_not_depend_on_the_mission_id(tmp_path: Path) -> None:
+    """The same lab replays under any mission id (the prompt does not carry it)."""
+    cassette = tmp_path / "c.jsonl"
+    recorder = RecordingClient(ScriptedClient([GOOD]), cassette, synthetic=True)
+    first = await LLMPlanner(recorder).initial_tasks(demo_state("first"))
+    again = await LLMPlanner(ReplayClient(cassette)).initial_tasks(demo_state("second"))
+    assert [t.model_dump() for t in again.tasks] == [t.model_dump() for t in first.tasks]
 
 
 # -- budget ----------------------------------------------------------------------------
