@@ -143,7 +143,8 @@ def _build() -> dict[str, ActionSpec]:
 
 CATALOG: dict[str, ActionSpec] = _build()
 _EMPTY_PARAMS_OK = frozenset(
-    name for name, spec in CATALOG.items()
+    name
+    for name, spec in CATALOG.items()
     if all(not f.is_required() for f in spec.params_model.model_fields.values())
 )
 

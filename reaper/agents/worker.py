@@ -20,6 +20,7 @@ then cancels and releases the rest (visible again at once for another worker).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -219,15 +220,18 @@ class Worker:
         stats = self.stats
         stats.taken += len(batch)
         stats.in_flight += len(batch)
-        done: list[TaskDelivery] = []
+        finished: list[tuple[TaskDelivery, ResultEvent]] = []
         index = 0  # deliveries before this one are finished or spawned
         try:
+            prefetch = getattr(self._hosts, "prefetch", None)  # optional on resolvers
+            if prefetch is not None and len(batch) > 1:
+                with contextlib.suppress(BackendError):  # each task then looks its host up
+                    await prefetch([(d.task.mission_id, d.task.host_id) for d in batch])
             for delivery in batch:
                 started = self._clock.monotonic()
                 outcome = await self._start(delivery, started)
                 if outcome is not None:
-                    if await self._publish(delivery, outcome, started):
-                        done.append(delivery)
+                    finished.append((delivery, self._build(delivery.task, outcome, started)))
                     stats.in_flight -= 1
                 index += 1
         except BaseException:
@@ -239,6 +243,9 @@ class Worker:
             await asyncio.shield(self._release(rest))
             raise
         finally:
+            # Inline results go out together: one bus call (one transaction, one pipeline)
+            # per batch, and the engine then folds them as one batch too.
+            done = await self._publish_all(finished) if finished else []
             if done:
                 await self._ack(done)
 
@@ -324,35 +331,46 @@ class Worker:
             duration_s=self._clock.monotonic() - started,
         )
 
-    async def _publish(
-        self, delivery: TaskDelivery, outcome: ActionOutcome, started: float
-    ) -> bool:
-        task = delivery.task
+    def _build(self, task: Task, outcome: ActionOutcome, started: float) -> ResultEvent:
         try:
-            result = self._result(task, outcome, started)
+            return self._result(task, outcome, started)
         except Exception as exc:  # a runner returned something that is not a valid outcome
             log.exception("worker %s: bad outcome for %s", self.worker_id, task.task_id)
             outcome = _error("AGENT_ERROR", f"agent error: invalid outcome: {exc}")
-            result = self._result(task, outcome, started)
+            return self._result(task, outcome, started)
+
+    async def _publish(
+        self, delivery: TaskDelivery, outcome: ActionOutcome, started: float
+    ) -> bool:
+        result = self._build(delivery.task, outcome, started)
+        return bool(await self._publish_all([(delivery, result)]))
+
+    async def _publish_all(
+        self, finished: Sequence[tuple[TaskDelivery, ResultEvent]]
+    ) -> list[TaskDelivery]:
+        """Publish results; return the deliveries whose results are out (to ack)."""
+        results = [result for _, result in finished]
         try:
-            await self._bus.publish(result)
+            if len(results) == 1:
+                await self._bus.publish(results[0])
+            else:
+                await self._bus.publish_many(results)
         except Exception:
-            # Not acked: the lease runs out and the task is delivered again.
-            self.stats.publish_errors += 1
-            log.exception(
-                "worker %s: publishing the result of %s failed", self.worker_id, task.task_id
-            )
-            return False
+            # Not acked: the leases run out and the tasks are delivered again.
+            self.stats.publish_errors += len(results)
+            log.exception("worker %s: publishing %d result(s) failed", self.worker_id, len(results))
+            return []
         stats = self.stats
-        if result.status is ResultStatus.SUCCESS:
-            stats.succeeded += 1
-        else:
-            stats.failed += 1
-            code = result.error_code or "ERROR"
-            stats.errors[code] = stats.errors.get(code, 0) + 1
-        if self._on_result is not None:
-            self._on_result(result)
-        return True
+        for result in results:
+            if result.status is ResultStatus.SUCCESS:
+                stats.succeeded += 1
+            else:
+                stats.failed += 1
+                code = result.error_code or "ERROR"
+                stats.errors[code] = stats.errors.get(code, 0) + 1
+            if self._on_result is not None:
+                self._on_result(result)
+        return [delivery for delivery, _ in finished]
 
     async def _ack(self, deliveries: Sequence[TaskDelivery]) -> None:
         try:

@@ -96,6 +96,10 @@ class MissionStore(Protocol):
 
     async def get_host(self, mission_id: str, host_id: str) -> HostState | None: ...
 
+    async def get_hosts(self, mission_id: str, host_ids: Sequence[str]) -> dict[str, HostState]:
+        """Several hosts in one round trip (unknown ids are left out)."""
+        ...
+
     async def commit(self, change: Commit) -> int:
         """Apply atomically if the stored version is `expected_version`; return the new
         version. StaleStateError otherwise."""
@@ -162,6 +166,10 @@ class TaskQueue(Protocol):
 class EventBus(Protocol):
     async def publish(self, message: InboundMessage) -> None:
         """Deliver a result or an approval decision to the mission's engine."""
+        ...
+
+    async def publish_many(self, messages: Sequence[InboundMessage]) -> None:
+        """Deliver several messages in one round trip (a worker's batch of results)."""
         ...
 
     async def receive(

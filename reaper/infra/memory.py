@@ -55,6 +55,12 @@ class MemoryMissionStore:
         host = None if state is None else state.hosts.get(host_id)
         return host  # shared: host models are replaced on change, never mutated
 
+    async def get_hosts(self, mission_id: str, host_ids: Sequence[str]) -> dict[str, HostState]:
+        state = self._missions.get(mission_id)
+        if state is None:
+            return {}
+        return {h: state.hosts[h] for h in host_ids if h in state.hosts}
+
     async def commit(self, change: Commit) -> int:
         mid = change.mission.mission_id
         stored = self._missions.get(mid)
@@ -284,6 +290,10 @@ class MemoryEventBus:
     async def publish(self, message: InboundMessage) -> None:
         self._inbox.setdefault(message.mission_id, deque()).append((next(self._ids), message))
         self._wakeup(message.mission_id).set()
+
+    async def publish_many(self, messages: Sequence[InboundMessage]) -> None:
+        for message in messages:
+            await self.publish(message)
 
     async def receive(
         self, mission_id: str, *, max_items: int = 10_000, timeout: float | None = None

@@ -76,6 +76,8 @@ _SQL: dict[str, LiteralString] = {
     "load_hosts": "SELECT doc::text FROM {s}.hosts WHERE mission_id = %s ORDER BY host_id",
     "load_tasks": "SELECT doc::text FROM {s}.tasks WHERE mission_id = %s",
     "get_host": "SELECT doc::text FROM {s}.hosts WHERE mission_id = %s AND host_id = %s",
+    "get_hosts": """SELECT host_id, doc::text FROM {s}.hosts
+        WHERE mission_id = %s AND host_id = ANY(%s)""",
     "events": """SELECT seq, ts, kind, schema_version, payload::text FROM {s}.events
         WHERE mission_id = %s AND seq > %s ORDER BY seq LIMIT %s""",
     "list": """SELECT m.mission_id, m.lab_type, m.status, m.status_reason,
@@ -282,6 +284,10 @@ class PostgresMissionStore:
     async def get_host(self, mission_id: str, host_id: str) -> HostState | None:
         rows = await self._rows("get_host", (mission_id, host_id))
         return HostState.model_validate_json(rows[0][0]) if rows else None
+
+    async def get_hosts(self, mission_id: str, host_ids: Sequence[str]) -> dict[str, HostState]:
+        rows = await self._rows("get_hosts", (mission_id, list(dict.fromkeys(host_ids))))
+        return {hid: HostState.model_validate_json(doc) for hid, doc in rows}
 
     async def events(
         self, mission_id: str, *, after_seq: int = 0, limit: int | None = None

@@ -76,6 +76,13 @@ class RedisEventBus:
                 self.stream_key(message.mission_id), {"m": message.model_dump_json()}
             )
 
+    async def publish_many(self, messages: Sequence[InboundMessage]) -> None:
+        async with mapped("bus publish"):
+            pipe = self._redis.pipeline(transaction=False)
+            for message in messages:
+                pipe.xadd(self.stream_key(message.mission_id), {"m": message.model_dump_json()})
+            await pipe.execute()
+
     async def receive(
         self, mission_id: str, *, max_items: int = 10_000, timeout: float | None = None
     ) -> list[InboundDelivery]:

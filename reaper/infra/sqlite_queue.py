@@ -171,6 +171,12 @@ class SqliteEventBus:
         )
         self._db.notify(("bus", message.mission_id))
 
+    async def publish_many(self, messages: Sequence[InboundMessage]) -> None:
+        rows = [(m.mission_id, m.model_dump_json()) for m in messages]
+        self._db.write_many("publish messages", _BUS_PUBLISH, rows)
+        for mission_id in {m.mission_id for m in messages}:
+            self._db.notify(("bus", mission_id))
+
     async def receive(
         self, mission_id: str, *, max_items: int = 10_000, timeout: float | None = None
     ) -> list[InboundDelivery]:
