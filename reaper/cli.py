@@ -127,6 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("lab", nargs="?", help="lab file (YAML)")
     p.add_argument("--inventory", help="an Ansible inventory (INI or YAML) instead of a lab")
     p.add_argument("--mission-id", help="mission id (default: from the lab file, else made up)")
+    p.add_argument(
+        "--submit-only",
+        action="store_true",
+        help="only submit the mission; `reaper engine` processes run it, this follows it",
+    )
     _common(p)
     _planner_flags(p)
     _run_flags(p)

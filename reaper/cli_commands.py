@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 import sys
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +24,7 @@ from reaper.overseer import MissionReport, Overseer
 from reaper.planners.base import MissionPlanner
 from reaper.planners.rules import RuleBasedPlanner
 from reaper.runtime import LocalWorkers
+from reaper.signals import stop_on_signals
 
 if TYPE_CHECKING:
     from reaper.cli import Cli
@@ -121,21 +121,6 @@ def llm_usage(events: Sequence[EventRecord]) -> dict[str, Any] | None:
     return {"provider": last.get("provider", ""), "model": last.get("model", ""), **summary}
 
 
-@contextlib.contextmanager
-def _signals(stop: asyncio.Event) -> Iterator[None]:
-    loop = asyncio.get_running_loop()
-    installed = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-            installed.append(sig)
-    try:
-        yield
-    finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)
-
-
 def _deliver_line(line: asyncio.Future[str]) -> None:
     if not line.done():
         line.set_result(sys.stdin.readline())
@@ -230,7 +215,7 @@ async def _drive(cli: Cli, backend: Backend, mission_id: str, *, seed: int) -> i
         helpers.append(asyncio.create_task(_prompt_approvals(cli, overseer, dash, live)))
     interrupted = False
     try:
-        with _signals(stop):
+        with stop_on_signals(stop):
             if live is not None:
                 live.start()
             while not engine_task.done():
@@ -323,6 +308,11 @@ async def cmd_run(cli: Cli) -> int:
                 f"mission [bold]{state.mission_id}[/] created "
                 f"({len(state.hosts)} hosts, goal {state.goal.value})"
             )
+        if cli.args.submit_only:
+            from reaper.services_follow import follow_mission
+
+            final = await follow_mission(cli, backend, state.mission_id)
+            return _report_end(cli, final, llm_usage(await backend.store.events(final.mission_id)))
         return await _drive(cli, backend, state.mission_id, seed=lab.seed)
 
 

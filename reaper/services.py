@@ -17,10 +17,7 @@ Heartbeats go to the process registry beside the mission store (`services_regist
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import signal
-from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from rich.table import Table
@@ -35,6 +32,7 @@ from reaper.models import MissionStatus
 from reaper.services_engine import EngineService
 from reaper.services_registry import ProcessInfo, ProcessRegistry, open_registry
 from reaper.services_worker import heartbeat_interval, serve_worker
+from reaper.signals import stop_on_signals
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -50,21 +48,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-@contextlib.contextmanager
-def _stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
-    loop = asyncio.get_running_loop()
-    installed = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-            installed.append(sig)
-    try:
-        yield
-    finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)
 
 
 def registry_for(cli: Cli) -> ProcessRegistry:
@@ -121,7 +104,7 @@ async def run_worker_process(cli: Cli) -> int:
     stop = asyncio.Event()
     try:
         metrics = _metrics(cli)
-        with _stop_on_signals(stop):
+        with stop_on_signals(stop):
             worker = await serve_worker(
                 backend,
                 registry,
@@ -159,7 +142,7 @@ async def run_engine_process(cli: Cli) -> int:
             only=getattr(cli.args, "mission", None),
             metrics=metrics,
         )
-        with _stop_on_signals(stop):
+        with stop_on_signals(stop):
             await service.run(stop)
     finally:
         await _close(backend, registry, metrics)

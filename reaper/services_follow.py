@@ -1,5 +1,5 @@
-"""Follow a mission that engine processes run: `reaper run --submit-only LAB` (to be wired by
-the CLI) creates the mission and follows it here, without an engine of its own, so it never
+"""Follow a mission that engine processes run: `reaper run --submit-only LAB` (the CLI)
+creates the mission and follows it here, without an engine of its own, so it never
 races the `reaper engine` processes for the mission's lease.
 
 The engine runs in another process, which cannot notify this one through every backend, so
