@@ -298,8 +298,20 @@ def _load_run_lab(cli: Cli) -> LabFile:
     return load_lab(a.lab)
 
 
+async def _preflight(cli: Cli, lab: LabFile) -> None:
+    """Build the planner once before the mission exists, so a missing API key, SDK or
+    cassette is a one-line error and not a half-created mission."""
+    planner = _planner_factory(cli)(lab.to_state(cli.args.mission_id or lab.mission_id))
+    client = getattr(planner, "client", None)
+    close = getattr(client, "aclose", None)
+    if close is not None:
+        await close()
+
+
 async def cmd_run(cli: Cli) -> int:
     lab = _apply_planner_override(cli, _load_run_lab(cli))
+    if not cli.args.submit_only:
+        await _preflight(cli, lab)
     async with _backend(cli) as backend:
         overseer = Overseer(backend)
         state = await overseer.create_mission(lab, cli.args.mission_id)
