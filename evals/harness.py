@@ -44,6 +44,8 @@ __all__ = ["Job", "PlannerFactory", "code_version", "plan_jobs", "run_job", "run
 
 log = logging.getLogger(__name__)
 
+# Statuses a mission would wait in for ever without an operator: the run ends there.
+_HALTED = (MissionStatus.STALLED, MissionStatus.STOPPED)
 # (scenario, lab seed) -> planner; tests pass these directly (jobs=1), the CLI uses names.
 PlannerFactory = Callable[[Scenario, int], MissionPlanner]
 
@@ -109,9 +111,7 @@ class _Watch:
             elif event.kind is EventKind.APPROVAL_REQUESTED:
                 self._answer(state.mission_id, str(event.payload["task_id"]))
         stop = ""
-        if state.status.terminal:
-            stop = state.status.value
-        elif state.status in (MissionStatus.STALLED, MissionStatus.STOPPED):
+        if state.status.terminal or state.status in _HALTED:
             stop = state.status.value
         elif state.step >= limits.max_steps:
             stop = "limit:steps"

@@ -12,7 +12,9 @@ To record a live model instead: `reaper eval --planners llm --record DIR` with a
 from __future__ import annotations
 
 import argparse
+import gzip
 import logging
+import shutil
 import sys
 from pathlib import Path
 
@@ -20,7 +22,7 @@ from evals.harness import code_version, plan_jobs, run_suite
 from evals.planners import DEFAULT_FIXTURES, LLMSource, cassette_for
 from evals.scenario import load_scenarios
 
-__all__ = ["DEFAULT_TRIALS", "main", "make_fixtures"]
+__all__ = ["DEFAULT_TRIALS", "main", "make_fixtures", "pack"]
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +35,8 @@ def make_fixtures(scenarios_dir: Path, out: Path, trials: int) -> list[str]:
     scenarios = load_scenarios(scenarios_dir)
     out.mkdir(parents=True, exist_ok=True)
     for scenario in scenarios:
-        cassette_for(out, scenario.name).unlink(missing_ok=True)
+        for suffix in (".jsonl", ".jsonl.gz"):
+            (out / f"{scenario.name}{suffix}").unlink(missing_ok=True)
     source = LLMSource(
         mode="record", path=out, synthetic=True, client_factory="evals.sensible:sensible_client"
     )
@@ -41,7 +44,19 @@ def make_fixtures(scenarios_dir: Path, out: Path, trials: int) -> list[str]:
         scenarios, [("llm", "llm")], trials=trials, source=source, version=code_version()
     )
     results = run_suite(jobs, processes=1)
+    for scenario in scenarios:
+        pack(cassette_for(out, scenario.name))
     return [f"{r.scenario} seed {r.seed}: {r.error}" for r in results if r.error]
+
+
+def pack(path: Path) -> Path:
+    """Gzip a cassette in place (`.jsonl` → `.jsonl.gz`): the prompts repeat from entry to
+    entry, so this is ~18x smaller. mtime 0 keeps the bytes a function of the content."""
+    packed = path.with_name(path.name + ".gz")
+    with path.open("rb") as src, gzip.GzipFile(packed, "wb", compresslevel=9, mtime=0) as dst:
+        shutil.copyfileobj(src, dst)
+    path.unlink()
+    return packed
 
 
 def main(argv: list[str] | None = None) -> int:

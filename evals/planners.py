@@ -13,8 +13,10 @@ recording. It is plain data, so runs can be shipped to worker processes.
 from __future__ import annotations
 
 import copy
+import gzip
 import importlib
 import inspect
+import tempfile
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -52,8 +54,13 @@ class LLMSource:
 
 
 def cassette_for(path: Path, scenario: str) -> Path:
-    """A directory holds one cassette per scenario; a file serves every scenario."""
-    return path / f"{scenario}.jsonl" if path.is_dir() or not path.suffix else path
+    """A directory holds one cassette per scenario (`<scenario>.jsonl`, or gzipped as shipped:
+    `.jsonl.gz`); a file serves every scenario."""
+    if path.suffix and not path.is_dir():
+        return path
+    plain = path / f"{scenario}.jsonl"
+    packed = path / f"{scenario}.jsonl.gz"
+    return packed if packed.exists() and not plain.exists() else plain
 
 
 def import_object(spec: str) -> Any:
@@ -70,6 +77,20 @@ def import_object(spec: str) -> Any:
 _replay_cache: dict[Path, ReplayClient] = {}
 
 
+def _load_replay(path: Path) -> ReplayClient:
+    if path.suffix != ".gz":
+        return ReplayClient(path)
+    # ReplayClient reads a path; it parses the whole file at construction, so a temporary
+    # plain copy can go right after.
+    with tempfile.TemporaryDirectory(prefix="reaper-cassette-") as tmp:
+        plain = Path(tmp) / path.stem
+        try:
+            plain.write_bytes(gzip.decompress(path.read_bytes()))
+        except (OSError, EOFError, gzip.BadGzipFile) as exc:
+            raise ConfigError(f"cannot read cassette {path}: {exc}") from exc
+        return ReplayClient(plain)
+
+
 def _fresh_replay(path: Path) -> ReplayClient:
     """A replay client with every answer unserved, parsing each cassette once per process.
 
@@ -77,7 +98,7 @@ def _fresh_replay(path: Path) -> ReplayClient:
     a parsed cassette (a `ReplayClient.from_cassette` would remove this reach-in)."""
     pristine = _replay_cache.get(path)
     if pristine is None:
-        pristine = _replay_cache[path] = ReplayClient(path)
+        pristine = _replay_cache[path] = _load_replay(path)
     client = copy.copy(pristine)
     client._queues = {key: deque(q) for key, q in pristine._queues.items()}
     client._served = set()

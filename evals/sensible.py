@@ -77,8 +77,13 @@ def _plan_for(text: str) -> dict[str, Any]:
                 errors[str(obj["host_id"])] = str(obj["last_error"])
     tasks: list[dict[str, str]] = []
     for host_id in sorted(hosts):
-        task = _next_for(hosts[host_id], results.get(host_id), facts.get(host_id, {}),
-                         errors.get(host_id, ""), goal)
+        task = _next_for(
+            hosts[host_id],
+            results.get(host_id),
+            facts.get(host_id, {}),
+            errors.get(host_id, ""),
+            goal,
+        )
         if task is not None and len(tasks) < limit:
             tasks.append(task)
     note = f"{len(tasks)} task(s): advancing hosts one stage" if tasks else "nothing to do"
@@ -86,7 +91,10 @@ def _plan_for(text: str) -> dict[str, Any]:
 
 
 def _next_for(
-    host: dict[str, Any], result: dict[str, Any] | None, facts: dict[str, Any], error: str,
+    host: dict[str, Any],
+    result: dict[str, Any] | None,
+    facts: dict[str, Any],
+    error: str,
     goal: int,
 ) -> dict[str, str] | None:
     host_id, os_name = str(host["host_id"]), str(host["os"])
@@ -95,8 +103,9 @@ def _next_for(
         return None
     used, _, allowed = str(host.get("failures", "0/3")).partition("/")
     spare = int(allowed or 3) - int(used or 0) > 1
-    code = str(result.get("error_code") or "") if result and result.get("status") != "success" \
-        else ""
+    code = (
+        str(result.get("error_code") or "") if result and result.get("status") != "success" else ""
+    )
     if not code and host.get("status") == "error" and error:
         code = error.split(":", 1)[0]
     if code in FATAL_ERRORS:

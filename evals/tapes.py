@@ -132,9 +132,7 @@ def _step_from_events(commit: int, ts: datetime, events: Sequence[EventRecord]) 
                 {k: p.get(k) for k in ("task_id", "host_id", "action", "params", "reason")}
             )
         elif kind is EventKind.TASK_REFUSED:
-            step.refused.append(
-                {k: p.get(k) for k in ("index", "code", "reason", "proposal")}
-            )
+            step.refused.append({k: p.get(k) for k in ("index", "code", "reason", "proposal")})
         elif kind is EventKind.STATUS_CHANGED:
             step.status = {"to": str(p["to"]), "reason": str(p.get("reason", ""))}
     return step
@@ -203,9 +201,7 @@ class TapeRecorder:
 
 
 def _derive_initial(state: MissionState) -> MissionState:
-    hosts = {
-        h.host_id: h.model_copy(update={"current_action": None}) for h in state.hosts.values()
-    }
+    hosts = {h.host_id: h.model_copy(update={"current_action": None}) for h in state.hosts.values()}
     return state.model_copy(
         update={
             "hosts": hosts,
@@ -245,15 +241,18 @@ def replay_states(tape: Tape) -> Iterator[DecisionPoint]:
     The consumer may ask a planner about `point.state` but must not change it.
     """
     state = MissionState.model_validate(tape.header.initial_state)
-    retry = RetrySettings(**tape.header.retry) if tape.header.retry else RetrySettings()
+    r = tape.header.retry
+    retry = RetrySettings(
+        max_attempts=int(r.get("max_attempts", 3)),
+        backoff_s=float(r.get("backoff_s", 1.0)),
+        backoff_max_s=float(r.get("backoff_max_s", 30.0)),
+    )
     policy = Policy.model_validate(state.policy)
     for rec in tape.steps:
         messages: list[ResultEvent | ApprovalDecision] = [
             ResultEvent.model_validate(r) for r in rec.results
         ]
-        messages += [
-            ApprovalDecision(mission_id=state.mission_id, **a) for a in rec.approvals
-        ]
+        messages += [ApprovalDecision(mission_id=state.mission_id, **a) for a in rec.approvals]
         tr = fold(state, messages, now=rec.ts, retry=retry)
         apply(state, tr)
         if rec.decision is not None and rec.step is not None:
@@ -281,8 +280,9 @@ def _norm(tasks: Sequence[PlannedTask]) -> list[str]:
         spec = CATALOG.get(t.action)
         if spec is not None:
             params, _ = validate_params(spec, t.params)
-        out.append(f"{t.host_id} {t.action}" + (f" {json.dumps(params, sort_keys=True)}"
-                                                 if params else ""))
+        out.append(
+            f"{t.host_id} {t.action}" + (f" {json.dumps(params, sort_keys=True)}" if params else "")
+        )
     return sorted(out)
 
 

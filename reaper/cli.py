@@ -171,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--hosts", default=None, help="comma-separated host counts")
     p.add_argument("--workers", type=_positive_int, default=1, help="workers per agent type")
-    p.add_argument("--concurrency", type=_positive_int, default=256)
+    p.add_argument("--concurrency", type=_positive_int, default=64, help="per worker")
     _common(p)
 
     p = sub.add_parser("worker", help="run agent workers for one OS (a separate process)")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Container
+from dataclasses import dataclass, field
 from enum import StrEnum
 from fnmatch import fnmatchcase
 from typing import Any, Literal, Protocol
@@ -126,13 +127,14 @@ def policy_from_spec(spec: str | dict[str, Any] | None) -> Policy:
     return policy
 
 
-class Verdict(BaseModel):
-    model_config = ConfigDict(frozen=True)
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The policy's answer for one planned task (a plain dataclass: one per planned task)."""
 
     decision: Decision
     code: str  # machine-readable reason: allowed, ask, unknown_host, locked_host, ...
     reason: str
-    params: dict[str, Any] = Field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
     spec: ActionSpec | None = None
 
 

@@ -1,0 +1,59 @@
+"""A replay that cannot find its answer stops with a clear error, never a silent fallback."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from evals.cli import main
+from evals.harness import plan_jobs, run_suite
+from evals.planners import DEFAULT_FIXTURES, LLMSource, cassette_for
+from evals.scenario import Scenario
+
+
+def _happy(scenarios: list[Scenario]) -> list[Scenario]:
+    return [s for s in scenarios if s.name == "happy-path"]
+
+
+def test_prompt_change_is_a_cassette_miss(scenarios: list[Scenario], tmp_path: Path) -> None:
+    # Another scenario's cassette: every request (mission, hosts, facts) differs.
+    wrong = tmp_path / "happy-path.jsonl.gz"
+    shutil.copy(cassette_for(DEFAULT_FIXTURES, "slow-host"), wrong)
+    source = LLMSource(mode="replay", path=tmp_path)
+    [result] = run_suite(plan_jobs(_happy(scenarios), [("llm", "llm")], trials=1, source=source))
+    assert result.stop == "error"
+    assert result.error is not None
+    assert "ReplayMissError" in result.error and "no recorded answer" in result.error
+    assert "differs in: messages" in result.error  # says what changed
+
+
+def test_more_trials_than_recorded_is_a_miss(scenarios: list[Scenario]) -> None:
+    results = run_suite(plan_jobs(_happy(scenarios), [("llm", "llm")], trials=4), processes=1)
+    assert [r.error is None for r in results] == [True, True, True, False]
+
+
+def test_missing_cassette_names_the_file(scenarios: list[Scenario], tmp_path: Path) -> None:
+    source = LLMSource(mode="replay", path=tmp_path)
+    [result] = run_suite(plan_jobs(_happy(scenarios), [("llm", "llm")], trials=1, source=source))
+    assert result.error is not None and "happy-path.jsonl" in result.error
+
+
+def test_cli_exits_2_and_says_why(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(
+        [
+            "--planners",
+            "llm",
+            "--only",
+            "happy-path",
+            "--trials",
+            "1",
+            "--replay",
+            str(tmp_path),
+            "--out",
+            "",
+        ]
+    )
+    assert code == 2
+    assert "no cassette" in capsys.readouterr().err

@@ -1,0 +1,83 @@
+"""The suite itself: deterministic, fast, and sensitive to a weakened planner."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from evals.harness import plan_jobs, run_suite
+from evals.scenario import Scenario
+from evals.scorecard import RunResult
+from reaper.planners.base import MissionPlanner
+
+from .weak_planners import IgnoresPrereqs, NeverRetries, Rediscovers, Stubborn
+
+
+def _dump(results: list[RunResult]) -> list[dict[str, object]]:
+    return [r.model_dump(exclude={"code_version"}) for r in results]
+
+
+def test_same_suite_twice_gives_identical_results(
+    subset: list[Scenario], subset_results: list[RunResult]
+) -> None:
+    again = run_suite(plan_jobs(subset, [("rule", "rule"), ("llm", "llm")], trials=2), processes=2)
+    assert _dump(again) == _dump(subset_results)
+    assert all(r.error is None for r in again)
+    # Trials differ from each other (seeded variants), not from their replays.
+    llm = [r for r in again if r.planner == "llm" and r.scenario == "flaky-storm"]
+    assert len({(r.steps, r.input_tokens) for r in llm}) > 1
+
+
+def test_shipped_suite_replays_offline_quickly(scenarios: list[Scenario]) -> None:
+    started = time.perf_counter()
+    results = run_suite(plan_jobs(scenarios, [("rule", "rule"), ("llm", "llm")], trials=3))
+    elapsed = time.perf_counter() - started
+    assert len(results) == len(scenarios) * 2 * 3
+    assert [r for r in results if r.error] == []
+    assert all(r.success for r in results), [
+        (r.planner, r.scenario, r.seed, r.stop) for r in results if not r.success
+    ]
+    llm = [r for r in results if r.planner == "llm"]
+    assert all(r.llm_calls > 0 and r.model and r.prompt_hash for r in llm)
+    assert any(r.invalid_outputs > 0 for r in llm)  # the synthetic model slips sometimes
+    assert elapsed < 10.0, f"shipped suite took {elapsed:.1f}s"
+
+
+def _scores(scenarios: list[Scenario], name: str, planner: type[MissionPlanner]) -> list[RunResult]:
+    chosen = [s for s in scenarios if s.name == name]
+    jobs = plan_jobs(chosen, [(planner.name, "x")], trials=3)
+    return run_suite(jobs, factory=lambda _s, _seed: planner())
+
+
+@pytest.mark.parametrize(
+    ("scenario", "weak", "worse"),
+    [
+        # Never retrying leaves a host that came back short of the goal.
+        ("host-down-recovers", NeverRetries, ("success", "goal_pct")),
+        # Needless re-discovery is redundant work (and more steps).
+        ("happy-path", Rediscovers, ("redundant_tasks", "wasted_tasks", "tasks_issued")),
+        # Ignoring PREREQ_MISSING burns failures on baselines that cannot succeed.
+        ("needs-prepare", IgnoresPrereqs, ("success", "failed_tasks", "goal_pct")),
+        # Retrying a fatal error locks a host that needed no lock.
+        ("auth-failure", Stubborn, ("success", "hosts_locked", "failed_tasks")),
+    ],
+)
+def test_weakened_planner_scores_worse(
+    scenarios: list[Scenario],
+    scenario: str,
+    weak: type[MissionPlanner],
+    worse: tuple[str, ...],
+) -> None:
+    from reaper.planners.rules import RuleBasedPlanner
+
+    good = _scores(scenarios, scenario, RuleBasedPlanner)
+    bad = _scores(scenarios, scenario, weak)
+    higher_is_better = {"success", "goal_pct"}
+    for metric in worse:
+        g = sum(float(getattr(r, metric)) for r in good) / len(good)
+        b = sum(float(getattr(r, metric)) for r in bad) / len(bad)
+        if metric in higher_is_better:
+            assert b < g, (metric, g, b)
+        else:
+            assert b > g, (metric, g, b)
