@@ -24,7 +24,7 @@ from rich.console import Console
 from evals.aggregate import aggregate
 from evals.compare import compare
 from evals.harness import code_version, plan_jobs, run_suite
-from evals.planners import DEFAULT_FIXTURES, LLMSource, build_planner
+from evals.planners import DEFAULT_FIXTURES, LLMSource, build_planner, cassette_for
 from evals.report import (
     comparison_table,
     divergence_table,
@@ -156,6 +156,10 @@ def _run(argv: list[str]) -> int:
     planners = _planners(args.planners)
     source = _source(args)
     version = code_version()
+    if source.mode == "record":
+        # A fresh recording: stale answers left in place would be served first on replay.
+        for path in {cassette_for(source.path, s.name) for s in scenarios}:
+            path.unlink(missing_ok=True)
     started = time.perf_counter()
     jobs = plan_jobs(
         scenarios,

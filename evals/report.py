@@ -131,11 +131,12 @@ def usage_table(aggs: Sequence[Aggregate]) -> Table:
             a.scenario if a.scenario != "*" else "[bold]all[/bold]",
             a.model,
             a.prompt_hash,
-            m["llm_calls"].fmt(1),
-            m["input_tokens"].fmt(0),
-            m["output_tokens"].fmt(0),
-            m["cached_tokens"].fmt(0),
-            m["cost_usd"].fmt(4),
+            # Means only: the intervals are in the JSON and the markdown report.
+            f"{m['llm_calls'].mean:.1f}",
+            f"{m['input_tokens'].mean:.0f}",
+            f"{m['output_tokens'].mean:.0f}",
+            f"{m['cached_tokens'].mean:.0f}",
+            f"{m['cost_usd'].mean:.4f}",
             per_success,
         )
     return table

@@ -19,7 +19,7 @@ import anthropic
 from anthropic.types import Message as AnthropicMessage
 from anthropic.types import TextBlockParam, ToolParam
 
-from llm.errors import LLMAPIError, LLMConfigError, LLMTimeoutError
+from llm.errors import LLMConfigError, from_sdk_error
 from llm.types import LLMRequest, LLMResponse, StopReason, Usage
 
 __all__ = ["API_KEY_ENV", "AnthropicClient", "StructuredMode"]
@@ -83,27 +83,10 @@ class AnthropicClient:
         started = time.perf_counter()
         try:
             message = await self._client.messages.create(**kwargs)
-        except anthropic.APITimeoutError as exc:
-            raise LLMTimeoutError(
-                f"anthropic: no answer within {self.timeout}s (after SDK retries)",
-                provider=self.provider,
-                timeout_s=self.timeout,
-            ) from exc
-        except anthropic.APIConnectionError as exc:
-            raise LLMAPIError(
-                f"anthropic: connection failed: {exc}", provider=self.provider, retriable=True
-            ) from exc
-        except anthropic.APIStatusError as exc:
-            raise LLMAPIError(
-                f"anthropic: HTTP {exc.status_code}: {exc.message}",
-                provider=self.provider,
-                status_code=exc.status_code,
-                retriable=exc.status_code in (408, 409, 429) or exc.status_code >= 500,
-                request_id=exc.request_id,
-            ) from exc
         except anthropic.APIError as exc:
-            # e.g. a 200 whose body does not parse: not worth retrying.
-            raise LLMAPIError(f"anthropic: {exc.message}", provider=self.provider) from exc
+            raise from_sdk_error(
+                exc, anthropic, provider=self.provider, timeout_s=self.timeout
+            ) from exc
         latency = time.perf_counter() - started
         return self._to_response(request, message, latency)
 

@@ -18,6 +18,8 @@ truncation are not exceptions: they are values of ``LLMResponse.stop_reason``.
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "LLMAPIError",
     "LLMConfigError",
@@ -25,6 +27,7 @@ __all__ = [
     "LLMOutputError",
     "LLMTimeoutError",
     "ReplayMissError",
+    "from_sdk_error",
 ]
 
 
@@ -85,3 +88,29 @@ class LLMOutputError(LLMError):
     def __init__(self, message: str, *, raw_body: str) -> None:
         super().__init__(message)
         self.raw_body = raw_body
+
+
+def from_sdk_error(exc: Exception, sdk: Any, *, provider: str, timeout_s: float) -> LLMAPIError:
+    """Map an `anthropic` or `openai` SDK exception (raised after the SDK's own retries) to
+    ours. Both SDKs share the class names used here; `sdk` is the SDK module."""
+    if isinstance(exc, sdk.APITimeoutError):
+        return LLMTimeoutError(
+            f"{provider}: no answer within {timeout_s}s (after SDK retries)",
+            provider=provider,
+            timeout_s=timeout_s,
+        )
+    if isinstance(exc, sdk.APIConnectionError):
+        return LLMAPIError(
+            f"{provider}: connection failed: {exc}", provider=provider, retriable=True
+        )
+    if isinstance(exc, sdk.APIStatusError):
+        status = exc.status_code
+        return LLMAPIError(
+            f"{provider}: HTTP {status}: {exc.message}",
+            provider=provider,
+            status_code=status,
+            retriable=status in (408, 409, 429) or status >= 500,
+            request_id=exc.request_id,
+        )
+    # e.g. a 200 whose body does not parse: not worth retrying.
+    return LLMAPIError(f"{provider}: {getattr(exc, 'message', exc)}", provider=provider)

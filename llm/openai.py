@@ -15,7 +15,7 @@ from typing import Any, Literal
 import openai
 from openai.types.chat import ChatCompletion
 
-from llm.errors import LLMAPIError, LLMConfigError, LLMTimeoutError
+from llm.errors import LLMAPIError, LLMConfigError, from_sdk_error
 from llm.types import LLMRequest, LLMResponse, StopReason, Usage
 
 __all__ = ["API_KEY_ENV", "BASE_URL_ENV", "OpenAIClient"]
@@ -82,26 +82,10 @@ class OpenAIClient:
         started = time.perf_counter()
         try:
             completion = await self._client.chat.completions.create(**kwargs)
-        except openai.APITimeoutError as exc:
-            raise LLMTimeoutError(
-                f"{self.provider}: no answer within {self.timeout}s (after SDK retries)",
-                provider=self.provider,
-                timeout_s=self.timeout,
-            ) from exc
-        except openai.APIConnectionError as exc:
-            raise LLMAPIError(
-                f"{self.provider}: connection failed: {exc}", provider=self.provider, retriable=True
-            ) from exc
-        except openai.APIStatusError as exc:
-            raise LLMAPIError(
-                f"{self.provider}: HTTP {exc.status_code}: {exc.message}",
-                provider=self.provider,
-                status_code=exc.status_code,
-                retriable=exc.status_code in (408, 409, 429) or exc.status_code >= 500,
-                request_id=exc.request_id,
-            ) from exc
         except openai.APIError as exc:
-            raise LLMAPIError(f"{self.provider}: {exc.message}", provider=self.provider) from exc
+            raise from_sdk_error(
+                exc, openai, provider=self.provider, timeout_s=self.timeout
+            ) from exc
         latency = time.perf_counter() - started
         return self._to_response(completion, latency)
 

@@ -57,3 +57,30 @@ def test_cli_exits_2_and_says_why(tmp_path: Path, capsys: pytest.CaptureFixture[
     )
     assert code == 2
     assert "no cassette" in capsys.readouterr().err
+
+
+def test_record_then_replay_round_trip(tmp_path: Path) -> None:
+    common = ["--planners", "llm", "--only", "goal-discovered", "--trials", "2", "--json"]
+    recorded = tmp_path / "rec"
+    assert (
+        main(
+            [
+                *common,
+                "--record",
+                str(recorded),
+                "--client",
+                "evals.sensible:sensible_client",
+                "--out",
+                str(tmp_path / "a"),
+            ]
+        )
+        == 0
+    )
+    assert (recorded / "goal-discovered.jsonl").exists()
+    assert main([*common, "--replay", str(recorded), "--out", str(tmp_path / "b")]) == 0
+    assert main([*common, "--out", str(tmp_path / "c")]) == 0  # the shipped fixtures
+
+    def lines(name: str) -> list[str]:
+        return (tmp_path / name / "results.jsonl").read_text().splitlines()
+
+    assert lines("a") == lines("b") == lines("c")
