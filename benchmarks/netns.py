@@ -130,8 +130,18 @@ class NsLab:
     def create(cls, names: list[str], workdir: Path, *, parallel: int = 8) -> NsLab:
         lab = cls(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
-        _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "reaper-test",
-             "-f", str(lab.client_key))
+        _run(
+            "ssh-keygen",
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-C",
+            "reaper-test",
+            "-f",
+            str(lab.client_key),
+        )
         try:
             with _allocation_lock():
                 free = [n for n in range(1, 255) if n not in _used_subnets()]
@@ -150,11 +160,18 @@ class NsLab:
         return lab
 
     def _network(self, name: str, n: int) -> NsHost:
-        host = NsHost(name=name, index=n, ns=f"reaper-n{n}", veth=f"rvn{n}",
-                      addr=f"{NET}.{n}.2", dir=self.workdir / name)
+        host = NsHost(
+            name=name,
+            index=n,
+            ns=f"reaper-n{n}",
+            veth=f"rvn{n}",
+            addr=f"{NET}.{n}.2",
+            dir=self.workdir / name,
+        )
         _run("ip", "netns", "add", host.ns)
-        _run("ip", "link", "add", host.veth, "type", "veth", "peer", "name", "eth0",
-             "netns", host.ns)
+        _run(
+            "ip", "link", "add", host.veth, "type", "veth", "peer", "name", "eth0", "netns", host.ns
+        )
         _run("ip", "addr", "add", f"{NET}.{n}.1/24", "dev", host.veth)
         _run("ip", "link", "set", host.veth, "up")
         _run("ip", "-n", host.ns, "addr", "add", f"{host.addr}/24", "dev", "eth0")
@@ -165,11 +182,26 @@ class NsLab:
     def _build(self, host: NsHost) -> None:
         for sub in ("upper", "work", "root"):
             (host.dir / sub).mkdir(parents=True)
-        _run("mount", "-t", "overlay", "overlay", "-o",
-             f"lowerdir={ROOTFS},upperdir={host.dir}/upper,workdir={host.dir}/work", str(host.root))
+        _run(
+            "mount",
+            "-t",
+            "overlay",
+            "overlay",
+            "-o",
+            f"lowerdir={ROOTFS},upperdir={host.dir}/upper,workdir={host.dir}/work",
+            str(host.root),
+        )
         root = str(host.root)
-        _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f",
-             f"{root}/etc/ssh/ssh_host_ed25519_key")
+        _run(
+            "ssh-keygen",
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-f",
+            f"{root}/etc/ssh/ssh_host_ed25519_key",
+        )
         (host.root / "etc/hostname").write_text(f"{host.name}\n")
         _run("chroot", root, "useradd", "-m", "-s", "/bin/bash", USER)
         _run("chroot", root, "chpasswd", stdin=f"{USER}:{PASSWORD}\n")
@@ -185,10 +217,27 @@ class NsLab:
     def start_sshd(self, host: NsHost, timeout: float = 10.0) -> None:
         host.listening.clear()
         host.proc = subprocess.Popen(
-            ["ip", "netns", "exec", host.ns, "unshare", "--mount", "--pid", "--uts", "--fork",
-             "--kill-child", f"--mount-proc={host.root}/proc", "chroot", str(host.root),
-             "sh", "-c", 'hostname "$(cat /etc/hostname)"; exec /usr/sbin/sshd -D -e'],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            [
+                "ip",
+                "netns",
+                "exec",
+                host.ns,
+                "unshare",
+                "--mount",
+                "--pid",
+                "--uts",
+                "--fork",
+                "--kill-child",
+                f"--mount-proc={host.root}/proc",
+                "chroot",
+                str(host.root),
+                "sh",
+                "-c",
+                'hostname "$(cat /etc/hostname)"; exec /usr/sbin/sshd -D -e',
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         threading.Thread(target=self._read_log, args=(host, host.proc), daemon=True).start()
         # sshd says when it listens (-e logs to stderr): wait for that line, not a sleep.
@@ -204,8 +253,9 @@ class NsLab:
                 host.listening.set()
 
     def stop_sshd(self, host: NsHost) -> None:
-        pids = subprocess.run(["ip", "netns", "pids", host.ns], capture_output=True,
-                              text=True, check=False).stdout.split()
+        pids = subprocess.run(
+            ["ip", "netns", "pids", host.ns], capture_output=True, text=True, check=False
+        ).stdout.split()
         for pid in pids:
             with contextlib.suppress(ProcessLookupError, ValueError):
                 os.kill(int(pid), signal.SIGKILL)

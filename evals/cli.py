@@ -136,14 +136,14 @@ def _console(*, stderr: bool = False) -> Console:
 
 
 def _setup_logging(verbose: bool) -> None:
+    # Quiet unless verbose: the planner warns on every repaired answer, and that is what the
+    # scorecard counts. Only the root level is set (never a library logger's own level,
+    # which would outlive this command in an embedding process).
     logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
+        level=logging.INFO if verbose else logging.ERROR,
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    if not verbose:
-        # The planner warns on every repaired answer: that is what the scorecard counts.
-        logging.getLogger("reaper").setLevel(logging.ERROR)
 
 
 def _run(argv: list[str]) -> int:

@@ -92,6 +92,9 @@ def _planner_flags(p: argparse.ArgumentParser) -> None:
 
 def _run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
+        "--tape", metavar="FILE", help="record the planner's steps (for `reaper eval replay`)"
+    )
+    p.add_argument(
         "--concurrency", type=_positive_int, help="tasks in flight per agent type (default 32)"
     )
     p.add_argument("--no-live", action="store_true", help="no live dashboard, only the recap")

@@ -15,6 +15,7 @@ from rich.text import Text
 
 from reaper.clock import RealClock
 from reaper.console import format_event, render_mission, render_missions, render_recap
+from reaper.engine import Listener
 from reaper.errors import ConfigError, MissionNotFoundError, ReaperError
 from reaper.infra.base import Backend
 from reaper.infra.factory import open_backend
@@ -79,7 +80,8 @@ def _planner_factory(cli: Cli) -> Any:
 class _Dashboard:
     """Keeps the engine's latest state and a tail of its events for the live view."""
 
-    def __init__(self, lines: int = 10) -> None:
+    def __init__(self, lines: int = 10, also: Listener | None = None) -> None:
+        self.also = also  # another listener fed the same commits (e.g. a tape recorder)
         self.state: MissionState | None = None
         self.events: deque[EventRecord] = deque(maxlen=lines)
         self.approvals: asyncio.Queue[EventRecord] = asyncio.Queue()
@@ -96,6 +98,8 @@ class _Dashboard:
             if event.kind is EventKind.APPROVAL_REQUESTED:
                 self.approvals.put_nowait(event)
         self.events.extend(events)
+        if self.also is not None:
+            self.also(state, events)
 
     def render(self) -> Any:
         if self.state is None:
@@ -179,10 +183,41 @@ async def _prompt_approvals(
             live.start()
 
 
-async def _drive(cli: Cli, backend: Backend, mission_id: str, *, seed: int) -> int:
-    """Run a mission's engine (and local workers) with the live dashboard; print the recap."""
+def _tape_recorder(cli: Cli, state: MissionState | None) -> Any:
+    """`--tape FILE`: record the mission's planner steps for counterfactual replay."""
+    path = getattr(cli.args, "tape", None)
+    if not path:
+        return None
+    from evals.tapes import TapeRecorder
+
+    recorder = TapeRecorder(path, meta={"source": "reaper " + cli.args.command})
+    if state is not None:
+        recorder.begin(state)
+    return recorder
+
+
+def _live(cli: Cli, dash: _Dashboard) -> Live | None:
+    """The live dashboard, on a terminal and unless --no-live or --json. Refreshed by the
+    driving loop (not rich's thread), so rendering never races the engine's state."""
+    if cli.args.no_live or cli.args.json or not cli.out.is_terminal:
+        return None
+    return Live(
+        get_renderable=dash.render,
+        console=cli.out,
+        auto_refresh=False,
+        transient=False,
+        redirect_stderr=False,
+    )
+
+
+async def _drive(
+    cli: Cli, backend: Backend, mission_id: str, *, seed: int, fresh: MissionState | None = None
+) -> int:
+    """Run a mission's engine (and local workers) with the live dashboard; print the recap.
+    `fresh` is the mission as created (a tape starts from it)."""
     a = cli.args
-    dash = _Dashboard()
+    tape = _tape_recorder(cli, fresh)
+    dash = _Dashboard(also=tape)
     overrides: dict[str, Any] = {"lease_ttl_s": cli.config.lease_ttl_s}
     if cli.config.stall_after_s is not None:
         overrides["stall_after_s"] = cli.config.stall_after_s
@@ -199,15 +234,7 @@ async def _drive(cli: Cli, backend: Backend, mission_id: str, *, seed: int) -> i
         workers.start()
     stop = asyncio.Event()
     interactive = not (a.no_input or cli.args.json) and cli.out.is_terminal
-    live = None
-    if not (a.no_live or cli.args.json) and cli.out.is_terminal:
-        live = Live(
-            get_renderable=dash.render,
-            console=cli.out,
-            auto_refresh=False,
-            transient=False,
-            redirect_stderr=False,
-        )
+    live = _live(cli, dash)
     engine_task = overseer.start(mission_id)
     stop_task = asyncio.create_task(stop.wait())
     helpers: list[asyncio.Task[Any]] = []
@@ -233,6 +260,8 @@ async def _drive(cli: Cli, backend: Backend, mission_id: str, *, seed: int) -> i
             h.cancel()
         await overseer.stop_all()
         await workers.stop()
+        if tape is not None:
+            tape.close()
     if interrupted:
         cli.err.print(
             Text.assemble(
@@ -282,7 +311,7 @@ async def cmd_demo(cli: Cli) -> int:
         overseer = Overseer(backend)
         mission_id = "demo" if (cli.config.backend or "memory") == "memory" else None
         state = await overseer.create_mission(lab, mission_id)
-        return await _drive(cli, backend, state.mission_id, seed=lab.seed)
+        return await _drive(cli, backend, state.mission_id, seed=lab.seed, fresh=state)
 
 
 def _load_run_lab(cli: Cli) -> LabFile:
@@ -325,7 +354,7 @@ async def cmd_run(cli: Cli) -> int:
 
             final = await follow_mission(cli, backend, state.mission_id)
             return _report_end(cli, final, llm_usage(await backend.store.events(final.mission_id)))
-        return await _drive(cli, backend, state.mission_id, seed=lab.seed)
+        return await _drive(cli, backend, state.mission_id, seed=lab.seed, fresh=state)
 
 
 async def cmd_resume(cli: Cli) -> int:

@@ -297,6 +297,7 @@ class MissionEngine:
 
     def _decision_event(self, proposal: Plan, step: int, accepted: int) -> EventRecord:
         payload: dict[str, Any] = {
+            "halt": proposal.halt,
             "planner": self.planner.name,
             "step": step,
             "proposed": len(proposal.tasks),

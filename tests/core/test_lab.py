@@ -89,7 +89,7 @@ def test_bad_lab_is_one_line_naming_the_file_and_field(case: str):
 
 
 def test_unknown_policy_preset_is_refused_with_the_file_named():
-    with pytest.raises(ConfigError, match="lab.yaml: policy: unknown policy 'yolo'"):
+    with pytest.raises(ConfigError, match=r"lab\.yaml: policy: unknown policy 'yolo'"):
         parse_lab("policy: yolo\nhosts: [{host_id: a, os: linux}]\n", source="lab.yaml")
 
 

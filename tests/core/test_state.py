@@ -294,13 +294,25 @@ def test_discover_corrects_a_guessed_os() -> None:
     from reaper.state import RetrySettings, fold
 
     host = HostState(host_id="m", os="linux")
-    task = Task(task_id="x:1:0", mission_id="x", host_id="m", agent_type="reaper-linux",
-                action="linux.discover")
-    state = MissionState(mission_id="x", lab_type="t", hosts={"m": host},
-                         tasks={task.task_id: TaskRecord(task=task)})
-    result = ResultEvent(task_id=task.task_id, mission_id="x", host_id="m",
-                         agent_type="reaper-linux", action="linux.discover", status="success",
-                         data={"os_family": "macos", "kernel": "23.4.0"})
+    task = Task(
+        task_id="x:1:0",
+        mission_id="x",
+        host_id="m",
+        agent_type="reaper-linux",
+        action="linux.discover",
+    )
+    state = MissionState(
+        mission_id="x", lab_type="t", hosts={"m": host}, tasks={task.task_id: TaskRecord(task=task)}
+    )
+    result = ResultEvent(
+        task_id=task.task_id,
+        mission_id="x",
+        host_id="m",
+        agent_type="reaper-linux",
+        action="linux.discover",
+        status="success",
+        data={"os_family": "macos", "kernel": "23.4.0"},
+    )
     tr = fold(state, [result], now=result.ts, retry=RetrySettings())
     assert tr.hosts["m"].os == "macos"
     assert tr.hosts["m"].agent_type == "reaper-macos"

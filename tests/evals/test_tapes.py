@@ -143,3 +143,23 @@ def test_cli_replay(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert json.loads(capsys.readouterr().out)["first_divergent_step"] == 2
     assert main(["replay", str(path), "--planner", "rule"]) == 0
     assert "no divergence" in capsys.readouterr().out
+
+
+def test_every_shipped_mission_rebuilds_exactly(scenarios: list[Scenario], tmp_path: Path) -> None:
+    """Replaying each tape against the planner that made it reproduces every decision: for the
+    LLM planner that means byte-identical prompts (the cassette would miss otherwise)."""
+    jobs = plan_jobs(scenarios, [("rule", "rule"), ("llm", "llm")], trials=1, tape_dir=tmp_path)
+    assert all(r.error is None for r in run_suite(jobs))
+    by_name = {s.name: s for s in scenarios}
+    for path in sorted(tmp_path.glob("*.tape.jsonl")):
+        tape = load_tape(path)
+        name, seed = str(tape.header.meta["scenario"]), int(tape.header.meta["seed"])
+        planner = build_planner(
+            str(tape.header.meta["planner"]),
+            by_name[name].lab_file(seed),
+            seed=seed,
+            scenario=name,
+            source=LLMSource(),
+        )
+        div = asyncio.run(counterfactual(tape, planner))
+        assert div.steps and div.first_divergent_step is None, path.name

@@ -118,16 +118,30 @@ def test_ini_inventory_groups_children_ranges_and_precedence() -> None:
     lab = parse_inventory(INI, source="hosts.ini")
     hosts = _hosts(lab)
     assert lab.lab_type == LAB_TYPE and lab.goal is Stage.BASELINED
-    assert sorted(hosts) == sorted([
-        "bastion.lab.example", "web01.lab.example", "web02.lab.example", "web03.lab.example",
-        "api.lab.example", "db-a.lab.example", "db-b.lab.example", "db-c.lab.example",
-        "dc01.lab.example", "ws1.lab.example", "ws2.lab.example",
-    ])
+    assert sorted(hosts) == sorted(
+        [
+            "bastion.lab.example",
+            "web01.lab.example",
+            "web02.lab.example",
+            "web03.lab.example",
+            "api.lab.example",
+            "db-a.lab.example",
+            "db-b.lab.example",
+            "db-c.lab.example",
+            "dc01.lab.example",
+            "ws1.lab.example",
+            "ws2.lab.example",
+        ]
+    )
     web = hosts["web02.lab.example"]
     assert web == {
-        "host_id": "web02.lab.example", "os": "linux", "transport": "ssh",
-        "address": "web02.lab.example", "user": "deploy",  # host var beats every group
-        "key_file": "~/.ssh/lab_ed25519", "jump_host": "ops@bastion.lab.example:2200",
+        "host_id": "web02.lab.example",
+        "os": "linux",
+        "transport": "ssh",
+        "address": "web02.lab.example",
+        "user": "deploy",  # host var beats every group
+        "key_file": "~/.ssh/lab_ed25519",
+        "jump_host": "ops@bastion.lab.example:2200",
         "accept_new_host_key": True,
     }
     assert hosts["api.lab.example"]["port"] == 2222
@@ -137,12 +151,19 @@ def test_ini_inventory_groups_children_ranges_and_precedence() -> None:
     assert db["become"] is True and db["become_password_env"]
     assert secret_lookup({})[str(db["become_password_env"])] == BECOME_PW
     assert hosts["bastion.lab.example"] == {
-        "host_id": "bastion.lab.example", "os": "linux", "transport": "ssh",
-        "address": "10.0.0.2", "user": "ops",
+        "host_id": "bastion.lab.example",
+        "os": "linux",
+        "transport": "ssh",
+        "address": "10.0.0.2",
+        "user": "ops",
     }
     dc = hosts["dc01.lab.example"]
     assert (dc["os"], dc["transport"], dc["address"], dc["user"]) == (
-        "windows", "winrm", "10.0.1.10", "LAB\\Administrator")
+        "windows",
+        "winrm",
+        "10.0.1.10",
+        "LAB\\Administrator",
+    )
     assert dc["winrm"] == {"auth": "ntlm", "validate_certs": False}
     assert secret_lookup({})[str(dc["password_env"])] == WIN_PW
 
@@ -166,23 +187,39 @@ def test_variables_match_ansible_inventory(tmp_path: Path) -> None:
         "ansible-inventory", path=f"{Path(sys.executable).parent}:{os.environ['PATH']}"
     )
     assert exe is not None
-    done = subprocess.run([exe, "-i", str(path), "--list"], capture_output=True, text=True,
-                          env={**os.environ, "ANSIBLE_HOME": str(tmp_path)}, check=True)
+    done = subprocess.run(
+        [exe, "-i", str(path), "--list"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "ANSIBLE_HOME": str(tmp_path)},
+        check=True,
+    )
     theirs = json.loads(done.stdout)["_meta"]["hostvars"]
-    ours = {h: {k: v.value for k, v in vs.items()}
-            for h, vs in resolve_host_vars(parse_ini(INI, str(path))).items()}
+    ours = {
+        h: {k: v.value for k, v in vs.items()}
+        for h, vs in resolve_host_vars(parse_ini(INI, str(path))).items()
+    }
     assert ours == theirs
 
 
 def test_ranges() -> None:
     assert expand_pattern("web[01:03]") == ["web01", "web02", "web03"]
-    assert expand_pattern("db-[a:c]-[1:2]") == ["db-a-1", "db-a-2", "db-b-1", "db-b-2",
-                                                "db-c-1", "db-c-2"]
+    assert expand_pattern("db-[a:c]-[1:2]") == [
+        "db-a-1",
+        "db-a-2",
+        "db-b-1",
+        "db-b-2",
+        "db-c-1",
+        "db-c-2",
+    ]
     assert expand_pattern("n[0:10:5]") == ["n0", "n5", "n10"]
     lab = parse_inventory("[g]\nweb[1:2]:2200 ansible_user=x\n2001:db8::5\n")
     ports = {h.host_id: (h.address, h.port) for h in lab.hosts}
-    assert ports == {"web1": ("web1", 2200), "web2": ("web2", 2200),
-                     "2001-db8-5": ("2001:db8::5", None)}
+    assert ports == {
+        "web1": ("web1", 2200),
+        "web2": ("web2", 2200),
+        "2001-db8-5": ("2001:db8::5", None),
+    }
 
 
 def test_connections_psrp_local_and_options() -> None:
@@ -200,16 +237,23 @@ def test_connections_psrp_local_and_options() -> None:
     )
     hosts = _hosts(lab)
     assert lab.goal is Stage.DISCOVERED and lab.policy == "read-only"
-    assert hosts["ps1"]["winrm"] == {"scheme": "https", "auth": "kerberos",
-                                     "ca_file": "/etc/ca.pem"}
+    assert hosts["ps1"]["winrm"] == {
+        "scheme": "https",
+        "auth": "kerberos",
+        "ca_file": "/etc/ca.pem",
+    }
     assert hosts["ps1"]["port"] == 5986 and hosts["ps1"]["os"] == "windows"
     assert hosts["cert1"]["winrm"] == {"auth": "certificate", "cert_file": "/c.pem"}
     assert hosts["cert1"]["key_file"] == "/k.pem"
     assert hosts["localhost"] == {"host_id": "localhost", "os": "linux", "transport": "local"}
     assert hosts["mac1"]["os"] == "macos" and hosts["mac1"]["jump_host"] == "jump:2222"
     assert hosts["mac1"]["known_hosts"] == "/lab/known_hosts"
-    assert (hosts["old"]["address"], hosts["old"]["port"], hosts["old"]["user"],
-            hosts["old"]["connect_timeout_s"]) == ("10.9.9.9", 2022, "u", 5.0)
+    assert (
+        hosts["old"]["address"],
+        hosts["old"]["port"],
+        hosts["old"]["user"],
+        hosts["old"]["connect_timeout_s"],
+    ) == ("10.9.9.9", 2022, "u", 5.0)
 
 
 @pytest.mark.parametrize(
@@ -327,23 +371,44 @@ def test_reaper_run_inventory_with_inline_password(mission_lab: NsLab, tmp_path:
     works, and the password is in no output, log, command log or database."""
     host = mission_lab.hosts["mi"]
     password = "Inv-" + secrets.token_hex(8)
-    subprocess.run(["chroot", str(host.root), "chpasswd"], input=f"{USER}:{password}\n",
-                   text=True, check=True)
-    inventory = _write(tmp_path / "hosts.ini", (
-        "[lab]\n"
-        f"mi ansible_host={host.addr} ansible_user={USER} ansible_password='{password}'"
-        " ansible_become=true\n"
-        "[all:vars]\n"
-        "reaper_goal=discovered\n"
-        f"ansible_ssh_common_args='-o UserKnownHostsFile={mission_lab.known_hosts}'\n"
-    ))
+    subprocess.run(
+        ["chroot", str(host.root), "chpasswd"], input=f"{USER}:{password}\n", text=True, check=True
+    )
+    inventory = _write(
+        tmp_path / "hosts.ini",
+        (
+            "[lab]\n"
+            f"mi ansible_host={host.addr} ansible_user={USER} ansible_password='{password}'"
+            " ansible_become=true\n"
+            "[all:vars]\n"
+            "reaper_goal=discovered\n"
+            f"ansible_ssh_common_args='-o UserKnownHostsFile={mission_lab.known_hosts}'\n"
+        ),
+    )
     db, log_file = tmp_path / "reaper.db", tmp_path / "reaper.jsonl"
     env = {k: v for k, v in os.environ.items() if k != "SSH_AUTH_SOCK"}
     env["XDG_STATE_HOME"] = str(tmp_path / "state")
     done = subprocess.run(
-        [sys.executable, "-m", "reaper.cli", "run", "--inventory", str(inventory),
-         "--db", str(db), "--no-live", "--no-input", "--json", "--log-file", str(log_file)],
-        capture_output=True, text=True, env=env, timeout=60, check=False,
+        [
+            sys.executable,
+            "-m",
+            "reaper.cli",
+            "run",
+            "--inventory",
+            str(inventory),
+            "--db",
+            str(db),
+            "--no-live",
+            "--no-input",
+            "--json",
+            "--log-file",
+            str(log_file),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(done.stdout)
@@ -363,9 +428,21 @@ def test_reaper_run_inventory_with_inline_password(mission_lab: NsLab, tmp_path:
 def test_cli_bad_inventory_exits_2_with_one_line(tmp_path: Path) -> None:
     inventory = _write(tmp_path / "hosts.ini", "[web]\nw1 ansible_port=http\n")
     done = subprocess.run(
-        [sys.executable, "-m", "reaper.cli", "run", "--inventory", str(inventory),
-         "--db", str(tmp_path / "r.db"), "--no-live"],
-        capture_output=True, text=True, timeout=60, check=False,
+        [
+            sys.executable,
+            "-m",
+            "reaper.cli",
+            "run",
+            "--inventory",
+            str(inventory),
+            "--db",
+            str(tmp_path / "r.db"),
+            "--no-live",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert done.returncode == 2
     assert f"{inventory}:2: host 'w1': ansible_port must be an integer" in done.stderr

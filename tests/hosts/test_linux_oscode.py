@@ -27,20 +27,27 @@ def test_parsers() -> None:
         'tcp   LISTEN 0 128 [::]:22 [::]:* users:(("sshd",pid=1,fd=4))\n'
         "udp   UNCONN 0 0 127.0.0.1%lo:53 0.0.0.0:*\n"
     )
-    assert posix.parse_ss(ss) == [{"proto": "tcp", "port": 22, "process": "sshd"},
-                                  {"proto": "udp", "port": 53, "process": None}]
-    proc = ("  sl  local_address rem_address   st\n"
-            "   0: 00000000:0016 00000000:0000 0A 00000000:00000000\n"
-            "   1: 0100007F:1F90 0100007F:D2A4 01 00000000:00000000\n")
+    assert posix.parse_ss(ss) == [
+        {"proto": "tcp", "port": 22, "process": "sshd"},
+        {"proto": "udp", "port": 53, "process": None},
+    ]
+    proc = (
+        "  sl  local_address rem_address   st\n"
+        "   0: 00000000:0016 00000000:0000 0A 00000000:00000000\n"
+        "   1: 0100007F:1F90 0100007F:D2A4 01 00000000:00000000\n"
+    )
     assert posix.parse_proc_net(proc, "tcp") == [{"proto": "tcp", "port": 22, "process": None}]
-    assert posix.parse_uid0("root:x:0:0::/root:/bin/sh\ntoor:x:0:0::/:/bin/sh\nbin:x:1:1::/:\n") \
-        == ["root", "toor"]
+    assert posix.parse_uid0(
+        "root:x:0:0::/root:/bin/sh\ntoor:x:0:0::/:/bin/sh\nbin:x:1:1::/:\n"
+    ) == ["root", "toor"]
     cfg = "Include x\nPermitRootLogin yes\nPermitRootLogin no\nMatch User a\nX11Forwarding yes\n"
     assert posix.parse_sshd_config(cfg) == {"include": "x", "permitrootlogin": "yes"}
-    df = ("Filesystem 1024-blocks Used Available Capacity Mounted on\n"
-          "/dev/vda 264212084 23627496 82763416 23% /\n"
-          "tmpfs 1000 0 1000 0% /run\n"
-          "/dev/vdb 1048576 524288 524288 50% /mnt/my disk\n")
+    df = (
+        "Filesystem 1024-blocks Used Available Capacity Mounted on\n"
+        "/dev/vda 264212084 23627496 82763416 23% /\n"
+        "tmpfs 1000 0 1000 0% /run\n"
+        "/dev/vdb 1048576 524288 524288 50% /mnt/my disk\n"
+    )
     assert posix.parse_df(df) == [
         {"mount": "/", "device": "/dev/vda", "size_gb": 252.0, "used_pct": 23},
         {"mount": "/mnt/my disk", "device": "/dev/vdb", "size_gb": 1.0, "used_pct": 50},
@@ -55,11 +62,13 @@ def test_render_sshd_config_is_idempotent_and_first() -> None:
 
 
 def test_command_line_quotes_every_value_and_sudo() -> None:
-    line, stdin = to_command_line(Command(argv=["echo", "$(id)", "a b;c"], sudo=True),
-                                  use_sudo=True)
+    line, stdin = to_command_line(
+        Command(argv=["echo", "$(id)", "a b;c"], sudo=True), use_sudo=True
+    )
     assert line == "sudo -n -- echo '$(id)' 'a b;c'" and stdin is None
-    line, stdin = to_command_line(Command(argv=["id"], stdin="x"), use_sudo=True,
-                                  become_password="pw")
+    line, stdin = to_command_line(
+        Command(argv=["id"], stdin="x"), use_sudo=True, become_password="pw"
+    )
     assert line == "sudo -S -p '' -- id" and stdin == "pw\nx"
     assert log_name("../../etc/passwd") == "etc_passwd.log"
 
@@ -69,8 +78,10 @@ async def test_local_transport_discovers_this_machine(tmp_path: Path) -> None:
     shell = await transport.session("me", HostConnection(transport="local", become=True))
     out = await ACTIONS.run("discover", {}, shell, host_id="me")
     assert out.status == ResultStatus.SUCCESS, out.summary
-    assert out.data["hostname"] == socket.gethostname().split(".")[0] or out.data["hostname"] \
-        == socket.gethostname()
+    assert (
+        out.data["hostname"] == socket.gethostname().split(".")[0]
+        or out.data["hostname"] == socket.gethostname()
+    )
     release = posix.parse_os_release(Path("/etc/os-release").read_text())
     assert out.data["os"]["id"] == release["id"]
     assert out.data["cpu"]["cores"] >= 1 and out.data["memory_mb"] > 0
@@ -89,30 +100,44 @@ async def test_local_transport_timeout_and_missing_binary(tmp_path: Path) -> Non
 
 def _linux_shell(init: str = "systemd") -> FakeShell:
     probe = f"init={init}\nsystemd=0\nhas_nft=1\nhas_sshd=1\n"
-    return FakeShell({
-        "has_$t": CommandResult(0, probe, ""),
-        "sshd -T": CommandResult(0, "permitrootlogin no\npasswordauthentication no\n"
-                                    "permitemptypasswords no\nx11forwarding no\nmaxauthtries 4\n",
-                                 ""),
-        "stat -c": CommandResult(0, "755 0 0 /etc/ssh\n600 0 0 /etc/ssh/sshd_config\n", ""),
-        "cat -- /etc/issue.net": CommandResult(0, "Debian\n", ""),
-        "nft list table": CommandResult(1, "", "No such file or directory"),
-        "randomize_va_space": CommandResult(0, "kernel/randomize_va_space=2\n"
-                                               "kernel/kptr_restrict=0\n"
-                                               "kernel/dmesg_restrict=1\n", ""),
-    })
+    return FakeShell(
+        {
+            "has_$t": CommandResult(0, probe, ""),
+            "sshd -T": CommandResult(
+                0,
+                "permitrootlogin no\npasswordauthentication no\n"
+                "permitemptypasswords no\nx11forwarding no\nmaxauthtries 4\n",
+                "",
+            ),
+            "stat -c": CommandResult(0, "755 0 0 /etc/ssh\n600 0 0 /etc/ssh/sshd_config\n", ""),
+            "cat -- /etc/issue.net": CommandResult(0, "Debian\n", ""),
+            "nft list table": CommandResult(1, "", "No such file or directory"),
+            "randomize_va_space": CommandResult(
+                0,
+                "kernel/randomize_va_space=2\nkernel/kptr_restrict=0\nkernel/dmesg_restrict=1\n",
+                "",
+            ),
+        }
+    )
 
 
 async def test_baseline_items_check_mode_and_apply_on_fake_host() -> None:
     shell = _linux_shell(init="sshd")  # PID 1 is no init system: shared kernel
     check = await ACTIONS.run("baseline", {"check_mode": True}, shell, host_id="x")
     status = {i["name"]: i["status"] for i in check.data["items"]}
-    assert status == {"sshd_hardening": "unchanged", "ssh_permissions": "unchanged",
-                      "login_banner": "would_change", "firewall_default": "would_change",
-                      "time_sync": "skipped", "auditd": "skipped", "kernel_sysctl": "skipped"}
+    assert status == {
+        "sshd_hardening": "unchanged",
+        "ssh_permissions": "unchanged",
+        "login_banner": "would_change",
+        "firewall_default": "would_change",
+        "time_sync": "skipped",
+        "auditd": "skipped",
+        "kernel_sysctl": "skipped",
+    }
     assert not any(c.stdin for c in shell.commands)
-    applied = await ACTIONS.run("baseline", {"items": ["firewall_default", "login_banner"]},
-                                shell, host_id="x")
+    applied = await ACTIONS.run(
+        "baseline", {"items": ["firewall_default", "login_banner"]}, shell, host_id="x"
+    )
     assert applied.data["changed"] == 2
     nft = next(c for c in shell.commands if c.argv[:2] == ["nft", "-f"])
     assert nft.sudo and nft.stdin is not None and "policy drop" in nft.stdin
@@ -121,9 +146,11 @@ async def test_baseline_items_check_mode_and_apply_on_fake_host() -> None:
 
 
 def test_parse_discover_without_ss_or_systemd() -> None:
-    text = ("@@reaper:hostname@@\nbox\n@@reaper:services@@\n#ps\n    1     0 sshd\n"
-            "    2     0 kthreadd\n   40     2 kworker/0\n@@reaper:ports@@\n#tcp\n"
-            "   0: 00000000:0016 00000000:0000 0A 0\n#udp\n@@reaper:sshd@@\n#absent\n")
+    text = (
+        "@@reaper:hostname@@\nbox\n@@reaper:services@@\n#ps\n    1     0 sshd\n"
+        "    2     0 kthreadd\n   40     2 kworker/0\n@@reaper:ports@@\n#tcp\n"
+        "   0: 00000000:0016 00000000:0000 0A 0\n#udp\n@@reaper:sshd@@\n#absent\n"
+    )
     facts = parse_discover(text)
     assert facts["services"] == ["sshd"]
     assert facts["listening_ports"] == [{"proto": "tcp", "port": 22, "process": None}]
@@ -138,9 +165,15 @@ async def test_ssh_banner_timeout_is_retriable(tmp_path: Path) -> None:
     port = server.getsockname()[1]
     transport = SshTransport(logs_dir=None, connect_attempts=1)
     try:
-        conn = HostConnection(transport="ssh", address="127.0.0.1", port=port, user="x",
-                              use_agent=False, known_hosts=str(tmp_path / "kh"),
-                              connect_timeout_s=0.3)
+        conn = HostConnection(
+            transport="ssh",
+            address="127.0.0.1",
+            port=port,
+            user="x",
+            use_agent=False,
+            known_hosts=str(tmp_path / "kh"),
+            connect_timeout_s=0.3,
+        )
         with pytest.raises(TransportError) as err:
             await asyncio.wait_for(transport.session("silent", conn), 10)
         assert (err.value.error_code, err.value.retriable) == ("TIMEOUT", True)

@@ -34,9 +34,23 @@ def test_reaper_run_discovers_this_machine(tmp_path: Path) -> None:
     db = tmp_path / "reaper.db"
     env = {**os.environ, "XDG_STATE_HOME": str(tmp_path / "state"), "REAPER_DB": str(db)}
     done = subprocess.run(
-        [sys.executable, "-m", "reaper.cli", "run", str(lab), "--db", str(db), "--no-live",
-         "--no-input", "--json"],
-        capture_output=True, text=True, env=env, timeout=60, check=False,
+        [
+            sys.executable,
+            "-m",
+            "reaper.cli",
+            "run",
+            str(lab),
+            "--db",
+            str(db),
+            "--no-live",
+            "--no-input",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(done.stdout)

@@ -71,8 +71,13 @@ def results(events: Sequence[EventRecord], host_id: str | None = None) -> list[R
 
 
 def mission(hosts: list[LabHost], goal: Stage = Stage.BASELINED, **settings: Any) -> LabFile:
-    return LabFile(lab_type="ssh-e2e", goal=goal, policy="standard", hosts=hosts,
-                   settings=LabSettings(**settings))
+    return LabFile(
+        lab_type="ssh-e2e",
+        goal=goal,
+        policy="standard",
+        hosts=hosts,
+        settings=LabSettings(**settings),
+    )
 
 
 async def test_baseline_mission_on_three_hosts_then_everything_unchanged(
@@ -123,8 +128,12 @@ async def test_sshd_stopped_mid_mission_retries_and_recovers(
             seen["restarted"] = True
             threading.Thread(target=mission_lab.start_sshd, args=(host,), daemon=True).start()
 
-    lab = mission([lab_host(mission_lab, host)], retry_attempts=5, retry_backoff_s=0.3,
-                  retry_backoff_max_s=1.0)
+    lab = mission(
+        [lab_host(mission_lab, host)],
+        retry_attempts=5,
+        retry_backoff_s=0.3,
+        retry_backoff_max_s=1.0,
+    )
     state, events = await run_mission(lab, logs_dir, listener=listener)
 
     assert seen == {"stopped": True, "restarted": True}
@@ -145,8 +154,13 @@ async def test_sshd_stopped_for_good_locks_the_host(mission_lab: NsLab, logs_dir
             stopped.append(True)
             mission_lab.stop_sshd(host)
 
-    lab = mission([lab_host(mission_lab, host, connect_timeout_s=1.0)], goal=Stage.BASELINED,
-                  max_failures=1, retry_attempts=2, retry_backoff_s=0.1)
+    lab = mission(
+        [lab_host(mission_lab, host, connect_timeout_s=1.0)],
+        goal=Stage.BASELINED,
+        max_failures=1,
+        retry_attempts=2,
+        retry_backoff_s=0.1,
+    )
     try:
         state, events = await run_mission(lab, logs_dir, listener=listener)
     finally:
@@ -170,8 +184,10 @@ async def test_changed_host_key_nothing_runs_and_planner_gives_up(
     known.write_text(good.known_hosts_line + f"{bad.addr} ssh-ed25519 {good.host_key_pub}\n")
     accepted_before = sum("Accepted" in line for line in bad.log)
     lab = mission(
-        [lab_host(mission_lab, h, known_hosts=str(known), accept_new_host_key=True)
-         for h in (good, bad)],
+        [
+            lab_host(mission_lab, h, known_hosts=str(known), accept_new_host_key=True)
+            for h in (good, bad)
+        ],
         goal=Stage.DISCOVERED,
     )
 
@@ -199,12 +215,15 @@ class _InjectingPlanner:
 
     async def initial_tasks(self, state: MissionState) -> Plan:
         p = self.payload
-        return Plan(tasks=[
-            PlannedTask(host_id="m1", action="linux.discover", params={"sections": [p]}),
-            PlannedTask(host_id="m2", action="linux.baseline",
-                        params={"items": [p], "check_mode": True}),
-            PlannedTask(host_id="m3", action="linux.prepare", params={"items": [p]}),
-        ])
+        return Plan(
+            tasks=[
+                PlannedTask(host_id="m1", action="linux.discover", params={"sections": [p]}),
+                PlannedTask(
+                    host_id="m2", action="linux.baseline", params={"items": [p], "check_mode": True}
+                ),
+                PlannedTask(host_id="m3", action="linux.prepare", params={"items": [p]}),
+            ]
+        )
 
     async def next_tasks(self, state: MissionState, results: Sequence[ResultEvent]) -> Plan:
         return Plan()

@@ -68,8 +68,10 @@ async def _latency(lab: NsLab, nodelay: bool, n: int = 40) -> float:
 async def test_reused_connection_latency_with_nodelay(ns_lab: NsLab) -> None:
     fast = await _latency(ns_lab, nodelay=True)
     slow = await _latency(ns_lab, nodelay=False, n=10)
-    print(f"\nper-command latency, reused connection: {fast * 1000:.1f} ms with TCP_NODELAY, "
-          f"{slow * 1000:.1f} ms without")
+    print(
+        f"\nper-command latency, reused connection: {fast * 1000:.1f} ms with TCP_NODELAY, "
+        f"{slow * 1000:.1f} ms without"
+    )
     assert fast < 0.030  # ~a few ms here; Nagle + delayed ACK alone would cost ~40 ms
 
 
@@ -78,9 +80,13 @@ async def test_stdin_stderr_exit_code_and_quoting(ns_lab: NsLab, logs_dir: Path)
     host = ns_lab.hosts["h1"]
     try:
         shell = await transport.session(host.name, ssh_conn(ns_lab, host))
-        r = await shell.run(Command(argv=["sh", "-c", 'cat; echo "$1" >&2; exit 7', "sh",
-                                          "it's a \"value\""], stdin="in put"))
-        assert (r.exit_code, r.stdout, r.stderr) == (7, "in put", "it's a \"value\"\n")
+        r = await shell.run(
+            Command(
+                argv=["sh", "-c", 'cat; echo "$1" >&2; exit 7', "sh", 'it\'s a "value"'],
+                stdin="in put",
+            )
+        )
+        assert (r.exit_code, r.stdout, r.stderr) == (7, "in put", 'it\'s a "value"\n')
         root = await shell.run(Command(argv=["id", "-u"], sudo=True))
         assert root.stdout.strip() == "0"
         user = await shell.run(Command(argv=["id", "-un"]))
@@ -154,8 +160,9 @@ async def test_password_auth_and_auth_failure(ns_lab: NsLab) -> None:
         shell = await transport.session(host.name, conn)
         assert (await shell.run(Command(argv=["id", "-un"]))).stdout.strip() == "reaper"
         with pytest.raises(TransportError) as err:
-            await transport.session(host.name, ssh_conn(ns_lab, host, key_file=None,
-                                                        password_env="BAD"))
+            await transport.session(
+                host.name, ssh_conn(ns_lab, host, key_file=None, password_env="BAD")
+            )
         assert (err.value.error_code, err.value.retriable) == ("AUTH_FAILED", False)
         assert "nope" not in str(err.value)
     finally:
@@ -258,8 +265,12 @@ async def test_baseline_check_apply_and_idempotent(ns_lab: NsLab, logs_dir: Path
         assert items["auditd"]["status"] == "skipped"
         text = config.read_text()
         assert text.startswith(SSHD_BEGIN)
-        for line in ("PermitRootLogin no", "PasswordAuthentication no", "X11Forwarding no",
-                     "MaxAuthTries 4"):
+        for line in (
+            "PermitRootLogin no",
+            "PasswordAuthentication no",
+            "X11Forwarding no",
+            "MaxAuthTries 4",
+        ):
             assert line in text
         assert oct(config.stat().st_mode & 0o777) == "0o600"
         assert (host.root / "etc/issue.net").read_text().startswith("Authorized use only")
