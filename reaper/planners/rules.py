@@ -1,7 +1,7 @@
 """The rule-based planner: discover every host, then walk each one to the goal.
 
 Rules, per finished result:
-- discover succeeded → baseline (or prepare first when the facts say it is needed), unless the
+- discover succeeded → baseline (a missing prerequisite shows as PREREQ_MISSING), unless the
   goal is only `discovered`;
 - prepare succeeded → baseline;
 - baseline failed with PREREQ_MISSING → prepare, then baseline again;

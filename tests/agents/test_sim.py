@@ -147,6 +147,17 @@ async def test_command_failed_only_on_matching_actions() -> None:
     assert not failed.retriable and failed.stderr_tail
 
 
+async def test_counted_command_failure_fails_the_hosts_first_tasks_only() -> None:
+    """`times` on a non-retriable fault counts the host's tasks (each is a new task at
+    attempt 1), so a planner that tries again after N failures gets through."""
+    sim = SimRunner()
+    c = conn(faults=[{"kind": "command_failed", "action": "baseline", "times": 2}])
+    codes = [
+        (await run(sim, n, action="linux.baseline", c=c)).error_code for n in (1, 2, 3, 4)
+    ]
+    assert codes == ["COMMAND_FAILED", "COMMAND_FAILED", None, None]
+
+
 async def test_needs_prepare_then_prepare_then_baseline() -> None:
     sim, c = SimRunner(), conn(faults=[{"kind": "needs_prepare"}])
     first = await run(sim, 1, "w1", "windows.baseline", c=c)

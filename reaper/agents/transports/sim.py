@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import marshal
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from reaper.agents.base import ActionOutcome
@@ -55,6 +55,8 @@ class SimHostState:
     tasks_run: int = 0
     prepared: bool = False
     reboots: int = 0
+    # How often each fault (by its position in the lab's list) has fired on this host.
+    fired: dict[int, int] = field(default_factory=dict)
     # discover's precomputed answer; None whenever the facts change
     snapshot: tuple[bytes | None, str, str] | None = None
 
@@ -63,8 +65,13 @@ def _matches(fault: SimFault, action: str, verb: str) -> bool:
     return fault.action in ("*", verb, action)
 
 
-def _first_attempts(fault: SimFault, attempt: int) -> bool:
-    return fault.times is None or attempt <= fault.times
+def _fires(fault: SimFault, pos: int, fired: dict[int, int]) -> bool:
+    """A counted fault fires on the host's first `times` matching tasks (always without)."""
+    count = fired.get(pos, 0)
+    if fault.times is not None and count >= fault.times:
+        return False
+    fired[pos] = count + 1
+    return True
 
 
 def _error(
@@ -159,17 +166,21 @@ class SimRunner:
         host = self._host(task.mission_id, host_id, os_name, seed, conn, sim)
         index = host.tasks_run
         host.tasks_run += 1
-        faults = [f for f in sim.faults if _matches(f, task.action, verb)] if sim.faults else []
+        faults = (
+            [(i, f) for i, f in enumerate(sim.faults) if _matches(f, task.action, verb)]
+            if sim.faults
+            else []
+        )
         rng: random.Random | None = None
         if sim.latency_s != 0 or faults:
             # Keyed by the attempt, so a retry draws afresh and a replay draws the same.
             rng = random.Random(f"{seed}|{task.mission_id}|{host_id}|{task.task_id}|{task.attempt}")
-            delay = self._latency(sim, rng) + sum(f.delay_s for f in faults if f.kind == "slow")
+            delay = self._latency(sim, rng) + sum(f.delay_s for _, f in faults if f.kind == "slow")
             if delay > 0:
                 await self._clock.sleep(delay)
         if faults:
             assert rng is not None
-            outcome = self._faults(faults, task, host_id, index, rng)
+            outcome = self._faults(faults, task, host_id, index, rng, host.fired)
             if outcome is not None:
                 return outcome
         if host.os != os_name or os_name not in BASELINE_ITEMS:
@@ -183,7 +194,7 @@ class SimRunner:
         if verb == "prepare":
             return self._prepare(host, host_id, task.params)
         if verb == "baseline":
-            needs = any(f.kind == "needs_prepare" for f in faults)
+            needs = any(f.kind == "needs_prepare" for _, f in faults)
             return self._baseline(host, host_id, task.params, needs_prepare=needs)
         if verb == "reboot":
             host.reboots += 1
@@ -230,10 +241,19 @@ class SimRunner:
 
     @staticmethod
     def _faults(
-        faults: list[SimFault], task: Task, host_id: str, index: int, rng: random.Random
+        faults: list[tuple[int, SimFault]],
+        task: Task,
+        host_id: str,
+        index: int,
+        rng: random.Random,
+        fired: dict[int, int],
     ) -> ActionOutcome | None:
-        """Raise (connection-level faults) or return an error outcome, or None to proceed."""
-        for fault in faults:
+        """Raise (connection-level faults) or return an error outcome, or None to proceed.
+
+        `flaky` with `times` fails a task's first attempts (it is retried); `auth_failure`
+        and `command_failed` with `times` fail the host's first `times` tasks they match (a
+        failed task is not retried, a new task is planned instead)."""
+        for pos, fault in faults:
             if fault.kind == "down":
                 end = None if fault.for_tasks is None else fault.after + fault.for_tasks
                 if index >= fault.after and (end is None or index < end):
@@ -242,7 +262,7 @@ class SimRunner:
                         error_code="HOST_UNREACHABLE",
                         retriable=True,
                     )
-            elif fault.kind == "auth_failure" and _first_attempts(fault, task.attempt):
+            elif fault.kind == "auth_failure" and _fires(fault, pos, fired):
                 raise TransportError(
                     f"{host_id}: authentication failed (simulated)",
                     error_code="AUTH_FAILED",
@@ -257,8 +277,8 @@ class SimRunner:
                         error_code="CONNECTION_RESET",
                         retriable=True,
                     )
-        for fault in faults:
-            if fault.kind == "command_failed" and _first_attempts(fault, task.attempt):
+        for pos, fault in faults:
+            if fault.kind == "command_failed" and _fires(fault, pos, fired):
                 return _error(
                     "COMMAND_FAILED",
                     f"{task.action} failed on {host_id}: exit status 1",
