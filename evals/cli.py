@@ -24,7 +24,13 @@ from rich.console import Console
 from evals.aggregate import aggregate
 from evals.compare import compare
 from evals.harness import code_version, plan_jobs, run_suite
-from evals.planners import DEFAULT_FIXTURES, LLMSource, build_planner, cassette_for
+from evals.planners import (
+    DEFAULT_FIXTURES,
+    LLMSource,
+    build_planner,
+    cassette_for,
+    import_object,
+)
 from evals.report import (
     comparison_table,
     divergence_table,
@@ -38,7 +44,7 @@ from evals.scenario import load_scenarios
 from evals.scorecard import RESULT_SCHEMA_VERSION
 from evals.tapes import counterfactual, load_tape
 from llm.errors import LLMError
-from reaper.errors import ReaperError
+from reaper.errors import ConfigError, ReaperError
 from reaper.lab import LabFile
 
 __all__ = ["main"]
@@ -54,7 +60,12 @@ def _planners(text: str) -> list[tuple[str, str]]:
     out = []
     for item in (p.strip() for p in text.split(",") if p.strip()):
         label, _, spec = item.partition("=")
-        out.append((label, spec) if spec else (item, item))
+        spec = spec or item
+        if spec not in ("rule", "llm"):
+            import_object(spec)  # a bad planner is one error before any run, not one per run
+        out.append((label, spec))
+    if not out:
+        raise ConfigError("--planners needs at least one planner (rule, llm or module:attr)")
     return out
 
 
@@ -69,7 +80,10 @@ def _source(args: argparse.Namespace) -> LLMSource:
             client_factory=args.client or "",
         )
     if args.replay:
-        return LLMSource(mode="replay", path=Path(args.replay))
+        path = Path(args.replay)
+        if not path.exists():  # fail before running anything, not once per run
+            raise ConfigError(f"--replay {path}: no such cassette file or fixtures folder")
+        return LLMSource(mode="replay", path=path)
     if args.provider:
         return LLMSource(mode="live", provider=args.provider, model=args.model or "")
     return LLMSource(mode="replay", path=DEFAULT_FIXTURES)

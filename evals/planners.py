@@ -12,12 +12,8 @@ recording. It is plain data, so runs can be shipped to worker processes.
 
 from __future__ import annotations
 
-import copy
-import gzip
 import importlib
 import inspect
-import tempfile
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,32 +73,15 @@ def import_object(spec: str) -> Any:
 _replay_cache: dict[Path, ReplayClient] = {}
 
 
-def _load_replay(path: Path) -> ReplayClient:
-    if path.suffix != ".gz":
-        return ReplayClient(path)
-    # ReplayClient reads a path; it parses the whole file at construction, so a temporary
-    # plain copy can go right after.
-    with tempfile.TemporaryDirectory(prefix="reaper-cassette-") as tmp:
-        plain = Path(tmp) / path.stem
-        try:
-            plain.write_bytes(gzip.decompress(path.read_bytes()))
-        except (OSError, EOFError, gzip.BadGzipFile) as exc:
-            raise ConfigError(f"cannot read cassette {path}: {exc}") from exc
-        return ReplayClient(plain)
-
-
 def _fresh_replay(path: Path) -> ReplayClient:
-    """A replay client with every answer unserved, parsing each cassette once per process.
-
-    Copies a pristine client and resets its queues: `llm.replay` has no public way to reuse
-    a parsed cassette (a `ReplayClient.from_cassette` would remove this reach-in)."""
+    """A replay client with every answer unserved; each cassette is parsed once per process."""
     pristine = _replay_cache.get(path)
     if pristine is None:
-        pristine = _replay_cache[path] = _load_replay(path)
-    client = copy.copy(pristine)
-    client._queues = {key: deque(q) for key, q in pristine._queues.items()}
-    client._served = set()
-    return client
+        try:
+            pristine = _replay_cache[path] = ReplayClient(path)
+        except LLMConfigError as exc:
+            raise ConfigError(str(exc)) from exc
+    return pristine.fork()
 
 
 def _client(source: LLMSource, scenario: str) -> LLMClient:

@@ -19,6 +19,7 @@ changed call count (e.g. an extra repair) from the researcher.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import logging
@@ -120,8 +121,20 @@ def describe_request(request: LLMRequest, limit: int = 80) -> str:
     return ", ".join(parts)
 
 
+def _read_text(path: Path) -> str:
+    """A cassette file's text; `.gz` cassettes (large fixture sets) are read transparently."""
+    try:
+        if path.suffix == ".gz":
+            return gzip.decompress(path.read_bytes()).decode("utf-8")
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise LLMConfigError(f"no cassette at {path}") from None
+    except (OSError, EOFError, UnicodeDecodeError, gzip.BadGzipFile) as exc:
+        raise LLMConfigError(f"cannot read cassette {path}: {exc}") from None
+
+
 def load_cassette(path: Path) -> Cassette:
-    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    lines = [line for line in _read_text(path).splitlines() if line.strip()]
     if not lines:
         raise LLMConfigError(f"cassette {path} is empty")
     first = json.loads(lines[0])
@@ -204,9 +217,10 @@ class RecordingClient:
 class ReplayClient:
     """Serves recorded answers: no network, no key, deterministic (see module docstring)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, cassette: Cassette | None = None) -> None:
         self.path = Path(path)
-        cassette = load_cassette(self.path)
+        cassette = cassette or load_cassette(self.path)
+        self._cassette = cassette
         self.header = cassette.header
         self.provider = cassette.header.provider
         self.model = cassette.header.model
@@ -216,6 +230,11 @@ class ReplayClient:
         for index, entry in enumerate(cassette.entries):
             self._queues.setdefault(entry.key, deque()).append(index)
         self._served: set[int] = set()
+
+    def fork(self) -> ReplayClient:
+        """A fresh client on the same parsed cassette, every answer unserved (one per trial
+        or run, without parsing the file again)."""
+        return ReplayClient(self.path, cassette=self._cassette)
 
     async def complete(self, request: LLMRequest) -> LLMResponse:
         key = request_key(request, self.provider, self.model)
