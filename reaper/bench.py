@@ -11,6 +11,7 @@ import gc
 import statistics
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,7 +21,14 @@ from rich.table import Table
 from reaper.infra.base import Backend
 from reaper.infra.factory import open_backend
 from reaper.lab import LabFile, LabHost
-from reaper.models import OS_NAMES, EventRecord, MissionStatus, SimSettings
+from reaper.models import (
+    OS_NAMES,
+    EventKind,
+    EventRecord,
+    MissionState,
+    MissionStatus,
+    SimSettings,
+)
 from reaper.overseer import Overseer
 from reaper.runtime import LocalWorkers
 
@@ -60,15 +68,16 @@ class _EngineTimer:
     def __init__(self) -> None:
         self.latencies: list[float] = []
 
-    def listener(self, state: object, events: object) -> None:
+    def listener(self, state: MissionState, events: Sequence[EventRecord]) -> None:
         now = time.time()
-        for e in events:  # type: ignore[attr-defined]
-            if isinstance(e, EventRecord) and (result := e.result()) is not None:
-                self.latencies.append(now - result.ts.timestamp())
+        append = self.latencies.append
+        for e in events:
+            if e.kind is EventKind.TASK_RESULT and (result := e.result()) is not None:
+                append(now - result.ts.timestamp())
 
 
 async def bench_once(
-    backend: Backend, label: str, hosts: int, *, workers: int = 1, concurrency: int = 256
+    backend: Backend, label: str, hosts: int, *, workers: int = 1, concurrency: int = 64
 ) -> BenchResult:
     timer = _EngineTimer()
     overseer = Overseer(backend, listener=timer.listener, engine_overrides={"stall_after_s": 600.0})

@@ -309,15 +309,22 @@ class MissionState(_Model):
     @property
     def open_task_ids(self) -> set[str]:
         """Tasks not yet finished (queued, waiting for a retry or for approval)."""
-        return self._open
+        # Read straight from pydantic's private storage: `self._open` goes through
+        # BaseModel.__getattr__, a slow path on the engine's per-task route.
+        open_ids: set[str] = self.__pydantic_private__["_open"]  # type: ignore[index]
+        return open_ids
 
     @property
     def pending_tasks(self) -> list[str]:
-        return [tid for tid in self._open if self.tasks[tid].status.pending]
+        return [tid for tid in self.open_task_ids if self.tasks[tid].status.pending]
 
     @property
     def awaiting_approval(self) -> list[str]:
-        return [tid for tid in self._open if self.tasks[tid].status is TaskStatus.AWAITING_APPROVAL]
+        return [
+            tid
+            for tid in self.open_task_ids
+            if self.tasks[tid].status is TaskStatus.AWAITING_APPROVAL
+        ]
 
     @property
     def completed_tasks(self) -> list[str]:
@@ -335,9 +342,9 @@ class MissionState(_Model):
         task_id = record.task.task_id
         self.tasks[task_id] = record
         if record.status in _DONE:
-            self._open.discard(task_id)
+            self.open_task_ids.discard(task_id)
         else:
-            self._open.add(task_id)
+            self.open_task_ids.add(task_id)
 
     @field_validator("mission_id")
     @classmethod
