@@ -50,8 +50,9 @@ def svg_chart(aggs: Sequence[Aggregate], title: str = "Planners side by side") -
         f'<rect width="{width}" height="{height}" fill="white"/>',
         f'<text x="10" y="18" font-size="14" font-weight="bold">{escape(title)}</text>',
     ]
+    legend_x = label_w + 60  # right of the title, which is about 180 px wide at 14 px
     for i, planner in enumerate(planners):
-        x = label_w + i * 120
+        x = legend_x + i * 120
         color = _COLORS[i % len(_COLORS)]
         out.append(f'<rect x="{x}" y="8" width="10" height="10" fill="{color}"/>')
         out.append(f'<text x="{x + 14}" y="17">{escape(planner)}</text>')
