@@ -17,7 +17,7 @@ from rich.text import Text
 
 from reaper import __version__
 from reaper.config import Config, load_config
-from reaper.errors import ConfigError, MissionNotFoundError, ReaperError
+from reaper.errors import BadRequestError, ConfigError, MissionNotFoundError, ReaperError
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_INCOMPLETE", "EXIT_INTERRUPTED", "Cli", "main"]
 
@@ -282,7 +282,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         cli.err.print("interrupted")
         return EXIT_INTERRUPTED
-    except (ConfigError, MissionNotFoundError) as exc:
+    except (ConfigError, MissionNotFoundError, BadRequestError) as exc:
         _error_line(cli, exc)
         return EXIT_BAD_INPUT
     except ReaperError as exc:

@@ -2,6 +2,7 @@
 
     ReaperError
     ├── ConfigError            bad lab file, flag, config value or missing optional package
+    ├── BadRequestError        a request that does not fit the mission (approve a finished task)
     ├── MissionNotFoundError
     ├── MissionExistsError
     ├── BackendError           a store, queue or bus failed
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 __all__ = [
     "BackendError",
+    "BadRequestError",
     "ConfigError",
     "LeaseLostError",
     "MissionExistsError",
@@ -33,6 +35,10 @@ class ReaperError(Exception):
 
 
 class ConfigError(ReaperError):
+    pass
+
+
+class BadRequestError(ReaperError):
     pass
 
 

@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from reaper.clock import Clock, RealClock
 from reaper.engine import EngineSettings, Listener, MissionEngine
-from reaper.errors import MissionNotFoundError, ReaperError
+from reaper.errors import BadRequestError, MissionNotFoundError
 from reaper.infra.base import Backend, MissionSummary
 from reaper.lab import LabFile
 from reaper.models import (
@@ -216,9 +216,11 @@ class Overseer:
         state = await self.load(mission_id)
         rec = state.tasks.get(task_id)
         if rec is None:
-            raise ReaperError(f"mission {mission_id} has no task {task_id!r}")
+            raise BadRequestError(f"mission {mission_id} has no task {task_id!r}")
         if rec.status is not TaskStatus.AWAITING_APPROVAL:
-            raise ReaperError(f"task {task_id} is not awaiting approval (it is {rec.status})")
+            raise BadRequestError(
+                f"task {task_id} is not awaiting approval (it is {rec.status.value})"
+            )
         await self.backend.bus.publish(
             ApprovalDecision(
                 mission_id=mission_id,
