@@ -146,8 +146,10 @@ def protocol_options(
         "proxy": None,  # never an environment-defined proxy
     }
     if w.auth == "certificate":
-        # One PEM holding the client certificate and its key (WinRMSettings has no cert field).
-        options["cert_pem"] = options["cert_key_pem"] = conn.key_file
+        # The client certificate (`winrm.cert_file`) and its key (`key_file`); one PEM may
+        # hold both, so the certificate defaults to the key file.
+        options["cert_pem"] = w.cert_file or conn.key_file
+        options["cert_key_pem"] = conn.key_file
     return options, password
 
 
