@@ -10,6 +10,7 @@ committed-but-unsent tasks are re-published (the queue drops duplicates).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import uuid
@@ -70,6 +71,7 @@ class MissionEngine:
         self._lease_renewed = 0.0
         self._last_progress = 0.0
         self._held: list[ResultEvent] = []
+        self._lease_lost = False
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -93,30 +95,56 @@ class MissionEngine:
         """Drive the mission until it completes or fails; cancel the task to stop it (the
         mission resumes from the store later)."""
         await self._claim(wait=True)
+        keeper = asyncio.create_task(self._keep_lease(asyncio.current_task()))
         try:
-            state = await self.store.load(self.mission_id)
-            if state is None:
-                raise MissionNotFoundError(self.mission_id)
-            self.state = state
-            if state.status.terminal:
-                return state
-            await self.bus.recover(self.mission_id)
-            await self._flush_outbox()
-            await self._restore_planner()
-            if state.step == 0:
-                await self._step([], initial=True)
-            elif state.status is MissionStatus.STOPPED:
-                # Resuming a stopped mission is asking to try again: plan afresh.
-                state.settings = {k: v for k, v in state.settings.items() if k != _HALTED}
-                await self._step([], initial=True)
-            elif state.status is MissionStatus.STALLED:
-                await self._commit(Transition(), status=(MissionStatus.RUNNING, "resumed"))
-            self._last_progress = self.clock.monotonic()
-            while not (state.status.terminal or state.status is MissionStatus.STOPPED):
-                await self._wake()
-            return state
+            return await self._drive()
+        except asyncio.CancelledError:
+            if self._lease_lost:
+                raise LeaseLostError(
+                    f"mission {self.mission_id}: lease lost to another engine"
+                ) from None
+            raise
         finally:
+            keeper.cancel()
             await self.store.release(self.mission_id, self.owner)
+
+    async def _keep_lease(self, main: asyncio.Task[Any] | None) -> None:
+        """Renew the lease in the background too, so a long step (an LLM call that takes
+        longer than the lease) does not lose the mission; stop the engine if it is lost."""
+        period = self.settings.lease_ttl_s / 3
+        while True:
+            await self.clock.sleep(period)
+            try:
+                await self._renew_lease()
+            except LeaseLostError:
+                log.error("mission %s: lease lost to another engine; stopping", self.mission_id)
+                self._lease_lost = True
+                if main is not None:
+                    main.cancel()
+                return
+
+    async def _drive(self) -> MissionState:
+        state = await self.store.load(self.mission_id)
+        if state is None:
+            raise MissionNotFoundError(self.mission_id)
+        self.state = state
+        if state.status.terminal:
+            return state
+        await self.bus.recover(self.mission_id)
+        await self._flush_outbox()
+        await self._restore_planner()
+        if state.step == 0:
+            await self._step([], initial=True)
+        elif state.status is MissionStatus.STOPPED:
+            # Resuming a stopped mission is asking to try again: plan afresh.
+            state.settings = {k: v for k, v in state.settings.items() if k != _HALTED}
+            await self._step([], initial=True)
+        elif state.status is MissionStatus.STALLED:
+            await self._commit(Transition(), status=(MissionStatus.RUNNING, "resumed"))
+        self._last_progress = self.clock.monotonic()
+        while not (state.status.terminal or state.status is MissionStatus.STOPPED):
+            await self._wake()
+        return state
 
     async def _restore_planner(self) -> None:
         """After a restart: give the planner its usage so far (budgets keep counting) and, in

@@ -389,3 +389,52 @@ async def test_sqlite_store_writes_per_result_do_not_grow_with_hosts(tmp_path: P
     # Rows, not the whole mission: a handful of writes per result, whatever the lab's size.
     assert big_hosts <= small_hosts * 1.5 and big_hosts <= 3
     assert big_all <= small_all * 1.5 and big_all <= 12
+
+
+async def test_a_long_planner_step_keeps_the_mission_lease() -> None:
+    """The lease is renewed in the background: a planner step longer than the lease (a slow
+    LLM call) does not let another engine take the mission."""
+
+    from reaper.clock import ManualClock
+    from reaper.engine import EngineSettings, MissionEngine
+    from reaper.infra.memory import memory_backend
+    from reaper.planners.base import Plan
+    from reaper.policy import PRESETS
+
+    clock = ManualClock()
+    store, queue, bus = memory_backend(clock)
+    entered, gate = asyncio.Event(), asyncio.Event()
+
+    class SlowPlanner:
+        name = "slow"
+
+        async def initial_tasks(self, state: Any) -> Plan:
+            entered.set()
+            await gate.wait()
+            return Plan()
+
+        async def next_tasks(self, state: Any, results: Any) -> Plan:
+            return Plan()
+
+    lab = make_lab(sim_host("h1"))
+    engine = MissionEngine(
+        "m1",
+        store=store,
+        queue=queue,
+        bus=bus,
+        planner=SlowPlanner(),
+        policy=PRESETS["standard"],
+        clock=clock,
+        settings=EngineSettings(lease_ttl_s=3.0),
+    )
+    await engine.start(lab.to_state())
+    run = asyncio.create_task(engine.run())
+    await asyncio.wait_for(entered.wait(), 5)
+    for _ in range(6):  # 6 s of mission time: twice the lease
+        clock.advance(1.0)
+        for _ in range(5):
+            await asyncio.sleep(0)  # let the keeper task run (a yield, not a wait)
+    assert not await store.claim("m1", "another-engine", 3.0)
+    gate.set()
+    final = await asyncio.wait_for(run, 5)
+    assert final.mission_id == "m1"
