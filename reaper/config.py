@@ -36,6 +36,8 @@ class Config:
     concurrency: int = 32
     stall_after_s: float | None = None
     lease_ttl_s: float = 30.0
+    heartbeat_s: float | None = None  # default: a third of the lease, within 0.1-5 s
+    worker_grace_s: float = 10.0
     metrics_port: int | None = None
     llm_provider: str | None = None
     llm_model: str | None = None

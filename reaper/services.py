@@ -8,9 +8,9 @@ Both run until SIGTERM or SIGINT and then stop gracefully (workers finish or han
 in-flight tasks; engines release their mission leases). `lease_ttl_s` (config, or
 REAPER_LEASE_TTL_S) sets both the mission lease of engines and the task lease of workers:
 how long a killed process's work stays invisible before another process takes it over.
-REAPER_HEARTBEAT_S (default a third of the lease, 0.1-5 s) is the heartbeat interval;
-REAPER_WORKER_GRACE_S (default 10) is how long a stopping worker lets running tasks finish
-before it hands them back.
+`heartbeat_s` (REAPER_HEARTBEAT_S; default a third of the lease, 0.1-5 s) is the heartbeat
+interval; `worker_grace_s` (REAPER_WORKER_GRACE_S, default 10) is how long a stopping worker
+lets running tasks finish before it hands them back.
 Heartbeats go to the process registry beside the mission store (`services_registry`).
 """
 
@@ -24,7 +24,7 @@ from rich.table import Table
 
 from reaper.alerts import alerts_from_processes, alerts_from_state, render_banners
 from reaper.clock import RealClock
-from reaper.errors import BackendError, ConfigError
+from reaper.errors import BackendError
 from reaper.infra.base import Backend
 from reaper.infra.factory import open_backend
 from reaper.metrics import Metrics
@@ -86,15 +86,6 @@ async def _close(backend: Backend, registry: ProcessRegistry, metrics: Metrics |
             log.warning("closing: %s", exc)
 
 
-def _seconds(cli: Cli, var: str, default: float) -> float:
-    # Config has no field for these yet: read here, at the CLI level, like a flag would be.
-    raw = cli.env.get(var)
-    try:
-        return float(raw) if raw else default
-    except ValueError:
-        raise ConfigError(f"{var}: {raw!r} is not a number") from None
-
-
 async def run_worker_process(cli: Cli) -> int:
     a = cli.args
     cfg = cli.config
@@ -113,8 +104,8 @@ async def run_worker_process(cli: Cli) -> int:
                 concurrency=cfg.concurrency,
                 worker_id=a.worker_id,
                 lease_s=cfg.lease_ttl_s,
-                grace_s=_seconds(cli, "REAPER_WORKER_GRACE_S", 10.0),
-                heartbeat_s=_seconds(cli, "REAPER_HEARTBEAT_S", beat),
+                grace_s=cfg.worker_grace_s,
+                heartbeat_s=cfg.heartbeat_s or beat,
                 metrics=metrics,
             )
     finally:
@@ -137,7 +128,7 @@ async def run_engine_process(cli: Cli) -> int:
             registry,
             planner_factory=_planner_factory(cli),
             lease_ttl_s=cfg.lease_ttl_s,
-            heartbeat_s=_seconds(cli, "REAPER_HEARTBEAT_S", heartbeat_interval(cfg.lease_ttl_s)),
+            heartbeat_s=cfg.heartbeat_s or heartbeat_interval(cfg.lease_ttl_s),
             stall_after_s=cfg.stall_after_s,
             only=getattr(cli.args, "mission", None),
             metrics=metrics,
