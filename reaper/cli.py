@@ -131,6 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inventory", help="an Ansible inventory (INI or YAML) instead of a lab")
     p.add_argument("--mission-id", help="mission id (default: from the lab file, else made up)")
     p.add_argument(
+        "--goal",
+        choices=("discovered", "prepared", "baselined"),
+        help="override the lab's goal (inventories default to baselined)",
+    )
+    p.add_argument(
         "--submit-only",
         action="store_true",
         help="only submit the mission; `reaper engine` processes run it, this follows it",

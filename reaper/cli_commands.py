@@ -20,7 +20,14 @@ from reaper.errors import ConfigError, MissionNotFoundError, ReaperError
 from reaper.infra.base import Backend
 from reaper.infra.factory import open_backend
 from reaper.lab import LabFile, load_lab
-from reaper.models import EventKind, EventRecord, MissionState, MissionStatus, TaskStatus
+from reaper.models import (
+    EventKind,
+    EventRecord,
+    MissionState,
+    MissionStatus,
+    Stage,
+    TaskStatus,
+)
 from reaper.overseer import MissionReport, Overseer
 from reaper.planners.base import MissionPlanner
 from reaper.planners.rules import RuleBasedPlanner
@@ -87,6 +94,7 @@ class _Dashboard:
         self.approvals: asyncio.Queue[EventRecord] = asyncio.Queue()
         self.usage: dict[str, Any] | None = None
         self.decisions: list[EventRecord] = []
+        self.refused = 0
 
     def listener(self, state: MissionState, events: Sequence[EventRecord]) -> None:
         self.state = state
@@ -97,6 +105,8 @@ class _Dashboard:
         for event in events:
             if event.kind is EventKind.APPROVAL_REQUESTED:
                 self.approvals.put_nowait(event)
+            elif event.kind is EventKind.TASK_REFUSED:
+                self.refused += 1
         self.events.extend(events)
         if self.also is not None:
             self.also(state, events)
@@ -272,16 +282,24 @@ async def _drive(
         )
         return 130
     state = engine_task.result()
-    return _report_end(cli, state, dash.usage)
+    return _report_end(cli, state, dash.usage, dash.refused)
 
 
-def _report_end(cli: Cli, state: MissionState, usage: dict[str, Any] | None) -> int:
+def _report_end(
+    cli: Cli, state: MissionState, usage: dict[str, Any] | None, refused: int = 0
+) -> int:
     if cli.args.json:
         report = MissionReport.of(state).model_dump(mode="json")
         report["llm_usage"] = usage
+        report["refused_tasks"] = refused
         cli.print_json(report)
     else:
         cli.out.print(render_recap(state, usage=usage))
+        if refused:
+            cli.out.print(
+                f"[yellow]{refused} planned task(s) refused by the policy[/]: "
+                f"reaper events {state.mission_id} --kind task.refused"
+            )
     ok = state.status is MissionStatus.COMPLETED and state.goal_reached
     return 0 if ok else 3
 
@@ -339,6 +357,8 @@ async def _preflight(cli: Cli, lab: LabFile) -> None:
 
 async def cmd_run(cli: Cli) -> int:
     lab = _apply_planner_override(cli, _load_run_lab(cli))
+    if cli.args.goal:
+        lab = lab.model_copy(update={"goal": Stage(cli.args.goal)})
     if not cli.args.submit_only:
         await _preflight(cli, lab)
     async with _backend(cli) as backend:

@@ -242,6 +242,9 @@ def host_settings(inv: Inventory, name: str, hvars: dict[str, Var]) -> dict[str,
         raise v.error("reaper_os", "must be linux, windows or macos")
     out: dict[str, Any] = {"host_id": host_id, "os": os_name, "transport": transport}
     if transport == "local":
+        # Changing the machine Reaper runs on must be asked for by name.
+        if v.boolean("reaper_allow_changes"):
+            out["allow_changes"] = True
         return out
     out["address"] = v.first("ansible_host", "ansible_ssh_host") or name
     port = v.integer("ansible_port", "ansible_ssh_port")

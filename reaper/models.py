@@ -256,6 +256,8 @@ class HostConnection(_Model):
     accept_new_host_key: bool = False
     jump_host: str | None = None
     become: bool = False
+    # Only for `transport: local`: allow change and destructive actions on this machine.
+    allow_changes: bool = False
     become_password_env: str | None = None
     connect_timeout_s: float = 10.0
     winrm: WinRMSettings | None = None

@@ -172,6 +172,18 @@ def check(
         )
     if planned.host_id in busy_hosts:
         return _refuse("host_busy", f"host {host.host_id} already has a task in flight")
+    if (
+        host.connection.transport == "local"
+        and spec.risk is not Risk.READ_ONLY
+        and not host.connection.allow_changes
+    ):
+        # The local transport is the machine Reaper itself runs on: changing it takes an
+        # explicit `allow_changes: true` on that host, whatever the policy says.
+        return _refuse(
+            "local_change",
+            f"{spec.name} would change the machine Reaper runs on "
+            f"({host.host_id}, transport local); set allow_changes: true on the host to allow it",
+        )
     params, error = validate_params(spec, planned.params)
     if error is not None:
         return _refuse("invalid_params", f"invalid params for {spec.name}: {error}")

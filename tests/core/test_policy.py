@@ -280,3 +280,24 @@ async def test_cli_approve_unknown_task_is_one_line_error(harness: HarnessFactor
     assert rc != 0
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     run.cancel()
+
+
+def test_changes_to_the_local_machine_need_allow_changes() -> None:
+    """`transport: local` is the machine Reaper runs on: read-only actions run, changes are
+    refused unless the host says `allow_changes: true`, whatever the policy allows."""
+    from reaper.models import HostConnection, HostState, MissionState, PlannedTask
+    from reaper.policy import PRESETS, Decision, check
+
+    def state(allow: bool) -> MissionState:
+        conn = HostConnection(transport="local", allow_changes=allow)
+        host = HostState(host_id="me", os="linux", connection=conn)
+        return MissionState(mission_id="m", lab_type="t", hosts={"me": host})
+
+    policy = PRESETS["standard"]
+    discover = PlannedTask(host_id="me", action="linux.discover")
+    baseline = PlannedTask(host_id="me", action="linux.baseline")
+    assert check(discover, state(False), policy).decision is Decision.ALLOW
+    refused = check(baseline, state(False), policy)
+    assert refused.decision is Decision.DENY and refused.code == "local_change"
+    assert "allow_changes" in refused.reason
+    assert check(baseline, state(True), policy).decision is Decision.ALLOW
