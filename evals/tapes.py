@@ -26,6 +26,7 @@ from typing import IO, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from reaper.actions import CATALOG, validate_params
+from reaper.admission import plan
 from reaper.models import (
     ApprovalDecision,
     EventKind,
@@ -38,7 +39,7 @@ from reaper.models import (
 from reaper.overseer import engine_settings_for
 from reaper.planners.base import MissionPlanner
 from reaper.policy import Policy
-from reaper.state import RetrySettings, apply, fold, plan
+from reaper.state import RetrySettings, apply, fold
 
 __all__ = [
     "TAPE_SCHEMA_VERSION",

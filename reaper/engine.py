@@ -18,13 +18,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from reaper.admission import plan
 from reaper.clock import Clock, RealClock
 from reaper.errors import LeaseLostError, MissionNotFoundError, PlannerError
 from reaper.infra.base import Commit, EventBus, InboundDelivery, MissionStore, OutboxItem, TaskQueue
 from reaper.models import EventKind, EventRecord, MissionState, MissionStatus, ResultEvent
 from reaper.planners.base import MissionPlanner, Plan
 from reaper.policy import Policy
-from reaper.state import RetrySettings, Transition, apply, decide_status, fold, plan
+from reaper.state import RetrySettings, Transition, apply, decide_status, fold
 
 __all__ = ["EngineSettings", "Listener", "MissionEngine"]
 

@@ -1,8 +1,9 @@
-"""Folding inbound messages and plans into a mission: pure functions, no I/O.
+"""Folding inbound messages into a mission: pure functions, no I/O.
 
 `fold` turns a batch of results and approval decisions into a `Transition` (the changed hosts
-and task records, the events to log, the retries to publish); `plan` turns a planner's proposal
-into task records, refusals and an outbox. Neither mutates the state it is given; `apply` then
+and task records, the events to log, the retries to publish); `reaper.admission.plan` turns a
+planner's proposal into task records, refusals and an outbox. Neither mutates the state it is
+given; `apply` then
 installs a transition into the engine's in-memory state in O(changes), and the store persists
 the same transition as rows. A result is applied at most once: it must match a task's current
 attempt and the task must still be open, so a redelivered or stale result changes nothing.
@@ -10,7 +11,7 @@ attempt and the task must still be open, so a redelivered or stale result change
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -28,24 +29,22 @@ from reaper.models import (
     InboundMessage,
     MissionState,
     MissionStatus,
-    PlannedTask,
     ResultEvent,
     Task,
     TaskRecord,
     TaskStatus,
 )
-from reaper.policy import Decision, Policy, check
 
 __all__ = [
     "NOT_HOST_FAULTS",
     "RetrySettings",
+    "StateView",
     "Transition",
     "apply",
     "decide_status",
     "fold",
     "goal_progress",
-    "mint_task_id",
-    "plan",
+    "make_event",
 ]
 
 # Failures that say nothing about the host's health: they never count toward its lock.
@@ -99,7 +98,7 @@ class Transition:
         return bool(self.hosts or self.tasks or self.events)
 
 
-class _View:
+class StateView:
     """The state as seen through the changes made so far in this transition."""
 
     __slots__ = ("state", "tr")
@@ -115,7 +114,7 @@ class _View:
         return self.tr.tasks.get(task_id) or self.state.tasks.get(task_id)
 
 
-def _event(state: MissionState, now: datetime, kind: EventKind, **payload: Any) -> EventRecord:
+def make_event(state: MissionState, now: datetime, kind: EventKind, **payload: Any) -> EventRecord:
     return EventRecord(mission_id=state.mission_id, ts=now, kind=kind, payload=payload)
 
 
@@ -128,7 +127,7 @@ def fold(
 ) -> Transition:
     """Fold a batch of inbound messages into a transition. Pure."""
     tr = Transition()
-    view = _View(state, tr)
+    view = StateView(state, tr)
     for message in messages:
         if isinstance(message, ResultEvent):
             _fold_result(view, message, now, retry)
@@ -137,7 +136,7 @@ def fold(
     return tr
 
 
-def _fold_result(view: _View, r: ResultEvent, now: datetime, retry: RetrySettings) -> None:
+def _fold_result(view: StateView, r: ResultEvent, now: datetime, retry: RetrySettings) -> None:
     tr, state = view.tr, view.state
     rec = view.task(r.task_id)
     host = view.host(r.host_id)
@@ -152,7 +151,7 @@ def _fold_result(view: _View, r: ResultEvent, now: datetime, retry: RetrySetting
         return
     # The result object itself: serialised only if the store persists it (the memory
     # store never does), which keeps the in-process path from dumping every fact twice.
-    tr.events.append(_event(state, now, EventKind.TASK_RESULT, result=r))
+    tr.events.append(make_event(state, now, EventKind.TASK_RESULT, result=r))
     last_tasks = [*host.last_tasks[-(_LAST_TASKS_KEPT - 1) :], r.task_id]
     if r.ok:
         _fold_success(view, rec, host, r, last_tasks)
@@ -178,7 +177,7 @@ def _fold_result(view: _View, r: ResultEvent, now: datetime, retry: RetrySetting
             }
         )
         tr.events.append(
-            _event(
+            make_event(
                 state,
                 now,
                 EventKind.TASK_RETRY,
@@ -194,7 +193,7 @@ def _fold_result(view: _View, r: ResultEvent, now: datetime, retry: RetrySetting
 
 
 def _fold_success(
-    view: _View, rec: TaskRecord, host: HostState, r: ResultEvent, last_tasks: list[str]
+    view: StateView, rec: TaskRecord, host: HostState, r: ResultEvent, last_tasks: list[str]
 ) -> None:
     spec = CATALOG.get(r.action)
     stage = host.stage
@@ -209,7 +208,7 @@ def _fold_success(
             # The lab (often an Ansible inventory) guessed wrong: the host says otherwise.
             os_name = family
             view.tr.events.append(
-                _event(
+                make_event(
                     view.state,
                     r.ts,
                     EventKind.HOST_OS_CORRECTED,
@@ -238,7 +237,7 @@ def _fold_success(
 
 
 def _fold_failure(
-    view: _View,
+    view: StateView,
     rec: TaskRecord,
     host: HostState,
     r: ResultEvent,
@@ -262,7 +261,7 @@ def _fold_failure(
         update["lock_reason"] = reason
         tr.locked.append(host.host_id)
         tr.events.append(
-            _event(view.state, now, EventKind.HOST_LOCKED, host_id=host.host_id, reason=reason)
+            make_event(view.state, now, EventKind.HOST_LOCKED, host_id=host.host_id, reason=reason)
         )
     tr.tasks[r.task_id] = rec.model_copy(
         update={"status": TaskStatus.FAILED, "last_error": r.error_code, "not_before": None}
@@ -287,7 +286,7 @@ def _error_text(r: ResultEvent) -> str:
     return f"{r.error_code or 'error'}: {r.summary}"[:300]
 
 
-def _fold_approval(view: _View, a: ApprovalDecision, now: datetime) -> None:
+def _fold_approval(view: StateView, a: ApprovalDecision, now: datetime) -> None:
     tr = view.tr
     rec = view.task(a.task_id)
     if rec is None or rec.status is not TaskStatus.AWAITING_APPROVAL:
@@ -304,7 +303,7 @@ def _fold_approval(view: _View, a: ApprovalDecision, now: datetime) -> None:
             tr.hosts[host.host_id] = host.model_copy(update={"current_action": None})
         kind = EventKind.APPROVAL_REJECTED
     tr.events.append(
-        _event(
+        make_event(
             view.state,
             now,
             kind,
@@ -315,158 +314,6 @@ def _fold_approval(view: _View, a: ApprovalDecision, now: datetime) -> None:
             note=a.note,
         )
     )
-
-
-def mint_task_id(mission_id: str, step: int, index: int) -> str:
-    """Deterministic: a plan re-made after a crash yields the same ids, so re-publishing is
-    idempotent at the queue."""
-    return f"{mission_id}:{step}:{index}"
-
-
-def plan(
-    state: MissionState,
-    proposed: Sequence[PlannedTask],
-    *,
-    step: int,
-    policy: Policy,
-    now: datetime,
-    planner: str,
-    base: Transition | None = None,
-) -> Transition:
-    """Check each proposed task against the policy and mint the accepted ones. Pure.
-
-    `base` is the transition the proposals answer (the batch just folded): planning sees the
-    state through it and adds to it.
-    """
-    tr = base if base is not None else Transition()
-    view = _View(state, tr)
-    busy = _BusyHosts(view)
-    hosts_view = _ViewState(state, view)
-    accepted = 0
-    for index, proposal in enumerate(proposed):
-        if accepted >= policy.max_tasks_per_step:
-            why = f"over the per-step cap of {policy.max_tasks_per_step}"
-            tr.events.append(
-                _refusal(state, now, step, index, planner, proposal, "too_many_tasks", why)
-            )
-            continue
-        verdict = check(proposal, hosts_view, policy, busy)
-        if verdict.decision is Decision.DENY:
-            tr.events.append(
-                _refusal(state, now, step, index, planner, proposal, verdict.code, verdict.reason)
-            )
-            continue
-        host = view.host(proposal.host_id)
-        assert host is not None and verdict.spec is not None  # check() refused otherwise
-        task = Task(
-            task_id=mint_task_id(state.mission_id, step, index),
-            mission_id=state.mission_id,
-            host_id=host.host_id,
-            agent_type=host.agent_type,
-            action=verdict.spec.name,
-            params=verdict.params,
-            attempt=1,
-            reason=proposal.reason,
-            timeout_s=verdict.spec.timeout_s,
-        )
-        ask = verdict.decision is Decision.ASK
-        status = TaskStatus.AWAITING_APPROVAL if ask else TaskStatus.QUEUED
-        tr.tasks[task.task_id] = TaskRecord(task=task, status=status, step=step, planned_by=planner)
-        tr.hosts[host.host_id] = host.model_copy(update={"current_action": task.action})
-        busy.add(host.host_id)
-        accepted += 1
-        tr.events.append(
-            _event(
-                state,
-                now,
-                EventKind.TASK_PLANNED,
-                task_id=task.task_id,
-                host_id=task.host_id,
-                action=task.action,
-                params=task.params,
-                reason=task.reason,
-                planner=planner,
-                step=step,
-                approval=ask,
-            )
-        )
-        if ask:
-            tr.events.append(
-                _event(
-                    state,
-                    now,
-                    EventKind.APPROVAL_REQUESTED,
-                    task_id=task.task_id,
-                    host_id=task.host_id,
-                    action=task.action,
-                    reason=verdict.reason,
-                )
-            )
-        else:
-            tr.outbox.append((task, None))
-    return tr
-
-
-def _refusal(
-    state: MissionState,
-    now: datetime,
-    step: int,
-    index: int,
-    planner: str,
-    proposal: PlannedTask,
-    code: str,
-    reason: str,
-) -> EventRecord:
-    return _event(
-        state,
-        now,
-        EventKind.TASK_REFUSED,
-        step=step,
-        index=index,
-        code=code,
-        reason=reason,
-        planner=planner,
-        proposal=proposal.model_dump(mode="json"),
-    )
-
-
-class _BusyHosts:
-    """Hosts with a task in flight, as the policy's busy set (a view, not a copy)."""
-
-    __slots__ = ("extra", "view")
-
-    def __init__(self, view: _View) -> None:
-        self.view = view
-        self.extra: set[str] = set()
-
-    def add(self, host_id: str) -> None:
-        self.extra.add(host_id)
-
-    def __contains__(self, host_id: object) -> bool:
-        if host_id in self.extra:
-            return True
-        host = self.view.host(str(host_id))
-        return host is not None and host.current_action is not None
-
-
-class _ViewState:
-    """Duck-types the part of MissionState the policy reads (`hosts.get`)."""
-
-    __slots__ = ("hosts", "mission_id")
-
-    def __init__(self, state: MissionState, view: _View) -> None:
-        self.mission_id = state.mission_id
-        self.hosts = _HostsView(view)
-
-
-class _HostsView:
-    __slots__ = ("view",)
-
-    def __init__(self, view: _View) -> None:
-        self.view = view
-
-    def get(self, host_id: str) -> HostState | None:
-        return self.view.host(host_id)
 
 
 def apply(state: MissionState, tr: Transition) -> None:

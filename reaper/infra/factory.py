@@ -8,8 +8,9 @@ queue and the bus):
     sqlite:////abs/path.db     three slashes then a relative path, four for an absolute one)
     /abs/path.db, x.db         a bare path ending .db (.sqlite, .sqlite3): same as sqlite
     redis://host:port/db       queue and bus (Redis Streams); the store must come from `store=`
-    postgresql://…             store; the queue must come from `queue=`
-    redis+postgres             redis://127.0.0.1:6379/0 plus postgresql://127.0.0.1:5432/test
+    postgresql://…             store, queue and bus (queue: SKIP LOCKED, wake-ups: LISTEN/NOTIFY)
+    redis+postgres             redis://127.0.0.1:6379/0 (queue, bus) plus
+                               postgresql://127.0.0.1:5432/test (store)
 
 None means the default database file, `default_db`, which the CLI resolves from $REAPER_DB or
 $XDG_DATA_HOME: deep code never reads the environment. Redis and PostgreSQL are optional
@@ -42,11 +43,15 @@ _VALID = (
 )
 _DB_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 _STORE_KINDS: tuple[Kind, ...] = ("memory", "sqlite", "postgres")
-_QUEUE_KINDS: tuple[Kind, ...] = ("memory", "sqlite", "redis")
+# Order matters where one spec has two parts: in redis+postgres the queue is Redis.
+_QUEUE_KINDS: tuple[Kind, ...] = ("memory", "sqlite", "redis", "postgres")
 _EXTRAS = {
     "redis": ("reaper.infra.redis", "redis"),
     "postgres": ("reaper.infra.postgres", "psycopg"),
+    "pgqueue": ("reaper.infra.postgres_queue", "psycopg"),
 }
+# The pip extra each optional part needs.
+_EXTRA_NAME = {"redis": "redis", "postgres": "postgres", "pgqueue": "postgres"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +111,8 @@ def _import_extra(kind: str) -> ModuleType:
             raise ConfigError(f"the {kind} backend is not available in this build") from exc
         if exc.name is not None and exc.name.split(".")[0] == package:
             raise ConfigError(
-                f"the {kind} backend needs an optional package: pip install 'reaper-lab[{kind}]'"
+                f"the {kind} backend needs an optional package: "
+                f"pip install 'reaper-lab[{_EXTRA_NAME[kind]}]'"
             ) from exc
         raise
 
@@ -148,6 +154,12 @@ class _Builder:
         if spec.kind == "sqlite":
             backend = self._sqlite(spec.target)
             return backend.queue, backend.bus
+        if spec.kind == "postgres":
+            pg_queue: TaskQueue = _extra_part(
+                "pgqueue", "PostgresTaskQueue", spec.target, self.clock
+            )
+            pg_bus: EventBus = _extra_part("pgqueue", "PostgresEventBus", spec.target, self.clock)
+            return pg_queue, pg_bus
         queue: TaskQueue = _extra_part("redis", "RedisTaskQueue", spec.target, self.clock)
         bus: EventBus = _extra_part("redis", "RedisEventBus", spec.target, self.clock)
         return queue, bus
@@ -187,7 +199,7 @@ def open_backend(
     if queue_spec is None:
         raise ConfigError(
             f"{queue or spec!r} provides no task queue: add a queue spec "
-            "(--queue redis://…, sqlite:///FILE.db, or memory)"
+            "(--queue redis://…, postgresql://…, sqlite:///FILE.db, or memory)"
         )
     builder = _Builder(clock or RealClock())
     try:

@@ -76,6 +76,34 @@ MIGRATIONS: list[tuple[int, list[LiteralString]]] = [
                 expires_at timestamptz NOT NULL)""",
         ],
     ),
+    # The PostgreSQL-only queue and bus (reaper.infra.postgres_queue), as SQLite's tables:
+    # queue state 0 ready (visible from visible_at), 1 leased (visible again at lease
+    # expiry), 2 acked (kept without body so a re-publish of (task_id, attempt) is ignored).
+    (
+        2,
+        [
+            """CREATE TABLE {s}.queue (
+                seq bigserial PRIMARY KEY,
+                task_id text NOT NULL,
+                attempt int NOT NULL,
+                agent_type text NOT NULL,
+                mission_id text NOT NULL,
+                state smallint NOT NULL DEFAULT 0,
+                visible_at timestamptz NOT NULL,
+                lease_owner text,
+                delivery_count int NOT NULL DEFAULT 0,
+                body text NOT NULL,
+                UNIQUE (task_id, attempt))""",
+            "CREATE INDEX queue_open ON {s}.queue (agent_type, seq) WHERE state < 2",
+            """CREATE TABLE {s}.inbox (
+                id bigserial PRIMARY KEY,
+                mission_id text NOT NULL,
+                delivered boolean NOT NULL DEFAULT false,
+                delivery_count int NOT NULL DEFAULT 0,
+                body text NOT NULL)""",
+            "CREATE INDEX inbox_mission ON {s}.inbox (mission_id, id)",
+        ],
+    ),
 ]
 LATEST = MIGRATIONS[-1][0]
 

@@ -152,9 +152,7 @@ async def test_counted_command_failure_fails_the_hosts_first_tasks_only() -> Non
     attempt 1), so a planner that tries again after N failures gets through."""
     sim = SimRunner()
     c = conn(faults=[{"kind": "command_failed", "action": "baseline", "times": 2}])
-    codes = [
-        (await run(sim, n, action="linux.baseline", c=c)).error_code for n in (1, 2, 3, 4)
-    ]
+    codes = [(await run(sim, n, action="linux.baseline", c=c)).error_code for n in (1, 2, 3, 4)]
     assert codes == ["COMMAND_FAILED", "COMMAND_FAILED", None, None]
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from reaper.admission import plan
 from reaper.models import (
     ApprovalDecision,
     EventKind,
@@ -22,7 +23,7 @@ from reaper.models import (
     TaskStatus,
 )
 from reaper.policy import PRESETS, Policy
-from reaper.state import RetrySettings, Transition, apply, fold, plan
+from reaper.state import RetrySettings, Transition, apply, fold
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 RETRY = RetrySettings(max_attempts=3, backoff_s=1.0, backoff_max_s=30.0)

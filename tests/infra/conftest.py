@@ -1,8 +1,9 @@
 """The backend conformance fixtures: one suite, every implementation.
 
-`backend` is parametrised over memory, sqlite, redis and postgres, but a test only runs
-against the implementations that provide the parts it asks for (`store`, `queue`, `bus`
-fixtures): Redis provides the queue and bus, PostgreSQL the store. Memory and SQLite run on
+`backend` is parametrised over memory, sqlite, redis, postgres and pgqueue, but a test only
+runs against the implementations that provide the parts it asks for (`store`, `queue`, `bus`
+fixtures): Redis provides the queue and bus, PostgreSQL the store, and "pgqueue" the
+PostgreSQL-only queue and bus (SKIP LOCKED, LISTEN/NOTIFY). Memory and SQLite run on
 a `ManualClock`, so leases and delays are tested without waiting; Redis and PostgreSQL keep
 their own time, so there `advance` really waits (for time to pass, not to synchronise).
 """
@@ -32,6 +33,7 @@ PARTS: dict[str, set[str]] = {
     "sqlite": {"store", "queue", "bus"},
     "redis": {"queue", "bus"},
     "postgres": {"store"},
+    "pgqueue": {"queue", "bus"},
 }
 
 
@@ -87,6 +89,10 @@ async def kit(backend_kind: str, tmp_path: Path) -> AsyncIterator[Kit]:
         _require("redis", "reaper.infra.redis", 6379)
         clock = RealClock()
         backend = open_backend(REDIS_URL, store="memory", clock=clock)
+    elif backend_kind == "pgqueue":
+        _require("pgqueue", "reaper.infra.postgres_queue", 5432)
+        clock = RealClock()
+        backend = open_backend(PG_URL, store="memory", clock=clock)
     else:
         _require("postgres", "reaper.infra.postgres", 5432)
         clock = RealClock()

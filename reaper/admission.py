@@ -1,0 +1,177 @@
+"""Admitting a planner's proposal: every planned task through the policy, then minted.
+
+`plan` is pure: it reads the mission (through the batch just folded) and returns the task
+records, the refusals and approval requests to log, and the outbox to publish.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from reaper.models import (
+    EventKind,
+    EventRecord,
+    HostState,
+    MissionState,
+    PlannedTask,
+    Task,
+    TaskRecord,
+    TaskStatus,
+)
+from reaper.policy import Decision, Policy, check
+from reaper.state import StateView, Transition, make_event
+
+__all__ = ["mint_task_id", "plan"]
+
+
+def mint_task_id(mission_id: str, step: int, index: int) -> str:
+    """Deterministic: a plan re-made after a crash yields the same ids, so re-publishing is
+    idempotent at the queue."""
+    return f"{mission_id}:{step}:{index}"
+
+
+def plan(
+    state: MissionState,
+    proposed: Sequence[PlannedTask],
+    *,
+    step: int,
+    policy: Policy,
+    now: datetime,
+    planner: str,
+    base: Transition | None = None,
+) -> Transition:
+    """Check each proposed task against the policy and mint the accepted ones. Pure.
+
+    `base` is the transition the proposals answer (the batch just folded): planning sees the
+    state through it and adds to it.
+    """
+    tr = base if base is not None else Transition()
+    view = StateView(state, tr)
+    busy = _BusyHosts(view)
+    hosts_view = _ViewState(state, view)
+    accepted = 0
+    for index, proposal in enumerate(proposed):
+        if accepted >= policy.max_tasks_per_step:
+            why = f"over the per-step cap of {policy.max_tasks_per_step}"
+            tr.events.append(
+                _refusal(state, now, step, index, planner, proposal, "too_many_tasks", why)
+            )
+            continue
+        verdict = check(proposal, hosts_view, policy, busy)
+        if verdict.decision is Decision.DENY:
+            tr.events.append(
+                _refusal(state, now, step, index, planner, proposal, verdict.code, verdict.reason)
+            )
+            continue
+        host = view.host(proposal.host_id)
+        assert host is not None and verdict.spec is not None  # check() refused otherwise
+        task = Task(
+            task_id=mint_task_id(state.mission_id, step, index),
+            mission_id=state.mission_id,
+            host_id=host.host_id,
+            agent_type=host.agent_type,
+            action=verdict.spec.name,
+            params=verdict.params,
+            attempt=1,
+            reason=proposal.reason,
+            timeout_s=verdict.spec.timeout_s,
+        )
+        ask = verdict.decision is Decision.ASK
+        status = TaskStatus.AWAITING_APPROVAL if ask else TaskStatus.QUEUED
+        tr.tasks[task.task_id] = TaskRecord(task=task, status=status, step=step, planned_by=planner)
+        tr.hosts[host.host_id] = host.model_copy(update={"current_action": task.action})
+        busy.add(host.host_id)
+        accepted += 1
+        tr.events.append(
+            make_event(
+                state,
+                now,
+                EventKind.TASK_PLANNED,
+                task_id=task.task_id,
+                host_id=task.host_id,
+                action=task.action,
+                params=task.params,
+                reason=task.reason,
+                planner=planner,
+                step=step,
+                approval=ask,
+            )
+        )
+        if ask:
+            tr.events.append(
+                make_event(
+                    state,
+                    now,
+                    EventKind.APPROVAL_REQUESTED,
+                    task_id=task.task_id,
+                    host_id=task.host_id,
+                    action=task.action,
+                    reason=verdict.reason,
+                )
+            )
+        else:
+            tr.outbox.append((task, None))
+    return tr
+
+
+def _refusal(
+    state: MissionState,
+    now: datetime,
+    step: int,
+    index: int,
+    planner: str,
+    proposal: PlannedTask,
+    code: str,
+    reason: str,
+) -> EventRecord:
+    return make_event(
+        state,
+        now,
+        EventKind.TASK_REFUSED,
+        step=step,
+        index=index,
+        code=code,
+        reason=reason,
+        planner=planner,
+        proposal=proposal.model_dump(mode="json"),
+    )
+
+
+class _BusyHosts:
+    """Hosts with a task in flight, as the policy's busy set (a view, not a copy)."""
+
+    __slots__ = ("extra", "view")
+
+    def __init__(self, view: StateView) -> None:
+        self.view = view
+        self.extra: set[str] = set()
+
+    def add(self, host_id: str) -> None:
+        self.extra.add(host_id)
+
+    def __contains__(self, host_id: object) -> bool:
+        if host_id in self.extra:
+            return True
+        host = self.view.host(str(host_id))
+        return host is not None and host.current_action is not None
+
+
+class _ViewState:
+    """Duck-types the part of MissionState the policy reads (`hosts.get`)."""
+
+    __slots__ = ("hosts", "mission_id")
+
+    def __init__(self, state: MissionState, view: StateView) -> None:
+        self.mission_id = state.mission_id
+        self.hosts = _HostsView(view)
+
+
+class _HostsView:
+    __slots__ = ("view",)
+
+    def __init__(self, view: StateView) -> None:
+        self.view = view
+
+    def get(self, host_id: str) -> HostState | None:
+        return self.view.host(host_id)

@@ -1,0 +1,143 @@
+"""PostgreSQL-only queue and bus: what the contract suite (kind "pgqueue") cannot show.
+
+SKIP LOCKED across connections, a wake-up from another connection's NOTIFY, redelivery after
+lease expiry, and a whole mission on `postgresql://…` alone. The database is shared: every
+test uses its own agent types and mission ids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+from reaper.infra.base import TaskDelivery
+from reaper.infra.factory import open_backend
+from reaper.infra.postgres import PostgresMissionStore
+from reaper.infra.postgres_queue import PostgresEventBus, PostgresTaskQueue
+from reaper.models import MissionStatus
+from reaper.overseer import Overseer
+from reaper.runtime import LocalWorkers
+from tests.infra import builders as b
+from tests.scale.harness import lab
+from tests.services import port_open, require_service
+
+pytestmark = [pytest.mark.services, pytest.mark.timeout(60)]
+
+DSN = "postgresql://127.0.0.1:5432/test"
+
+
+@pytest.fixture
+def uid() -> str:
+    require_service("postgresql", port_open("127.0.0.1", 5432), "nothing on 127.0.0.1:5432")
+    return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+async def queues() -> AsyncIterator[tuple[PostgresTaskQueue, PostgresTaskQueue]]:
+    """Two queues: two processes' worth of connections to the same tables."""
+    one, two = PostgresTaskQueue(DSN), PostgresTaskQueue(DSN)
+    yield one, two
+    await one.close()
+    await two.close()
+
+
+async def test_concurrent_takers_never_share_a_task(
+    queues: tuple[PostgresTaskQueue, PostgresTaskQueue], uid: str
+) -> None:
+    one, two = queues
+    agent, mid, n = f"reaper-p{uid}", f"m-{uid}", 60
+    await one.publish([b.item(mid, i, agent) for i in range(n)])
+
+    async def drain(q: PostgresTaskQueue) -> list[TaskDelivery]:
+        got: list[TaskDelivery] = []
+        while batch := await q.take(agent, max_items=3, timeout=0.2, lease_s=60):
+            got += batch
+        return got
+
+    takers = [drain(q) for q in (one, two, one, two)]  # two per connection too
+    results = await asyncio.wait_for(asyncio.gather(*takers), timeout=20)
+    ids = [d.task.task_id for got in results for d in got]
+    assert len(ids) == n
+    assert len(set(ids)) == n
+    assert await one.depth(agent) == 0
+
+
+async def test_blocked_take_wakes_on_publish_from_another_connection(
+    queues: tuple[PostgresTaskQueue, PostgresTaskQueue], uid: str
+) -> None:
+    taker, publisher = queues
+    agent, mid = f"reaper-w{uid}", f"m-{uid}"
+    await taker.take(agent, timeout=0.01)  # listening and connected before we publish
+    # The safety re-check is seconds away: only the NOTIFY can wake it within 2 s.
+    waiter = asyncio.create_task(taker.take(agent, timeout=30))
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    await publisher.publish([b.item(mid, 1, agent)])
+    got = await asyncio.wait_for(waiter, timeout=2)
+    assert [d.task.task_id for d in got] == [f"{mid}-s1-1"]
+    await taker.ack(got)
+
+
+async def test_blocked_receive_wakes_on_publish_from_another_connection(uid: str) -> None:
+    receiver, publisher = PostgresEventBus(DSN), PostgresEventBus(DSN)
+    try:
+        mid = f"m-{uid}"
+        await receiver.receive(mid, timeout=0.01)
+        waiter = asyncio.create_task(receiver.receive(mid, timeout=30))
+        await publisher.publish(b.result(b.task(mid, 1)))
+        got = await asyncio.wait_for(waiter, timeout=2)
+        assert [d.message.mission_id for d in got] == [mid]
+        await receiver.ack(mid, got)
+    finally:
+        await receiver.close()
+        await publisher.close()
+
+
+async def test_expired_lease_is_redelivered_with_count_two(
+    queues: tuple[PostgresTaskQueue, PostgresTaskQueue], uid: str
+) -> None:
+    dead, alive = queues
+    agent, mid = f"reaper-l{uid}", f"m-{uid}"
+    await dead.publish([b.item(mid, 1, agent)])
+    first = await dead.take(agent, timeout=1, lease_s=0.3, worker_id="dead")
+    assert [d.delivery_count for d in first] == [1]
+    # A waiter on another connection wakes at the lease deadline it reads from the table.
+    again = await asyncio.wait_for(alive.take(agent, timeout=10, worker_id="alive"), timeout=5)
+    assert [(d.task.task_id, d.delivery_count) for d in again] == [(f"{mid}-s1-1", 2)]
+    await dead.ack(first)  # the stale receipt does nothing
+    assert await alive.take(agent, timeout=0.05) == []
+    await alive.ack(again)
+
+
+async def test_one_postgresql_url_is_a_complete_backend() -> None:
+    backend = open_backend(DSN)  # lazy: builds without connecting
+    try:
+        assert isinstance(backend.store, PostgresMissionStore)
+        assert isinstance(backend.queue, PostgresTaskQueue)
+        assert isinstance(backend.bus, PostgresEventBus)
+    finally:
+        await backend.close()
+    mixed = open_backend("redis+postgres")
+    try:
+        assert isinstance(mixed.store, PostgresMissionStore)
+        assert not isinstance(mixed.queue, PostgresTaskQueue)
+    finally:
+        await mixed.close()
+
+
+async def test_a_mission_completes_on_postgresql_alone(uid: str) -> None:
+    backend = open_backend(DSN)
+    workers = LocalWorkers(backend, concurrency=16)
+    try:
+        overseer = Overseer(backend)
+        state = await overseer.create_mission(lab(20), f"pgq-{uid}")
+        workers.start()
+        final = await asyncio.wait_for(overseer.run_mission(state.mission_id), timeout=30)
+        assert final.status is MissionStatus.COMPLETED
+        assert await backend.queue.depth("reaper-linux") == 0
+    finally:
+        await workers.stop()
+        await backend.close()
