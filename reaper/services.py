@@ -115,7 +115,7 @@ async def run_worker_process(cli: Cli) -> int:
 
 
 async def run_engine_process(cli: Cli) -> int:
-    from reaper.cli_commands import _planner_factory  # the CLI's planner choice (flags)
+    from reaper.cli_drive import planner_factory  # the CLI's planner choice (flags)
 
     cfg = cli.config
     backend, registry = await _open(cli)
@@ -126,7 +126,7 @@ async def run_engine_process(cli: Cli) -> int:
         service = EngineService(
             backend,
             registry,
-            planner_factory=_planner_factory(cli),
+            planner_factory=planner_factory(cli),
             lease_ttl_s=cfg.lease_ttl_s,
             heartbeat_s=cfg.heartbeat_s or heartbeat_interval(cfg.lease_ttl_s),
             stall_after_s=cfg.stall_after_s,
