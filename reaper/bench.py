@@ -12,7 +12,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -49,6 +49,8 @@ class BenchResult:
     p50_latency_ms: float
     p99_latency_ms: float
     status: str
+    runs: int = 1
+    slowest_tasks_per_s: float = 0.0
 
 
 def _lab(hosts: int) -> LabFile:
@@ -130,33 +132,50 @@ async def run_bench(cli: Cli) -> int:
     with tempfile.TemporaryDirectory(prefix="reaper-bench-") as tmp:
         for label in labels:
             for n in sizes:
-                spec = f"sqlite:///{Path(tmp) / f'bench-{n}.db'}" if label == "sqlite" else label
-                backend = open_backend(spec)
-                try:
-                    results.append(
-                        await bench_once(
-                            backend,
-                            label,
-                            n,
-                            workers=cli.args.workers,
-                            concurrency=cli.args.concurrency,
+                runs: list[BenchResult] = []
+                for i in range(cli.args.repeat):
+                    db = Path(tmp) / f"bench-{n}-{i}.db"
+                    backend = open_backend(f"sqlite:///{db}" if label == "sqlite" else label)
+                    try:
+                        runs.append(
+                            await bench_once(
+                                backend,
+                                label,
+                                n,
+                                workers=cli.args.workers,
+                                concurrency=cli.args.concurrency,
+                            )
                         )
+                    finally:
+                        await backend.close()
+                    if not cli.args.json:
+                        r = runs[-1]
+                        cli.err.print(
+                            f"{r.backend} {r.hosts} hosts, run {i + 1}: "
+                            f"{r.tasks_per_s:,.0f} tasks/s"
+                        )
+                # A shared machine only ever slows a run down: report the best of the
+                # repeats (as timeit does), with the spread beside it.
+                best = max(runs, key=lambda r: r.tasks_per_s)
+                results.append(
+                    replace(
+                        best, runs=len(runs), slowest_tasks_per_s=min(r.tasks_per_s for r in runs)
                     )
-                finally:
-                    await backend.close()
-                if not cli.args.json:
-                    r = results[-1]
-                    cli.err.print(f"{r.backend} {r.hosts} hosts: {r.tasks_per_s:,.0f} tasks/s")
+                )
     if cli.args.json:
         cli.print_json([asdict(r) for r in results])
         return 0
-    table = Table(title="reaper bench: discover + baseline, zero-latency sim hosts")
+    table = Table(
+        title="reaper bench: discover + baseline, zero-latency sim hosts",
+        caption=f"best of {cli.args.repeat} run(s) per row; 'slowest' is the worst run",
+    )
     for col in (
         "backend",
         "hosts",
         "tasks",
         "seconds",
         "tasks/s",
+        "slowest",
         "cpu µs/task",
         "p50 ms",
         "p99 ms",
@@ -170,6 +189,7 @@ async def run_bench(cli: Cli) -> int:
             f"{r.tasks:,}",
             f"{r.seconds:.2f}",
             f"{r.tasks_per_s:,.0f}",
+            f"{r.slowest_tasks_per_s:,.0f}",
             f"{r.cpu_us_per_task:.0f}",
             f"{r.p50_latency_ms:.1f}",
             f"{r.p99_latency_ms:.1f}",

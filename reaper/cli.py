@@ -179,6 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--hosts", default=None, help="comma-separated host counts")
     p.add_argument("--workers", type=_positive_int, default=1, help="workers per agent type")
+    p.add_argument(
+        "--repeat", type=_positive_int, default=3, help="runs per row; the best is reported"
+    )
     p.add_argument("--concurrency", type=_positive_int, default=64, help="per worker")
     _common(p)
 
