@@ -14,22 +14,21 @@ error surfaces as `BackendError`. Lease times come from the store's clock.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import timedelta
 from typing import Any, LiteralString, TypeVar
 
-import psycopg
 from psycopg import AsyncConnection, sql
 from pydantic_core import to_json
 
 from reaper.clock import Clock, RealClock
-from reaper.errors import BackendError, MissionExistsError, ReaperError, StaleStateError
+from reaper.errors import MissionExistsError, StaleStateError
 from reaper.infra.base import Commit, MissionSummary, OutboxItem
-from reaper.infra.postgres_schema import migrate, schema_ident
+from reaper.infra.postgres_conn import PgConnection
+from reaper.infra.postgres_schema import schema_ident
 from reaper.models import (
     EventRecord,
     HostState,
@@ -105,8 +104,7 @@ class PostgresMissionStore:
         self.schema = schema
         s = schema_ident(schema)
         self._q = {name: sql.SQL(text).format(s=s) for name, text in _SQL.items()}
-        self._conn: AsyncConnection[Any] | None = None
-        self._lock = asyncio.Lock()
+        self._pg = PgConnection(dsn, schema)
         # Statements sent by this store: lets tests check a commit's cost is per change.
         self.statements = 0
 
@@ -116,30 +114,8 @@ class PostgresMissionStore:
         async with self._session():
             pass
 
-    @asynccontextmanager
-    async def _session(self) -> AsyncIterator[AsyncConnection[Any]]:
-        async with self._lock:
-            try:
-                if self._conn is None or self._conn.closed or self._conn.broken:
-                    self._conn = await self._open()
-                yield self._conn
-            except ReaperError:
-                raise
-            except psycopg.Error as exc:
-                raise BackendError(f"postgres: {exc}") from exc
-
-    async def _open(self) -> AsyncConnection[Any]:
-        conn = await AsyncConnection.connect(self._dsn, autocommit=True)
-        try:
-            # Timestamps come back in UTC, as the models write them.
-            await conn.execute("SET TIME ZONE 'UTC'")
-            before = await migrate(conn, self.schema)
-        except BaseException:
-            await conn.close()
-            raise
-        if before == 0:
-            log.info("created PostgreSQL schema %r", self.schema)
-        return conn
+    def _session(self) -> AbstractAsyncContextManager[AsyncConnection[Any]]:
+        return self._pg.session()
 
     async def _exec(self, conn: AsyncConnection[Any], name: str, params: Sequence[Any]) -> Any:
         self.statements += 1
@@ -154,18 +130,9 @@ class PostgresMissionStore:
                 await cur.executemany(self._q[name], rows)
 
     async def _idempotent(self, fn: Callable[[AsyncConnection[Any]], Awaitable[T]]) -> T:
-        """Run `fn` in a session; if the connection turns out to have died while idle (a
-        server restart, an idle timeout), reconnect and run it once more. Only for calls that
-        are safe to repeat: never `commit` or `create`, whose outcome would be ambiguous."""
-        try:
-            async with self._session() as conn:
-                return await fn(conn)
-        except BackendError as exc:
-            if not isinstance(exc.__cause__, psycopg.OperationalError):
-                raise
-            log.warning("postgres connection lost, reconnecting: %s", exc.__cause__)
-        async with self._session() as conn:
-            return await fn(conn)
+        """Reconnect-and-retry once, for reads and other calls safe to repeat: never
+        `commit` or `create`, whose outcome would be ambiguous."""
+        return await self._pg.run(fn, retry=True)
 
     async def _rows(self, name: str, params: Sequence[Any]) -> list[Any]:
         async def run(conn: AsyncConnection[Any]) -> list[Any]:
@@ -340,11 +307,4 @@ class PostgresMissionStore:
         await self._rows("release", (mission_id, owner))
 
     async def close(self) -> None:
-        async with self._lock:
-            if self._conn is not None:
-                try:
-                    await self._conn.close()
-                except psycopg.Error as exc:
-                    raise BackendError(f"postgres close: {exc}") from exc
-                finally:
-                    self._conn = None
+        await self._pg.close()

@@ -231,22 +231,37 @@ async def test_claim_and_release_lease(schema: str, admin: object) -> None:
         await b.close()
 
 
+async def _kill(admin: psycopg.AsyncConnection[object], store: PostgresMissionStore) -> None:
+    """Terminate the store's server process (white-box: which backend to kill)."""
+    conn = store._pg._conn
+    assert conn is not None
+    await admin.execute("SELECT pg_terminate_backend(%s, 5000)", (conn.info.backend_pid,))
+
+
 async def test_reconnects_after_the_connection_is_killed(
     store: PostgresMissionStore, admin: psycopg.AsyncConnection[tuple[object, ...]]
 ) -> None:
     await store.create(_mission("conn"), [])
-    assert store._conn is not None  # white-box: which backend to kill
-    await admin.execute("SELECT pg_terminate_backend(%s, 5000)", (store._conn.info.backend_pid,))
+    assert store._pg._conn is not None
+    await admin.execute(
+        "SELECT pg_terminate_backend(%s, 5000)", (store._pg._conn.info.backend_pid,)
+    )
     # A read finding the connection dead reconnects and runs again: the caller sees nothing.
     assert await store.load("conn") is not None
-    await admin.execute("SELECT pg_terminate_backend(%s, 5000)", (store._conn.info.backend_pid,))
+    await admin.execute(
+        "SELECT pg_terminate_backend(%s, 5000)", (store._pg._conn.info.backend_pid,)
+    )
     assert await store.claim("conn", "engine-a", ttl_s=10)
     # A commit is not repeated blindly (it may have been applied): it fails as BackendError,
     # and the next call works on a new connection.
-    await admin.execute("SELECT pg_terminate_backend(%s, 5000)", (store._conn.info.backend_pid,))
+    await admin.execute(
+        "SELECT pg_terminate_backend(%s, 5000)", (store._pg._conn.info.backend_pid,)
+    )
     state = await store.load("conn")
     assert state is not None
-    await admin.execute("SELECT pg_terminate_backend(%s, 5000)", (store._conn.info.backend_pid,))
+    await admin.execute(
+        "SELECT pg_terminate_backend(%s, 5000)", (store._pg._conn.info.backend_pid,)
+    )
     with pytest.raises(BackendError):
         await store.commit(_change(state))
     assert await store.commit(_change(state)) == 1
