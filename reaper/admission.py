@@ -18,11 +18,16 @@ from reaper.models import (
     Task,
     TaskRecord,
     TaskStatus,
+    replace,
+    trusted,
 )
 from reaper.policy import Decision, Policy, check
 from reaper.state import StateView, Transition, make_event
 
 __all__ = ["mint_task_id", "plan"]
+
+_TASK_FIELDS = frozenset(Task.model_fields)
+_RECORD_SET = frozenset({"task", "status", "step", "planned_by"})
 
 
 def mint_task_id(mission_id: str, step: int, index: int) -> str:
@@ -66,21 +71,38 @@ def plan(
             continue
         host = view.host(proposal.host_id)
         assert host is not None and verdict.spec is not None  # check() refused otherwise
-        task = Task(
-            task_id=mint_task_id(state.mission_id, step, index),
-            mission_id=state.mission_id,
-            host_id=host.host_id,
-            agent_type=host.agent_type,
-            action=verdict.spec.name,
-            params=verdict.params,
-            attempt=1,
-            reason=proposal.reason,
-            timeout_s=verdict.spec.timeout_s,
+        # Built unvalidated (see `trusted`): every value comes from the checked proposal,
+        # the host and the catalog; `Task(...)` and `TaskRecord(...)` would only re-check them.
+        task: Task = trusted(
+            Task,
+            {
+                "task_id": mint_task_id(state.mission_id, step, index),
+                "mission_id": state.mission_id,
+                "host_id": host.host_id,
+                "agent_type": host.agent_type,
+                "action": verdict.spec.name,
+                "params": dict(verdict.params),
+                "attempt": 1,
+                "reason": proposal.reason,
+                "timeout_s": float(verdict.spec.timeout_s),
+            },
+            set(_TASK_FIELDS),
         )
         ask = verdict.decision is Decision.ASK
         status = TaskStatus.AWAITING_APPROVAL if ask else TaskStatus.QUEUED
-        tr.tasks[task.task_id] = TaskRecord(task=task, status=status, step=step, planned_by=planner)
-        tr.hosts[host.host_id] = host.model_copy(update={"current_action": task.action})
+        tr.tasks[task.task_id] = trusted(
+            TaskRecord,
+            {
+                "task": task,
+                "status": status,
+                "step": step,
+                "last_error": None,
+                "not_before": None,
+                "planned_by": planner,
+            },
+            set(_RECORD_SET),
+        )
+        tr.hosts[host.host_id] = replace(host, current_action=task.action)
         busy.add(host.host_id)
         accepted += 1
         tr.events.append(

@@ -10,9 +10,10 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+from pydantic_core import PydanticUndefined
 
 __all__ = [
     "AGENT_TYPES",
@@ -39,6 +40,8 @@ __all__ = [
     "TaskStatus",
     "WinRMSettings",
     "agent_type_for",
+    "replace",
+    "trusted",
     "utcnow",
 ]
 
@@ -59,6 +62,43 @@ def agent_type_for(os: str) -> str:
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=False)
+
+
+_M = TypeVar("_M", bound=BaseModel)
+_setattr = object.__setattr__
+
+
+def replace(model: _M, /, **changes: Any) -> _M:
+    """`model.model_copy(update=changes)` without its generic overhead (it is on the engine's
+    per-task path, several times per task): a shallow copy with `changes` set, unvalidated
+    like model_copy's, so callers pass values of the fields' types."""
+    new = model.__class__.__new__(model.__class__)
+    values = model.__dict__.copy()
+    values.update(changes)
+    _setattr(new, "__dict__", values)
+    fields_set = set(model.__pydantic_fields_set__)
+    fields_set.update(changes)
+    _setattr(new, "__pydantic_fields_set__", fields_set)
+    extra = model.__pydantic_extra__
+    _setattr(new, "__pydantic_extra__", None if extra is None else dict(extra))
+    private = model.__pydantic_private__
+    if private is not None:
+        private = {k: v for k, v in private.items() if v is not PydanticUndefined}
+    _setattr(new, "__pydantic_private__", private)
+    return new
+
+
+def trusted(cls: type[_M], values: dict[str, Any], fields_set: set[str]) -> _M:
+    """An instance from values the engine itself produced, skipping validation: `values`
+    holds every field, in declaration order (repr follows it), of the right type; `fields_set`
+    names those the caller passed explicitly, as `cls(**those)` would record them. Only for
+    models without private attributes, on the per-task path."""
+    new = cls.__new__(cls)
+    _setattr(new, "__dict__", values)
+    _setattr(new, "__pydantic_fields_set__", fields_set)
+    _setattr(new, "__pydantic_extra__", None)
+    _setattr(new, "__pydantic_private__", None)
+    return new
 
 
 class ResultStatus(StrEnum):
@@ -343,10 +383,11 @@ class MissionState(_Model):
         """Insert or replace a task record, keeping the open-task index in step."""
         task_id = record.task.task_id
         self.tasks[task_id] = record
+        open_ids: set[str] = self.__pydantic_private__["_open"]  # type: ignore[index]
         if record.status in _DONE:
-            self.open_task_ids.discard(task_id)
+            open_ids.discard(task_id)
         else:
-            self.open_task_ids.add(task_id)
+            open_ids.add(task_id)
 
     @field_validator("mission_id")
     @classmethod

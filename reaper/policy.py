@@ -7,7 +7,6 @@ rules, matched on action × OS × risk tier, first match wins, else the policy's
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Container
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -72,11 +71,24 @@ class Policy(BaseModel):
         return self.default, f"default {self.default.value} of policy {self.name!r}"
 
 
-@functools.lru_cache(maxsize=1024)
+# Decisions per (policy object, action): policies are frozen and the catalog is fixed, so a
+# decision never changes, and the engine asks once per planned task. Keyed by identity, not
+# by the policy's hash (which hashes every rule, on every call); the entry holds the policy,
+# so its id cannot be reused while the entry lives.
+_DECISIONS: dict[tuple[int, str], tuple[Policy, tuple[Decision, str]]] = {}
+_DECISIONS_MAX = 1024
+
+
 def _decide(policy: Policy, action: str) -> tuple[Decision, str]:
-    # Policies are frozen (hashable) and the catalog is fixed: a decision per (policy,
-    # action) never changes, and the engine asks once per planned task.
-    return policy._decide_uncached(CATALOG[action])
+    key = (id(policy), action)
+    hit = _DECISIONS.get(key)
+    if hit is not None and hit[0] is policy:
+        return hit[1]
+    answer = policy._decide_uncached(CATALOG[action])
+    if len(_DECISIONS) >= _DECISIONS_MAX:
+        _DECISIONS.clear()
+    _DECISIONS[key] = (policy, answer)
+    return answer
 
 
 def _preset(name: str, *rules: PolicyRule) -> Policy:
@@ -138,6 +150,9 @@ class Verdict:
     spec: ActionSpec | None = None
 
 
+_CODES = {Decision.ALLOW: "allowed", Decision.ASK: "ask", Decision.DENY: "risk_denied"}
+
+
 def _refuse(code: str, reason: str) -> Verdict:
     return Verdict(decision=Decision.DENY, code=code, reason=reason)
 
@@ -188,7 +203,7 @@ def check(
     if error is not None:
         return _refuse("invalid_params", f"invalid params for {spec.name}: {error}")
     decision, why = policy.decide(spec)
-    code = {Decision.ALLOW: "allowed", Decision.ASK: "ask", Decision.DENY: "risk_denied"}[decision]
+    code = _CODES[decision]
     if decision is Decision.DENY:
         why = f"{spec.risk.value} action {spec.name} denied: {why}"
     return Verdict(decision=decision, code=code, reason=why, params=params, spec=spec)

@@ -21,6 +21,7 @@ from tenacity import RetryCallState, wait_exponential
 from reaper.actions import CATALOG
 from reaper.models import (
     OS_NAMES,
+    SCHEMA_VERSION,
     ApprovalDecision,
     EventKind,
     EventRecord,
@@ -33,6 +34,8 @@ from reaper.models import (
     Task,
     TaskRecord,
     TaskStatus,
+    replace,
+    trusted,
 )
 
 __all__ = [
@@ -114,8 +117,26 @@ class StateView:
         return self.tr.tasks.get(task_id) or self.state.tasks.get(task_id)
 
 
+_EVENT_SET = frozenset({"mission_id", "ts", "kind", "payload"})
+
+
 def make_event(state: MissionState, now: datetime, kind: EventKind, **payload: Any) -> EventRecord:
-    return EventRecord(mission_id=state.mission_id, ts=now, kind=kind, payload=payload)
+    """`EventRecord(mission_id=..., ts=now, kind=kind, payload=payload)`, built without
+    validation: two of these are made per task, and every value here is already valid."""
+    if now.tzinfo is None:  # what AwareDatetime would refuse
+        raise ValueError("event timestamps must be timezone-aware")
+    return trusted(
+        EventRecord,
+        {
+            "schema_version": SCHEMA_VERSION,
+            "seq": 0,
+            "ts": now,
+            "mission_id": state.mission_id,
+            "kind": kind,
+            "payload": payload,
+        },
+        set(_EVENT_SET),
+    )
 
 
 def fold(
@@ -158,23 +179,17 @@ def _fold_result(view: StateView, r: ResultEvent, now: datetime, retry: RetrySet
         return
     if r.retriable and r.attempt < retry.max_attempts:
         delay = retry.delay(r.attempt)
-        nxt = rec.task.model_copy(update={"attempt": r.attempt + 1})
+        nxt = replace(rec.task, attempt=r.attempt + 1)
         due = now + timedelta(seconds=delay)
-        tr.tasks[r.task_id] = rec.model_copy(
-            update={
-                "task": nxt,
-                "status": TaskStatus.QUEUED,
-                "last_error": r.error_code,
-                "not_before": due,
-            }
+        tr.tasks[r.task_id] = replace(
+            rec, task=nxt, status=TaskStatus.QUEUED, last_error=r.error_code, not_before=due
         )
         tr.outbox.append((nxt, due))
-        tr.hosts[host.host_id] = host.model_copy(
-            update={
-                "last_status": HostStatus.DEGRADED,
-                "last_error": _error_text(r),
-                "last_tasks": last_tasks,
-            }
+        tr.hosts[host.host_id] = replace(
+            host,
+            last_status=HostStatus.DEGRADED,
+            last_error=_error_text(r),
+            last_tasks=last_tasks,
         )
         tr.events.append(
             make_event(
@@ -219,19 +234,18 @@ def _fold_success(
             )
     elif spec is not None and r.data:
         facts = {**host.facts, spec.verb: r.data}
-    view.tr.tasks[r.task_id] = rec.model_copy(
-        update={"status": TaskStatus.SUCCEEDED, "last_error": None, "not_before": None}
+    view.tr.tasks[r.task_id] = replace(
+        rec, status=TaskStatus.SUCCEEDED, last_error=None, not_before=None
     )
-    view.tr.hosts[host.host_id] = host.model_copy(
-        update={
-            "last_status": HostStatus.HEALTHY,
-            "stage": stage,
-            "facts": facts,
-            "current_action": None,
-            "last_error": None,
-            "last_tasks": last_tasks,
-            "os": os_name,
-        }
+    view.tr.hosts[host.host_id] = replace(
+        host,
+        last_status=HostStatus.HEALTHY,
+        stage=stage,
+        facts=facts,
+        current_action=None,
+        last_error=None,
+        last_tasks=last_tasks,
+        os=os_name,
     )
     view.tr.finished.append(r)
 
@@ -263,10 +277,10 @@ def _fold_failure(
         tr.events.append(
             make_event(view.state, now, EventKind.HOST_LOCKED, host_id=host.host_id, reason=reason)
         )
-    tr.tasks[r.task_id] = rec.model_copy(
-        update={"status": TaskStatus.FAILED, "last_error": r.error_code, "not_before": None}
+    tr.tasks[r.task_id] = replace(
+        rec, status=TaskStatus.FAILED, last_error=r.error_code, not_before=None
     )
-    tr.hosts[host.host_id] = host.model_copy(update=update)
+    tr.hosts[host.host_id] = replace(host, **update)
     tr.finished.append(r)
 
 
@@ -294,13 +308,13 @@ def _fold_approval(view: StateView, a: ApprovalDecision, now: datetime) -> None:
         return
     host = view.host(rec.task.host_id)
     if a.approved:
-        tr.tasks[a.task_id] = rec.model_copy(update={"status": TaskStatus.QUEUED})
+        tr.tasks[a.task_id] = replace(rec, status=TaskStatus.QUEUED)
         tr.outbox.append((rec.task, None))
         kind = EventKind.APPROVAL_GRANTED
     else:
-        tr.tasks[a.task_id] = rec.model_copy(update={"status": TaskStatus.REJECTED})
+        tr.tasks[a.task_id] = replace(rec, status=TaskStatus.REJECTED)
         if host is not None:
-            tr.hosts[host.host_id] = host.model_copy(update={"current_action": None})
+            tr.hosts[host.host_id] = replace(host, current_action=None)
         kind = EventKind.APPROVAL_REJECTED
     tr.events.append(
         make_event(

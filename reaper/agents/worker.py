@@ -34,7 +34,7 @@ from reaper.agents.hosts import HostResolver, StoreHostResolver
 from reaper.clock import Clock, RealClock
 from reaper.errors import BackendError, TransportError
 from reaper.infra.base import EventBus, TaskDelivery, TaskQueue
-from reaper.models import HostConnection, ResultEvent, ResultStatus, Task
+from reaper.models import HostConnection, ResultEvent, ResultStatus, Task, trusted
 
 __all__ = [
     "HostResolver",
@@ -69,6 +69,26 @@ def default_worker_id() -> str:
 def _catalog_timeout(task: Task) -> float:
     spec = CATALOG.get(task.action)
     return task.timeout_s if spec is None else spec.timeout_s
+
+
+# What `ResultEvent(...)` in `Worker._result` records as set: every field but event_type.
+_RESULT_SET = frozenset(ResultEvent.model_fields) - {"event_type"}
+
+
+def _plain(o: ActionOutcome) -> bool:
+    """True when each value of the outcome is exactly of its result field's type (what
+    runners return), so validating the result could neither fail nor convert anything."""
+    return (
+        type(o.status) is ResultStatus
+        and type(o.summary) is str
+        and type(o.stdout_tail) is str
+        and type(o.stderr_tail) is str
+        and type(o.data) is dict
+        and type(o.retriable) is bool
+        and (o.error_code is None or type(o.error_code) is str)
+        and (o.logs_ref is None or type(o.logs_ref) is str)
+        and all(type(k) is str for k in o.data)
+    )
 
 
 def _error(code: str, summary: str, *, retriable: bool = False) -> ActionOutcome:
@@ -312,6 +332,31 @@ class Worker:
             return _error("AGENT_ERROR", f"agent error: {type(exc).__name__}: {exc}")
 
     def _result(self, task: Task, outcome: ActionOutcome, started: float) -> ResultEvent:
+        ts = self._clock.now()
+        duration = self._clock.monotonic() - started
+        if _plain(outcome) and ts.tzinfo is not None and type(duration) is float:
+            # The common case, once per task: every value already has its field's exact type,
+            # so validation would only copy `data`; build the result directly.
+            values = {
+                "event_type": "task.result",
+                "task_id": task.task_id,
+                "mission_id": task.mission_id,
+                "host_id": task.host_id,
+                "agent_type": task.agent_type,
+                "action": task.action,
+                "attempt": task.attempt,
+                "status": outcome.status,
+                "summary": outcome.summary,
+                "stdout_tail": outcome.stdout_tail,
+                "stderr_tail": outcome.stderr_tail,
+                "data": dict(outcome.data),
+                "logs_ref": outcome.logs_ref,
+                "ts": ts,
+                "retriable": outcome.retriable,
+                "error_code": outcome.error_code,
+                "duration_s": duration,
+            }
+            return trusted(ResultEvent, values, set(_RESULT_SET))
         return ResultEvent(
             task_id=task.task_id,
             mission_id=task.mission_id,
@@ -325,10 +370,10 @@ class Worker:
             stderr_tail=outcome.stderr_tail,
             data=outcome.data,
             logs_ref=outcome.logs_ref,
-            ts=self._clock.now(),
+            ts=ts,
             retriable=outcome.retriable,
             error_code=outcome.error_code,
-            duration_s=self._clock.monotonic() - started,
+            duration_s=duration,
         )
 
     def _build(self, task: Task, outcome: ActionOutcome, started: float) -> ResultEvent:

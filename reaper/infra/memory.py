@@ -167,10 +167,12 @@ class MemoryTaskQueue:
     async def publish(self, items: Sequence[OutboxItem]) -> None:
         now = self._clock.now()
         added = False
+        seen = self._seen
         for item in items:
-            if item.task.key in self._seen:
+            key = item.task.key
+            if key in seen:
                 continue
-            self._seen.add(item.task.key)
+            seen.add(key)
             if item.not_before is not None and item.not_before > now:
                 due = self._clock.monotonic() + (item.not_before - now).total_seconds()
                 heapq.heappush(self._delayed, (due, next(self._seq), item))

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from reaper.models import MissionState, PlannedTask, ResultEvent, Stage
+from reaper.models import MissionState, PlannedTask, ResultEvent, Stage, trusted
 from reaper.planners.base import Plan
 
 __all__ = ["FATAL_ERRORS", "RuleBasedPlanner"]
@@ -43,12 +43,22 @@ FATAL_ERRORS = frozenset(
 )
 
 
+_PLANNED_SET = frozenset({"host_id", "action", "reason"})
+
+
+def _planned(host_id: str, action: str, reason: str) -> PlannedTask:
+    """`PlannedTask(host_id=..., action=..., reason=...)` without re-validating three strings
+    (one per task on the engine's path; the policy checks every proposal anyway)."""
+    values = {"host_id": host_id, "action": action, "params": {}, "reason": reason}
+    return trusted(PlannedTask, values, set(_PLANNED_SET))
+
+
 class RuleBasedPlanner:
     name = "rule"
 
     async def initial_tasks(self, state: MissionState) -> Plan:
         tasks = [
-            PlannedTask(host_id=h.host_id, action=f"{h.os}.discover", reason="start: collect facts")
+            _planned(h.host_id, f"{h.os}.discover", "start: collect facts")
             for h in state.hosts.values()
             if not h.locked and h.stage.rank < Stage.DISCOVERED.rank
         ]
@@ -82,27 +92,27 @@ class RuleBasedPlanner:
             return []
         if code == "PREREQ_MISSING" and verb == "baseline":
             return [
-                PlannedTask(
-                    host_id=host.host_id,
-                    action=f"{host.os}.prepare",
-                    reason="baseline needs prerequisites: prepare first",
+                _planned(
+                    host.host_id,
+                    f"{host.os}.prepare",
+                    "baseline needs prerequisites: prepare first",
                 )
             ]
         if host.failure_count >= host.max_failures - 1:
             return []  # one more failure would lock it: leave the host as it is
         if verb == "discover":
             return [
-                PlannedTask(
-                    host_id=host.host_id,
-                    action=f"{host.os}.discover",
-                    reason=f"discover failed ({code}): try again",
+                _planned(
+                    host.host_id,
+                    f"{host.os}.discover",
+                    f"discover failed ({code}): try again",
                 )
             ]
         return [
-            PlannedTask(
-                host_id=host.host_id,
-                action=f"{host.os}.discover",
-                reason=f"{verb} failed ({code}): re-discover before retrying",
+            _planned(
+                host.host_id,
+                f"{host.os}.discover",
+                f"{verb} failed ({code}): re-discover before retrying",
             )
         ]
 
@@ -112,15 +122,11 @@ class RuleBasedPlanner:
         if host.stage.rank >= state.goal.rank:
             return []
         if host.stage is Stage.NEW:
-            return [
-                PlannedTask(
-                    host_id=host_id, action=f"{host.os}.discover", reason=f"{why}: collect facts"
-                )
-            ]
+            return [_planned(host_id, f"{host.os}.discover", f"{why}: collect facts")]
         return [
-            PlannedTask(
-                host_id=host_id,
-                action=f"{host.os}.baseline",
-                reason=f"{why}: apply baseline toward goal {state.goal.value}",
+            _planned(
+                host_id,
+                f"{host.os}.baseline",
+                f"{why}: apply baseline toward goal {state.goal.value}",
             )
         ]

@@ -332,7 +332,8 @@ def _plain(value: Any) -> Any:
 def get_path(facts: Mapping[str, Any], path: Sequence[str], default: Any = None) -> Any:
     node: Any = facts
     for key in path:
-        if not isinstance(node, Mapping) or key not in node:
+        # `type() is dict` first: facts are plain dicts, and the ABC check is slow.
+        if (type(node) is not dict and not isinstance(node, Mapping)) or key not in node:
             return default
         node = node[key]
     return node
