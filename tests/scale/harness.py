@@ -167,6 +167,15 @@ class Cluster:
         for p in self.procs:
             p.wait(10)
 
+    def __enter__(self) -> Cluster:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        """Kill what is still running; on a failure, print the processes' logs first."""
+        if exc_type is not None:
+            print(self.output())
+        self.close()
+
     def output(self) -> str:
         return "\n".join(
             f"== {f.name}\n{f.read_text(errors='replace')[-3000:]}"

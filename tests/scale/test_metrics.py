@@ -167,64 +167,65 @@ async def test_processes_serve_metrics_and_raise_alerts(tmp_path: Path) -> None:
     backend = spec.open()
     e_port, w_port = free_port(), free_port()
     try:
-        engine = cluster.engine("--mission", mid, "--metrics-port", str(e_port))
-        worker = cluster.worker("linux", "--metrics-port", str(w_port))
-        final = await wait_done(backend, mid, timeout=40)
-        applied = sum(1 for e in await backend.store.events(mid) if e.kind is EventKind.TASK_RESULT)
-        locked = [h for h in final.hosts.values() if h.locked]
-        assert [h.host_id for h in locked] == ["h0000"]
+        with cluster:
+            engine = cluster.engine("--mission", mid, "--metrics-port", str(e_port))
+            worker = cluster.worker("linux", "--metrics-port", str(w_port))
+            final = await wait_done(backend, mid, timeout=40)
+            applied = sum(
+                1 for e in await backend.store.events(mid) if e.kind is EventKind.TASK_RESULT
+            )
+            locked = [h for h in final.hosts.values() if h.locked]
+            assert [h.host_id for h in locked] == ["h0000"]
 
-        async def engine_caught_up() -> dict[tuple[str, tuple[tuple[str, str], ...]], float] | None:
-            text = _scrape(e_port)
-            if text is None:
-                return None
-            s = _samples(text)
-            return s if _total(s, "reaper_missions", status="completed") >= 1 else None
+            async def engine_caught_up() -> (
+                dict[tuple[str, tuple[tuple[str, str], ...]], float] | None
+            ):
+                text = _scrape(e_port)
+                if text is None:
+                    return None
+                s = _samples(text)
+                return s if _total(s, "reaper_missions", status="completed") >= 1 else None
 
-        s = await wait_for(engine_caught_up, timeout=15, what="engine metrics")
-        linux = {"agent_type": "reaper-linux"}
-        done = _total(s, "reaper_tasks_done_total", **linux)
-        failed = _total(s, "reaper_tasks_failed_total", **linux)
-        assert done + failed == applied
-        assert _total(s, "reaper_tasks_done_total", action="linux.discover") == 9
-        assert _total(s, "reaper_tasks_queued_total", **linux) == len(final.tasks)
-        assert _total(s, "reaper_result_latency_seconds_count") == applied
-        assert _total(s, "reaper_hosts_locked", mission_id=mid) == 1
-        assert _total(s, "reaper_alerts_total", kind="host_locked") == 1
+            s = await wait_for(engine_caught_up, timeout=15, what="engine metrics")
+            linux = {"agent_type": "reaper-linux"}
+            done = _total(s, "reaper_tasks_done_total", **linux)
+            failed = _total(s, "reaper_tasks_failed_total", **linux)
+            assert done + failed == applied
+            assert _total(s, "reaper_tasks_done_total", action="linux.discover") == 9
+            assert _total(s, "reaper_tasks_queued_total", **linux) == len(final.tasks)
+            assert _total(s, "reaper_result_latency_seconds_count") == applied
+            assert _total(s, "reaper_hosts_locked", mission_id=mid) == 1
+            assert _total(s, "reaper_alerts_total", kind="host_locked") == 1
 
-        async def worker_scraped() -> str | None:
-            return _scrape(w_port)
+            async def worker_scraped() -> str | None:
+                return _scrape(w_port)
 
-        ws = _samples(await wait_for(worker_scraped, timeout=10, what="worker metrics"))
-        assert _total(ws, "reaper_worker_results_total", **linux) >= applied
-        assert ("reaper_queue_depth", (("agent_type", "reaper-linux"),)) in ws
-        assert ("reaper_tasks_running", (("agent_type", "reaper-linux"),)) in ws
+            ws = _samples(await wait_for(worker_scraped, timeout=10, what="worker metrics"))
+            assert _total(ws, "reaper_worker_results_total", **linux) >= applied
+            assert ("reaper_queue_depth", (("agent_type", "reaper-linux"),)) in ws
+            assert ("reaper_tasks_running", (("agent_type", "reaper-linux"),)) in ws
 
-        # A worker that dies stops heart-beating: the engine logs it, `status` shows it.
-        cluster.kill(worker)
+            # A worker that dies stops heart-beating: the engine logs it, `status` shows it.
+            cluster.kill(worker)
 
-        async def engine_alerted() -> bool:
-            return "ALERT worker_silent" in (tmp_path / "logs" / "engine-0.log").read_text()
+            async def engine_alerted() -> bool:
+                return "ALERT worker_silent" in (tmp_path / "logs" / "engine-0.log").read_text()
 
-        await wait_for(engine_alerted, timeout=10, what="the silent alert")
-        status = subprocess.run(
-            [sys.executable, "-m", "reaper.cli", "status", *spec.flags],
-            cwd=ROOT,
-            env={**os.environ, "COLUMNS": "250"},
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-        assert status.returncode == 0, status.stderr
-        assert "worker silent" in status.stdout and "silent" in status.stdout
-        assert "engine" in status.stdout and "alive" in status.stdout
-        engine.send_signal(signal.SIGTERM)
-        assert engine.wait(10) == 0
-        log = (tmp_path / "logs" / "engine-0.log").read_text()
-        assert "ALERT host_locked" in log
-    except BaseException:
-        print(cluster.output())
-        raise
+            await wait_for(engine_alerted, timeout=10, what="the silent alert")
+            status = subprocess.run(
+                [sys.executable, "-m", "reaper.cli", "status", *spec.flags],
+                cwd=ROOT,
+                env={**os.environ, "COLUMNS": "250"},
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            assert status.returncode == 0, status.stderr
+            assert "worker silent" in status.stdout and "silent" in status.stdout
+            assert "engine" in status.stdout and "alive" in status.stdout
+            engine.send_signal(signal.SIGTERM)
+            assert engine.wait(10) == 0
+            log = (tmp_path / "logs" / "engine-0.log").read_text()
+            assert "ALERT host_locked" in log
     finally:
-        cluster.close()
         await backend.close()

@@ -56,37 +56,36 @@ async def test_engine_and_worker_processes_run_a_mission_and_stop_on_sigterm(
     backend = spec.open()
     registry = open_registry(None, store=spec.store)
     try:
-        engine = cluster.engine("--mission", mid)
-        worker = cluster.worker("linux", "--worker-id", wid)
-        final = await wait_done(backend, mid, timeout=40)
-        stages = await check_invariants(backend, final)
-        assert set(stages.values()) == {"baselined"}
+        with cluster:
+            engine = cluster.engine("--mission", mid)
+            worker = cluster.worker("linux", "--worker-id", wid)
+            final = await wait_done(backend, mid, timeout=40)
+            stages = await check_invariants(backend, final)
+            assert set(stages.values()) == {"baselined"}
 
-        async def both_registered() -> list[ProcessInfo] | None:
-            procs = await registry.list(utcnow())
-            mine = [p for p in procs if p.process_id == wid or p.pid == engine.pid]
-            done = any(p.counters.get("succeeded", 0) >= 60 for p in mine)
-            return mine if len(mine) == 2 and done else None
+            async def both_registered() -> list[ProcessInfo] | None:
+                procs = await registry.list(utcnow())
+                mine = [p for p in procs if p.process_id == wid or p.pid == engine.pid]
+                done = any(p.counters.get("succeeded", 0) >= 60 for p in mine)
+                return mine if len(mine) == 2 and done else None
 
-        mine = await wait_for(both_registered, timeout=10, what="heartbeats")
-        by_role = {p.role: p for p in mine}
-        assert by_role["worker"].agent_type == "reaper-linux"
-        assert by_role["worker"].alive(utcnow())
-        text = _status(spec.flags)
-        assert wid in text and "alive" in text and "engine" in text
+            mine = await wait_for(both_registered, timeout=10, what="heartbeats")
+            by_role = {p.role: p for p in mine}
+            assert by_role["worker"].agent_type == "reaper-linux"
+            assert by_role["worker"].alive(utcnow())
+            text = _status(spec.flags)
+            assert wid in text and "alive" in text and "engine" in text
 
-        for proc in (engine, worker):
-            proc.send_signal(signal.SIGTERM)
-        assert engine.wait(15) == 0 and worker.wait(15) == 0
-        left = [
-            p for p in await registry.list(utcnow()) if p.process_id == wid or p.pid == engine.pid
-        ]
-        assert left == []  # a graceful exit deregisters: gone, not "silent"
-    except BaseException:
-        print(cluster.output())
-        raise
+            for proc in (engine, worker):
+                proc.send_signal(signal.SIGTERM)
+            assert engine.wait(15) == 0 and worker.wait(15) == 0
+            left = [
+                p
+                for p in await registry.list(utcnow())
+                if p.process_id == wid or p.pid == engine.pid
+            ]
+            assert left == []  # a graceful exit deregisters: gone, not "silent"
     finally:
-        cluster.close()
         await registry.close()
         await backend.close()
 
@@ -102,26 +101,23 @@ async def test_sigterm_hands_in_flight_tasks_back_at_once(tmp_path: Path) -> Non
     backend = spec.open()
     registry = open_registry(None, store=spec.store)
     try:
-        cluster.engine("--mission", mid)
-        first = cluster.worker("linux", "--worker-id", "first")
+        with cluster:
+            cluster.engine("--mission", mid)
+            first = cluster.worker("linux", "--worker-id", "first")
 
-        async def busy() -> bool:
-            procs = await registry.list(utcnow())
-            return any(p.process_id == "first" and p.counters.get("in_flight") for p in procs)
+            async def busy() -> bool:
+                procs = await registry.list(utcnow())
+                return any(p.process_id == "first" and p.counters.get("in_flight") for p in procs)
 
-        await wait_for(busy, timeout=20, what="the first worker to hold tasks")
-        first.send_signal(signal.SIGTERM)
-        assert first.wait(10) == 0
-        log = next((tmp_path / "logs").glob("worker-1.log")).read_text()
-        assert "released=4" in log  # all four held, none finished in the grace period
-        cluster.worker("linux", "--worker-id", "second")
-        final = await wait_done(backend, mid, timeout=20)  # well under the 30 s lease
-        await check_invariants(backend, final)
-    except BaseException:
-        print(cluster.output())
-        raise
+            await wait_for(busy, timeout=20, what="the first worker to hold tasks")
+            first.send_signal(signal.SIGTERM)
+            assert first.wait(10) == 0
+            log = next((tmp_path / "logs").glob("worker-1.log")).read_text()
+            assert "released=4" in log  # all four held, none finished in the grace period
+            cluster.worker("linux", "--worker-id", "second")
+            final = await wait_done(backend, mid, timeout=20)  # well under the 30 s lease
+            await check_invariants(backend, final)
     finally:
-        cluster.close()
         await registry.close()
         await backend.close()
 
@@ -147,7 +143,7 @@ async def test_run_no_workers_uses_a_separate_worker_process(tmp_path: Path) -> 
     )
     lab_file = tmp_path / "lab.yaml"
     lab_file.write_text(_LAB_YAML.format(hosts=hosts))
-    try:
+    with cluster:
         cluster.worker("linux")
         run = subprocess.run(
             [
@@ -172,11 +168,6 @@ async def test_run_no_workers_uses_a_separate_worker_process(tmp_path: Path) -> 
         assert run.returncode == 0, run.stderr
         report = json.loads(run.stdout)
         assert report["status"] == "completed" and report["goal_hosts"] == 5
-    except BaseException:
-        print(cluster.output())
-        raise
-    finally:
-        cluster.close()
 
 
 async def test_follow_mission_prints_events_until_the_engine_process_finishes(
@@ -197,14 +188,11 @@ async def test_follow_mission_prints_events_until_the_engine_process_finishes(
     err = io.StringIO()
     cli = SimpleNamespace(args=SimpleNamespace(json=False), err=Console(file=err, width=200))
     try:
-        cluster.engine("--mission", mid)
-        cluster.worker("linux")
-        final = await asyncio.wait_for(follow_mission(cli, backend, mid), 40)  # type: ignore[arg-type]
-        await check_invariants(backend, final)
-        assert "completed" in err.getvalue() and "h0004" in err.getvalue()
-    except BaseException:
-        print(cluster.output())
-        raise
+        with cluster:
+            cluster.engine("--mission", mid)
+            cluster.worker("linux")
+            final = await asyncio.wait_for(follow_mission(cli, backend, mid), 40)  # type: ignore[arg-type]
+            await check_invariants(backend, final)
+            assert "completed" in err.getvalue() and "h0004" in err.getvalue()
     finally:
-        cluster.close()
         await backend.close()

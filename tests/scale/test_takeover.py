@@ -43,27 +43,24 @@ async def test_worker_killed_mid_task_its_tasks_are_redelivered(kind: str, tmp_p
     backend = spec.open()
     registry = open_registry(None, store=spec.store)
     try:
-        cluster.engine("--mission", mid)
-        victim = cluster.worker("linux", "--worker-id", f"victim-{mid}")
+        with cluster:
+            cluster.engine("--mission", mid)
+            victim = cluster.worker("linux", "--worker-id", f"victim-{mid}")
 
-        async def holding() -> int | None:
-            for p in await registry.list(utcnow()):
-                if p.process_id == f"victim-{mid}" and p.counters.get("in_flight"):
-                    return p.counters["in_flight"]
-            return None
+            async def holding() -> int | None:
+                for p in await registry.list(utcnow()):
+                    if p.process_id == f"victim-{mid}" and p.counters.get("in_flight"):
+                        return p.counters["in_flight"]
+                return None
 
-        held = await wait_for(holding, timeout=20, what="the victim to hold tasks")
-        cluster.kill(victim)  # mid-task: its sim tasks take 1.5 s
-        assert await results_applied(backend, mid) < 6  # its tasks had not finished
-        cluster.worker("linux")
-        final = await wait_done(backend, mid, timeout=40)
-        await check_invariants(backend, final)
-        assert held >= 1
-    except BaseException:
-        print(cluster.output())
-        raise
+            held = await wait_for(holding, timeout=20, what="the victim to hold tasks")
+            cluster.kill(victim)  # mid-task: its sim tasks take 1.5 s
+            assert await results_applied(backend, mid) < 6  # its tasks had not finished
+            cluster.worker("linux")
+            final = await wait_done(backend, mid, timeout=40)
+            await check_invariants(backend, final)
+            assert held >= 1
     finally:
-        cluster.close()
         await registry.close()
         await backend.close()
 
@@ -78,26 +75,23 @@ async def test_engine_killed_mid_mission_another_engine_takes_over(
     await submit(spec, lab(40, latency=(0.05, 0.15)), mid)
     backend = spec.open()
     try:
-        first = cluster.engine("--mission", mid)
-        cluster.worker("linux")
+        with cluster:
+            first = cluster.engine("--mission", mid)
+            cluster.worker("linux")
 
-        async def started() -> bool:
-            return await results_applied(backend, mid) >= 5
+            async def started() -> bool:
+                return await results_applied(backend, mid) >= 5
 
-        await wait_for(started, timeout=20, what="the first engine to apply results")
-        second = cluster.engine("--mission", mid)
-        cluster.kill(first)
-        assert (await backend.store.load(mid)).status.terminal is False  # type: ignore[union-attr]
-        final = await wait_done(backend, mid, timeout=40)
-        await check_invariants(backend, final)
-        log = (tmp_path / "logs").joinpath("engine-2.log").read_text()
-        assert f"running mission {mid}" in log and "completed" in log
-        assert second.poll() is None
-    except BaseException:
-        print(cluster.output())
-        raise
+            await wait_for(started, timeout=20, what="the first engine to apply results")
+            second = cluster.engine("--mission", mid)
+            cluster.kill(first)
+            assert (await backend.store.load(mid)).status.terminal is False  # type: ignore[union-attr]
+            final = await wait_done(backend, mid, timeout=40)
+            await check_invariants(backend, final)
+            log = (tmp_path / "logs").joinpath("engine-2.log").read_text()
+            assert f"running mission {mid}" in log and "completed" in log
+            assert second.poll() is None
     finally:
-        cluster.close()
         await backend.close()
 
 
@@ -109,25 +103,22 @@ async def test_sigterm_releases_the_mission_lease_at_once(tmp_path: Path) -> Non
     await submit(spec, lab(40, latency=(0.05, 0.15)), mid)
     backend = spec.open()
     try:
-        first = cluster.engine("--mission", mid)
-        cluster.worker("linux")
+        with cluster:
+            first = cluster.engine("--mission", mid)
+            cluster.worker("linux")
 
-        async def started() -> bool:
-            return await results_applied(backend, mid) >= 5
+            async def started() -> bool:
+                return await results_applied(backend, mid) >= 5
 
-        await wait_for(started, timeout=20, what="the first engine to apply results")
-        cluster.engine("--mission", mid)
-        first.send_signal(signal.SIGTERM)
-        assert first.wait(10) == 0
-        t0 = time.monotonic()
-        final = await wait_done(backend, mid, timeout=25)
-        assert time.monotonic() - t0 < 25
-        await check_invariants(backend, final)
-    except BaseException:
-        print(cluster.output())
-        raise
+            await wait_for(started, timeout=20, what="the first engine to apply results")
+            cluster.engine("--mission", mid)
+            first.send_signal(signal.SIGTERM)
+            assert first.wait(10) == 0
+            t0 = time.monotonic()
+            final = await wait_done(backend, mid, timeout=25)
+            assert time.monotonic() - t0 < 25
+            await check_invariants(backend, final)
     finally:
-        cluster.close()
         await backend.close()
 
 
@@ -180,26 +171,23 @@ async def test_redis_restarted_mid_mission_the_mission_recovers(tmp_path: Path) 
     mid = mission_id("rkill")
     backend = None
     try:
-        await wait_for(lambda: _ping(port), timeout=10, what="redis-server")
-        await submit(spec, lab(40, latency=(0.05, 0.15)), mid)
-        backend = spec.open()
-        cluster.engine("--mission", mid)
-        cluster.worker("linux")
+        with cluster:
+            await wait_for(lambda: _ping(port), timeout=10, what="redis-server")
+            await submit(spec, lab(40, latency=(0.05, 0.15)), mid)
+            backend = spec.open()
+            cluster.engine("--mission", mid)
+            cluster.worker("linux")
 
-        async def started() -> bool:
-            return await results_applied(backend, mid) >= 10
+            async def started() -> bool:
+                return await results_applied(backend, mid) >= 10
 
-        await wait_for(started, timeout=20, what="results before the outage")
-        server.kill()  # every connection drops mid-mission
-        server.wait(10)
-        server = _redis_server(port, data)  # same AOF: the streams come back
-        final = await wait_done(backend, mid, timeout=60)
-        await check_invariants(backend, final)
-    except BaseException:
-        print(cluster.output())
-        raise
+            await wait_for(started, timeout=20, what="results before the outage")
+            server.kill()  # every connection drops mid-mission
+            server.wait(10)
+            server = _redis_server(port, data)  # same AOF: the streams come back
+            final = await wait_done(backend, mid, timeout=60)
+            await check_invariants(backend, final)
     finally:
-        cluster.close()
         server.kill()
         server.wait(10)
         if backend is not None:
