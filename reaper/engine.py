@@ -110,8 +110,9 @@ class MissionEngine:
             await self.store.release(self.mission_id, self.owner)
 
     async def _keep_lease(self, main: asyncio.Task[Any] | None) -> None:
-        """Renew the lease in the background too, so a long step (an LLM call that takes
-        longer than the lease) does not lose the mission; stop the engine if it is lost."""
+        """Renew the lease in the background (not between wake-ups), so a long step (an LLM
+        call that takes longer than the lease) does not lose the mission; stop the engine if
+        the lease is lost."""
         period = self.settings.lease_ttl_s / 3
         while True:
             await self.clock.sleep(period)
@@ -177,7 +178,6 @@ class MissionEngine:
         deliveries = await self.bus.receive(
             self.mission_id, max_items=self.settings.max_batch, timeout=timeout
         )
-        await self._renew_lease()
         if deliveries:
             self._last_progress = self.clock.monotonic()
             await self._process(deliveries)
