@@ -65,9 +65,13 @@ class _Dashboard:
 
     def listener(self, state: MissionState, events: Sequence[EventRecord]) -> None:
         self.state = state
-        decisions = [e for e in events if e.kind is EventKind.PLANNER_DECISION]
-        if decisions:
-            self.decisions.extend(decisions)
+        llm_steps = [
+            e
+            for e in events
+            if e.kind is EventKind.PLANNER_DECISION and e.payload.get("planner") == "llm"
+        ]
+        if llm_steps:  # only LLM steps change the usage: rule-planner steps cost nothing
+            self.decisions.extend(llm_steps)
             self.usage = llm_usage(self.decisions)
         for event in events:
             if event.kind is EventKind.APPROVAL_REQUESTED:
