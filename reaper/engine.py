@@ -6,6 +6,13 @@ the changes, the log entries and the planned tasks in one store commit (the outb
 the tasks → mark them sent → ack the batch. A crash anywhere in between is repaired on resume:
 unacked messages come back and are ignored if already applied (ids are (task_id, attempt));
 committed-but-unsent tasks are re-published (the queue drops duplicates).
+
+Dispatch is windowed: at most `max_in_flight` of the mission's tasks are on the queue or
+running at once (as Ansible's forks or Terraform's -parallelism); the rest wait in the outbox,
+committed but unsent, and go out as results free slots. The window is what keeps a 1,000-host
+step from flooding the workers and, behind them, the engine: results never pile up past it,
+so their latency stays bounded. The waiting tasks are the store's unsent outbox rows, so a
+crash loses none of them.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import asyncio
 import logging
 import os
 import uuid
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +49,8 @@ class EngineSettings:
     stall_after_s: float = 300.0
     lease_ttl_s: float = 30.0
     max_batch: int = 10_000
+    # Tasks of the mission on the queue or running at once; the rest wait in the outbox.
+    max_in_flight: int = 256
     # Plan only when every task of the step has finished (see `_step`).
     lockstep: bool = False
 
@@ -73,6 +83,10 @@ class MissionEngine:
         self._last_progress = 0.0
         self._held: list[ResultEvent] = []
         self._lease_lost = False
+        # Committed tasks waiting for a slot in the window, in plan order; and the (task_id,
+        # attempt) keys sent and not yet finished.
+        self._waiting: deque[OutboxItem] = deque()
+        self._in_flight: set[tuple[str, int]] = set()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -233,11 +247,51 @@ class MissionEngine:
             await self._commit(Transition(), status=(MissionStatus.STALLED, reason))
 
     async def _flush_outbox(self) -> None:
+        """On (re)start: tasks sent before and still open count against the window; the
+        unsent ones (a crash between commit and publish, or waiting for a slot) go out as
+        the window allows."""
+        state = self.state
+        assert state is not None
         items = await self.store.unsent(self.mission_id)
+        unsent = {i.task.key for i in items}
+        for tid in state.open_task_ids:
+            rec = state.tasks[tid]
+            if rec.status.pending and rec.task.key not in unsent:
+                self._in_flight.add(rec.task.key)
         if items:
-            log.info("mission %s: re-publishing %d unsent task(s)", self.mission_id, len(items))
-            await self.queue.publish(items)
-            await self.store.mark_sent(self.mission_id, [i.task.key for i in items])
+            log.info("mission %s: %d unsent task(s) to publish", self.mission_id, len(items))
+        await self._dispatch(items)
+
+    async def _dispatch(self, planned: Sequence[OutboxItem]) -> None:
+        """Queue what the window allows, oldest first; mark it sent."""
+        self._waiting.extend(planned)
+        if not self._waiting:
+            return
+        state = self.state
+        assert state is not None
+        tasks = state.tasks
+        # Keys whose task finished or moved on to another attempt free their slot.
+        self._in_flight = {
+            key
+            for key in self._in_flight
+            if (rec := tasks.get(key[0])) is not None
+            and rec.task.attempt == key[1]
+            and not rec.status.done
+        }
+        free = self.settings.max_in_flight - len(self._in_flight)
+        batch: list[OutboxItem] = []
+        while free > 0 and self._waiting:
+            item = self._waiting.popleft()
+            rec = tasks.get(item.task.task_id)
+            if rec is None or rec.task.attempt != item.task.attempt or rec.status.done:
+                continue  # superseded while it waited (e.g. rejected)
+            batch.append(item)
+            free -= 1
+        if batch:
+            await self.queue.publish(batch)
+            keys = [i.task.key for i in batch]
+            self._in_flight.update(keys)
+            await self.store.mark_sent(self.mission_id, keys)
 
     # -- one wake-up -----------------------------------------------------------------------
 
@@ -384,8 +438,6 @@ class MissionEngine:
                 outbox=outbox,
             )
         )
-        if outbox:
-            await self.queue.publish(outbox)
-            await self.store.mark_sent(self.mission_id, [i.task.key for i in outbox])
+        await self._dispatch(outbox)
         if self.listener is not None:
             self.listener(state, tr.events)

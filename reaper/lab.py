@@ -76,6 +76,8 @@ class LabSettings(_Strict):
     retry_backoff_s: float = Field(default=1.0, ge=0)
     retry_backoff_max_s: float = Field(default=30.0, ge=0)
     stall_after_s: float = Field(default=300.0, gt=0)
+    # Tasks queued or running at once (Ansible's forks); the rest wait their turn.
+    max_in_flight: int = Field(default=256, ge=1)
     # Plan between steps only (deterministic planner input); default: on for the LLM planner.
     lockstep: bool | None = None
 

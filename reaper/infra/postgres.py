@@ -59,16 +59,24 @@ _SQL: dict[str, LiteralString] = {
         last_seq = last_seq + %s
         WHERE mission_id = %s AND version = %s RETURNING version, last_seq""",
     "version": "SELECT version FROM {s}.missions WHERE mission_id = %s",
-    "host": """INSERT INTO {s}.hosts (mission_id, host_id, doc) VALUES (%s, %s, %s::json)
+    # Row writes: one statement per table and commit, the rows as parallel arrays (unnest),
+    # whatever their number: an executemany costs ~30 µs of client CPU per row. Arrays go
+    # in binary (%b): the text format escapes every quote of every JSON document.
+    "host": """INSERT INTO {s}.hosts (mission_id, host_id, doc)
+        SELECT %s, h, d::json FROM unnest(%b::text[], %b::text[]) AS u(h, d)
         ON CONFLICT (mission_id, host_id) DO UPDATE SET doc = EXCLUDED.doc""",
     "task": """INSERT INTO {s}.tasks (mission_id, task_id, status, doc)
-        VALUES (%s, %s, %s, %s::json)
+        SELECT %s, t, st, d::json FROM unnest(%b::text[], %b::text[], %b::text[]) AS u(t, st, d)
         ON CONFLICT (mission_id, task_id) DO UPDATE SET status = EXCLUDED.status,
         doc = EXCLUDED.doc""",
     "event": """INSERT INTO {s}.events (mission_id, seq, ts, kind, schema_version, payload)
-        VALUES (%s, %s, %s, %s, %s, %s::json)""",
+        SELECT %s, %s + o - 1, ts, k, v, p::json
+        FROM unnest(%b::timestamptz[], %b::text[], %b::int[], %b::text[])
+        WITH ORDINALITY AS u(ts, k, v, p, o)""",
     "outbox": """INSERT INTO {s}.outbox (mission_id, task_id, attempt, task, not_before)
-        VALUES (%s, %s, %s, %s::json, %s) ON CONFLICT (mission_id, task_id, attempt)
+        SELECT %s, t, a, d::json, nb
+        FROM unnest(%b::text[], %b::int[], %b::text[], %b::timestamptz[]) AS u(t, a, d, nb)
+        ON CONFLICT (mission_id, task_id, attempt)
         DO UPDATE SET task = EXCLUDED.task, not_before = EXCLUDED.not_before, sent = false""",
     "load_header": """SELECT version, header::text, status, status_reason, goal_reached, step,
         settings::text, updated_at FROM {s}.missions WHERE mission_id = %s""",
@@ -122,12 +130,11 @@ class PostgresMissionStore:
         return await conn.execute(self._q[name], params)
 
     async def _many(
-        self, conn: AsyncConnection[Any], name: str, rows: Sequence[Sequence[Any]]
+        self, conn: AsyncConnection[Any], name: str, head: Sequence[Any], *columns: list[Any]
     ) -> None:
-        if rows:
-            self.statements += 1  # one pipelined executemany
-            async with conn.cursor() as cur:
-                await cur.executemany(self._q[name], rows)
+        """One statement for all rows: `head` parameters, then one array per column."""
+        if columns[0]:
+            await self._exec(conn, name, (*head, *columns))
 
     async def _idempotent(self, fn: Callable[[AsyncConnection[Any]], Awaitable[T]]) -> T:
         """Reconnect-and-retry once, for reads and other calls safe to repeat: never
@@ -182,12 +189,16 @@ class PostgresMissionStore:
             await self._append(
                 conn, mid, change.events, first_seq=last_seq - len(change.events) + 1
             )
+            out = change.outbox
             await self._many(
                 conn,
                 "outbox",
-                [(mid, o.task.task_id, o.task.attempt, o.task.model_dump_json(), o.not_before)
-                 for o in change.outbox],
-            )  # fmt: skip
+                (mid,),
+                [o.task.task_id for o in out],
+                [o.task.attempt for o in out],
+                [o.task.model_dump_json() for o in out],
+                [o.not_before for o in out],
+            )
         for i, event in enumerate(change.events):
             event.seq = last_seq - len(change.events) + 1 + i  # as the other stores do
         return version
@@ -199,11 +210,17 @@ class PostgresMissionStore:
         hosts: Any,
         tasks: Any,
     ) -> None:
-        await self._many(conn, "host", [(mid, h.host_id, h.model_dump_json()) for h in hosts])
+        hosts, tasks = list(hosts), list(tasks)
+        await self._many(
+            conn, "host", (mid,), [h.host_id for h in hosts], [h.model_dump_json() for h in hosts]
+        )
         await self._many(
             conn,
             "task",
-            [(mid, r.task.task_id, r.status.value, r.model_dump_json()) for r in tasks],
+            (mid,),
+            [r.task.task_id for r in tasks],
+            [r.status.value for r in tasks],
+            [r.model_dump_json() for r in tasks],
         )
 
     async def _append(
@@ -212,10 +229,12 @@ class PostgresMissionStore:
         await self._many(
             conn,
             "event",
-            [(mid, first_seq + i, e.ts, e.kind.value, e.schema_version,
-              to_json(e.payload).decode())
-             for i, e in enumerate(events)],
-        )  # fmt: skip
+            (mid, first_seq),
+            [e.ts for e in events],
+            [e.kind.value for e in events],
+            [e.schema_version for e in events],
+            [to_json(e.payload).decode() for e in events],
+        )
 
     # reads ----------------------------------------------------------------------------------
     async def load(self, mission_id: str) -> MissionState | None:
