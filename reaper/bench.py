@@ -1,12 +1,18 @@
 """`reaper bench`: discover + baseline on zero-latency simulated hosts, per backend and size.
 
-Prints tasks per second, the CPU time per task (engine, worker, sim runner and backend all
-run in this one process, so it is the whole pipeline's per-task cost) and the latency from a
-result's publication to its application by the engine.
+Prints tasks per second and the latency from a result's publication (by a worker) to its
+application (committed by the engine), with the CPU time per task.
+
+The engine always runs in this process. Workers run where the backend lets them: on `memory`,
+in this process (`--workers` loops per agent type); on a backend processes can share (sqlite,
+redis, postgresql), as `--workers` separate `reaper worker --os all` processes, started and
+serving before the clock starts: the deployment the backend is for. `--in-process` keeps them
+in this process on every backend; the CPU per task is then the whole pipeline's.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import statistics
 import tempfile
@@ -18,9 +24,10 @@ from typing import TYPE_CHECKING
 
 from rich.table import Table
 
+from reaper.bench_procs import CpuMeter, WorkerProcesses
 from reaper.infra.base import Backend
-from reaper.infra.factory import open_backend
-from reaper.lab import LabFile, LabHost
+from reaper.infra.factory import REDIS_POSTGRES_DEFAULTS, open_backend
+from reaper.lab import LabFile, LabHost, LabSettings
 from reaper.models import (
     OS_NAMES,
     EventKind,
@@ -41,11 +48,14 @@ __all__ = ["BenchResult", "bench_once", "run_bench"]
 @dataclass(frozen=True, slots=True)
 class BenchResult:
     backend: str
+    workers: str  # "in-process" or "N processes"
     hosts: int
     tasks: int
     seconds: float
     tasks_per_s: float
-    cpu_us_per_task: float
+    cpu_us_per_task: float  # this process: the engine, and in-process workers
+    worker_cpu_us_per_task: float  # the worker processes (0 in-process)
+    machine_cpu_us_per_task: float  # every process on the machine, servers included
     p50_latency_ms: float
     p99_latency_ms: float
     status: str
@@ -53,10 +63,12 @@ class BenchResult:
     slowest_tasks_per_s: float = 0.0
 
 
-def _lab(hosts: int) -> LabFile:
+def _lab(hosts: int, max_in_flight: int | None) -> LabFile:
+    settings = {} if max_in_flight is None else {"max_in_flight": max_in_flight}
     return LabFile(
         lab_type="bench",
         policy="standard",
+        settings=LabSettings.model_validate(settings),
         hosts=[
             LabHost(host_id=f"h{i:05d}", os=OS_NAMES[i % 3], transport="sim", sim=SimSettings())
             for i in range(hosts)
@@ -79,16 +91,30 @@ class _EngineTimer:
 
 
 async def bench_once(
-    backend: Backend, label: str, hosts: int, *, workers: int = 1, concurrency: int = 64
+    backend: Backend,
+    label: str,
+    hosts: int,
+    *,
+    workers: int = 1,
+    concurrency: int = 64,
+    processes: WorkerProcesses | None = None,
+    max_in_flight: int | None = None,
 ) -> BenchResult:
+    """One mission of `hosts` hosts; workers in this process unless `processes` (already
+    serving on the same backend) are given."""
     timer = _EngineTimer()
     overseer = Overseer(backend, listener=timer.listener, engine_overrides={"stall_after_s": 600.0})
-    state = await overseer.create_mission(_lab(hosts))
-    pool = [LocalWorkers(backend, concurrency=concurrency) for _ in range(workers)]
+    state = await overseer.create_mission(_lab(hosts, max_in_flight))
+    pool = (
+        []
+        if processes
+        else [LocalWorkers(backend, concurrency=concurrency) for _ in range(workers)]
+    )
+    meter = CpuMeter(pids=processes.pids if processes else [])
     gc.collect()
     gc.freeze()  # the lab's objects are long-lived: keep the collector off them
     start = time.perf_counter()
-    cpu0 = time.process_time()
+    meter.start()
     for w in pool:
         w.start()
     try:
@@ -98,22 +124,86 @@ async def bench_once(
             await w.stop()
         gc.unfreeze()
     seconds = time.perf_counter() - start
-    cpu = time.process_time() - cpu0
+    cpu = meter.stop()
     tasks = len(final.tasks)
     lat = sorted(timer.latencies) or [0.0]
+
+    def per_task(cpu_s: float) -> float:
+        return round(cpu_s / max(tasks, 1) * 1e6, 1)
+
     return BenchResult(
         backend=label,
+        workers=f"{processes.count} processes" if processes else "in-process",
         hosts=hosts,
         tasks=tasks,
         seconds=round(seconds, 3),
         tasks_per_s=round(tasks / seconds, 1),
-        cpu_us_per_task=round(cpu / max(tasks, 1) * 1e6, 1),
+        cpu_us_per_task=per_task(cpu.own),
+        worker_cpu_us_per_task=per_task(cpu.workers),
+        machine_cpu_us_per_task=per_task(cpu.machine),
         p50_latency_ms=round(statistics.median(lat) * 1000, 2),
         p99_latency_ms=round(lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000, 2),
         status=final.status.value
         if final.status is MissionStatus.COMPLETED
         else f"{final.status.value}: {final.status_reason}",
     )
+
+
+def _specs(label: str, tmp: Path) -> tuple[str, str]:
+    """(store, queue) specs for a backend label; sqlite gets a file of its own."""
+    if label == "sqlite":
+        db = f"sqlite:///{Path(tmp) / 'bench.db'}"
+        return db, db
+    if label == "redis+postgres":
+        redis_url, pg_url = REDIS_POSTGRES_DEFAULTS
+        return pg_url, redis_url
+    return label, label
+
+
+async def _bench_label(cli: Cli, label: str, sizes: list[int], tmp: Path) -> list[BenchResult]:
+    """Every size of one backend, best of `--repeat` each; worker processes (when used)
+    start once for the backend and serve every run."""
+    a = cli.args
+    store, queue = _specs(label, tmp)
+    separate = label != "memory" and not a.in_process
+    async with contextlib.AsyncExitStack() as stack:
+        procs = None
+        if separate:
+            procs = await stack.enter_async_context(
+                WorkerProcesses(a.workers, store=store, queue=queue, concurrency=a.concurrency)
+            )
+        results = []
+        for n in sizes:
+            runs: list[BenchResult] = []
+            for i in range(a.repeat):
+                backend = open_backend(None, store=store, queue=queue)
+                try:
+                    runs.append(
+                        await bench_once(
+                            backend,
+                            label,
+                            n,
+                            workers=a.workers,
+                            concurrency=a.concurrency,
+                            processes=procs,
+                            max_in_flight=a.max_in_flight,
+                        )
+                    )
+                finally:
+                    await backend.close()
+                if not a.json:
+                    r = runs[-1]
+                    cli.err.print(
+                        f"{r.backend} {r.hosts} hosts, run {i + 1}: {r.tasks_per_s:,.0f} tasks/s, "
+                        f"p99 {r.p99_latency_ms:,.1f} ms"
+                    )
+            # A shared machine only ever slows a run down: report the best of the
+            # repeats (as timeit does), with the spread beside it.
+            best = max(runs, key=lambda r: r.tasks_per_s)
+            results.append(
+                replace(best, runs=len(runs), slowest_tasks_per_s=min(r.tasks_per_s for r in runs))
+            )
+    return results
 
 
 async def run_bench(cli: Cli) -> int:
@@ -131,69 +221,37 @@ async def run_bench(cli: Cli) -> int:
     results: list[BenchResult] = []
     with tempfile.TemporaryDirectory(prefix="reaper-bench-") as tmp:
         for label in labels:
-            for n in sizes:
-                runs: list[BenchResult] = []
-                for i in range(cli.args.repeat):
-                    db = Path(tmp) / f"bench-{n}-{i}.db"
-                    backend = open_backend(f"sqlite:///{db}" if label == "sqlite" else label)
-                    try:
-                        runs.append(
-                            await bench_once(
-                                backend,
-                                label,
-                                n,
-                                workers=cli.args.workers,
-                                concurrency=cli.args.concurrency,
-                            )
-                        )
-                    finally:
-                        await backend.close()
-                    if not cli.args.json:
-                        r = runs[-1]
-                        cli.err.print(
-                            f"{r.backend} {r.hosts} hosts, run {i + 1}: "
-                            f"{r.tasks_per_s:,.0f} tasks/s"
-                        )
-                # A shared machine only ever slows a run down: report the best of the
-                # repeats (as timeit does), with the spread beside it.
-                best = max(runs, key=lambda r: r.tasks_per_s)
-                results.append(
-                    replace(
-                        best, runs=len(runs), slowest_tasks_per_s=min(r.tasks_per_s for r in runs)
-                    )
-                )
+            results += await _bench_label(cli, label.strip(), sizes, Path(tmp))
     if cli.args.json:
         cli.print_json([asdict(r) for r in results])
         return 0
+    cli.out.print(render(results, cli.args.repeat))
+    return 0
+
+
+def render(results: Sequence[BenchResult], repeat: int) -> Table:
     table = Table(
         title="reaper bench: discover + baseline, zero-latency sim hosts",
-        caption=f"best of {cli.args.repeat} run(s) per row; 'slowest' is the worst run",
+        caption=f"best of {repeat} run(s) per row; 'slowest' is the worst run. CPU per task: "
+        "this process (engine, and in-process workers), worker processes, whole machine",
     )
-    for col in (
-        "backend",
-        "hosts",
-        "tasks",
-        "seconds",
-        "tasks/s",
-        "slowest",
-        "cpu µs/task",
-        "p50 ms",
-        "p99 ms",
-        "status",
-    ):
-        table.add_column(col, justify="left" if col in ("backend", "status") else "right")
+    columns = ["backend", "workers", "hosts", "tasks/s", "slowest", "p50 ms", "p99 ms"]
+    columns += ["cpu µs", "workers µs", "machine µs", "status"]
+    for col in columns:
+        left = col in ("backend", "workers", "status")
+        table.add_column(col, justify="left" if left else "right")
     for r in results:
         table.add_row(
             r.backend,
+            r.workers,
             f"{r.hosts:,}",
-            f"{r.tasks:,}",
-            f"{r.seconds:.2f}",
             f"{r.tasks_per_s:,.0f}",
             f"{r.slowest_tasks_per_s:,.0f}",
-            f"{r.cpu_us_per_task:.0f}",
             f"{r.p50_latency_ms:.1f}",
             f"{r.p99_latency_ms:.1f}",
+            f"{r.cpu_us_per_task:.0f}",
+            f"{r.worker_cpu_us_per_task:.0f}" if r.worker_cpu_us_per_task else "-",
+            f"{r.machine_cpu_us_per_task:.0f}",
             r.status,
         )
-    cli.out.print(table)
-    return 0
+    return table

@@ -18,6 +18,7 @@ from rich.text import Text
 from reaper import __version__
 from reaper.config import Config, load_config
 from reaper.errors import BadRequestError, ConfigError, MissionNotFoundError, ReaperError
+from reaper.models import OS_NAMES
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_INCOMPLETE", "EXIT_INTERRUPTED", "Cli", "main"]
 
@@ -45,6 +46,18 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
     return value
+
+
+def _os_list(text: str) -> list[str]:
+    if text.strip() == "all":
+        return list(OS_NAMES)
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in OS_NAMES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected {', '.join(OS_NAMES)}, a comma-separated list of them, or all"
+        )
+    return list(dict.fromkeys(names))
 
 
 def _positive_float(text: str) -> float:
@@ -178,16 +191,36 @@ def build_parser() -> argparse.ArgumentParser:
         "hosts in network namespaces, against Ansible",
     )
     p.add_argument("--hosts", default=None, help="comma-separated host counts")
-    p.add_argument("--workers", type=_positive_int, default=1, help="workers per agent type")
+    p.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=1,
+        help="worker processes (memory, or --in-process: worker loops per agent type)",
+    )
+    p.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run the workers in this process on every backend",
+    )
+    p.add_argument(
+        "--max-in-flight",
+        type=_positive_int,
+        help="the mission's dispatch window (default: the lab setting's default, 256)",
+    )
     p.add_argument(
         "--repeat", type=_positive_int, default=3, help="runs per row; the best is reported"
     )
     p.add_argument("--concurrency", type=_positive_int, default=64, help="per worker")
     _common(p)
 
-    p = sub.add_parser("worker", help="run agent workers for one OS (a separate process)")
-    p.add_argument("--os", required=True, choices=("windows", "linux", "macos"))
-    p.add_argument("--concurrency", type=_positive_int, help="tasks in flight (default 32)")
+    p = sub.add_parser("worker", help="run agent workers for one or more OSes (a process)")
+    p.add_argument(
+        "--os",
+        required=True,
+        type=_os_list,
+        help="windows, linux, macos, a comma-separated list of them, or all",
+    )
+    p.add_argument("--concurrency", type=_positive_int, help="tasks in flight per OS (default 32)")
     p.add_argument("--worker-id", help="a stable name for this worker")
     p.add_argument("--metrics-port", type=_positive_int, help="serve Prometheus metrics here")
     _common(p)
@@ -270,6 +303,19 @@ def _tune_gc() -> None:
     gc.set_threshold(300_000, 20, 1000)
 
 
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop where it is installed (Linux, macOS), unless REAPER_EVENT_LOOP=asyncio: it
+    halves the event loop's own cost per socket read and callback, which the engine and
+    workers pay per message. None: asyncio's default loop."""
+    if os.environ.get("REAPER_EVENT_LOOP", "").lower() == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -289,7 +335,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(cli.config.log_level, json_file=cli.config.log_file, console=cli.err)
     _tune_gc()
     try:
-        return asyncio.run(_commands()[args.command](cli))
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            return runner.run(_commands()[args.command](cli))
     except KeyboardInterrupt:
         cli.err.print("interrupted")
         return EXIT_INTERRUPTED

@@ -31,7 +31,7 @@ from reaper.metrics import Metrics
 from reaper.models import MissionStatus
 from reaper.services_engine import EngineService
 from reaper.services_registry import ProcessInfo, ProcessRegistry, open_registry
-from reaper.services_worker import heartbeat_interval, serve_worker
+from reaper.services_worker import heartbeat_interval, serve_workers
 from reaper.signals import stop_on_signals
 
 if TYPE_CHECKING:
@@ -96,10 +96,10 @@ async def run_worker_process(cli: Cli) -> int:
     try:
         metrics = _metrics(cli)
         with stop_on_signals(stop):
-            worker = await serve_worker(
+            workers = await serve_workers(
                 backend,
                 registry,
-                os_name=a.os,
+                os_names=a.os,
                 stop=stop,
                 concurrency=cfg.concurrency,
                 worker_id=a.worker_id,
@@ -110,7 +110,8 @@ async def run_worker_process(cli: Cli) -> int:
             )
     finally:
         await _close(backend, registry, metrics)
-    log.info("worker %s done: %s", worker.worker_id, worker.stats)
+    for worker in workers:
+        log.info("worker %s done: %s", worker.worker_id, worker.stats)
     return 0
 
 

@@ -15,6 +15,12 @@ ends with an error is restarted on a later scan, after an exponential backoff.
 
 Missions adopted: running, awaiting approval and stalled ones. A `stopped` mission was stopped
 on purpose (its planner halted, or an operator) and is resumed with `reaper resume` instead.
+
+Housekeeping: every `housekeeping_s` a janitor takes the finished (completed, failed) missions
+whose last change is older than `housekeeping_grace_s` (late duplicate results of a mission
+that just finished are still absorbed by its engine meanwhile) and has the queue forget their
+acked tasks (`prune`) and the bus drop their messages (`retire`). Both are idempotent, so
+every engine process runs its janitor without coordinating with the others.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import os
 import socket
 import uuid
 from collections.abc import Collection, Sequence
+from datetime import timedelta
 from typing import Any
 
 from reaper.alerts import alerts_from_events, alerts_from_processes, raise_alert
@@ -46,6 +53,7 @@ log = logging.getLogger(__name__)
 
 ADOPTED = (MissionStatus.RUNNING, MissionStatus.AWAITING_APPROVAL, MissionStatus.STALLED)
 _RETRY_MAX_S = 30.0
+_FIRST_HOUSEKEEPING_S = 5.0  # after start: the first scan and adoptions go first
 
 
 class EngineService:
@@ -64,6 +72,8 @@ class EngineService:
         owner: str | None = None,
         poll_min_s: float = 0.05,
         poll_max_s: float | None = None,
+        housekeeping_s: float | None = 300.0,
+        housekeeping_grace_s: float = 60.0,
     ) -> None:
         self.backend = backend
         self.registry = registry
@@ -79,6 +89,8 @@ class EngineService:
         self.owner = owner or f"engine-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.poll_min_s = poll_min_s
         self.poll_max_s = poll_max_s if poll_max_s is not None else max(poll_min_s, lease_ttl_s / 3)
+        self.housekeeping_s = housekeeping_s  # None: no janitor
+        self.housekeeping_grace_s = housekeeping_grace_s
         self.engines: dict[str, asyncio.Task[None]] = {}
         self.completed: list[str] = []
         self._failures: dict[str, int] = {}
@@ -100,6 +112,9 @@ class EngineService:
             interval_s=self.heartbeat_s,
         )
         beats = asyncio.create_task(self._beats(info))
+        background = [beats]
+        if self.housekeeping_s is not None:
+            background.append(asyncio.create_task(self._janitor(self.housekeeping_s)))
         log.info("engine service %s started", self.owner)
         poll = self.poll_min_s
         try:
@@ -118,9 +133,11 @@ class EngineService:
                         w.cancel()
         finally:
             await self._stop_engines()
-            beats.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await beats
+            for task in background:
+                task.cancel()
+            for task in background:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             try:
                 await self.registry.remove(self.owner)
             except BackendError as exc:
@@ -236,6 +253,44 @@ class EngineService:
             except BackendError as exc:
                 log.warning("engine %s: heartbeat failed: %s", self.owner, exc)
             await self.clock.sleep(info.interval_s)
+
+    # -- housekeeping ------------------------------------------------------------------
+
+    async def _janitor(self, interval_s: float) -> None:
+        await self.clock.sleep(min(interval_s, _FIRST_HOUSEKEEPING_S))
+        while True:
+            await self.housekeep()
+            await self.clock.sleep(interval_s)
+
+    async def housekeep(self) -> tuple[int, int] | None:
+        """One janitor round: prune and retire the finished missions past the grace period.
+        Returns (queue entries pruned, bus streams or rows retired), None if a backend call
+        failed (logged; the next round tries again)."""
+        try:
+            finished = await self._finished_missions()
+            if not finished:
+                return 0, 0
+            pruned = await self.backend.queue.prune(finished)
+            retired = await self.backend.bus.retire(finished)
+        except BackendError as exc:
+            log.warning("engine %s: housekeeping failed, will retry: %s", self.owner, exc)
+            return None
+        log.info(
+            "engine %s: housekeeping: %d finished missions, %d queue entries pruned, "
+            "%d bus entries retired",
+            self.owner, len(finished), pruned, retired,
+        )  # fmt: skip
+        return pruned, retired
+
+    async def _finished_missions(self) -> list[str]:
+        cutoff = self.clock.now() - timedelta(seconds=self.housekeeping_grace_s)
+        return [
+            m.mission_id
+            for m in await self.backend.store.list_missions()
+            if m.status.terminal
+            and m.updated_at <= cutoff
+            and (self.only is None or m.mission_id in self.only)
+        ]
 
     async def _watch_workers(self) -> None:
         """Alert once per worker that stops heart-beating (again if it comes back and dies)."""

@@ -1,4 +1,7 @@
-"""`reaper worker`: one agent worker serving one OS, as its own process, until told to stop.
+"""`reaper worker`: agent workers for one or more OSes, as their own process, until told to stop.
+
+One `Worker` loop per OS (each its own consumer and registry entry), sharing the runners and so
+the host connections.
 
 Graceful shutdown is the `Worker`'s: on stop it takes nothing more, gives running tasks its
 grace period, then cancels and releases the rest (visible again at once). A worker killed
@@ -11,10 +14,10 @@ Every heartbeat interval the process records itself in the process registry (see
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
+from collections.abc import Sequence
 from dataclasses import asdict
 
 from reaper.agents.hosts import StoreHostResolver
@@ -27,7 +30,7 @@ from reaper.metrics import Metrics
 from reaper.models import agent_type_for
 from reaper.services_registry import ProcessInfo, ProcessRegistry, counters_of
 
-__all__ = ["heartbeat_interval", "serve_worker"]
+__all__ = ["heartbeat_interval", "serve_workers"]
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +62,11 @@ async def _beats(
         await clock.sleep(info.interval_s)
 
 
-async def serve_worker(
+async def serve_workers(
     backend: Backend,
     registry: ProcessRegistry,
     *,
-    os_name: str,
+    os_names: Sequence[str],
     stop: asyncio.Event,
     concurrency: int = 32,
     worker_id: str | None = None,
@@ -73,45 +76,64 @@ async def serve_worker(
     metrics: Metrics | None = None,
     clock: Clock | None = None,
     seed: int = 0,
-) -> Worker:
-    """Run one worker for `reaper-<os_name>` until `stop` is set; returns it (for its stats)."""
+) -> list[Worker]:
+    """Run one worker per OS in `os_names` until `stop` is set; returns them (for their
+    stats). With several OSes, `worker_id` is suffixed with each OS."""
     clock = clock or RealClock()
     runners = default_runners(seed=seed, clock=clock)
-    worker = Worker(
-        agent_type_for(os_name),
-        backend.queue,
-        backend.bus,
-        StoreHostResolver(backend.store),
-        runners,
-        concurrency=concurrency,
-        clock=clock,
-        worker_id=worker_id,
-        lease_s=lease_s,
-        grace_s=grace_s,
-        on_result=metrics.observe_result if metrics is not None else None,
-    )
+    resolver = StoreHostResolver(backend.store)
+    workers = [
+        Worker(
+            agent_type_for(os_name),
+            backend.queue,
+            backend.bus,
+            resolver,
+            runners,
+            concurrency=concurrency,
+            clock=clock,
+            worker_id=None
+            if worker_id is None
+            else (worker_id if len(os_names) == 1 else f"{worker_id}-{os_name}"),
+            lease_s=lease_s,
+            grace_s=grace_s,
+            on_result=metrics.observe_result if metrics is not None else None,
+        )
+        for os_name in os_names
+    ]
     now = clock.now()
-    info = ProcessInfo(
-        process_id=worker.worker_id,
-        role="worker",
-        agent_type=worker.agent_type,
-        host=socket.gethostname(),
-        pid=os.getpid(),
-        started=now,
-        last_seen=now,
-        interval_s=heartbeat_s or heartbeat_interval(lease_s),
-    )
-    beats = asyncio.create_task(_beats(worker, info, registry, backend, metrics, clock))
+    beats = [
+        asyncio.create_task(
+            _beats(
+                worker,
+                ProcessInfo(
+                    process_id=worker.worker_id,
+                    role="worker",
+                    agent_type=worker.agent_type,
+                    host=socket.gethostname(),
+                    pid=os.getpid(),
+                    started=now,
+                    last_seen=now,
+                    interval_s=heartbeat_s or heartbeat_interval(lease_s),
+                ),
+                registry,
+                backend,
+                metrics,
+                clock,
+            )
+        )
+        for worker in workers
+    ]
     try:
-        await worker.run(stop=stop)
+        await asyncio.gather(*(worker.run(stop=stop) for worker in workers))
     finally:
-        beats.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await beats
-        try:
-            await registry.remove(worker.worker_id)
-        except BackendError as exc:
-            log.warning("worker %s: could not deregister: %s", worker.worker_id, exc)
+        for beat in beats:
+            beat.cancel()
+        await asyncio.gather(*beats, return_exceptions=True)
+        for worker in workers:
+            try:
+                await registry.remove(worker.worker_id)
+            except BackendError as exc:
+                log.warning("worker %s: could not deregister: %s", worker.worker_id, exc)
         for runner in {id(r): r for r in runners.values()}.values():
             await runner.close()
-    return worker
+    return workers

@@ -8,7 +8,7 @@ Effects are applied once because ids are deterministic: the queue ignores a re-p
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, runtime_checkable
@@ -159,6 +159,13 @@ class TaskQueue(Protocol):
         """Tasks waiting (not leased) for this agent type."""
         ...
 
+    async def prune(self, finished: Collection[str]) -> int:
+        """Housekeeping: forget the acked tasks of these finished missions (their engines
+        never publish again, so the de-duplication records are no longer needed) and do the
+        backend's own upkeep; return how many rows or entries were removed. Never drops a
+        task that is waiting or leased; safe to call again and from several processes."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -185,6 +192,13 @@ class EventBus(Protocol):
     async def recover(self, mission_id: str) -> None:
         """Make every delivered-but-unacked message of the mission deliverable again. Called
         by an engine that has just taken the mission over (it holds the mission's lease)."""
+        ...
+
+    async def retire(self, mission_ids: Collection[str]) -> int:
+        """Drop everything held for these finished missions (their streams, inbox rows),
+        acked or not: no engine will receive for them again. Returns how many streams or
+        rows were removed. A message published for a retired mission afterwards is kept
+        as for any mission (a later `retire` drops it); safe to call again."""
         ...
 
     async def close(self) -> None: ...

@@ -50,6 +50,8 @@ _EXTRAS = {
     "postgres": ("reaper.infra.postgres", "psycopg"),
     "pgqueue": ("reaper.infra.postgres_queue", "psycopg"),
 }
+# Further top-level packages an extra brings (a missing one gets the same install hint).
+_ALSO = {"psycopg": ("psycopg_pool",)}
 # The pip extra each optional part needs.
 _EXTRA_NAME = {"redis": "redis", "postgres": "postgres", "pgqueue": "postgres"}
 
@@ -109,7 +111,7 @@ def _import_extra(kind: str) -> ModuleType:
     except ModuleNotFoundError as exc:
         if exc.name == module_name:
             raise ConfigError(f"the {kind} backend is not available in this build") from exc
-        if exc.name is not None and exc.name.split(".")[0] == package:
+        if exc.name is not None and exc.name.split(".")[0] in (package, *_ALSO.get(package, ())):
             raise ConfigError(
                 f"the {kind} backend needs an optional package: "
                 f"pip install 'reaper-lab[{_EXTRA_NAME[kind]}]'"

@@ -11,7 +11,7 @@ import asyncio
 import heapq
 import itertools
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from reaper.clock import Clock, RealClock
@@ -158,7 +158,8 @@ class MemoryTaskQueue:
         self._delayed: list[tuple[float, int, OutboxItem]] = []
         self._leased: dict[str, _Lease] = {}
         self._counts: dict[tuple[str, int], int] = {}
-        self._seen: set[tuple[str, int]] = set()
+        # (task_id, attempt) -> mission: a re-publish is ignored until the mission is pruned.
+        self._seen: dict[tuple[str, int], str] = {}
         self._seq = itertools.count()
         # An Event rather than a Condition: waking a waiter must not make the publisher
         # yield (a Condition's lock hands over on every notify and defeats batching).
@@ -172,7 +173,7 @@ class MemoryTaskQueue:
             key = item.task.key
             if key in seen:
                 continue
-            seen.add(key)
+            seen[key] = item.task.mission_id
             if item.not_before is not None and item.not_before > now:
                 due = self._clock.monotonic() + (item.not_before - now).total_seconds()
                 heapq.heappush(self._delayed, (due, next(self._seq), item))
@@ -270,6 +271,22 @@ class MemoryTaskQueue:
             self._promote(self._clock.monotonic())
         return len(self._ready.get(agent_type, ()))
 
+    async def prune(self, finished: Collection[str]) -> int:
+        """Forget the de-duplication keys of the finished missions' acked tasks; keys of
+        tasks still waiting, delayed or leased stay, so those are never published twice."""
+        missions = set(finished)
+        open_keys = {item.task.key for ready in self._ready.values() for item in ready}
+        open_keys.update(item.task.key for _, _, item in self._delayed)
+        open_keys.update(lease.item.task.key for lease in self._leased.values())
+        done = [
+            key
+            for key, mission_id in self._seen.items()
+            if mission_id in missions and key not in open_keys
+        ]
+        for key in done:
+            del self._seen[key]
+        return len(done)
+
     async def close(self) -> None:
         return None
 
@@ -300,12 +317,18 @@ class MemoryEventBus:
     async def receive(
         self, mission_id: str, *, max_items: int = 10_000, timeout: float | None = None
     ) -> list[InboundDelivery]:
-        inbox = self._inbox.setdefault(mission_id, deque())
-        if not inbox:
+        loop = asyncio.get_running_loop()
+        end = None if timeout is None else loop.time() + timeout
+        # A loop, not one wait: `retire` wakes waiters on the structures it drops, and they
+        # go back to waiting on the mission's new ones.
+        while not (inbox := self._inbox.setdefault(mission_id, deque())):
+            wait = None if end is None else end - loop.time()
+            if wait is not None and wait <= 0:
+                return []
             wakeup = self._wakeup(mission_id)
             wakeup.clear()
             try:
-                await asyncio.wait_for(wakeup.wait(), timeout=timeout)
+                await asyncio.wait_for(wakeup.wait(), timeout=wait)
             except TimeoutError:
                 return []
         inflight = self._inflight.setdefault(mission_id, {})
@@ -327,6 +350,18 @@ class MemoryEventBus:
             inbox = self._inbox.setdefault(mission_id, deque())
             inbox.extendleft(reversed(sorted(inflight.items())))
             self._wakeup(mission_id).set()
+
+    async def retire(self, mission_ids: Collection[str]) -> int:
+        """Drop the missions' inboxes, in-flight messages and wake-up events."""
+        dropped = 0
+        for mission_id in mission_ids:
+            inbox = self._inbox.pop(mission_id, None)
+            inflight = self._inflight.pop(mission_id, None)
+            dropped += len(inbox or ()) + len(inflight or ())
+            wakeup = self._wakeups.pop(mission_id, None)
+            if wakeup is not None:
+                wakeup.set()  # a waiter re-checks and waits on the mission's new event
+        return dropped
 
     async def close(self) -> None:
         return None

@@ -8,8 +8,9 @@ first), the changed host and task rows, the new events (their `seq` continues fr
 and the tasks it plans commit together or not at all (the outbox pattern). The statements a
 commit sends depend on the change, never on the mission's size.
 
-One connection, serialised by a lock, opened lazily and re-opened after it breaks; a psycopg
-error surfaces as `BackendError`. Lease times come from the store's clock.
+Connections come from a pool (`PgConnection`): a read does not wait behind another
+coroutine's commit; a broken connection is dropped and replaced; a psycopg error surfaces as
+`BackendError`. Lease times come from the store's clock.
 """
 
 from __future__ import annotations

@@ -1,5 +1,14 @@
-"""Connections for the PostgreSQL queue and bus: a serialised command connection and a
+"""Connections for the PostgreSQL store, queue and bus: a pool of command connections and a
 LISTEN connection that turns notifications into asyncio wake-ups.
+
+Commands go through a `psycopg_pool` pool of at most `pool_size` autocommit connections,
+opened as calls need them, so one coroutine's read does not wait behind another's commit. The
+schema is migrated once, on a connection of its own, before the pool opens: a server that is
+down or a schema that is too new fails the first call at once with the real error, not as a
+pool timeout. Connections are not checked before each use (the pool's `check` costs a round
+trip per call and backs off 1 s, 2 s, 4 s... between failed checks): a call that finds its
+connection dead fails, then every idle connection is checked, since a server restart kills
+them all, and `run(retry=True)` repeats the call on a fresh one.
 
 Listening uses one channel per schema and kind ('reaper_q_<hash>' for the queue,
 'reaper_b_<hash>' for the bus), LISTENed once when the connection opens; the payload names
@@ -15,14 +24,16 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import psycopg
 from psycopg import AsyncConnection, sql
+from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout, TooManyRequests
 
-from reaper.errors import BackendError, ReaperError
+from reaper.errors import BackendError, ConfigError, ReaperError
 from reaper.infra.postgres_schema import migrate, schema_ident
 
 __all__ = ["NotifyListener", "PgConnection", "channel_name"]
@@ -31,44 +42,105 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+Pool = AsyncConnectionPool[AsyncConnection[Any]]
+
+# Connections beyond the first are closed after this long unused (one per period).
+_MAX_IDLE_S = 60.0
+# Pool errors are not a lost connection: repeating the call would only wait again.
+_POOL_ERRORS = (PoolTimeout, PoolClosed, TooManyRequests)
+
 
 def channel_name(kind: str, schema: str) -> str:
     digest = hashlib.sha256(schema.encode()).hexdigest()[:16]
     return f"reaper_{kind}_{digest}"
 
 
-class PgConnection:
-    """One autocommit connection, serialised by a lock, opened (and the schema migrated)
-    lazily, re-opened after it breaks; psycopg errors surface as `BackendError`."""
+async def _configure(conn: AsyncConnection[Any]) -> None:
+    """Every pooled connection reads timestamps in UTC, whatever the server's default."""
+    await conn.execute("SET TIME ZONE 'UTC'")
 
-    def __init__(self, dsn: str, schema: str) -> None:
+
+class PgConnection:
+    """A pool of autocommit connections (at most `pool_size`), opened, and the schema
+    migrated, on first use; a connection found dead is replaced; psycopg errors surface as
+    `BackendError`. A call waits at most `timeout` seconds for a free connection.
+    `application_name` (distinct per instance) names its server sessions in
+    pg_stat_activity."""
+
+    def __init__(self, dsn: str, schema: str, *, pool_size: int = 4, timeout: float = 10.0) -> None:
+        if pool_size < 1:
+            raise ConfigError(f"postgres pool_size must be at least 1, not {pool_size}")
         self._dsn = dsn
         self.schema = schema
         schema_ident(schema)  # validate early
-        self._conn: AsyncConnection[Any] | None = None
-        self._lock = asyncio.Lock()
+        self.pool_size = pool_size
+        self._timeout = timeout
+        # The server keeps 63 bytes: the distinct part goes first.
+        self.application_name = f"reaper-{secrets.token_hex(4)}-{schema}"[:63]
+        self._pool: Pool | None = None
+        self._opening = asyncio.Lock()
+        self._migrated = False
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncConnection[Any]]:
-        async with self._lock:
-            try:
-                if self._conn is None or self._conn.closed or self._conn.broken:
-                    self._conn = await self._open()
-                yield self._conn
-            except ReaperError:
-                raise
-            except psycopg.Error as exc:
-                raise BackendError(f"postgres: {exc}") from exc
-
-    async def _open(self) -> AsyncConnection[Any]:
-        conn = await AsyncConnection.connect(self._dsn, autocommit=True)
+        """One pooled connection for the whole block (a transaction, a pipeline)."""
+        pool = await self._ready()
         try:
-            await conn.execute("SET TIME ZONE 'UTC'")
-            await migrate(conn, self.schema)
-        except BaseException:
-            await conn.close()
+            conn = await pool.getconn()
+        except psycopg.Error as exc:
+            raise BackendError(f"postgres: {exc}") from exc
+        lost = False
+        try:
+            yield conn
+        except ReaperError:
             raise
-        return conn
+        except psycopg.Error as exc:
+            lost = conn.broken
+            raise BackendError(f"postgres: {exc}") from exc
+        finally:
+            await pool.putconn(conn)  # a broken connection is discarded and replaced
+            if lost and not pool.closed:
+                await pool.check()  # the idle ones most likely died with it
+
+    async def _ready(self) -> Pool:
+        if self._pool is not None:
+            return self._pool
+        async with self._opening:
+            if self._pool is None:
+                if not self._migrated:
+                    await self._migrate()
+                    self._migrated = True
+                self._pool = await self._open_pool()
+            return self._pool
+
+    def _connect_kwargs(self) -> dict[str, Any]:
+        return {"autocommit": True, "application_name": self.application_name}
+
+    async def _migrate(self) -> None:
+        try:
+            conn = await AsyncConnection.connect(self._dsn, **self._connect_kwargs())
+            try:
+                await migrate(conn, self.schema)
+            finally:
+                await conn.close()
+        except psycopg.Error as exc:
+            raise BackendError(f"postgres: {exc}") from exc
+
+    async def _open_pool(self) -> Pool:
+        pool: Pool = AsyncConnectionPool(
+            self._dsn,
+            connection_class=AsyncConnection,
+            kwargs=self._connect_kwargs(),
+            min_size=1,
+            max_size=self.pool_size,
+            open=False,
+            configure=_configure,
+            name=self.application_name,
+            timeout=self._timeout,
+            max_idle=_MAX_IDLE_S,
+        )
+        await pool.open()  # returns at once; connections are made in the background
+        return pool
 
     async def run(self, fn: Callable[[AsyncConnection[Any]], Awaitable[T]], *, retry: bool) -> T:
         """Run `fn` in a session; with `retry`, once more on a fresh connection if the old one
@@ -77,21 +149,27 @@ class PgConnection:
             async with self.session() as conn:
                 return await fn(conn)
         except BackendError as exc:
-            if not retry or not isinstance(exc.__cause__, psycopg.OperationalError):
+            cause = exc.__cause__
+            if (
+                not retry
+                or not isinstance(cause, psycopg.OperationalError)
+                or isinstance(cause, _POOL_ERRORS)
+            ):
                 raise
-            log.warning("postgres connection lost, reconnecting: %s", exc.__cause__)
+            log.warning("postgres connection lost, reconnecting: %s", cause)
         async with self.session() as conn:
             return await fn(conn)
 
     async def close(self) -> None:
-        async with self._lock:
-            if self._conn is not None:
-                try:
-                    await self._conn.close()
-                except psycopg.Error as exc:
-                    raise BackendError(f"postgres close: {exc}") from exc
-                finally:
-                    self._conn = None
+        """Close the pool (idempotent). A later call opens a new one, without migrating
+        again."""
+        async with self._opening:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            try:
+                await pool.close()
+            except psycopg.Error as exc:
+                raise BackendError(f"postgres close: {exc}") from exc
 
 
 class NotifyListener:

@@ -4,10 +4,12 @@
 Queue rows (table `queue`, migration 2) work as SQLite's: visible from `visible_at`; a lease
 moves `visible_at` to the lease's expiry, so an unacked lease makes the task visible again with
 no sweeper; acked rows stay without their body so a re-publish of the same (task_id, attempt)
-is ignored; receipts carry the delivery count, so an ack from an expired lease does nothing.
+is ignored (until `prune` deletes those of finished missions); receipts carry the delivery
+count, so an ack from an expired lease does nothing.
 Taking is one UPDATE over a `SELECT ... FOR UPDATE SKIP LOCKED`: concurrent takers on any
 number of connections never get the same row and never wait on each other's locks.
-Inbox rows (table `inbox`): `delivered` while in flight, deleted on ack, reset by `recover`.
+Inbox rows (table `inbox`): `delivered` while in flight, deleted on ack, reset by `recover`,
+all of a finished mission's deleted by `retire`.
 
 Wake-ups are LISTEN/NOTIFY: every write that makes something takeable calls pg_notify in the
 same statement (so in the same transaction: waiters wake only on commit). A waiting `take`
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from datetime import timedelta
 from typing import Annotated, Any, LiteralString, TypeVar
 
@@ -67,6 +69,8 @@ _SQL: dict[str, LiteralString] = {
         WHERE q.seq = r.seq AND q.delivery_count = r.n AND q.state = 1""",
     "depth": """SELECT count(*) FROM {s}.queue
         WHERE agent_type = %s AND state < 2 AND visible_at <= %s""",
+    "prune": """WITH d AS (DELETE FROM {s}.queue
+        WHERE state = 2 AND mission_id = ANY(%s::text[]) RETURNING 1) SELECT count(*) FROM d""",
     "bus_publish": """WITH ins AS (
         INSERT INTO {s}.inbox (mission_id, body)
         SELECT m, b FROM unnest(%s::text[], %s::text[]) WITH ORDINALITY AS u(m, b, o)
@@ -80,6 +84,8 @@ _SQL: dict[str, LiteralString] = {
     "recover": """WITH r AS (UPDATE {s}.inbox SET delivered = false
         WHERE mission_id = %s AND delivered RETURNING 1)
         SELECT pg_notify(%s, %s) WHERE EXISTS (SELECT 1 FROM r)""",
+    "retire": """WITH d AS (DELETE FROM {s}.inbox WHERE mission_id = ANY(%s::text[]) RETURNING 1)
+        SELECT count(*) FROM d""",
 }
 
 _INBOUND: TypeAdapter[InboundMessage] = TypeAdapter(
@@ -228,6 +234,14 @@ class PostgresTaskQueue(_Base):
         rows = await self._rows("depth", (agent_type, self._clock.now()))
         return int(rows[0][0])
 
+    async def prune(self, finished: Collection[str]) -> int:
+        """Delete the finished missions' acked rows (state 2 only: waiting and leased rows
+        stay). Idempotent, so repeated after a lost connection."""
+        if not finished:
+            return 0
+        rows = await self._rows("prune", (sorted(set(finished)),))
+        return int(rows[0][0])
+
 
 class PostgresEventBus(_Base):
     """Per-mission inbox in schema `schema`; delivered messages stay until acked."""
@@ -268,3 +282,9 @@ class PostgresEventBus(_Base):
 
     async def recover(self, mission_id: str) -> None:
         await self._rows("recover", (mission_id, self._channel, mission_id))
+
+    async def retire(self, mission_ids: Collection[str]) -> int:
+        if not mission_ids:
+            return 0
+        rows = await self._rows("retire", (sorted(set(mission_ids)),))
+        return int(rows[0][0])

@@ -104,6 +104,12 @@ MIGRATIONS: list[tuple[int, list[LiteralString]]] = [
             "CREATE INDEX inbox_mission ON {s}.inbox (mission_id, id)",
         ],
     ),
+    # Housekeeping (`PostgresTaskQueue.prune`) deletes a finished mission's acked rows: found
+    # by mission through a partial index that holds acked rows only.
+    (
+        3,
+        ["CREATE INDEX queue_acked ON {s}.queue (mission_id) WHERE state = 2"],
+    ),
 ]
 LATEST = MIGRATIONS[-1][0]
 

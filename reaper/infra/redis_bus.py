@@ -5,11 +5,12 @@ message stays pending in the group until the engine acks it (XACK + XDEL) after 
 what it applied. An engine that takes a mission over calls `recover`: the group's pending
 entries of that mission are claimed to it (XAUTOCLAIM, idle 0) and its next receives re-read
 them from the pending list before new messages. Messages are the models' JSON, never pickle.
+`retire` deletes a finished mission's stream, and its group with it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Annotated, Any
 
 from pydantic import Field, TypeAdapter
@@ -31,6 +32,7 @@ from reaper.models import ApprovalDecision, InboundMessage, ResultEvent
 __all__ = ["RedisEventBus"]
 
 GROUP = "engine"
+_RETIRE_CHUNK = 500  # keys per DEL: bounds one command's size and the time it blocks Redis
 
 _INBOUND: TypeAdapter[InboundMessage] = TypeAdapter(
     Annotated[ResultEvent | ApprovalDecision, Field(discriminator="event_type")]
@@ -181,11 +183,20 @@ class RedisEventBus:
             pending = await self._redis.xpending(key, GROUP)
         return max(0, int(length) - int(pending["pending"]))
 
-    async def delete(self, mission_id: str) -> None:
-        """Drop a finished mission's stream."""
-        async with mapped("bus delete"):
-            await self._redis.delete(self.stream_key(mission_id))
-        self._groups.discard(mission_id)
+    async def retire(self, mission_ids: Collection[str]) -> int:
+        """DEL the missions' streams (their groups and pending lists go with them); returns
+        how many existed. A message published later recreates a stream, without a group: a
+        later `retire` deletes it again, and a `receive` would recreate the group."""
+        ids = sorted(set(mission_ids))
+        removed = 0
+        async with mapped("bus retire"):
+            for i in range(0, len(ids), _RETIRE_CHUNK):
+                keys = [self.stream_key(m) for m in ids[i : i + _RETIRE_CHUNK]]
+                removed += int(await self._redis.delete(*keys))
+        for mission_id in ids:
+            self._groups.discard(mission_id)
+            self._recovering.pop(mission_id, None)
+        return removed
 
     async def close(self) -> None:
         async with mapped("bus close"):

@@ -69,8 +69,9 @@ def entries_of(reply: Any) -> list[tuple[str, dict[str, str] | None]]:
 
 
 def is_nogroup(exc: BaseException) -> bool:
-    """The stream or its group vanished (FLUSHDB, a restart without persistence)."""
-    return isinstance(exc, ResponseError) and str(exc).startswith("NOGROUP")
+    """The stream or its group vanished (FLUSHDB, a restart without persistence, a retired
+    mission): NOGROUP, or UNBLOCKED for an XREADGROUP blocked on a stream deleted meanwhile."""
+    return isinstance(exc, ResponseError) and str(exc).startswith(("NOGROUP", "UNBLOCKED"))
 
 
 @asynccontextmanager

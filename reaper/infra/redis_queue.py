@@ -10,12 +10,16 @@ leasing it in the same atomic step: one round trip when there is work. Only when
 none does `take` block in XREADGROUP (and then records the leases). `ack` is XACK + XDEL.
 Deadlines are epoch milliseconds from the queue's clock: hosts sharing a queue need
 synchronised clocks (as for any lease). Messages are the models' JSON, never pickle.
+
+Nothing acked is kept (XDEL at ack, `trim` below the oldest needed entry) and the publish
+de-duplication markers expire after `seen_ttl_s`, so `prune` has no per-mission rows to
+forget; it removes the consumers that dead worker processes leave in the group.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
@@ -32,7 +36,7 @@ from reaper.infra.redis_conn import (
     is_nogroup,
     mapped,
 )
-from reaper.models import Task
+from reaper.models import AGENT_TYPES, Task
 
 __all__ = ["RedisTaskQueue"]
 
@@ -57,6 +61,7 @@ class RedisTaskQueue:
         max_deliveries: int = 5,
         seen_ttl_s: int = 7 * 86_400,
         trim_interval_s: float = 30.0,
+        consumer_idle_s: float = 3600.0,
         client: Redis | None = None,
     ) -> None:
         self._clock = clock or RealClock()
@@ -65,7 +70,10 @@ class RedisTaskQueue:
         self.max_deliveries = max_deliveries
         self._seen_ttl_s = seen_ttl_s
         self._trim_interval_s = trim_interval_s
+        self._consumer_idle_s = consumer_idle_s
         self._groups: set[str] = set()
+        # Agent types published to here, beside AGENT_TYPES: the streams `prune` looks at.
+        self._agent_types: set[str] = set()
         self._last_trim: dict[str, float] = {}
         self._last_sweep: dict[str, float] = {}
         self._consumer: str | None = None
@@ -76,6 +84,7 @@ class RedisTaskQueue:
         self._extend = self._redis.register_script(lua.EXTEND)
         self._release = self._redis.register_script(lua.RELEASE)
         self._trim = self._redis.register_script(lua.TRIM)
+        self._prune_consumers = self._redis.register_script(lua.PRUNE_CONSUMERS)
 
     # keys -----------------------------------------------------------------------------------
     def stream_key(self, agent_type: str) -> str:
@@ -111,6 +120,7 @@ class RedisTaskQueue:
             due = 0 if item.not_before is None else int(item.not_before.timestamp() * 1000)
             task = item.task
             args += [task.agent_type, task.task_id, task.attempt, due, task.model_dump_json()]
+            self._agent_types.add(task.agent_type)
         async with mapped("publish"):
             await self._publish(keys=[], args=args)
 
@@ -288,6 +298,23 @@ class RedisTaskQueue:
             removed = await self.trim(agent_type)
             if removed:
                 log.debug("trimmed %d acknowledged entries from %s", removed, agent_type)
+
+    async def prune(self, finished: Collection[str]) -> int:
+        """Delete the `workers` consumers holding no pending entry and idle for at least
+        `consumer_idle_s` (one per worker process that ever took, dead ones included); returns
+        how many. A consumer with pending entries is kept: its entries are re-claimed when
+        their leases run out, and deleting it would drop them. `finished` needs nothing here
+        (see the module docstring). Looks at the streams of AGENT_TYPES and of the agent types
+        this queue has published to or taken from."""
+        idle_ms = int(self._consumer_idle_s * 1000)
+        removed = 0
+        async with mapped("prune"):
+            for agent_type in sorted({*AGENT_TYPES, *self._agent_types, *self._groups}):
+                keys = [self.stream_key(agent_type)]
+                removed += int(await self._prune_consumers(keys=keys, args=[GROUP, idle_ms]))
+        if removed:
+            log.debug("deleted %d idle consumers without pending tasks", removed)
+        return removed
 
     async def dead_letters(self, agent_type: str, limit: int = 100) -> list[Task]:
         """Tasks moved to the dead-letter stream, oldest first (for inspection)."""

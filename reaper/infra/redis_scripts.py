@@ -18,7 +18,16 @@ out and was handed to another cannot ack or extend the new holder's delivery.
 
 from __future__ import annotations
 
-__all__ = ["ACK", "EXTEND", "LEASE_NEW", "PUBLISH", "RECLAIM", "RELEASE", "TRIM"]
+__all__ = [
+    "ACK",
+    "EXTEND",
+    "LEASE_NEW",
+    "PRUNE_CONSUMERS",
+    "PUBLISH",
+    "RECLAIM",
+    "RELEASE",
+    "TRIM",
+]
 
 # ARGV: prefix, now_ms, seen_ttl_s, then per item: agent_type, task_id, attempt, due_ms, json
 PUBLISH = """
@@ -229,4 +238,23 @@ if pend[1] > 0 then
   end
 end
 return redis.call('XTRIM', KEYS[1], 'MINID', minid)
+"""
+
+# KEYS: stream. ARGV: group, idle_ms. Deletes the group's consumers holding no pending entry
+# and idle for at least idle_ms; returns how many. Check and delete are one atomic step: a
+# consumer reading an entry in between would lose it (DELCONSUMER drops its pending entries,
+# and a task no longer pending is never handed out again). No stream or group: nothing to do.
+PRUNE_CONSUMERS = """
+local consumers = redis.pcall('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])
+if consumers.err then return 0 end
+local idle_ms, n = tonumber(ARGV[2]), 0
+for _, c in ipairs(consumers) do
+  local t = {}
+  for i = 1, #c, 2 do t[c[i]] = c[i + 1] end
+  if t['pending'] == 0 and t['idle'] >= idle_ms then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], t['name'])
+    n = n + 1
+  end
+end
+return n
 """

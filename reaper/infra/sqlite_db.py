@@ -34,7 +34,9 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# Version of the table layout below (models carry their own `schema_version`).
+# Version of the table layout below (models carry their own `schema_version`). Raised only
+# when a file written by this code would mislead an older Reaper; an added index (created
+# with IF NOT EXISTS on open, ignored by older code) does not, so `queue_acked` kept it at 1.
 DB_SCHEMA_VERSION = 1
 
 # Cross-process check interval: starts small so a publish from another process is seen
@@ -97,6 +99,7 @@ CREATE TABLE IF NOT EXISTS queue (
     UNIQUE (task_id, attempt)
 );
 CREATE INDEX IF NOT EXISTS queue_open ON queue (agent_type, seq, visible_at) WHERE state < 2;
+CREATE INDEX IF NOT EXISTS queue_acked ON queue (mission_id) WHERE state = 2;
 CREATE TABLE IF NOT EXISTS inbox (
     id INTEGER PRIMARY KEY,
     mission_id TEXT NOT NULL,

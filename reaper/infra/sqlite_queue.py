@@ -2,14 +2,16 @@
 
 Queue rows: visible from `visible_at`; a lease moves `visible_at` to the lease's expiry, so an
 unacked lease makes the task visible again with no sweeper. Acked rows stay (without their
-body) so a re-publish of the same (task_id, attempt) is ignored. Receipts carry the delivery
-count, so an ack from a lease that expired and was handed out again does nothing.
-Inbox rows: `delivered` while in flight, deleted on ack, un-delivered by `recover`.
+body) so a re-publish of the same (task_id, attempt) is ignored, until `prune` deletes those of
+finished missions. Receipts carry the delivery count, so an ack from a lease that expired and
+was handed out again does nothing.
+Inbox rows: `delivered` while in flight, deleted on ack, un-delivered by `recover`, all of a
+finished mission's deleted by `retire`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Annotated
 
 from pydantic import Field, TypeAdapter
@@ -45,6 +47,23 @@ WHERE seq = ? AND delivery_count = ? AND state = 1
 """
 _EXTEND = "UPDATE queue SET visible_at = ? WHERE seq = ? AND delivery_count = ? AND state = 1"
 _DEPTH = "SELECT count(*) FROM queue WHERE agent_type = ? AND state < 2 AND visible_at <= ?"
+
+# Missions per statement: well under SQLite's bound on parameters (999 before 3.32).
+_CHUNK = 500
+
+
+def _chunks(ids: Collection[str]) -> list[list[str]]:
+    unique = sorted(set(ids))
+    return [unique[i : i + _CHUNK] for i in range(0, len(unique), _CHUNK)]
+
+
+def _delete_by_mission(db: SqliteDatabase, what: str, sql: str, ids: Collection[str]) -> int:
+    """`sql` with `{ids}` standing for the placeholders, run per chunk; rows deleted."""
+    removed = 0
+    for chunk in _chunks(ids):
+        removed += db.write_many(what, sql.format(ids=", ".join("?" * len(chunk))), [chunk])
+    return removed
+
 
 _BUS_PUBLISH = "INSERT INTO inbox (mission_id, body) VALUES (?, ?)"
 _RECEIVE = """
@@ -155,6 +174,16 @@ class SqliteTaskQueue:
         rows = self._db.execute("depth", _DEPTH, (agent_type, self._db.now()))
         return int(rows[0][0])
 
+    async def prune(self, finished: Collection[str]) -> int:
+        """Delete the finished missions' acked rows (state 2 only: waiting and leased rows
+        stay, whoever they belong to)."""
+        return _delete_by_mission(
+            self._db,
+            "prune tasks",
+            "DELETE FROM queue WHERE state = 2 AND mission_id IN ({ids})",
+            finished,
+        )
+
     async def close(self) -> None:
         self._db.close()
 
@@ -210,6 +239,11 @@ class SqliteEventBus:
         )
         if rows:
             self._db.notify(("bus", mission_id))
+
+    async def retire(self, mission_ids: Collection[str]) -> int:
+        """Delete the missions' inbox rows, delivered or not."""
+        delete = "DELETE FROM inbox WHERE mission_id IN ({ids})"
+        return _delete_by_mission(self._db, "retire missions", delete, mission_ids)
 
     async def close(self) -> None:
         self._db.close()

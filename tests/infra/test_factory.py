@@ -127,3 +127,14 @@ def test_descriptions_never_show_passwords() -> None:
     spec = BackendSpec("postgres", "postgresql://reaper:s3cret@127.0.0.1:5432/test")
     assert "s3cret" not in factory._describe(spec)
     assert factory._describe(spec) == "postgresql://reaper:***@127.0.0.1:5432/test"
+
+
+def test_a_missing_pool_package_says_the_same_install(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """psycopg-pool comes with the postgres extra: its absence gets the same hint."""
+    (tmp_path / "fake_reaper_pg_pool.py").write_text("import psycopg_pool.not_there_xyz\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(factory._EXTRAS, "postgres", ("fake_reaper_pg_pool", "psycopg"))
+    with pytest.raises(ConfigError, match=r"pip install 'reaper-lab\[postgres\]'"):
+        open_backend(None, store="postgresql://127.0.0.1:5432/test", queue="memory")

@@ -232,36 +232,28 @@ async def test_claim_and_release_lease(schema: str, admin: object) -> None:
 
 
 async def _kill(admin: psycopg.AsyncConnection[object], store: PostgresMissionStore) -> None:
-    """Terminate the store's server process (white-box: which backend to kill)."""
-    conn = store._pg._conn
-    assert conn is not None
-    await admin.execute("SELECT pg_terminate_backend(%s, 5000)", (conn.info.backend_pid,))
+    """Terminate the store's server sessions (white-box: they carry its application_name)."""
+    await admin.execute(
+        "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE application_name = %s",
+        (store._pg.application_name,),
+    )
 
 
 async def test_reconnects_after_the_connection_is_killed(
-    store: PostgresMissionStore, admin: psycopg.AsyncConnection[tuple[object, ...]]
+    store: PostgresMissionStore, admin: psycopg.AsyncConnection[object]
 ) -> None:
     await store.create(_mission("conn"), [])
-    assert store._pg._conn is not None
-    await admin.execute(
-        "SELECT pg_terminate_backend(%s, 5000)", (store._pg._conn.info.backend_pid,)
-    )
+    await _kill(admin, store)
     # A read finding the connection dead reconnects and runs again: the caller sees nothing.
     assert await store.load("conn") is not None
-    await admin.execute(
-        "SELECT pg_terminate_backend(%s, 5000)", (store._pg._conn.info.backend_pid,)
-    )
+    await _kill(admin, store)
     assert await store.claim("conn", "engine-a", ttl_s=10)
     # A commit is not repeated blindly (it may have been applied): it fails as BackendError,
     # and the next call works on a new connection.
-    await admin.execute(
-        "SELECT pg_terminate_backend(%s, 5000)", (store._pg._conn.info.backend_pid,)
-    )
+    await _kill(admin, store)
     state = await store.load("conn")
     assert state is not None
-    await admin.execute(
-        "SELECT pg_terminate_backend(%s, 5000)", (store._pg._conn.info.backend_pid,)
-    )
+    await _kill(admin, store)
     with pytest.raises(BackendError):
         await store.commit(_change(state))
     assert await store.commit(_change(state)) == 1

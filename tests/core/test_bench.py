@@ -1,0 +1,90 @@
+"""`reaper bench`: every backend's row completes; on a backend processes can share, the
+workers really are separate `reaper worker --os all` processes; bad flags are one line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from reaper.cli import main
+
+from .conftest import keep_root_logging
+
+
+def _bench(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *args: str
+) -> tuple[int, str, str]:
+    keep_root_logging(monkeypatch)
+    capsys.readouterr()
+    try:
+        rc = main(["bench", *args])
+    except SystemExit as exc:
+        rc = exc.code if isinstance(exc.code, int) else 1
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_memory_in_process_and_sqlite_in_worker_processes(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+):
+    monkeypatch.setenv("REAPER_DB", str(tmp_path / "unused.db"))
+    rc, out, err = _bench(
+        capsys, monkeypatch,
+        "--backend", "memory,sqlite", "--hosts", "30", "--workers", "2", "--repeat", "1",
+        "--max-in-flight", "8", "--json",
+    )  # fmt: skip
+    assert rc == 0, err
+    rows = {r["backend"]: r for r in json.loads(out)}
+    assert rows["memory"]["workers"] == "in-process"
+    assert rows["sqlite"]["workers"] == "2 processes"
+    for r in rows.values():
+        assert r["status"] == "completed" and r["tasks"] == 60
+        assert r["tasks_per_s"] > 0 and r["p99_latency_ms"] >= r["p50_latency_ms"] > 0
+    # The worker processes did the work: they used CPU, as measured from /proc.
+    assert rows["sqlite"]["worker_cpu_us_per_task"] > 0
+    assert rows["memory"]["worker_cpu_us_per_task"] == 0
+
+
+def test_in_process_flag_keeps_workers_here(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+):
+    rc, out, err = _bench(
+        capsys, monkeypatch,
+        "--backend", "sqlite", "--hosts", "12", "--repeat", "1", "--in-process", "--json",
+    )  # fmt: skip
+    assert rc == 0, err
+    [row] = json.loads(out)
+    assert row["workers"] == "in-process" and row["status"] == "completed"
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--hosts", "10,x"], "--hosts"),
+        (["--max-in-flight", "0"], "--max-in-flight"),
+        (["--backend", "carrier-pigeon://x", "--hosts", "5"], "unknown backend spec"),
+    ],
+)
+def test_bad_flags_are_one_line(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    args: list[str],
+    expected: str,
+):
+    rc, out, err = _bench(capsys, monkeypatch, *args, "--repeat", "1")
+    assert rc == 2 and out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], err
+
+
+@pytest.mark.parametrize("value", ["bsd", "linux,solaris", ","])
+def test_worker_os_list_is_checked(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, value: str
+):
+    keep_root_logging(monkeypatch)
+    with pytest.raises(SystemExit) as exc:
+        main(["worker", "--os", value])
+    assert exc.value.code == 2
+    assert "expected windows, linux, macos" in capsys.readouterr().err
