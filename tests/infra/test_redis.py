@@ -311,3 +311,25 @@ async def test_queue_survives_server_kill_and_restart(server: _Server) -> None:
 def _restart_later(server: _Server) -> Any:
     time.sleep(0.3)  # the outage being simulated
     server.start()
+
+
+@pytest.mark.parametrize(
+    "url", ["redis://127.0.0.1:6379/0", "unix:///tmp/none.sock", "rediss://h:1"]
+)
+def test_commands_are_packed_by_hiredis_exactly_as_redis_py_packs_them(url: str) -> None:
+    from redis.asyncio.connection import Connection
+
+    from reaper.infra.redis_conn import connect
+
+    client = connect(url)
+    cls = client.connection_pool.connection_class
+    assert cls.__name__.startswith("HiredisPacking")
+    ours = cls(decode_responses=True) if cls.__mro__[1] is Connection else None
+    python = Connection(decode_responses=True)
+    for args in [
+        ("XGROUP CREATE", "s", "g", "0", "MKSTREAM"),
+        ("EVALSHA", "ab" * 20, 0, "ünï©ødé ✓", 42, -7, b"raw\x00bytes", ""),
+        (b"XADD", "k", "*", "b", '{"json": "with \\"quotes\\""}'),
+    ]:
+        if ours is not None:
+            assert b"".join(ours.pack_command(*args)) == b"".join(python.pack_command(*args))
