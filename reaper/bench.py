@@ -25,8 +25,9 @@ from typing import TYPE_CHECKING
 from rich.table import Table
 
 from reaper.bench_procs import CpuMeter, WorkerProcesses
+from reaper.bench_space import Namespace
 from reaper.infra.base import Backend
-from reaper.infra.factory import REDIS_POSTGRES_DEFAULTS, open_backend
+from reaper.infra.factory import REDIS_POSTGRES_DEFAULTS, open_backend, parse_spec
 from reaper.lab import LabFile, LabHost, LabSettings
 from reaper.models import (
     OS_NAMES,
@@ -133,7 +134,9 @@ async def bench_once(
 
     return BenchResult(
         backend=label,
-        workers=f"{processes.count} processes" if processes else "in-process",
+        workers=f"{processes.count} process{'es' if processes.count > 1 else ''}"
+        if processes
+        else "in-process",
         hosts=hosts,
         tasks=tasks,
         seconds=round(seconds, 3),
@@ -151,7 +154,7 @@ async def bench_once(
 
 def _specs(label: str, tmp: Path) -> tuple[str, str]:
     """(store, queue) specs for a backend label; sqlite gets a file of its own."""
-    if label == "sqlite":
+    if label == "sqlite" or parse_spec(label)[0].kind == "sqlite":
         db = f"sqlite:///{Path(tmp) / 'bench.db'}"
         return db, db
     if label == "redis+postgres":
@@ -160,11 +163,15 @@ def _specs(label: str, tmp: Path) -> tuple[str, str]:
     return label, label
 
 
-async def _bench_label(cli: Cli, label: str, sizes: list[int], tmp: Path) -> list[BenchResult]:
+async def _bench_label(
+    cli: Cli, label: str, sizes: list[int], tmp: Path, space: Namespace
+) -> list[BenchResult]:
     """Every size of one backend, best of `--repeat` each; worker processes (when used)
     start once for the backend and serve every run."""
     a = cli.args
     store, queue = _specs(label, tmp)
+    await open_backend(None, store=store, queue=queue).close()  # a bad spec: one line, now
+    store, queue = space.isolate(store), space.isolate(queue)
     separate = label != "memory" and not a.in_process
     async with contextlib.AsyncExitStack() as stack:
         procs = None
@@ -219,9 +226,13 @@ async def run_bench(cli: Cli) -> int:
         raise ConfigError("--hosts needs at least one positive host count")
     labels = (cli.args.backend or "memory,sqlite").split(",")
     results: list[BenchResult] = []
-    with tempfile.TemporaryDirectory(prefix="reaper-bench-") as tmp:
-        for label in labels:
-            results += await _bench_label(cli, label.strip(), sizes, Path(tmp))
+    space = Namespace()  # nothing of the bench stays on shared servers
+    try:
+        with tempfile.TemporaryDirectory(prefix="reaper-bench-") as tmp:
+            for label in labels:
+                results += await _bench_label(cli, label.strip(), sizes, Path(tmp), space)
+    finally:
+        await space.drop()
     if cli.args.json:
         cli.print_json([asdict(r) for r in results])
         return 0

@@ -54,6 +54,9 @@ log = logging.getLogger(__name__)
 ADOPTED = (MissionStatus.RUNNING, MissionStatus.AWAITING_APPROVAL, MissionStatus.STALLED)
 _RETRY_MAX_S = 30.0
 _FIRST_HOUSEKEEPING_S = 5.0  # after start: the first scan and adoptions go first
+# A process silent this long has been alerted on long ago: drop it from the registry (it
+# registers again with its next heartbeat if it ever comes back).
+FORGET_SILENT_S = 86_400.0
 
 
 class EngineService:
@@ -263,11 +266,13 @@ class EngineService:
             await self.clock.sleep(interval_s)
 
     async def housekeep(self) -> tuple[int, int] | None:
-        """One janitor round: prune and retire the finished missions past the grace period.
-        Returns (queue entries pruned, bus streams or rows retired), None if a backend call
-        failed (logged; the next round tries again)."""
+        """One janitor round: prune and retire the finished missions past the grace period,
+        and forget processes silent for a day (`FORGET_SILENT_S`). Returns (queue entries
+        pruned, bus streams or rows retired), None if a backend call failed (logged; the next
+        round tries again)."""
         try:
             finished = await self._finished_missions()
+            forgotten = await self._forget_dead_processes()
             if not finished:
                 return 0, 0
             pruned = await self.backend.queue.prune(finished)
@@ -277,10 +282,23 @@ class EngineService:
             return None
         log.info(
             "engine %s: housekeeping: %d finished missions, %d queue entries pruned, "
-            "%d bus entries retired",
-            self.owner, len(finished), pruned, retired,
+            "%d bus entries retired, %d dead processes forgotten",
+            self.owner, len(finished), pruned, retired, forgotten,
         )  # fmt: skip
         return pruned, retired
+
+    async def _forget_dead_processes(self) -> int:
+        now = self.clock.now()
+        dead = [
+            p.process_id
+            for p in await self.registry.list(now)
+            if p.silent_for(now) >= FORGET_SILENT_S
+        ]
+        for process_id in dead:
+            await self.registry.remove(process_id)
+        if dead:
+            log.info("engine %s: forgot %d processes silent for a day", self.owner, len(dead))
+        return len(dead)
 
     async def _finished_missions(self) -> list[str]:
         cutoff = self.clock.now() - timedelta(seconds=self.housekeeping_grace_s)

@@ -27,7 +27,7 @@ from typing import Any, Literal, Protocol
 from pydantic import AwareDatetime, BaseModel, Field
 
 from reaper.errors import BackendError, ConfigError
-from reaper.infra.factory import parse_spec
+from reaper.infra.factory import parse_spec, url_option
 
 __all__ = [
     "DEAD_AFTER_INTERVALS",
@@ -222,7 +222,7 @@ def open_registry(
         return MemoryRegistry()
     if part.kind == "sqlite":
         return SqliteRegistry(part.target)
-    return PostgresRegistry(part.target)
+    return PostgresRegistry(url_option(part.target, "schema")[0])
 
 
 def counters_of(stats: Mapping[str, Any]) -> dict[str, int]:

@@ -11,6 +11,9 @@ queue and the bus):
     postgresql://…             store, queue and bus (queue: SKIP LOCKED, wake-ups: LISTEN/NOTIFY)
     redis+postgres             redis://127.0.0.1:6379/0 (queue, bus) plus
                                postgresql://127.0.0.1:5432/test (store)
+URL options of Reaper's own, taken out before connecting: `postgresql://…?schema=NAME` (the
+PostgreSQL schema for the tables, default `reaper`) and `redis://…?prefix=NAME` (the key
+prefix, default `reaper`): separate namespaces on one server (tests, benchmarks).
 
 None means the default database file, `default_db`, which the CLI resolves from $REAPER_DB or
 $XDG_DATA_HOME: deep code never reads the environment. Redis and PostgreSQL are optional
@@ -24,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from reaper.clock import Clock, RealClock
 from reaper.errors import ConfigError
@@ -32,7 +35,7 @@ from reaper.infra.base import Backend, EventBus, MissionStore, TaskQueue
 from reaper.infra.memory import MemoryEventBus, MemoryMissionStore, MemoryTaskQueue
 from reaper.infra.sqlite import SqliteBackend
 
-__all__ = ["REDIS_POSTGRES_DEFAULTS", "BackendSpec", "open_backend", "parse_spec"]
+__all__ = ["REDIS_POSTGRES_DEFAULTS", "BackendSpec", "open_backend", "parse_spec", "url_option"]
 
 Kind = Literal["memory", "sqlite", "redis", "postgres"]
 
@@ -119,13 +122,34 @@ def _import_extra(kind: str) -> ModuleType:
         raise
 
 
+# Reaper's own URL option per kind (see the module docstring).
+_URL_OPTION = {"postgres": "schema", "pgqueue": "schema", "redis": "prefix"}
+
+
+def url_option(url: str, name: str) -> tuple[str, str | None]:
+    """`url` without its query option `name`, and that option's value (None if absent)."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    values = [v for k, v in query if k == name]
+    if not values:
+        return url, None
+    rest = urlencode([(k, v) for k, v in query if k != name])
+    return parts._replace(query=rest).geturl(), values[-1]
+
+
 def _extra_part(kind: str, class_name: str, url: str, clock: Clock) -> Any:
     module = _import_extra(kind)
     cls = getattr(module, class_name, None)
     if cls is None:
         raise ConfigError(f"the {kind} backend has no {class_name} in this build")
     # The optional modules' classes take the URL and the clock (and connect lazily).
-    return cls(url, clock=clock)
+    option = _URL_OPTION[kind]
+    url, value = url_option(url, option)
+    if value is None:
+        return cls(url, clock=clock)
+    if not value:
+        raise ConfigError(f"empty {option}= in backend URL")
+    return cls(url, clock=clock, **{option: value})
 
 
 class _Builder:

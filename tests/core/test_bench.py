@@ -65,6 +65,7 @@ def test_in_process_flag_keeps_workers_here(
         (["--hosts", "10,x"], "--hosts"),
         (["--max-in-flight", "0"], "--max-in-flight"),
         (["--backend", "carrier-pigeon://x", "--hosts", "5"], "unknown backend spec"),
+        (["--backend", "redis://127.0.0.1:1/0", "--hosts", "5"], "no mission store"),
     ],
 )
 def test_bad_flags_are_one_line(
@@ -88,3 +89,38 @@ def test_worker_os_list_is_checked(
         main(["worker", "--os", value])
     assert exc.value.code == 2
     assert "expected windows, linux, macos" in capsys.readouterr().err
+
+
+def _leftovers() -> tuple[set[str], set[str]]:
+    import psycopg
+    import redis
+
+    with psycopg.connect("postgresql://127.0.0.1:5432/test", autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'reaper_bench_%'"
+        ).fetchall()
+    client = redis.Redis(host="127.0.0.1", port=6379, decode_responses=True)
+    try:
+        keys = {k.split(":")[0] for k in client.scan_iter(match="reaper-bench-*", count=1000)}
+    finally:
+        client.close()
+    return {r[0] for r in rows}, keys
+
+
+def test_redis_postgres_bench_leaves_nothing_on_the_servers(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+):
+    from tests.services import port_open, require_service
+
+    require_service("redis", port_open("127.0.0.1", 6379), "no Redis on 127.0.0.1:6379")
+    require_service("postgres", port_open("127.0.0.1", 5432), "no PostgreSQL on :5432")
+    schemas, prefixes = _leftovers()
+    rc, out, err = _bench(
+        capsys, monkeypatch,
+        "--backend", "redis+postgres", "--hosts", "15", "--workers", "1", "--repeat", "2",
+        "--json",
+    )  # fmt: skip
+    assert rc == 0, err
+    [row] = json.loads(out)
+    assert row["status"] == "completed" and row["workers"] == "1 process"
+    assert _leftovers() == (schemas, prefixes)  # its own schema and keys are gone

@@ -138,3 +138,21 @@ def test_a_missing_pool_package_says_the_same_install(
     monkeypatch.setitem(factory._EXTRAS, "postgres", ("fake_reaper_pg_pool", "psycopg"))
     with pytest.raises(ConfigError, match=r"pip install 'reaper-lab\[postgres\]'"):
         open_backend(None, store="postgresql://127.0.0.1:5432/test", queue="memory")
+
+
+def test_url_options_name_a_schema_and_a_key_prefix() -> None:
+    assert factory.url_option("postgresql://h/db?schema=s1&sslmode=off", "schema") == (
+        "postgresql://h/db?sslmode=off",
+        "s1",
+    )
+    assert factory.url_option("redis://h:1/0", "prefix") == ("redis://h:1/0", None)
+    backend = open_backend(
+        None,
+        store="postgresql://127.0.0.1:5432/test?schema=ns_a",
+        queue="redis://127.0.0.1:6379/0?prefix=ns-b",
+    )
+    assert backend.store.schema == "ns_a"  # type: ignore[attr-defined]
+    assert backend.queue.stream_key("reaper-linux") == "ns-b:q:reaper-linux"  # type: ignore[attr-defined]
+    assert backend.bus.stream_key("m1").startswith("ns-b:")  # type: ignore[attr-defined]
+    with pytest.raises(ConfigError, match="empty schema="):
+        open_backend("postgresql://127.0.0.1:5432/test?schema=")

@@ -375,3 +375,29 @@ async def test_janitor_rounds_of_several_engines_are_safe_together(tmp_path: Pat
     finally:
         for be in backends:
             await be.close()
+
+
+async def test_janitor_forgets_processes_silent_for_a_day() -> None:
+    from reaper.services_engine import FORGET_SILENT_S
+    from reaper.services_registry import ProcessInfo
+
+    clock = ManualClock()
+    registry = MemoryRegistry()
+    now = clock.now()
+    for pid, silent_s in (("long-dead", FORGET_SILENT_S + 1), ("just-silent", 120.0)):
+        seen = now - timedelta(seconds=silent_s)
+        await registry.beat(
+            ProcessInfo(
+                process_id=pid, role="worker", agent_type="reaper-linux", host="h", pid=1,
+                started=seen, last_seen=seen, interval_s=5.0,
+            )
+        )  # fmt: skip
+    store, queue, bus = memory_backend(clock)
+    service = EngineService(
+        Backend(store=store, queue=queue, bus=bus),
+        registry,
+        planner_factory=lambda _: RuleBasedPlanner(),
+        clock=clock,
+    )
+    assert await service.housekeep() == (0, 0)
+    assert [p.process_id for p in await registry.list(clock.now())] == ["just-silent"]

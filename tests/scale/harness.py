@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[2]
 REDIS_URL = "redis://127.0.0.1:6379/14"
 POSTGRES_URL = "postgresql://127.0.0.1:5432/test"
 BACKENDS = ["sqlite", "redis+postgres"]
+NAMESPACES: list[tuple[str, str]] = []  # (schema and key prefix, Redis URL) made by backend_spec
 
 
 @dataclass
@@ -72,7 +73,11 @@ def backend_spec(kind: str, tmp_path: Path, *, redis_url: str = REDIS_URL) -> Sp
             require_service(
                 f"127.0.0.1:{port}", port_open("127.0.0.1", port), "service not listening"
             )
-    return Spec(POSTGRES_URL, redis_url)
+    # A namespace per spec (a PostgreSQL schema, a Redis key prefix), dropped when the test
+    # session ends (see conftest.py): nothing stays in the shared `test` database.
+    name = f"scale_{uuid.uuid4().hex[:10]}"
+    NAMESPACES.append((name, redis_url))
+    return Spec(f"{POSTGRES_URL}?schema={name}", f"{redis_url}?prefix={name}")
 
 
 def free_port() -> int:
