@@ -87,6 +87,8 @@ class MissionEngine:
         # attempt) keys sent and not yet finished.
         self._waiting: deque[OutboxItem] = deque()
         self._in_flight: set[tuple[str, int]] = set()
+        # Published since the last commit: the next commit marks them sent (`Commit.sent`).
+        self._sent: list[tuple[str, int]] = []
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -160,6 +162,9 @@ class MissionEngine:
         self._last_progress = self.clock.monotonic()
         while not (state.status.terminal or state.status is MissionStatus.STOPPED):
             await self._wake()
+        if self._sent:  # published after the last commit (none follows now)
+            await self.store.mark_sent(self.mission_id, self._sent)
+            self._sent = []
         return state
 
     async def _restore_planner(self) -> None:
@@ -291,7 +296,7 @@ class MissionEngine:
             await self.queue.publish(batch)
             keys = [i.task.key for i in batch]
             self._in_flight.update(keys)
-            await self.store.mark_sent(self.mission_id, keys)
+            self._sent += keys
 
     # -- one wake-up -----------------------------------------------------------------------
 
@@ -436,8 +441,10 @@ class MissionEngine:
                 tasks=list(tr.tasks.values()),
                 events=tr.events,
                 outbox=outbox,
+                sent=self._sent,
             )
         )
+        self._sent = []
         await self._dispatch(outbox)
         if self.listener is not None:
             self.listener(state, tr.events)

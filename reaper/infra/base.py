@@ -64,7 +64,10 @@ class Commit:
 
     `mission` supplies the header (status, step, goal_reached, ...); hosts and tasks listed
     are upserted as rows; events are appended (the store assigns `seq`); the outbox holds the
-    tasks this change planned, published after the commit and marked sent then.
+    tasks this change planned, published after the commit; `sent` names outbox entries
+    published since the previous commit, marked sent in this one (no transaction of their
+    own: an entry published but not yet marked is published again after a crash, and the
+    queue drops the duplicate).
     """
 
     mission: MissionState
@@ -73,6 +76,7 @@ class Commit:
     tasks: Sequence[TaskRecord] = ()
     events: Sequence[EventRecord] = ()
     outbox: Sequence[OutboxItem] = ()
+    sent: Sequence[tuple[str, int]] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -84,6 +84,8 @@ class MemoryMissionStore:
         for rec in change.tasks:
             stored.put_task(rec)
         outbox = self._outbox[mid]
+        for key in change.sent:
+            outbox.pop(key, None)
         for item in change.outbox:
             outbox[item.task.key] = item
         self._append(mid, change.events)

@@ -190,6 +190,12 @@ class PostgresMissionStore:
             await self._append(
                 conn, mid, change.events, first_seq=last_seq - len(change.events) + 1
             )
+            if change.sent:
+                await self._exec(
+                    conn,
+                    "mark_sent",
+                    (mid, [k[0] for k in change.sent], [k[1] for k in change.sent]),
+                )
             out = change.outbox
             await self._many(
                 conn,

@@ -51,6 +51,7 @@ INSERT INTO tasks (mission_id, task_id, body) VALUES (?, ?, ?)
 ON CONFLICT (mission_id, task_id) DO UPDATE SET body = excluded.body
 """
 _INSERT_EVENT = "INSERT INTO events (mission_id, seq, kind, body) VALUES (?, ?, ?, ?)"
+_DELETE_SENT = "DELETE FROM outbox WHERE mission_id = ? AND task_id = ? AND attempt = ?"
 _UPSERT_OUTBOX = """
 INSERT INTO outbox (mission_id, task_id, attempt, body, not_before) VALUES (?, ?, ?, ?, ?)
 ON CONFLICT (mission_id, task_id, attempt)
@@ -230,6 +231,8 @@ class SqliteMissionStore:
             if change.events:
                 first = last_seq - len(change.events) + 1
                 conn.executemany(_INSERT_EVENT, _event_rows(mid, change.events, first))
+            if change.sent:
+                conn.executemany(_DELETE_SENT, [(mid, tid, n) for tid, n in change.sent])
             if change.outbox:
                 conn.executemany(_UPSERT_OUTBOX, [_outbox_row(mid, i) for i in change.outbox])
         return int(version)
@@ -281,7 +284,7 @@ class SqliteMissionStore:
         if keys:
             self._db.write_many(
                 "mark sent",
-                "DELETE FROM outbox WHERE mission_id = ? AND task_id = ? AND attempt = ?",
+                _DELETE_SENT,
                 [(mission_id, tid, attempt) for tid, attempt in keys],
             )
 

@@ -151,6 +151,23 @@ async def test_outbox_unsent_until_marked_sent(kit: Kit, store: MissionStore, ui
     assert [i.task.task_id for i in await store.unsent(other)] == [f"{other}-s1-1"]
 
 
+async def test_a_commit_marks_what_was_sent_since_the_last(store: MissionStore, uid: str) -> None:
+    mid = f"m-{uid}"
+    await store.create(b.mission(mid), [])
+    state = await store.load(mid)
+    assert state is not None
+    first = [b.item(mid, 1), b.item(mid, 2)]
+    await store.commit(Commit(mission=state, expected_version=0, outbox=first))
+    # The next commit plans one more task and marks the first two sent, atomically.
+    later = [b.item(mid, 3)]
+    sent = [first[0].task.key, first[1].task.key]
+    await store.commit(Commit(mission=state, expected_version=1, outbox=later, sent=sent))
+    assert await store.unsent(mid) == later
+    with pytest.raises(StaleStateError):  # a refused commit marks nothing
+        await store.commit(Commit(mission=state, expected_version=1, sent=[later[0].task.key]))
+    assert await store.unsent(mid) == later
+
+
 async def test_claim_is_exclusive_until_expiry(kit: Kit, store: MissionStore, uid: str) -> None:
     mid = f"m-{uid}"
     await store.create(b.mission(mid), [])
