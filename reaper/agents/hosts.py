@@ -2,61 +2,41 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Protocol
 
 from reaper.infra.base import MissionStore
-from reaper.models import HostState
+from reaper.models import HostConnection
 
 __all__ = ["HostResolver", "StoreHostResolver"]
 
 
 class HostResolver(Protocol):
-    async def resolve(self, mission_id: str, host_id: str) -> HostState | None: ...
-
-
-class PrefetchingResolver(HostResolver, Protocol):
-    async def prefetch(self, wanted: Sequence[tuple[str, str]]) -> None:
-        """Load the (mission, host) pairs not cached yet, in as few round trips as possible."""
-        ...
+    async def resolve(self, mission_id: str, host_id: str) -> HostConnection | None: ...
 
 
 class StoreHostResolver:
-    """Hosts from the store's registry, cached in process (connection settings rarely change;
-    `invalidate` drops entries). Unknown hosts are not cached: a host added later is found."""
+    """Connection settings from the store, a mission's hosts all at once: the first task of
+    a mission costs one round trip, the rest none (a worker process sees tasks of most of a
+    mission's hosts, in any order). A host the cached mission does not know makes one fresh
+    load (it may have been added since). At most `max_missions` missions stay cached, the
+    least recently used going first; `invalidate` drops them."""
 
-    def __init__(self, store: MissionStore, *, max_entries: int = 10_000) -> None:
+    def __init__(self, store: MissionStore, *, max_missions: int = 64) -> None:
         self._store = store
-        self._max = max_entries
-        self._cache: dict[tuple[str, str], HostState] = {}
+        self._max = max_missions
+        self._missions: dict[str, dict[str, HostConnection]] = {}
 
-    async def resolve(self, mission_id: str, host_id: str) -> HostState | None:
-        key = (mission_id, host_id)
-        host = self._cache.get(key)
-        if host is None:
-            host = await self._store.get_host(mission_id, host_id)
-            if host is not None:
-                self._put(key, host)
-        return host
-
-    async def prefetch(self, wanted: Sequence[tuple[str, str]]) -> None:
-        missing: dict[str, list[str]] = {}
-        for mission_id, host_id in wanted:
-            if (mission_id, host_id) not in self._cache:
-                missing.setdefault(mission_id, []).append(host_id)
-        for mission_id, host_ids in missing.items():
-            for host_id, host in (await self._store.get_hosts(mission_id, host_ids)).items():
-                self._put((mission_id, host_id), host)
-
-    def _put(self, key: tuple[str, str], host: HostState) -> None:
-        if len(self._cache) >= self._max:
-            # Oldest first: dicts keep insertion order.
-            del self._cache[next(iter(self._cache))]
-        self._cache[key] = host
+    async def resolve(self, mission_id: str, host_id: str) -> HostConnection | None:
+        hosts = self._missions.pop(mission_id, None)  # re-inserted below: most recent last
+        if hosts is None or host_id not in hosts:
+            hosts = await self._store.get_connections(mission_id)
+        if len(self._missions) >= self._max:
+            del self._missions[next(iter(self._missions))]
+        self._missions[mission_id] = hosts
+        return hosts.get(host_id)
 
     def invalidate(self, mission_id: str | None = None) -> None:
         if mission_id is None:
-            self._cache.clear()
+            self._missions.clear()
         else:
-            for key in [k for k in self._cache if k[0] == mission_id]:
-                del self._cache[key]
+            self._missions.pop(mission_id, None)

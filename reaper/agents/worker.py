@@ -20,7 +20,6 @@ then cancels and releases the rest (visible again at once for another worker).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import secrets
@@ -243,10 +242,6 @@ class Worker:
         finished: list[tuple[TaskDelivery, ResultEvent]] = []
         index = 0  # deliveries before this one are finished or spawned
         try:
-            prefetch = getattr(self._hosts, "prefetch", None)  # optional on resolvers
-            if prefetch is not None and len(batch) > 1:
-                with contextlib.suppress(BackendError):  # each task then looks its host up
-                    await prefetch([(d.task.mission_id, d.task.host_id) for d in batch])
             for delivery in batch:
                 started = self._clock.monotonic()
                 outcome = await self._start(delivery, started)
@@ -273,14 +268,13 @@ class Worker:
         """Run the delivery inline and return its outcome, or spawn it and return None."""
         task = delivery.task
         try:
-            host = await self._hosts.resolve(task.mission_id, task.host_id)
+            conn = await self._hosts.resolve(task.mission_id, task.host_id)
         except BackendError as exc:
             return _error("HOST_LOOKUP_FAILED", f"host lookup failed: {exc}", retriable=True)
-        if host is None:
+        if conn is None:
             return _error(
                 "UNKNOWN_HOST", f"no host {task.host_id!r} in mission {task.mission_id!r}"
             )
-        conn = host.connection
         runner = self._runners.get(conn.transport)
         if runner is None:
             return _error(

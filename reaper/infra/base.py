@@ -15,6 +15,7 @@ from typing import Protocol, runtime_checkable
 
 from reaper.models import (
     EventRecord,
+    HostConnection,
     HostState,
     InboundMessage,
     MissionState,
@@ -102,6 +103,11 @@ class MissionStore(Protocol):
 
     async def get_hosts(self, mission_id: str, host_ids: Sequence[str]) -> dict[str, HostState]:
         """Several hosts in one round trip (unknown ids are left out)."""
+        ...
+
+    async def get_connections(self, mission_id: str) -> dict[str, HostConnection]:
+        """Every host's connection settings (all a worker needs of a host), in one round
+        trip; {} for an unknown mission."""
         ...
 
     async def commit(self, change: Commit) -> int:

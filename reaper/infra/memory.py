@@ -23,7 +23,7 @@ from reaper.infra.base import (
     OutboxItem,
     TaskDelivery,
 )
-from reaper.models import EventRecord, HostState, InboundMessage, MissionState
+from reaper.models import EventRecord, HostConnection, HostState, InboundMessage, MissionState
 
 __all__ = ["MemoryEventBus", "MemoryMissionStore", "MemoryTaskQueue", "memory_backend"]
 
@@ -60,6 +60,10 @@ class MemoryMissionStore:
         if state is None:
             return {}
         return {h: state.hosts[h] for h in host_ids if h in state.hosts}
+
+    async def get_connections(self, mission_id: str) -> dict[str, HostConnection]:
+        state = self._missions.get(mission_id)
+        return {} if state is None else {h: s.connection for h, s in state.hosts.items()}
 
     async def commit(self, change: Commit) -> int:
         mid = change.mission.mission_id

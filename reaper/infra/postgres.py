@@ -32,6 +32,7 @@ from reaper.infra.postgres_conn import PgConnection
 from reaper.infra.postgres_schema import schema_ident
 from reaper.models import (
     EventRecord,
+    HostConnection,
     HostState,
     MissionState,
     MissionStatus,
@@ -84,6 +85,8 @@ _SQL: dict[str, LiteralString] = {
     "load_hosts": "SELECT doc::text FROM {s}.hosts WHERE mission_id = %s ORDER BY host_id",
     "load_tasks": "SELECT doc::text FROM {s}.tasks WHERE mission_id = %s",
     "get_host": "SELECT doc::text FROM {s}.hosts WHERE mission_id = %s AND host_id = %s",
+    "get_connections": """SELECT host_id, (doc->'connection')::text FROM {s}.hosts
+        WHERE mission_id = %s""",
     "get_hosts": """SELECT host_id, doc::text FROM {s}.hosts
         WHERE mission_id = %s AND host_id = ANY(%s)""",
     "events": """SELECT seq, ts, kind, schema_version, payload::text FROM {s}.events
@@ -277,6 +280,10 @@ class PostgresMissionStore:
     async def get_host(self, mission_id: str, host_id: str) -> HostState | None:
         rows = await self._rows("get_host", (mission_id, host_id))
         return HostState.model_validate_json(rows[0][0]) if rows else None
+
+    async def get_connections(self, mission_id: str) -> dict[str, HostConnection]:
+        rows = await self._rows("get_connections", (mission_id,))
+        return {hid: HostConnection.model_validate_json(doc) for hid, doc in rows}
 
     async def get_hosts(self, mission_id: str, host_ids: Sequence[str]) -> dict[str, HostState]:
         rows = await self._rows("get_hosts", (mission_id, list(dict.fromkeys(host_ids))))

@@ -16,6 +16,7 @@ from reaper.infra.base import Commit, MissionSummary, OutboxItem
 from reaper.infra.sqlite_db import SqliteDatabase
 from reaper.models import (
     EventRecord,
+    HostConnection,
     HostState,
     MissionState,
     MissionStatus,
@@ -177,6 +178,14 @@ class SqliteMissionStore:
             (mission_id, host_id),
         )
         return HostState.model_validate_json(rows[0][0]) if rows else None
+
+    async def get_connections(self, mission_id: str) -> dict[str, HostConnection]:
+        rows = self._db.execute(
+            "get connections",
+            "SELECT host_id, json_extract(body, '$.connection') FROM hosts WHERE mission_id = ?",
+            (mission_id,),
+        )
+        return {hid: HostConnection.model_validate_json(doc) for hid, doc in rows}
 
     async def get_hosts(self, mission_id: str, host_ids: Sequence[str]) -> dict[str, HostState]:
         found: dict[str, HostState] = {}

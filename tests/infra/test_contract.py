@@ -36,6 +36,9 @@ async def test_create_load_round_trip(store: MissionStore, uid: str) -> None:
     assert await store.load(f"absent-{uid}") is None
     assert await store.get_host(mid, "h00001") == state.hosts["h00001"]
     assert await store.get_host(mid, "nope") is None
+    connections = await store.get_connections(mid)
+    assert connections == {h: s.connection for h, s in state.hosts.items()}
+    assert await store.get_connections(f"absent-{uid}") == {}
     summary = next(s for s in await store.list_missions() if s.mission_id == mid)
     assert (summary.hosts, summary.version, summary.status) == (4, 0, MissionStatus.RUNNING)
     assert summary.updated_at == state.updated_at

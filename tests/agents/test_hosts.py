@@ -1,0 +1,70 @@
+"""StoreHostResolver: a mission's connections in one store call, then from memory."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from reaper.agents.hosts import StoreHostResolver
+from reaper.infra.memory import MemoryMissionStore
+from reaper.models import HostConnection, HostState, MissionState
+
+
+class _Counting:
+    def __init__(self, inner: MemoryMissionStore) -> None:
+        self.inner = inner
+        self.calls: list[str] = []
+
+    async def get_connections(self, mission_id: str) -> dict[str, HostConnection]:
+        self.calls.append(mission_id)
+        return await self.inner.get_connections(mission_id)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def _mission(mid: str, *hosts: str) -> MissionState:
+    return MissionState(
+        mission_id=mid,
+        lab_type="t",
+        hosts={
+            h: HostState(host_id=h, os="linux", connection=HostConnection(address=f"{h}.lab"))
+            for h in hosts
+        },
+    )
+
+
+async def test_one_store_call_per_mission_then_memory():
+    inner = MemoryMissionStore()
+    await inner.create(_mission("m1", "a", "b", "c"), [])
+    store = _Counting(inner)
+    resolver = StoreHostResolver(store)  # type: ignore[arg-type]
+    for h in ("a", "b", "c", "a", "b"):
+        conn = await resolver.resolve("m1", h)
+        assert conn is not None and conn.address == f"{h}.lab"
+    assert store.calls == ["m1"]
+
+
+async def test_an_unknown_host_reloads_once_and_is_then_none():
+    inner = MemoryMissionStore()
+    await inner.create(_mission("m1", "a"), [])
+    store = _Counting(inner)
+    resolver = StoreHostResolver(store)  # type: ignore[arg-type]
+    assert await resolver.resolve("m1", "a") is not None
+    assert await resolver.resolve("m1", "ghost") is None
+    assert store.calls == ["m1", "m1"]
+    assert await resolver.resolve("ghost-mission", "a") is None
+
+
+async def test_least_recently_used_missions_leave_first():
+    inner = MemoryMissionStore()
+    for mid in ("m1", "m2", "m3"):
+        await inner.create(_mission(mid, "a"), [])
+    store = _Counting(inner)
+    resolver = StoreHostResolver(store, max_missions=2)  # type: ignore[arg-type]
+    for mid in ("m1", "m2", "m1", "m3", "m1", "m2"):
+        await resolver.resolve(mid, "a")
+    # m2 was the least recently used when m3 came, so it is loaded again; m1 never left.
+    assert store.calls == ["m1", "m2", "m3", "m2"]
+    resolver.invalidate("m1")
+    await resolver.resolve("m1", "a")
+    assert store.calls[-1] == "m1"
