@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 from reaper.errors import BackendError
 from reaper.infra.factory import parse_spec, url_option
 
-__all__ = ["Namespace"]
+__all__ = ["Namespace", "drop_keys", "drop_schema"]
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +50,12 @@ class Namespace:
         """Remove everything the run created (best effort: a failure is logged)."""
         for dsn in self._postgres:
             try:
-                await _drop_schema(dsn, self.schema)
+                await drop_schema(dsn, self.schema)
             except Exception as exc:  # cleanup must not hide the run's own outcome
                 log.warning("bench: could not drop schema %s: %s", self.schema, exc)
         for url in self._redis:
             try:
-                await _drop_keys(url, self.prefix)
+                await drop_keys(url, self.prefix)
             except Exception as exc:
                 log.warning("bench: could not delete keys %s:*: %s", self.prefix, exc)
 
@@ -65,7 +65,8 @@ def _with(url: str, name: str, value: str) -> str:
     return f"{url}{sep}{name}={value}"
 
 
-async def _drop_schema(dsn: str, schema: str) -> None:
+async def drop_schema(dsn: str, schema: str) -> None:
+    """DROP SCHEMA … CASCADE on the server of `dsn` (a URL without Reaper's options)."""
     import psycopg
     from psycopg import sql
 
@@ -75,7 +76,8 @@ async def _drop_schema(dsn: str, schema: str) -> None:
         )
 
 
-async def _drop_keys(url: str, prefix: str) -> None:
+async def drop_keys(url: str, prefix: str) -> None:
+    """Delete every `prefix:*` key on the Redis server of `url`."""
     from reaper.infra.redis_conn import connect
 
     client = connect(url)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from reaper.bench_space import drop_keys, drop_schema
 from reaper.clock import Clock, ManualClock, RealClock
 from reaper.infra.base import Backend, EventBus, MissionStore, TaskQueue
 from reaper.infra.factory import open_backend
@@ -60,6 +61,7 @@ class Kit:
     kind: str
     backend: Backend
     clock: Clock
+    space: str = "reaper"  # the PostgreSQL schema or Redis key prefix of server-backed kinds
 
     @property
     def manual(self) -> bool:
@@ -78,6 +80,9 @@ class Kit:
 
 @pytest.fixture
 async def kit(backend_kind: str, tmp_path: Path) -> AsyncIterator[Kit]:
+    # Server-backed kinds get a namespace of their own, dropped afterwards: nothing stays in
+    # the shared `test` database or Redis db.
+    space = f"ct_{uuid.uuid4().hex[:10]}"
     clock: Clock
     if backend_kind == "memory":
         clock = ManualClock()
@@ -88,17 +93,22 @@ async def kit(backend_kind: str, tmp_path: Path) -> AsyncIterator[Kit]:
     elif backend_kind == "redis":
         _require("redis", "reaper.infra.redis", 6379)
         clock = RealClock()
-        backend = open_backend(REDIS_URL, store="memory", clock=clock)
+        backend = open_backend(f"{REDIS_URL}?prefix={space}", store="memory", clock=clock)
     elif backend_kind == "pgqueue":
         _require("pgqueue", "reaper.infra.postgres_queue", 5432)
         clock = RealClock()
-        backend = open_backend(PG_URL, store="memory", clock=clock)
+        backend = open_backend(f"{PG_URL}?schema={space}", store="memory", clock=clock)
     else:
         _require("postgres", "reaper.infra.postgres", 5432)
         clock = RealClock()
-        backend = open_backend(PG_URL, queue="memory", clock=clock)
-    yield Kit(backend_kind, backend, clock)
+        backend = open_backend(f"{PG_URL}?schema={space}", queue="memory", clock=clock)
+    server = backend_kind in ("redis", "pgqueue", "postgres")
+    yield Kit(backend_kind, backend, clock, space if server else "reaper")
     await backend.close()
+    if backend_kind in ("pgqueue", "postgres"):
+        await drop_schema(PG_URL, space)
+    elif backend_kind == "redis":
+        await drop_keys(REDIS_URL, space)
 
 
 @pytest.fixture

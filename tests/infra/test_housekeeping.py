@@ -64,7 +64,7 @@ class Storage:
 
     async def _rows(self, table: str, mission_id: str) -> int:
         if self.pg is not None:
-            query = f"SELECT count(*) FROM reaper.{table} WHERE mission_id = %s"
+            query = f'SELECT count(*) FROM "{self.kit.space}".{table} WHERE mission_id = %s'
             row = await (await self.pg.execute(query, (mission_id,))).fetchone()
         else:
             with sqlite3.connect(self.db) as conn:
@@ -80,7 +80,7 @@ class Storage:
             assert isinstance(queue, MemoryTaskQueue)
             return sum(1 for m in queue._seen.values() if m == mission_id)
         if self.redis is not None:
-            entries = await self.redis.xrange(f"reaper:q:{agent_type}")
+            entries = await self.redis.xrange(f"{self.kit.space}:q:{agent_type}")
             return sum(1 for _, fields in entries if f'"mission_id":"{mission_id}"' in fields["t"])
         return await self._rows("queue", mission_id)
 
@@ -91,7 +91,7 @@ class Storage:
             assert isinstance(bus, MemoryEventBus)
             return len(bus._inbox.get(mission_id, ())) + len(bus._inflight.get(mission_id, {}))
         if self.redis is not None:
-            return int(await self.redis.xlen(f"reaper:bus:{mission_id}"))
+            return int(await self.redis.xlen(f"{self.kit.space}:bus:{mission_id}"))
         return await self._rows("inbox", mission_id)
 
 

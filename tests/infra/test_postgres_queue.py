@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from reaper.bench_space import drop_schema
 from reaper.infra.base import TaskDelivery
 from reaper.infra.factory import open_backend
 from reaper.infra.postgres import PostgresMissionStore
@@ -30,15 +31,19 @@ DSN = "postgresql://127.0.0.1:5432/test"
 
 
 @pytest.fixture
-def uid() -> str:
+async def uid() -> AsyncIterator[str]:
+    """A unique id, and the PostgreSQL schema `pgq_<id>` dropped after the test."""
     require_service("postgresql", port_open("127.0.0.1", 5432), "nothing on 127.0.0.1:5432")
-    return uuid.uuid4().hex[:10]
+    value = uuid.uuid4().hex[:10]
+    yield value
+    await drop_schema(DSN, f"pgq_{value}")
 
 
 @pytest.fixture
-async def queues() -> AsyncIterator[tuple[PostgresTaskQueue, PostgresTaskQueue]]:
+async def queues(uid: str) -> AsyncIterator[tuple[PostgresTaskQueue, PostgresTaskQueue]]:
     """Two queues: two processes' worth of connections to the same tables."""
-    one, two = PostgresTaskQueue(DSN), PostgresTaskQueue(DSN)
+    one = PostgresTaskQueue(DSN, schema=f"pgq_{uid}")
+    two = PostgresTaskQueue(DSN, schema=f"pgq_{uid}")
     yield one, two
     await one.close()
     await two.close()
@@ -82,7 +87,8 @@ async def test_blocked_take_wakes_on_publish_from_another_connection(
 
 
 async def test_blocked_receive_wakes_on_publish_from_another_connection(uid: str) -> None:
-    receiver, publisher = PostgresEventBus(DSN), PostgresEventBus(DSN)
+    receiver = PostgresEventBus(DSN, schema=f"pgq_{uid}")
+    publisher = PostgresEventBus(DSN, schema=f"pgq_{uid}")
     try:
         mid = f"m-{uid}"
         await receiver.receive(mid, timeout=0.01)
@@ -129,7 +135,7 @@ async def test_one_postgresql_url_is_a_complete_backend() -> None:
 
 
 async def test_a_mission_completes_on_postgresql_alone(uid: str) -> None:
-    backend = open_backend(DSN)
+    backend = open_backend(f"{DSN}?schema=pgq_{uid}")
     workers = LocalWorkers(backend, concurrency=16)
     try:
         overseer = Overseer(backend)

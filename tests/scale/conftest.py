@@ -2,32 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Iterator
 
 import pytest
 
-from .harness import NAMESPACES, POSTGRES_URL
+from reaper.bench_space import drop_keys, drop_schema
+from reaper.errors import BackendError
+
+from .harness import NAMESPACES, POSTGRES_URL, REDIS_URL
+
+
+async def _drop_all() -> None:
+    for name, redis_url in NAMESPACES:
+        await drop_schema(POSTGRES_URL, name)
+        if redis_url == REDIS_URL:  # a throwaway server's keys went with it
+            with contextlib.suppress(BackendError):
+                await drop_keys(redis_url, name)
 
 
 @pytest.fixture(autouse=True, scope="session")
 def _drop_namespaces() -> Iterator[None]:
     yield
-    if not NAMESPACES:
-        return
-    import psycopg
-    import redis
-    from psycopg import sql
-
-    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
-        for name, _ in NAMESPACES:
-            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
-    for name, url in NAMESPACES:
-        client = redis.Redis.from_url(url, socket_connect_timeout=1)
-        try:
-            keys = list(client.scan_iter(match=f"{name}:*", count=1000))
-            if keys:
-                client.unlink(*keys)
-        except redis.ConnectionError:
-            pass  # a throwaway server a test killed: its keys went with it
-        finally:
-            client.close()
+    if NAMESPACES:
+        asyncio.run(_drop_all())
