@@ -68,3 +68,18 @@ async def test_least_recently_used_missions_leave_first():
     resolver.invalidate("m1")
     await resolver.resolve("m1", "a")
     assert store.calls[-1] == "m1"
+
+
+async def test_the_host_bound_evicts_whole_missions_but_never_the_one_in_use():
+    inner = MemoryMissionStore()
+    await inner.create(_mission("small", "a"), [])
+    await inner.create(_mission("big", "a", "b", "c"), [])
+    store = _Counting(inner)
+    resolver = StoreHostResolver(store, max_hosts=3)  # type: ignore[arg-type]
+    await resolver.resolve("small", "a")
+    await resolver.resolve("big", "b")  # 1 + 3 > 3: "small" leaves
+    await resolver.resolve("big", "c")
+    await resolver.resolve("small", "a")  # loaded again; "big" leaves for it
+    assert store.calls == ["small", "big", "small"]
+    await resolver.resolve("small", "a")
+    assert store.calls == ["small", "big", "small"]
