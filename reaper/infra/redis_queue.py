@@ -190,6 +190,8 @@ class RedisTaskQueue:
             return None
         await self._maybe_trim(agent_type)
         remaining = None if timeout is None else timeout - (self._clock.monotonic() - start)
+        if remaining is not None and remaining <= 0:
+            return []  # the script has just read the stream: a non-blocking read would repeat it
         wait = MAX_BLOCK_S if remaining is None else min(remaining, MAX_BLOCK_S)
         next_ms = int(nxt)
         if next_ms >= 0:
