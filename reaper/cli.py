@@ -60,6 +60,16 @@ def _os_list(text: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
+    return value
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -225,6 +235,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-port", type=_positive_int, help="serve Prometheus metrics here")
     _common(p)
 
+    p = sub.add_parser(
+        "housekeep",
+        help="drop what finished missions left in the queue and bus "
+        "(every `reaper engine` does this on its own)",
+    )
+    p.add_argument(
+        "--grace",
+        type=_non_negative_float,
+        default=60.0,
+        help="only missions finished at least this many seconds ago (default 60)",
+    )
+    _common(p)
+
     p = sub.add_parser("engine", help="run mission engines (a separate process)")
     p.add_argument("--mission", action="append", help="only these missions (default: all)")
     p.add_argument("--metrics-port", type=_positive_int, help="serve Prometheus metrics here")
@@ -290,6 +313,7 @@ def _commands() -> dict[str, Callable[[Cli], Coroutine[Any, Any, int]]]:
         "bench": c.cmd_bench,
         "worker": c.cmd_worker,
         "engine": c.cmd_engine,
+        "housekeep": c.cmd_housekeep,
     }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from dataclasses import asdict
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +15,7 @@ from reaper.lab import LabFile, load_lab
 from reaper.models import (
     EventKind,
     Stage,
+    utcnow,
 )
 from reaper.overseer import MissionReport, Overseer
 
@@ -233,6 +235,18 @@ async def cmd_worker(cli: Cli) -> int:
     from reaper.services import run_worker_process
 
     return await run_worker_process(cli)
+
+
+async def cmd_housekeep(cli: Cli) -> int:
+    from reaper.housekeeping import housekeep
+
+    async with _backend(cli) as backend:
+        report = await housekeep(backend, now=utcnow(), grace_s=cli.args.grace)
+    if cli.args.json:
+        cli.print_json(asdict(report))
+    else:
+        cli.out.print(f"housekeeping: {report.summary()}", soft_wrap=True)
+    return 0
 
 
 async def cmd_engine(cli: Cli) -> int:

@@ -19,8 +19,9 @@ on purpose (its planner halted, or an operator) and is resumed with `reaper resu
 Housekeeping: every `housekeeping_s` a janitor takes the finished (completed, failed) missions
 whose last change is older than `housekeeping_grace_s` (late duplicate results of a mission
 that just finished are still absorbed by its engine meanwhile) and has the queue forget their
-acked tasks (`prune`) and the bus drop their messages (`retire`). Both are idempotent, so
-every engine process runs its janitor without coordinating with the others.
+acked tasks (`prune`) and the bus drop their messages (`retire`): `reaper.housekeeping`.
+Both are idempotent, so every engine process runs its janitor without coordinating with the
+others.
 """
 
 from __future__ import annotations
@@ -32,13 +33,13 @@ import os
 import socket
 import uuid
 from collections.abc import Collection, Sequence
-from datetime import timedelta
 from typing import Any
 
 from reaper.alerts import alerts_from_events, alerts_from_processes, raise_alert
 from reaper.clock import Clock, RealClock
 from reaper.engine import MissionEngine
 from reaper.errors import BackendError, LeaseLostError, MissionNotFoundError
+from reaper.housekeeping import GRACE_S, HousekeepingReport, housekeep
 from reaper.infra.base import Backend, MissionSummary
 from reaper.metrics import Metrics
 from reaper.models import AGENT_TYPES, EventRecord, MissionState, MissionStatus
@@ -54,9 +55,6 @@ log = logging.getLogger(__name__)
 ADOPTED = (MissionStatus.RUNNING, MissionStatus.AWAITING_APPROVAL, MissionStatus.STALLED)
 _RETRY_MAX_S = 30.0
 _FIRST_HOUSEKEEPING_S = 5.0  # after start: the first scan and adoptions go first
-# A process silent this long has been alerted on long ago: drop it from the registry (it
-# registers again with its next heartbeat if it ever comes back).
-FORGET_SILENT_S = 86_400.0
 
 
 class EngineService:
@@ -76,7 +74,7 @@ class EngineService:
         poll_min_s: float = 0.05,
         poll_max_s: float | None = None,
         housekeeping_s: float | None = 300.0,
-        housekeeping_grace_s: float = 60.0,
+        housekeeping_grace_s: float = GRACE_S,
     ) -> None:
         self.backend = backend
         self.registry = registry
@@ -265,50 +263,22 @@ class EngineService:
             await self.housekeep()
             await self.clock.sleep(interval_s)
 
-    async def housekeep(self) -> tuple[int, int] | None:
-        """One janitor round: prune and retire the finished missions past the grace period,
-        and forget processes silent for a day (`FORGET_SILENT_S`). Returns (queue entries
-        pruned, bus streams or rows retired), None if a backend call failed (logged; the next
-        round tries again)."""
+    async def housekeep(self) -> HousekeepingReport | None:
+        """One janitor round (`reaper.housekeeping`); None if a backend call failed (logged;
+        the next round tries again)."""
         try:
-            finished = await self._finished_missions()
-            forgotten = await self._forget_dead_processes()
-            if not finished:
-                return 0, 0
-            pruned = await self.backend.queue.prune(finished)
-            retired = await self.backend.bus.retire(finished)
+            report = await housekeep(
+                self.backend,
+                now=self.clock.now(),
+                grace_s=self.housekeeping_grace_s,
+                only=self.only,
+            )
         except BackendError as exc:
             log.warning("engine %s: housekeeping failed, will retry: %s", self.owner, exc)
             return None
-        log.info(
-            "engine %s: housekeeping: %d finished missions, %d queue entries pruned, "
-            "%d bus entries retired, %d dead processes forgotten",
-            self.owner, len(finished), pruned, retired, forgotten,
-        )  # fmt: skip
-        return pruned, retired
-
-    async def _forget_dead_processes(self) -> int:
-        now = self.clock.now()
-        dead = [
-            p.process_id
-            for p in await self.registry.list(now)
-            if p.silent_for(now) >= FORGET_SILENT_S
-        ]
-        for process_id in dead:
-            await self.registry.remove(process_id)
-        if dead:
-            log.info("engine %s: forgot %d processes silent for a day", self.owner, len(dead))
-        return len(dead)
-
-    async def _finished_missions(self) -> list[str]:
-        cutoff = self.clock.now() - timedelta(seconds=self.housekeeping_grace_s)
-        return [
-            m.mission_id
-            for m in await self.backend.store.list_missions()
-            if m.status.terminal
-            and m.updated_at <= cutoff
-            and (self.only is None or m.mission_id in self.only)
-        ]
+        if report.finished:
+            log.info("engine %s: housekeeping: %s", self.owner, report.summary())
+        return report
 
     async def _watch_workers(self) -> None:
         """Alert once per worker that stops heart-beating (again if it comes back and dies)."""

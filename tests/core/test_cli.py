@@ -282,3 +282,18 @@ def test_demo_runs_and_lists_the_four_hosts(cli: Run):
     for host in ("win-01", "win-02", "lnx-01", "mac-01"):
         assert host in out
     assert "completed" in out
+
+
+def test_housekeep_drops_what_a_finished_mission_left(cli: Run, tmp_path: Path):
+    lab = _write_lab(tmp_path / "lab.yaml", sim_host("a", "linux"), sim_host("b", "windows"))
+    assert cli("run", str(lab), "--no-live", "--no-input")[0] == 0
+    rc, out, _ = cli("housekeep", "--json")  # within the default grace period: kept
+    assert rc == 0 and json.loads(out) == {"finished": 0, "pruned": 0, "retired": 0}
+    rc, out, _ = cli("housekeep", "--grace", "0", "--json")
+    assert rc == 0 and json.loads(out) == {"finished": 1, "pruned": 4, "retired": 0}
+    rc, out, _ = cli("housekeep", "--grace", "0")
+    assert rc == 0 and out.strip() == (
+        "housekeeping: 1 finished missions, 0 queue entries pruned, 0 bus entries retired"
+    )
+    rc, _, err = cli("housekeep", "--grace", "-1")
+    _one_line_error(rc, err, "--grace")
