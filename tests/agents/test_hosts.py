@@ -83,3 +83,26 @@ async def test_the_host_bound_evicts_whole_missions_but_never_the_one_in_use():
     assert store.calls == ["small", "big", "small"]
     await resolver.resolve("small", "a")
     assert store.calls == ["small", "big", "small"]
+
+
+async def test_sim_hosts_memory_is_bounded_by_whole_missions():
+    from reaper.agents.transports.sim import SimRunner
+    from reaper.models import Task
+
+    runner = SimRunner(max_hosts=3)
+    conn = HostConnection(transport="sim")
+
+    async def discover(mid: str, host: str) -> None:
+        task = Task(
+            task_id=f"{mid}-{host}", mission_id=mid, host_id=host,
+            agent_type="reaper-linux", action="linux.discover",
+        )  # fmt: skip
+        assert (await runner.run(task, host, conn)).status.value == "success"
+
+    for host in ("a", "b"):
+        await discover("m1", host)
+    await discover("m2", "a")
+    assert runner.host_state("m1", "a") is not None  # 3 held: nothing forgotten yet
+    await discover("m2", "b")  # 4 > 3: the least recently used mission goes
+    assert runner.host_state("m1", "a") is None
+    assert runner.host_state("m2", "a") is not None and runner.host_state("m2", "b") is not None

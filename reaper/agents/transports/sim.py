@@ -134,18 +134,24 @@ def _snapshot(os: str, facts: dict[str, Any]) -> tuple[bytes | None, str, str]:
 
 
 class SimRunner:
-    """An `ActionRunner` for `transport: sim` hosts."""
+    """An `ActionRunner` for `transport: sim` hosts. Hosts' memory is kept per mission; once
+    more than `max_hosts` are held, the least recently used missions are forgotten (a worker
+    serving mission after mission does not grow without bound)."""
 
     name = "sim"
 
-    def __init__(self, *, seed: int = 0, clock: Clock | None = None) -> None:
+    def __init__(
+        self, *, seed: int = 0, clock: Clock | None = None, max_hosts: int = 50_000
+    ) -> None:
         self._seed = seed
         self._clock = clock or RealClock()
-        self._hosts: dict[tuple[str, str], SimHostState] = {}
+        self._max_hosts = max_hosts
+        self._missions: dict[str, dict[str, SimHostState]] = {}
+        self._held = 0
 
     def host_state(self, mission_id: str, host_id: str) -> SimHostState | None:
         """The simulated host's memory (for tests and inspection)."""
-        return self._hosts.get((mission_id, host_id))
+        return self._missions.get(mission_id, {}).get(host_id)
 
     def completes_inline(self, task: Task, conn: HostConnection) -> bool:
         """True when `run` will not suspend (no latency): the worker may run it inline."""
@@ -223,14 +229,19 @@ class SimRunner:
         conn: HostConnection,
         sim: SimSettings,
     ) -> SimHostState:
-        key = (mission_id, host_id)
-        host = self._hosts.get(key)
+        hosts = self._missions.pop(mission_id, {})
+        self._missions[mission_id] = hosts  # the most recently used last
+        host = hosts.get(host_id)
         if host is None:
             os_key = os_name if os_name in BASELINE_ITEMS else "linux"
             facts = facts_for(os_key, host_id, seed=seed, address=conn.address, overrides=sim.facts)
             needs = any(f.kind == "needs_prepare" for f in sim.faults)
             installed = set() if needs else set(PREPARE_ITEMS[os_key])
-            host = self._hosts[key] = SimHostState(os=os_key, facts=facts, installed=installed)
+            host = hosts[host_id] = SimHostState(os=os_key, facts=facts, installed=installed)
+            self._held += 1
+            while self._held > self._max_hosts and len(self._missions) > 1:
+                oldest = next(iter(self._missions))
+                self._held -= len(self._missions.pop(oldest))
         return host
 
     @staticmethod
