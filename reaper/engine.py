@@ -289,7 +289,8 @@ class MissionEngine:
             item = self._waiting.popleft()
             rec = tasks.get(item.task.task_id)
             if rec is None or rec.task.attempt != item.task.attempt or rec.status.done:
-                continue  # superseded while it waited (e.g. rejected)
+                self._sent.append(item.task.key)  # superseded while it waited: not to send
+                continue
             batch.append(item)
             free -= 1
         if batch:
