@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from reaper.agents.mission_cache import MissionCache
 from reaper.infra.base import MissionStore
 from reaper.models import HostConnection
 
@@ -26,28 +27,16 @@ class StoreHostResolver:
         self, store: MissionStore, *, max_missions: int = 64, max_hosts: int = 100_000
     ) -> None:
         self._store = store
-        self._max = max_missions
-        self._max_hosts = max_hosts
-        self._missions: dict[str, dict[str, HostConnection]] = {}
-        self._hosts = 0
+        self._cache: MissionCache[HostConnection] = MissionCache(
+            max_items=max_hosts, max_missions=max_missions
+        )
 
     async def resolve(self, mission_id: str, host_id: str) -> HostConnection | None:
-        hosts = self._missions.pop(mission_id, None)  # re-inserted below: most recent last
-        if hosts is not None:
-            self._hosts -= len(hosts)
+        hosts = self._cache.use(mission_id)
         if hosts is None or host_id not in hosts:
             hosts = await self._store.get_connections(mission_id)
-        while self._missions and (
-            len(self._missions) >= self._max or self._hosts + len(hosts) > self._max_hosts
-        ):
-            self._hosts -= len(self._missions.pop(next(iter(self._missions))))
-        self._missions[mission_id] = hosts
-        self._hosts += len(hosts)
+            self._cache.put(mission_id, hosts)
         return hosts.get(host_id)
 
     def invalidate(self, mission_id: str | None = None) -> None:
-        if mission_id is None:
-            self._missions.clear()
-            self._hosts = 0
-        else:
-            self._hosts -= len(self._missions.pop(mission_id, {}))
+        self._cache.drop(mission_id)

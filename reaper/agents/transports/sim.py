@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reaper.agents.base import ActionOutcome
+from reaper.agents.mission_cache import MissionCache
 from reaper.agents.transports.sim_facts import (
     BASELINE_ITEMS,
     PREPARE_ITEMS,
@@ -145,13 +146,11 @@ class SimRunner:
     ) -> None:
         self._seed = seed
         self._clock = clock or RealClock()
-        self._max_hosts = max_hosts
-        self._missions: dict[str, dict[str, SimHostState]] = {}
-        self._held = 0
+        self._hosts: MissionCache[SimHostState] = MissionCache(max_items=max_hosts)
 
     def host_state(self, mission_id: str, host_id: str) -> SimHostState | None:
         """The simulated host's memory (for tests and inspection)."""
-        return self._missions.get(mission_id, {}).get(host_id)
+        return (self._hosts.peek(mission_id) or {}).get(host_id)
 
     def completes_inline(self, task: Task, conn: HostConnection) -> bool:
         """True when `run` will not suspend (no latency): the worker may run it inline."""
@@ -229,19 +228,18 @@ class SimRunner:
         conn: HostConnection,
         sim: SimSettings,
     ) -> SimHostState:
-        hosts = self._missions.pop(mission_id, {})
-        self._missions[mission_id] = hosts  # the most recently used last
+        hosts = self._hosts.use(mission_id)
+        if hosts is None:
+            hosts = {}
+            self._hosts.put(mission_id, hosts)
         host = hosts.get(host_id)
         if host is None:
             os_key = os_name if os_name in BASELINE_ITEMS else "linux"
             facts = facts_for(os_key, host_id, seed=seed, address=conn.address, overrides=sim.facts)
             needs = any(f.kind == "needs_prepare" for f in sim.faults)
             installed = set() if needs else set(PREPARE_ITEMS[os_key])
-            host = hosts[host_id] = SimHostState(os=os_key, facts=facts, installed=installed)
-            self._held += 1
-            while self._held > self._max_hosts and len(self._missions) > 1:
-                oldest = next(iter(self._missions))
-                self._held -= len(self._missions.pop(oldest))
+            host = SimHostState(os=os_key, facts=facts, installed=installed)
+            self._hosts.add(mission_id, host_id, host)
         return host
 
     @staticmethod

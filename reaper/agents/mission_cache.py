@@ -1,0 +1,61 @@
+"""Per-mission maps kept by a long-running worker, bounded by missions and by entries."""
+
+from __future__ import annotations
+
+from typing import Generic, TypeVar
+
+__all__ = ["MissionCache"]
+
+V = TypeVar("V")
+
+
+class MissionCache(Generic[V]):
+    """One map per mission (host id → V). Once more than `max_missions` missions or
+    `max_items` entries in all are held, the least recently used missions are dropped whole;
+    the mission just used always stays."""
+
+    def __init__(self, *, max_items: int, max_missions: int | None = None) -> None:
+        self._max_items = max_items
+        self._max_missions = max_missions
+        self._missions: dict[str, dict[str, V]] = {}
+        self._items = 0
+
+    def peek(self, mission_id: str) -> dict[str, V] | None:
+        """The mission's map, without counting it as a use."""
+        return self._missions.get(mission_id)
+
+    def use(self, mission_id: str) -> dict[str, V] | None:
+        """The mission's map, now the most recently used (None if not held)."""
+        items = self._missions.pop(mission_id, None)
+        if items is not None:
+            self._missions[mission_id] = items  # dicts keep insertion order: most recent last
+        return items
+
+    def put(self, mission_id: str, items: dict[str, V]) -> None:
+        """Hold `items` as the mission's map (replacing any), the most recently used."""
+        self._items -= len(self._missions.pop(mission_id, {}))
+        self._missions[mission_id] = items
+        self._items += len(items)
+        self._evict()
+
+    def add(self, mission_id: str, key: str, value: V) -> None:
+        """Add one entry to the map of a mission held (the one just used)."""
+        self._missions[mission_id][key] = value
+        self._items += 1
+        self._evict()
+
+    def drop(self, mission_id: str | None = None) -> None:
+        """Forget one mission, or all."""
+        if mission_id is None:
+            self._missions.clear()
+            self._items = 0
+        else:
+            self._items -= len(self._missions.pop(mission_id, {}))
+
+    def _evict(self) -> None:
+        def over() -> bool:
+            too_many = self._max_missions is not None and len(self._missions) > self._max_missions
+            return too_many or self._items > self._max_items
+
+        while len(self._missions) > 1 and over():
+            self._items -= len(self._missions.pop(next(iter(self._missions))))
