@@ -101,10 +101,6 @@ class MissionStore(Protocol):
 
     async def get_host(self, mission_id: str, host_id: str) -> HostState | None: ...
 
-    async def get_hosts(self, mission_id: str, host_ids: Sequence[str]) -> dict[str, HostState]:
-        """Several hosts in one round trip (unknown ids are left out)."""
-        ...
-
     async def get_connections(self, mission_id: str) -> dict[str, HostConnection]:
         """Every host's connection settings (all a worker needs of a host), in one round
         trip; {} for an unknown mission."""

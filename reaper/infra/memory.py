@@ -55,12 +55,6 @@ class MemoryMissionStore:
         host = None if state is None else state.hosts.get(host_id)
         return host  # shared: host models are replaced on change, never mutated
 
-    async def get_hosts(self, mission_id: str, host_ids: Sequence[str]) -> dict[str, HostState]:
-        state = self._missions.get(mission_id)
-        if state is None:
-            return {}
-        return {h: state.hosts[h] for h in host_ids if h in state.hosts}
-
     async def get_connections(self, mission_id: str) -> dict[str, HostConnection]:
         state = self._missions.get(mission_id)
         return {} if state is None else {h: s.connection for h, s in state.hosts.items()}

@@ -87,8 +87,6 @@ _SQL: dict[str, LiteralString] = {
     "get_host": "SELECT doc::text FROM {s}.hosts WHERE mission_id = %s AND host_id = %s",
     "get_connections": """SELECT host_id, (doc->'connection')::text FROM {s}.hosts
         WHERE mission_id = %s""",
-    "get_hosts": """SELECT host_id, doc::text FROM {s}.hosts
-        WHERE mission_id = %s AND host_id = ANY(%s)""",
     "events": """SELECT seq, ts, kind, schema_version, payload::text FROM {s}.events
         WHERE mission_id = %s AND seq > %s ORDER BY seq LIMIT %s""",
     "list": """SELECT m.mission_id, m.lab_type, m.status, m.status_reason,
@@ -284,10 +282,6 @@ class PostgresMissionStore:
     async def get_connections(self, mission_id: str) -> dict[str, HostConnection]:
         rows = await self._rows("get_connections", (mission_id,))
         return {hid: HostConnection.model_validate_json(doc) for hid, doc in rows}
-
-    async def get_hosts(self, mission_id: str, host_ids: Sequence[str]) -> dict[str, HostState]:
-        rows = await self._rows("get_hosts", (mission_id, list(dict.fromkeys(host_ids))))
-        return {hid: HostState.model_validate_json(doc) for hid, doc in rows}
 
     async def events(
         self, mission_id: str, *, after_seq: int = 0, limit: int | None = None

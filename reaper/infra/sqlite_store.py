@@ -187,20 +187,6 @@ class SqliteMissionStore:
         )
         return {hid: HostConnection.model_validate_json(doc) for hid, doc in rows}
 
-    async def get_hosts(self, mission_id: str, host_ids: Sequence[str]) -> dict[str, HostState]:
-        found: dict[str, HostState] = {}
-        ids = list(dict.fromkeys(host_ids))
-        for start in range(0, len(ids), 500):  # SQLite caps bound parameters per statement
-            chunk = ids[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            rows = self._db.execute(
-                "get hosts",
-                f"SELECT host_id, body FROM hosts WHERE mission_id = ? AND host_id IN ({marks})",
-                (mission_id, *chunk),
-            )
-            found.update((hid, HostState.model_validate_json(body)) for hid, body in rows)
-        return found
-
     async def commit(self, change: Commit) -> int:
         m = change.mission
         mid = m.mission_id
