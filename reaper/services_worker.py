@@ -19,6 +19,7 @@ import os
 import socket
 from collections.abc import Sequence
 from dataclasses import asdict
+from datetime import datetime
 
 from reaper.agents.hosts import StoreHostResolver
 from reaper.agents.runners import default_runners
@@ -38,6 +39,20 @@ log = logging.getLogger(__name__)
 def heartbeat_interval(lease_ttl_s: float) -> float:
     """A third of the lease (so a beat lands in every lease), between 0.1 s and 5 s."""
     return min(5.0, max(0.1, lease_ttl_s / 3))
+
+
+def _info(worker: Worker, started: datetime, interval_s: float) -> ProcessInfo:
+    """The worker's entry in the process registry."""
+    return ProcessInfo(
+        process_id=worker.worker_id,
+        role="worker",
+        agent_type=worker.agent_type,
+        host=socket.gethostname(),
+        pid=os.getpid(),
+        started=started,
+        last_seen=started,
+        interval_s=interval_s,
+    )
 
 
 async def _beats(
@@ -101,25 +116,10 @@ async def serve_workers(
         for os_name in os_names
     ]
     now = clock.now()
+    interval_s = heartbeat_s or heartbeat_interval(lease_s)
     beats = [
         asyncio.create_task(
-            _beats(
-                worker,
-                ProcessInfo(
-                    process_id=worker.worker_id,
-                    role="worker",
-                    agent_type=worker.agent_type,
-                    host=socket.gethostname(),
-                    pid=os.getpid(),
-                    started=now,
-                    last_seen=now,
-                    interval_s=heartbeat_s or heartbeat_interval(lease_s),
-                ),
-                registry,
-                backend,
-                metrics,
-                clock,
-            )
+            _beats(worker, _info(worker, now, interval_s), registry, backend, metrics, clock)
         )
         for worker in workers
     ]
