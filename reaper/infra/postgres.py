@@ -94,7 +94,10 @@ _SQL: dict[str, LiteralString] = {
         m.version, m.updated_at FROM {s}.missions m ORDER BY m.created_at, m.mission_id""",
     "unsent": """SELECT task::text, not_before FROM {s}.outbox
         WHERE mission_id = %s AND NOT sent ORDER BY id""",
-    "mark_sent": """UPDATE {s}.outbox SET sent = true WHERE mission_id = %s AND NOT sent
+    # `task_id = ANY` is an index condition on the primary key: the rows read are the keys'
+    # own, however many the mission has (and whatever plan a prepared statement settles on).
+    "mark_sent": """UPDATE {s}.outbox SET sent = true
+        WHERE mission_id = %s AND task_id = ANY(%s::text[]) AND NOT sent
         AND (task_id, attempt) IN (SELECT * FROM unnest(%s::text[], %s::int[]))""",
     "claim": """INSERT INTO {s}.leases (mission_id, owner, expires_at) VALUES (%s, %s, %s)
         ON CONFLICT (mission_id) DO UPDATE SET owner = EXCLUDED.owner,
@@ -103,6 +106,12 @@ _SQL: dict[str, LiteralString] = {
         RETURNING owner""",
     "release": "DELETE FROM {s}.leases WHERE mission_id = %s AND owner = %s",
 }
+
+
+def _key_columns(keys: Sequence[tuple[str, int]]) -> tuple[list[str], list[str], list[int]]:
+    """`mark_sent`'s parameters after the mission: the task ids (twice) and the attempts."""
+    ids = [k[0] for k in keys]
+    return ids, ids, [k[1] for k in keys]
 
 
 class PostgresMissionStore:
@@ -195,7 +204,7 @@ class PostgresMissionStore:
                 await self._exec(
                     conn,
                     "mark_sent",
-                    (mid, [k[0] for k in change.sent], [k[1] for k in change.sent]),
+                    (mid, *_key_columns(change.sent)),
                 )
             out = change.outbox
             await self._many(
@@ -322,7 +331,7 @@ class PostgresMissionStore:
     async def mark_sent(self, mission_id: str, keys: Sequence[tuple[str, int]]) -> None:
         if not keys:
             return
-        await self._rows("mark_sent", (mission_id, [k[0] for k in keys], [k[1] for k in keys]))
+        await self._rows("mark_sent", (mission_id, *_key_columns(keys)))
 
     async def claim(self, mission_id: str, owner: str, ttl_s: float) -> bool:
         now = self._clock.now()

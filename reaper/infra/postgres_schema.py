@@ -110,6 +110,28 @@ MIGRATIONS: list[tuple[int, list[LiteralString]]] = [
         3,
         ["CREATE INDEX queue_acked ON {s}.queue (mission_id) WHERE state = 2"],
     ),
+    # Cheaper commits (measured: PostgreSQL CPU per task 247 → 180 µs in `reaper bench`):
+    # - no foreign keys to missions: each child row cost a trigger query, and a child is only
+    #   written by the transaction whose version-guarded header UPDATE (or INSERT, at create)
+    #   just proved the mission row exists; missions are never deleted;
+    # - room on host and task pages for HOT updates (a host row is rewritten per result,
+    #   without index maintenance when the new version fits on its page);
+    # - host documents up to 4 kB stay inline and uncompressed (pglz cost more than it saved);
+    # - no partial index on unsent outbox rows: marking a row sent moved it out of the index
+    #   (never a HOT update); the few unsent rows are read only when an engine starts.
+    (
+        4,
+        [
+            "ALTER TABLE {s}.hosts DROP CONSTRAINT IF EXISTS hosts_mission_id_fkey",
+            "ALTER TABLE {s}.tasks DROP CONSTRAINT IF EXISTS tasks_mission_id_fkey",
+            "ALTER TABLE {s}.events DROP CONSTRAINT IF EXISTS events_mission_id_fkey",
+            "ALTER TABLE {s}.outbox DROP CONSTRAINT IF EXISTS outbox_mission_id_fkey",
+            "ALTER TABLE {s}.hosts SET (fillfactor = 50, toast_tuple_target = 4080)",
+            "ALTER TABLE {s}.tasks SET (fillfactor = 60)",
+            "ALTER TABLE {s}.outbox SET (fillfactor = 60)",
+            "DROP INDEX IF EXISTS {s}.outbox_unsent",
+        ],
+    ),
 ]
 LATEST = MIGRATIONS[-1][0]
 

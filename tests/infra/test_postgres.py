@@ -15,7 +15,7 @@ from reaper.clock import ManualClock
 from reaper.errors import BackendError, MissionExistsError, StaleStateError
 from reaper.infra.base import Commit, OutboxItem
 from reaper.infra.postgres import PostgresMissionStore
-from reaper.infra.postgres_schema import LATEST
+from reaper.infra.postgres_schema import LATEST, MIGRATIONS
 from reaper.models import (
     EventKind,
     EventRecord,
@@ -134,6 +134,54 @@ async def test_schema_migration_is_idempotent(
     await asyncio.gather(*(r.connect() for r in racers))
     for r in racers:
         await r.close()
+    cur = await admin.execute(f'SELECT version FROM "{schema}".schema_migrations')  # type: ignore[arg-type]
+    assert [row[0] for row in await cur.fetchall()] == list(range(1, LATEST + 1))
+
+
+async def test_upgrade_from_version_3_drops_foreign_keys(
+    schema: str, admin: psycopg.AsyncConnection[tuple[object, ...]]
+) -> None:
+    """A schema a previous release left at version 3 is migrated on first use: missions
+    create, load and commit as before, without the per-row foreign-key checks, and the host
+    and task tables keep room for HOT updates."""
+    async with await psycopg.AsyncConnection.connect(DSN) as conn, conn.transaction():
+        await conn.execute(f'CREATE SCHEMA "{schema}"')  # type: ignore[arg-type]
+        await conn.execute(
+            f'CREATE TABLE "{schema}".schema_migrations (version int PRIMARY KEY, '  # type: ignore[arg-type]
+            "applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        for version, steps in MIGRATIONS:
+            if version > 3:
+                break
+            for step in steps:
+                await conn.execute(psycopg.sql.SQL(step).format(s=psycopg.sql.Identifier(schema)))
+            await conn.execute(
+                f'INSERT INTO "{schema}".schema_migrations VALUES (%s)',  # type: ignore[arg-type]
+                (version,),
+            )
+    old = PostgresMissionStore(DSN, schema=schema)  # opens at 3 → migrates to LATEST
+    await old.create(_mission("m1"), [_event("m1", EventKind.MISSION_CREATED)])
+    state = await old.load("m1")
+    assert state is not None
+    assert await old.commit(_change(state)) == 1
+    await old.mark_sent("m1", [("t1", 1)])
+    await old.close()
+    cur = await admin.execute(
+        "SELECT count(*) FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace "
+        "WHERE n.nspname = %s AND c.contype = 'f'",
+        (schema,),
+    )
+    assert await cur.fetchone() == (0,)
+    cur = await admin.execute(
+        "SELECT c.relname, c.reloptions FROM pg_class c JOIN pg_namespace n "
+        "ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname IN ('hosts', 'tasks')",
+        (schema,),
+    )
+    options = {name: sorted(opts) for name, opts in await cur.fetchall()}
+    assert options == {
+        "hosts": ["fillfactor=50", "toast_tuple_target=4080"],
+        "tasks": ["fillfactor=60"],
+    }
     cur = await admin.execute(f'SELECT version FROM "{schema}".schema_migrations')  # type: ignore[arg-type]
     assert [row[0] for row in await cur.fetchall()] == list(range(1, LATEST + 1))
 
