@@ -1,12 +1,12 @@
 """PostgreSQL mission store (psycopg 3, `pip install 'reaper-lab[postgres]'`).
 
 A mission is a header row (with `version`), one row per host and per task, an append-only
-event table and an outbox. `commit` is one transaction: the header update guarded by the
-expected version (optimistic concurrency: zero rows updated means another writer got there
-first), the changed host and task rows, the new events (their `seq` continues from the header's
-`last_seq`, bumped in the same UPDATE, so no MAX() scan) and the outbox rows: the state change
-and the tasks it plans commit together or not at all (the outbox pattern). The statements a
-commit sends depend on the change, never on the mission's size.
+event table and an outbox. `commit` is one statement, so one transaction (postgres_commit):
+the header update guarded by the expected version (optimistic concurrency: zero rows updated
+means another writer got there first), the changed host and task rows, the new events (their
+`seq` continues from the header's `last_seq`, bumped in the same UPDATE, so no MAX() scan) and
+the outbox rows: the state change and the tasks it plans commit together or not at all (the
+outbox pattern). What a commit sends depends on the change, never on the mission's size.
 
 Connections come from a pool (`PgConnection`): a read does not wait behind another
 coroutine's commit; a broken connection is dropped and replaced; a psycopg error surfaces as
@@ -28,6 +28,7 @@ from pydantic_core import to_json
 from reaper.clock import Clock, RealClock
 from reaper.errors import MissionExistsError, StaleStateError
 from reaper.infra.base import Commit, MissionSummary, OutboxItem
+from reaper.infra.postgres_commit import commit_statement
 from reaper.infra.postgres_conn import PgConnection
 from reaper.infra.postgres_schema import schema_ident
 from reaper.models import (
@@ -56,14 +57,11 @@ _SQL: dict[str, LiteralString] = {
         goal_reached, step, settings, version, last_seq, created_at, updated_at, header)
         VALUES (%s, %s, %s, %s, %s, %s, %s::json, %s, %s, %s, %s, %s::json)
         ON CONFLICT (mission_id) DO NOTHING RETURNING mission_id""",
-    "update": """UPDATE {s}.missions SET version = version + 1, status = %s, status_reason = %s,
-        goal_reached = %s, step = %s, settings = %s::json, updated_at = %s,
-        last_seq = last_seq + %s
-        WHERE mission_id = %s AND version = %s RETURNING version, last_seq""",
     "version": "SELECT version FROM {s}.missions WHERE mission_id = %s",
-    # Row writes: one statement per table and commit, the rows as parallel arrays (unnest),
-    # whatever their number: an executemany costs ~30 µs of client CPU per row. Arrays go
-    # in binary (%b): the text format escapes every quote of every JSON document.
+    # Row writes at create (a commit is one statement: postgres_commit): one statement per
+    # table, the rows as parallel arrays (unnest), whatever their number: an executemany
+    # costs ~30 µs of client CPU per row. Arrays go in binary (%b): the text format escapes
+    # every quote of every JSON document.
     "host": """INSERT INTO {s}.hosts (mission_id, host_id, doc)
         SELECT %s, h, d::json FROM unnest(%b::text[], %b::text[]) AS u(h, d)
         ON CONFLICT (mission_id, host_id) DO UPDATE SET doc = EXCLUDED.doc""",
@@ -75,11 +73,6 @@ _SQL: dict[str, LiteralString] = {
         SELECT %s, %s + o - 1, ts, k, v, p::json
         FROM unnest(%b::timestamptz[], %b::text[], %b::int[], %b::text[])
         WITH ORDINALITY AS u(ts, k, v, p, o)""",
-    "outbox": """INSERT INTO {s}.outbox (mission_id, task_id, attempt, task, not_before)
-        SELECT %s, t, a, d::json, nb
-        FROM unnest(%b::text[], %b::int[], %b::text[], %b::timestamptz[]) AS u(t, a, d, nb)
-        ON CONFLICT (mission_id, task_id, attempt)
-        DO UPDATE SET task = EXCLUDED.task, not_before = EXCLUDED.not_before, sent = false""",
     "load_header": """SELECT version, header::text, status, status_reason, goal_reached, step,
         settings::text, updated_at FROM {s}.missions WHERE mission_id = %s""",
     "load_hosts": "SELECT doc::text FROM {s}.hosts WHERE mission_id = %s ORDER BY host_id",
@@ -177,47 +170,21 @@ class PostgresMissionStore:
             await self._append(conn, mid, events, first_seq=1)
 
     async def commit(self, change: Commit) -> int:
-        m = change.mission
-        mid = m.mission_id
-        # Pipeline mode: the row writes and COMMIT go out together after the version check.
-        async with self._session() as conn, conn.pipeline(), conn.transaction():
-            cur = await self._exec(
-                conn,
-                "update",
-                (m.status.value, m.status_reason, m.goal_reached, m.step,
-                 to_json(m.settings).decode(), m.updated_at, len(change.events),
-                 mid, change.expected_version),
-            )  # fmt: skip
-            row = await cur.fetchone()
+        mid = change.mission.mission_id
+        query, params = commit_statement(self.schema, change)
+        async with self._session() as conn:
+            self.statements += 1
+            row = await (await conn.execute(query, params)).fetchone()
             if row is None:
                 found = await (await self._exec(conn, "version", (mid,))).fetchone()
                 raise StaleStateError(
                     f"mission {mid}: expected version {change.expected_version}, "
                     f"found {None if found is None else found[0]}"
                 )
-            version, last_seq = int(row[0]), int(row[1])
-            await self._write_rows(conn, mid, change.hosts, change.tasks)
-            await self._append(
-                conn, mid, change.events, first_seq=last_seq - len(change.events) + 1
-            )
-            if change.sent:
-                await self._exec(
-                    conn,
-                    "mark_sent",
-                    (mid, *_key_columns(change.sent)),
-                )
-            out = change.outbox
-            await self._many(
-                conn,
-                "outbox",
-                (mid,),
-                [o.task.task_id for o in out],
-                [o.task.attempt for o in out],
-                [o.task.model_dump_json() for o in out],
-                [o.not_before for o in out],
-            )
+        version, last_seq = int(row[0]), int(row[1])
+        first = last_seq - len(change.events) + 1
         for i, event in enumerate(change.events):
-            event.seq = last_seq - len(change.events) + 1 + i  # as the other stores do
+            event.seq = first + i  # as the other stores do
         return version
 
     async def _write_rows(
