@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, MutableMapping
 from typing import Generic, TypeVar
 
 __all__ = ["MissionCache"]
@@ -12,26 +13,27 @@ V = TypeVar("V")
 class MissionCache(Generic[V]):
     """One map per mission (host id → V). Once more than `max_missions` missions or
     `max_items` entries in all are held, the least recently used missions are dropped whole;
-    the mission just used always stays."""
+    the mission just used always stays. A map may be read-only (a mission's connections as
+    the store gave them) unless entries are `add`ed to it."""
 
     def __init__(self, *, max_items: int, max_missions: int | None = None) -> None:
         self._max_items = max_items
         self._max_missions = max_missions
-        self._missions: dict[str, dict[str, V]] = {}
+        self._missions: dict[str, Mapping[str, V]] = {}
         self._items = 0
 
-    def peek(self, mission_id: str) -> dict[str, V] | None:
+    def peek(self, mission_id: str) -> Mapping[str, V] | None:
         """The mission's map, without counting it as a use."""
         return self._missions.get(mission_id)
 
-    def use(self, mission_id: str) -> dict[str, V] | None:
+    def use(self, mission_id: str) -> Mapping[str, V] | None:
         """The mission's map, now the most recently used (None if not held)."""
         items = self._missions.pop(mission_id, None)
         if items is not None:
             self._missions[mission_id] = items  # dicts keep insertion order: most recent last
         return items
 
-    def put(self, mission_id: str, items: dict[str, V]) -> None:
+    def put(self, mission_id: str, items: Mapping[str, V]) -> None:
         """Hold `items` as the mission's map (replacing any), the most recently used."""
         self._items -= len(self._missions.pop(mission_id, {}))
         self._missions[mission_id] = items
@@ -39,8 +41,12 @@ class MissionCache(Generic[V]):
         self._evict()
 
     def add(self, mission_id: str, key: str, value: V) -> None:
-        """Add one entry to the map of a mission held (the one just used)."""
-        self._missions[mission_id][key] = value
+        """Add one entry to the map of a mission held (the one just used); the map must
+        have been `put` as a mutable one."""
+        items = self._missions[mission_id]
+        if not isinstance(items, MutableMapping):
+            raise TypeError(f"mission {mission_id!r}: its map is read-only")
+        items[key] = value
         self._items += 1
         self._evict()
 

@@ -8,7 +8,7 @@ Effects are applied once because ids are deterministic: the queue ignores a re-p
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, runtime_checkable
@@ -101,9 +101,9 @@ class MissionStore(Protocol):
 
     async def get_host(self, mission_id: str, host_id: str) -> HostState | None: ...
 
-    async def get_connections(self, mission_id: str) -> dict[str, HostConnection]:
+    async def get_connections(self, mission_id: str) -> Mapping[str, HostConnection]:
         """Every host's connection settings (all a worker needs of a host), in one round
-        trip; {} for an unknown mission."""
+        trip; empty for an unknown mission. A store may validate each lazily (`LazyDocs`)."""
         ...
 
     async def commit(self, change: Commit) -> int:

@@ -11,7 +11,7 @@ import asyncio
 import heapq
 import itertools
 from collections import deque
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from reaper.clock import Clock, RealClock
@@ -55,7 +55,7 @@ class MemoryMissionStore:
         host = None if state is None else state.hosts.get(host_id)
         return host  # shared: host models are replaced on change, never mutated
 
-    async def get_connections(self, mission_id: str) -> dict[str, HostConnection]:
+    async def get_connections(self, mission_id: str) -> Mapping[str, HostConnection]:
         state = self._missions.get(mission_id)
         return {} if state is None else {h: s.connection for h, s in state.hosts.items()}
 

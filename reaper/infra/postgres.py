@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import timedelta
 from typing import Any, LiteralString, TypeVar
@@ -31,6 +31,7 @@ from reaper.infra.base import Commit, MissionSummary, OutboxItem
 from reaper.infra.postgres_commit import commit_statement
 from reaper.infra.postgres_conn import PgConnection
 from reaper.infra.postgres_schema import schema_ident
+from reaper.lazy_docs import LazyDocs
 from reaper.models import (
     EventRecord,
     HostConnection,
@@ -255,9 +256,9 @@ class PostgresMissionStore:
         rows = await self._rows("get_host", (mission_id, host_id))
         return HostState.model_validate_json(rows[0][0]) if rows else None
 
-    async def get_connections(self, mission_id: str) -> dict[str, HostConnection]:
+    async def get_connections(self, mission_id: str) -> Mapping[str, HostConnection]:
         rows = await self._rows("get_connections", (mission_id,))
-        return {hid: HostConnection.model_validate_json(doc) for hid, doc in rows}
+        return LazyDocs(HostConnection, dict(rows))
 
     async def events(
         self, mission_id: str, *, after_seq: int = 0, limit: int | None = None

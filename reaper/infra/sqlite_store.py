@@ -6,7 +6,7 @@ follows the change and not the lab's size. Bodies are pydantic JSON (never pickl
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from pydantic_core import from_json, to_json
@@ -14,6 +14,7 @@ from pydantic_core import from_json, to_json
 from reaper.errors import MissionExistsError, StaleStateError
 from reaper.infra.base import Commit, MissionSummary, OutboxItem
 from reaper.infra.sqlite_db import SqliteDatabase
+from reaper.lazy_docs import LazyDocs
 from reaper.models import (
     EventRecord,
     HostConnection,
@@ -179,13 +180,13 @@ class SqliteMissionStore:
         )
         return HostState.model_validate_json(rows[0][0]) if rows else None
 
-    async def get_connections(self, mission_id: str) -> dict[str, HostConnection]:
+    async def get_connections(self, mission_id: str) -> Mapping[str, HostConnection]:
         rows = self._db.execute(
             "get connections",
             "SELECT host_id, json_extract(body, '$.connection') FROM hosts WHERE mission_id = ?",
             (mission_id,),
         )
-        return {hid: HostConnection.model_validate_json(doc) for hid, doc in rows}
+        return LazyDocs(HostConnection, dict(rows))
 
     async def commit(self, change: Commit) -> int:
         m = change.mission

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
+
+import pytest
+from pydantic import ValidationError
 
 from reaper.agents.hosts import StoreHostResolver
 from reaper.infra.memory import MemoryMissionStore
+from reaper.lazy_docs import LazyDocs
 from reaper.models import HostConnection, HostState, MissionState
 
 
@@ -106,3 +111,45 @@ async def test_sim_hosts_memory_is_bounded_by_whole_missions():
     await discover("m2", "b")  # 4 > 3: the least recently used mission goes
     assert runner.host_state("m1", "a") is None
     assert runner.host_state("m2", "a") is not None and runner.host_state("m2", "b") is not None
+
+
+async def test_callers_that_miss_together_share_one_load():
+    inner = MemoryMissionStore()
+    await inner.create(_mission("m1", "a", "b", "c"), [])
+    store = _Counting(inner)
+    resolver = StoreHostResolver(store)  # type: ignore[arg-type]
+    found = await asyncio.gather(*(resolver.resolve("m1", h) for h in ("a", "b", "c", "a")))
+    assert [c.address if c else None for c in found] == ["a.lab", "b.lab", "c.lab", "a.lab"]
+    assert store.calls == ["m1"]
+
+
+async def test_a_cancelled_caller_does_not_cancel_the_shared_load():
+    inner = MemoryMissionStore()
+    await inner.create(_mission("m1", "a"), [])
+    started, release = asyncio.Event(), asyncio.Event()
+
+    class _Slow(_Counting):
+        async def get_connections(self, mission_id: str) -> Any:
+            started.set()
+            await release.wait()
+            return await super().get_connections(mission_id)
+
+    store = _Slow(inner)
+    resolver = StoreHostResolver(store)  # type: ignore[arg-type]
+    first = asyncio.create_task(resolver.resolve("m1", "a"))
+    second = asyncio.create_task(resolver.resolve("m1", "a"))
+    await asyncio.wait_for(started.wait(), timeout=5)  # both callers now wait on the load
+    first.cancel()
+    release.set()
+    conn = await asyncio.wait_for(second, timeout=5)
+    assert conn is not None and conn.address == "a.lab"
+    assert first.cancelled() and store.calls == ["m1"]
+
+
+async def test_connections_are_validated_when_first_read():
+    docs = {"a": HostConnection(address="a.lab").model_dump_json(), "bad": '{"port": "x"}'}
+    lazy = LazyDocs(HostConnection, docs)
+    assert set(lazy) == {"a", "bad"} and "bad" in lazy and len(lazy) == 2
+    assert lazy["a"] is lazy["a"] and lazy["a"].address == "a.lab"  # validated once
+    with pytest.raises(ValidationError):
+        lazy["bad"]
