@@ -64,29 +64,29 @@ _SQL: dict[str, LiteralString] = {
     # costs ~30 µs of client CPU per row. Arrays go in binary (%b): the text format escapes
     # every quote of every JSON document.
     "host": """INSERT INTO {s}.hosts (mission_id, host_id, doc)
-        SELECT %s, h, d::json FROM unnest(%b::text[], %b::text[]) AS u(h, d)
+        SELECT %s, h, d FROM unnest(%b::text[], %b::text[]) AS u(h, d)
         ON CONFLICT (mission_id, host_id) DO UPDATE SET doc = EXCLUDED.doc""",
     "task": """INSERT INTO {s}.tasks (mission_id, task_id, status, doc)
-        SELECT %s, t, st, d::json FROM unnest(%b::text[], %b::text[], %b::text[]) AS u(t, st, d)
+        SELECT %s, t, st, d FROM unnest(%b::text[], %b::text[], %b::text[]) AS u(t, st, d)
         ON CONFLICT (mission_id, task_id) DO UPDATE SET status = EXCLUDED.status,
         doc = EXCLUDED.doc""",
     "event": """INSERT INTO {s}.events (mission_id, seq, ts, kind, schema_version, payload)
-        SELECT %s, %s + o - 1, ts, k, v, p::json
+        SELECT %s, %s + o - 1, ts, k, v, p
         FROM unnest(%b::timestamptz[], %b::text[], %b::int[], %b::text[])
         WITH ORDINALITY AS u(ts, k, v, p, o)""",
     "load_header": """SELECT version, header::text, status, status_reason, goal_reached, step,
         settings::text, updated_at FROM {s}.missions WHERE mission_id = %s""",
-    "load_hosts": "SELECT doc::text FROM {s}.hosts WHERE mission_id = %s ORDER BY host_id",
-    "load_tasks": "SELECT doc::text FROM {s}.tasks WHERE mission_id = %s",
-    "get_host": "SELECT doc::text FROM {s}.hosts WHERE mission_id = %s AND host_id = %s",
-    "get_connections": """SELECT host_id, (doc->'connection')::text FROM {s}.hosts
+    "load_hosts": "SELECT doc FROM {s}.hosts WHERE mission_id = %s ORDER BY host_id",
+    "load_tasks": "SELECT doc FROM {s}.tasks WHERE mission_id = %s",
+    "get_host": "SELECT doc FROM {s}.hosts WHERE mission_id = %s AND host_id = %s",
+    "get_connections": """SELECT host_id, (doc::json->'connection')::text FROM {s}.hosts
         WHERE mission_id = %s""",
-    "events": """SELECT seq, ts, kind, schema_version, payload::text FROM {s}.events
+    "events": """SELECT seq, ts, kind, schema_version, payload FROM {s}.events
         WHERE mission_id = %s AND seq > %s ORDER BY seq LIMIT %s""",
     "list": """SELECT m.mission_id, m.lab_type, m.status, m.status_reason,
         (SELECT count(*) FROM {s}.hosts h WHERE h.mission_id = m.mission_id),
         m.version, m.updated_at FROM {s}.missions m ORDER BY m.created_at, m.mission_id""",
-    "unsent": """SELECT task::text, not_before FROM {s}.outbox
+    "unsent": """SELECT task, not_before FROM {s}.outbox
         WHERE mission_id = %s AND NOT sent ORDER BY id""",
     # `task_id = ANY` is an index condition on the primary key: the rows read are the keys'
     # own, however many the mission has (and whatever plan a prepared statement settles on).

@@ -33,16 +33,16 @@ _HEADER: LiteralString = """hdr AS (UPDATE {s}.missions SET version = version + 
 
 _PARTS: dict[str, LiteralString] = {
     "hosts": """h AS (INSERT INTO {s}.hosts (mission_id, host_id, doc)
-        SELECT %(mid)s, u.h, u.d::json FROM hdr, unnest(%(host_ids)b::text[],
+        SELECT %(mid)s, u.h, u.d FROM hdr, unnest(%(host_ids)b::text[],
         %(host_docs)b::text[]) AS u(h, d)
         ON CONFLICT (mission_id, host_id) DO UPDATE SET doc = EXCLUDED.doc)""",
     "tasks": """t AS (INSERT INTO {s}.tasks (mission_id, task_id, status, doc)
-        SELECT %(mid)s, u.t, u.st, u.d::json FROM hdr, unnest(%(task_ids)b::text[],
+        SELECT %(mid)s, u.t, u.st, u.d FROM hdr, unnest(%(task_ids)b::text[],
         %(task_status)b::text[], %(task_docs)b::text[]) AS u(t, st, d)
         ON CONFLICT (mission_id, task_id)
         DO UPDATE SET status = EXCLUDED.status, doc = EXCLUDED.doc)""",
     "events": """e AS (INSERT INTO {s}.events (mission_id, seq, ts, kind, schema_version, payload)
-        SELECT %(mid)s, hdr.last_seq - %(n_events)s + u.o, u.ts, u.k, u.v, u.p::json
+        SELECT %(mid)s, hdr.last_seq - %(n_events)s + u.o, u.ts, u.k, u.v, u.p
         FROM hdr, unnest(%(event_ts)b::timestamptz[], %(event_kinds)b::text[],
         %(event_versions)b::int[], %(event_payloads)b::text[]) WITH ORDINALITY
         AS u(ts, k, v, p, o))""",
@@ -53,7 +53,7 @@ _PARTS: dict[str, LiteralString] = {
         AND (task_id, attempt) IN (SELECT * FROM unnest(%(sent_ids)s::text[],
         %(sent_attempts)s::int[])) AND EXISTS (SELECT FROM hdr))""",
     "outbox": """o AS (INSERT INTO {s}.outbox (mission_id, task_id, attempt, task, not_before)
-        SELECT %(mid)s, u.t, u.a, u.d::json, u.nb FROM hdr, unnest(%(out_ids)b::text[],
+        SELECT %(mid)s, u.t, u.a, u.d, u.nb FROM hdr, unnest(%(out_ids)b::text[],
         %(out_attempts)b::int[], %(out_tasks)b::text[], %(out_not_before)b::timestamptz[])
         AS u(t, a, d, nb)
         ON CONFLICT (mission_id, task_id, attempt)

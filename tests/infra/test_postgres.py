@@ -138,12 +138,12 @@ async def test_schema_migration_is_idempotent(
     assert [row[0] for row in await cur.fetchall()] == list(range(1, LATEST + 1))
 
 
-async def test_upgrade_from_version_3_drops_foreign_keys(
+async def test_upgrade_from_version_3_drops_foreign_keys_and_json_parsing(
     schema: str, admin: psycopg.AsyncConnection[tuple[object, ...]]
 ) -> None:
     """A schema a previous release left at version 3 is migrated on first use: missions
-    create, load and commit as before, without the per-row foreign-key checks, and the host
-    and task tables keep room for HOT updates."""
+    create, load and commit as before, without the per-row foreign-key checks or JSON
+    parsing, and the host and task tables keep room for HOT updates."""
     async with await psycopg.AsyncConnection.connect(DSN) as conn, conn.transaction():
         await conn.execute(f'CREATE SCHEMA "{schema}"')  # type: ignore[arg-type]
         await conn.execute(
@@ -159,7 +159,22 @@ async def test_upgrade_from_version_3_drops_foreign_keys(
                 f'INSERT INTO "{schema}".schema_migrations VALUES (%s)',  # type: ignore[arg-type]
                 (version,),
             )
+        # A mission written by the previous release, its documents in json columns.
+        before = _mission("m0")
+        await conn.execute(
+            f'INSERT INTO "{schema}".missions (mission_id, lab_type, status, goal_reached, '  # type: ignore[arg-type]
+            "step, settings, version, created_at, updated_at, header) "
+            "VALUES ('m0', 'test', 'running', false, 0, '{}', 0, now(), now(), %s::json)",
+            (before.model_dump_json(exclude={"hosts", "tasks", "version", "status", "step"}),),
+        )
+        for host in before.hosts.values():
+            await conn.execute(
+                f'INSERT INTO "{schema}".hosts VALUES (%s, %s, %s::json)',  # type: ignore[arg-type]
+                ("m0", host.host_id, host.model_dump_json()),
+            )
     old = PostgresMissionStore(DSN, schema=schema)  # opens at 3 → migrates to LATEST
+    loaded = await old.load("m0")
+    assert loaded is not None and loaded.hosts == before.hosts
     await old.create(_mission("m1"), [_event("m1", EventKind.MISSION_CREATED)])
     state = await old.load("m1")
     assert state is not None
@@ -182,6 +197,17 @@ async def test_upgrade_from_version_3_drops_foreign_keys(
         "hosts": ["fillfactor=50", "toast_tuple_target=4080"],
         "tasks": ["fillfactor=60"],
     }
+    cur = await admin.execute(
+        "SELECT table_name, column_name, data_type FROM information_schema.columns "
+        "WHERE table_schema = %s AND column_name IN ('doc', 'payload', 'task')",
+        (schema,),
+    )
+    assert sorted(await cur.fetchall()) == [
+        ("events", "payload", "text"),
+        ("hosts", "doc", "text"),
+        ("outbox", "task", "text"),
+        ("tasks", "doc", "text"),
+    ]
     cur = await admin.execute(f'SELECT version FROM "{schema}".schema_migrations')  # type: ignore[arg-type]
     assert [row[0] for row in await cur.fetchall()] == list(range(1, LATEST + 1))
 
