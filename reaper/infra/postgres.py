@@ -86,12 +86,11 @@ _SQL: dict[str, LiteralString] = {
     "list": """SELECT m.mission_id, m.lab_type, m.status, m.status_reason,
         (SELECT count(*) FROM {s}.hosts h WHERE h.mission_id = m.mission_id),
         m.version, m.updated_at FROM {s}.missions m ORDER BY m.created_at, m.mission_id""",
+    # Sent rows are deleted; `sent` is true only on rows an earlier release marked.
     "unsent": """SELECT task, not_before FROM {s}.outbox
         WHERE mission_id = %s AND NOT sent ORDER BY id""",
-    # `task_id = ANY` is an index condition on the primary key: the rows read are the keys'
-    # own, however many the mission has (and whatever plan a prepared statement settles on).
-    "mark_sent": """UPDATE {s}.outbox SET sent = true
-        WHERE mission_id = %s AND task_id = ANY(%s::text[]) AND NOT sent
+    # As a commit's `sent` part (postgres_commit): the rows go.
+    "mark_sent": """DELETE FROM {s}.outbox WHERE mission_id = %s AND task_id = ANY(%s::text[])
         AND (task_id, attempt) IN (SELECT * FROM unnest(%s::text[], %s::int[]))""",
     "claim": """INSERT INTO {s}.leases (mission_id, owner, expires_at) VALUES (%s, %s, %s)
         ON CONFLICT (mission_id) DO UPDATE SET owner = EXCLUDED.owner,

@@ -7,8 +7,8 @@ engine paid on every wake-up.
 
 The header UPDATE (`hdr`) is guarded by the expected version, and every other part reads
 `hdr`: when the guard fails, nothing is written and the statement returns no row. All parts
-see one snapshot and must not touch a row twice, so the keys marked sent leave out those the
-same commit queues again (whose outbox row the `o` part resets to unsent, as before).
+see one snapshot and must not touch a row twice, so the keys marked sent (their outbox rows
+deleted) leave out those the same commit queues again (whose row the `o` part writes).
 Rows go as parallel arrays (unnest), in binary (%b: the text format escapes every quote of
 every JSON document), so the statement's text depends only on which parts a commit has.
 """
@@ -46,10 +46,12 @@ _PARTS: dict[str, LiteralString] = {
         FROM hdr, unnest(%(event_ts)b::timestamptz[], %(event_kinds)b::text[],
         %(event_versions)b::int[], %(event_payloads)b::text[]) WITH ORDINALITY
         AS u(ts, k, v, p, o))""",
-    # `task_id = ANY` is an index condition on the primary key: the rows read are the keys'
-    # own, however many the mission has (and whatever plan a prepared statement settles on).
-    "sent": """s AS (UPDATE {s}.outbox SET sent = true
-        WHERE mission_id = %(mid)s AND task_id = ANY(%(sent_ids)s::text[]) AND NOT sent
+    # Sent rows are deleted (as SQLite does): cheaper than rewriting them, and the table keeps
+    # only what waits. `task_id = ANY` is an index condition on the primary key: the rows
+    # read are the keys' own, however many the mission has (whatever plan a prepared
+    # statement settles on).
+    "sent": """s AS (DELETE FROM {s}.outbox
+        WHERE mission_id = %(mid)s AND task_id = ANY(%(sent_ids)s::text[])
         AND (task_id, attempt) IN (SELECT * FROM unnest(%(sent_ids)s::text[],
         %(sent_attempts)s::int[])) AND EXISTS (SELECT FROM hdr))""",
     "outbox": """o AS (INSERT INTO {s}.outbox (mission_id, task_id, attempt, task, not_before)
