@@ -51,4 +51,5 @@ async def follow_mission(
             await asyncio.sleep(delay)
         else:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), delay)
+                async with asyncio.timeout(delay):  # not wait_for: see MemoryEventBus.receive
+                    await stop.wait()

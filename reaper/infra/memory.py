@@ -226,7 +226,8 @@ class MemoryTaskQueue:
                 wait = until if wait is None else min(wait, until)
             self._wakeup.clear()
             try:
-                await asyncio.wait_for(self._wakeup.wait(), timeout=wait)
+                async with asyncio.timeout(wait):  # not wait_for: see MemoryEventBus.receive
+                    await self._wakeup.wait()
             except TimeoutError:
                 continue
 
@@ -328,7 +329,11 @@ class MemoryEventBus:
             wakeup = self._wakeup(mission_id)
             wakeup.clear()
             try:
-                await asyncio.wait_for(wakeup.wait(), timeout=wait)
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for returns the result and
+                # drops a cancellation that arrives as the event is set, so a cancelled engine
+                # went on running (seen in tests/core/test_resume.py).
+                async with asyncio.timeout(wait):
+                    await wakeup.wait()
             except TimeoutError:
                 return []
         inflight = self._inflight.setdefault(mission_id, {})

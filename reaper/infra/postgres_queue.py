@@ -154,7 +154,8 @@ class _Base:
                     if due is not None:
                         wait = min(wait, max(due, 0.0) + 0.001)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(event.wait(), wait)
+                    async with asyncio.timeout(wait):  # not wait_for: see MemoryEventBus
+                        await event.wait()
             finally:
                 self._listener.unregister(key, event)
 

@@ -75,7 +75,10 @@ class LocalSession:
             return CommandResult(126, "", f"{argv[0]}: {exc.strerror}", 0.0)
         stdin = command.stdin.encode() if command.stdin else b""
         try:
-            out, err = await asyncio.wait_for(proc.communicate(stdin), command.timeout_s)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
+            # races the awaited result (a stopping worker would go on).
+            async with asyncio.timeout(command.timeout_s):
+                out, err = await proc.communicate(stdin)
         except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, 9)
