@@ -316,8 +316,9 @@ class MissionEngine:
             )
         if tr.changed:
             apply(state, tr)
-            await self._step(tr.finished, base=tr)
-        await self.bus.ack(self.mission_id, deliveries)
+            await self._step(tr.finished, base=tr, ack=deliveries)
+        else:
+            await self.bus.ack(self.mission_id, deliveries)
 
     async def _step(
         self,
@@ -325,6 +326,7 @@ class MissionEngine:
         *,
         initial: bool = False,
         base: Transition | None = None,
+        ack: Sequence[InboundDelivery] = (),
     ) -> None:
         state = self.state
         assert state is not None
@@ -371,7 +373,7 @@ class MissionEngine:
             status = decide_status(state, tr, planned_any=bool(tr.outbox))
         if status is None and state.status is not MissionStatus.RUNNING:
             status = (MissionStatus.RUNNING, "progress")
-        await self._commit(tr, status=status)
+        await self._commit(tr, status=status, ack=ack)
 
     async def _ask_planner(self, finished: Sequence[ResultEvent], *, initial: bool) -> Plan:
         state = self.state
@@ -406,7 +408,10 @@ class MissionEngine:
         tr: Transition,
         *,
         status: tuple[MissionStatus, str] | None,
+        ack: Sequence[InboundDelivery] = (),
     ) -> None:
+        """Persist the transition, then publish what it queued and ack the inbound messages
+        it folded (`ack`), both at once: each needs only the commit, not the other."""
         state = self.state
         assert state is not None
         now = self.clock.now()
@@ -446,6 +451,9 @@ class MissionEngine:
             )
         )
         self._sent = []
-        await self._dispatch(outbox)
+        if ack:
+            await asyncio.gather(self._dispatch(outbox), self.bus.ack(self.mission_id, ack))
+        else:
+            await self._dispatch(outbox)
         if self.listener is not None:
             self.listener(state, tr.events)
