@@ -65,10 +65,12 @@ class Commit:
 
     `mission` supplies the header (status, step, goal_reached, ...); hosts and tasks listed
     are upserted as rows; events are appended (the store assigns `seq`); the outbox holds the
-    tasks this change planned, published after the commit; `sent` names outbox entries
+    tasks this change queued, published after the commit, each the task of a record in
+    `tasks` (a store may keep the entry in the record's row); `sent` names outbox entries
     published since the previous commit, marked sent in this one (no transaction of their
     own: an entry published but not yet marked is published again after a crash, and the
-    queue drops the duplicate).
+    queue drops the duplicate). Entries are published in the order they were queued, so a
+    store may take `sent` to mean every entry queued up to the last of these.
     """
 
     mission: MissionState
@@ -121,7 +123,9 @@ class MissionStore(Protocol):
         """Outbox entries committed but not yet marked sent (re-published on resume)."""
         ...
 
-    async def mark_sent(self, mission_id: str, keys: Sequence[tuple[str, int]]) -> None: ...
+    async def mark_sent(self, mission_id: str, keys: Sequence[tuple[str, int]]) -> None:
+        """As `Commit.sent`, outside a commit."""
+        ...
 
     async def claim(self, mission_id: str, owner: str, ttl_s: float) -> bool:
         """Take or renew the mission's ownership lease; False if another owner holds it."""

@@ -1,12 +1,13 @@
 """PostgreSQL mission store (psycopg 3, `pip install 'reaper-lab[postgres]'`).
 
-A mission is a header row (with `version`), one row per host and per task, an append-only
-event table and an outbox. `commit` is one statement, so one transaction (postgres_commit):
-the header update guarded by the expected version (optimistic concurrency: zero rows updated
-means another writer got there first), the changed host and task rows, the new events (their
-`seq` continues from the header's `last_seq`, bumped in the same UPDATE, so no MAX() scan) and
-the outbox rows: the state change and the tasks it plans commit together or not at all (the
-outbox pattern). What a commit sends depends on the change, never on the mission's size.
+A mission is a header row (with `version`), one row per host and per task and an append-only
+event table; the outbox is the task rows queued and not yet published. `commit` is one
+statement, so one transaction (postgres_commit): the header update guarded by the expected
+version (optimistic concurrency: zero rows updated means another writer got there first), the
+changed host and task rows, the new events (their `seq` continues from the header's
+`last_seq`, bumped in the same UPDATE, so no MAX() scan) and the outbox entries: the state
+change and the tasks it plans commit together or not at all (the outbox pattern). What a
+commit sends depends on the change, never on the mission's size.
 
 Connections come from a pool (`PgConnection`): a read does not wait behind another
 coroutine's commit; a broken connection is dropped and replaced; a psycopg error surfaces as
@@ -38,7 +39,6 @@ from reaper.models import (
     HostState,
     MissionState,
     MissionStatus,
-    Task,
     TaskRecord,
 )
 
@@ -66,10 +66,9 @@ _SQL: dict[str, LiteralString] = {
     "host": """INSERT INTO {s}.hosts (mission_id, host_id, doc)
         SELECT %s, h, d FROM unnest(%b::text[], %b::text[]) AS u(h, d)
         ON CONFLICT (mission_id, host_id) DO UPDATE SET doc = EXCLUDED.doc""",
-    "task": """INSERT INTO {s}.tasks (mission_id, task_id, status, doc)
-        SELECT %s, t, st, d FROM unnest(%b::text[], %b::text[], %b::text[]) AS u(t, st, d)
-        ON CONFLICT (mission_id, task_id) DO UPDATE SET status = EXCLUDED.status,
-        doc = EXCLUDED.doc""",
+    "task": """INSERT INTO {s}.tasks (mission_id, task_id, status, doc, attempt)
+        SELECT %s, t, st, d, a FROM unnest(%b::text[], %b::text[], %b::text[], %b::int[])
+        AS u(t, st, d, a)""",
     "event": """INSERT INTO {s}.events (mission_id, seq, ts, kind, schema_version, payload)
         SELECT %s, %s + o - 1, ts, k, v, p
         FROM unnest(%b::timestamptz[], %b::text[], %b::int[], %b::text[])
@@ -86,12 +85,14 @@ _SQL: dict[str, LiteralString] = {
     "list": """SELECT m.mission_id, m.lab_type, m.status, m.status_reason,
         (SELECT count(*) FROM {s}.hosts h WHERE h.mission_id = m.mission_id),
         m.version, m.updated_at FROM {s}.missions m ORDER BY m.created_at, m.mission_id""",
-    # Sent rows are deleted; `sent` is true only on rows an earlier release marked.
-    "unsent": """SELECT task, not_before FROM {s}.outbox
-        WHERE mission_id = %s AND NOT sent ORDER BY id""",
-    # As a commit's `sent` part (postgres_commit): the rows go.
-    "mark_sent": """DELETE FROM {s}.outbox WHERE mission_id = %s AND task_id = ANY(%s::text[])
-        AND (task_id, attempt) IN (SELECT * FROM unnest(%s::text[], %s::int[]))""",
+    # The outbox is the task rows numbered above the mission's high-water mark (postgres_commit).
+    "unsent": """SELECT t.doc, t.not_before FROM {s}.tasks t JOIN {s}.missions m
+        USING (mission_id) WHERE t.mission_id = %s AND t.queued > m.sent_seq ORDER BY t.queued""",
+    "mark_sent": """UPDATE {s}.missions SET sent_seq = GREATEST(sent_seq,
+        (SELECT max(t.queued) FROM {s}.tasks t WHERE t.mission_id = %s
+        AND t.task_id = ANY(%s::text[])
+        AND (t.task_id, t.attempt) IN (SELECT * FROM unnest(%s::text[], %s::int[]))))
+        WHERE mission_id = %s""",
     "claim": """INSERT INTO {s}.leases (mission_id, owner, expires_at) VALUES (%s, %s, %s)
         ON CONFLICT (mission_id) DO UPDATE SET owner = EXCLUDED.owner,
         expires_at = EXCLUDED.expires_at
@@ -99,12 +100,6 @@ _SQL: dict[str, LiteralString] = {
         RETURNING owner""",
     "release": "DELETE FROM {s}.leases WHERE mission_id = %s AND owner = %s",
 }
-
-
-def _key_columns(keys: Sequence[tuple[str, int]]) -> tuple[list[str], list[str], list[int]]:
-    """`mark_sent`'s parameters after the mission: the task ids (twice) and the attempts."""
-    ids = [k[0] for k in keys]
-    return ids, ids, [k[1] for k in keys]
 
 
 class PostgresMissionStore:
@@ -205,6 +200,7 @@ class PostgresMissionStore:
             [r.task.task_id for r in tasks],
             [r.status.value for r in tasks],
             [r.model_dump_json() for r in tasks],
+            [r.task.attempt for r in tasks],
         )
 
     async def _append(
@@ -293,12 +289,15 @@ class PostgresMissionStore:
     # outbox and leases ----------------------------------------------------------------------
     async def unsent(self, mission_id: str) -> list[OutboxItem]:
         rows = await self._rows("unsent", (mission_id,))
-        return [OutboxItem(Task.model_validate_json(t), not_before=nb) for t, nb in rows]
+        return [
+            OutboxItem(TaskRecord.model_validate_json(doc).task, not_before=nb) for doc, nb in rows
+        ]
 
     async def mark_sent(self, mission_id: str, keys: Sequence[tuple[str, int]]) -> None:
         if not keys:
             return
-        await self._rows("mark_sent", (mission_id, *_key_columns(keys)))
+        ids = [k[0] for k in keys]
+        await self._rows("mark_sent", (mission_id, ids, ids, [k[1] for k in keys], mission_id))
 
     async def claim(self, mission_id: str, owner: str, ttl_s: float) -> bool:
         now = self._clock.now()

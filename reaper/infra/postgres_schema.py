@@ -19,8 +19,8 @@ __all__ = ["LATEST", "MIGRATIONS", "migrate", "schema_ident"]
 
 _SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
-# {s} is the schema. Rows are the unit of change: a commit touches the header row, the host
-# and task rows it names, and appends events and outbox rows, whatever the mission's size.
+# {s} is the schema. Rows are the unit of change: a commit touches the header row and the host
+# and task rows it names, and appends events, whatever the mission's size.
 # Documents are JSON as the models serialise it, never `jsonb`: jsonb re-orders object keys,
 # and a mission must load back exactly as it was stored (JSON round trips are lossless). The
 # header's fields a commit changes are columns; `header` holds the rest, written once at create.
@@ -142,6 +142,28 @@ MIGRATIONS: list[tuple[int, list[LiteralString]]] = [
             "ALTER TABLE {s}.tasks ALTER COLUMN doc TYPE text",
             "ALTER TABLE {s}.events ALTER COLUMN payload TYPE text",
             "ALTER TABLE {s}.outbox ALTER COLUMN task TYPE text",
+        ],
+    ),
+    # The outbox moves into the task rows (see postgres_commit): a queued task is its row,
+    # numbered in `queued`, and the mission's `sent_seq` is the highest number published. An
+    # entry cost an outbox row written at commit and another write when marked sent. Entries
+    # not yet sent carry over in their order; each has its record (the engine commits both).
+    (
+        6,
+        [
+            """ALTER TABLE {s}.tasks ADD COLUMN attempt int, ADD COLUMN queued bigint,
+                ADD COLUMN not_before timestamptz""",
+            "UPDATE {s}.tasks SET attempt = (doc::json->'task'->>'attempt')::int",
+            "ALTER TABLE {s}.tasks ALTER COLUMN attempt SET NOT NULL",
+            """ALTER TABLE {s}.missions ADD COLUMN queued_seq bigint NOT NULL DEFAULT 0,
+                ADD COLUMN sent_seq bigint NOT NULL DEFAULT 0""",
+            """UPDATE {s}.tasks t SET queued = o.id, not_before = o.not_before
+                FROM {s}.outbox o WHERE o.mission_id = t.mission_id AND o.task_id = t.task_id
+                AND o.attempt = t.attempt AND NOT o.sent""",
+            """UPDATE {s}.missions m SET queued_seq = q.top FROM (SELECT mission_id,
+                max(queued) AS top FROM {s}.tasks WHERE queued IS NOT NULL GROUP BY mission_id)
+                AS q WHERE q.mission_id = m.mission_id""",
+            "DROP TABLE {s}.outbox",
         ],
     ),
 ]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from reaper.infra.base import OutboxItem
 from reaper.models import (
@@ -58,6 +60,15 @@ def item(
     not_before: datetime | None = None,
 ) -> OutboxItem:
     return OutboxItem(task=task(mission_id, i, agent_type, attempt), not_before=not_before)
+
+
+def queued(items: Sequence[OutboxItem]) -> dict[str, Any]:
+    """Commit fields queuing `items`: the entries and, as the engine commits them, their
+    task records."""
+    return {
+        "tasks": [TaskRecord(task=i.task, not_before=i.not_before) for i in items],
+        "outbox": list(items),
+    }
 
 
 def mission(mission_id: str, hosts: int = 3, now: datetime | None = None) -> MissionState:

@@ -143,10 +143,10 @@ async def test_outbox_unsent_until_marked_sent(kit: Kit, store: MissionStore, ui
     items = [b.item(mid, 1), b.item(mid, 2, not_before=later), b.item(mid, 3)]
     state = await store.load(mid)
     assert state is not None
-    await store.commit(Commit(mission=state, expected_version=0, outbox=items))
+    await store.commit(Commit(mission=state, expected_version=0, **b.queued(items)))
     ostate = await store.load(other)
     assert ostate is not None
-    await store.commit(Commit(mission=ostate, expected_version=0, outbox=[b.item(other, 1)]))
+    await store.commit(Commit(mission=ostate, expected_version=0, **b.queued([b.item(other, 1)])))
     unsent = await store.unsent(mid)
     assert sorted(unsent, key=lambda i: i.task.task_id) == items
     await store.mark_sent(mid, [items[0].task.key, items[1].task.key])
@@ -160,11 +160,11 @@ async def test_a_commit_marks_what_was_sent_since_the_last(store: MissionStore, 
     state = await store.load(mid)
     assert state is not None
     first = [b.item(mid, 1), b.item(mid, 2)]
-    await store.commit(Commit(mission=state, expected_version=0, outbox=first))
+    await store.commit(Commit(mission=state, expected_version=0, **b.queued(first)))
     # The next commit plans one more task and marks the first two sent, atomically.
     later = [b.item(mid, 3)]
     sent = [first[0].task.key, first[1].task.key]
-    await store.commit(Commit(mission=state, expected_version=1, outbox=later, sent=sent))
+    await store.commit(Commit(mission=state, expected_version=1, sent=sent, **b.queued(later)))
     assert await store.unsent(mid) == later
     with pytest.raises(StaleStateError):  # a refused commit marks nothing
         await store.commit(Commit(mission=state, expected_version=1, sent=[later[0].task.key]))

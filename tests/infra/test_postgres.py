@@ -138,12 +138,13 @@ async def test_schema_migration_is_idempotent(
     assert [row[0] for row in await cur.fetchall()] == list(range(1, LATEST + 1))
 
 
-async def test_upgrade_from_version_3_drops_foreign_keys_and_json_parsing(
+async def test_upgrade_from_version_3(
     schema: str, admin: psycopg.AsyncConnection[tuple[object, ...]]
 ) -> None:
-    """A schema a previous release left at version 3 is migrated on first use: missions
-    create, load and commit as before, without the per-row foreign-key checks or JSON
-    parsing, and the host and task tables keep room for HOT updates."""
+    """A schema a previous release left at version 3 is migrated on first use: its missions
+    and unsent outbox entries carry over, missions create, load and commit as before, without
+    the per-row foreign-key checks or JSON parsing, and the host and task tables keep room
+    for HOT updates."""
     async with await psycopg.AsyncConnection.connect(DSN) as conn, conn.transaction():
         await conn.execute(f'CREATE SCHEMA "{schema}"')  # type: ignore[arg-type]
         await conn.execute(
@@ -172,9 +173,25 @@ async def test_upgrade_from_version_3_drops_foreign_keys_and_json_parsing(
                 f'INSERT INTO "{schema}".hosts VALUES (%s, %s, %s::json)',  # type: ignore[arg-type]
                 ("m0", host.host_id, host.model_dump_json()),
             )
+        # Three queued tasks in its outbox table, the first already sent.
+        for tid, sent in (("t1", True), ("t2", False), ("t3", False)):
+            task = _task("m0", tid)
+            await conn.execute(
+                f'INSERT INTO "{schema}".tasks VALUES (%s, %s, %s, %s::json)',  # type: ignore[arg-type]
+                ("m0", tid, "queued", TaskRecord(task=task).model_dump_json()),
+            )
+            await conn.execute(
+                f'INSERT INTO "{schema}".outbox (mission_id, task_id, attempt, task, sent) '  # type: ignore[arg-type]
+                "VALUES (%s, %s, 1, %s::json, %s)",
+                ("m0", tid, task.model_dump_json(), sent),
+            )
     old = PostgresMissionStore(DSN, schema=schema)  # opens at 3 → migrates to LATEST
     loaded = await old.load("m0")
     assert loaded is not None and loaded.hosts == before.hosts
+    # The unsent entries carried over into the task rows, in their order.
+    assert [i.task.task_id for i in await old.unsent("m0")] == ["t2", "t3"]
+    await old.mark_sent("m0", [("t2", 1)])
+    assert [i.task.task_id for i in await old.unsent("m0")] == ["t3"]
     await old.create(_mission("m1"), [_event("m1", EventKind.MISSION_CREATED)])
     state = await old.load("m1")
     assert state is not None
@@ -205,7 +222,6 @@ async def test_upgrade_from_version_3_drops_foreign_keys_and_json_parsing(
     assert sorted(await cur.fetchall()) == [
         ("events", "payload", "text"),
         ("hosts", "doc", "text"),
-        ("outbox", "task", "text"),
         ("tasks", "doc", "text"),
     ]
     cur = await admin.execute(f'SELECT version FROM "{schema}".schema_migrations')  # type: ignore[arg-type]
@@ -253,14 +269,15 @@ async def test_failed_commit_leaves_neither_state_nor_outbox(
 ) -> None:
     state = _mission("atomic")
     await store.create(state, [])
-    # The database refuses the outbox row, after the header, host, task and event writes.
+    # The database refuses the task row (which holds the outbox entry), among the header,
+    # host and event writes of the same statement.
     await admin.execute(
         f"""CREATE FUNCTION "{schema}".boom() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN IF NEW.task_id = 'boom' THEN RAISE EXCEPTION 'injected'; END IF;
         RETURN NEW; END $$"""  # type: ignore[arg-type]
     )
     await admin.execute(
-        f'CREATE TRIGGER boom BEFORE INSERT ON "{schema}".outbox '  # type: ignore[arg-type]
+        f'CREATE TRIGGER boom BEFORE INSERT ON "{schema}".tasks '  # type: ignore[arg-type]
         f'FOR EACH ROW EXECUTE FUNCTION "{schema}".boom()'
     )
     with pytest.raises(BackendError, match="injected"):
@@ -331,3 +348,17 @@ async def test_reconnects_after_the_connection_is_killed(
     with pytest.raises(BackendError):
         await store.commit(_change(state))
     assert await store.commit(_change(state)) == 1
+
+
+async def test_an_outbox_entry_needs_its_task_record_in_the_commit(
+    store: PostgresMissionStore,
+) -> None:
+    """The entry lives in the record's row: an entry without one is a caller's bug, refused
+    before anything is written."""
+    state = _mission("orphan")
+    await store.create(state, [])
+    change = Commit(mission=state, expected_version=0, outbox=[OutboxItem(_task("orphan", "t1"))])
+    with pytest.raises(ValueError, match="1 outbox entry without the task record"):
+        await store.commit(change)
+    after = await store.load("orphan")
+    assert after is not None and after.version == 0 and await store.unsent("orphan") == []
