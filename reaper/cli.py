@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 from rich.console import Console
 from rich.text import Text
 
-from reaper import __version__
+from reaper import __version__, gc_policy
 from reaper.config import Config, load_config
 from reaper.errors import BadRequestError, ConfigError, MissionNotFoundError, ReaperError
 from reaper.models import OS_NAMES
@@ -325,8 +325,10 @@ def _tune_gc() -> None:
     young collection then scans up to ~300k objects (a pause of some ms) once per ~300k
     allocations; at 10k hosts that roughly halved the collector's ~20 µs per task (a higher
     threshold saves a little more but lengthens the pauses that show in p99 latency).
-    Not in a worker process: it holds no mission, so the default's short pauses are better."""
+    Not in a worker process: it holds no mission, so the default's short pauses are better.
+    The live state itself is kept out of collections altogether (`gc_policy`)."""
     gc.set_threshold(300_000, 20, 1000)
+    gc_policy.enable()
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -380,6 +382,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             _error_line(cli, exc)
             return EXIT_ERROR
         raise
+    finally:
+        gc_policy.disable()  # the process may go on (main called in-process, as tests do)
 
 
 def _error_line(cli: Cli, exc: BaseException) -> None:

@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from reaper import gc_policy
 from reaper.admission import plan
 from reaper.clock import Clock, RealClock
 from reaper.errors import LeaseLostError, MissionNotFoundError, PlannerError
@@ -457,3 +458,4 @@ class MissionEngine:
             await self._dispatch(outbox)
         if self.listener is not None:
             self.listener(state, tr.events)
+        gc_policy.after_commit()
