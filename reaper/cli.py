@@ -328,7 +328,6 @@ def _tune_gc() -> None:
     Not in a worker process: it holds no mission, so the default's short pauses are better.
     The live state itself is kept out of collections altogether (`gc_policy`)."""
     gc.set_threshold(300_000, 20, 1000)
-    gc_policy.enable()
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -363,6 +362,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(cli.config.log_level, json_file=cli.config.log_file, console=cli.err)
     if args.command != "worker":
         _tune_gc()
+    gc_policy.enable()
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             return runner.run(_commands()[args.command](cli))

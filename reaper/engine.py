@@ -458,4 +458,4 @@ class MissionEngine:
             await self._dispatch(outbox)
         if self.listener is not None:
             self.listener(state, tr.events)
-        gc_policy.after_commit()
+        gc_policy.settle()

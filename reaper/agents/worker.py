@@ -27,6 +27,7 @@ import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from reaper import gc_policy
 from reaper.actions import CATALOG
 from reaper.agents.base import ActionOutcome, ActionRunner
 from reaper.agents.hosts import HostResolver, StoreHostResolver
@@ -200,6 +201,7 @@ class Worker:
                     return
                 continue
             await self._dispatch(batch)
+            gc_policy.settle()
             # Inline work never suspends: yield once per batch so the engine (and anything
             # else on this loop) runs between batches.
             await asyncio.sleep(0)

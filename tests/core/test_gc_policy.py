@@ -32,22 +32,22 @@ def clock() -> Iterator[list[float]]:
 
 def test_off_unless_enabled(clock: list[float]) -> None:
     before = gc.get_freeze_count()
-    gc_policy.after_commit()
+    gc_policy.settle()
     assert gc.get_freeze_count() == before
 
 
 def test_commit_freezes_and_the_full_collection_comes_on_schedule(clock: list[float]) -> None:
     gc_policy.enable(full_every_s=60.0, clock=lambda: clock[0])
     garbage = _cycle()  # unreachable, but only the cycle collector can free it
-    gc_policy.after_commit()
+    gc_policy.settle()
     assert gc.get_freeze_count() > 0
     gc.collect()
     assert garbage() is not None  # frozen: no collection sees it
     clock[0] = 59.0
-    gc_policy.after_commit()
+    gc_policy.settle()
     assert garbage() is not None
     clock[0] = 60.0
-    gc_policy.after_commit()  # the full collection: unfreeze, collect, freeze again
+    gc_policy.settle()  # the full collection: unfreeze, collect, freeze again
     assert garbage() is None
     assert gc.get_freeze_count() > 0
 
@@ -58,6 +58,6 @@ def test_objects_alive_when_frozen_are_still_freed_by_reference_counting(
     gc_policy.enable(clock=lambda: clock[0])
     node = _Node()
     ref = weakref.ref(node)
-    gc_policy.after_commit()
+    gc_policy.settle()
     del node
     assert ref() is None
