@@ -330,47 +330,31 @@ class Worker:
     def _result(self, task: Task, outcome: ActionOutcome, started: float) -> ResultEvent:
         ts = self._clock.now()
         duration = self._clock.monotonic() - started
+        values = {
+            "task_id": task.task_id,
+            "mission_id": task.mission_id,
+            "host_id": task.host_id,
+            "agent_type": task.agent_type,
+            "action": task.action,
+            "attempt": task.attempt,
+            "status": outcome.status,
+            "summary": outcome.summary,
+            "stdout_tail": outcome.stdout_tail,
+            "stderr_tail": outcome.stderr_tail,
+            "data": outcome.data,
+            "logs_ref": outcome.logs_ref,
+            "ts": ts,
+            "retriable": outcome.retriable,
+            "error_code": outcome.error_code,
+            "duration_s": duration,
+        }
         if _plain(outcome) and ts.tzinfo is not None and type(duration) is float:
             # The common case, once per task: every value already has its field's exact type,
-            # so validation would only copy `data`; build the result directly.
-            values = {
-                "event_type": "task.result",
-                "task_id": task.task_id,
-                "mission_id": task.mission_id,
-                "host_id": task.host_id,
-                "agent_type": task.agent_type,
-                "action": task.action,
-                "attempt": task.attempt,
-                "status": outcome.status,
-                "summary": outcome.summary,
-                "stdout_tail": outcome.stdout_tail,
-                "stderr_tail": outcome.stderr_tail,
-                "data": dict(outcome.data),
-                "logs_ref": outcome.logs_ref,
-                "ts": ts,
-                "retriable": outcome.retriable,
-                "error_code": outcome.error_code,
-                "duration_s": duration,
-            }
+            # so validation would only copy `data`; build the result directly (event_type
+            # first: declaration order).
+            values = {"event_type": "task.result", **values, "data": dict(outcome.data)}
             return trusted(ResultEvent, values, set(_RESULT_SET))
-        return ResultEvent(
-            task_id=task.task_id,
-            mission_id=task.mission_id,
-            host_id=task.host_id,
-            agent_type=task.agent_type,
-            action=task.action,
-            attempt=task.attempt,
-            status=outcome.status,
-            summary=outcome.summary,
-            stdout_tail=outcome.stdout_tail,
-            stderr_tail=outcome.stderr_tail,
-            data=outcome.data,
-            logs_ref=outcome.logs_ref,
-            ts=ts,
-            retriable=outcome.retriable,
-            error_code=outcome.error_code,
-            duration_s=duration,
-        )
+        return ResultEvent(**values)
 
     def _build(self, task: Task, outcome: ActionOutcome, started: float) -> ResultEvent:
         try:
