@@ -276,20 +276,19 @@ class MissionEngine:
         state = self.state
         assert state is not None
         tasks = state.tasks
+
+        def current(key: tuple[str, int]) -> bool:
+            """The task's attempt `key` is still the one to run, and not finished."""
+            rec = tasks.get(key[0])
+            return rec is not None and rec.task.attempt == key[1] and not rec.status.done
+
         # Keys whose task finished or moved on to another attempt free their slot.
-        self._in_flight = {
-            key
-            for key in self._in_flight
-            if (rec := tasks.get(key[0])) is not None
-            and rec.task.attempt == key[1]
-            and not rec.status.done
-        }
+        self._in_flight = {key for key in self._in_flight if current(key)}
         free = self.settings.max_in_flight - len(self._in_flight)
         batch: list[OutboxItem] = []
         while free > 0 and self._waiting:
             item = self._waiting.popleft()
-            rec = tasks.get(item.task.task_id)
-            if rec is None or rec.task.attempt != item.task.attempt or rec.status.done:
+            if not current(item.task.key):
                 self._sent.append(item.task.key)  # superseded while it waited: not to send
                 continue
             batch.append(item)
