@@ -29,7 +29,7 @@ from pydantic_core import to_json
 from reaper.clock import Clock, RealClock
 from reaper.errors import MissionExistsError, StaleStateError
 from reaper.infra.base import Commit, MissionSummary, OutboxItem
-from reaper.infra.postgres_commit import commit_statement
+from reaper.infra.postgres_commit import SENT_SEQ, commit_statement, sent_params
 from reaper.infra.postgres_conn import PgConnection
 from reaper.infra.postgres_schema import schema_ident
 from reaper.lazy_docs import LazyDocs
@@ -88,11 +88,7 @@ _SQL: dict[str, LiteralString] = {
     # The outbox is the task rows numbered above the mission's high-water mark (postgres_commit).
     "unsent": """SELECT t.doc, t.not_before FROM {s}.tasks t JOIN {s}.missions m
         USING (mission_id) WHERE t.mission_id = %s AND t.queued > m.sent_seq ORDER BY t.queued""",
-    "mark_sent": """UPDATE {s}.missions SET sent_seq = GREATEST(sent_seq,
-        (SELECT max(t.queued) FROM {s}.tasks t WHERE t.mission_id = %s
-        AND t.task_id = ANY(%s::text[])
-        AND (t.task_id, t.attempt) IN (SELECT * FROM unnest(%s::text[], %s::int[]))))
-        WHERE mission_id = %s""",
+    "mark_sent": "UPDATE {s}.missions SET " + SENT_SEQ + " WHERE mission_id = %(mid)s",
     "claim": """INSERT INTO {s}.leases (mission_id, owner, expires_at) VALUES (%s, %s, %s)
         ON CONFLICT (mission_id) DO UPDATE SET owner = EXCLUDED.owner,
         expires_at = EXCLUDED.expires_at
@@ -124,7 +120,9 @@ class PostgresMissionStore:
     def _session(self) -> AbstractAsyncContextManager[AsyncConnection[Any]]:
         return self._pg.session()
 
-    async def _exec(self, conn: AsyncConnection[Any], name: str, params: Sequence[Any]) -> Any:
+    async def _exec(
+        self, conn: AsyncConnection[Any], name: str, params: Sequence[Any] | Mapping[str, Any]
+    ) -> Any:
         self.statements += 1
         return await conn.execute(self._q[name], params)
 
@@ -140,7 +138,7 @@ class PostgresMissionStore:
         `commit` or `create`, whose outcome would be ambiguous."""
         return await self._pg.run(fn, retry=True)
 
-    async def _rows(self, name: str, params: Sequence[Any]) -> list[Any]:
+    async def _rows(self, name: str, params: Sequence[Any] | Mapping[str, Any]) -> list[Any]:
         async def run(conn: AsyncConnection[Any]) -> list[Any]:
             cur = await self._exec(conn, name, params)
             return [] if cur.description is None else list(await cur.fetchall())
@@ -296,8 +294,7 @@ class PostgresMissionStore:
     async def mark_sent(self, mission_id: str, keys: Sequence[tuple[str, int]]) -> None:
         if not keys:
             return
-        ids = [k[0] for k in keys]
-        await self._rows("mark_sent", (mission_id, ids, ids, [k[1] for k in keys], mission_id))
+        await self._rows("mark_sent", {"mid": mission_id, **sent_params(keys)})
 
     async def claim(self, mission_id: str, owner: str, ttl_s: float) -> bool:
         now = self._clock.now()

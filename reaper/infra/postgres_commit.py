@@ -20,6 +20,7 @@ every JSON document), so the statement's text depends only on which parts a comm
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any, LiteralString
 
@@ -29,7 +30,7 @@ from pydantic_core import to_json
 from reaper.infra.base import Commit
 from reaper.infra.postgres_schema import schema_ident
 
-__all__ = ["commit_statement"]
+__all__ = ["SENT_SEQ", "commit_statement", "sent_params"]
 
 # `queued_seq` numbers the outbox entries (a task row's `queued`) in commit order, which is the
 # order the engine publishes them in; `sent_seq` is the highest number published so far.
@@ -37,8 +38,9 @@ _HEADER: LiteralString = """hdr AS (UPDATE {s}.missions SET version = version + 
     status = %(status)s, status_reason = %(reason)s, goal_reached = %(goal)s, step = %(step)s,
     settings = %(settings)s::json, updated_at = %(updated)s, last_seq = last_seq + %(n_events)s,
     queued_seq = queued_seq + %(n_queued)s"""
-_SENT: LiteralString = """,
-    sent_seq = GREATEST(sent_seq, (SELECT max(t.queued) FROM {s}.tasks t
+# The mission's new high-water mark once the keys `sent_params` names are published (also
+# `PostgresMissionStore.mark_sent`, outside a commit).
+SENT_SEQ: LiteralString = """sent_seq = GREATEST(sent_seq, (SELECT max(t.queued) FROM {s}.tasks t
         WHERE t.mission_id = %(mid)s AND t.task_id = ANY(%(sent_ids)s::text[])
         AND (t.task_id, t.attempt) IN (SELECT * FROM unnest(%(sent_ids)s::text[],
         %(sent_attempts)s::int[]))))"""
@@ -72,9 +74,13 @@ _PARTS: dict[str, LiteralString] = {
 }
 
 
+def sent_params(keys: Sequence[tuple[str, int]]) -> dict[str, list[Any]]:
+    return {"sent_ids": [k[0] for k in keys], "sent_attempts": [k[1] for k in keys]}
+
+
 @lru_cache(maxsize=256)  # a commit's shape: which parts it has (16 at most per schema)
 def _statement(schema: str, sent: bool, parts: tuple[str, ...]) -> sql.Composed:
-    header = _HEADER + (_SENT if sent else "") + _GUARD
+    header = _HEADER + (",\n    " + SENT_SEQ if sent else "") + _GUARD
     ctes = ",\n".join([header, *(_PARTS[p] for p in parts)])
     return sql.SQL("WITH " + ctes + "\nSELECT version, last_seq FROM hdr").format(
         s=schema_ident(schema)
@@ -132,6 +138,5 @@ def commit_statement(schema: str, change: Commit) -> tuple[sql.Composed, dict[st
     # Published before this commit: a key queued again by it is not among them.
     sent = [k for k in change.sent if k not in queued]
     if sent:
-        params["sent_ids"] = [k[0] for k in sent]
-        params["sent_attempts"] = [k[1] for k in sent]
+        params.update(sent_params(sent))
     return _statement(schema, bool(sent), tuple(parts)), params
