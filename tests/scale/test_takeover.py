@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from reaper.infra.base import Backend
 from reaper.models import utcnow
 from reaper.services_registry import open_registry
 from tests.scale.harness import (
@@ -31,6 +32,20 @@ from tests.scale.harness import (
 from tests.services import require_service
 
 pytestmark = pytest.mark.timeout(120)
+
+
+async def _engine_applying_results(
+    cluster: Cluster, backend: Backend, mid: str
+) -> subprocess.Popen[bytes]:
+    """An engine for the mission and a linux worker, once the engine has applied results."""
+    first = cluster.engine("--mission", mid)
+    cluster.worker("linux")
+
+    async def started() -> bool:
+        return await results_applied(backend, mid) >= 5
+
+    await wait_for(started, timeout=20, what="the first engine to apply results")
+    return first
 
 
 @pytest.mark.parametrize("kind", BACKENDS)
@@ -76,13 +91,7 @@ async def test_engine_killed_mid_mission_another_engine_takes_over(
     backend = spec.open()
     try:
         with cluster:
-            first = cluster.engine("--mission", mid)
-            cluster.worker("linux")
-
-            async def started() -> bool:
-                return await results_applied(backend, mid) >= 5
-
-            await wait_for(started, timeout=20, what="the first engine to apply results")
+            first = await _engine_applying_results(cluster, backend, mid)
             second = cluster.engine("--mission", mid)
             cluster.kill(first)
             assert (await backend.store.load(mid)).status.terminal is False  # type: ignore[union-attr]
@@ -104,13 +113,7 @@ async def test_sigterm_releases_the_mission_lease_at_once(tmp_path: Path) -> Non
     backend = spec.open()
     try:
         with cluster:
-            first = cluster.engine("--mission", mid)
-            cluster.worker("linux")
-
-            async def started() -> bool:
-                return await results_applied(backend, mid) >= 5
-
-            await wait_for(started, timeout=20, what="the first engine to apply results")
+            first = await _engine_applying_results(cluster, backend, mid)
             cluster.engine("--mission", mid)
             first.send_signal(signal.SIGTERM)
             assert first.wait(10) == 0
