@@ -73,6 +73,9 @@ def _catalog_timeout(task: Task) -> float:
 
 # What `ResultEvent(...)` in `Worker._result` records as set: every field but event_type.
 _RESULT_SET = frozenset(ResultEvent.model_fields) - {"event_type"}
+# Results of inline tasks are published in groups, at most this old: a batch of many does not
+# hold its first results back until its last is done.
+PUBLISH_EVERY_S = 0.002
 
 
 def _plain(o: ActionOutcome) -> bool:
@@ -242,15 +245,23 @@ class Worker:
         stats.taken += len(batch)
         stats.in_flight += len(batch)
         finished: list[tuple[TaskDelivery, ResultEvent]] = []
+        published: list[TaskDelivery] = []
         index = 0  # deliveries before this one are finished or spawned
+        first = 0.0  # when the oldest result in `finished` was built
         try:
             for delivery in batch:
                 started = self._clock.monotonic()
                 outcome = await self._start(delivery, started)
+                index += 1
                 if outcome is not None:
+                    if not finished:
+                        first = started
                     finished.append((delivery, self._build(delivery.task, outcome, started)))
                     stats.in_flight -= 1
-                index += 1
+                    if self._clock.monotonic() - first >= PUBLISH_EVERY_S:
+                        # A long batch does not hold its early results back.
+                        out, finished = finished, []
+                        published += await self._publish_all(out)
         except BaseException:
             # Cancelled mid-batch (only possible where something suspended): hand back what
             # this batch had not finished; a result already published is dropped as a
@@ -261,10 +272,11 @@ class Worker:
             raise
         finally:
             # Inline results go out together: one bus call (one transaction, one pipeline)
-            # per batch, and the engine then folds them as one batch too.
-            done = await self._publish_all(finished) if finished else []
-            if done:
-                await self._ack(done)
+            # per PUBLISH_EVERY_S of work, and one ack per batch.
+            if finished:
+                published += await self._publish_all(finished)
+            if published:
+                await self._ack(published)
 
     async def _start(self, delivery: TaskDelivery, started: float) -> ActionOutcome | None:
         """Run the delivery inline and return its outcome, or spawn it and return None."""

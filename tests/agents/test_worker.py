@@ -310,3 +310,41 @@ async def test_cancel_during_a_batch_releases_its_unfinished_deliveries(backend:
     assert first.task_id == "t-1"
     assert w.stats.released == 2 and w.stats.in_flight == 0
     assert await queue.depth(LINUX) == 2 and not queue._leased
+
+
+async def test_a_long_inline_batch_publishes_its_results_as_they_age(backend: Any) -> None:
+    store, queue, _ = backend
+    clock = ManualClock()
+    groups: list[list[str]] = []
+
+    class RecordingBus(MemoryEventBus):
+        async def publish_many(self, messages: Sequence[InboundMessage]) -> None:
+            groups.append([m.task_id for m in messages])
+            await super().publish_many(messages)
+
+    class MillisecondSim(SimRunner):
+        """Inline, and 1 ms of the worker's clock a task."""
+
+        async def run(self, task: Task, host_id: str, conn: HostConnection) -> ActionOutcome:
+            clock.advance(0.001)
+            return await super().run(task, host_id, conn)
+
+    bus = RecordingBus()
+    acked: list[str] = []
+
+    class RecordingQueue(MemoryTaskQueue):
+        async def ack(self, deliveries: Sequence[TaskDelivery]) -> None:
+            acked.extend(d.task.task_id for d in deliveries)
+            await super().ack(deliveries)
+
+    queue = RecordingQueue()
+    tasks = [task(i, "h1") for i in range(10)]
+    await publish(queue, tasks)
+    runners = {"sim": MillisecondSim()}
+    w = Worker(LINUX, queue, bus, StoreHostResolver(store), runners, concurrency=10, clock=clock)
+    await asyncio.wait_for(w.run(until_idle=True), 5)
+
+    # One batch of ten; a group goes out once its first result is PUBLISH_EVERY_S (2 ms) old.
+    assert groups == [[f"t-{i}", f"t-{i + 1}"] for i in range(0, 10, 2)]
+    assert sorted(acked) == sorted(t.task_id for t in tasks)  # one ack, after every publish
+    assert w.stats.succeeded == 10 and not queue._leased
