@@ -17,10 +17,10 @@ import gc
 import statistics
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
@@ -64,8 +64,7 @@ class BenchResult:
     slowest_tasks_per_s: float = 0.0
 
 
-def _lab(hosts: int, max_in_flight: int | None) -> LabFile:
-    settings = {} if max_in_flight is None else {"max_in_flight": max_in_flight}
+def _lab(hosts: int, settings: Mapping[str, Any]) -> LabFile:
     return LabFile(
         lab_type="bench",
         policy="standard",
@@ -99,13 +98,13 @@ async def bench_once(
     workers: int = 1,
     concurrency: int = 64,
     processes: WorkerProcesses | None = None,
-    max_in_flight: int | None = None,
+    settings: Mapping[str, Any] | None = None,
 ) -> BenchResult:
-    """One mission of `hosts` hosts; workers in this process unless `processes` (already
-    serving on the same backend) are given."""
+    """One mission of `hosts` hosts (lab `settings` beyond the defaults); workers in this
+    process unless `processes` (already serving on the same backend) are given."""
     timer = _EngineTimer()
     overseer = Overseer(backend, listener=timer.listener, engine_overrides={"stall_after_s": 600.0})
-    state = await overseer.create_mission(_lab(hosts, max_in_flight))
+    state = await overseer.create_mission(_lab(hosts, settings or {}))
     pool = (
         []
         if processes
@@ -173,6 +172,11 @@ async def _bench_label(
     await open_backend(None, store=store, queue=queue).close()  # a bad spec: one line, now
     store, queue = space.isolate(store), space.isolate(queue)
     separate = label != "memory" and not a.in_process
+    settings: dict[str, Any] = {}
+    if a.max_in_flight is not None:
+        settings["max_in_flight"] = a.max_in_flight
+    if a.latency_target is not None:
+        settings["latency_target_s"] = a.latency_target
     async with contextlib.AsyncExitStack() as stack:
         procs = None
         if separate:
@@ -193,7 +197,7 @@ async def _bench_label(
                             workers=a.workers,
                             concurrency=a.concurrency,
                             processes=procs,
-                            max_in_flight=a.max_in_flight,
+                            settings=settings,
                         )
                     )
                 finally:

@@ -219,6 +219,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="the mission's dispatch window (default: the lab setting's default, 256)",
     )
     p.add_argument(
+        "--latency-target",
+        type=_non_negative_float,
+        help="seconds results may wait on the engine before the window narrows "
+        "(default: the lab setting's default, 0.025; 0: a fixed window)",
+    )
+    p.add_argument(
         "--repeat", type=_positive_int, default=3, help="runs per row; the best is reported"
     )
     p.add_argument("--concurrency", type=_positive_int, default=64, help="per worker")

@@ -10,9 +10,10 @@ committed-but-unsent tasks are re-published (the queue drops duplicates).
 Dispatch is windowed: at most `max_in_flight` of the mission's tasks are on the queue or
 running at once (as Ansible's forks or Terraform's -parallelism); the rest wait in the outbox,
 committed but unsent, and go out as results free slots. The window is what keeps a 1,000-host
-step from flooding the workers and, behind them, the engine: results never pile up past it,
-so their latency stays bounded. The waiting tasks are the store's unsent outbox rows, so a
-crash loses none of them.
+step from flooding the workers and, behind them, the engine: results never pile up past it.
+Within that cap the window adapts (`reaper.window`): fewer tasks go out while results wait on
+the engine longer than `latency_target_s`, so their latency stays bounded on fast hosts too.
+The waiting tasks are the store's unsent outbox rows, so a crash loses none of them.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from reaper.models import EventKind, EventRecord, MissionState, MissionStatus, R
 from reaper.planners.base import MissionPlanner, Plan
 from reaper.policy import Policy
 from reaper.state import RetrySettings, Transition, apply, decide_status, fold
+from reaper.window import DispatchWindow
 
 __all__ = ["EngineSettings", "Listener", "MissionEngine"]
 
@@ -45,6 +47,19 @@ _HALTED = "planning_halted"
 
 
 @dataclass(frozen=True, slots=True)
+class _Cycle:
+    """One wake-up's timing: when the earliest of its messages can have arrived, when the
+    receive returned, and the planner's running total of seconds at each (planner time is
+    not the window's to shorten)."""
+
+    origin: float
+    received: float
+    planner_at_origin: float
+    planner_at_received: float
+    batch: int
+
+
+@dataclass(frozen=True, slots=True)
 class EngineSettings:
     retry: RetrySettings = field(default_factory=RetrySettings)
     stall_after_s: float = 300.0
@@ -52,6 +67,9 @@ class EngineSettings:
     max_batch: int = 10_000
     # Tasks of the mission on the queue or running at once; the rest wait in the outbox.
     max_in_flight: int = 256
+    # Result latency (arrival → commit, as the engine measures it) the window keeps within;
+    # None: the window stays at max_in_flight.
+    latency_target_s: float | None = 0.025
     # Plan only when every task of the step has finished (see `_step`).
     lockstep: bool = False
 
@@ -90,6 +108,13 @@ class MissionEngine:
         self._in_flight: set[tuple[str, int]] = set()
         # Published since the last commit: the next commit marks them sent (`Commit.sent`).
         self._sent: list[tuple[str, int]] = []
+        self.window = DispatchWindow(self.settings.max_in_flight, self.settings.latency_target_s)
+        # Tasks were left waiting for a slot at the last dispatch.
+        self._limited = False
+        self._received = 0.0  # when the last receive returned
+        self._planner_s = 0.0  # seconds spent in the planner, in all
+        self._planner_at_received = 0.0
+        self._cycle: _Cycle | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -194,15 +219,29 @@ class MissionEngine:
                     self._held.append(r)
 
     async def _wake(self) -> None:
-        timeout = self._receive_timeout()
-        deliveries = await self.bus.receive(
-            self.mission_id, max_items=self.settings.max_batch, timeout=timeout
+        # A first look without waiting tells a backlog (messages that came while the engine
+        # was busy, since the last receive returned) from messages it had to wait for.
+        limit = self.settings.max_batch
+        deliveries = await self.bus.receive(self.mission_id, max_items=limit, timeout=0.0)
+        backlog = bool(deliveries)
+        if not backlog:
+            timeout = self._receive_timeout()
+            deliveries = await self.bus.receive(self.mission_id, max_items=limit, timeout=timeout)
+        received = self.clock.monotonic()
+        self._cycle = _Cycle(
+            origin=self._received if backlog else received,
+            received=received,
+            planner_at_origin=self._planner_at_received if backlog else self._planner_s,
+            planner_at_received=self._planner_s,
+            batch=len(deliveries),
         )
+        self._received, self._planner_at_received = received, self._planner_s
         if deliveries:
-            self._last_progress = self.clock.monotonic()
+            self._last_progress = received
             await self._process(deliveries)
         else:
             await self._check_stall()
+        self._cycle = None
 
     def _receive_timeout(self) -> float:
         renew_in = self.settings.lease_ttl_s / 3
@@ -284,7 +323,7 @@ class MissionEngine:
 
         # Keys whose task finished or moved on to another attempt free their slot.
         self._in_flight = {key for key in self._in_flight if current(key)}
-        free = self.settings.max_in_flight - len(self._in_flight)
+        free = self.window.size - len(self._in_flight)
         batch: list[OutboxItem] = []
         while free > 0 and self._waiting:
             item = self._waiting.popleft()
@@ -293,11 +332,24 @@ class MissionEngine:
                 continue
             batch.append(item)
             free -= 1
+        self._limited = bool(self._waiting)
         if batch:
             await self.queue.publish(batch)
             keys = [i.task.key for i in batch]
             self._in_flight.update(keys)
             self._sent += keys
+
+    def _resize(self, cycle: _Cycle) -> None:
+        """Feed the window this wake-up's results, now committed: their worst latency as far
+        as the engine can tell, and its busy time on them (the planner's excluded)."""
+        done = self.clock.monotonic()
+        planner = self._planner_s
+        self.window.observe(
+            latency_s=done - cycle.origin - (planner - cycle.planner_at_origin),
+            batch=cycle.batch,
+            busy_s=done - cycle.received - (planner - cycle.planner_at_received),
+            limited=self._limited,
+        )
 
     # -- one wake-up -----------------------------------------------------------------------
 
@@ -378,6 +430,7 @@ class MissionEngine:
     async def _ask_planner(self, finished: Sequence[ResultEvent], *, initial: bool) -> Plan:
         state = self.state
         assert state is not None
+        started = self.clock.monotonic()
         try:
             if initial:
                 return await self.planner.initial_tasks(state)
@@ -385,6 +438,8 @@ class MissionEngine:
         except PlannerError as exc:
             log.error("mission %s: planner %s failed: %s", state.mission_id, self.planner.name, exc)
             return Plan(note=f"planner error: {exc}", decision={"error": str(exc)})
+        finally:
+            self._planner_s += self.clock.monotonic() - started
 
     def _decision_event(self, proposal: Plan, step: int, accepted: int) -> EventRecord:
         payload: dict[str, Any] = {
@@ -451,6 +506,8 @@ class MissionEngine:
             )
         )
         self._sent = []
+        if ack and self._cycle is not None:
+            self._resize(self._cycle)
         if ack:
             await asyncio.gather(self._dispatch(outbox), self.bus.ack(self.mission_id, ack))
         else:

@@ -78,6 +78,8 @@ class LabSettings(_Strict):
     stall_after_s: float = Field(default=300.0, gt=0)
     # Tasks queued or running at once (Ansible's forks); the rest wait their turn.
     max_in_flight: int = Field(default=256, ge=1)
+    # Within it, fewer while results wait on the engine longer than this (0: always the cap).
+    latency_target_s: float = Field(default=0.025, ge=0)
     # Plan between steps only (deterministic planner input); default: on for the LLM planner.
     lockstep: bool | None = None
 

@@ -50,6 +50,7 @@ def engine_settings_for(state: MissionState, **overrides: Any) -> EngineSettings
         "retry": retry,
         "stall_after_s": float(s.get("stall_after_s", 300.0)),
         "max_in_flight": int(s.get("max_in_flight", 256)),
+        "latency_target_s": float(s.get("latency_target_s", 0.025)) or None,
         "lockstep": state.planner == "llm" if lockstep is None else bool(lockstep),
     }
     values.update(overrides)

@@ -1,5 +1,6 @@
 """The dispatch window: at most `max_in_flight` of a mission's tasks are on the queue or running
-at once; the rest wait, committed, in the outbox and survive a crash there."""
+at once; the rest wait, committed, in the outbox and survive a crash there. Within that cap the
+window narrows while results wait on a busy engine longer than `latency_target_s`."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from reaper.infra.base import OutboxItem, TaskQueue
-from reaper.models import MissionStatus, Stage, TaskStatus
+from reaper.clock import ManualClock
+from reaper.infra.base import Commit, MissionStore, OutboxItem, TaskQueue
+from reaper.models import EventKind, MissionState, MissionStatus, Stage, TaskStatus
 from reaper.overseer import Overseer
 from reaper.runtime import LocalWorkers
 
@@ -56,15 +58,17 @@ def _hosts(n: int, **kw: object) -> list[dict[str, object]]:
     return [sim_host(f"h{i:03d}", OSES[i % 3], **kw) for i in range(n)]  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("target", [0.0, 0.025], ids=["fixed", "adaptive"])
 @pytest.mark.parametrize("window", [1, 7, 64])
 async def test_never_more_than_the_window_in_flight_and_every_host_finishes(
-    harness: HarnessFactory, window: int
+    harness: HarnessFactory, window: int, target: float
 ):
     backend = open_memory()
     watch = _Watch(backend.queue)
     backend.queue = watch  # type: ignore[assignment]
     h = await harness(backend=backend)
-    lab = make_lab(*_hosts(40), settings={"max_in_flight": window})
+    settings = {"max_in_flight": window, "latency_target_s": target}
+    lab = make_lab(*_hosts(40), settings=settings)
     final = await h.run(lab, timeout=WAIT_S * 3)
     assert final.status is MissionStatus.COMPLETED and final.goal_reached
     assert all(s.stage is Stage.BASELINED for s in final.hosts.values())
@@ -118,6 +122,74 @@ async def test_tasks_waiting_for_a_slot_survive_an_engine_crash(tmp_path: Path):
     assert len(keys) == 60 and set(keys.values()) == {1}  # every task ran, none twice
     assert await again.store.unsent("m1") == []
     await again.close()
+
+
+class _SlowStore:
+    """A store whose commits take `fixed_s + per_result_s` a result on the engine's clock: an
+    engine as busy as a slow machine makes it, deterministically."""
+
+    def __init__(
+        self, inner: MissionStore, clock: ManualClock, fixed_s: float, per_result_s: float
+    ):
+        self.inner, self.clock = inner, clock
+        self.fixed_s, self.per_result_s = fixed_s, per_result_s
+
+    async def commit(self, commit: Commit) -> int:
+        results = sum(1 for e in commit.events if e.kind is EventKind.TASK_RESULT)
+        self.clock.advance(self.fixed_s + self.per_result_s * results)
+        return await self.inner.commit(commit)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+
+async def _run_on_a_slow_engine(target: float) -> tuple[MissionState, list[int], int]:
+    """600 hosts on an engine that spends 2 ms a commit and 0.5 ms a result; returns the final
+    state, the window's size after each commit, and the peak of tasks out at once."""
+    backend = open_memory()
+    clock = ManualClock()
+    backend.store = _SlowStore(backend.store, clock, 0.002, 0.0005)  # type: ignore[assignment]
+    watch = _Watch(backend.queue)
+    backend.queue = watch  # type: ignore[assignment]
+    sizes: list[int] = []
+    overseer: Overseer
+
+    def listener(state: MissionState, events: Sequence[object]) -> None:
+        engine = overseer.engines.get(state.mission_id)
+        if engine is not None:
+            sizes.append(engine.window.size)
+
+    overseer = Overseer(backend, clock=clock, listener=listener)
+    workers = LocalWorkers(backend)
+    workers.start()
+    try:
+        settings = {"max_in_flight": 256, "latency_target_s": target}
+        await overseer.create_mission(make_lab(*_hosts(600), settings=settings))
+        final = await asyncio.wait_for(overseer.run_mission("m1"), WAIT_S * 3)
+    finally:
+        await workers.stop()
+        await backend.close()
+    return final, sizes, watch.peak
+
+
+async def test_a_busy_engine_narrows_the_window_and_every_task_still_runs_once():
+    final, sizes, peak = await _run_on_a_slow_engine(0.025)
+    assert final.status is MissionStatus.COMPLETED and final.goal_reached
+    assert len(final.tasks) == 1200
+    assert all(
+        rec.status is TaskStatus.SUCCEEDED and rec.task.attempt == 1 for rec in final.tasks.values()
+    )
+    # Workers in this loop answer while the engine waits, so a cycle applies the whole window
+    # and a result waits one cycle: 2 ms + 0.5 ms x 46 = 25 ms.
+    settled = sizes[len(sizes) // 2 :]
+    assert 40 <= min(settled) <= max(settled) <= 56
+    assert peak <= max(sizes)
+
+
+async def test_without_a_latency_target_the_window_stays_at_the_cap():
+    final, sizes, peak = await _run_on_a_slow_engine(0.0)
+    assert final.status is MissionStatus.COMPLETED
+    assert set(sizes) == {256} and peak == 256
 
 
 def test_the_window_must_be_positive():
