@@ -8,7 +8,8 @@ in the same database, not a new store method:
 
     memory          a dict (one process; tests)
     sqlite:///F     table `reaper_processes` in the same file (own connection)
-    postgresql://…  table `reaper_processes` in the connection's default schema
+    postgresql://…  table `processes` in the store's schema (`?schema=NAME`, default
+                    `reaper`): deployments sharing a server see only their own processes
 
 A record is upserted on each beat and deleted on a graceful exit, so a record that stops
 changing means a process that died. Records silent for 15 minutes are pruned when the
@@ -27,7 +28,7 @@ from typing import Any, Literal, Protocol
 from pydantic import AwareDatetime, BaseModel, Field
 
 from reaper.errors import BackendError, ConfigError
-from reaper.infra.factory import parse_spec, url_option
+from reaper.infra.factory import DEFAULT_SCHEMA, parse_spec, url_option
 
 __all__ = [
     "DEAD_AFTER_INTERVALS",
@@ -153,27 +154,48 @@ class PostgresRegistry:
     """One autocommit connection, opened on first use and re-opened after an error (the
     server restarted): a missed beat is harmless, the next one re-registers."""
 
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, schema: str = DEFAULT_SCHEMA) -> None:
         try:
             import psycopg
+            from psycopg import sql
         except ModuleNotFoundError as exc:
             raise ConfigError(
                 "the postgres backend needs an optional package: pip install 'reaper-lab[postgres]'"
             ) from exc
         self._psycopg = psycopg
         self._dsn = dsn
+        self._schema = schema
+        self._table = sql.Identifier(schema, "processes").as_string(None)
         self._conn: Any = None
         self._lock = asyncio.Lock()
+
+    async def _connect(self) -> Any:
+        conn = await self._psycopg.AsyncConnection.connect(
+            self._dsn, autocommit=True, connect_timeout=5
+        )
+        try:
+            # Under the store's migration lock: a schema created twice at once fails.
+            async with conn.transaction():
+                await conn.execute(
+                    "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"reaper:{self._schema}",)
+                )
+                schema = self._psycopg.sql.Identifier(self._schema).as_string(None)
+                await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+                await conn.execute(
+                    f"CREATE TABLE IF NOT EXISTS {self._table} (process_id TEXT PRIMARY KEY,"
+                    " last_seen DOUBLE PRECISION NOT NULL, body TEXT NOT NULL)"
+                )
+        except BaseException:
+            await conn.close()
+            raise
+        return conn
 
     async def _run(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
         async with self._lock:
             try:
                 if self._conn is None:
-                    self._conn = await self._psycopg.AsyncConnection.connect(
-                        self._dsn, autocommit=True, connect_timeout=5
-                    )
-                    await self._conn.execute(_CREATE)
-                cur = await self._conn.execute(sql, params)
+                    self._conn = await self._connect()
+                cur = await self._conn.execute(sql.format(t=self._table), params)
                 return list(await cur.fetchall()) if cur.description else []
             except self._psycopg.Error as exc:
                 conn, self._conn = self._conn, None
@@ -183,20 +205,18 @@ class PostgresRegistry:
 
     async def beat(self, info: ProcessInfo) -> None:
         await self._run(
-            "INSERT INTO reaper_processes (process_id, last_seen, body) VALUES (%s, %s, %s) "
+            "INSERT INTO {t} (process_id, last_seen, body) VALUES (%s, %s, %s) "
             "ON CONFLICT (process_id) DO UPDATE SET last_seen = excluded.last_seen, "
             "body = excluded.body",
             (info.process_id, info.last_seen.timestamp(), info.model_dump_json()),
         )
 
     async def remove(self, process_id: str) -> None:
-        await self._run("DELETE FROM reaper_processes WHERE process_id = %s", (process_id,))
+        await self._run("DELETE FROM {t} WHERE process_id = %s", (process_id,))
 
     async def list(self, now: datetime) -> list[ProcessInfo]:
-        await self._run(
-            "DELETE FROM reaper_processes WHERE last_seen < %s", (now.timestamp() - _KEEP_S,)
-        )
-        return _parse(await self._run("SELECT body FROM reaper_processes"))
+        await self._run("DELETE FROM {t} WHERE last_seen < %s", (now.timestamp() - _KEEP_S,))
+        return _parse(await self._run("SELECT body FROM {t}"))
 
     async def close(self) -> None:
         async with self._lock:
@@ -222,7 +242,8 @@ def open_registry(
         return MemoryRegistry()
     if part.kind == "sqlite":
         return SqliteRegistry(part.target)
-    return PostgresRegistry(url_option(part.target, "schema")[0])
+    dsn, schema = url_option(part.target, "schema")
+    return PostgresRegistry(dsn, schema or DEFAULT_SCHEMA)
 
 
 def counters_of(stats: Mapping[str, Any]) -> dict[str, int]:

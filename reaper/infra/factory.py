@@ -35,7 +35,14 @@ from reaper.infra.base import Backend, EventBus, MissionStore, TaskQueue
 from reaper.infra.memory import MemoryEventBus, MemoryMissionStore, MemoryTaskQueue
 from reaper.infra.sqlite import SqliteBackend
 
-__all__ = ["REDIS_POSTGRES_DEFAULTS", "BackendSpec", "open_backend", "parse_spec", "url_option"]
+__all__ = [
+    "DEFAULT_SCHEMA",
+    "REDIS_POSTGRES_DEFAULTS",
+    "BackendSpec",
+    "open_backend",
+    "parse_spec",
+    "url_option",
+]
 
 Kind = Literal["memory", "sqlite", "redis", "postgres"]
 
@@ -124,6 +131,8 @@ def _import_extra(kind: str) -> ModuleType:
 
 # Reaper's own URL option per kind (see the module docstring).
 _URL_OPTION = {"postgres": "schema", "pgqueue": "schema", "redis": "prefix"}
+# The PostgreSQL schema without `?schema=`.
+DEFAULT_SCHEMA = "reaper"
 
 
 def url_option(url: str, name: str) -> tuple[str, str | None]:

@@ -29,6 +29,7 @@ from pydantic_core import to_json
 from reaper.clock import Clock, RealClock
 from reaper.errors import MissionExistsError, StaleStateError
 from reaper.infra.base import Commit, MissionSummary, OutboxItem
+from reaper.infra.factory import DEFAULT_SCHEMA
 from reaper.infra.postgres_commit import SENT_SEQ, commit_statement, sent_params
 from reaper.infra.postgres_conn import PgConnection
 from reaper.infra.postgres_schema import schema_ident
@@ -101,7 +102,9 @@ _SQL: dict[str, LiteralString] = {
 class PostgresMissionStore:
     """`MissionStore` on PostgreSQL; tables live in `schema` (created on first use)."""
 
-    def __init__(self, dsn: str, *, clock: Clock | None = None, schema: str = "reaper") -> None:
+    def __init__(
+        self, dsn: str, *, clock: Clock | None = None, schema: str = DEFAULT_SCHEMA
+    ) -> None:
         self._dsn = dsn
         self._clock = clock or RealClock()
         self.schema = schema

@@ -31,6 +31,7 @@ from pydantic import Field, TypeAdapter
 
 from reaper.clock import Clock, RealClock
 from reaper.infra.base import InboundDelivery, OutboxItem, TaskDelivery
+from reaper.infra.factory import DEFAULT_SCHEMA
 from reaper.infra.postgres_conn import NotifyListener, PgConnection, channel_name
 from reaper.infra.postgres_schema import schema_ident
 from reaper.models import ApprovalDecision, InboundMessage, ResultEvent, Task
@@ -167,7 +168,9 @@ class _Base:
 class PostgresTaskQueue(_Base):
     """Per-agent-type FIFO with delayed visibility and leases, in schema `schema`."""
 
-    def __init__(self, dsn: str, *, clock: Clock | None = None, schema: str = "reaper") -> None:
+    def __init__(
+        self, dsn: str, *, clock: Clock | None = None, schema: str = DEFAULT_SCHEMA
+    ) -> None:
         super().__init__(dsn, "q", clock, schema)
 
     async def publish(self, items: Sequence[OutboxItem]) -> None:
@@ -247,7 +250,9 @@ class PostgresTaskQueue(_Base):
 class PostgresEventBus(_Base):
     """Per-mission inbox in schema `schema`; delivered messages stay until acked."""
 
-    def __init__(self, dsn: str, *, clock: Clock | None = None, schema: str = "reaper") -> None:
+    def __init__(
+        self, dsn: str, *, clock: Clock | None = None, schema: str = DEFAULT_SCHEMA
+    ) -> None:
         super().__init__(dsn, "b", clock, schema)
 
     async def publish(self, message: InboundMessage) -> None:

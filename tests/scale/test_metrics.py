@@ -27,7 +27,7 @@ from reaper.models import (
     SimSettings,
     utcnow,
 )
-from reaper.services_registry import ProcessInfo, SqliteRegistry
+from reaper.services_registry import ProcessInfo, SqliteRegistry, open_registry
 from tests.scale.harness import (
     ROOT,
     Cluster,
@@ -146,6 +146,22 @@ async def test_sqlite_registry_round_trip_and_prunes(tmp_path: Path) -> None:
     await reg.remove("new")
     assert await reg.list(now) == []
     await reg.close()
+
+
+async def test_postgres_registry_keeps_to_its_schema(tmp_path: Path) -> None:
+    """Deployments sharing a server (`?schema=`) see only their own processes."""
+    one, two = backend_spec("postgres", tmp_path), backend_spec("postgres", tmp_path)
+    regs = [open_registry(None, store=one.store), open_registry(None, store=two.store)]
+    now = utcnow()
+    beat = {"role": "worker", "host": "x", "pid": 1, "started": now, "interval_s": 1.0}
+    try:
+        await regs[0].beat(ProcessInfo(process_id="in-one", last_seen=now, **beat))
+        await regs[1].beat(ProcessInfo(process_id="in-two", last_seen=now, **beat))
+        assert [p.process_id for p in await regs[0].list(now)] == ["in-one"]
+        assert [p.process_id for p in await regs[1].list(now)] == ["in-two"]
+    finally:
+        for reg in regs:
+            await reg.close()
 
 
 def _scrape(port: int) -> str | None:
