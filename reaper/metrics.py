@@ -11,6 +11,8 @@ counted once even when a worker ran its task twice):
     reaper_tasks_failed_total{agent_type,action}    results applied with another status
     reaper_result_latency_seconds                   result ts (worker) → applied (engine)
     reaper_hosts_locked{mission_id}                 locked hosts of the missions run here
+    reaper_dispatch_window{mission_id}              tasks a mission run here may have out now
+                                                    (max_in_flight, or fewer: reaper.window)
     reaper_missions{status}                         every mission in the store, by status
     reaper_llm_calls_total{model}, reaper_llm_tokens_total{model,kind},
     reaper_llm_cost_usd_total{model}                from `planner.decision` payloads
@@ -24,6 +26,7 @@ Both:
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 from collections.abc import Iterable, Sequence
 from types import ModuleType
@@ -91,6 +94,12 @@ class Metrics:
         self.hosts_locked = p.Gauge(
             "reaper_hosts_locked", "Locked hosts", ("mission_id",), registry=r
         )
+        self.dispatch_window = p.Gauge(
+            "reaper_dispatch_window",
+            "Tasks a mission may have queued or running now",
+            ("mission_id",),
+            registry=r,
+        )
         self.queue_depth = p.Gauge(
             "reaper_queue_depth", "Tasks waiting in the queue", ("agent_type",), registry=r
         )
@@ -143,6 +152,14 @@ class Metrics:
         cost = payload.get("cost_usd")
         if isinstance(cost, int | float) and cost > 0:
             self.llm_cost.labels(model).inc(float(cost))
+
+    def set_window(self, mission_id: str, size: int | None) -> None:
+        """A mission's dispatch window; None when this engine no longer runs it."""
+        if size is None:
+            with contextlib.suppress(KeyError):
+                self.dispatch_window.remove(mission_id)
+        else:
+            self.dispatch_window.labels(mission_id).set(size)
 
     def observe_missions(self, missions: Iterable[MissionSummary]) -> None:
         counts = dict.fromkeys((s.value for s in MissionStatus), 0)

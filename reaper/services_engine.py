@@ -93,6 +93,7 @@ class EngineService:
         self.housekeeping_s = housekeeping_s  # None: no janitor
         self.housekeeping_grace_s = housekeeping_grace_s
         self.engines: dict[str, asyncio.Task[None]] = {}
+        self._running: dict[str, MissionEngine] = {}  # the engine objects, for their metrics
         self.completed: list[str] = []
         self._failures: dict[str, int] = {}
         self._retry_at: dict[str, float] = {}
@@ -184,7 +185,8 @@ class EngineService:
             if state is None:
                 raise MissionNotFoundError(mission_id)
             log.info("engine %s: running mission %s", self.owner, mission_id)
-            final = await self._engine(state).run()
+            engine = self._running[mission_id] = self._engine(state)
+            final = await engine.run()
         except LeaseLostError as exc:
             log.warning("engine %s: %s", self.owner, exc)
             self._backoff(mission_id)
@@ -204,6 +206,9 @@ class EngineService:
                 self.completed.append(mission_id)
         finally:
             self.engines.pop(mission_id, None)
+            self._running.pop(mission_id, None)
+            if self.metrics is not None:
+                self.metrics.set_window(mission_id, None)
 
     def _backoff(self, mission_id: str) -> None:
         n = self._failures[mission_id] = self._failures.get(mission_id, 0) + 1
@@ -227,6 +232,9 @@ class EngineService:
     def _listener(self, state: MissionState, events: Sequence[EventRecord]) -> None:
         if self.metrics is not None:
             self.metrics.observe_events(state, events)
+            engine = self._running.get(state.mission_id)
+            if engine is not None:
+                self.metrics.set_window(state.mission_id, engine.window.size)
         for alert in alerts_from_events(state.mission_id, events):
             raise_alert(alert, self.metrics)
 

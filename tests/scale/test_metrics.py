@@ -100,6 +100,21 @@ def test_engine_metrics_count_queued_results_latency_and_llm_usage() -> None:
     assert _total(s, "reaper_hosts_locked", mission_id="m1") == 0
 
 
+def test_dispatch_window_gauge_per_mission_run_here() -> None:
+    m = Metrics()
+    m.set_window("m1", 64)
+    m.set_window("m1", 48)
+    m.set_window("m2", 256)
+    s = _samples(m.render().decode())
+    assert _total(s, "reaper_dispatch_window", mission_id="m1") == 48
+    assert _total(s, "reaper_dispatch_window", mission_id="m2") == 256
+    m.set_window("m1", None)  # the mission ended here: no stale series
+    m.set_window("m1", None)
+    s = _samples(m.render().decode())
+    assert ("reaper_dispatch_window", (("mission_id", "m1"),)) not in s
+    assert _total(s, "reaper_dispatch_window", mission_id="m2") == 256
+
+
 def test_alerts_for_locked_hosts_stalls_and_silent_workers() -> None:
     events = [
         EventRecord(
