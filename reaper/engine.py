@@ -311,6 +311,7 @@ class MissionEngine:
         """Queue what the window allows, oldest first; mark it sent."""
         self._waiting.extend(planned)
         if not self._waiting:
+            self._limited = False
             return
         state = self.state
         assert state is not None
