@@ -6,6 +6,7 @@ same functions to a `Console(file=StringIO())`. Nothing here changes state or do
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -20,9 +21,11 @@ from reaper.models import (
     EventKind,
     EventRecord,
     HostState,
+    HostStatus,
     MissionState,
     MissionStatus,
     ResultEvent,
+    Stage,
     TaskStatus,
 )
 from reaper.state import goal_progress
@@ -49,6 +52,10 @@ STATUS_STYLE = {
 }
 _HOST_STYLE = {"healthy": "green", "degraded": "yellow", "error": "red", "unknown": "dim"}
 _MAX_HOST_ROWS = 40
+# A recap lists every host up to this many; past it, the hosts of note and a summary line.
+_MAX_RECAP_ROWS = 50
+# A host with any of these in the recap is of note.
+_NOTABLE = ("failed", "rejected", "retries")
 
 
 def _get(d: Any, *path: str) -> Any:
@@ -105,7 +112,10 @@ def render_hosts(
     table.add_column("facts", overflow="ellipsis", no_wrap=True, ratio=1)
     if host_costs is not None:
         table.add_column("llm $", justify="right", no_wrap=True)
-    hosts = sorted(state.hosts.values(), key=lambda h: (not h.locked, h.host_id))
+    every = state.hosts.values()
+    # All fit: a steady order (locked first). Not all: what needs an eye, then what runs.
+    key = _attention if len(every) > limit else (lambda h: (not h.locked, h.host_id))
+    hosts = sorted(every, key=key)
     for host in hosts[:limit]:
         status = "locked" if host.locked else host.last_status.value
         style = "bold red" if host.locked else _HOST_STYLE.get(status, "")
@@ -124,8 +134,30 @@ def render_hosts(
             cells.append(f"{cost:.4f}" if isinstance(cost, (int, float)) else "")
         table.add_row(*cells)
     if len(hosts) > limit:
-        table.add_row(f"… {len(hosts) - limit} more", *[""] * (len(table.columns) - 1))
+        tail: list[Any] = [""] * len(table.columns)
+        tail[0] = Text(f"… {len(hosts) - limit} more", style="dim")
+        tail[6] = Text(_by_stage(hosts[limit:]), style="dim")  # under "facts": the room is there
+        table.add_row(*tail)
     return table
+
+
+def _attention(host: HostState) -> tuple[int, str]:
+    """Locked, then failing or unwell, then busy, then the rest; by id within each."""
+    if host.locked:
+        rank = 0
+    elif host.failure_count or host.last_status in (HostStatus.DEGRADED, HostStatus.ERROR):
+        rank = 1
+    elif host.current_action:
+        rank = 2
+    else:
+        rank = 3
+    return rank, host.host_id
+
+
+def _by_stage(hosts: Sequence[HostState]) -> str:
+    """'new 1700 · discovered 260', stages in order."""
+    counts = Counter(h.stage for h in hosts)
+    return " · ".join(f"{stage.value} {counts[stage]}" for stage in Stage if counts[stage])
 
 
 def _planned(p: Mapping[str, Any], line: Text) -> None:
@@ -306,15 +338,23 @@ def render_mission(
     return Panel(Group(*parts), title=title, title_align="left", border_style="blue")
 
 
-def render_recap(state: MissionState, *, usage: Mapping[str, Any] | None = None) -> Table:
-    """The end-of-run summary, one row per host (like Ansible's PLAY RECAP)."""
+def render_recap(
+    state: MissionState,
+    *,
+    usage: Mapping[str, Any] | None = None,
+    limit: int = _MAX_RECAP_ROWS,
+) -> Table:
+    """The end-of-run summary, one row per host (like Ansible's PLAY RECAP). Past `limit`
+    hosts, only those of note (short of the goal, locked, failed, retried or refused) get a
+    row, and one line sums up the rest."""
     by_host: dict[str, dict[str, int]] = {
-        h: {"ok": 0, "failed": 0, "rejected": 0} for h in state.hosts
+        h: {"ok": 0, "failed": 0, "rejected": 0, "retries": 0} for h in state.hosts
     }
     for rec in state.tasks.values():
         counts = by_host.get(rec.task.host_id)
         if counts is None:
             continue
+        counts["retries"] += rec.task.attempt - 1
         if rec.status is TaskStatus.SUCCEEDED:
             counts["ok"] += 1
         elif rec.status is TaskStatus.FAILED:
@@ -331,10 +371,21 @@ def render_recap(state: MissionState, *, usage: Mapping[str, Any] | None = None)
     )
     for col in ("host", "os", "stage", "ok", "failed", "retries", "locked", "last error"):
         table.add_column(col, justify="right" if col in ("ok", "failed", "retries") else "left")
-    retries: dict[str, int] = {}
-    for rec in state.tasks.values():
-        retries[rec.task.host_id] = retries.get(rec.task.host_id, 0) + rec.task.attempt - 1
-    for host in sorted(state.hosts.values(), key=lambda h: h.host_id):
+    hosts = sorted(state.hosts.values(), key=lambda h: h.host_id)
+    rest: list[HostState] = []
+    unlisted_of_note = 0
+    if len(hosts) > limit:
+
+        def of_note(h: HostState) -> bool:
+            c = by_host[h.host_id]
+            short = h.stage.rank < state.goal.rank
+            return short or h.locked or bool(h.last_error) or any(c[k] for k in _NOTABLE)
+
+        noted = sorted((h for h in hosts if of_note(h)), key=_attention)
+        listed = {h.host_id for h in noted[:limit]}
+        hosts, rest = noted[:limit], [h for h in hosts if h.host_id not in listed]
+        unlisted_of_note = len(noted) - len(hosts)
+    for host in hosts:
         c = by_host[host.host_id]
         table.add_row(
             host.host_id,
@@ -342,9 +393,23 @@ def render_recap(state: MissionState, *, usage: Mapping[str, Any] | None = None)
             host.stage.value,
             Text(str(c["ok"]), style="green"),
             Text(str(c["failed"]), style="red" if c["failed"] else "dim"),
-            str(retries.get(host.host_id, 0)),
+            str(c["retries"]),
             Text("yes", style="bold red") if host.locked else Text("no", style="dim"),
             (host.last_error or "")[:60],
+        )
+    if rest:
+        sums = {k: sum(by_host[h.host_id][k] for h in rest) for k in ("ok", "failed", "retries")}
+        table.add_section()
+        more = f"{len(rest)} more" + (f", {unlisted_of_note} of note" if unlisted_of_note else "")
+        table.add_row(
+            Text(more, style="dim"),
+            "",
+            Text(_by_stage(rest), style="dim"),
+            Text(str(sums["ok"]), style="green"),
+            Text(str(sums["failed"]), style="red" if sums["failed"] else "dim"),
+            str(sums["retries"]),
+            Text(str(sum(h.locked for h in rest)), style="dim"),
+            Text(f"every host: reaper status {state.mission_id} --json", style="dim"),
         )
     caption = state.status_reason
     usage_line = render_usage(usage)

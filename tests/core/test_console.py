@@ -21,6 +21,7 @@ from reaper.models import (
     PlannedTask,
     ResultEvent,
     ResultStatus,
+    Stage,
     Task,
 )
 from reaper.policy import PRESETS
@@ -227,3 +228,58 @@ def test_kinds_without_a_formatter_still_render():
     )
     out = text(render_mission(state, [event]))
     assert "mission.created" in out and "hosts=3" in out
+
+
+def _big_lab(n: int) -> MissionState:
+    """`n` hosts at the goal, but for a few that want an operator's eye."""
+    hosts = {
+        f"h{i:04d}": HostState(host_id=f"h{i:04d}", os="linux", stage=Stage.BASELINED)
+        for i in range(n)
+    }
+    hosts["h0900"] = HostState(
+        host_id="h0900", os="linux", locked=True, failure_count=3, last_error="AUTH_FAILED"
+    )
+    hosts["h0500"] = HostState(
+        host_id="h0500", os="linux", stage=Stage.DISCOVERED, failure_count=1, last_error="reset"
+    )
+    hosts["h0700"] = HostState(
+        host_id="h0700", os="linux", stage=Stage.DISCOVERED, current_action="linux.baseline"
+    )
+    return MissionState(mission_id="big", lab_type="x", hosts=hosts)
+
+
+def test_a_big_lab_shows_the_hosts_that_need_an_eye_first_and_sums_up_the_rest():
+    out = text(render_hosts(_big_lab(1000), limit=5))
+    rows = [line.split()[0] for line in out.splitlines()[2:] if line.split()]
+    # Locked, then failing, then busy, then the rest by id.
+    assert rows[:5] == ["h0900", "h0500", "h0700", "h0000", "h0001"]
+    tail = out.splitlines()[-1]
+    assert "995 more" in tail and "baselined 995" in tail
+
+
+def test_a_small_lab_keeps_its_rows_in_order_whatever_they_do():
+    state = _big_lab(4)
+    out = text(render_hosts(state))
+    rows = [line.split()[0] for line in out.splitlines()[2:] if line.split()]
+    assert rows == ["h0900", "h0000", "h0001", "h0002", "h0003", "h0500", "h0700"]
+
+
+def test_a_big_recap_lists_the_hosts_of_note_and_sums_up_the_rest():
+    state = _big_lab(1000)
+    out = text(render_recap(state, limit=50))
+    listed = [line for line in out.splitlines() if line.strip().startswith("│ h")]
+    assert [line.split()[1] for line in listed] == ["h0900", "h0500", "h0700"]
+    summary = next(line for line in out.splitlines() if "997 more" in line)
+    assert "baselined 997" in summary and "reaper status big --json" in summary
+    # At or under the limit, every host has its row.
+    small = text(render_recap(_big_lab(20), limit=50))
+    assert sum(1 for line in small.splitlines() if line.strip().startswith("│ h")) == 23
+
+
+def test_a_big_recap_says_how_many_hosts_of_note_it_left_out():
+    state = _big_lab(100)
+    for i in range(60):
+        state.hosts[f"h{i:04d}"].last_error = "flaky"
+    out = text(render_recap(state, limit=50))
+    assert sum(1 for line in out.splitlines() if line.strip().startswith("│ h")) == 50
+    assert "53 more, 13 of note" in out
