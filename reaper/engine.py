@@ -186,6 +186,8 @@ class MissionEngine:
         elif state.status is MissionStatus.STALLED:
             await self._commit(Transition(), status=(MissionStatus.RUNNING, "resumed"))
         self._last_progress = self.clock.monotonic()
+        # A backlog at the first wake-up waited since now, not since the clock's zero.
+        self._received, self._planner_at_received = self._last_progress, self._planner_s
         while not (state.status.terminal or state.status is MissionStatus.STOPPED):
             await self._wake()
         if self._sent:  # published after the last commit (none follows now)

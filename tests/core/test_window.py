@@ -7,13 +7,21 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
 from reaper.clock import ManualClock
-from reaper.infra.base import Commit, MissionStore, OutboxItem, TaskQueue
-from reaper.models import EventKind, MissionState, MissionStatus, Stage, TaskStatus
+from reaper.infra.base import Commit, EventBus, InboundDelivery, MissionStore, OutboxItem, TaskQueue
+from reaper.models import (
+    EventKind,
+    InboundMessage,
+    MissionState,
+    MissionStatus,
+    Stage,
+    TaskStatus,
+)
 from reaper.overseer import Overseer
 from reaper.runtime import LocalWorkers
 
@@ -143,12 +151,53 @@ class _SlowStore:
         return getattr(self.inner, name)
 
 
-async def _run_on_a_slow_engine(target: float) -> tuple[MissionState, list[int], int]:
-    """600 hosts on an engine that spends 2 ms a commit and 0.5 ms a result; returns the final
-    state, the window's size after each commit, and the peak of tasks out at once."""
+class _FirstWakeBacklog:
+    """A bus whose first receive waits until `n` results are in: the engine's first wake-up
+    finds a backlog, as after a restart."""
+
+    def __init__(self, inner: EventBus, n: int) -> None:
+        self.inner, self.n = inner, n
+        self.published = 0
+        self.full = asyncio.Event()
+        self.first = True
+
+    async def publish(self, message: InboundMessage) -> None:
+        await self.publish_many([message])
+
+    async def publish_many(self, messages: Sequence[InboundMessage]) -> None:
+        await self.inner.publish_many(messages)
+        self.published += len(messages)
+        if self.published >= self.n:
+            self.full.set()
+
+    async def receive(self, mission_id: str, **kw: Any) -> list[InboundDelivery]:
+        if self.first:
+            self.first = False
+            await asyncio.wait_for(self.full.wait(), WAIT_S)
+        return await self.inner.receive(mission_id, **kw)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+
+async def _run_on_a_slow_engine(
+    target: float,
+    *,
+    fixed_s: float = 0.002,
+    per_result_s: float = 0.0005,
+    uptime_s: float = 0.0,
+    backlog: int = 0,
+) -> tuple[MissionState, list[int], int]:
+    """600 hosts on an engine that spends `fixed_s` a commit and `per_result_s` a result (on a
+    clock that reads `uptime_s` at the start; with `backlog`, that many results wait at its
+    first wake-up); returns the final state, the window's size after each commit, and the
+    peak of tasks out at once."""
     backend = open_memory()
     clock = ManualClock()
-    backend.store = _SlowStore(backend.store, clock, 0.002, 0.0005)  # type: ignore[assignment]
+    clock.advance(uptime_s)
+    backend.store = _SlowStore(backend.store, clock, fixed_s, per_result_s)  # type: ignore[assignment]
+    if backlog:
+        backend.bus = _FirstWakeBacklog(backend.bus, backlog)  # type: ignore[assignment]
     watch = _Watch(backend.queue)
     backend.queue = watch  # type: ignore[assignment]
     sizes: list[int] = []
@@ -184,6 +233,16 @@ async def test_a_busy_engine_narrows_the_window_and_every_task_still_runs_once()
     settled = sizes[len(sizes) // 2 :]
     assert 40 <= min(settled) <= max(settled) <= 56
     assert peak <= max(sizes)
+
+
+async def test_an_engine_that_keeps_up_only_widens_the_window_however_long_its_host_is_up():
+    # Results are waiting at the first wake-up: they waited since the engine started, not
+    # since the monotonic clock's zero (which would read as hours of latency).
+    final, sizes, _ = await _run_on_a_slow_engine(
+        0.025, fixed_s=0.0, per_result_s=0.0, uptime_s=86_400.0, backlog=64
+    )
+    assert final.status is MissionStatus.COMPLETED
+    assert sizes == sorted(sizes) and sizes[-1] == 256
 
 
 async def test_without_a_latency_target_the_window_stays_at_the_cap():
