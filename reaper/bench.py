@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rich import box
+from rich.console import Group
 from rich.table import Table
 
 from reaper.bench_procs import CpuMeter, WorkerProcesses
@@ -244,19 +246,33 @@ async def run_bench(cli: Cli) -> int:
     return 0
 
 
-def render(results: Sequence[BenchResult], repeat: int) -> Table:
-    table = Table(
-        title="reaper bench: discover + baseline, zero-latency sim hosts",
-        caption=f"best of {repeat} run(s) per row; 'slowest' is the worst run. CPU per task: "
-        "this process (engine, and in-process workers), worker processes, whole machine",
-    )
+def _table(
+    title: str, caption: str, columns: Sequence[str], rows: list[list[str]], *, text: int = 1
+) -> Table:
+    """Figures never cut short: a column is at least as wide as its widest cell (the first,
+    the backend, may fold), so an 80-column terminal or a log file gets whole numbers. The
+    first `text` columns are words (left-aligned), the rest figures."""
+    table = Table(title=title, caption=caption, box=box.SIMPLE_HEAD, header_style="bold")
+    for i, col in enumerate(columns):
+        widest = max([len(row[i]) for row in rows] + [max(len(w) for w in col.split())])
+        table.add_column(
+            col,
+            justify="left" if i < text or col == "status" else "right",
+            no_wrap=i > 0,
+            overflow="fold" if i == 0 else "ellipsis",
+            min_width=None if i == 0 else widest,
+        )
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def render(results: Sequence[BenchResult], repeat: int) -> Group:
+    """Speed and latency, then CPU per task: two tables, so each fits 80 columns."""
+    failed = any(r.status != MissionStatus.COMPLETED.value for r in results)
     columns = ["backend", "workers", "hosts", "tasks/s", "slowest", "p50 ms", "p99 ms"]
-    columns += ["cpu µs", "workers µs", "machine µs", "status"]
-    for col in columns:
-        left = col in ("backend", "workers", "status")
-        table.add_column(col, justify="left" if left else "right")
-    for r in results:
-        table.add_row(
+    rows = [
+        [
             r.backend,
             r.workers,
             f"{r.hosts:,}",
@@ -264,9 +280,31 @@ def render(results: Sequence[BenchResult], repeat: int) -> Table:
             f"{r.slowest_tasks_per_s:,.0f}",
             f"{r.p50_latency_ms:.1f}",
             f"{r.p99_latency_ms:.1f}",
-            f"{r.cpu_us_per_task:.0f}",
-            f"{r.worker_cpu_us_per_task:.0f}" if r.worker_cpu_us_per_task else "-",
-            f"{r.machine_cpu_us_per_task:.0f}",
-            r.status,
-        )
-    return table
+        ]
+        + ([r.status] if failed else [])
+        for r in results
+    ]
+    speed = _table(
+        "reaper bench: discover + baseline, zero-latency sim hosts",
+        f"best of {repeat} run(s) per row; 'slowest' is the worst run"
+        + ("" if failed else "; every run completed"),
+        columns + (["status"] if failed else []),
+        rows,
+        text=2,
+    )
+    cpu = _table(
+        "CPU per task, µs",
+        "engine: this process, with in-process workers;\nmachine: all of it, servers included",
+        ["backend", "hosts", "engine", "workers", "machine"],
+        [
+            [
+                r.backend,
+                f"{r.hosts:,}",
+                f"{r.cpu_us_per_task:.0f}",
+                f"{r.worker_cpu_us_per_task:.0f}" if r.worker_cpu_us_per_task else "-",
+                f"{r.machine_cpu_us_per_task:.0f}",
+            ]
+            for r in results
+        ],
+    )
+    return Group(speed, cpu)

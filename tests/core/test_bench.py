@@ -4,10 +4,13 @@ workers really are separate `reaper worker --os all` processes; bad flags are on
 from __future__ import annotations
 
 import json
+from io import StringIO
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
+from reaper.bench import BenchResult, render
 from reaper.cli import main
 
 from .conftest import keep_root_logging
@@ -124,3 +127,40 @@ def test_redis_postgres_bench_leaves_nothing_on_the_servers(
     [row] = json.loads(out)
     assert row["status"] == "completed" and row["workers"] == "1 process"
     assert _leftovers() == (schemas, prefixes)  # its own schema and keys are gone
+
+
+def _row(backend: str, status: str = "completed") -> BenchResult:
+    return BenchResult(
+        backend=backend,
+        workers="4 processes",
+        hosts=10_000,
+        tasks=20_000,
+        seconds=4.2,
+        tasks_per_s=4_761.9,
+        cpu_us_per_task=118.4,
+        worker_cpu_us_per_task=101.0,
+        machine_cpu_us_per_task=345.0,
+        p50_latency_ms=21.6,
+        p99_latency_ms=37.25,
+        status=status,
+        slowest_tasks_per_s=3_912.0,
+    )
+
+
+def test_the_table_keeps_every_figure_whole_in_80_columns():
+    console = Console(file=StringIO(), width=80, color_system=None)
+    console.print(render([_row("redis+postgres"), _row("sqlite")], repeat=3))
+    out = console.file.getvalue()  # type: ignore[attr-defined]
+    assert max(len(line) for line in out.splitlines()) <= 80
+    for figure in ("redis+postgres", "4 processes", "10,000", "4,762", "3,912", "21.6", "37.2"):
+        assert figure in out
+    for figure in ("118", "101", "345"):
+        assert figure in out
+    assert "every run completed" in out and "status" not in out
+
+
+def test_a_run_that_did_not_complete_gets_a_status_column():
+    console = Console(file=StringIO(), width=120, color_system=None)
+    console.print(render([_row("sqlite"), _row("memory", "stalled: no result for 600s")], 1))
+    out = console.file.getvalue()  # type: ignore[attr-defined]
+    assert "status" in out and "stalled: no result for 600s" in out
