@@ -21,7 +21,10 @@ import gc
 import logging
 from typing import TYPE_CHECKING
 
+from rich import box
+from rich.console import Group, RenderableType
 from rich.table import Table
+from rich.text import Text
 
 from reaper.alerts import alerts_from_processes, alerts_from_state, render_banners
 from reaper.clock import RealClock
@@ -156,29 +159,56 @@ async def run_engine_process(cli: Cli) -> int:
 # -- `reaper status` ----------------------------------------------------------------------
 
 
-def _ago(seconds: float) -> str:
-    return f"{seconds:.1f}s ago" if seconds < 120 else f"{seconds / 60:.0f}m ago"
+def _span(seconds: float) -> str:
+    """'4.2s', '12m', '3h05m', '2d04h'."""
+    if seconds < 120:
+        return f"{seconds:.1f}s"
+    minutes = int(seconds // 60)
+    if minutes < 120:
+        return f"{minutes}m"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours}h{minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d{hours:02d}h"
 
 
-def render_processes(processes: list[ProcessInfo], now: datetime) -> Table:
-    table = Table(title="engines and workers", title_justify="left")
-    for col in ("role", "id", "serves", "host", "pid", "up since", "last seen", "state", "counts"):
-        table.add_column(col, justify="right" if col == "pid" else "left")
+# Narrower than this, processes are listed two lines each rather than as a table.
+_TABLE_MIN_WIDTH = 110
+
+
+def render_processes(
+    processes: list[ProcessInfo], now: datetime, *, width: int | None = None
+) -> RenderableType:
+    """One row per engine or worker; in a terminal narrower than `_TABLE_MIN_WIDTH`, two
+    lines each, so ids and counters are never cut short."""
+    rows = []
     for p in processes:
         alive = p.alive(now)
-        serves = p.agent_type or (", ".join(p.missions) if p.missions else "-")
-        counts = " ".join(f"{k}={v}" for k, v in p.counters.items() if v and "." not in k)
-        table.add_row(
-            p.role,
-            p.process_id,
-            serves,
-            p.host,
-            str(p.pid),
-            p.started.strftime("%Y-%m-%d %H:%M:%S"),
-            _ago(p.silent_for(now)),
-            "[green]alive[/]" if alive else "[red]silent[/]",
-            counts,
+        rows.append(
+            (
+                p,
+                p.agent_type or (", ".join(p.missions) if p.missions else "-"),
+                " ".join(f"{k}={v}" for k, v in p.counters.items() if v and "." not in k),
+                Text("alive", style="green") if alive else Text("silent", style="red"),
+                _span((now - p.started).total_seconds()),
+                _span(p.silent_for(now)) + " ago",
+            )
         )
+    if width is not None and width < _TABLE_MIN_WIDTH:
+        lines = [Text("engines and workers", style="italic")]
+        for p, serves, counts, state, up, seen in rows:
+            head = Text.assemble(f"  {p.role:<7} ", (p.process_id, "bold"), "  ", state)
+            head.append(f", seen {seen} · up {up} · {p.host}:{p.pid}")
+            lines += [head, Text(f"          serves {serves}" + (f" · {counts}" if counts else ""))]
+        return Group(*lines)
+    table = Table(
+        title="engines and workers", title_justify="left", box=box.SIMPLE_HEAD, header_style="bold"
+    )
+    for col in ("role", "id", "serves", "host:pid", "up", "seen", "state", "counts"):
+        table.add_column(col, justify="right" if col in ("up", "seen") else "left", overflow="fold")
+    for p, serves, counts, state, up, seen in rows:
+        table.add_row(p.role, p.process_id, serves, f"{p.host}:{p.pid}", up, seen, state, counts)
     return table
 
 
@@ -198,7 +228,7 @@ async def show_processes(cli: Cli, backend: Backend) -> None:
         if state is not None:
             alerts.extend(alerts_from_state(state))
     if processes:
-        cli.out.print(render_processes(processes, now))
+        cli.out.print(render_processes(processes, now, width=cli.out.width))
     else:
         cli.out.print("no engine or worker processes registered")
     if alerts:

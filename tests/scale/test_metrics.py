@@ -9,10 +9,12 @@ import subprocess
 import sys
 import urllib.request
 from datetime import timedelta
+from io import StringIO
 from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from rich.console import Console
 
 from reaper.alerts import alerts_from_events, alerts_from_processes
 from reaper.metrics import Metrics
@@ -27,6 +29,7 @@ from reaper.models import (
     SimSettings,
     utcnow,
 )
+from reaper.services import render_processes
 from reaper.services_registry import ProcessInfo, SqliteRegistry, open_registry
 from tests.scale.harness import (
     ROOT,
@@ -260,3 +263,39 @@ async def test_processes_serve_metrics_and_raise_alerts(tmp_path: Path) -> None:
             assert "ALERT host_locked" in log
     finally:
         await backend.close()
+
+
+def test_the_process_table_shows_ids_and_counts_whole_narrow_or_wide() -> None:
+    now = utcnow()
+    started = now - timedelta(hours=3, minutes=5)
+    worker = ProcessInfo(
+        process_id="vm-24751-8eba9fd0",
+        role="worker",
+        agent_type="reaper-linux",
+        host="lab-runner-07.example.internal",
+        pid=24751,
+        started=started,
+        last_seen=now - timedelta(seconds=1.5),
+        interval_s=1.0,
+        counters={"taken": 40_000, "succeeded": 39_990, "failed": 10, "errors.TIMEOUT": 10},
+    )
+    engine = worker.model_copy(
+        update={
+            "process_id": "engine-vm-24746-da33fe",
+            "role": "engine",
+            "agent_type": None,
+            "missions": ["lab-baseline-01"],
+            "last_seen": now - timedelta(minutes=8),
+            "counters": {"running": 1},
+        }
+    )
+    for width in (80, 160):
+        console = Console(file=StringIO(), width=width, color_system=None)
+        console.print(render_processes([engine, worker], now, width=width))
+        out = console.file.getvalue()  # type: ignore[attr-defined]
+        assert "…" not in out and max(len(line) for line in out.splitlines()) <= width
+        for whole in ("engine-vm-24746-da33fe", "vm-24751-8eba9fd0", "lab-baseline-01"):
+            assert whole in out
+        assert "reaper-linux" in out and "taken=40000" in out and "succeeded=39990" in out
+        assert "3h05m" in out and "alive" in out and "silent" in out
+        assert "1.5s ago" in out and "8m ago" in out
