@@ -8,9 +8,10 @@ import signal
 import subprocess
 import sys
 import urllib.request
-from datetime import timedelta
+from datetime import datetime, timedelta
 from io import StringIO
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -59,6 +60,12 @@ def _total(
 ) -> float:
     want = set(labels.items())
     return sum(v for (n, lab_), v in samples.items() if n == name and want <= set(lab_))
+
+
+def _process(process_id: str, now: datetime, **fields: Any) -> ProcessInfo:
+    """A heartbeat record: a worker on host x, started and seen `now`, unless `fields` say."""
+    base = {"role": "worker", "host": "x", "pid": 1, "started": now, "last_seen": now}
+    return ProcessInfo(process_id=process_id, interval_s=1.0, **{**base, **fields})
 
 
 def test_engine_metrics_count_queued_results_latency_and_llm_usage() -> None:
@@ -138,24 +145,15 @@ def test_alerts_for_locked_hosts_stalls_and_silent_workers() -> None:
     ]
     assert [a.kind for a in alerts_from_events("m", events)] == ["host_locked", "mission_stalled"]
     now = utcnow()
-    beat = {"role": "worker", "host": "x", "pid": 1, "started": now, "interval_s": 1.0}
-    fresh = ProcessInfo(process_id="a", last_seen=now - timedelta(seconds=2.9), **beat)
-    stale = ProcessInfo(process_id="b", last_seen=now - timedelta(seconds=3.1), **beat)
+    fresh = _process("a", now, last_seen=now - timedelta(seconds=2.9))
+    stale = _process("b", now, last_seen=now - timedelta(seconds=3.1))
     assert [a.subject for a in alerts_from_processes([fresh, stale], now)] == ["b"]
 
 
 async def test_sqlite_registry_round_trip_and_prunes(tmp_path: Path) -> None:
     reg = SqliteRegistry(tmp_path / "r.db")
     now = utcnow()
-    old = ProcessInfo(
-        process_id="old",
-        role="engine",
-        host="x",
-        pid=2,
-        started=now,
-        last_seen=now - timedelta(hours=2),
-        interval_s=1.0,
-    )
+    old = _process("old", now, role="engine", last_seen=now - timedelta(hours=2))
     new = old.model_copy(update={"process_id": "new", "last_seen": now, "counters": {"n": 3}})
     await reg.beat(old)
     await reg.beat(new)
@@ -171,10 +169,9 @@ async def test_postgres_registry_keeps_to_its_schema(tmp_path: Path) -> None:
     one, two = backend_spec("postgres", tmp_path), backend_spec("postgres", tmp_path)
     regs = [open_registry(None, store=one.store), open_registry(None, store=two.store)]
     now = utcnow()
-    beat = {"role": "worker", "host": "x", "pid": 1, "started": now, "interval_s": 1.0}
     try:
-        await regs[0].beat(ProcessInfo(process_id="in-one", last_seen=now, **beat))
-        await regs[1].beat(ProcessInfo(process_id="in-two", last_seen=now, **beat))
+        await regs[0].beat(_process("in-one", now))
+        await regs[1].beat(_process("in-two", now))
         assert [p.process_id for p in await regs[0].list(now)] == ["in-one"]
         assert [p.process_id for p in await regs[1].list(now)] == ["in-two"]
     finally:
@@ -267,16 +264,14 @@ async def test_processes_serve_metrics_and_raise_alerts(tmp_path: Path) -> None:
 
 def test_the_process_table_shows_ids_and_counts_whole_narrow_or_wide() -> None:
     now = utcnow()
-    started = now - timedelta(hours=3, minutes=5)
-    worker = ProcessInfo(
-        process_id="vm-24751-8eba9fd0",
-        role="worker",
+    worker = _process(
+        "vm-24751-8eba9fd0",
+        now,
         agent_type="reaper-linux",
         host="lab-runner-07.example.internal",
         pid=24751,
-        started=started,
+        started=now - timedelta(hours=3, minutes=5),
         last_seen=now - timedelta(seconds=1.5),
-        interval_s=1.0,
         counters={"taken": 40_000, "succeeded": 39_990, "failed": 10, "errors.TIMEOUT": 10},
     )
     engine = worker.model_copy(
