@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from rich import box
 from rich.console import Group, RenderableType
 from rich.panel import Panel
 from rich.progress_bar import ProgressBar
@@ -420,17 +421,18 @@ def render_recap(
 
 
 def render_missions(rows: Sequence[Any]) -> Table:
-    """`reaper status` with no mission: one line per mission."""
-    table = Table(header_style="bold")
-    for col in ("mission", "lab type", "status", "hosts", "updated", "reason"):
-        table.add_column(col)
+    """`reaper status` with no mission: one line per mission (the reason wraps, whole)."""
+    table = Table(header_style="bold", box=box.SIMPLE_HEAD)
+    for col in ("mission", "lab type", "status", "hosts", "updated"):
+        table.add_column(col, no_wrap=True, justify="right" if col == "hosts" else "left")
+    table.add_column("reason", ratio=1)
     for m in rows:
         table.add_row(
             m.mission_id,
             m.lab_type,
             Text(m.status.value, style=STATUS_STYLE.get(m.status, "")),
-            str(m.hosts),
-            m.updated_at.strftime("%Y-%m-%d %H:%M:%S"),
-            m.status_reason[:60],
+            f"{m.hosts:,}",
+            m.updated_at.strftime("%Y-%m-%d %H:%M"),
+            m.status_reason,
         )
     return table
