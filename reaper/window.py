@@ -12,9 +12,10 @@ delay (Vegas) or Netflix's concurrency-limits to latency: it starts small and do
 results keep within the target (slow start); over the target it shrinks in proportion
 (multiplicative decrease, once per round: the next batch was sent under the old size); under it,
 while tasks wait for a slot, it grows by an eighth a round (increase). It never shrinks below
-the size at which a cycle's fixed cost (its round trips) is twice its work on the results:
-below that, latency has all but stopped falling with the window and throughput goes on
-falling. A remote database's round trip is not the window's to fix.
+the size at which a cycle's fixed cost (its round trips) is twice its work on the results, and
+climbs back to it if it started lower: below that, latency has all but stopped falling with the
+window and throughput goes on falling. A remote database's round trip is not the window's to
+fix.
 
 Pure: the engine measures and calls `observe` once per cycle.
 """
@@ -75,11 +76,11 @@ class DispatchWindow:
 
     cap: int
     target_s: float | None = None
-    size: int = 0
-    slow_start: bool = True
-    fit: CostFit = field(default_factory=CostFit)
-    _since_decrease: int = 0  # results observed since the last decrease
-    _growth: float = 0.0  # growth not yet a whole slot
+    size: int = field(init=False)
+    slow_start: bool = field(init=False, default=True)
+    fit: CostFit = field(init=False, default_factory=CostFit)
+    _since_decrease: int = field(init=False, default=0)  # results since the last decrease
+    _growth: float = field(init=False, default=0.0)  # growth not yet a whole slot
 
     def __post_init__(self) -> None:
         if self.cap < 1:
