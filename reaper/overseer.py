@@ -14,7 +14,7 @@ from reaper.clock import Clock, RealClock
 from reaper.engine import EngineSettings, Listener, MissionEngine
 from reaper.errors import BadRequestError, MissionNotFoundError
 from reaper.infra.base import Backend, MissionSummary
-from reaper.lab import LabFile
+from reaper.lab import LabFile, LabSettings
 from reaper.models import (
     ApprovalDecision,
     MissionState,
@@ -38,19 +38,23 @@ def _rule_planner(_: MissionState) -> MissionPlanner:
     return RuleBasedPlanner()
 
 
+_LAB_DEFAULTS = LabSettings().model_dump(mode="json")
+
+
 def engine_settings_for(state: MissionState, **overrides: Any) -> EngineSettings:
-    s = state.settings
+    # A mission stored by an older version may lack a setting: the lab file's default.
+    s = {**_LAB_DEFAULTS, **state.settings}
     retry = RetrySettings(
-        max_attempts=int(s.get("retry_attempts", 3)),
-        backoff_s=float(s.get("retry_backoff_s", 1.0)),
-        backoff_max_s=float(s.get("retry_backoff_max_s", 30.0)),
+        max_attempts=int(s["retry_attempts"]),
+        backoff_s=float(s["retry_backoff_s"]),
+        backoff_max_s=float(s["retry_backoff_max_s"]),
     )
-    lockstep = s.get("lockstep")
+    lockstep = s["lockstep"]
     values: dict[str, Any] = {
         "retry": retry,
-        "stall_after_s": float(s.get("stall_after_s", 300.0)),
-        "max_in_flight": int(s.get("max_in_flight", 256)),
-        "latency_target_s": float(s.get("latency_target_s", 0.025)) or None,
+        "stall_after_s": float(s["stall_after_s"]),
+        "max_in_flight": int(s["max_in_flight"]),
+        "latency_target_s": float(s["latency_target_s"]) or None,
         "lockstep": state.planner == "llm" if lockstep is None else bool(lockstep),
     }
     values.update(overrides)
