@@ -216,11 +216,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-in-flight",
         type=_positive_int,
-        help="the mission's dispatch window (default: the lab setting's default, 256)",
+        metavar="N",
+        help="cap on the mission's dispatch window (default: the lab setting's default, 256)",
     )
     p.add_argument(
         "--latency-target",
         type=_non_negative_float,
+        metavar="SECONDS",
         help="seconds results may wait on the engine before the window narrows "
         "(default: the lab setting's default, 0.025; 0: a fixed window)",
     )
