@@ -9,7 +9,8 @@ in the same database, not a new store method:
     memory          a dict (one process; tests)
     sqlite:///F     table `reaper_processes` in the same file (own connection)
     postgresql://…  table `processes` in the store's schema (`?schema=NAME`, default
-                    `reaper`): deployments sharing a server see only their own processes
+                    `reaper`; its migration 7): deployments sharing a server see only
+                    their own processes
 
 A record is upserted on each beat and deleted on a graceful exit, so a record that stops
 changing means a process that died. Records silent for 15 minutes are pruned when the
@@ -170,21 +171,13 @@ class PostgresRegistry:
         self._lock = asyncio.Lock()
 
     async def _connect(self) -> Any:
+        from reaper.infra.postgres_schema import migrate
+
         conn = await self._psycopg.AsyncConnection.connect(
             self._dsn, autocommit=True, connect_timeout=5
         )
         try:
-            # Under the store's migration lock: a schema created twice at once fails.
-            async with conn.transaction():
-                await conn.execute(
-                    "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"reaper:{self._schema}",)
-                )
-                schema = self._psycopg.sql.Identifier(self._schema).as_string(None)
-                await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
-                await conn.execute(
-                    f"CREATE TABLE IF NOT EXISTS {self._table} (process_id TEXT PRIMARY KEY,"
-                    " last_seen DOUBLE PRECISION NOT NULL, body TEXT NOT NULL)"
-                )
+            await migrate(conn, self._schema)  # the table is the store schema's (migration 7)
         except BaseException:
             await conn.close()
             raise

@@ -166,6 +166,15 @@ MIGRATIONS: list[tuple[int, list[LiteralString]]] = [
             "DROP TABLE {s}.outbox",
         ],
     ),
+    # The process registry's heartbeats (`reaper.services_registry`), beside the missions
+    # they serve: deployments sharing a server each see their own engines and workers.
+    (
+        7,
+        [
+            """CREATE TABLE {s}.processes (process_id text PRIMARY KEY,
+                last_seen double precision NOT NULL, body text NOT NULL)""",
+        ],
+    ),
 ]
 LATEST = MIGRATIONS[-1][0]
 
