@@ -11,7 +11,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from reaper.clock import Clock, RealClock
-from reaper.engine import EngineSettings, Listener, MissionEngine
+from reaper.engine.core import EngineSettings, Listener, MissionEngine
+from reaper.engine.state import RetrySettings, goal_progress
 from reaper.errors import BadRequestError, MissionNotFoundError
 from reaper.infra.base import Backend, MissionSummary
 from reaper.lab import LabFile, LabSettings
@@ -25,7 +26,6 @@ from reaper.models import (
 from reaper.planners.base import MissionPlanner
 from reaper.planners.rules import RuleBasedPlanner
 from reaper.policy import Policy
-from reaper.state import RetrySettings, goal_progress
 
 __all__ = ["HostReport", "MissionReport", "Overseer", "PlannerFactory", "engine_settings_for"]
 

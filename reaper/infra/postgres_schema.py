@@ -166,7 +166,7 @@ MIGRATIONS: list[tuple[int, list[LiteralString]]] = [
             "DROP TABLE {s}.outbox",
         ],
     ),
-    # The process registry's heartbeats (`reaper.services_registry`), beside the missions
+    # The process registry's heartbeats (`reaper.services.registry`), beside the missions
     # they serve: deployments sharing a server each see their own engines and workers.
     (
         7,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from reaper.bench import BenchResult, render
+from reaper.bench.run import BenchResult, render
 from reaper.cli import main
 
 from .conftest import keep_root_logging

@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from reaper.admission import plan
 from reaper.agents.transports.sim_facts import facts_for
-from reaper.console import render_hosts, render_mission, render_recap
+from reaper.cli.console import render_hosts, render_mission, render_recap
+from reaper.engine.admission import plan
+from reaper.engine.state import RetrySettings, apply, fold
 from reaper.models import (
     EventKind,
     EventRecord,
@@ -25,7 +26,6 @@ from reaper.models import (
     Task,
 )
 from reaper.policy import PRESETS
-from reaper.state import RetrySettings, apply, fold
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 WIN = facts_for("windows", "win-01", seed=1)

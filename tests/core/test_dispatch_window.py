@@ -1,10 +1,10 @@
-"""The adaptive dispatch window (`reaper.window`): pure, fed one engine cycle at a time."""
+"""The adaptive dispatch window (`reaper.engine.window`): pure, fed one engine cycle at a time."""
 
 from __future__ import annotations
 
 import pytest
 
-from reaper.window import START, CostFit, DispatchWindow
+from reaper.engine.window import START, CostFit, DispatchWindow
 
 
 def _cycle(w: DispatchWindow, latency_ms: float, batch: int = 10, *, limited: bool = True) -> int:

@@ -16,7 +16,7 @@ import pytest
 
 from reaper.agents.base import ActionOutcome
 from reaper.agents.transports.sim import SimRunner
-from reaper.engine import MissionEngine
+from reaper.engine.core import MissionEngine
 from reaper.infra.sqlite import SqliteBackend
 from reaper.models import (
     EventKind,
@@ -396,7 +396,7 @@ async def test_a_long_planner_step_keeps_the_mission_lease() -> None:
     LLM call) does not let another engine take the mission."""
 
     from reaper.clock import ManualClock
-    from reaper.engine import EngineSettings, MissionEngine
+    from reaper.engine.core import EngineSettings, MissionEngine
     from reaper.infra.memory import memory_backend
     from reaper.planners.base import Plan
     from reaper.policy import PRESETS

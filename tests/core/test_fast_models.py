@@ -11,6 +11,7 @@ from pydantic import BaseModel
 
 from reaper.agents.base import ActionOutcome
 from reaper.agents.worker import Worker
+from reaper.engine.state import make_event
 from reaper.infra.memory import memory_backend
 from reaper.models import (
     EventKind,
@@ -28,7 +29,6 @@ from reaper.models import (
     replace,
 )
 from reaper.planners.rules import _planned
-from reaper.state import make_event
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from reaper.engine import MissionEngine
+from reaper.engine.core import MissionEngine
 from reaper.errors import ConfigError, ReaperError
 from reaper.infra.base import Backend
 from reaper.models import (

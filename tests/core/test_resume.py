@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from reaper.cli import main
-from reaper.engine import MissionEngine
+from reaper.engine.core import MissionEngine
 from reaper.errors import BackendError, LeaseLostError
 from reaper.infra.base import Backend, EventBus, InboundDelivery, OutboxItem, TaskQueue
 from reaper.models import EventKind, MissionState, MissionStatus, Stage, TaskStatus

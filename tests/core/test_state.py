@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from reaper.admission import plan
+from reaper.engine.admission import plan
+from reaper.engine.state import RetrySettings, Transition, apply, fold
 from reaper.models import (
     ApprovalDecision,
     EventKind,
@@ -23,7 +24,6 @@ from reaper.models import (
     TaskStatus,
 )
 from reaper.policy import PRESETS, Policy
-from reaper.state import RetrySettings, Transition, apply, fold
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 RETRY = RetrySettings(max_attempts=3, backoff_s=1.0, backoff_max_s=30.0)
@@ -291,8 +291,8 @@ def test_json_round_trip_of_a_folded_state_is_lossless(three: tuple[MissionState
 
 def test_discover_corrects_a_guessed_os() -> None:
     """An inventory guessed linux; the host's discover says macOS: the host's OS follows."""
+    from reaper.engine.state import RetrySettings, fold
     from reaper.models import EventKind, HostState, MissionState, ResultEvent, Task, TaskRecord
-    from reaper.state import RetrySettings, fold
 
     host = HostState(host_id="m", os="linux")
     task = Task(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from reaper.bench_ssh import command_latency, reaper_discover
+from reaper.bench.ssh import command_latency, reaper_discover
 from reaper.cli import main
 from tests.hosts.netns import USER, NsLab
 

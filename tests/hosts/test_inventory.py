@@ -16,8 +16,8 @@ import pytest
 
 from reaper.errors import ConfigError
 from reaper.infra.factory import open_backend
-from reaper.inventory import LAB_TYPE, load_inventory, parse_inventory, resolve_host_vars
-from reaper.inventory_parse import expand_pattern, parse_ini
+from reaper.inventory.load import LAB_TYPE, load_inventory, parse_inventory, resolve_host_vars
+from reaper.inventory.parse import expand_pattern, parse_ini
 from reaper.lab import LabFile
 from reaper.models import Stage
 from reaper.overseer import Overseer

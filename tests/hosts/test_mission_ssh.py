@@ -13,7 +13,7 @@ import pytest
 
 from reaper.agents.oscode.baseline import SSHD_BEGIN
 from reaper.agents.runners import default_runners
-from reaper.engine import Listener
+from reaper.engine.core import Listener
 from reaper.infra.factory import open_backend
 from reaper.lab import LabFile, LabHost, LabSettings
 from reaper.models import (

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from reaper.bench_space import drop_keys, drop_schema
+from reaper.bench.space import drop_keys, drop_schema
 from reaper.clock import Clock, ManualClock, RealClock
 from reaper.infra.base import Backend, EventBus, MissionStore, TaskQueue
 from reaper.infra.factory import open_backend

@@ -27,8 +27,8 @@ from reaper.infra.memory import MemoryEventBus, MemoryTaskQueue, memory_backend
 from reaper.infra.sqlite import SqliteBackend
 from reaper.models import MissionStatus
 from reaper.planners.rules import RuleBasedPlanner
-from reaper.services_engine import EngineService
-from reaper.services_registry import MemoryRegistry
+from reaper.services.engine import EngineService
+from reaper.services.registry import MemoryRegistry
 from tests.infra import builders as b
 from tests.infra.conftest import PG_URL, REDIS_URL, Kit
 from tests.services import port_open, require_service
@@ -329,7 +329,7 @@ async def test_janitor_prunes_finished_missions_after_the_grace_period(
     service = _service(backend, clock, housekeeping_s=300, housekeeping_grace_s=60)
     stop = asyncio.Event()
     run = asyncio.create_task(service.run(stop))
-    caplog.set_level(logging.INFO, logger="reaper.services_engine")
+    caplog.set_level(logging.INFO, logger="reaper.services.engine")
     try:
         await _yield()
         clock.advance(5)  # the first round, soon after start: "recent" is within its grace

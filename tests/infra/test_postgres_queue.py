@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from reaper.bench_space import drop_schema
+from reaper.bench.space import drop_schema
 from reaper.infra.base import TaskDelivery
 from reaper.infra.factory import open_backend
 from reaper.infra.postgres import PostgresMissionStore

@@ -12,7 +12,8 @@ from llm.types import LLMRequest, LLMResponse, Usage
 from reaper.agents.hosts import StoreHostResolver
 from reaper.agents.transports.sim import SimRunner
 from reaper.agents.worker import Worker
-from reaper.engine import EngineSettings, MissionEngine
+from reaper.engine.core import EngineSettings, MissionEngine
+from reaper.engine.state import RetrySettings
 from reaper.infra.memory import memory_backend
 from reaper.models import (
     AGENT_TYPES,
@@ -27,7 +28,6 @@ from reaper.models import (
 )
 from reaper.planners.base import MissionPlanner
 from reaper.policy import PRESETS, Policy
-from reaper.state import RetrySettings
 
 DEMO_HOSTS = (
     ("win-01", "windows"),

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from reaper.bench_space import drop_keys, drop_schema
+from reaper.bench.space import drop_keys, drop_schema
 from reaper.errors import BackendError
 
 from .harness import NAMESPACES, POSTGRES_URL, REDIS_URL

@@ -17,8 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 
-from reaper.alerts import alerts_from_events, alerts_from_processes
-from reaper.metrics import Metrics
+from reaper.cli.processes import render_processes
 from reaper.models import (
     EventKind,
     EventRecord,
@@ -30,8 +29,9 @@ from reaper.models import (
     SimSettings,
     utcnow,
 )
-from reaper.services import render_processes
-from reaper.services_registry import ProcessInfo, SqliteRegistry, open_registry
+from reaper.services.alerts import alerts_from_events, alerts_from_processes
+from reaper.services.metrics import Metrics
+from reaper.services.registry import ProcessInfo, SqliteRegistry, open_registry
 from tests.scale.harness import (
     ROOT,
     Cluster,

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from reaper.models import utcnow
-from reaper.services_registry import ProcessInfo, open_registry
+from reaper.services.registry import ProcessInfo, open_registry
 from tests.scale.harness import (
     BACKENDS,
     ROOT,
@@ -178,7 +178,7 @@ async def test_follow_mission_prints_events_until_the_engine_process_finishes(
 
     from rich.console import Console
 
-    from reaper.services_follow import follow_mission
+    from reaper.cli.follow import follow_mission
 
     spec = backend_spec("sqlite", tmp_path)
     cluster = Cluster(spec, tmp_path / "logs")

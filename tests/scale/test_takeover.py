@@ -14,7 +14,7 @@ import pytest
 
 from reaper.infra.base import Backend
 from reaper.models import utcnow
-from reaper.services_registry import open_registry
+from reaper.services.registry import open_registry
 from tests.scale.harness import (
     BACKENDS,
     Cluster,

@@ -11,7 +11,7 @@ Dispatch is windowed: at most `max_in_flight` of the mission's tasks are on the 
 running at once (as Ansible's forks or Terraform's -parallelism); the rest wait in the outbox,
 committed but unsent, and go out as results free slots. The window is what keeps a 1,000-host
 step from flooding the workers and, behind them, the engine: results never pile up past it.
-Within that cap the window adapts (`reaper.window`): fewer tasks go out while results wait on
+Within that cap the window adapts (`reaper.engine.window`): fewer tasks go out while results wait on
 the engine longer than `latency_target_s`, so their latency stays bounded on fast hosts too.
 The waiting tasks are the store's unsent outbox rows, so a crash loses none of them.
 """
@@ -28,15 +28,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reaper import gc_policy
-from reaper.admission import plan
 from reaper.clock import Clock, RealClock
+from reaper.engine.admission import plan
+from reaper.engine.state import RetrySettings, Transition, apply, decide_status, fold
+from reaper.engine.window import DispatchWindow
 from reaper.errors import LeaseLostError, MissionNotFoundError, PlannerError
 from reaper.infra.base import Commit, EventBus, InboundDelivery, MissionStore, OutboxItem, TaskQueue
 from reaper.models import EventKind, EventRecord, MissionState, MissionStatus, ResultEvent
 from reaper.planners.base import MissionPlanner, Plan
 from reaper.policy import Policy
-from reaper.state import RetrySettings, Transition, apply, decide_status, fold
-from reaper.window import DispatchWindow
 
 __all__ = ["EngineSettings", "Listener", "MissionEngine"]
 

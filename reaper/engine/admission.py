@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
+from reaper.engine.state import StateView, Transition, make_event
 from reaper.models import (
     EventKind,
     EventRecord,
@@ -22,7 +23,6 @@ from reaper.models import (
     trusted,
 )
 from reaper.policy import Decision, Policy, check
-from reaper.state import StateView, Transition, make_event
 
 __all__ = ["mint_task_id", "plan"]
 

@@ -1,53 +1,30 @@
-"""What each `reaper` command does. The CLI module parses; this module acts."""
+"""The mission commands: `demo`, `run`, `resume`, `status`, `events`, `approve`, `reject`.
+The app parses; this module acts."""
 
 from __future__ import annotations
 
-import contextlib
-from dataclasses import asdict
 from importlib import resources
-from typing import TYPE_CHECKING, Any
 
-from reaper.cli_drive import drive, llm_usage, planner_factory, report_end
-from reaper.console import format_event, render_mission, render_missions
+from reaper.cli.console import format_event, render_mission, render_missions
+from reaper.cli.context import Cli, cli_backend
+from reaper.cli.drive import drive, llm_usage, planner_factory, report_end
 from reaper.errors import ConfigError, MissionNotFoundError
-from reaper.infra.factory import open_backend
 from reaper.lab import LabFile, load_lab
 from reaper.models import (
     EventKind,
     Stage,
-    utcnow,
 )
 from reaper.overseer import MissionReport, Overseer
 
-if TYPE_CHECKING:
-    from reaper.cli import Cli
-
 __all__ = [
     "cmd_approve",
-    "cmd_bench",
     "cmd_demo",
-    "cmd_engine",
     "cmd_events",
     "cmd_reject",
     "cmd_resume",
     "cmd_run",
     "cmd_status",
-    "cmd_worker",
 ]
-
-
-@contextlib.asynccontextmanager
-async def _backend(cli: Cli, *, spec: str | None = None) -> Any:
-    cfg = cli.config
-    try:
-        cfg.db.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"cannot create {cfg.db.parent}: {exc.strerror}") from None
-    backend = open_backend(spec or cfg.backend, store=cfg.store, queue=cfg.queue, default_db=cfg.db)
-    try:
-        yield backend
-    finally:
-        await backend.close()
 
 
 def _apply_planner_override(cli: Cli, lab: LabFile) -> LabFile:
@@ -71,7 +48,7 @@ async def cmd_demo(cli: Cli) -> int:
     if lab.planner.kind == "llm" and not a.replay and not cli.config.llm_provider:
         a.replay = str(resources.files("reaper.labs").joinpath("demo-llm.cassette.jsonl"))
     # The demo keeps nothing: an in-memory backend unless one is asked for.
-    async with _backend(cli, spec=cli.config.backend or "memory") as backend:
+    async with cli_backend(cli, spec=cli.config.backend or "memory") as backend:
         overseer = Overseer(backend)
         mission_id = "demo" if (cli.config.backend or "memory") == "memory" else None
         state = await overseer.create_mission(lab, mission_id)
@@ -82,7 +59,7 @@ def _load_run_lab(cli: Cli) -> LabFile:
     a = cli.args
     if a.inventory:
         try:
-            from reaper.inventory import load_inventory
+            from reaper.inventory.load import load_inventory
         except ImportError:
             raise ConfigError("Ansible inventories are not supported in this build") from None
         return load_inventory(a.inventory)
@@ -107,7 +84,7 @@ async def cmd_run(cli: Cli) -> int:
         lab = lab.model_copy(update={"goal": Stage(cli.args.goal)})
     if not cli.args.submit_only:
         await _preflight(cli, lab)
-    async with _backend(cli) as backend:
+    async with cli_backend(cli) as backend:
         overseer = Overseer(backend)
         state = await overseer.create_mission(lab, cli.args.mission_id)
         if not cli.args.json:
@@ -116,7 +93,7 @@ async def cmd_run(cli: Cli) -> int:
                 f"({len(state.hosts)} hosts, goal {state.goal.value})"
             )
         if cli.args.submit_only:
-            from reaper.services_follow import follow_mission
+            from reaper.cli.follow import follow_mission
 
             final = await follow_mission(cli, backend, state.mission_id)
             return report_end(cli, final, llm_usage(await backend.store.events(final.mission_id)))
@@ -124,7 +101,7 @@ async def cmd_run(cli: Cli) -> int:
 
 
 async def cmd_resume(cli: Cli) -> int:
-    async with _backend(cli) as backend:
+    async with cli_backend(cli) as backend:
         state = await backend.store.load(cli.args.mission)
         if state is None:
             raise MissionNotFoundError(cli.args.mission)
@@ -134,7 +111,7 @@ async def cmd_resume(cli: Cli) -> int:
 
 
 async def cmd_status(cli: Cli) -> int:
-    async with _backend(cli) as backend:
+    async with cli_backend(cli) as backend:
         overseer = Overseer(backend)
         if cli.args.mission:
             state = await overseer.load(cli.args.mission)
@@ -170,7 +147,7 @@ async def cmd_status(cli: Cli) -> int:
         else:
             cli.out.print(render_missions(missions))
         if not cli.args.json:
-            from reaper.services import show_processes  # workers/engines alive, alerts
+            from reaper.cli.processes import show_processes  # workers/engines alive, alerts
 
             await show_processes(cli, backend)
         return 0
@@ -178,7 +155,7 @@ async def cmd_status(cli: Cli) -> int:
 
 async def cmd_events(cli: Cli) -> int:
     a = cli.args
-    async with _backend(cli) as backend:
+    async with cli_backend(cli) as backend:
         if await backend.store.load(a.mission) is None:
             raise MissionNotFoundError(a.mission)
         events = await backend.store.events(a.mission)
@@ -203,7 +180,7 @@ async def cmd_events(cli: Cli) -> int:
 
 async def _decide(cli: Cli, approved: bool) -> int:
     a = cli.args
-    async with _backend(cli) as backend:
+    async with cli_backend(cli) as backend:
         await Overseer(backend).decide(a.mission, a.task, approved=approved, by=a.by, note=a.note)
     verb = "approved" if approved else "rejected"
     if a.json:
@@ -219,37 +196,3 @@ async def cmd_approve(cli: Cli) -> int:
 
 async def cmd_reject(cli: Cli) -> int:
     return await _decide(cli, False)
-
-
-async def cmd_bench(cli: Cli) -> int:
-    if cli.args.target == "ssh":
-        from reaper.bench_ssh import run_ssh_bench
-
-        return await run_ssh_bench(cli)
-    from reaper.bench import run_bench
-
-    return await run_bench(cli)
-
-
-async def cmd_worker(cli: Cli) -> int:
-    from reaper.services import run_worker_process
-
-    return await run_worker_process(cli)
-
-
-async def cmd_housekeep(cli: Cli) -> int:
-    from reaper.housekeeping import housekeep
-
-    async with _backend(cli) as backend:
-        report = await housekeep(backend, now=utcnow(), grace_s=cli.args.grace)
-    if cli.args.json:
-        cli.print_json(asdict(report))
-    else:
-        cli.out.print(f"housekeeping: {report.summary()}", soft_wrap=True)
-    return 0
-
-
-async def cmd_engine(cli: Cli) -> int:
-    from reaper.services import run_engine_process
-
-    return await run_engine_process(cli)

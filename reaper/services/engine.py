@@ -19,7 +19,7 @@ on purpose (its planner halted, or an operator) and is resumed with `reaper resu
 Housekeeping: every `housekeeping_s` a janitor takes the finished (completed, failed) missions
 whose last change is older than `housekeeping_grace_s` (late duplicate results of a mission
 that just finished are still absorbed by its engine meanwhile) and has the queue forget their
-acked tasks (`prune`) and the bus drop their messages (`retire`): `reaper.housekeeping`.
+acked tasks (`prune`) and the bus drop their messages (`retire`): `reaper.services.housekeeping`.
 Both are idempotent, so every engine process runs its janitor without coordinating with the
 others.
 """
@@ -35,18 +35,18 @@ import uuid
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from reaper.alerts import alerts_from_events, alerts_from_processes, raise_alert
 from reaper.clock import Clock, RealClock
-from reaper.engine import MissionEngine
+from reaper.engine.core import MissionEngine
 from reaper.errors import BackendError, LeaseLostError, MissionNotFoundError
-from reaper.housekeeping import GRACE_S, HousekeepingReport, housekeep
 from reaper.infra.base import Backend, MissionSummary
-from reaper.metrics import Metrics
 from reaper.models import AGENT_TYPES, EventRecord, MissionState, MissionStatus
 from reaper.overseer import PlannerFactory, engine_settings_for
 from reaper.policy import Policy
-from reaper.services_registry import ProcessInfo, ProcessRegistry
-from reaper.services_worker import heartbeat_interval
+from reaper.services.alerts import alerts_from_events, alerts_from_processes, raise_alert
+from reaper.services.housekeeping import GRACE_S, HousekeepingReport, housekeep
+from reaper.services.metrics import Metrics
+from reaper.services.registry import ProcessInfo, ProcessRegistry
+from reaper.services.worker import heartbeat_interval
 
 __all__ = ["ADOPTED", "EngineService"]
 
@@ -272,7 +272,7 @@ class EngineService:
             await self.clock.sleep(interval_s)
 
     async def housekeep(self) -> HousekeepingReport | None:
-        """One janitor round (`reaper.housekeeping`); None if a backend call failed (logged;
+        """One janitor round (`services.housekeeping`); None if a backend call failed (logged;
         the next round tries again)."""
         try:
             report = await housekeep(

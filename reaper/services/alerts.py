@@ -20,10 +20,10 @@ from rich.panel import Panel
 from rich.text import Text
 
 from reaper.models import EventKind, EventRecord, MissionState, MissionStatus
-from reaper.services_registry import DEAD_AFTER_INTERVALS, ProcessInfo
+from reaper.services.registry import DEAD_AFTER_INTERVALS, ProcessInfo
 
 if TYPE_CHECKING:
-    from reaper.metrics import Metrics
+    from reaper.services.metrics import Metrics
 
 __all__ = [
     "Alert",

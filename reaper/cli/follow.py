@@ -13,13 +13,13 @@ import asyncio
 import contextlib
 from typing import TYPE_CHECKING
 
-from reaper.console import format_event
+from reaper.cli.console import format_event
 from reaper.errors import MissionNotFoundError
 from reaper.infra.base import Backend
 from reaper.models import EventKind, MissionState
 
 if TYPE_CHECKING:
-    from reaper.cli import Cli
+    from reaper.cli.context import Cli
 
 __all__ = ["follow_mission"]
 

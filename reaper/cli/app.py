@@ -5,30 +5,28 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import json
+import importlib
 import logging
 import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, NoReturn
 
-from rich.console import Console
 from rich.text import Text
 
 from reaper import __version__, gc_policy
-from reaper.config import Config, load_config
+from reaper.cli.context import (
+    EXIT_BAD_INPUT,
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    Cli,
+)
 from reaper.errors import BadRequestError, ConfigError, MissionNotFoundError, ReaperError
 from reaper.models import OS_NAMES
 
-__all__ = ["EXIT_BAD_INPUT", "EXIT_INCOMPLETE", "EXIT_INTERRUPTED", "Cli", "main"]
+__all__ = ["build_parser", "main"]
 
 log = logging.getLogger(__name__)
-
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_BAD_INPUT = 2
-EXIT_INCOMPLETE = 3
-EXIT_INTERRUPTED = 130
 
 
 class _Parser(argparse.ArgumentParser):
@@ -270,60 +268,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class Cli:
-    """Holds what every command needs: config, console, and the output mode."""
-
-    def __init__(self, args: argparse.Namespace, env: dict[str, str]) -> None:
-        self.args = args
-        self.env = env
-        self.out = Console(highlight=False, soft_wrap=False)
-        self.err = Console(stderr=True, highlight=False)
-        self.config = self._config()
-
-    def _config(self) -> Config:
-        a = self.args
-        cfg = load_config(getattr(a, "config", None), self.env)
-        flags: dict[str, Any] = {
-            "backend": getattr(a, "backend", None),
-            "store": getattr(a, "store", None),
-            "queue": getattr(a, "queue", None),
-            "log_level": getattr(a, "log_level", None),
-            "log_file": getattr(a, "log_file", None),
-            "concurrency": getattr(a, "concurrency", None),
-            "stall_after_s": getattr(a, "stall_after", None),
-            "llm_provider": getattr(a, "provider", None),
-            "llm_model": getattr(a, "model", None),
-            "llm_base_url": getattr(a, "base_url", None),
-            "llm_max_tokens": getattr(a, "max_tokens", None),
-            "llm_temperature": getattr(a, "temperature", None),
-        }
-        if getattr(a, "db", None):
-            from pathlib import Path
-
-            flags["db"] = Path(a.db).expanduser()
-        return cfg.with_flags(**flags)
-
-    def print_json(self, data: Any) -> None:
-        # Plain stdout: JSON must not be wrapped or styled by the console.
-        sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+# command -> (module, function); modules are imported only when their command runs, so
+# `reaper status` does not pay for the bench or the engine service.
+_COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("reaper.cli.missions", "cmd_demo"),
+    "run": ("reaper.cli.missions", "cmd_run"),
+    "resume": ("reaper.cli.missions", "cmd_resume"),
+    "status": ("reaper.cli.missions", "cmd_status"),
+    "events": ("reaper.cli.missions", "cmd_events"),
+    "approve": ("reaper.cli.missions", "cmd_approve"),
+    "reject": ("reaper.cli.missions", "cmd_reject"),
+    "bench": ("reaper.cli.bench", "cmd_bench"),
+    "worker": ("reaper.cli.processes", "cmd_worker"),
+    "engine": ("reaper.cli.processes", "cmd_engine"),
+    "housekeep": ("reaper.cli.processes", "cmd_housekeep"),
+}
 
 
-def _commands() -> dict[str, Callable[[Cli], Coroutine[Any, Any, int]]]:
-    from reaper import cli_commands as c
-
-    return {
-        "demo": c.cmd_demo,
-        "run": c.cmd_run,
-        "resume": c.cmd_resume,
-        "status": c.cmd_status,
-        "events": c.cmd_events,
-        "approve": c.cmd_approve,
-        "reject": c.cmd_reject,
-        "bench": c.cmd_bench,
-        "worker": c.cmd_worker,
-        "engine": c.cmd_engine,
-        "housekeep": c.cmd_housekeep,
-    }
+def _command(name: str) -> Callable[[Cli], Coroutine[Any, Any, int]]:
+    module, function = _COMMANDS[name]
+    command: Callable[[Cli], Coroutine[Any, Any, int]] = getattr(
+        importlib.import_module(module), function
+    )
+    return command
 
 
 def _tune_gc() -> None:
@@ -373,7 +340,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     gc_policy.enable()
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            return runner.run(_commands()[args.command](cli))
+            return runner.run(_command(args.command)(cli))
     except KeyboardInterrupt:
         cli.err.print("interrupted")
         return EXIT_INTERRUPTED
@@ -398,7 +365,3 @@ def _error_line(cli: Cli, exc: BaseException) -> None:
     # One line, never wrapped: scripts and people grep for it.
     message = " ".join(str(exc).split())
     cli.err.print(Text.assemble(("reaper: error: ", "red"), message), soft_wrap=True)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -23,7 +23,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,9 +42,8 @@ from reaper.runtime import LocalWorkers
 
 if TYPE_CHECKING:
     from benchmarks.netns import NsHost, NsLab
-    from reaper.cli import Cli
 
-__all__ = ["DiscoverRow", "LatencyRow", "run_ssh_bench"]
+__all__ = ["DiscoverRow", "LatencyRow", "SshBench", "render", "ssh_bench"]
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def _netns() -> Any:
         return importlib.import_module("benchmarks.netns")
 
 
-def _sizes(spec: str | None) -> list[int]:
+def sizes_of(spec: str | None) -> list[int]:
     try:
         sizes = [int(x) for x in (spec or _DEFAULT_SIZES).split(",") if x.strip()]
     except ValueError:
@@ -151,11 +151,11 @@ def _ansible_bin() -> Path | None:
     return Path(found) if found else None
 
 
-def ensure_ansible(err: Any) -> tuple[Path | None, str]:
+def ensure_ansible(say: Callable[[str], None]) -> tuple[Path | None, str]:
     """The `ansible` executable (installing ansible-core here if missing), or a note why not."""
     exe = _ansible_bin()
     if exe is None:
-        err.print("ansible not found: pip-installing ansible-core into this environment…")
+        say("ansible not found: pip-installing ansible-core into this environment…")
         done = subprocess.run(
             [sys.executable, "-m", "pip", "install", "-q", "ansible-core"],
             capture_output=True,
@@ -285,8 +285,17 @@ def _render(rows: list[DiscoverRow], latency: LatencyRow, note: str, backend: st
     return table
 
 
-async def run_ssh_bench(cli: Cli) -> int:
-    sizes = _sizes(cli.args.hosts)
+@dataclass(frozen=True, slots=True)
+class SshBench:
+    rows: list[DiscoverRow]
+    latency: LatencyRow
+    ansible: str
+    backend: str
+
+
+async def ssh_bench(sizes: list[int], backend: str, say: Callable[[str], None]) -> SshBench:
+    """Build max(sizes) namespace hosts, time discover with Reaper and Ansible on each size,
+    then one command's latency; `say` hears progress lines."""
     netns = _netns()
     why = netns.missing_requirements()
     if why is not None:
@@ -294,14 +303,13 @@ async def run_ssh_bench(cli: Cli) -> int:
             f"reaper bench ssh needs root, iproute2, debootstrap and OpenSSH (sshd) to build "
             f"namespace hosts: {why}"
         )
-    backend = (cli.args.backend or "sqlite").split(",")[0]
     if backend not in ("sqlite", "memory"):
         raise ConfigError("reaper bench ssh runs on the memory or sqlite backend")
-    exe, note = ensure_ansible(cli.err)
+    exe, note = ensure_ansible(say)
     user = netns.USER
     with tempfile.TemporaryDirectory(prefix="reaper-bench-ssh-") as tmp_name:
         tmp = Path(tmp_name)
-        cli.err.print(f"building {max(sizes)} namespace sshd hosts…")
+        say(f"building {max(sizes)} namespace sshd hosts…")
         lab = await asyncio.to_thread(
             netns.NsLab.create, [f"b{i:03d}" for i in range(max(sizes))], tmp / "hosts"
         )
@@ -327,23 +335,15 @@ async def run_ssh_bench(cli: Cli) -> int:
                         speedup,
                     )
                 )
-                if not cli.args.json:
-                    cli.err.print(
-                        f"{n} hosts: reaper {reaper_s:.2f}s"
-                        + (f", ansible {ansible_s:.2f}s" if ansible_s else "")
-                    )
+                say(
+                    f"{n} hosts: reaper {reaper_s:.2f}s"
+                    + (f", ansible {ansible_s:.2f}s" if ansible_s else "")
+                )
             latency = await command_latency(lab, every[0], user, tmp)
         finally:
             await asyncio.to_thread(lab.destroy)
-    if cli.args.json:
-        cli.print_json(
-            {
-                "backend": backend,
-                "ansible": note,
-                "discover": [asdict(r) for r in rows],
-                "latency": asdict(latency),
-            }
-        )
-    else:
-        cli.out.print(_render(rows, latency, note, backend))
-    return 0
+    return SshBench(rows, latency, note, backend)
+
+
+def render(bench: SshBench) -> Table:
+    return _render(bench.rows, bench.latency, bench.ansible, bench.backend)

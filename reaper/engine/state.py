@@ -1,7 +1,7 @@
 """Folding inbound messages into a mission: pure functions, no I/O.
 
 `fold` turns a batch of results and approval decisions into a `Transition` (the changed hosts
-and task records, the events to log, the retries to publish); `reaper.admission.plan` turns a
+and task records, the events to log, the retries to publish); `reaper.engine.admission.plan` turns a
 planner's proposal into task records, refusals and an outbox. Neither mutates the state it is
 given; `apply` then
 installs a transition into the engine's in-memory state in O(changes), and the store persists

@@ -11,7 +11,8 @@ how long a killed process's work stays invisible before another process takes it
 `heartbeat_s` (REAPER_HEARTBEAT_S; default a third of the lease, 0.1-5 s) is the heartbeat
 interval; `worker_grace_s` (REAPER_WORKER_GRACE_S, default 10) is how long a stopping worker
 lets running tasks finish before it hands them back.
-Heartbeats go to the process registry beside the mission store (`services_registry`).
+Heartbeats go to the process registry beside the mission store (`reaper.services.registry`).
+`reaper housekeep` trims what finished missions left behind.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+from dataclasses import asdict
 from typing import TYPE_CHECKING
 
 from rich import box
@@ -26,28 +28,29 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from reaper.alerts import alerts_from_processes, alerts_from_state, render_banners
+from reaper.cli.context import Cli, cli_backend
 from reaper.clock import RealClock
 from reaper.errors import BackendError
 from reaper.infra.base import Backend
 from reaper.infra.factory import open_backend
-from reaper.metrics import Metrics
-from reaper.models import MissionStatus
-from reaper.services_engine import EngineService
-from reaper.services_registry import ProcessInfo, ProcessRegistry, open_registry
-from reaper.services_worker import heartbeat_interval, serve_workers
+from reaper.models import MissionStatus, utcnow
+from reaper.services.alerts import alerts_from_processes, alerts_from_state, render_banners
+from reaper.services.engine import EngineService
+from reaper.services.housekeeping import housekeep
+from reaper.services.metrics import Metrics
+from reaper.services.registry import ProcessInfo, ProcessRegistry, open_registry
+from reaper.services.worker import heartbeat_interval, serve_workers
 from reaper.signals import stop_on_signals
 
 if TYPE_CHECKING:
     from datetime import datetime
 
-    from reaper.cli import Cli
-
 __all__ = [
+    "cmd_engine",
+    "cmd_housekeep",
+    "cmd_worker",
     "registry_for",
     "render_processes",
-    "run_engine_process",
-    "run_worker_process",
     "show_processes",
 ]
 
@@ -99,7 +102,7 @@ def _freeze_startup_objects() -> None:
     gc.freeze()
 
 
-async def run_worker_process(cli: Cli) -> int:
+async def cmd_worker(cli: Cli) -> int:
     a = cli.args
     cfg = cli.config
     beat = heartbeat_interval(cfg.lease_ttl_s)
@@ -129,8 +132,8 @@ async def run_worker_process(cli: Cli) -> int:
     return 0
 
 
-async def run_engine_process(cli: Cli) -> int:
-    from reaper.cli_drive import planner_factory  # the CLI's planner choice (flags)
+async def cmd_engine(cli: Cli) -> int:
+    from reaper.cli.drive import planner_factory  # the CLI's planner choice (flags)
 
     cfg = cli.config
     backend, registry = await _open(cli)
@@ -153,6 +156,16 @@ async def run_engine_process(cli: Cli) -> int:
             await service.run(stop)
     finally:
         await _close(backend, registry, metrics)
+    return 0
+
+
+async def cmd_housekeep(cli: Cli) -> int:
+    async with cli_backend(cli) as backend:
+        report = await housekeep(backend, now=utcnow(), grace_s=cli.args.grace)
+    if cli.args.json:
+        cli.print_json(asdict(report))
+    else:
+        cli.out.print(f"housekeeping: {report.summary()}", soft_wrap=True)
     return 0
 
 

@@ -34,8 +34,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from reaper.errors import ConfigError
-from reaper.inventory_hosts import host_settings
-from reaper.inventory_parse import Inventory, Var, parse_ini, parse_yaml
+from reaper.inventory.hosts import host_settings
+from reaper.inventory.parse import Inventory, Var, parse_ini, parse_yaml
 from reaper.lab import LabFile, LabHost, format_validation_error
 from reaper.models import Stage
 

@@ -12,7 +12,7 @@ counted once even when a worker ran its task twice):
     reaper_result_latency_seconds                   result ts (worker) → applied (engine)
     reaper_hosts_locked{mission_id}                 locked hosts of the missions run here
     reaper_dispatch_window{mission_id}              tasks a mission run here may have out now
-                                                    (max_in_flight, or fewer: reaper.window)
+                                                    (max_in_flight, or fewer: reaper.engine.window)
     reaper_missions{status}                         every mission in the store, by status
     reaper_llm_calls_total{model}, reaper_llm_tokens_total{model,kind},
     reaper_llm_cost_usd_total{model}                from `planner.decision` payloads
@@ -21,7 +21,7 @@ Worker side:
     reaper_worker_results_total{agent_type,action,status}   executions (re-runs included)
 Both:
     reaper_queue_depth{agent_type}                  tasks waiting (TaskQueue.depth)
-    reaper_alerts_total{kind}                       alerts raised (see reaper.alerts)
+    reaper_alerts_total{kind}                       alerts raised (see reaper.services.alerts)
 """
 
 from __future__ import annotations

@@ -17,17 +17,17 @@ import gc
 import statistics
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rich import box
 from rich.console import Group
 from rich.table import Table
 
-from reaper.bench_procs import CpuMeter, WorkerProcesses
-from reaper.bench_space import Namespace
+from reaper.bench.procs import CpuMeter, WorkerProcesses
+from reaper.bench.space import Namespace
 from reaper.infra.base import Backend
 from reaper.infra.factory import REDIS_POSTGRES_DEFAULTS, open_backend, parse_spec
 from reaper.lab import LabFile, LabHost, LabSettings
@@ -42,10 +42,7 @@ from reaper.models import (
 from reaper.overseer import Overseer
 from reaper.runtime import LocalWorkers
 
-if TYPE_CHECKING:
-    from reaper.cli import Cli
-
-__all__ = ["BenchResult", "bench_once", "run_bench"]
+__all__ = ["BenchOptions", "BenchResult", "bench_backends", "bench_once", "render"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,12 +161,50 @@ def _specs(label: str, tmp: Path) -> tuple[str, str]:
     return label, label
 
 
-async def _bench_label(
-    cli: Cli, label: str, sizes: list[int], tmp: Path, space: Namespace
+@dataclass(frozen=True)
+class BenchOptions:
+    """How each backend is measured (the `reaper bench` flags)."""
+
+    workers: int = 4
+    concurrency: int = 64
+    repeat: int = 1
+    in_process: bool = False
+    max_in_flight: int | None = None
+    latency_target: float | None = None
+
+
+async def bench_backends(
+    labels: Sequence[str],
+    sizes: Sequence[int],
+    options: BenchOptions,
+    *,
+    on_run: Callable[[BenchResult, int], None] | None = None,
 ) -> list[BenchResult]:
-    """Every size of one backend, best of `--repeat` each; worker processes (when used)
+    """Every size of every backend label; nothing of the bench stays on shared servers.
+    `on_run(result, run_index)` hears of each run as it ends (progress lines)."""
+    results: list[BenchResult] = []
+    space = Namespace()
+    try:
+        with tempfile.TemporaryDirectory(prefix="reaper-bench-") as tmp:
+            for label in labels:
+                results += await _bench_label(
+                    label.strip(), sizes, Path(tmp), space, options, on_run
+                )
+    finally:
+        await space.drop()
+    return results
+
+
+async def _bench_label(
+    label: str,
+    sizes: Sequence[int],
+    tmp: Path,
+    space: Namespace,
+    a: BenchOptions,
+    on_run: Callable[[BenchResult, int], None] | None,
+) -> list[BenchResult]:
+    """Every size of one backend, best of `repeat` each; worker processes (when used)
     start once for the backend and serve every run."""
-    a = cli.args
     store, queue = _specs(label, tmp)
     await open_backend(None, store=store, queue=queue).close()  # a bad spec: one line, now
     store, queue = space.isolate(store), space.isolate(queue)
@@ -204,12 +239,8 @@ async def _bench_label(
                     )
                 finally:
                     await backend.close()
-                if not a.json:
-                    r = runs[-1]
-                    cli.err.print(
-                        f"{r.backend} {r.hosts} hosts, run {i + 1}: {r.tasks_per_s:,.0f} tasks/s, "
-                        f"p99 {r.p99_latency_ms:,.1f} ms"
-                    )
+                if on_run is not None:
+                    on_run(runs[-1], i)
             # A shared machine only ever slows a run down: report the best of the
             # repeats (as timeit does), with the spread beside it.
             best = max(runs, key=lambda r: r.tasks_per_s)
@@ -217,33 +248,6 @@ async def _bench_label(
                 replace(best, runs=len(runs), slowest_tasks_per_s=min(r.tasks_per_s for r in runs))
             )
     return results
-
-
-async def run_bench(cli: Cli) -> int:
-    from reaper.errors import ConfigError
-
-    try:
-        sizes = [int(x) for x in (cli.args.hosts or "100,1000,10000").split(",") if x.strip()]
-    except ValueError:
-        raise ConfigError(
-            f"--hosts takes comma-separated numbers, not {cli.args.hosts!r}"
-        ) from None
-    if not sizes or min(sizes) < 1:
-        raise ConfigError("--hosts needs at least one positive host count")
-    labels = (cli.args.backend or "memory,sqlite").split(",")
-    results: list[BenchResult] = []
-    space = Namespace()  # nothing of the bench stays on shared servers
-    try:
-        with tempfile.TemporaryDirectory(prefix="reaper-bench-") as tmp:
-            for label in labels:
-                results += await _bench_label(cli, label.strip(), sizes, Path(tmp), space)
-    finally:
-        await space.drop()
-    if cli.args.json:
-        cli.print_json([asdict(r) for r in results])
-        return 0
-    cli.out.print(render(results, cli.args.repeat))
-    return 0
 
 
 def _table(

@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any
 from rich.live import Live
 from rich.text import Text
 
+from reaper.cli.console import render_mission, render_recap
 from reaper.clock import RealClock
-from reaper.console import render_mission, render_recap
-from reaper.engine import Listener
+from reaper.engine.core import Listener
 from reaper.errors import ReaperError
 from reaper.infra.base import Backend
 from reaper.models import EventKind, EventRecord, MissionState, MissionStatus, TaskStatus
@@ -26,7 +26,7 @@ from reaper.runtime import LocalWorkers
 from reaper.signals import stop_on_signals
 
 if TYPE_CHECKING:
-    from reaper.cli import Cli
+    from reaper.cli.context import Cli
 
 __all__ = ["drive", "llm_usage", "planner_factory", "report_end"]
 

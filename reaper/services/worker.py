@@ -27,9 +27,9 @@ from reaper.agents.worker import Worker
 from reaper.clock import Clock, RealClock
 from reaper.errors import BackendError
 from reaper.infra.base import Backend
-from reaper.metrics import Metrics
 from reaper.models import agent_type_for
-from reaper.services_registry import ProcessInfo, ProcessRegistry, counters_of
+from reaper.services.metrics import Metrics
+from reaper.services.registry import ProcessInfo, ProcessRegistry, counters_of
 
 __all__ = ["heartbeat_interval", "serve_workers"]
 

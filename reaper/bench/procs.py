@@ -24,7 +24,7 @@ from types import TracebackType
 
 from reaper.errors import ReaperError
 from reaper.models import OS_NAMES
-from reaper.services_registry import open_registry
+from reaper.services.registry import open_registry
 
 __all__ = ["CpuMeter", "CpuSample", "WorkerProcesses"]
 

@@ -1,4 +1,4 @@
-"""One Ansible host's variables → Reaper's host settings (see `reaper.inventory` for the map).
+"""One Ansible host's variables → Reaper's host settings (see `reaper.inventory.load` for the map).
 
 Secrets (ansible_password and friends) are filed in `reaper.secrets` and referenced by name; no
 error message here quotes the value of a variable that might hold one.
@@ -12,7 +12,7 @@ import shlex
 from typing import Any
 
 from reaper.errors import ConfigError
-from reaper.inventory_parse import Inventory, Var
+from reaper.inventory.parse import Inventory, Var
 from reaper.secrets import register_secret, secret_name
 
 __all__ = ["host_id_for", "host_settings"]

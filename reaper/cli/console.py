@@ -18,6 +18,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from reaper.engine.state import goal_progress
 from reaper.models import (
     EventKind,
     EventRecord,
@@ -29,7 +30,6 @@ from reaper.models import (
     Stage,
     TaskStatus,
 )
-from reaper.state import goal_progress
 
 __all__ = [
     "STATUS_STYLE",
