@@ -31,7 +31,7 @@ from evals.scorecard import RunResult, prompt_digest, score
 from evals.tapes import TapeRecorder
 from evals.vtime import LoopClock, run_virtual
 from llm.errors import LLMError
-from reaper.engine import MissionEngine
+from reaper.engine.core import MissionEngine
 from reaper.errors import ReaperError
 from reaper.infra.base import Backend
 from reaper.infra.memory import memory_backend

@@ -5,7 +5,7 @@ engine commit: results in (and approval decisions), which results were retried r
 shown to the planner, the planner's decision (model, prompt hash, usage), the tasks it got
 out (planned and refused, with their proposal index) and any status change. Never a full state
 per step: the state at any step is rebuilt by folding the deltas with the engine's own pure
-functions (`reaper.state.fold`, `plan`, `apply`).
+functions (`reaper.engine.state.fold`, `plan`, `apply`).
 
 `TapeRecorder` is an engine listener, so any mission — eval or real — can be taped.
 `counterfactual` walks a tape, and at every recorded decision asks another planner (or prompt
@@ -26,7 +26,8 @@ from typing import IO, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from reaper.actions import CATALOG, validate_params
-from reaper.admission import plan
+from reaper.engine.admission import plan
+from reaper.engine.state import RetrySettings, apply, fold
 from reaper.models import (
     ApprovalDecision,
     EventKind,
@@ -39,7 +40,6 @@ from reaper.models import (
 from reaper.overseer import engine_settings_for
 from reaper.planners.base import MissionPlanner
 from reaper.policy import Policy
-from reaper.state import RetrySettings, apply, fold
 
 __all__ = [
     "TAPE_SCHEMA_VERSION",

@@ -9,6 +9,9 @@ from typing import Any
 
 import pytest
 
+# Builders and the in-process mission harness, for every test package.
+pytest_plugins = ["tests.missions"]
+
 _real_connect = socket.socket.connect
 _real_connect_ex = socket.socket.connect_ex
 # Network namespaces made by the tests live in this range (see tests/netns.py).

@@ -10,7 +10,7 @@ from reaper.models import MissionStatus
 from reaper.overseer import Overseer
 from reaper.runtime import LocalWorkers
 
-from .conftest import make_lab, sim_host
+from tests.missions import make_lab, sim_host
 
 WAIT_S = 20.0
 

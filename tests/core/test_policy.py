@@ -25,7 +25,7 @@ from reaper.models import (
 )
 from reaper.policy import PRESETS, Decision, Policy, PolicyRule, check, policy_from_spec
 
-from .conftest import (
+from tests.missions import (
     PYTHON,
     WAIT_S,
     HarnessFactory,

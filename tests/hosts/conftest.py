@@ -11,7 +11,7 @@ import pytest
 from reaper.lab import LabHost
 from reaper.models import HostConnection
 from tests.hosts.netns import USER, NsHost, NsLab, missing_requirements
-from tests.services import require_service
+from tests.needs import require_service
 
 HOST_NAMES = ["h1", "h2", "h3", "hb", "hx"]
 # Hosts for whole missions (engine, workers, planner): m1-m3 are baselined, ms has its sshd

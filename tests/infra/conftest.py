@@ -23,7 +23,7 @@ from reaper.bench.space import drop_keys, drop_schema
 from reaper.clock import Clock, ManualClock, RealClock
 from reaper.infra.base import Backend, EventBus, MissionStore, TaskQueue
 from reaper.infra.factory import open_backend
-from tests.services import port_open, require_service
+from tests.needs import port_open, require_service
 
 REDIS_URL = "redis://127.0.0.1:6379/15"
 PG_URL = "postgresql://127.0.0.1:5432/test"

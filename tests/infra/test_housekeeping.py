@@ -31,7 +31,7 @@ from reaper.services.engine import EngineService
 from reaper.services.registry import MemoryRegistry
 from tests.infra import builders as b
 from tests.infra.conftest import PG_URL, REDIS_URL, Kit
-from tests.services import port_open, require_service
+from tests.needs import port_open, require_service
 
 # -- counting what a backend keeps --------------------------------------------------------
 

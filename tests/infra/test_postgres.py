@@ -26,7 +26,7 @@ from reaper.models import (
     Task,
     TaskRecord,
 )
-from tests.services import port_open, require_service
+from tests.needs import port_open, require_service
 
 pytestmark = pytest.mark.services
 

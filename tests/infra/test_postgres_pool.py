@@ -19,7 +19,7 @@ from reaper.infra import postgres_conn
 from reaper.infra.postgres_conn import PgConnection
 from reaper.infra.postgres_queue import PostgresTaskQueue
 from reaper.infra.postgres_schema import LATEST
-from tests.services import port_open, require_service
+from tests.needs import port_open, require_service
 
 pytestmark = [pytest.mark.services, pytest.mark.timeout(60)]
 

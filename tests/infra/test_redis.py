@@ -24,7 +24,7 @@ import redis.asyncio as aioredis
 from reaper.infra.base import OutboxItem
 from reaper.infra.redis import RedisEventBus, RedisTaskQueue
 from reaper.models import ResultEvent, ResultStatus, Task, utcnow
-from tests.services import port_open, require_service
+from tests.needs import port_open, require_service
 
 pytestmark = pytest.mark.services
 

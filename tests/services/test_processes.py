@@ -15,7 +15,7 @@ import pytest
 
 from reaper.models import utcnow
 from reaper.services.registry import ProcessInfo, open_registry
-from tests.scale.harness import (
+from tests.services.harness import (
     BACKENDS,
     ROOT,
     Cluster,

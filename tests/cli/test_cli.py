@@ -17,7 +17,7 @@ from reaper.cli import main
 from reaper.models import MissionStatus
 from reaper.overseer import Overseer
 
-from .conftest import (
+from tests.missions import (
     PYTHON,
     WAIT_S,
     Recorder,

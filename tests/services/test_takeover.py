@@ -15,7 +15,7 @@ import pytest
 from reaper.infra.base import Backend
 from reaper.models import utcnow
 from reaper.services.registry import open_registry
-from tests.scale.harness import (
+from tests.services.harness import (
     BACKENDS,
     Cluster,
     Spec,
@@ -29,7 +29,7 @@ from tests.scale.harness import (
     wait_done,
     wait_for,
 )
-from tests.services import require_service
+from tests.needs import require_service
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -25,7 +25,7 @@ from reaper.models import (
 from reaper.overseer import Overseer
 from reaper.runtime import LocalWorkers
 
-from .conftest import (
+from tests.missions import (
     WAIT_S,
     HarnessFactory,
     Recorder,

@@ -13,7 +13,7 @@ from rich.console import Console
 from reaper.bench.run import BenchResult, render
 from reaper.cli import main
 
-from .conftest import keep_root_logging
+from tests.missions import keep_root_logging
 
 
 def _bench(
@@ -114,7 +114,7 @@ def _leftovers() -> tuple[set[str], set[str]]:
 def test_redis_postgres_bench_leaves_nothing_on_the_servers(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ):
-    from tests.services import port_open, require_service
+    from tests.needs import port_open, require_service
 
     require_service("redis", port_open("127.0.0.1", 6379), "no Redis on 127.0.0.1:6379")
     require_service("postgres", port_open("127.0.0.1", 5432), "no PostgreSQL on :5432")

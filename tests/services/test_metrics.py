@@ -32,7 +32,7 @@ from reaper.models import (
 from reaper.services.alerts import alerts_from_events, alerts_from_processes
 from reaper.services.metrics import Metrics
 from reaper.services.registry import ProcessInfo, SqliteRegistry, open_registry
-from tests.scale.harness import (
+from tests.services.harness import (
     ROOT,
     Cluster,
     backend_spec,

@@ -26,7 +26,7 @@ from reaper.planners.rules import RuleBasedPlanner
 from reaper.policy import PRESETS
 from reaper.runtime import LocalWorkers
 
-from .conftest import (
+from tests.missions import (
     PYTHON,
     WAIT_S,
     HarnessFactory,

@@ -19,7 +19,7 @@ from reaper.infra.factory import open_backend
 from reaper.models import EventKind
 from reaper.overseer import Overseer
 from reaper.runtime import LocalWorkers
-from tests.scale.harness import (
+from tests.services.harness import (
     BACKENDS,
     Cluster,
     backend_spec,

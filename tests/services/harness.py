@@ -27,7 +27,7 @@ from reaper.infra.factory import open_backend
 from reaper.lab import LabFile, LabHost
 from reaper.models import EventKind, MissionState, MissionStatus, SimSettings
 from reaper.overseer import Overseer
-from tests.services import port_open, require_service
+from tests.needs import port_open, require_service
 
 T = TypeVar("T")
 

@@ -34,7 +34,7 @@ from reaper.overseer import Overseer
 from reaper.planners.base import MissionPlanner, Plan
 from reaper.runtime import LocalWorkers
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 WAIT_S = 10.0  # upper bound for any single wait in these tests; they finish far sooner
 
 

@@ -35,7 +35,7 @@ from reaper.planners.base import Plan
 from reaper.policy import PRESETS
 from reaper.runtime import LocalWorkers
 
-from .conftest import (
+from tests.missions import (
     WAIT_S,
     HarnessFactory,
     Recorder,
