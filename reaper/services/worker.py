@@ -8,7 +8,7 @@ grace period, then cancels and releases the rest (visible again at once). A work
 outright loses nothing either: its leases run out and the tasks are delivered again.
 
 Every heartbeat interval the process records itself in the process registry (see
-`services_registry`) with the worker's counters, and updates its gauges.
+`reaper.services.registry`) with the worker's counters, and updates its gauges.
 """
 
 from __future__ import annotations

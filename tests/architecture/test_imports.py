@@ -28,7 +28,8 @@ def violations(graph: ImportGraph, rule: dict[str, Any]) -> list[str]:
         for src, dsts in graph.items()
         if _under(src, rule["from"]) and not _under(src, rule.get("except_from", []))
         for dst in dsts
-        if _under(dst, rule["never"]) and not _under(dst, rule.get("except_to", []))
+        if _under(dst, rule["never"])
+        and not _under(dst, rule.get("except_to", []))
         and not _under(dst, [src])  # a package's own submodules
     )
 

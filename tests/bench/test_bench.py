@@ -12,7 +12,6 @@ from rich.console import Console
 
 from reaper.bench.run import BenchResult, render
 from reaper.cli import main
-
 from tests.missions import keep_root_logging
 
 

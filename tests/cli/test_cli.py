@@ -16,7 +16,6 @@ import yaml
 from reaper.cli import main
 from reaper.models import MissionStatus
 from reaper.overseer import Overseer
-
 from tests.missions import (
     PYTHON,
     WAIT_S,

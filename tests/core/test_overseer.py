@@ -9,7 +9,6 @@ from reaper.infra.memory import memory_backend
 from reaper.models import MissionStatus
 from reaper.overseer import Overseer
 from reaper.runtime import LocalWorkers
-
 from tests.missions import make_lab, sim_host
 
 WAIT_S = 20.0

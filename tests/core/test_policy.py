@@ -24,7 +24,6 @@ from reaper.models import (
     TaskStatus,
 )
 from reaper.policy import PRESETS, Decision, Policy, PolicyRule, check, policy_from_spec
-
 from tests.missions import (
     PYTHON,
     WAIT_S,

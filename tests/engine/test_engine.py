@@ -34,7 +34,6 @@ from reaper.overseer import Overseer
 from reaper.planners.base import Plan
 from reaper.policy import PRESETS
 from reaper.runtime import LocalWorkers
-
 from tests.missions import (
     WAIT_S,
     HarnessFactory,

@@ -25,7 +25,6 @@ from reaper.overseer import Overseer
 from reaper.planners.rules import RuleBasedPlanner
 from reaper.policy import PRESETS
 from reaper.runtime import LocalWorkers
-
 from tests.missions import (
     PYTHON,
     WAIT_S,

@@ -24,7 +24,6 @@ from reaper.models import (
 )
 from reaper.overseer import Overseer
 from reaper.runtime import LocalWorkers
-
 from tests.missions import (
     WAIT_S,
     HarnessFactory,

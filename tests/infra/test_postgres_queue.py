@@ -22,8 +22,8 @@ from reaper.models import EventKind, MissionStatus
 from reaper.overseer import Overseer
 from reaper.runtime import LocalWorkers
 from tests.infra import builders as b
-from tests.services.harness import lab
 from tests.needs import port_open, require_service
+from tests.services.harness import lab
 
 pytestmark = [pytest.mark.services, pytest.mark.timeout(60)]
 

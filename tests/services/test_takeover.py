@@ -15,6 +15,7 @@ import pytest
 from reaper.infra.base import Backend
 from reaper.models import utcnow
 from reaper.services.registry import open_registry
+from tests.needs import require_service
 from tests.services.harness import (
     BACKENDS,
     Cluster,
@@ -29,7 +30,6 @@ from tests.services.harness import (
     wait_done,
     wait_for,
 )
-from tests.needs import require_service
 
 pytestmark = pytest.mark.timeout(120)
 
