@@ -180,3 +180,23 @@ async def test_ssh_banner_timeout_is_retriable(tmp_path: Path) -> None:
     finally:
         await transport.close()
         server.close()
+
+
+def test_local_transport_survives_processes_that_exit_before_reading_stdin(tmp_path: Path) -> None:
+    """Under uvloop (the CLI's loop), writing to the stdin pipe of a process that has already
+    exited raised RuntimeError ("WriteUnixTransport closed") about a third of the time, with or
+    without input; `transport: local` discovers crashed with it. 150 runs of each must pass."""
+    uvloop = pytest.importorskip("uvloop")
+
+    async def many() -> list[int]:
+        shell = await LocalTransport(logs_dir=tmp_path).session("me", HostConnection())
+        codes = []
+        for stdin in (None, "x" * 200_000):
+            for _ in range(150):
+                result = await shell.run(Command(argv=["true"], stdin=stdin))
+                codes.append(result.exit_code)
+        echoed = await shell.run(Command(argv=["cat"], stdin="fed through stdin\n" * 5000))
+        assert echoed.stdout == "fed through stdin\n" * 5000
+        return codes
+
+    assert set(uvloop.run(many())) == {0}

@@ -64,7 +64,8 @@ class LocalSession:
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv,
-                stdin=asyncio.subprocess.PIPE,
+                # No input: no pipe at all, so there is nothing to race the process's exit.
+                stdin=asyncio.subprocess.PIPE if command.stdin else asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 start_new_session=True,  # a timeout kills the whole process group
@@ -73,12 +74,14 @@ class LocalSession:
             return CommandResult(127, "", f"{argv[0]}: command not found", 0.0)
         except PermissionError as exc:
             return CommandResult(126, "", f"{argv[0]}: {exc.strerror}", 0.0)
-        stdin = command.stdin.encode() if command.stdin else b""
         try:
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
             # races the awaited result (a stopping worker would go on).
             async with asyncio.timeout(command.timeout_s):
-                out, err = await proc.communicate(stdin)
+                _, (out, err) = await asyncio.gather(
+                    _feed(proc, command.stdin.encode() if command.stdin else None),
+                    proc.communicate(),
+                )
         except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, 9)
@@ -94,3 +97,21 @@ class LocalSession:
             stderr=err.decode("utf-8", errors="replace"),
             duration_s=time.perf_counter() - started,
         )
+
+
+async def _feed(proc: asyncio.subprocess.Process, data: bytes | None) -> None:
+    """Write a command's input and close its stdin, tolerating a process that exits first.
+
+    `communicate(input)` does this too, but it only forgives BrokenPipeError: under uvloop (the
+    CLI's loop) a write to the pipe of a process that has already exited raises RuntimeError
+    ("unable to perform operation on <WriteUnixTransport closed=True ...>"), which crashed
+    discovers at random. A process that exits without reading its input is its own answer.
+    """
+    if proc.stdin is None or data is None:
+        return
+    try:
+        proc.stdin.write(data)
+        await proc.stdin.drain()
+        proc.stdin.close()
+    except (BrokenPipeError, ConnectionResetError, RuntimeError) as exc:
+        log.debug("stdin of pid %s closed before its input was written: %s", proc.pid, exc)
