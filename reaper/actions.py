@@ -7,22 +7,30 @@ sees this catalog rendered from the code) and the agents all read it from here.
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterator
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from reaper.models import OS_NAMES, Stage
 
 __all__ = [
     "CATALOG",
+    "DIAGNOSE_TOPICS",
+    "SCRIPT_MAX",
     "ActionSpec",
     "BaselineParams",
+    "CleanupParams",
+    "DiagnoseParams",
     "DiscoverParams",
     "PrepareParams",
     "RebootParams",
     "Risk",
+    "RunPowershellParams",
+    "RunShellParams",
     "catalog_for",
     "get_action",
     "validate_params",
@@ -63,6 +71,78 @@ class RebootParams(_Params):
     reason: str = Field(default="", max_length=200)
 
 
+DIAGNOSE_TOPICS = ("disk", "packages", "service", "network", "time", "processes")
+DiagnoseTopic = Literal["disk", "packages", "service", "network", "time", "processes"]
+# Names a service, a host or a domain: passed to commands as arguments, never spliced, but kept
+# to a plain charset so a diagnose stays read-only whatever a planner puts in it. (A validator,
+# not a JSON-schema pattern: the schema goes into the prompt, and stays short.)
+_PLAIN = re.compile(r"[A-Za-z0-9@._:][A-Za-z0-9@._:-]{0,127}")
+
+
+def _plain_name(value: str) -> str:
+    if not _PLAIN.fullmatch(value):
+        raise ValueError("1-128 letters, digits or @._:- (not starting with -)")
+    return value
+
+
+PlainName = Annotated[str, AfterValidator(_plain_name)]
+SCRIPT_MAX = 4000
+
+
+def _fits_a_command_line(value: str) -> str:
+    # The script travels JSON-escaped inside an -EncodedCommand line (32,000 chars at most on
+    # Windows): bound it as escaped, where a non-ASCII character costs 6 or 12.
+    if len(json.dumps(value)) - 2 > SCRIPT_MAX:
+        raise ValueError(f"longer than {SCRIPT_MAX} characters once JSON-escaped")
+    return value
+
+
+class DiagnoseParams(_Params):
+    """Look before acting: read-only reports on the chosen topics (all when omitted).
+
+    disk: usage per filesystem and inodes; packages: the package manager, its repositories,
+    who holds its lock, broken packages; service: the status of `service` and the tail of its
+    log; network: addresses, routes, resolvers, listening ports and, with `target`, whether that
+    name resolves and its port answers; time: clock, time sync and its offset; processes: the
+    busiest processes.
+    """
+
+    topics: list[DiagnoseTopic] | None = Field(default=None, min_length=1, max_length=6)
+    service: PlainName | None = None
+    target: PlainName | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
+    log_lines: int = Field(default=40, ge=1, le=200)
+
+
+class CleanupParams(_Params):
+    """Free space: package caches, temporary files and rotated logs older than N days.
+    `check_mode` reports what would be removed and removes nothing."""
+
+    targets: list[Literal["package_cache", "temp", "old_logs"]] | None = Field(
+        default=None, min_length=1, max_length=3
+    )
+    older_than_days: int = Field(default=7, ge=1, le=3650)
+    check_mode: bool = False
+
+
+class RunShellParams(_Params):
+    """A free-form `sh -c` command (as the connection's user, with sudo when the host has
+    `become`). Every shipped policy asks an operator first; read-only denies it."""
+
+    command: str = Field(min_length=1, max_length=4000)
+    reason: str = Field(min_length=1, max_length=200)
+    timeout_s: int = Field(default=300, ge=1, le=3600)
+
+
+class RunPowershellParams(_Params):
+    """A free-form PowerShell script. Every shipped policy asks an operator first; read-only
+    denies it."""
+
+    script: Annotated[str, AfterValidator(_fits_a_command_line)] = Field(min_length=1)
+    reason: str = Field(min_length=1, max_length=200)
+    timeout_s: int = Field(default=300, ge=1, le=3600)
+
+
 class ActionSpec(BaseModel):
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
 
@@ -79,6 +159,11 @@ class ActionSpec(BaseModel):
     # The stage the host must have reached first (the rule-based planner honours it;
     # the policy does not: running a step early is the planner's mistake, not a danger).
     requires: Stage | None = None
+
+    @property
+    def supports_check_mode(self) -> bool:
+        """Whether the action takes `check_mode` (report what would change, change nothing)."""
+        return "check_mode" in self.params_model.model_fields
 
     def params_schema(self) -> dict[str, Any]:
         return self.params_model.model_json_schema()
@@ -118,7 +203,37 @@ _VERBS: tuple[
         Stage.DISCOVERED,
     ),
     ("reboot", "Restart the host.", RebootParams, Risk.DESTRUCTIVE, 900.0, False, None, None),
+    (
+        "diagnose",
+        "Read-only reports on disk, packages, a service and its log, network, time, processes.",
+        DiagnoseParams,
+        Risk.READ_ONLY,
+        120.0,
+        True,
+        None,
+        None,
+    ),
+    (
+        "cleanup",
+        "Remove package caches, old temporary files and rotated logs.",
+        CleanupParams,
+        Risk.CHANGE,
+        300.0,
+        True,
+        None,
+        None,
+    ),
 )
+# Free-form commands: one per shell, on the OSes that have it.
+_SHELL_VERBS: dict[str, tuple[str, str, type[_Params]]] = {
+    "linux": ("run_shell", "Run a free-form sh command (needs approval).", RunShellParams),
+    "macos": ("run_shell", "Run a free-form sh command (needs approval).", RunShellParams),
+    "windows": (
+        "run_powershell",
+        "Run a free-form PowerShell script (needs approval).",
+        RunPowershellParams,
+    ),
+}
 
 
 def _build() -> dict[str, ActionSpec]:
@@ -138,6 +253,17 @@ def _build() -> dict[str, ActionSpec]:
                 produces=produces,
                 requires=requires,
             )
+        verb, desc, shell_params = _SHELL_VERBS[os]
+        catalog[f"{os}.{verb}"] = ActionSpec(
+            name=f"{os}.{verb}",
+            os=os,
+            verb=verb,
+            description=desc,
+            params_model=shell_params,
+            risk=Risk.DESTRUCTIVE,
+            timeout_s=3600.0,
+            idempotent=False,
+        )
     return catalog
 
 

@@ -91,8 +91,24 @@ def _decide(policy: Policy, action: str) -> tuple[Decision, str]:
     return answer
 
 
-def _preset(name: str, *rules: PolicyRule) -> Policy:
-    return Policy(name=name, rules=rules, default=Decision.DENY)
+# A free-form command can do anything, so no shipped policy runs one unasked, whatever risk
+# tier it sits in; these rules come first in every preset.
+_ASK_SHELL = (
+    PolicyRule(
+        action="*.run_shell", decision=Decision.ASK, reason="free-form shell: needs approval"
+    ),
+    PolicyRule(
+        action="*.run_powershell", decision=Decision.ASK, reason="free-form shell: needs approval"
+    ),
+)
+_DENY_SHELL = tuple(
+    rule.model_copy(update={"decision": Decision.DENY, "reason": "free-form shell: read-only"})
+    for rule in _ASK_SHELL
+)
+
+
+def _preset(name: str, *rules: PolicyRule, shell: tuple[PolicyRule, ...] = _ASK_SHELL) -> Policy:
+    return Policy(name=name, rules=shell + rules, default=Decision.DENY)
 
 
 PRESETS: dict[str, Policy] = {
@@ -115,6 +131,7 @@ PRESETS: dict[str, Policy] = {
     "read-only": _preset(
         "read-only",
         PolicyRule(risk=Risk.READ_ONLY, decision=Decision.ALLOW),
+        shell=_DENY_SHELL,
     ),
 }
 

@@ -190,6 +190,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--by", default=os.environ.get("USER", "operator"))
         _common(p)
 
+    p = sub.add_parser("actions", help="list the action catalog (what planners may propose)")
+    p.add_argument("--os", choices=OS_NAMES, help="only this OS's actions")
+    p.add_argument(
+        "--policy", default="standard", help="show this preset's decisions (default standard)"
+    )
+    p.add_argument("--json", action="store_true", help="print the catalog as JSON")
+
     p = sub.add_parser("bench", help="measure throughput (simulated hosts, or real SSH hosts)")
     p.add_argument(
         "target",
@@ -278,6 +285,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "events": ("reaper.cli.missions", "cmd_events"),
     "approve": ("reaper.cli.missions", "cmd_approve"),
     "reject": ("reaper.cli.missions", "cmd_reject"),
+    "actions": ("reaper.cli.catalog", "cmd_actions"),
     "bench": ("reaper.cli.bench", "cmd_bench"),
     "worker": ("reaper.cli.processes", "cmd_worker"),
     "engine": ("reaper.cli.processes", "cmd_engine"),

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from evals.harness import plan_jobs, run_suite
@@ -29,10 +27,9 @@ def test_same_suite_twice_gives_identical_results(
     assert len({(r.steps, r.input_tokens) for r in llm}) > 1
 
 
-def test_shipped_suite_replays_offline_quickly(scenarios: list[Scenario]) -> None:
-    started = time.perf_counter()
+def test_shipped_suite_replays_offline(scenarios: list[Scenario]) -> None:
+    # How fast it replays is a figure for `reaper eval` to print, not a timed assertion here.
     results = run_suite(plan_jobs(scenarios, [("rule", "rule"), ("llm", "llm")], trials=3))
-    elapsed = time.perf_counter() - started
     assert len(results) == len(scenarios) * 2 * 3
     assert [r for r in results if r.error] == []
     assert all(r.success for r in results), [
@@ -41,7 +38,6 @@ def test_shipped_suite_replays_offline_quickly(scenarios: list[Scenario]) -> Non
     llm = [r for r in results if r.planner == "llm"]
     assert all(r.llm_calls > 0 and r.model and r.prompt_hash for r in llm)
     assert any(r.invalid_outputs > 0 for r in llm)  # the synthetic model slips sometimes
-    assert elapsed < 10.0, f"shipped suite took {elapsed:.1f}s"
 
 
 def _scores(scenarios: list[Scenario], name: str, planner: type[MissionPlanner]) -> list[RunResult]:

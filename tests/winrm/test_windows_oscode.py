@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from reaper.actions import DIAGNOSE_TOPICS, SCRIPT_MAX
 from reaper.agents.base import Command, CommandResult
 from reaper.agents.oscode import windows_scripts as scripts
 from reaper.agents.oscode.windows import ACTIONS, WindowsActions
@@ -51,6 +52,9 @@ class FakeWindows:
         srv.on("reaper-action: windows.baseline", self.baseline)
         srv.on("reaper-action: windows.prepare", self.prepare)
         srv.on("reaper-action: windows.reboot", self.reboot)
+        srv.on("reaper-action: windows.diagnose", self.diagnose)
+        srv.on("reaper-action: windows.cleanup", self.cleanup)
+        srv.on("reaper-action: windows.run_powershell", self.run_powershell)
 
     def discover(self, call: Call) -> Reply:
         self.params.append(call.params)
@@ -113,6 +117,23 @@ class FakeWindows:
     def reboot(self, call: Call) -> Reply:
         self.params.append(call.params)
         return Reply(stdout=json.dumps({"scheduled": True, "delay_s": call.params["DelayS"]}))
+
+    def diagnose(self, call: Call) -> Reply:
+        self.params.append(call.params)
+        report = {t: f"{t} report" for t in call.params["Topics"]}
+        findings = "disk C: is 97% full"  # PS 5.1 writes a one-element array as a scalar
+        return Reply(stdout=json.dumps({"report": report, "findings": findings}))
+
+    def cleanup(self, call: Call) -> Reply:
+        self.params.append(call.params)
+        targets = {t: {"files": 3, "bytes": 3 * 1_048_576} for t in call.params["Targets"]}
+        check = call.params["CheckMode"]
+        return Reply(stdout=json.dumps({"targets": targets, "check_mode": check}))
+
+    def run_powershell(self, call: Call) -> Reply:
+        self.params.append(call.params)
+        failed = "throw" in call.params["Script"]
+        return Reply(stdout="ran\r\n", stderr="boom" if failed else "", exit_code=int(failed))
 
 
 @pytest.fixture
@@ -255,6 +276,35 @@ async def test_reboot_params_are_data(host: Any, transport: WinRMTransport) -> N
     assert reason not in srv.calls()[-1].script
 
 
+async def test_diagnose_cleanup_and_run_powershell_pass_values_as_data(
+    host: Any, transport: WinRMTransport
+) -> None:
+    fake, srv, conn = host
+    dc = "dc-01.lab.local"
+    out = await run(transport, conn, "windows.diagnose", service="W32Time", target=dc)
+    assert out.status is ResultStatus.SUCCESS, out.summary
+    assert out.data["findings"] == ["disk C: is 97% full"] and "97% full" in out.summary
+    assert tuple(out.data["report"]) == DIAGNOSE_TOPICS
+    assert fake.params[-1]["Service"] == "W32Time" and fake.params[-1]["LogLines"] == 40
+    assert dc not in srv.calls()[-1].script
+
+    check = await run(transport, conn, "windows.cleanup", targets=["temp"], check_mode=True)
+    assert check.data == {
+        "targets": {"temp": {"files": 3, "bytes": 3 * 1_048_576}},
+        "check_mode": True,
+        "changed": False,
+    }
+    assert "would free 3.0 MiB" in check.summary
+
+    script = "Get-Service W32Time | Restart-Service"
+    ran = await run(transport, conn, "windows.run_powershell", script=script, reason="restart")
+    assert ran.status is ResultStatus.SUCCESS and ran.data == {"exit_code": 0}
+    assert fake.params[-1] == {"Script": script} and script not in srv.calls()[-1].script
+    bad = await run(transport, conn, "windows.run_powershell", script="throw 'x'", reason="t")
+    assert bad.status is ResultStatus.ERROR and bad.error_code == "COMMAND_FAILED"
+    assert "boom" in bad.stderr_tail
+
+
 class Canned:
     """A CommandRunner answering with a fixed result (for output-parsing cases)."""
 
@@ -308,6 +358,19 @@ async def test_unknown_verb_and_bad_params() -> None:
         (scripts.BASELINE, {"CheckMode": True, "Items": list(scripts.BASELINE_ITEMS)}),
         (scripts.PREPARE, {"Items": list(scripts.PREPARE_ITEMS)}),
         (scripts.REBOOT, {"DelayS": 3600, "Reason": "x" * 200}),
+        (
+            scripts.DIAGNOSE,
+            {
+                "Topics": ["disk"] * 6,
+                "Service": "s" * 128,
+                "Target": "t" * 128,
+                "Port": 1,
+                "LogLines": 200,
+            },
+        ),
+        (scripts.CLEANUP, {"Targets": ["package_cache"] * 3, "OlderThanDays": 9, "CheckMode": 1}),
+        (scripts.RUN_POWERSHELL, {"Script": "x" * SCRIPT_MAX}),
+        (scripts.RUN_POWERSHELL, {"Script": "\U0001f600" * (SCRIPT_MAX // 12)}),  # escaped: 12
     ],
 )
 def test_scripts_declare_their_params_and_fit_one_command_line(

@@ -1,5 +1,6 @@
 # ruff: noqa: E501  (shell scripts are kept on one line per statement)
-"""Linux action code: discover, prepare, baseline and reboot, through any `CommandRunner`.
+"""Linux action code: discover, prepare, baseline and reboot, through any `CommandRunner`;
+diagnose, cleanup and run_shell come from the POSIX toolbox (`oscode.toolbox`).
 
 Discover is ONE round trip: a fixed `sh -c` script (no interpolated values) prints every fact
 source between section markers and Python parses them; one exec instead of Ansible's dozens
@@ -15,6 +16,7 @@ from reaper.agents.base import ActionOutcome, Command, CommandRunner
 from reaper.agents.oscode import posix
 from reaper.agents.oscode.baseline import BaselineCtx, ItemReport, baseline_outcome
 from reaper.agents.oscode.linux_baseline import ITEMS, probe_host
+from reaper.agents.oscode.toolbox import Toolbox
 from reaper.models import ResultStatus
 
 __all__ = ["ACTIONS", "DISCOVER_SCRIPT", "FACT_SECTIONS", "LinuxActions", "parse_discover"]
@@ -96,6 +98,9 @@ esac
 nohup sh -c 'sleep "$1"; systemctl reboot 2>/dev/null || reboot' sh "$1" >/dev/null 2>&1 &
 echo "reboot scheduled in $1s"
 """
+
+
+_TOOLBOX = Toolbox("linux")
 
 
 def _sub(sections: dict[str, str], name: str) -> tuple[str, str]:
@@ -194,6 +199,9 @@ class LinuxActions:
             "prepare": self.prepare,
             "baseline": self.baseline,
             "reboot": self.reboot,
+            "diagnose": _TOOLBOX.diagnose,
+            "cleanup": _TOOLBOX.cleanup,
+            "run_shell": _TOOLBOX.run_shell,
         }.get(verb)
         if handler is None:
             return ActionOutcome(

@@ -21,6 +21,7 @@ from reaper.agents.oscode.baseline import (
     baseline_outcome,
     sshd_item,
 )
+from reaper.agents.oscode.toolbox import Toolbox
 from reaper.models import ResultStatus
 
 __all__ = ["ACTIONS", "DISCOVER_SCRIPT", "ITEMS", "MacosActions", "parse_discover"]
@@ -205,6 +206,9 @@ ITEMS: dict[str, Item] = {
 }
 
 
+_TOOLBOX = Toolbox("macos")
+
+
 class MacosActions:
     os_name = "macos"
 
@@ -218,6 +222,10 @@ class MacosActions:
             return await self.baseline(params, shell, host_id)
         if verb == "reboot":
             return await self.reboot(params, shell, host_id)
+        if verb in ("diagnose", "cleanup", "run_shell"):
+            tool: Any = getattr(_TOOLBOX, verb)
+            outcome: ActionOutcome = await tool(params, shell, host_id)
+            return outcome
         if verb == "prepare":
             return ActionOutcome(
                 status=ResultStatus.SUCCESS,

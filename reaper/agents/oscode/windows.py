@@ -13,7 +13,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from reaper.actions import CATALOG
+from reaper.actions import CATALOG, DIAGNOSE_TOPICS
 from reaper.agents.base import ActionOutcome, Command, CommandResult, CommandRunner
 from reaper.agents.oscode import windows_scripts as scripts
 from reaper.models import ResultStatus
@@ -117,6 +117,26 @@ class BaselineReport(_Out):
     @classmethod
     def _one_is_a_list(cls, value: Any) -> Any:
         return [value] if isinstance(value, dict) else value
+
+
+class DiagnoseReport(_Out):
+    report: dict[str, str | None] = Field(default_factory=dict)
+    findings: list[str] = Field(default_factory=list)
+
+    @field_validator("findings", mode="before")
+    @classmethod
+    def _one_is_a_list(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
+class SweepTotal(_Out):
+    files: int
+    bytes: int
+
+
+class CleanupReport(_Out):
+    targets: dict[str, SweepTotal] = Field(default_factory=dict)
+    check_mode: bool = False
 
 
 class _BadOutput(Exception):
@@ -284,6 +304,79 @@ class WindowsActions:
             f"prepared {host_id}: {len(installed)} installed, {len(present)} present",
             data,
             result=result,
+        )
+
+    async def _diagnose(
+        self, params: dict[str, Any], shell: CommandRunner, host_id: str, t: float
+    ) -> ActionOutcome:
+        ps = {
+            "Topics": list(params.get("topics") or DIAGNOSE_TOPICS),
+            "Service": params.get("service") or "",
+            "Target": params.get("target") or "",
+            "Port": int(params.get("port") or 0),
+            "LogLines": int(params["log_lines"]),
+        }
+        result = await self._exec("windows.diagnose", scripts.DIAGNOSE, ps, shell, t)
+        if isinstance(result, ActionOutcome):
+            return result
+        try:
+            parsed = _parse(DiagnoseReport, result.stdout)
+        except _BadOutput as exc:
+            return self._bad("windows.diagnose", exc, result)
+        report = {k: (v or "")[-4000:] for k, v in parsed.report.items()}
+        summary = "; ".join(parsed.findings) or "nothing abnormal found"
+        return _outcome(
+            ResultStatus.SUCCESS,
+            f"diagnose {host_id}: {summary}",
+            {"topics": ps["Topics"], "report": report, "findings": parsed.findings},
+            result=result,
+        )
+
+    async def _cleanup(
+        self, params: dict[str, Any], shell: CommandRunner, host_id: str, t: float
+    ) -> ActionOutcome:
+        ps = {
+            "Targets": list(params.get("targets") or ("package_cache", "temp", "old_logs")),
+            "OlderThanDays": int(params["older_than_days"]),
+            "CheckMode": bool(params["check_mode"]),
+        }
+        result = await self._exec("windows.cleanup", scripts.CLEANUP, ps, shell, t)
+        if isinstance(result, ActionOutcome):
+            return result
+        try:
+            parsed = _parse(CleanupReport, result.stdout)
+        except _BadOutput as exc:
+            return self._bad("windows.cleanup", exc, result)
+        freed = sum(v.bytes for v in parsed.targets.values())
+        verb = "would free" if ps["CheckMode"] else "freed"
+        return _outcome(
+            ResultStatus.SUCCESS,
+            f"cleanup {host_id}: {verb} {freed / 1_048_576:.1f} MiB",
+            {
+                "targets": {k: v.model_dump() for k, v in parsed.targets.items()},
+                "check_mode": ps["CheckMode"],
+                "changed": freed > 0 and not ps["CheckMode"],
+            },
+            result=result,
+        )
+
+    async def _run_powershell(
+        self, params: dict[str, Any], shell: CommandRunner, host_id: str, t: float
+    ) -> ActionOutcome:
+        result = await shell.run(
+            Command(
+                script=scripts.RUN_POWERSHELL,
+                params={"Script": params["script"]},
+                timeout_s=float(params["timeout_s"]),
+            )
+        )
+        status = ResultStatus.SUCCESS if result.exit_code == 0 else ResultStatus.ERROR
+        return _outcome(
+            status,
+            f"run_powershell on {host_id}: exit {result.exit_code}",
+            {"exit_code": result.exit_code},
+            result=result,
+            error_code=None if result.exit_code == 0 else "COMMAND_FAILED",
         )
 
     async def _reboot(

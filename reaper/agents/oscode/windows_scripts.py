@@ -1,3 +1,4 @@
+# ruff: noqa: E501  (PowerShell is kept on one line per statement)
 """The PowerShell behind the Windows actions: fixed texts with a `param(...)` block.
 
 Values arrive only as parameters (see `reaper.agents.transports.powershell`); nothing here is
@@ -12,11 +13,14 @@ from __future__ import annotations
 __all__ = [
     "BASELINE",
     "BASELINE_ITEMS",
+    "CLEANUP",
+    "DIAGNOSE",
     "DISCOVER",
     "DISCOVER_SECTIONS",
     "PREPARE",
     "PREPARE_ITEMS",
     "REBOOT",
+    "RUN_POWERSHELL",
 ]
 
 DISCOVER_SECTIONS = (
@@ -201,4 +205,86 @@ if ($DelayS -gt 0) {
   if ($LASTEXITCODE) { throw "shutdown.exe exited $LASTEXITCODE" }
 } else { Restart-Computer -Force }
 [ordered]@{ scheduled = $true; delay_s = $DelayS } | ConvertTo-Json -Compress
+"""
+
+# Read-only: each topic is a string report (Format-Table/Out-String), plus findings computed here
+# from structured values, so the agent parses one JSON document and no display text.
+DIAGNOSE = r"""# reaper-action: windows.diagnose
+param([string[]]$Topics, [string]$Service = '', [string]$Target = '', [int]$Port = 0, [int]$LogLines = 40)
+$report = [ordered]@{}
+$findings = New-Object System.Collections.Generic.List[string]
+function Text($v) { ($v | Out-String -Width 160).Trim() }
+function Add-Topic([string]$Name, [scriptblock]$Block) {
+  if ($Topics -notcontains $Name) { return }
+  try { $report[$Name] = & $Block } catch { $report[$Name] = "error: $($_.Exception.Message)" }
+}
+Add-Topic 'disk' {
+  $vols = @(Get-CimInstance -ClassName Win32_LogicalDisk -Filter 'DriveType=3')
+  foreach ($v in $vols) { if ($v.Size -gt 0) { $pct = [int](100 - 100 * $v.FreeSpace / $v.Size)
+    if ($pct -ge 90) { $findings.Add("disk $($v.DeviceID) is $pct% full") } } }
+  Text ($vols | Select-Object DeviceID, @{n='SizeGB';e={[math]::Round($_.Size/1GB,1)}}, @{n='FreeGB';e={[math]::Round($_.FreeSpace/1GB,1)}})
+}
+Add-Topic 'packages' {
+  $pending = Test-Path 'HKLM:\SOFTWARE\Microsoft\Windows\CurrentVersion\Component Based Servicing\RebootPending'
+  if ($pending) { $findings.Add('a reboot is pending (component servicing)') }
+  $busy = @(Get-Process -Name TiWorker, msiexec, TrustedInstaller -ErrorAction SilentlyContinue)
+  if ($busy.Count) { $findings.Add("installer busy: $($busy[0].Name) pid $($busy[0].Id)") }
+  $wu = Get-Service -Name wuauserv -ErrorAction SilentlyContinue
+  Text ([ordered]@{ reboot_pending = $pending; windows_update = [string]$wu.Status; installers = ($busy | ForEach-Object { "$($_.Name) $($_.Id)" }) -join ', ' })
+}
+Add-Topic 'service' {
+  if (-not $Service) { return 'no service named: pass `service` to see its status and log' }
+  $s = Get-Service -Name $Service -ErrorAction Stop
+  if ([string]$s.Status -ne 'Running') { $findings.Add("service $Service is $([string]$s.Status)") }
+  $events = @(Get-WinEvent -FilterHashtable @{ LogName = 'System'; ProviderName = 'Service Control Manager' } -MaxEvents 200 -ErrorAction SilentlyContinue |
+    Where-Object { $_.Message -like "*$($s.DisplayName)*" } | Select-Object -First $LogLines)
+  (Text ($s | Select-Object Name, DisplayName, Status, StartType)) + "`n#log`n" + (Text ($events | Select-Object TimeCreated, Id, LevelDisplayName, Message))
+}
+Add-Topic 'network' {
+  $out = Text (Get-NetIPConfiguration | Select-Object InterfaceAlias, IPv4Address, IPv4DefaultGateway)
+  $out += "`n#resolvers`n" + (Text (Get-DnsClientServerAddress -AddressFamily IPv4 | Select-Object InterfaceAlias, ServerAddresses))
+  $out += "`n#listening`n" + (Text (Get-NetTCPConnection -State Listen | Select-Object LocalAddress, LocalPort, OwningProcess | Sort-Object LocalPort))
+  if ($Target) {
+    try { $null = Resolve-DnsName -Name $Target -ErrorAction Stop; $out += "`n#resolve`nresolved $Target" }
+    catch { $findings.Add("$Target does not resolve"); $out += "`n#resolve`nunresolved $Target" }
+    if ($Port -gt 0) { $t = Test-NetConnection -ComputerName $Target -Port $Port -WarningAction SilentlyContinue
+      if (-not $t.TcpTestSucceeded) { $findings.Add("port ${Target}:$Port is closed") } }
+  }
+  $out
+}
+Add-Topic 'time' {
+  $status = (w32tm /query /status 2>&1 | Out-String).Trim()
+  ((Get-Date).ToUniversalTime().ToString('yyyy-MM-ddTHH:mm:ssZ')) + "`n" + $status
+}
+Add-Topic 'processes' {
+  Text (Get-Process | Sort-Object CPU -Descending | Select-Object -First 15 Id, ProcessName, CPU, @{n='WorkingSetMB';e={[int]($_.WorkingSet64/1MB)}})
+}
+[ordered]@{ report = $report; findings = @($findings) } | ConvertTo-Json -Compress -Depth 4
+"""
+
+CLEANUP = r"""# reaper-action: windows.cleanup
+param([string[]]$Targets, [int]$OlderThanDays = 7, [bool]$CheckMode = $false)
+$cut = (Get-Date).AddDays(-$OlderThanDays)
+$totals = [ordered]@{}
+function Sweep([string]$Name, [string[]]$Paths, [string[]]$Include) {
+  if ($Targets -notcontains $Name) { return }
+  $files = @(foreach ($p in $Paths) { if (Test-Path -LiteralPath $p) {
+    Get-ChildItem -LiteralPath $p -Recurse -File -Force -Include $Include -ErrorAction SilentlyContinue |
+      Where-Object { $_.LastWriteTime -lt $cut } } })
+  $bytes = [int64]($files | Measure-Object -Property Length -Sum).Sum
+  if (-not $CheckMode) { $files | Remove-Item -Force -ErrorAction SilentlyContinue }
+  $totals[$Name] = [ordered]@{ files = $files.Count; bytes = $bytes }
+}
+Sweep 'package_cache' @("$env:WINDIR\SoftwareDistribution\Download") @('*')
+Sweep 'temp' @($env:TEMP, "$env:WINDIR\Temp") @('*')
+Sweep 'old_logs' @("$env:WINDIR\Logs\CBS", "$env:WINDIR\Logs\DISM") @('*.log', '*.cab')
+[ordered]@{ targets = $totals; check_mode = $CheckMode } | ConvertTo-Json -Compress -Depth 4
+"""
+
+# The operator approved this script; it runs in its own script block so that its output, not
+# ours, is what comes back, and its failure is an exit code like any command's.
+RUN_POWERSHELL = r"""# reaper-action: windows.run_powershell
+param([string]$Script)
+$ErrorActionPreference = 'Stop'
+& ([scriptblock]::Create($Script))
 """

@@ -28,6 +28,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
+from reaper.actions import DIAGNOSE_TOPICS
 from reaper.agents.base import ActionOutcome
 from reaper.agents.mission_cache import MissionCache
 from reaper.agents.transports.sim_facts import (
@@ -196,13 +197,18 @@ class SimRunner:
                 f"{task.action}: not an action for a {host.os} host",
                 f"reaper: unknown action {task.action!r}",
             )
+        needs_prepare = any(f.kind == "needs_prepare" for _, f in faults)
+        return self._act(host, host_id, task, verb, needs_prepare)
+
+    def _act(
+        self, host: SimHostState, host_id: str, task: Task, verb: str, needs_prepare: bool
+    ) -> ActionOutcome:
         if verb == "discover":
             return self._discover(host, host_id, task.params)
         if verb == "prepare":
             return self._prepare(host, host_id, task.params)
         if verb == "baseline":
-            needs = any(f.kind == "needs_prepare" for _, f in faults)
-            return self._baseline(host, host_id, task.params, needs_prepare=needs)
+            return self._baseline(host, host_id, task.params, needs_prepare=needs_prepare)
         if verb == "reboot":
             host.reboots += 1
             return ActionOutcome(
@@ -210,6 +216,23 @@ class SimRunner:
                 summary=f"{host_id} rebooted",
                 data={"rebooted": True, "delay_s": task.params.get("delay_s", 0)},
                 stdout_tail="Broadcast message: The system will reboot now!\nhost is back up",
+            )
+        if verb == "diagnose":
+            return self._diagnose(host, host_id, task.params)
+        if verb == "cleanup":
+            check = bool(task.params.get("check_mode"))
+            return ActionOutcome(
+                status=ResultStatus.SUCCESS,
+                summary=f"cleanup {host_id}: {'would free' if check else 'freed'} 0.0 MiB",
+                data={"targets": {}, "check_mode": check, "changed": False},
+            )
+        if verb in ("run_shell", "run_powershell"):
+            # A simulated host has no shell to run a free-form command in: saying so beats
+            # pretending it ran (the planner sees a clear refusal, not invented output).
+            return _error(
+                "UNSUPPORTED",
+                f"{task.action}: a simulated host has no shell",
+                f"reaper: {host_id} is simulated; free-form commands do not run on it",
             )
         return _error(
             "UNKNOWN_ACTION",
@@ -315,6 +338,32 @@ class SimRunner:
             summary=f"discovered {host_id}: {what}",
             data=data,
             stdout_tail=f"{lines}\ncollected {len(data)} fact groups",
+        )
+
+    @staticmethod
+    def _diagnose(host: SimHostState, host_id: str, params: dict[str, Any]) -> ActionOutcome:
+        """What the facts the sim host has would show; a sim host is otherwise healthy."""
+        topics = params.get("topics") or list(DIAGNOSE_TOPICS)
+        facts = host.facts
+        report = {
+            "disk": "\n".join(
+                f"{d.get('mount')} {d.get('size_gb')} GB {d.get('used_pct')}% used"
+                for d in facts.get("disks", [])
+            ),
+            "packages": f"manager: {facts.get('package_manager', 'none')}\n#lock\n#broken\n",
+            "service": "#state "
+            + ("active" if params.get("service") in facts.get("services", []) else "inactive"),
+            "network": "\n".join(str(a.get("addr")) for a in facts.get("addresses", [])),
+            "time": "clock in sync (simulated)",
+            "processes": "\n".join(str(s) for s in facts.get("services", [])),
+        }
+        report = {k: v for k, v in report.items() if k in topics}
+        if "service" in report and not params.get("service"):
+            report["service"] = "no service named: pass `service` to see its status and log"
+        return ActionOutcome(
+            status=ResultStatus.SUCCESS,
+            summary=f"diagnose {host_id}: nothing abnormal found",
+            data={"topics": list(topics), "report": report, "findings": []},
         )
 
     @staticmethod
