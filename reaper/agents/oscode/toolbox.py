@@ -176,6 +176,11 @@ def cleanup_findings(stdout: str) -> dict[str, dict[str, int]]:
     return totals
 
 
+def _sh(script: str, *args: str, t: float = 60.0) -> Command:
+    """A fixed script with its values as positional arguments ($1…), run with sudo."""
+    return Command(argv=["sh", "-c", script, "sh", *args], sudo=True, timeout_s=t)
+
+
 def _part(text: str, start: str, end: str) -> str:
     return text.partition(start)[2].partition(end)[0]
 
@@ -200,9 +205,7 @@ class Toolbox:
             str(p.port or ""),
             str(p.log_lines),
         ]
-        result = await shell.run(
-            Command(argv=["sh", "-c", _DIAGNOSE[self.flavour], "sh", *args], sudo=True)
-        )
+        result = await shell.run(_sh(_DIAGNOSE[self.flavour], *args))
         ref = getattr(shell, "logs_ref", None)
         if result.exit_code != 0 and "@@reaper:" not in result.stdout:
             return posix.error_outcome("diagnose", result, ref)
@@ -228,15 +231,8 @@ class Toolbox:
         targets = list(p.targets or ("package_cache", "temp", "old_logs"))
         check = "1" if p.check_mode else "0"
         result = await shell.run(
-            Command(
-                argv=[
-                    "sh", "-c", _CLEANUP[self.flavour], "sh",
-                    ",".join(targets), str(p.older_than_days), check,
-                ],
-                sudo=True,
-                timeout_s=280.0,
-            )
-        )  # fmt: skip
+            _sh(_CLEANUP[self.flavour], ",".join(targets), str(p.older_than_days), check, t=280.0)
+        )
         ref = getattr(shell, "logs_ref", None)
         if result.exit_code != 0:
             return posix.error_outcome("cleanup", result, ref)

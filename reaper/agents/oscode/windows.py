@@ -216,6 +216,24 @@ class WindowsActions:
             )
         return result
 
+    async def _exec_parsed(
+        self,
+        name: str,
+        script: str,
+        ps_params: dict[str, Any],
+        model: type[_M],
+        shell: CommandRunner,
+        t: float,
+    ) -> tuple[_M, CommandResult] | ActionOutcome:
+        """Run a script and parse the one JSON document it prints, or the outcome of failing."""
+        result = await self._exec(name, script, ps_params, shell, t)
+        if isinstance(result, ActionOutcome):
+            return result
+        try:
+            return _parse(model, result.stdout), result
+        except _BadOutput as exc:
+            return self._bad(name, exc, result)
+
     def _bad(self, name: str, exc: _BadOutput, result: CommandResult) -> ActionOutcome:
         return _outcome(
             ResultStatus.ERROR,
@@ -316,13 +334,12 @@ class WindowsActions:
             "Port": int(params.get("port") or 0),
             "LogLines": int(params["log_lines"]),
         }
-        result = await self._exec("windows.diagnose", scripts.DIAGNOSE, ps, shell, t)
-        if isinstance(result, ActionOutcome):
-            return result
-        try:
-            parsed = _parse(DiagnoseReport, result.stdout)
-        except _BadOutput as exc:
-            return self._bad("windows.diagnose", exc, result)
+        got = await self._exec_parsed(
+            "windows.diagnose", scripts.DIAGNOSE, ps, DiagnoseReport, shell, t
+        )
+        if isinstance(got, ActionOutcome):
+            return got
+        parsed, result = got
         report = {k: (v or "")[-4000:] for k, v in parsed.report.items()}
         summary = "; ".join(parsed.findings) or "nothing abnormal found"
         return _outcome(
@@ -340,13 +357,12 @@ class WindowsActions:
             "OlderThanDays": int(params["older_than_days"]),
             "CheckMode": bool(params["check_mode"]),
         }
-        result = await self._exec("windows.cleanup", scripts.CLEANUP, ps, shell, t)
-        if isinstance(result, ActionOutcome):
-            return result
-        try:
-            parsed = _parse(CleanupReport, result.stdout)
-        except _BadOutput as exc:
-            return self._bad("windows.cleanup", exc, result)
+        got = await self._exec_parsed(
+            "windows.cleanup", scripts.CLEANUP, ps, CleanupReport, shell, t
+        )
+        if isinstance(got, ActionOutcome):
+            return got
+        parsed, result = got
         freed = sum(v.bytes for v in parsed.targets.values())
         verb = "would free" if ps["CheckMode"] else "freed"
         return _outcome(
