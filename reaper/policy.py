@@ -2,6 +2,7 @@
 
 Every task from every planner passes `check()` before it is queued. Structural checks come
 first (unknown host, locked host, busy host, unknown action, wrong OS, invalid params), then the
+lockout guard (`reaper.lockout`: nothing may cut Reaper's own access to the host), then the
 rules, matched on action × OS × risk tier, first match wins, else the policy's default.
 """
 
@@ -17,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from reaper.actions import CATALOG, ActionSpec, Risk, validate_params
 from reaper.errors import ConfigError
+from reaper.lockout import lockout
 from reaper.models import HostState, PlannedTask
 
 __all__ = [
@@ -219,6 +221,13 @@ def check(
     params, error = validate_params(spec, planned.params)
     if error is not None:
         return _refuse("invalid_params", f"invalid params for {spec.name}: {error}")
+    cut = lockout(spec.verb, params, host.connection, host.os)
+    if cut is not None:
+        # Before any rule: no policy, however permissive, allows Reaper to lock itself out.
+        return _refuse(
+            "lockout",
+            f"{spec.name} would lock Reaper out of {host.host_id}: {cut.reason} (hint: {cut.hint})",
+        )
     decision, why = policy.decide(spec)
     code = _CODES[decision]
     if decision is Decision.DENY:

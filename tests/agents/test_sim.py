@@ -185,13 +185,13 @@ async def test_baseline_check_mode_idempotence_and_discover_after() -> None:
         "name": "sshd_permit_root_login",
         "changed": True,
         "before": "yes",
-        "after": "no",
+        "after": "prohibit-password",
     }
     second = await run(sim, 4, action="linux.baseline", c=c)
     assert second.data["changed"] == 0
     assert second.data["unchanged"] == len(BASELINE_ITEMS["linux"])
     facts = (await run(sim, 5, c=c)).data
-    assert facts["sshd"]["permitrootlogin"] == "no"
+    assert facts["sshd"]["permitrootlogin"] == "prohibit-password"
 
 
 async def test_baseline_items_subset_and_unknown_item() -> None:

@@ -95,7 +95,7 @@ async def test_baseline_apply_writes_validated_sshd_config_from_stdin() -> None:
     write = next(c for c in shell.commands if c.stdin)
     assert write.argv[-1] == "/etc/ssh/sshd_config" and "sshd -t -f" in write.argv[2]
     assert write.stdin is not None and write.stdin.startswith("# BEGIN reaper baseline")
-    assert "PermitRootLogin no" in write.stdin
+    assert "PermitRootLogin prohibit-password" in write.stdin
     assert any(c.argv[-2:] == ["--setstealthmode", "on"] for c in shell.commands)
 
 

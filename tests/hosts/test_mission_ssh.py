@@ -99,7 +99,7 @@ async def test_baseline_mission_on_three_hosts_then_everything_unchanged(
         items = {i["name"]: i["status"] for i in host.facts["baseline"]["items"]}
         assert items["sshd_hardening"] == "changed"
         config = (h.root / "etc/ssh/sshd_config").read_text()
-        assert config.startswith(SSHD_BEGIN) and "PermitRootLogin no" in config
+        assert config.startswith(SSHD_BEGIN) and "PermitRootLogin prohibit-password" in config
         # Full output kept at logs_ref, inside the logs directory the transport was given.
         refs = {r.logs_ref for r in results(events, h.name)}
         assert refs and all(ref and Path(ref).parent == logs_dir for ref in refs)

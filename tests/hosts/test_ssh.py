@@ -257,7 +257,7 @@ async def test_baseline_check_apply_and_idempotent(ns_lab: NsLab, logs_dir: Path
         assert applied.status == ResultStatus.SUCCESS, applied.data
         items = {i["name"]: i for i in applied.data["items"]}
         assert items["sshd_hardening"]["status"] == "changed"
-        assert items["sshd_hardening"]["after"]["PermitRootLogin"] == "no"
+        assert items["sshd_hardening"]["after"]["PermitRootLogin"] == "without-password"  # sshd -T
         assert items["login_banner"]["status"] == "changed"
         assert items["ssh_permissions"]["status"] in ("changed", "unchanged")
         assert items["firewall_default"]["status"] == "unavailable"
@@ -266,7 +266,7 @@ async def test_baseline_check_apply_and_idempotent(ns_lab: NsLab, logs_dir: Path
         text = config.read_text()
         assert text.startswith(SSHD_BEGIN)
         for line in (
-            "PermitRootLogin no",
+            "PermitRootLogin prohibit-password",
             "PasswordAuthentication no",
             "X11Forwarding no",
             "MaxAuthTries 4",
@@ -285,7 +285,7 @@ async def test_baseline_check_apply_and_idempotent(ns_lab: NsLab, logs_dir: Path
     try:
         shell = await fresh.session(host.name, ssh_conn(ns_lab, host))
         facts = await ACTIONS.run("discover", {"sections": ["sshd"]}, shell, host_id=host.name)
-        assert facts.data["sshd"]["permitrootlogin"] == "no"
+        assert facts.data["sshd"]["permitrootlogin"] == "without-password"
         assert facts.data["sshd"]["maxauthtries"] == "4"
     finally:
         await fresh.close()

@@ -27,13 +27,16 @@ __all__ = [
     "file_item",
     "render_sshd_config",
     "sshd_item",
+    "sshd_satisfies",
 ]
 
 ItemStatus = Literal["changed", "unchanged", "would_change", "skipped", "unavailable", "failed"]
 SSHD_BEGIN = "# BEGIN reaper baseline (managed; first value wins in sshd)"
 SSHD_END = "# END reaper baseline"
 SSHD_DESIRED: dict[str, str] = {
-    "PermitRootLogin": "no",
+    # Not "no": Reaper often connects as root with a key, and "no" locked it out of every host
+    # on the second run. prohibit-password still refuses root passwords (the real risk).
+    "PermitRootLogin": "prohibit-password",
     "PasswordAuthentication": "no",
     "PermitEmptyPasswords": "no",
     "X11Forwarding": "no",
@@ -153,6 +156,19 @@ async def _sshd_effective(ctx: BaselineCtx, path: str) -> tuple[dict[str, str], 
     return parse_sshd_config(text.stdout), "sshd_config"
 
 
+# `sshd -T` prints an option's canonical spelling, which is not always the one a config uses.
+_SSHD_ALIASES = {"without-password": "prohibit-password"}
+# Values at least as strict as the one asked for: a host already stricter is left alone.
+_SSHD_STRICTER = {("permitrootlogin", "prohibit-password"): frozenset({"no"})}
+
+
+def sshd_satisfies(key: str, value: str | None, want: str) -> bool:
+    """Whether an effective sshd value meets the desired one (aliases, stricter values)."""
+    have = (value or "").lower()
+    have, wanted = _SSHD_ALIASES.get(have, have), _SSHD_ALIASES.get(want.lower(), want.lower())
+    return have == wanted or have in _SSHD_STRICTER.get((key.lower(), wanted), frozenset())
+
+
 def sshd_item(path: str, reload: Callable[[BaselineCtx], Awaitable[CommandResult | None]]) -> Item:
     async def item(ctx: BaselineCtx) -> ItemReport:
         name = "sshd_hardening"
@@ -162,8 +178,8 @@ def sshd_item(path: str, reload: Callable[[BaselineCtx], Awaitable[CommandResult
         effective, source = found
         before = {k: effective.get(k.lower()) for k in SSHD_DESIRED}
         if all(
-            (v or "").lower() == want.lower()
-            for v, want in zip(before.values(), SSHD_DESIRED.values(), strict=True)
+            sshd_satisfies(k, v, want)
+            for (k, v), want in zip(before.items(), SSHD_DESIRED.values(), strict=True)
         ):
             return ItemReport(name, "unchanged", before, before, f"from {source}")
         if ctx.check_mode:

@@ -62,7 +62,7 @@ class BaselineItem:
 
 BASELINE_ITEMS: dict[str, tuple[BaselineItem, ...]] = {
     "linux": (
-        BaselineItem("sshd_permit_root_login", ("sshd", "permitrootlogin"), "no"),
+        BaselineItem("sshd_permit_root_login", ("sshd", "permitrootlogin"), "prohibit-password"),
         BaselineItem("sshd_password_authentication", ("sshd", "passwordauthentication"), "no"),
         BaselineItem("sshd_x11_forwarding", ("sshd", "x11forwarding"), "no"),
         BaselineItem("firewall_enabled", ("firewall", "enabled"), True),

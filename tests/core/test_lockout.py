@@ -1,0 +1,118 @@
+"""The lockout guard: every listed way to cut Reaper's own access is refused, with a hint,
+through `policy.check` for any planner; everything else passes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from reaper.lockout import access_of, lockout
+from reaper.models import HostConnection, HostState, MissionState, PlannedTask
+from reaper.policy import Decision, Policy, PolicyRule, check
+
+ROOT_KEY = HostConnection(transport="ssh", user="root", key_file="/k")
+ROOT_PASSWORD = HostConnection(transport="ssh", user="root", password_env="PW", use_agent=False)
+OPS_PASSWORD = HostConnection(transport="ssh", user="ops", password_env="PW", use_agent=False)
+OPS_KEY = HostConnection(transport="ssh", user="ops", key_file="/k", port=2222)
+WINRM = HostConnection(transport="winrm", user="Administrator")
+
+
+@pytest.mark.parametrize(
+    ("verb", "params", "conn", "rule"),
+    [
+        ("ensure_sshd_option", {"name": "PermitRootLogin", "value": "no"}, ROOT_KEY,
+         "sshd:permitrootlogin"),
+        ("ensure_sshd_option", {"name": "permitrootlogin", "value": "prohibit-password"},
+         ROOT_PASSWORD, "sshd:permitrootlogin:password"),
+        ("ensure_sshd_option", {"name": "PasswordAuthentication", "value": "no"}, OPS_PASSWORD,
+         "sshd:passwordauthentication"),
+        ("ensure_sshd_option", {"name": "PubkeyAuthentication", "value": "no"}, OPS_KEY,
+         "sshd:pubkeyauthentication"),
+        ("ensure_sshd_option", {"name": "AllowUsers", "value": "alice bob@10.0.0.*"}, OPS_KEY,
+         "sshd:allowusers"),
+        ("ensure_sshd_option", {"name": "DenyUsers", "value": "o*"}, OPS_KEY, "sshd:denyusers"),
+        ("ensure_sshd_option", {"name": "Port", "value": "22"}, OPS_KEY, "sshd:port"),
+        ("ensure_service", {"name": "ssh", "state": "stopped"}, OPS_KEY, "service:ssh"),
+        ("ensure_service", {"name": "sshd", "enabled": False}, OPS_KEY, "service:sshd"),
+        ("ensure_service", {"name": "WinRM", "state": "stopped"}, WINRM, "service:winrm"),
+        ("ensure_firewall", {"port": 2222, "proto": "tcp", "action": "drop"}, OPS_KEY,
+         "firewall:management-port"),
+        ("ensure_firewall", {"port": 5986, "action": "block"}, WINRM, "firewall:management-port"),
+        ("ensure_user", {"name": "ops", "state": "absent"}, OPS_KEY, "user:connecting-user"),
+        ("ensure_user", {"name": "ops", "locked": True}, OPS_KEY, "user:connecting-user"),
+        ("run_shell", {"command": "sudo systemctl stop ssh"}, OPS_KEY, "shell:detected"),
+        ("run_shell", {"command": "userdel -r ops"}, OPS_KEY, "shell:detected"),
+        ("run_shell", {"command": "passwd -l ops"}, OPS_KEY, "shell:detected"),
+        ("run_shell", {"command": "echo 'PermitRootLogin no' >> /etc/ssh/sshd_config"},
+         ROOT_KEY, "shell:detected"),
+        ("run_shell", {"command": "iptables -A INPUT -p tcp --dport 2222 -j DROP"}, OPS_KEY,
+         "shell:detected"),
+        ("run_powershell", {"script": "Stop-Service WinRM"}, WINRM, "shell:detected"),
+        ("baseline", {}, OPS_PASSWORD, "baseline:sshd_hardening"),
+    ],
+)  # fmt: skip
+def test_each_way_to_cut_access_is_refused(
+    verb: str, params: dict[str, Any], conn: HostConnection, rule: str
+) -> None:
+    cut = lockout(verb, params, conn, "windows" if conn.transport == "winrm" else "linux")
+    assert cut is not None and cut.rule == rule
+    assert cut.reason and cut.hint
+
+
+@pytest.mark.parametrize(
+    ("verb", "params", "conn"),
+    [
+        ("ensure_sshd_option", {"name": "PermitRootLogin", "value": "no"}, OPS_KEY),
+        ("ensure_sshd_option", {"name": "PermitRootLogin", "value": "prohibit-password"},
+         ROOT_KEY),
+        ("ensure_sshd_option", {"name": "PasswordAuthentication", "value": "no"}, ROOT_KEY),
+        ("ensure_sshd_option", {"name": "AllowUsers", "value": "alice ops"}, OPS_KEY),
+        ("ensure_sshd_option", {"name": "Port", "value": "2222"}, OPS_KEY),
+        ("ensure_sshd_option", {"name": "X11Forwarding", "value": "no"}, ROOT_KEY),
+        ("ensure_service", {"name": "nginx", "state": "stopped"}, OPS_KEY),
+        ("ensure_service", {"name": "ssh", "state": "running", "enabled": True}, OPS_KEY),
+        ("ensure_firewall", {"port": 5432, "action": "drop"}, OPS_KEY),
+        ("ensure_firewall", {"port": 2222, "action": "allow"}, OPS_KEY),
+        ("ensure_user", {"name": "alice", "state": "absent"}, OPS_KEY),
+        ("run_shell", {"command": "systemctl restart nginx"}, OPS_KEY),
+        ("baseline", {}, ROOT_KEY),
+        ("baseline", {"check_mode": True}, OPS_PASSWORD),
+        ("baseline", {"items": ["login_banner"]}, OPS_PASSWORD),
+        ("discover", {}, ROOT_KEY),
+    ],
+)  # fmt: skip
+def test_what_keeps_access_passes(verb: str, params: dict[str, Any], conn: HostConnection) -> None:
+    assert lockout(verb, params, conn, "linux") is None
+
+
+def test_sim_hosts_are_judged_as_their_os_is_reached_and_local_never() -> None:
+    sim_root = HostConnection(transport="sim", user="root")
+    assert lockout("ensure_sshd_option", {"name": "PermitRootLogin", "value": "no"}, sim_root,
+                   "linux") is not None  # fmt: skip
+    assert lockout("ensure_service", {"name": "WinRM", "state": "stopped"},
+                   HostConnection(transport="sim"), "windows") is not None  # fmt: skip
+    local = HostConnection(transport="local", user="root", allow_changes=True)
+    assert lockout("run_shell", {"command": "systemctl stop ssh"}, local, "linux") is None
+    assert access_of(HostConnection(transport="ssh")).user == "root"  # unknown: maybe root
+    assert access_of(WINRM).port == 5986
+
+
+def test_the_guard_runs_in_policy_check_before_any_rule() -> None:
+    """Even a policy that allows everything cannot let a planner lock Reaper out."""
+    host = HostState(host_id="app-01", os="linux", connection=OPS_PASSWORD)
+    state = MissionState(mission_id="m", lab_type="t", hosts={"app-01": host})
+    allow_all = Policy(name="yolo", rules=(PolicyRule(decision=Decision.ALLOW),))
+    verdict = check(PlannedTask(host_id="app-01", action="linux.baseline"), state, allow_all)
+    assert verdict.decision is Decision.DENY and verdict.code == "lockout"
+    assert "would lock Reaper out of app-01" in verdict.reason
+    assert "hint: connect with a key first" in verdict.reason
+    shell = PlannedTask(
+        host_id="app-01",
+        action="linux.run_shell",
+        params={"command": "userdel alice", "reason": "tidy"},
+    )
+    assert check(shell, state, allow_all).code == "allowed"  # alice is not the connecting user
+    shell = shell.model_copy(update={"params": {"command": "passwd -l ops", "reason": "x"}})
+    host.connection = OPS_KEY.model_copy(update={"port": None})
+    assert check(shell, state, allow_all).code == "lockout"
