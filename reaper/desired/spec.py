@@ -1,0 +1,148 @@
+"""A lab's desired state resolved per host: which resources each host must have (from its
+roles, or for a schema-1 lab from the shipped profile of its OS), checked against the host's
+OS, and the dependency graph over all of them.
+
+`reaper.lab` calls `resolve_desired` when a lab loads, so every error here is a load error:
+
+    hosts[1].roles[0] (srv-01): unknown role 'membr' (did you mean 'member'?); defined roles: …
+    hosts[3] (db-01, linux): roles.dc[0] windows_feature/AD-Domain-Services: windows_feature is
+        not available on linux (runs on: windows)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from reaper.desired.base import ResourceBase
+from reaper.desired.graph import ResourceGraph, build_graph
+from reaper.desired.identity import Ref, ResourceId
+from reaper.desired.kinds import os_problem
+from reaper.desired.parse import did_you_mean
+from reaper.desired.profiles import profile_for_goal
+from reaper.errors import ConfigError
+from reaper.models import Stage
+
+__all__ = ["DesiredState", "HostDesired", "HostSpec", "resolve_desired"]
+
+
+class HostSpec(NamedTuple):
+    """What the resolver needs of a lab host (the lab's `LabHost` is not imported here:
+    `reaper.lab` imports this package)."""
+
+    host_id: str
+    os: str
+    roles: tuple[str, ...] = ()  # named by the lab: each must be defined
+    groups: tuple[str, ...] = ()  # inventory groups: those naming a role add it
+
+
+@dataclass(frozen=True, slots=True)
+class HostDesired:
+    host_id: str
+    os: str
+    roles: tuple[str, ...]  # the roles applied, in order (`linux-baseline` for a profile)
+    resources: tuple[ResourceBase, ...]
+    _by_id: dict[ResourceId, ResourceBase] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self._by_id.update((r.rid, r) for r in self.resources)
+
+    def get(self, rid: ResourceId) -> ResourceBase | None:
+        return self._by_id.get(rid)
+
+
+@dataclass(frozen=True, slots=True)
+class DesiredState:
+    """Every host's resources and the graph over them. `origins` says where each resource
+    was declared (`roles.web[2]`, `profile linux-baseline[4]`)."""
+
+    hosts: Mapping[str, HostDesired]
+    graph: ResourceGraph
+    origins: Mapping[Ref, str]
+
+    def resources(self, host_id: str) -> tuple[ResourceBase, ...]:
+        return self.hosts[host_id].resources
+
+    def resource(self, ref: Ref) -> ResourceBase:
+        found = self.hosts[ref.host].get(ref.rid)
+        if found is None:
+            raise KeyError(str(ref))
+        return found
+
+    def __iter__(self) -> Iterator[tuple[Ref, ResourceBase]]:
+        """(ref, resource) in graph order."""
+        for ref in self.graph.order:
+            yield ref, self.resource(ref)
+
+
+def _roles_of(
+    index: int, host: HostSpec, roles: Mapping[str, Sequence[ResourceBase]]
+) -> tuple[str, ...]:
+    chosen: list[str] = []
+    for j, name in enumerate(host.roles):
+        if name not in roles:
+            defined = ", ".join(roles) or "none (the lab has no `roles:`)"
+            raise ConfigError(
+                f"hosts[{index}].roles[{j}] ({host.host_id}): unknown role {name!r}"
+                f"{did_you_mean(name, list(roles))}; defined roles: {defined}"
+            )
+        if name not in chosen:
+            chosen.append(name)
+    chosen.extend(g for g in host.groups if g in roles and g not in chosen)
+    return tuple(chosen)
+
+
+def _host_resources(
+    index: int,
+    host: HostSpec,
+    applied: Sequence[tuple[str, Sequence[ResourceBase]]],
+    origins: dict[Ref, str],
+) -> tuple[ResourceBase, ...]:
+    out: dict[ResourceId, ResourceBase] = {}
+    for where, resources in applied:
+        for i, resource in enumerate(resources):
+            rid = resource.rid
+            origin = f"{where}[{i}]"
+            problem = os_problem(resource, host.os)
+            if problem is not None:
+                raise ConfigError(
+                    f"hosts[{index}] ({host.host_id}, {host.os}): {origin} {rid}: {problem}"
+                )
+            ref = rid.on(host.host_id)
+            earlier = out.get(rid)
+            if earlier is None:
+                out[rid] = resource
+                origins[ref] = origin
+            elif earlier != resource:
+                raise ConfigError(
+                    f"hosts[{index}] ({host.host_id}): {rid} is declared differently by "
+                    f"{origins[ref]} and {origin}; declare it in one role"
+                )
+    return tuple(out.values())
+
+
+def resolve_desired(
+    hosts: Sequence[HostSpec],
+    roles: Mapping[str, Sequence[ResourceBase]] | None,
+    *,
+    goal: Stage = Stage.BASELINED,
+) -> DesiredState:
+    """Each host's resources and their graph. `roles` None: a schema-1 lab, where `goal`
+    picks the shipped profile of each host's OS (`reaper.desired.profiles`)."""
+    origins: dict[Ref, str] = {}
+    resolved: dict[str, HostDesired] = {}
+    for index, host in enumerate(hosts):
+        if roles is None:
+            name = f"{host.os}-baseline"
+            applied: list[tuple[str, Sequence[ResourceBase]]] = [
+                (f"profile {name}", profile_for_goal(host.os, goal))
+            ]
+            names: tuple[str, ...] = (name,) if applied[0][1] else ()
+        else:
+            names = _roles_of(index, host, roles)
+            applied = [(f"roles.{n}", roles[n]) for n in names]
+        resources = _host_resources(index, host, applied, origins)
+        resolved[host.host_id] = HostDesired(host.host_id, host.os, names, resources)
+    graph = build_graph([(h.host_id, h.resources) for h in resolved.values()], origins=origins)
+    return DesiredState(resolved, graph, origins)
