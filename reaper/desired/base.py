@@ -4,7 +4,7 @@ of inline secrets.
 A kind subclasses `ResourceBase`, sets `kind` to a Literal of its name and says which field
 names it (`_name_field`). `properties()` is what the diff compares: every declared value except
 the identity, the wiring (`after`, `notify`) and secret references, which no discover can read
-back. `None` means "not managed": the diff leaves the observed value alone.
+back. `None` (and an empty list) means "not managed": the diff leaves the observed value alone.
 """
 
 from __future__ import annotations
@@ -95,5 +95,5 @@ class ResourceBase(BaseModel):
         return {
             key: value
             for key, value in self.__dict__.items()
-            if key not in skip and value is not None and not key.endswith("_env")
+            if key not in skip and value not in (None, ()) and not key.endswith("_env")
         }

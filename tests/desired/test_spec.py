@@ -242,7 +242,7 @@ def test_an_inventory_group_maps_to_the_role_of_the_same_name():
 
 def test_a_lab_listing_hosts_cannot_take_an_inventory_too():
     lab = {"schema_version": 2, "roles": {}, "hosts": [{"host_id": "a", "os": "linux"}]}
-    with pytest.raises(ConfigError, match="roles.yaml: the lab lists its own hosts"):
+    with pytest.raises(ConfigError, match=r"roles\.yaml: the lab lists its own hosts"):
         lab_with_inventory(lab, parse_inventory(INVENTORY), source="roles.yaml")
 
 
