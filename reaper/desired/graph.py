@@ -27,16 +27,15 @@ from __future__ import annotations
 
 import graphlib
 import heapq
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import PurePosixPath, PureWindowsPath
+from typing import Any
 
 from reaper.desired.base import ResourceBase
-from reaper.desired.identity import Ref, parse_ref
+from reaper.desired.identity import Ref, ResourceId, parse_ref
 from reaper.desired.parse import did_you_mean
-from reaper.desired.system import Directory, DnsClient, File, Package, Service, User
-from reaper.desired.windows import AdDomain, AdGroup, AdUser, DomainMembership
 from reaper.errors import ConfigError
 
 __all__ = ["Edge", "ResourceGraph", "build_graph"]
@@ -161,10 +160,19 @@ class _Builder:
     def __init__(
         self, hosts: Sequence[tuple[str, Sequence[ResourceBase]]], origins: Mapping[Ref, str]
     ) -> None:
-        self.hosts = [h for h, _ in hosts]
-        self.declared: dict[Ref, ResourceBase] = {
-            r.rid.on(host): r for host, resources in hosts for r in resources
-        }
+        self.hosts = {h: None for h, _ in hosts}  # ordered, with O(1) membership
+        # Hosts share their roles' resource objects: identities and parsed references are
+        # computed once per object or text, not once per host (labs of 10,000 hosts).
+        rids: dict[int, ResourceId] = {}
+        self.declared: dict[Ref, ResourceBase] = {}
+        for host, resources in hosts:
+            for r in resources:
+                rid = rids.get(id(r))
+                if rid is None:
+                    rid = rids[id(r)] = r.rid
+                self.declared[Ref(host, rid.kind, rid.name)] = r
+        self._parsed: dict[str, Ref] = {}
+        self._parents: dict[str, str] = {}
         self.origins = origins
         self.by_kind: dict[tuple[str, str], list[Ref]] = {}
         self.domains: dict[str, list[Ref]] = {}
@@ -179,16 +187,19 @@ class _Builder:
         return f"{origin} ({ref})" if origin else str(ref)
 
     def resolve(self, node: Ref, text: str, field: str) -> Ref:
-        ref = parse_ref(text, host=node.host)
+        parsed = self._parsed.get(text)
+        if parsed is None:
+            parsed = self._parsed[text] = parse_ref(text, host="")
+        ref = parsed if parsed.host else Ref(node.host, parsed.kind, parsed.name)
         if ref in self.declared:
             return ref
         if ref.host not in self.hosts:
-            hint = did_you_mean(ref.host, self.hosts)
+            hint = did_you_mean(ref.host, list(self.hosts))
             raise ConfigError(
                 f"{self.where(node)}: {field} {text!r} names host {ref.host!r}, "
                 f"which is not in the lab{hint}"
             )
-        candidates = [str(r) for r in self.declared]
+        candidates = [str(r) for r in self.declared if r.host == ref.host]
         hint = did_you_mean(str(ref), candidates)
         raise ConfigError(f"{self.where(node)}: {field} {text!r} names no declared resource{hint}")
 
@@ -208,56 +219,75 @@ class _Builder:
                 self.edges.append(Edge(node, ref, "after"))
             self.implicit(node, resource)
         graph = ResourceGraph(list(self.declared), self.edges)
-        self.check_acyclic(graph)
+        if len(graph.order) < len(graph):  # Kahn's order stops short of a cycle
+            self.name_cycle(graph)
         return graph
 
-    def implicit(self, node: Ref, resource: ResourceBase) -> None:  # noqa: C901 (a table)
-        if isinstance(resource, Service):
-            self.add(node, self.same_host(node, "package", resource.name), "its package")
-        elif isinstance(resource, File):
-            for text in resource.notify:
-                service = self.resolve(node, text, "notify")
-                self.edges.append(Edge(service, node, "notified by it"))
-        elif isinstance(resource, DomainMembership):
-            self.add(node, self.domains.get(resource.domain.lower(), []), "the domain it joins")
-            self.add(node, self.by_kind.get((node.host, "dns_client"), []), "its DNS client")
-        elif isinstance(resource, DnsClient):
-            for host in resource.servers_from:
-                if host not in self.hosts:
-                    raise ConfigError(
-                        f"{self.where(node)}: servers_from names host {host!r}, which is "
-                        f"not in the lab{did_you_mean(host, self.hosts)}"
-                    )
-        elif isinstance(resource, AdDomain):
-            feature = self.same_host(node, "windows_feature", "AD-Domain-Services")
-            self.add(node, feature, "the AD DS feature")
-        elif isinstance(resource, Package):
-            repos = self.by_kind.get((node.host, "package_repository"), [])
-            self.add(node, repos, "the host's repositories")
-        if isinstance(resource, AdUser | AdGroup):
-            domains = (
-                self.domains.get(resource.domain.lower(), [])
-                if resource.domain
-                else self.by_kind.get((node.host, "ad_domain"), [])
-            )
-            self.add(node, domains, "its domain")
-        if isinstance(resource, AdUser | User):
-            group_kind = "ad_group" if isinstance(resource, AdUser) else "group"
-            for group in resource.groups:
-                self.add(node, self.same_host(node, group_kind, group), "its group")
-        if isinstance(resource, File | Directory):
-            self.add(node, self.parent_dir(node, resource.path), "its parent directory")
-            if resource.owner:
-                self.add(node, self.same_host(node, "user", resource.owner), "its owner")
-            if resource.group:
-                self.add(node, self.same_host(node, "group", resource.group), "its group")
+    def implicit(self, node: Ref, resource: ResourceBase) -> None:
+        rule = _IMPLICIT.get(resource.kind)
+        if rule is not None:
+            rule(self, node, resource)
+
+    def service(self, node: Ref, r: Any) -> None:
+        self.add(node, self.same_host(node, "package", r.name), "its package")
+
+    def package(self, node: Ref, r: Any) -> None:
+        repos = self.by_kind.get((node.host, "package_repository"), [])
+        self.add(node, repos, "the host's repositories")
+
+    def path(self, node: Ref, r: Any) -> None:
+        self.add(node, self.parent_dir(node, r.path), "its parent directory")
+        if r.owner:
+            self.add(node, self.same_host(node, "user", r.owner), "its owner")
+        if r.group:
+            self.add(node, self.same_host(node, "group", r.group), "its group")
+
+    def file(self, node: Ref, r: Any) -> None:
+        self.path(node, r)
+        for text in r.notify:
+            service = self.resolve(node, text, "notify")
+            self.edges.append(Edge(service, node, "notified by it"))
+
+    def groups(self, node: Ref, r: Any) -> None:
+        kind = "ad_group" if r.kind == "ad_user" else "group"
+        for group in r.groups:
+            self.add(node, self.same_host(node, kind, group), "its group")
+
+    def membership(self, node: Ref, r: Any) -> None:
+        self.add(node, self.domains.get(r.domain.lower(), []), "the domain it joins")
+        self.add(node, self.by_kind.get((node.host, "dns_client"), []), "its DNS client")
+
+    def dns(self, node: Ref, r: Any) -> None:
+        for host in r.servers_from:
+            if host not in self.hosts:
+                raise ConfigError(
+                    f"{self.where(node)}: servers_from names host {host!r}, which is "
+                    f"not in the lab{did_you_mean(host, list(self.hosts))}"
+                )
+
+    def ad_domain(self, node: Ref, r: Any) -> None:
+        feature = self.same_host(node, "windows_feature", "AD-Domain-Services")
+        self.add(node, feature, "the AD DS feature")
+
+    def ad_object(self, node: Ref, r: Any) -> None:
+        domains = (
+            self.domains.get(r.domain.lower(), [])
+            if r.domain
+            else self.by_kind.get((node.host, "ad_domain"), [])
+        )
+        self.add(node, domains, "its domain")
+        if r.kind == "ad_user":
+            self.groups(node, r)
 
     def parent_dir(self, node: Ref, path: str) -> list[Ref]:
-        pure = PureWindowsPath(path) if not path.startswith("/") else PurePosixPath(path)
-        parent = str(pure.parent)
+        parent = self._parents.get(path)
+        if parent is None:
+            pure = PureWindowsPath(path) if not path.startswith("/") else PurePosixPath(path)
+            parent = self._parents[path] = str(pure.parent)
         return [] if parent == path else self.same_host(node, "directory", parent)
 
-    def check_acyclic(self, graph: ResourceGraph) -> None:
+    def name_cycle(self, graph: ResourceGraph) -> None:
+        """Raise the ConfigError that walks one cycle (graphlib finds it)."""
         sorter = graphlib.TopologicalSorter(
             {node: graph.prerequisites(node) for node in graph.nodes}
         )
@@ -267,13 +297,30 @@ class _Builder:
             # graphlib lists each node before the one that waits for it; read it backwards
             # ("runs after"), starting at the first declared, so the message is stable.
             cycle: list[Ref] = list(reversed(exc.args[1]))[:-1]
-            first = min(range(len(cycle)), key=lambda i: list(self.declared).index(cycle[i]))
+            first = min(range(len(cycle)), key=lambda i: graph.nodes.index(cycle[i]))
             walk = [*cycle[first:], *cycle[:first], cycle[first]]
             origin = self.origins.get(cycle[first])
             raise ConfigError(
                 f"{origin + ': ' if origin else ''}dependency cycle: "
                 + " -> ".join(str(n) for n in walk)
             ) from None
+        raise AssertionError("Kahn's order stopped short, yet graphlib found no cycle")
+
+
+# The implicit rules by kind (the table in the module docstring); each gets the resource of
+# that kind, hence `Any` in their signatures rather than a cast per rule.
+_IMPLICIT: dict[str, Callable[[_Builder, Ref, Any], None]] = {
+    "service": _Builder.service,
+    "package": _Builder.package,
+    "file": _Builder.file,
+    "directory": _Builder.path,
+    "user": _Builder.groups,
+    "domain_membership": _Builder.membership,
+    "dns_client": _Builder.dns,
+    "ad_domain": _Builder.ad_domain,
+    "ad_user": _Builder.ad_object,
+    "ad_group": _Builder.ad_object,
+}
 
 
 def build_graph(

@@ -54,7 +54,9 @@ def _explain(exc: ValidationError, cls: type[ResourceBase]) -> str:
         return f"{field}: required for {kind}"
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "string_pattern_mismatch":
-        msg = f"does not have the shape {kind} expects ({err.get('ctx', {}).get('pattern')})"
+        info = cls.model_fields.get(str(err["loc"][0]))
+        shape = info.description if info is not None else None
+        msg = f"must be {shape}" if shape else f"must match {err.get('ctx', {}).get('pattern')}"
     more = len(exc.errors()) - 1
     return f"{field + ': ' if field and not msg.startswith(field) else ''}{msg}" + (
         f" (+{more} more)" if more else ""

@@ -209,7 +209,9 @@ class Setting(ResourceBase):
 
 class SshdOption(ResourceBase):
     kind: Literal["sshd_option"] = "sshd_option"
-    name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9]*$")
+    name: str = Field(
+        pattern=r"^[A-Za-z][A-Za-z0-9]*$", description="an sshd_config keyword like PermitRootLogin"
+    )
     value: str
 
     _text = field_validator("value", mode="before")(lambda cls, v: _scalar_text(v))
@@ -287,16 +289,22 @@ class DnsClient(ResourceBase):
         return self
 
 
+_URL = r"^(https?|file)://\S+$"
+_URL_SHAPE = "an http://, https:// or file:// URL"
+
+
 class PackageRepository(ResourceBase):
     """An apt source (signed by its key) or a dnf/yum repository."""
 
     kind: Literal["package_repository"] = "package_repository"
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="letters, digits, '.', '_' or '-'"
+    )
     format: Literal["apt", "dnf"]
-    url: str = Field(pattern=r"^(https?|file)://\S+$")
+    url: str = Field(pattern=_URL, description=_URL_SHAPE)
     suite: str | None = None  # apt: the distribution (bookworm)
     components: tuple[str, ...] = ("main",)  # apt
-    key_url: str | None = Field(default=None, pattern=r"^(https?|file)://\S+$")
+    key_url: str | None = Field(default=None, pattern=_URL, description=_URL_SHAPE)
     gpgcheck: bool = True  # dnf
     enabled: bool = True
     state: Presence = "present"

@@ -17,12 +17,15 @@ __all__ = ["AdDomain", "AdGroup", "AdUser", "DomainMembership", "WindowsFeature"
 
 Presence = Literal["present", "absent"]
 _DOMAIN_RE = r"^[A-Za-z0-9-]{1,63}(\.[A-Za-z0-9-]{1,63})+$"
-_DOMAIN = Field(pattern=_DOMAIN_RE, max_length=253)
+_DOMAIN_SHAPE = "a DNS domain name like lab.local"
+_DOMAIN = Field(pattern=_DOMAIN_RE, max_length=253, description=_DOMAIN_SHAPE)
 
 
 class WindowsFeature(ResourceBase):
     kind: Literal["windows_feature"] = "windows_feature"
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="a feature name like Web-Server"
+    )
     state: Presence = "present"
     include_management_tools: bool = True
 
@@ -34,7 +37,10 @@ class AdDomain(ResourceBase):
 
     kind: Literal["ad_domain"] = "ad_domain"
     name: str = _DOMAIN
-    netbios: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,14}$")
+    netbios: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,14}$",
+        description="a NetBIOS name: up to 15 letters, digits or '-'",
+    )
     safe_mode_password_env: str  # the Directory Services Restore Mode password
     functional_level: str | None = None  # e.g. WinThreshold; None: the OS default
 
@@ -66,7 +72,7 @@ class _DirectoryObject(ResourceBase):
     name: str = Field(min_length=1, max_length=256)
     state: Presence = "present"
     # The domain it lives in; None: the domain its host declares (`ad_domain`).
-    domain: str | None = Field(default=None, pattern=_DOMAIN_RE)
+    domain: str | None = Field(default=None, pattern=_DOMAIN_RE, description=_DOMAIN_SHAPE)
     ou: str | None = None
 
 
