@@ -102,8 +102,19 @@ class ResourceGraph:
         """The direct prerequisites of `node` not yet in `done` (empty: it may run)."""
         return tuple(edge.before for edge in self._in[node] if edge.before not in done)
 
+    def unblocked_by(self, node: Ref, done: Collection[Ref]) -> tuple[Ref, ...]:
+        """The dependents of `node` that `node` finishing makes ready (all their prerequisites
+        in `done`, which includes `node`): the converger's per-result step, O(its degree)
+        rather than a scan of the lab like `ready`."""
+        return tuple(
+            after
+            for after in self._out[node]
+            if after not in done and all(e.before in done for e in self._in[after])
+        )
+
     def ready(self, done: Collection[Ref], *, busy: Collection[Ref] = ()) -> tuple[Ref, ...]:
-        """Resources not done nor busy whose prerequisites are all done, in graph order."""
+        """Resources not done nor busy whose prerequisites are all done, in graph order
+        (a scan of the whole graph: for the first step and for `reaper plan`)."""
         return tuple(
             node
             for node in self.order

@@ -246,3 +246,18 @@ def test_order_prefers_declaration_order_among_ready_resources():
                       {"kind": "package", "name": "a"},
                       {"kind": "package", "name": "y"}]})  # fmt: skip
     assert [n.name for n in g.order] == ["a", "y", "z"]
+
+
+def test_unblocked_by_is_the_incremental_ready_step():
+    g = _ad_graph()
+    feature, domain = R("dc-01:windows_feature/AD-Domain-Services"), R("dc-01:ad_domain/lab.local")
+    dns = R("srv-01:dns_client/default")
+    assert g.unblocked_by(feature, done={feature}) == (domain,)
+    # The member needs its DNS client too: the domain alone does not unblock it.
+    assert R("srv-01:domain_membership/lab.local") not in g.unblocked_by(
+        domain, done={feature, domain}
+    )
+    assert g.unblocked_by(domain, done={feature, domain, dns}) == (
+        R("dc-01:ad_user/alice"),
+        R("srv-01:domain_membership/lab.local"),
+    )

@@ -250,3 +250,44 @@ def test_resolve_desired_is_usable_without_a_lab_file():
     state = resolve_desired([HostSpec("m", "macos")], None, goal=Stage.BASELINED)
     assert state.hosts["m"].get(ResourceId("sshd_option", "PermitRootLogin")) is not None
     assert [ref for ref, _ in state] == list(state.graph.order)
+
+
+def test_a_schema_2_lab_round_trips_through_json():
+    lab = _shipped("ad-lab.yaml")
+    again = LabFile.model_validate_json(lab.model_dump_json())
+    assert again.roles == lab.roles
+    assert again.desired.graph.order == lab.desired.graph.order
+
+
+def test_an_inline_secret_in_a_lab_is_refused_without_echoing_it():
+    text = (
+        LAB2.replace(
+            "  dc:\n",
+            "  dc:\n    - {kind: ad_user, name: alice, password: Winter2026!}\n",
+        )
+        + "  - {host_id: dc-01, os: windows, roles: [dc]}\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        parse_lab(text, source="lab.yaml")
+    message = str(info.value)
+    assert message == (
+        "lab.yaml: roles.dc[0] (ad_user/alice): password: secrets are never written inline; "
+        "put it in an environment variable and name it with `password_env`"
+    )
+    assert "Winter2026" not in message
+
+
+def test_a_cycle_in_a_lab_file_is_a_load_error_naming_it():
+    text = (
+        "schema_version: 2\nroles:\n  web:\n"
+        "    - {kind: service, name: nginx, after: ['db-01:service/postgresql']}\n"
+        "  db:\n    - {kind: service, name: postgresql, after: ['web-01:service/nginx']}\n"
+        "hosts:\n  - {host_id: web-01, os: linux, roles: [web]}\n"
+        "  - {host_id: db-01, os: linux, roles: [db]}\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        parse_lab(text, source="lab.yaml")
+    assert str(info.value) == (
+        "lab.yaml: roles.web[0]: dependency cycle: web-01:service/nginx -> "
+        "db-01:service/postgresql -> web-01:service/nginx"
+    )
