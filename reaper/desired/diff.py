@@ -24,6 +24,7 @@ from typing import Any, Literal
 from reaper.desired.base import ResourceBase
 from reaper.desired.compare import content_digest, merged_groups, normalise_mode, pick, same
 from reaper.desired.identity import Ref, ResourceId
+from reaper.desired.kinds import KINDS
 from reaper.desired.spec import DesiredState
 from reaper.desired.system import DnsClient, File
 from reaper.desired.template import TemplateProblem, render_template
@@ -38,6 +39,7 @@ __all__ = [
     "diff_lab",
     "diff_resource",
     "render_diffs",
+    "reported_fields",
     "summarize",
 ]
 
@@ -102,6 +104,29 @@ def desired_properties(
     if "mode" in props:
         props["mode"] = normalise_mode(props["mode"])
     return props
+
+
+# How a declared field is reported when discover reads it back under another name.
+_REPORTED_AS = {("file", "content"): "sha256", ("file", "template"): "sha256",
+                ("dns_client", "servers_from"): "servers"}  # fmt: skip
+
+
+def reported_fields(kind: str) -> tuple[str, ...]:
+    """The properties `discover` must report of an existing resource of `kind` for its diff
+    (a file's content as `sha256`, or `content` itself; `state` as `absent` when it is
+    gone, or no entry at all). Identity, wiring and secret references are never read back."""
+    cls = KINDS[kind]
+    skip = {"kind", "after", "notify", cls._name_field, *cls._unobserved}
+    if kind == "firewall":
+        skip.add("name")  # a label, not a property of the rule
+    out: list[str] = []
+    for name in cls.model_fields:
+        if name in skip or name.endswith("_env"):
+            continue
+        reported = _REPORTED_AS.get((kind, name), name)
+        if reported not in out:
+            out.append(reported)
+    return tuple(out)
 
 
 def _observed_value(kind: str, field: str, seen: Mapping[str, Any]) -> Any:

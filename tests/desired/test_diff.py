@@ -180,3 +180,17 @@ def test_render_groups_per_host_with_counts():
     assert "web-01: 4 add, 1 change, 0 remove, 2 ok" in text
     assert "  ~ web-01:service/nginx  state: stopped → running" in text
     assert "  = web-01:file//etc/motd" in text
+
+
+def test_reported_fields_say_what_discover_must_read_back():
+    from reaper.desired import KINDS
+    from reaper.desired.diff import reported_fields
+
+    assert reported_fields("file") == ("state", "mode", "owner", "group", "sha256")
+    assert reported_fields("service") == ("state", "enabled")
+    assert reported_fields("dns_client") == ("servers", "search")
+    assert "password_env" not in reported_fields("ad_user")
+    assert "name" not in reported_fields("firewall")
+    # Everything a diff compares is in the list, for every kind.
+    for kind in KINDS:
+        assert reported_fields(kind)
