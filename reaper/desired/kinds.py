@@ -23,7 +23,7 @@ from reaper.desired.system import (
 )
 from reaper.desired.windows import AdDomain, AdGroup, AdUser, DomainMembership, WindowsFeature
 
-__all__ = ["KINDS", "KIND_OS", "Resource", "os_problem"]
+__all__ = ["CASELESS_KINDS", "KINDS", "KIND_OS", "Resource", "os_problem"]
 
 Resource = Annotated[
     Package
@@ -89,6 +89,12 @@ KIND_OS: dict[str, frozenset[str]] = {
     "ad_group": _WINDOWS,
 }
 assert set(KIND_OS) == set(KINDS), "every kind says where it runs"
+
+# Kinds whose names the system reads without regard to case (sshd keywords, Windows and AD
+# names, DNS domains): two spellings on one host are one resource declared twice.
+CASELESS_KINDS = frozenset(
+    {"sshd_option", "windows_feature", "ad_domain", "domain_membership", "ad_user", "ad_group"}
+)
 
 
 def os_problem(resource: ResourceBase, os: str) -> str | None:

@@ -18,7 +18,7 @@ from typing import NamedTuple
 from reaper.desired.base import ResourceBase
 from reaper.desired.graph import ResourceGraph, build_graph
 from reaper.desired.identity import Ref, ResourceId
-from reaper.desired.kinds import os_problem
+from reaper.desired.kinds import CASELESS_KINDS, os_problem
 from reaper.desired.parse import did_you_mean
 from reaper.desired.profiles import profile_for_goal
 from reaper.errors import ConfigError
@@ -126,6 +126,7 @@ def _host_resources(
     memo: _Memo,
 ) -> dict[ResourceId, ResourceBase]:
     out: dict[ResourceId, ResourceBase] = {}
+    folded: dict[tuple[str, str], ResourceId] = {}
     for where, resources in applied:
         for i, resource in enumerate(resources):
             rid = memo.rid(resource)
@@ -138,6 +139,8 @@ def _host_resources(
             ref = Ref(host.host_id, *rid)
             earlier = out.get(rid)
             if earlier is None:
+                if rid.kind in CASELESS_KINDS:
+                    _one_spelling(index, host, rid, origin, folded, origins)
                 out[rid] = resource
                 origins[ref] = origin
             elif earlier != resource:
@@ -146,6 +149,23 @@ def _host_resources(
                     f"{origins[ref]} and {origin}; declare it in one role"
                 )
     return out
+
+
+def _one_spelling(
+    index: int,
+    host: HostSpec,
+    rid: ResourceId,
+    origin: str,
+    folded: dict[tuple[str, str], ResourceId],
+    origins: Mapping[Ref, str],
+) -> None:
+    other = folded.setdefault((rid.kind, rid.name.lower()), rid)
+    if other != rid:
+        raise ConfigError(
+            f"hosts[{index}] ({host.host_id}): {rid} ({origin}) and {other} "
+            f"({origins[Ref(host.host_id, *other)]}) are one resource: {rid.kind} names "
+            "ignore case; spell it one way"
+        )
 
 
 def resolve_desired(

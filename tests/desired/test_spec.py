@@ -291,3 +291,26 @@ def test_a_cycle_in_a_lab_file_is_a_load_error_naming_it():
         "lab.yaml: roles.web[0]: dependency cycle: web-01:service/nginx -> "
         "db-01:service/postgresql -> web-01:service/nginx"
     )
+
+
+def test_caseless_names_spelt_two_ways_are_one_resource_declared_twice():
+    roles = {
+        "a": (
+            parse_lab_resource({"kind": "sshd_option", "name": "PermitRootLogin", "value": "no"}),
+        ),
+        "b": (
+            parse_lab_resource({"kind": "sshd_option", "name": "permitrootlogin", "value": "yes"}),
+        ),
+    }
+    with pytest.raises(ConfigError) as info:
+        resolve_desired([HostSpec("h", "linux", ("a", "b"))], roles)
+    assert str(info.value) == (
+        "hosts[0] (h): sshd_option/permitrootlogin (roles.b[0]) and sshd_option/PermitRootLogin "
+        "(roles.a[0]) are one resource: sshd_option names ignore case; spell it one way"
+    )
+    # Case matters for packages: two names, two resources.
+    pkgs = {
+        "a": (parse_lab_resource({"kind": "package", "name": "Foo"}),),
+        "b": (parse_lab_resource({"kind": "package", "name": "foo"}),),
+    }
+    assert len(resolve_desired([HostSpec("h", "linux", ("a", "b"))], pkgs).resources("h")) == 2
