@@ -9,8 +9,10 @@ Differences from the hard-coded items, on purpose:
 - The Linux firewall is two rules (allow tcp/22, then the default drop after it) instead of
   one opaque ruleset; a management port other than 22 is the lockout guard's business.
 - What resources cannot say yet stays an item of the OS code: the host-key file modes under
-  /etc/ssh (a glob), macOS Gatekeeper and FileVault, the Windows Guest account by SID and the
-  logon audit policy.
+  /etc/ssh (a glob), macOS Gatekeeper and FileVault, the Windows Guest account by SID, the
+  logon audit policy, and what Windows `prepare` enables (Defender, the firewall service).
+  SMB1 is off by its server setting, not by removing a feature (FS-SMB1 on Server,
+  SMB1Protocol on clients: one profile serves both).
 
 Profiles are parsed through `parse_resources`, so they obey exactly the rules lab files do.
 """
@@ -83,7 +85,6 @@ _WINDOWS: list[dict[str, Any]] = [
      "name": r"HKLM\SOFTWARE\Policies\Microsoft\Windows\WindowsUpdate\AU\NoAutoUpdate"},
     {"kind": "setting", "type": "dword", "value": "0",
      "name": r"HKLM\SYSTEM\CurrentControlSet\Services\LanmanServer\Parameters\SMB1"},
-    {"kind": "windows_feature", "name": "FS-SMB1", "state": "absent"},
 ]  # fmt: skip
 
 PROFILES: dict[str, list[dict[str, Any]]] = {

@@ -156,12 +156,23 @@ class User(ResourceBase):
 
     _check_env = field_validator("password_env")(lambda cls, v: env_name(v))
 
+    def os_problem(self, os: str) -> str | None:
+        posix_only = [f for f in ("uid", "shell", "home") if getattr(self, f) is not None]
+        if os == "windows" and posix_only:
+            return f"{', '.join(posix_only)}: POSIX account fields, not set on Windows"
+        return None
+
 
 class Group(ResourceBase):
     kind: Literal["group"] = "group"
     name: str = _NAME
     state: Presence = "present"
     gid: int | None = Field(default=None, ge=0)
+
+    def os_problem(self, os: str) -> str | None:
+        if os == "windows" and self.gid is not None:
+            return "gid: a POSIX group field, not set on Windows"
+        return None
 
 
 _SYSCTL_KEY = re.compile(r"[a-z0-9_-]+(\.[A-Za-z0-9_*-]+)+")

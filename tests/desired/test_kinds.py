@@ -180,6 +180,15 @@ def test_settings_are_validated_per_os(
     assert (found is None) if problem is None else (problem in (found or ""))
 
 
+def test_posix_account_fields_are_refused_on_windows():
+    user = parse_resource({"kind": "user", "name": "ops", "shell": "/bin/bash", "uid": 1001}, "r")
+    assert os_problem(user, "linux") is None
+    assert os_problem(user, "windows") == "uid, shell: POSIX account fields, not set on Windows"
+    group = parse_resource({"kind": "group", "name": "ops", "gid": 5}, "r")
+    assert os_problem(group, "windows") == "gid: a POSIX group field, not set on Windows"
+    assert os_problem(parse_resource({"kind": "user", "name": "ops"}, "r"), "windows") is None
+
+
 def test_setting_values_read_as_text():
     assert parse_resource({"kind": "setting", "name": "a.b", "value": 0}, "r").value == "0"  # type: ignore[attr-defined]
     assert parse_resource({"kind": "setting", "name": "a.b", "value": True}, "r").value == "1"  # type: ignore[attr-defined]
