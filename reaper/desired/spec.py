@@ -180,6 +180,8 @@ def resolve_desired(
     resolved: dict[str, HostDesired] = {}
     memo = _Memo()
     for index, host in enumerate(hosts):
+        if host.host_id in resolved:
+            raise ConfigError(f"hosts[{index}]: duplicate host_id {host.host_id!r}")
         if roles is None:
             name = f"{host.os}-baseline"
             applied: list[tuple[str, Sequence[ResourceBase]]] = [

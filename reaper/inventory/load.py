@@ -212,10 +212,7 @@ def lab_with_inventory(
     defaults = lab.get("defaults") or {}
     if not isinstance(defaults, Mapping):
         raise ConfigError(f"{source}: defaults: must be a mapping of connection settings")
-    data["hosts"] = [
-        {**defaults, **h.model_dump(exclude_unset=True, exclude_defaults=False)}
-        for h in inventory.hosts
-    ]
+    data["hosts"] = [{**defaults, **h.model_dump(exclude_unset=True)} for h in inventory.hosts]
     try:
         return LabFile.model_validate(data)
     except ConfigError as exc:

@@ -314,3 +314,8 @@ def test_caseless_names_spelt_two_ways_are_one_resource_declared_twice():
         "b": (parse_lab_resource({"kind": "package", "name": "foo"}),),
     }
     assert len(resolve_desired([HostSpec("h", "linux", ("a", "b"))], pkgs).resources("h")) == 2
+
+
+def test_resolve_desired_refuses_a_host_twice():
+    with pytest.raises(ConfigError, match=r"hosts\[1\]: duplicate host_id 'a'"):
+        resolve_desired([HostSpec("a", "linux"), HostSpec("a", "macos")], None)
