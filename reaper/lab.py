@@ -139,7 +139,8 @@ class LabFile(_Strict):
     seed: int = 0
     roles: dict[str, tuple[Resource, ...]] = Field(default_factory=dict)
     hosts: list[LabHost] = Field(min_length=1)
-    _desired: tuple[object, DesiredState] | None = PrivateAttr(default=None)
+    # (the goal, hosts and roles it was resolved from, the result): see `desired`.
+    _desired: tuple[Stage, object, object, DesiredState] | None = PrivateAttr(default=None)
 
     @field_validator("schema_version")
     @classmethod
@@ -200,14 +201,17 @@ class LabFile(_Strict):
     def desired(self) -> DesiredState:
         """Each host's resolved resources and their dependency graph (`reaper.desired`).
         A schema-1 lab's come from the shipped profiles, which cannot fail, so they are
-        resolved on first use; the cache is keyed so a `model_copy` with another goal or
-        other hosts does not reuse a stale one."""
-        key = (self.goal, id(self.hosts), id(self.roles))
-        if self._desired is None or self._desired[0] != key:
+        resolved on first use. A `model_copy` carries the cache along, so it is kept only
+        while it was made from these very hosts and roles (`is`) and this goal."""
+        cached = self._desired
+        if cached is None or not (
+            cached[0] is self.goal and cached[1] is self.hosts and cached[2] is self.roles
+        ):
             hosts = [HostSpec(h.host_id, h.os, tuple(h.roles), tuple(h.groups)) for h in self.hosts]
             roles = self.roles if self.schema_version >= 2 else None
-            self._desired = (key, resolve_desired(hosts, roles, goal=self.goal))
-        return self._desired[1]
+            state = resolve_desired(hosts, roles, goal=self.goal)
+            cached = self._desired = (self.goal, self.hosts, self.roles, state)
+        return cached[3]
 
     def resolved_policy(self) -> Policy:
         return policy_from_spec(self.policy)

@@ -319,3 +319,11 @@ def test_caseless_names_spelt_two_ways_are_one_resource_declared_twice():
 def test_resolve_desired_refuses_a_host_twice():
     with pytest.raises(ConfigError, match=r"hosts\[1\]: duplicate host_id 'a'"):
         resolve_desired([HostSpec("a", "linux"), HostSpec("a", "macos")], None)
+
+
+def test_a_copy_with_other_hosts_resolves_again():
+    lab = parse_lab(LAB2 + "  - {host_id: a, os: linux, roles: [web]}\n")
+    assert list(lab.desired.hosts) == ["a"]
+    other = lab.model_copy(update={"hosts": [lab.hosts[0].model_copy(update={"host_id": "b"})]})
+    assert list(other.desired.hosts) == ["b"]
+    assert list(lab.desired.hosts) == ["a"]
