@@ -55,19 +55,25 @@ class ResourceGraph:
 
     def __init__(self, nodes: Sequence[Ref], edges: Iterable[Edge]) -> None:
         self.nodes: tuple[Ref, ...] = tuple(nodes)
-        self._index = {node: i for i, node in enumerate(self.nodes)}
-        incoming: dict[Ref, dict[Ref, Edge]] = {node: {} for node in self.nodes}
+        index = self._index = {node: i for i, node in enumerate(self.nodes)}
+        # Most resources wait for none or one other: only the few with several pay for the
+        # de-duplication (the first reason wins) and the sort by declaration.
+        incoming: dict[Ref, list[Edge]] = {}
         for edge in edges:
-            incoming[edge.node].setdefault(edge.before, edge)  # the first reason wins
-        self._in: dict[Ref, tuple[Edge, ...]] = {
-            node: tuple(sorted(found.values(), key=lambda e: self._index[e.before]))
-            for node, found in incoming.items()
-        }
-        out: dict[Ref, list[Ref]] = {node: [] for node in self.nodes}
+            incoming.setdefault(edge.node, []).append(edge)
+        none: tuple[Edge, ...] = ()
+        self._in: dict[Ref, tuple[Edge, ...]] = dict.fromkeys(self.nodes, none)
+        for node, found in incoming.items():
+            if len(found) > 1:
+                unique = {e.before: e for e in reversed(found)}  # the first reason wins
+                found = sorted(unique.values(), key=lambda e: index[e.before])
+            self._in[node] = tuple(found)
+        out: dict[Ref, list[Ref]] = {}
         for node in self.nodes:
             for edge in self._in[node]:
-                out[edge.before].append(node)
-        self._out = {node: tuple(after) for node, after in out.items()}
+                out.setdefault(edge.before, []).append(node)
+        self._out: dict[Ref, tuple[Ref, ...]] = dict.fromkeys(self.nodes, ())
+        self._out.update((node, tuple(after)) for node, after in out.items())
 
     def __contains__(self, node: object) -> bool:
         return node in self._index
