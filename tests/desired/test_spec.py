@@ -327,3 +327,10 @@ def test_a_copy_with_other_hosts_resolves_again():
     other = lab.model_copy(update={"hosts": [lab.hosts[0].model_copy(update={"host_id": "b"})]})
     assert list(other.desired.hosts) == ["b"]
     assert list(lab.desired.hosts) == ["a"]
+
+
+def test_a_lab_built_in_code_takes_resource_models():
+    lab = _shipped("ad-lab.yaml")
+    again = LabFile(schema_version=2, roles=lab.roles, hosts=lab.hosts)
+    assert again.roles == lab.roles
+    assert again.desired.graph.order == lab.desired.graph.order
