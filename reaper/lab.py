@@ -13,6 +13,20 @@
       - {host_id: web-01, os: linux, address: 10.0.0.5}
       - {host_id: dc-01, os: windows, transport: sim, sim: {faults: [{kind: flaky, times: 2}]}}
 
+Schema 2 declares what each host must become (`reaper.desired`): `roles:` maps a role name to
+a list of typed resources and `hosts[].roles` names the roles a host has (inventory groups
+naming a role add it too). A schema-1 lab's `goal` picks the shipped profile of each host's OS.
+
+    schema_version: 2
+    roles:
+      web:
+        - {kind: package, name: nginx}
+        - {kind: service, name: nginx, state: running, after: ["db-01:service/postgresql"]}
+    hosts:
+      - {host_id: web-01, os: linux, roles: [web]}
+
+`LabFile.desired` is the result: each host's resources and the dependency graph.
+
 Every error is one line naming the file and the field.
 """
 
@@ -24,8 +38,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from reaper.desired import DesiredState, HostSpec, Resource, parse_roles, resolve_desired
 from reaper.errors import ConfigError
 from reaper.models import (
     MISSION_ID_RE,
@@ -49,6 +72,7 @@ __all__ = [
 ]
 
 LAB_SCHEMA_VERSION = 1
+LAB_SCHEMA_VERSIONS = (1, 2)  # 2: desired state (roles of resources)
 
 
 class _Strict(BaseModel):
@@ -87,6 +111,8 @@ class LabSettings(_Strict):
 class LabHost(HostConnection):
     host_id: str = Field(min_length=1, max_length=128)
     os: OsName
+    roles: list[str] = Field(default_factory=list)  # schema 2: roles the lab defines
+    groups: list[str] = Field(default_factory=list)  # inventory groups (naming a role adds it)
 
     @field_validator("host_id")
     @classmethod
@@ -97,7 +123,7 @@ class LabHost(HostConnection):
 
     def connection(self) -> HostConnection:
         return HostConnection.model_validate(
-            self.model_dump(exclude={"host_id", "os"}, exclude_unset=True)
+            self.model_dump(exclude={"host_id", "os", "roles", "groups"}, exclude_unset=True)
         )
 
 
@@ -111,14 +137,23 @@ class LabFile(_Strict):
     budget: Budget = Field(default_factory=Budget)
     settings: LabSettings = Field(default_factory=LabSettings)
     seed: int = 0
+    roles: dict[str, tuple[Resource, ...]] = Field(default_factory=dict)
     hosts: list[LabHost] = Field(min_length=1)
+    # (the goal, hosts and roles it was resolved from, the result): see `desired`.
+    _desired: tuple[Stage, object, object, DesiredState] | None = PrivateAttr(default=None)
 
     @field_validator("schema_version")
     @classmethod
     def _known_version(cls, value: int) -> int:
-        if value != LAB_SCHEMA_VERSION:
-            raise ValueError(f"unsupported lab schema_version {value} (this Reaper reads 1)")
+        if value not in LAB_SCHEMA_VERSIONS:
+            raise ValueError(f"unsupported lab schema_version {value} (this Reaper reads 1, 2)")
         return value
+
+    @field_validator("roles", mode="before")
+    @classmethod
+    def _typed_roles(cls, value: Any) -> Any:
+        # ConfigError, not ValueError: its message already names `roles.web[2]` and the field.
+        return parse_roles(value)
 
     @field_validator("mission_id")
     @classmethod
@@ -149,6 +184,34 @@ class LabFile(_Strict):
                 raise ValueError(f"duplicate host_id {host.host_id!r}")
             seen.add(host.host_id)
         return self
+
+    @model_validator(mode="after")
+    def _desired_state(self) -> LabFile:
+        if self.schema_version == 1:
+            if self.roles:
+                raise ValueError("roles: needs schema_version: 2")
+            for i, host in enumerate(self.hosts):
+                if host.roles:
+                    raise ValueError(f"hosts[{i}].roles: needs schema_version: 2")
+        else:
+            _ = self.desired  # schema 2 is checked now: its errors are load errors
+        return self
+
+    @property
+    def desired(self) -> DesiredState:
+        """Each host's resolved resources and their dependency graph (`reaper.desired`).
+        A schema-1 lab's come from the shipped profiles, which cannot fail, so they are
+        resolved on first use. A `model_copy` carries the cache along, so it is kept only
+        while it was made from these very hosts and roles (`is`) and this goal."""
+        cached = self._desired
+        if cached is None or not (
+            cached[0] is self.goal and cached[1] is self.hosts and cached[2] is self.roles
+        ):
+            hosts = [HostSpec(h.host_id, h.os, tuple(h.roles), tuple(h.groups)) for h in self.hosts]
+            roles = self.roles if self.schema_version >= 2 else None
+            state = resolve_desired(hosts, roles, goal=self.goal)
+            cached = self._desired = (self.goal, self.hosts, self.roles, state)
+        return cached[3]
 
     def resolved_policy(self) -> Policy:
         return policy_from_spec(self.policy)

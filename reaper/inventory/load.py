@@ -28,6 +28,7 @@ ignored. Every error is one line: `file:line: message`.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,14 @@ from reaper.inventory.parse import Inventory, Var, parse_ini, parse_yaml
 from reaper.lab import LabFile, LabHost, format_validation_error
 from reaper.models import Stage
 
-__all__ = ["LAB_TYPE", "load_inventory", "parse_inventory", "resolve_host_vars"]
+__all__ = [
+    "LAB_TYPE",
+    "host_groups",
+    "lab_with_inventory",
+    "load_inventory",
+    "parse_inventory",
+    "resolve_host_vars",
+]
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +70,8 @@ def _depths(inv: Inventory) -> dict[str, int]:
     return depth
 
 
-def resolve_host_vars(inv: Inventory) -> dict[str, dict[str, Var]]:
-    """Host → its effective variables: `all`, then its groups (and their ancestors) by depth
-    and name, then its own."""
-    depth = _depths(inv)
+def _memberships(inv: Inventory, depth: dict[str, int]) -> dict[str, list[str]]:
+    """Host → every group it is in, directly or through a parent, by depth and name."""
     parents: dict[str, set[str]] = {}
     for g in inv.groups.values():
         for child in g.children:
@@ -74,7 +80,7 @@ def resolve_host_vars(inv: Inventory) -> dict[str, dict[str, Var]]:
     for g in inv.groups.values():
         for host in g.hosts:
             memberships[host].add(g.name)
-    out: dict[str, dict[str, Var]] = {}
+    out: dict[str, list[str]] = {}
     for host, direct in memberships.items():
         groups, todo = set(), list(direct)
         while todo:
@@ -82,8 +88,26 @@ def resolve_host_vars(inv: Inventory) -> dict[str, dict[str, Var]]:
             if name not in groups:
                 groups.add(name)
                 todo.extend(parents.get(name, ()))
+        out[host] = sorted(groups, key=lambda n: (depth.get(n, 0), n))
+    return out
+
+
+def host_groups(inv: Inventory) -> dict[str, list[str]]:
+    """Host → its groups but `all` and `ungrouped`: a group naming a role of the lab gives
+    the host that role (`LabHost.groups`)."""
+    return {
+        host: [g for g in groups if g not in ("all", "ungrouped")]
+        for host, groups in _memberships(inv, _depths(inv)).items()
+    }
+
+
+def resolve_host_vars(inv: Inventory) -> dict[str, dict[str, Var]]:
+    """Host → its effective variables: `all`, then its groups (and their ancestors) by depth
+    and name, then its own."""
+    out: dict[str, dict[str, Var]] = {}
+    for host, groups in _memberships(inv, _depths(inv)).items():
         merged: dict[str, Var] = {}
-        for name in sorted(groups, key=lambda n: (depth.get(n, 0), n)):
+        for name in groups:
             merged.update(inv.groups[name].vars)
         merged.update(inv.host_vars[host])
         out[host] = merged
@@ -122,8 +146,10 @@ def parse_inventory(
         raise inv.error(line, "reaper_goal must be discovered, prepared or baselined") from None
     hosts: list[LabHost] = []
     seen: dict[str, str] = {}
+    groups = host_groups(inv)
     for name, hvars in resolve_host_vars(inv).items():
         settings = host_settings(inv, name, hvars)
+        settings["groups"] = groups[name]
         other = seen.get(settings["host_id"])
         if other is not None:
             raise inv.error(
@@ -168,3 +194,28 @@ def load_inventory(
         raise ConfigError(f"{p}: dynamic inventory scripts are not run; export it to YAML")
     yaml_format = True if p.suffix.lower() in _YAML_SUFFIXES else None
     return parse_inventory(text, source=str(p), yaml_format=yaml_format, goal=goal, policy=policy)
+
+
+def lab_with_inventory(
+    lab: Mapping[str, Any], inventory: LabFile, *, source: str = "<lab>"
+) -> LabFile:
+    """A schema-2 lab's settings and roles (its YAML mapping, without `hosts:`) over the
+    inventory's hosts: each host gets the roles its groups name, and the lab's `defaults`
+    fill what the inventory leaves unset. A lab that lists hosts itself is refused: two
+    sources of hosts would disagree."""
+    if lab.get("hosts"):
+        raise ConfigError(
+            f"{source}: the lab lists its own hosts and an inventory was given; "
+            "drop `hosts:` from the lab or the inventory"
+        )
+    data = {k: v for k, v in lab.items() if k != "defaults"}
+    defaults = lab.get("defaults") or {}
+    if not isinstance(defaults, Mapping):
+        raise ConfigError(f"{source}: defaults: must be a mapping of connection settings")
+    data["hosts"] = [{**defaults, **h.model_dump(exclude_unset=True)} for h in inventory.hosts]
+    try:
+        return LabFile.model_validate(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {format_validation_error(exc)}") from None

@@ -1,0 +1,211 @@
+"""Desired minus observed, per resource, in graph order. Pure: no host is asked anything.
+
+`observed` maps a host id to what its latest discover saw of each declared resource:
+`ResourceId → properties` for a resource that exists, `None` (or no entry) for one that does
+not. Each resource's diff is one of
+
+    + add     it does not exist and must              (every declared field: None → value)
+    ~ change  it exists and some field differs        (per field: before → after)
+    - remove  it exists and is declared `state: absent`
+    = ok      nothing to do
+
+Fields left undeclared (None) are not managed and never differ. A file's content and
+template are compared by sha256 (`content` in the changes, shown as `sha256:…`); a template
+is rendered over the host's facts first. A dns_client's `servers_from` is compared as the
+addresses of those hosts (`addresses`). Per-field rules are in `reaper.desired.compare`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from reaper.desired.base import ResourceBase
+from reaper.desired.compare import content_digest, merged_groups, normalise_mode, pick, same
+from reaper.desired.identity import Ref, ResourceId
+from reaper.desired.kinds import KINDS
+from reaper.desired.spec import DesiredState
+from reaper.desired.system import DnsClient, File
+from reaper.desired.template import TemplateProblem, render_template
+from reaper.errors import ConfigError
+
+__all__ = [
+    "Action",
+    "FieldChange",
+    "Observed",
+    "ResourceDiff",
+    "desired_properties",
+    "diff_lab",
+    "diff_resource",
+    "render_diffs",
+    "reported_fields",
+    "summarize",
+]
+
+Action = Literal["add", "change", "remove", "ok"]
+Observed = Mapping[ResourceId, Mapping[str, Any] | None]
+_SIGN: dict[Action, str] = {"add": "+", "change": "~", "remove": "-", "ok": "="}
+
+
+@dataclass(frozen=True, slots=True)
+class FieldChange:
+    field: str
+    before: Any
+    after: Any
+
+    def __str__(self) -> str:
+        return f"{self.field}: {_show(self.before)} → {_show(self.after)}"
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceDiff:
+    ref: Ref
+    action: Action
+    changes: tuple[FieldChange, ...] = ()
+
+    def __str__(self) -> str:
+        detail = ", ".join(str(c) for c in self.changes) if self.action == "change" else ""
+        return f"{_SIGN[self.action]} {self.ref}" + (f"  {detail}" if detail else "")
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "∅"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(str(v) for v in value) + "]"
+    text = str(value)
+    return text[:19] + "…" if text.startswith("sha256:") else text
+
+
+def desired_properties(
+    resource: ResourceBase,
+    *,
+    facts: Mapping[str, Any] | None = None,
+    addresses: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The values a converged resource shows, in the form discover reports them: a file's
+    content as its digest, a dns_client's `servers_from` as addresses, modes as '0644'.
+    `state: present/absent` is left out (presence is the diff's add/remove)."""
+    props = resource.properties()
+    if props.get("state") in ("present", "absent"):
+        del props["state"]
+    if isinstance(resource, File):
+        text = props.pop("content", None)
+        template = props.pop("template", None)
+        if template is not None:
+            text = render_template(template, facts or {})
+        if text is not None:
+            props["content"] = content_digest(text)
+    if isinstance(resource, DnsClient) and resource.servers_from:
+        known = addresses or {}
+        props.pop("servers_from", None)
+        props["servers"] = tuple(known.get(h, f"<address of {h}>") for h in resource.servers_from)
+    if "mode" in props:
+        props["mode"] = normalise_mode(props["mode"])
+    return props
+
+
+# How a declared field is reported when discover reads it back under another name.
+_REPORTED_AS = {("file", "content"): "sha256", ("file", "template"): "sha256",
+                ("dns_client", "servers_from"): "servers"}  # fmt: skip
+
+
+def reported_fields(kind: str) -> tuple[str, ...]:
+    """The properties `discover` must report of an existing resource of `kind` for its diff
+    (a file's content as `sha256`, or `content` itself; `state` as `absent` when it is
+    gone, or no entry at all). Identity, wiring and secret references are never read back."""
+    cls = KINDS[kind]
+    skip = {"kind", "after", "notify", cls._name_field, *cls._unobserved}
+    if kind == "firewall":
+        skip.add("name")  # a label, not a property of the rule
+    out: list[str] = []
+    for name in cls.model_fields:
+        if name in skip or name.endswith("_env"):
+            continue
+        reported = _REPORTED_AS.get((kind, name), name)
+        if reported not in out:
+            out.append(reported)
+    return tuple(out)
+
+
+def _observed_value(kind: str, field: str, seen: Mapping[str, Any]) -> Any:
+    if kind == "file" and field == "content":
+        digest = pick(seen, "sha256", "content_sha256")
+        if digest is not None:
+            return digest if str(digest).startswith("sha256:") else f"sha256:{digest}"
+        text = seen.get("content")
+        return None if text is None else content_digest(str(text))
+    return seen.get(field)
+
+
+def diff_resource(
+    ref: Ref,
+    resource: ResourceBase,
+    seen: Mapping[str, Any] | None,
+    *,
+    facts: Mapping[str, Any] | None = None,
+    addresses: Mapping[str, str] | None = None,
+) -> ResourceDiff:
+    """One resource against what was observed of it (None: it does not exist)."""
+    exists = seen is not None and seen.get("state") != "absent"
+    if getattr(resource, "state", None) == "absent":
+        return ResourceDiff(ref, "remove" if exists else "ok")
+    try:
+        want = desired_properties(resource, facts=facts, addresses=addresses)
+    except TemplateProblem as exc:
+        raise ConfigError(f"{ref}: {exc}") from None
+    if seen is None or not exists:
+        return ResourceDiff(ref, "add", tuple(FieldChange(k, None, v) for k, v in want.items()))
+    changes: list[FieldChange] = []
+    for field, value in want.items():
+        before = _observed_value(resource.kind, field, seen)
+        if not same(resource.kind, field, value, before):
+            after = merged_groups(value, before) if field == "groups" else value
+            changes.append(FieldChange(field, before, after))
+    return ResourceDiff(ref, "change" if changes else "ok", tuple(changes))
+
+
+def diff_lab(
+    desired: DesiredState,
+    observed: Mapping[str, Observed],
+    *,
+    facts: Mapping[str, Mapping[str, Any]] | None = None,
+    addresses: Mapping[str, str] | None = None,
+) -> list[ResourceDiff]:
+    """Every declared resource of every host, in graph order. `facts` (per host) feed file
+    templates; `addresses` (host id → address) resolve `servers_from`."""
+    out: list[ResourceDiff] = []
+    for ref, resource in desired:
+        host_seen = observed.get(ref.host, {})
+        out.append(
+            diff_resource(
+                ref,
+                resource,
+                host_seen.get(ref.rid),
+                facts=(facts or {}).get(ref.host),
+                addresses=addresses,
+            )
+        )
+    return out
+
+
+def summarize(diffs: Iterable[ResourceDiff]) -> dict[Action, int]:
+    """How many of each action (every action present, zeros included)."""
+    counts: dict[Action, int] = {"add": 0, "change": 0, "remove": 0, "ok": 0}
+    for d in diffs:
+        counts[d.action] += 1
+    return counts
+
+
+def render_diffs(diffs: Iterable[ResourceDiff]) -> str:
+    """Per host (in the order hosts first appear), each resource's line, graph order kept."""
+    by_host: dict[str, list[ResourceDiff]] = {}
+    for d in diffs:
+        by_host.setdefault(d.ref.host, []).append(d)
+    lines: list[str] = []
+    for host, items in by_host.items():
+        counts = summarize(items)
+        lines.append(f"{host}: " + ", ".join(f"{n} {a}" for a, n in counts.items()))
+        lines.extend(f"  {d}" for d in items)
+    return "\n".join(lines)
