@@ -19,7 +19,9 @@ from reaper.models import OS_NAMES, Stage
 
 __all__ = [
     "CATALOG",
+    "CLEARS",
     "DIAGNOSE_TOPICS",
+    "RESOURCE_FAILURES",
     "SCRIPT_MAX",
     "ActionSpec",
     "BaselineParams",
@@ -51,6 +53,9 @@ class DiscoverParams(_Params):
     """Collect facts. `sections` limits which groups are gathered (all when omitted)."""
 
     sections: list[str] | None = Field(default=None, max_length=32)
+    # Desired-state missions: the host's declared resources, whose observed state the
+    # discover reports under `resources` (`KIND/NAME` → properties, None when absent).
+    resources: list[dict[str, Any]] | None = Field(default=None, max_length=500)
 
 
 class PrepareParams(_Params):
@@ -273,6 +278,21 @@ _EMPTY_PARAMS_OK = frozenset(
     for name, spec in CATALOG.items()
     if all(not f.is_required() for f in spec.params_model.model_fields.values())
 )
+
+
+# Failure classes of a resource (not of its host): they never count toward locking the host.
+RESOURCE_FAILURES = frozenset(
+    {
+        "PACKAGE_NOT_FOUND", "PM_LOCKED", "REPO_UNREACHABLE", "DISK_FULL", "CONFIG_INVALID",
+        "PORT_IN_USE", "DNS_MISCONFIGURED", "CLOCK_SKEW", "REBOOT_PENDING", "MISSING_DEPENDENCY",
+        "COMMAND_FAILED", "SERVICE_FAILED", "DEPENDENCY_FAILED",
+    }
+)  # fmt: skip
+# verb → the failure classes a success of it clears (the converger's known recoveries).
+CLEARS: dict[str, frozenset[str]] = {
+    "cleanup": frozenset({"DISK_FULL"}),
+    "reboot": frozenset({"REBOOT_PENDING"}),
+}
 
 
 def get_action(name: str) -> ActionSpec | None:

@@ -48,7 +48,14 @@ from pydantic import (
     model_validator,
 )
 
-from reaper.desired import DesiredState, HostSpec, Resource, parse_roles, resolve_desired
+from reaper.desired import (
+    DesiredState,
+    HostSpec,
+    Resource,
+    ResourceBase,
+    parse_roles,
+    resolve_desired,
+)
 from reaper.errors import ConfigError
 from reaper.models import (
     MISSION_ID_RE,
@@ -56,6 +63,7 @@ from reaper.models import (
     HostState,
     MissionState,
     OsName,
+    ResourceState,
     Stage,
 )
 from reaper.policy import Policy, policy_from_spec
@@ -106,6 +114,8 @@ class LabSettings(_Strict):
     latency_target_s: float = Field(default=0.025, ge=0)
     # Plan between steps only (deterministic planner input); default: on for the LLM planner.
     lockstep: bool | None = None
+    # Desired state: run every ensure in check mode (report, change nothing): `run --check`.
+    check_mode: bool = False
 
 
 class LabHost(HostConnection):
@@ -221,12 +231,15 @@ class LabFile(_Strict):
         mid = mission_id or self.mission_id or _mission_id_for(self.lab_type)
         if not MISSION_ID_RE.match(mid):
             raise ConfigError(f"mission id {mid!r} must match [a-z0-9][a-z0-9-]*")
+        # Schema 2 converges declared resources; schema 1 keeps its stage goal.
+        converge = self.schema_version >= 2
         hosts = {
             h.host_id: HostState(
                 host_id=h.host_id,
                 os=h.os,
                 max_failures=self.settings.max_failures,
                 connection=h.connection(),
+                **(_declared(self.desired.resources(h.host_id)) if converge else {}),
             )
             for h in self.hosts
         }
@@ -242,8 +255,16 @@ class LabFile(_Strict):
                 "planner": self.planner.model_dump(mode="json", exclude_none=True),
                 "budget": self.budget.model_dump(mode="json", exclude_none=True),
                 **self.settings.model_dump(mode="json"),
+                **({"converge": True} if converge else {}),
             },
         )
+
+
+def _declared(resources: tuple[ResourceBase, ...]) -> dict[str, Any]:
+    return {
+        "desired": [r.model_dump(mode="json") for r in resources],
+        "resources": {str(r.rid): ResourceState() for r in resources},
+    }
 
 
 def _mission_id_for(lab_type: str) -> str:

@@ -287,4 +287,6 @@ def lockout(verb: str, params: Mapping[str, Any], conn: HostConnection, os: str)
         return None
     if conn.transport == "sim":
         conn = conn.model_copy(update={"transport": "winrm" if os == "windows" else "ssh"})
-    return check(params, access_of(conn))
+    # An ensure's params carry the resource (`{"resource": {...}, "check_mode": ...}`).
+    fields = params.get("resource")
+    return check(fields if isinstance(fields, Mapping) else params, access_of(conn))

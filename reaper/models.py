@@ -30,6 +30,7 @@ __all__ = [
     "MissionState",
     "MissionStatus",
     "PlannedTask",
+    "ResourceState",
     "ResultEvent",
     "ResultStatus",
     "SimFault",
@@ -304,6 +305,24 @@ class HostConnection(_Model):
     sim: SimSettings | None = None
 
 
+class ResourceState(_Model):
+    """What Reaper knows of one declared resource of a host (desired-state missions).
+
+    `observed` is what the last discover or ensure reported (None: it does not exist);
+    `outcome` is the last ensure's (`changed`, `unchanged`, `would_change`) or `failed`, with
+    the error and the tail of the tool's output; `verified` is False after a change until a
+    discover has read the resource back (completion requires it)."""
+
+    seen: bool = False
+    observed: dict[str, Any] | None = None
+    outcome: Literal["changed", "unchanged", "would_change", "failed"] | None = None
+    error: str | None = None
+    error_code: str | None = None
+    output_tail: str = ""
+    attempts: int = 0
+    verified: bool = True
+
+
 class HostState(_Model):
     host_id: str
     os: OsName
@@ -318,6 +337,11 @@ class HostState(_Model):
     last_error: str | None = None
     lock_reason: str | None = None
     connection: HostConnection = Field(default_factory=HostConnection)
+    # Desired-state missions: the host's declared resources as JSON, in lab order (the graph
+    # is rebuilt from every host's, `reaper.desired.progress.lab_of`), and per declared
+    # resource (`KIND/NAME`) what is known of it.
+    desired: list[dict[str, Any]] = Field(default_factory=list)
+    resources: dict[str, ResourceState] = Field(default_factory=dict)
 
     @property
     def agent_type(self) -> str:
@@ -355,6 +379,16 @@ class MissionState(_Model):
         # BaseModel.__getattr__, a slow path on the engine's per-task route.
         open_ids: set[str] = self.__pydantic_private__["_open"]  # type: ignore[index]
         return open_ids
+
+    @property
+    def converges(self) -> bool:
+        """A desired-state mission (lab schema 2): hosts carry declared resources."""
+        return bool(self.settings.get("converge"))
+
+    @property
+    def check_mode(self) -> bool:
+        """`reaper run --check`: every ensure runs in check mode and nothing changes."""
+        return bool(self.settings.get("check_mode"))
 
     @property
     def pending_tasks(self) -> list[str]:

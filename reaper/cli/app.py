@@ -158,6 +158,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="override the lab's goal (inventories default to baselined)",
     )
     p.add_argument(
+        "--check",
+        action="store_true",
+        help="desired state: run every ensure in check mode (report, change nothing)",
+    )
+    p.add_argument(
         "--submit-only",
         action="store_true",
         help="only submit the mission; `reaper engine` processes run it, this follows it",
@@ -165,6 +170,13 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     _planner_flags(p)
     _run_flags(p)
+
+    p = sub.add_parser(
+        "plan", help="desired state: discover read-only and show what a run would change"
+    )
+    p.add_argument("lab", help="lab file (YAML, schema 2)")
+    p.add_argument("--graph", action="store_true", help="also print the dependency graph")
+    _common(p)
 
     p = sub.add_parser("resume", help="resume a mission after a stop or crash")
     p.add_argument("mission")
@@ -281,6 +293,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("reaper.cli.missions", "cmd_demo"),
     "run": ("reaper.cli.missions", "cmd_run"),
     "resume": ("reaper.cli.missions", "cmd_resume"),
+    "plan": ("reaper.cli.plan", "cmd_plan"),
     "status": ("reaper.cli.missions", "cmd_status"),
     "events": ("reaper.cli.missions", "cmd_events"),
     "approve": ("reaper.cli.missions", "cmd_approve"),

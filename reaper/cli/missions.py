@@ -78,10 +78,20 @@ async def _preflight(cli: Cli, lab: LabFile) -> None:
         await close()
 
 
+def checked(lab: LabFile) -> LabFile:
+    """The lab in check mode: every ensure reports what it would change and changes nothing."""
+    if lab.schema_version < 2:
+        raise ConfigError("--check needs a desired-state lab (schema_version: 2 with roles)")
+    settings = lab.settings.model_copy(update={"check_mode": True})
+    return lab.model_copy(update={"settings": settings})
+
+
 async def cmd_run(cli: Cli) -> int:
     lab = _apply_planner_override(cli, _load_run_lab(cli))
     if cli.args.goal:
         lab = lab.model_copy(update={"goal": Stage(cli.args.goal)})
+    if cli.args.check:
+        lab = checked(lab)
     if not cli.args.submit_only:
         await _preflight(cli, lab)
     async with cli_backend(cli) as backend:

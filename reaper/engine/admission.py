@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
+from reaper.engine.resources import after_refusal
 from reaper.engine.state import StateView, Transition, make_event
 from reaper.models import (
     EventKind,
@@ -68,6 +69,8 @@ def plan(
             tr.events.append(
                 _refusal(state, now, step, index, planner, proposal, verdict.code, verdict.reason)
             )
+            if state.converges and ".ensure_" in proposal.action:
+                _refuse_resource(view, proposal, verdict.code, verdict.reason)
             continue
         host = view.host(proposal.host_id)
         assert host is not None and verdict.spec is not None  # check() refused otherwise
@@ -135,6 +138,20 @@ def plan(
         else:
             tr.outbox.append((task, None))
     return tr
+
+
+def _refuse_resource(view: StateView, proposal: PlannedTask, code: str, reason: str) -> None:
+    host = view.host(proposal.host_id)
+    if host is None or code == "host_busy":
+        return  # a busy host is asked again later; only a real refusal fails the resource
+    probe = Task(
+        task_id="-", mission_id=view.state.mission_id, host_id=host.host_id,
+        agent_type=host.agent_type, action=proposal.action, params=proposal.params,
+    )  # fmt: skip
+    resources = after_refusal(host, probe, code, reason)
+    if resources is not None:
+        view.tr.hosts[host.host_id] = replace(host, resources=resources)
+        view.tr.refused_on.append(host.host_id)
 
 
 def _refusal(

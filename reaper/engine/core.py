@@ -30,7 +30,14 @@ from typing import Any
 from reaper import gc_policy
 from reaper.clock import Clock, RealClock
 from reaper.engine.admission import plan
-from reaper.engine.state import RetrySettings, Transition, apply, decide_status, fold
+from reaper.engine.state import (
+    RetrySettings,
+    Transition,
+    apply,
+    decide_status,
+    fold,
+    goal_met,
+)
 from reaper.engine.window import DispatchWindow
 from reaper.errors import LeaseLostError, MissionNotFoundError, PlannerError
 from reaper.infra.base import Commit, EventBus, InboundDelivery, MissionStore, OutboxItem, TaskQueue
@@ -402,7 +409,11 @@ class MissionEngine:
         if not halted and wants_plan:
             proposal = await self._ask_planner(finished, initial=initial)
         status: tuple[MissionStatus, str] | None = None
-        if proposal is not None:
+        # A refused ensure fails its resource; a planner that re-plans on it (the converger)
+        # goes on with the host's other resources at once, a few rounds at most.
+        rounds = 3 if getattr(self.planner, "replans_after_refusal", False) else 1
+        while proposal is not None and rounds > 0:
+            rounds -= 1
             step = state.step + 1
             planned = plan(
                 state,
@@ -421,6 +432,10 @@ class MissionEngine:
             tr.events.extend(planned.events)
             if proposal.halt:
                 state.settings = {**state.settings, _HALTED: proposal.note or "planner halted"}
+                break
+            proposal = None
+            if planned.refused_on and rounds > 0:
+                proposal = await self._replan(planned.refused_on)
         halted = state.settings.get(_HALTED)
         if halted and not state.open_task_ids:
             status = (MissionStatus.STOPPED, f"planning stopped: {halted}")
@@ -429,6 +444,13 @@ class MissionEngine:
         if status is None and state.status is not MissionStatus.RUNNING:
             status = (MissionStatus.RUNNING, "progress")
         await self._commit(tr, status=status, ack=ack)
+
+    async def _replan(self, hosts: Sequence[str]) -> Plan | None:
+        replan = getattr(self.planner, "replan_hosts", None)
+        if replan is None or self.state is None:
+            return None
+        answer: Plan = await replan(self.state, list(dict.fromkeys(hosts)))
+        return answer if answer.tasks else None
 
     async def _ask_planner(self, finished: Sequence[ResultEvent], *, initial: bool) -> Plan:
         state = self.state
@@ -493,8 +515,7 @@ class MissionEngine:
                 )
             state.status, state.status_reason = new, reason
             if new is MissionStatus.COMPLETED:
-                reached = all(h.stage.rank >= state.goal.rank for h in state.hosts.values())
-                state.goal_reached = reached
+                state.goal_reached = goal_met(state)
         state.updated_at = now
         outbox = [OutboxItem(task, not_before) for task, not_before in tr.outbox]
         state.version = await self.store.commit(

@@ -18,7 +18,9 @@ from typing import Any
 
 from tenacity import RetryCallState, wait_exponential
 
-from reaper.actions import CATALOG
+from reaper.actions import CATALOG, RESOURCE_FAILURES
+from reaper.desired.progress import progress
+from reaper.engine.resources import after_discover, after_ensure, after_recovery
 from reaper.models import (
     OS_NAMES,
     SCHEMA_VERSION,
@@ -44,8 +46,10 @@ __all__ = [
     "StateView",
     "Transition",
     "apply",
+    "converge_summary",
     "decide_status",
     "fold",
+    "goal_met",
     "goal_progress",
     "make_event",
 ]
@@ -95,6 +99,9 @@ class Transition:
     finished: list[ResultEvent] = field(default_factory=list)
     locked: list[str] = field(default_factory=list)
     ignored: int = 0
+    # Hosts whose proposed ensure was refused (desired state): the resource is marked failed
+    # and the planner may go on with the host's other resources in the same step.
+    refused_on: list[str] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
@@ -216,8 +223,19 @@ def _fold_success(
         stage = spec.produces
     facts = host.facts
     os_name: str = host.os
+    resources = host.resources
+    verb = spec.verb if spec is not None else ""
+    if verb == "discover" and resources:
+        resources = after_discover(host, r.data)
+    elif verb.startswith("ensure_"):
+        resources = after_ensure(host, rec.task, r) or resources
+    elif resources:
+        resources = after_recovery(host, verb) or resources
     if spec is not None and spec.verb == "discover":
-        facts = {**host.facts, **r.data}
+        data = r.data if "resources" not in r.data else {
+            k: v for k, v in r.data.items() if k != "resources"
+        }  # fmt: skip
+        facts = {**host.facts, **data}
         family = _os_family(r.data)
         if family is not None and family != host.os:
             # The lab (often an Ansible inventory) guessed wrong: the host says otherwise.
@@ -232,7 +250,7 @@ def _fold_success(
                     discovered=family,
                 )
             )
-    elif spec is not None and r.data:
+    elif spec is not None and r.data and not verb.startswith("ensure_"):
         facts = {**host.facts, spec.verb: r.data}
     view.tr.tasks[r.task_id] = replace(
         rec, status=TaskStatus.SUCCEEDED, last_error=None, not_before=None
@@ -246,6 +264,7 @@ def _fold_success(
         last_error=None,
         last_tasks=last_tasks,
         os=os_name,
+        resources=resources,
     )
     view.tr.finished.append(r)
 
@@ -259,7 +278,13 @@ def _fold_failure(
     now: datetime,
 ) -> None:
     tr = view.tr
-    counts = (r.error_code or "") not in NOT_HOST_FAULTS
+    code = r.error_code or ""
+    resources = after_ensure(host, rec.task, r) if "ensure_" in r.action else None
+    # A resource's own failure (a package that does not exist, a bad config) is the
+    # resource's: it is marked failed and its dependents blocked, but the host goes on.
+    counts = code not in NOT_HOST_FAULTS and not (
+        resources is not None and code in RESOURCE_FAILURES
+    )
     failures = host.failure_count + (1 if counts else 0)
     locked = host.locked or failures >= host.max_failures
     update: dict[str, Any] = {
@@ -270,6 +295,8 @@ def _fold_failure(
         "last_tasks": last_tasks,
         "locked": locked,
     }
+    if resources is not None:
+        update["resources"] = resources
     if locked and not host.locked:
         reason = f"{failures} failures, last {r.error_code or 'error'} on {r.action}"
         update["lock_reason"] = reason
@@ -344,6 +371,28 @@ def goal_progress(state: MissionState) -> tuple[int, int]:
     return reached, len(state.hosts)
 
 
+def converge_summary(state: MissionState) -> str:
+    """A desired-state mission's end, in one line (O(resources): at status changes only)."""
+    p = progress(state)
+    t = p.tally()
+    total = sum(t.values())
+    if t["ok"] == total:
+        return f"converged: all {total} resources on {len(state.hosts)} hosts"
+    left = total - t["ok"] - t["failed"] - t["blocked"]
+    return (
+        f"incomplete: {t['ok']}/{total} resources converged, {t['failed']} failed, "
+        f"{t['blocked']} blocked" + (f", {left} not converged" if left else "")
+    )
+
+
+def goal_met(state: MissionState) -> bool:
+    """Whether a completed mission reached its goal: every declared resource converged
+    (desired state), else every host at the goal stage."""
+    if state.converges:
+        return all(status == "ok" for _, status in progress(state))
+    return all(h.stage.rank >= state.goal.rank for h in state.hosts.values())
+
+
 def decide_status(
     state: MissionState, tr: Transition, *, planned_any: bool
 ) -> tuple[MissionStatus, str] | None:
@@ -351,6 +400,8 @@ def decide_status(
     if tr.locked and all(h.locked for h in state.hosts.values()):
         return MissionStatus.FAILED, f"all {len(state.hosts)} hosts locked"
     open_ids = state.open_task_ids
+    if not open_ids and not planned_any and state.converges:
+        return MissionStatus.COMPLETED, converge_summary(state)
     if not open_ids and not planned_any:
         reached, total = goal_progress(state)
         locked = sum(1 for h in state.hosts.values() if h.locked)

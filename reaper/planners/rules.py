@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 from reaper.models import MissionState, PlannedTask, ResultEvent, Stage, trusted
 from reaper.planners.base import Plan
+from reaper.planners.converge import Converger
 
 __all__ = ["FATAL_ERRORS", "RuleBasedPlanner"]
 
@@ -54,9 +55,16 @@ def _planned(host_id: str, action: str, reason: str) -> PlannedTask:
 
 
 class RuleBasedPlanner:
+    """Stage goals by the rules above; desired-state missions by `Converger`."""
+
     name = "rule"
 
+    def __init__(self) -> None:
+        self._converger = Converger()
+
     async def initial_tasks(self, state: MissionState) -> Plan:
+        if state.converges:
+            return await self._converger.initial_tasks(state)
         tasks = [
             _planned(h.host_id, f"{h.os}.discover", "start: collect facts")
             for h in state.hosts.values()
@@ -70,7 +78,16 @@ class RuleBasedPlanner:
         ]
         return Plan(tasks=tasks, decision={"planner": self.name, "rules": "initial"})
 
+    replans_after_refusal = True  # desired state only: see Converger.replan_hosts
+
+    async def replan_hosts(self, state: MissionState, host_ids: Sequence[str]) -> Plan:
+        if not state.converges:
+            return Plan()
+        return await self._converger.replan_hosts(state, host_ids)
+
     async def next_tasks(self, state: MissionState, results: Sequence[ResultEvent]) -> Plan:
+        if state.converges:
+            return await self._converger.next_tasks(state, results)
         tasks: list[PlannedTask] = []
         seen: set[str] = set()
         for r in results:

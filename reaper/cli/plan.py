@@ -1,0 +1,160 @@
+"""`reaper plan LAB`: discover read-only, then show per host what a run would do to each
+declared resource (`+ add`, `~ change before → after`, `- remove`, `= ok`) and the order it
+would run in. Nothing is changed and nothing is kept: the mission runs in memory, with only
+discovers (read-only) allowed by a read-only policy whatever the lab says."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from rich.text import Text
+
+from reaper.cli.context import EXIT_INCOMPLETE, EXIT_OK, Cli
+from reaper.desired.diff import ResourceDiff
+from reaper.desired.progress import Progress, progress
+from reaper.errors import ConfigError
+from reaper.infra.base import Backend
+from reaper.infra.memory import memory_backend
+from reaper.lab import LabFile, load_lab
+from reaper.models import MissionState, ResultEvent
+from reaper.overseer import Overseer
+from reaper.planners.base import Plan
+from reaper.planners.converge import Converger
+from reaper.runtime import LocalWorkers
+
+__all__ = ["cmd_plan", "plan_report"]
+
+_SIGN = {"add": "+", "change": "~", "remove": "-", "ok": "="}
+_STYLE = {"add": "green", "change": "yellow", "remove": "red", "ok": "dim"}
+_PLAN_TIMEOUT_S = 600.0
+
+
+class _DiscoverOnly:
+    """The converger's first step (a discover of every declared resource) and nothing more."""
+
+    name = "plan"
+
+    def __init__(self) -> None:
+        self._converger = Converger()
+
+    async def initial_tasks(self, state: MissionState) -> Plan:
+        return await self._converger.initial_tasks(state)
+
+    async def next_tasks(self, state: MissionState, results: Sequence[ResultEvent]) -> Plan:
+        return Plan()
+
+
+def _read_only(lab: LabFile) -> LabFile:
+    if lab.schema_version < 2:
+        raise ConfigError(f"{lab.lab_type}: reaper plan needs a desired-state lab (schema 2)")
+    return lab.model_copy(update={"policy": "read-only", "planner": lab.planner.model_copy(
+        update={"kind": "rule"})})  # fmt: skip
+
+
+async def _discover(lab: LabFile, cli: Cli) -> MissionState:
+    store, queue, bus = memory_backend()
+    backend = Backend(store=store, queue=queue, bus=bus, description="memory")
+    overseer = Overseer(backend, planner_factory=lambda _: _DiscoverOnly())
+    workers = LocalWorkers(backend, concurrency=cli.config.concurrency, seed=lab.seed)
+    try:
+        state = await overseer.create_mission(lab, f"plan-{uuid.uuid4().hex[:8]}")
+        workers.start()
+        return await asyncio.wait_for(overseer.start(state.mission_id), _PLAN_TIMEOUT_S)
+    finally:
+        await overseer.stop_all()
+        await workers.stop()
+        await backend.close()
+
+
+def plan_report(p: Progress) -> dict[str, Any]:
+    """The plan as data: per host each resource's action and changes, then the run order."""
+    hosts: dict[str, list[dict[str, Any]]] = {}
+    order: list[str] = []
+    unread: list[str] = []
+    for node in p.lab.graph.order:
+        rs = p.resource_state(node)
+        entry: dict[str, Any] = {"resource": str(node.rid)}
+        if not rs.seen:
+            entry |= {"action": "unknown"}
+            unread.append(node.host)
+        else:
+            d: ResourceDiff = p.diff(node)
+            entry |= {
+                "action": d.action,
+                "changes": [
+                    {"field": c.field, "before": c.before, "after": c.after} for c in d.changes
+                ],
+            }
+            if d.action != "ok":
+                order.append(str(node))
+        waits = [str(b) for b in p.lab.graph.prerequisites(node)]
+        if waits:
+            entry["after"] = waits
+        hosts.setdefault(node.host, []).append(entry)
+    counts = {a: sum(1 for h in hosts.values() for e in h if e["action"] == a) for a in _SIGN}
+    errors = {
+        h.host_id: h.last_error
+        for h in p.state.hosts.values()
+        if h.host_id in unread and h.last_error
+    }
+    return {"hosts": hosts, "order": order, "summary": counts, "unread": errors}
+
+
+def _render(cli: Cli, report: dict[str, Any], graph: str | None) -> None:
+    for host, entries in report["hosts"].items():
+        cli.out.print(Text(host, style="bold"))
+        for e in entries:
+            action = e["action"]
+            if action == "unknown":
+                why = report["unread"].get(host, "not discovered")
+                cli.out.print(Text(f"  ? {e['resource']}  (could not read: {why})", "red"))
+                continue
+            line = Text(f"  {_SIGN[action]} {e['resource']}", style=_STYLE[action])
+            if action == "change":
+                changes = ", ".join(
+                    f"{c['field']}: {_show(c['before'])} → {_show(c['after'])}"
+                    for c in e["changes"]
+                )
+                line.append(f"  ({changes})")
+            cli.out.print(line)
+    if report["order"]:
+        cli.out.print(Text("\norder of the run:", style="bold"))
+        for i, node in enumerate(report["order"], start=1):
+            cli.out.print(f"  {i:>3}  {node}")
+    if graph is not None:
+        cli.out.print(Text("\ndependency graph:", style="bold"))
+        cli.out.print(graph, markup=False, highlight=False)
+    s = report["summary"]
+    cli.out.print(
+        f"\nplan: {s['add']} to add, {s['change']} to change, {s['remove']} to remove, "
+        f"{s['ok']} ok" + (f", {s['unknown']} unreadable" if s.get("unknown") else "")
+    )
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "∅"
+    text = ", ".join(map(str, value)) if isinstance(value, list) else str(value)
+    return text[:19] + "…" if text.startswith("sha256:") else text
+
+
+async def cmd_plan(cli: Cli) -> int:
+    lab = _read_only(load_lab(cli.args.lab))
+    state = await _discover(lab, cli)
+    p = progress(state)
+    report = plan_report(p)
+    report["summary"]["unknown"] = sum(
+        1 for h in report["hosts"].values() for e in h if e["action"] == "unknown"
+    )
+    if cli.args.json:
+        report["graph"] = [
+            {"resource": str(n), "after": [str(b) for b in p.lab.graph.prerequisites(n)]}
+            for n in p.lab.graph.order
+        ]
+        cli.print_json(report)
+    else:
+        _render(cli, report, p.lab.graph.render() if cli.args.graph else None)
+    return EXIT_INCOMPLETE if report["unread"] or report["summary"]["unknown"] else EXIT_OK

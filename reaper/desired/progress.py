@@ -1,0 +1,185 @@
+"""Where a desired-state mission stands: each declared resource's status, from the mission
+state alone (pure), for the converger, the engine's completion check, the console and the recap.
+
+A resource is
+
+    unknown    not read yet (its host's discover has not reported it)
+    ok         observed as declared and read back (or, in check mode, would change)
+    settled    ensured as declared, not yet read back: dependents may go on
+    todo       differs from its declaration and every prerequisite is settled
+    waiting    differs, and some prerequisite is not settled yet
+    failed     its ensure failed, or it still differs after `MAX_ATTEMPTS` ensures
+    blocked    a prerequisite failed or is blocked: it will not be tried
+
+Completion means every resource is ok, failed or blocked.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from reaper.desired.base import ResourceBase
+from reaper.desired.diff import ResourceDiff, diff_resource
+from reaper.desired.graph import ResourceGraph, build_graph
+from reaper.desired.identity import Ref
+from reaper.desired.parse import parse_resource
+from reaper.models import HostState, MissionState, ResourceState
+
+__all__ = [
+    "MAX_ATTEMPTS",
+    "Lab",
+    "Progress",
+    "Status",
+    "addresses",
+    "host_has_unseen",
+    "lab_of",
+    "progress",
+]
+
+Status = Literal["unknown", "ok", "settled", "todo", "waiting", "failed", "blocked"]
+MAX_ATTEMPTS = 2  # ensures of one resource before "did not converge" is a failure
+_SETTLED = frozenset({"ok", "settled"})
+_DEAD = frozenset({"failed", "blocked"})
+
+
+@dataclass(frozen=True)
+class Lab:
+    """A mission's declared resources, parsed once, with their graph."""
+
+    resources: Mapping[Ref, ResourceBase]
+    graph: ResourceGraph
+    by_host: Mapping[str, tuple[Ref, ...]]
+
+
+_CACHE: dict[tuple[str, str], Lab] = {}
+
+
+def lab_of(state: MissionState) -> Lab:
+    """The parsed lab of a mission. Declared resources never change during a mission, so it
+    is cached by the mission's identity (id and creation time)."""
+    key = (state.mission_id, state.created_at.isoformat())
+    hit = _CACHE.get(key)
+    if hit is not None and len(hit.by_host) == len(state.hosts):
+        return hit
+    hosts = [
+        (
+            h.host_id,
+            tuple(parse_resource(d, f"{h.host_id}.desired[{i}]") for i, d in enumerate(h.desired)),
+        )
+        for h in state.hosts.values()
+    ]
+    graph = build_graph(hosts)
+    resources = {r.rid.on(host): r for host, rs in hosts for r in rs}
+    by_host: dict[str, list[Ref]] = {host: [] for host, _ in hosts}
+    for node in graph.order:
+        by_host[node.host].append(node)
+    lab = Lab(resources, graph, {h: tuple(v) for h, v in by_host.items()})
+    if len(_CACHE) > 64:
+        _CACHE.clear()
+    _CACHE[key] = lab
+    return lab
+
+
+def addresses(state: MissionState) -> dict[str, str]:
+    """Host id → the address other hosts reach it at (`servers_from`)."""
+    out: dict[str, str] = {}
+    for host in state.hosts.values():
+        addr = host.connection.address or _first_address(host.facts)
+        if addr:
+            out[host.host_id] = addr
+    return out
+
+
+def _first_address(facts: Mapping[str, Any]) -> str | None:
+    for entry in facts.get("addresses") or ():
+        if isinstance(entry, Mapping) and entry.get("addr") and ":" not in str(entry["addr"]):
+            return str(entry["addr"])
+    return None
+
+
+@dataclass
+class Progress:
+    """Each resource's status and, for those that differ, the diff (one pass, memoised)."""
+
+    state: MissionState
+    lab: Lab
+    statuses: dict[Ref, Status] = field(default_factory=dict)
+    diffs: dict[Ref, ResourceDiff] = field(default_factory=dict)
+    why: dict[Ref, str] = field(default_factory=dict)
+    _addresses: dict[str, str] | None = None
+
+    def resource_state(self, node: Ref) -> ResourceState:
+        host = self.state.hosts.get(node.host)
+        found = host.resources.get(str(node.rid)) if host is not None else None
+        return found if found is not None else ResourceState()
+
+    def diff(self, node: Ref) -> ResourceDiff:
+        if node not in self.diffs:
+            if self._addresses is None:
+                self._addresses = addresses(self.state)
+            rs = self.resource_state(node)
+            host = self.state.hosts[node.host]
+            self.diffs[node] = diff_resource(
+                node, self.lab.resources[node], rs.observed, facts=host.facts,
+                addresses=self._addresses,
+            )  # fmt: skip
+        return self.diffs[node]
+
+    def status(self, node: Ref) -> Status:
+        found = self.statuses.get(node)
+        if found is not None:
+            return found
+        self.statuses[node] = "waiting"  # a guard: the graph has no cycles, but be finite
+        result = self._status(node)
+        self.statuses[node] = result
+        return result
+
+    def _status(self, node: Ref) -> Status:
+        rs = self.resource_state(node)
+        if rs.outcome == "failed":
+            self.why[node] = rs.error or "failed"
+            return "failed"
+        if rs.seen:
+            if rs.outcome == "would_change" and self.state.check_mode:
+                return "ok"
+            if self.diff(node).action == "ok":
+                return "ok" if rs.verified else "settled"
+        for before in self.lab.graph.prerequisites(node):
+            if self.status(before) in _DEAD:
+                self.why[node] = f"blocked by {before} ({self.status(before)})"
+                return "blocked"
+        if not rs.seen:
+            return "unknown"
+        if rs.attempts >= MAX_ATTEMPTS:
+            self.why[node] = f"still differs after {rs.attempts} ensures: {self.diff(node)}"
+            return "failed"
+        waiting = [b for b in self.lab.graph.prerequisites(node) if self.status(b) not in _SETTLED]
+        if waiting:
+            self.why[node] = f"waiting for {waiting[0]}"
+            return "waiting"
+        return "todo"
+
+    def host_nodes(self, host_id: str) -> tuple[Ref, ...]:
+        return self.lab.by_host.get(host_id, ())
+
+    def tally(self, host_id: str | None = None) -> Counter[Status]:
+        nodes = self.host_nodes(host_id) if host_id is not None else self.lab.graph.order
+        return Counter(self.status(n) for n in nodes)
+
+    def finished(self) -> bool:
+        """Every resource ok, failed or blocked: nothing is left to converge."""
+        return all(self.status(n) in ("ok", "failed", "blocked") for n in self.lab.graph.order)
+
+    def __iter__(self) -> Iterator[tuple[Ref, Status]]:
+        return ((n, self.status(n)) for n in self.lab.graph.order)
+
+
+def progress(state: MissionState) -> Progress:
+    return Progress(state, lab_of(state))
+
+
+def host_has_unseen(host: HostState) -> bool:
+    return any(not rs.seen for rs in host.resources.values())

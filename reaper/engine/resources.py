@@ -1,0 +1,117 @@
+"""How results change what a desired-state mission knows of each declared resource. Pure: the
+fold (`reaper.engine.state`) calls these and installs what they return.
+
+    discover   reports `data["resources"]` (`KIND/NAME` → properties, None when absent): each
+               declared resource is now seen, and read back (verified). A declared resource the
+               report leaves out is taken as absent, so an agent that cannot read a kind yet
+               makes the converger ensure it (and learn the truth) instead of waiting forever.
+    ensure_*   reports `data = {resource, result, before, after}`: the resource's observed
+               state is `after` (`before` in check mode), one more attempt; a change is
+               verified by the next discover.
+    failure    of an ensure: the resource is failed with the error and the tool's output tail.
+    recovery   an action that clears a failure class (`reaper.actions.CLEARS`: cleanup clears
+               DISK_FULL, reboot REBOOT_PENDING) puts those failed resources back in play.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from reaper.actions import CLEARS
+from reaper.models import HostState, ResourceState, ResultEvent, Task
+
+__all__ = ["after_discover", "after_ensure", "after_recovery", "after_refusal", "resource_of"]
+
+_TAIL = 2000
+
+
+def resource_of(task: Task, data: Mapping[str, Any]) -> str | None:
+    """The `KIND/NAME` an ensure task is about: from its result, else from its params."""
+    named = data.get("resource")
+    if isinstance(named, str):
+        return named
+    spec = task.params.get("resource")
+    if not isinstance(spec, Mapping):
+        return None
+    kind = spec.get("kind")
+    name = spec.get("name", spec.get("path", spec.get("domain")))
+    return f"{kind}/{name}" if kind and name is not None else None
+
+
+def after_discover(host: HostState, data: Mapping[str, Any]) -> dict[str, ResourceState]:
+    reported = data.get("resources")
+    seen: Mapping[str, Any] = reported if isinstance(reported, Mapping) else {}
+    out: dict[str, ResourceState] = {}
+    for rid, rs in host.resources.items():
+        props = seen.get(rid)
+        out[rid] = rs.model_copy(
+            update={
+                "seen": True,
+                "observed": dict(props) if isinstance(props, Mapping) else None,
+                "verified": True,
+            }
+        )
+    return out
+
+
+def after_ensure(host: HostState, task: Task, r: ResultEvent) -> dict[str, ResourceState] | None:
+    """The host's resources after an ensure result (None: not one of its declared ones)."""
+    rid = resource_of(task, r.data)
+    if rid is None or rid not in host.resources:
+        return None
+    rs = host.resources[rid]
+    if r.ok:
+        result = r.data.get("result")
+        observed = r.data.get("before" if result == "would_change" else "after")
+        update: dict[str, Any] = {
+            "seen": True,
+            "observed": dict(observed) if isinstance(observed, Mapping) else None,
+            "outcome": result if result in ("changed", "unchanged", "would_change") else "changed",
+            "error": None,
+            "error_code": None,
+            "output_tail": "",
+            "attempts": rs.attempts + 1,
+            "verified": result != "changed",
+        }
+    else:
+        tail = (r.stderr_tail or r.stdout_tail)[-_TAIL:]
+        update = {
+            "outcome": "failed",
+            "error": f"{r.error_code or 'error'}: {r.summary}"[:300],
+            "error_code": r.error_code,
+            "output_tail": tail,
+            "attempts": rs.attempts + 1,
+        }
+    return {**host.resources, rid: rs.model_copy(update=update)}
+
+
+def after_recovery(host: HostState, verb: str) -> dict[str, ResourceState] | None:
+    """Failed resources whose failure class `verb` clears are back in play (None: none)."""
+    cleared = CLEARS.get(verb)
+    if not cleared:
+        return None
+    hit = {
+        rid: rs.model_copy(update={"outcome": None, "error": None, "error_code": None})
+        for rid, rs in host.resources.items()
+        if rs.outcome == "failed" and rs.error_code in cleared
+    }
+    return {**host.resources, **hit} if hit else None
+
+
+def after_refusal(
+    host: HostState, task: Task, code: str, reason: str
+) -> dict[str, ResourceState] | None:
+    """A proposed ensure the policy refused: its resource is failed (REFUSED, with the
+    reason: a lockout's hint is in it), so its dependents are blocked and it is not proposed
+    again. None: not an ensure of a declared resource."""
+    rid = resource_of(task, {})
+    if rid is None or rid not in host.resources:
+        return None
+    update = {
+        "outcome": "failed",
+        "error": f"refused ({code}): {reason}"[:500],
+        "error_code": "REFUSED",
+        "output_tail": "",
+    }
+    return {**host.resources, rid: host.resources[rid].model_copy(update=update)}

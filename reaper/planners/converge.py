@@ -1,0 +1,169 @@
+"""The rule converger: desired-state missions (lab schema 2), planned from the diff.
+
+Per host, at most one task at a time:
+- a resource not read yet → discover, asking for every declared resource of the host;
+- else the first resource in graph order whose status is `todo` (it differs and every
+  prerequisite is settled) → its `ensure_<kind>`, in check mode when the mission is;
+- a failure the rules know (`KNOWN_RECOVERIES`: a full disk → cleanup, a pending reboot →
+  reboot) → that fix, after which the resource is tried again (`reaper.actions.CLEARS`);
+  a held package-manager lock is retriable and the engine already retries it with backoff;
+- nothing to ensure but changes not read back → a final read-only discover (completion
+  requires no drift);
+- anything else that failed stays failed; its dependents are blocked; the rest goes on.
+
+Work per wake-up is proportional to what changed: the hosts named in the results, plus the
+hosts of resources that a result settled or failed and that others wait for (their
+dependents, found through the graph), never a scan of the lab.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from reaper.desired.identity import Ref
+from reaper.desired.progress import Progress, addresses, progress
+from reaper.desired.system import DnsClient
+from reaper.models import HostState, MissionState, PlannedTask, ResultEvent
+from reaper.planners.base import Plan
+
+__all__ = ["KNOWN_RECOVERIES", "Converger"]
+
+# failure class → the verb that fixes it (the resource is retried once the fix succeeds).
+KNOWN_RECOVERIES = {"DISK_FULL": "cleanup", "REBOOT_PENDING": "reboot"}
+FATAL_FOR_HOST = frozenset(
+    {"AUTH_FAILED", "HOST_KEY_MISMATCH", "HOST_KEY_UNKNOWN", "PERMISSION_DENIED",
+     "CERT_INVALID", "INSECURE_TRANSPORT", "UNSUPPORTED_TRANSPORT", "UNKNOWN_HOST",
+     "CREDENTIALS_MISSING", "AUTH_UNSUPPORTED", "TLS_ERROR"}
+)  # fmt: skip
+
+
+class Converger:
+    """Plans desired-state missions; `RuleBasedPlanner` hands them to it."""
+
+    name = "rule"
+    replans_after_refusal = True
+
+    async def initial_tasks(self, state: MissionState) -> Plan:
+        p = progress(state)
+        tasks = [t for h in state.hosts.values() if (t := self._next(p, h, "start")) is not None]
+        return Plan(tasks=tasks, decision={"planner": self.name, "rules": "converge"})
+
+    async def next_tasks(self, state: MissionState, results: Sequence[ResultEvent]) -> Plan:
+        p = progress(state)
+        hosts: dict[str, None] = {}
+        for r in results:
+            hosts[r.host_id] = None
+        for node in self._touched(p, results):
+            for after in p.lab.graph.downstream(node):
+                hosts[after.host] = None
+        tasks: list[PlannedTask] = []
+        for host_id in hosts:
+            host = state.hosts.get(host_id)
+            if host is None:
+                continue
+            last = next((r for r in reversed(results) if r.host_id == host_id), None)
+            task = self._next(p, host, _why(last))
+            if task is not None:
+                tasks.append(task)
+        return Plan(tasks=tasks, decision={"planner": self.name, "results": len(results)})
+
+    async def replan_hosts(self, state: MissionState, host_ids: Sequence[str]) -> Plan:
+        """After the policy refused a proposal on these hosts (its resource is now failed):
+        what each can do next."""
+        p = progress(state)
+        tasks = [
+            t
+            for h in host_ids
+            if (host := state.hosts.get(h)) is not None
+            and (t := self._next(p, host, "after a refusal")) is not None
+        ]
+        return Plan(tasks=tasks, decision={"planner": self.name, "rules": "after refusal"})
+
+    @staticmethod
+    def _touched(p: Progress, results: Iterable[ResultEvent]) -> list[Ref]:
+        out: list[Ref] = []
+        for r in results:
+            named = (
+                r.data.get("resource") if r.action.partition(".")[2].startswith("ensure_") else None
+            )
+            if isinstance(named, str) and "/" in named:
+                kind, _, name = named.partition("/")
+                out.append(Ref(r.host_id, kind, name))
+        return out
+
+    def _next(self, p: Progress, host: HostState, why: str) -> PlannedTask | None:
+        if host.locked or host.current_action is not None or not host.resources:
+            return None
+        if _fatal(host):
+            return None
+        nodes = p.host_nodes(host.host_id)
+        if any(p.status(n) == "unknown" for n in nodes):
+            return self._discover(p, host, f"{why}: read the declared resources")
+        for node in nodes:
+            status = p.status(node)
+            if status == "todo":
+                return self._ensure(p, host, node, why)
+            if status == "failed":
+                fix = self._recovery(p, host, node)
+                if fix is not None:
+                    return fix
+        if any(p.status(n) == "settled" for n in nodes):
+            return self._discover(p, host, f"{why}: read back what changed (no drift allowed)")
+        return None
+
+    @staticmethod
+    def _discover(p: Progress, host: HostState, reason: str) -> PlannedTask:
+        resources = host.desired
+        return PlannedTask(
+            host_id=host.host_id,
+            action=f"{host.os}.discover",
+            params={"resources": resources},
+            reason=reason,
+        )
+
+    @staticmethod
+    def _ensure(p: Progress, host: HostState, node: Ref, why: str) -> PlannedTask:
+        resource = p.lab.resources[node]
+        spec: dict[str, Any] = resource.model_dump(mode="json")
+        if isinstance(resource, DnsClient) and resource.servers_from:
+            # Hosts are named in the lab; the agent on the member needs their addresses.
+            known = addresses(p.state)
+            spec["servers"] = [
+                *spec.get("servers", []),
+                *(known[h] for h in resource.servers_from if h in known),
+            ]
+            spec["servers_from"] = []
+        diff = p.diff(node)
+        detail = str(diff).partition("  ")[2] or diff.action
+        return PlannedTask(
+            host_id=host.host_id,
+            action=f"{host.os}.ensure_{node.kind}",
+            params={"resource": spec, "check_mode": p.state.check_mode},
+            reason=f"{why}: {node.rid} {diff.action} ({detail})"[:300],
+        )
+
+    @staticmethod
+    def _recovery(p: Progress, host: HostState, node: Ref) -> PlannedTask | None:
+        rs = p.resource_state(node)
+        verb = KNOWN_RECOVERIES.get(rs.error_code or "")
+        if verb is None or rs.attempts >= 2 or p.state.check_mode:
+            return None
+        return PlannedTask(
+            host_id=host.host_id,
+            action=f"{host.os}.{verb}",
+            params={},
+            reason=f"{node.rid} failed with {rs.error_code}: {verb} first, then retry it",
+        )
+
+
+def _fatal(host: HostState) -> bool:
+    error = host.last_error or ""
+    return any(error.startswith(code + ":") for code in FATAL_FOR_HOST)
+
+
+def _why(last: ResultEvent | None) -> str:
+    if last is None:
+        return "unblocked"
+    verb = last.action.partition(".")[2]
+    return f"{verb} {'succeeded' if last.ok else 'failed (' + (last.error_code or 'error') + ')'}"
