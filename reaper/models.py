@@ -27,6 +27,7 @@ __all__ = [
     "HostState",
     "HostStatus",
     "InboundMessage",
+    "MissionControl",
     "MissionState",
     "MissionStatus",
     "PlannedTask",
@@ -137,10 +138,17 @@ class MissionStatus(StrEnum):
     FAILED = "failed"
     STALLED = "stalled"
     STOPPED = "stopped"
+    # Stopped in this process (Ctrl-C, SIGTERM): resumable, no engine runs it.
+    INTERRUPTED = "interrupted"
+    # `reaper cancel`: ended on purpose; never resumed.
+    CANCELLED = "cancelled"
 
     @property
     def terminal(self) -> bool:
-        return self in (MissionStatus.COMPLETED, MissionStatus.FAILED)
+        return self in _TERMINAL
+
+
+_TERMINAL = frozenset({MissionStatus.COMPLETED, MissionStatus.FAILED, MissionStatus.CANCELLED})
 
 
 class TaskStatus(StrEnum):
@@ -234,7 +242,23 @@ class ApprovalDecision(_Model):
     ts: AwareDatetime = Field(default_factory=utcnow)
 
 
-InboundMessage = ResultEvent | ApprovalDecision
+class MissionControl(_Model):
+    """An operator's request to a mission (`reaper cancel`, `unlock`, `resume --budget-*`),
+    sent to the engine through the bus as approvals are, or applied by the CLI itself when no
+    engine holds the mission (`Overseer.control`). `budget` holds the new limits (calls,
+    tokens, usd) for `command="budget"`."""
+
+    event_type: Literal["mission.control"] = "mission.control"
+    mission_id: str
+    command: Literal["cancel", "unlock", "budget"]
+    host_id: str | None = None
+    budget: dict[str, float] = Field(default_factory=dict)
+    by: str = "operator"
+    note: str = ""
+    ts: AwareDatetime = Field(default_factory=utcnow)
+
+
+InboundMessage = ResultEvent | ApprovalDecision | MissionControl
 
 
 class TaskRecord(_Model):
@@ -410,6 +434,9 @@ class EventKind(StrEnum):
     APPROVAL_GRANTED = "approval.granted"
     APPROVAL_REJECTED = "approval.rejected"
     STATUS_CHANGED = "status.changed"
+    HOST_UNLOCKED = "host.unlocked"
+    BUDGET_RAISED = "budget.raised"
+    TASK_ABANDONED = "task.abandoned"
 
 
 class EventRecord(_Model):

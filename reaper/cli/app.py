@@ -168,6 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("resume", help="resume a mission after a stop or crash")
     p.add_argument("mission")
+    g = p.add_argument_group("raise an exhausted LLM budget (the lab's `budget`)")
+    g.add_argument("--budget-calls", type=_positive_int, metavar="N", help="LLM calls in all")
+    g.add_argument("--budget-tokens", type=_positive_int, metavar="N", help="tokens in all")
+    g.add_argument("--budget-usd", type=_positive_float, metavar="USD", help="dollars in all")
     _common(p)
     _planner_flags(p)
     _run_flags(p)
@@ -183,12 +187,55 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
 
     for name, verb in (("approve", "approve"), ("reject", "reject")):
-        p = sub.add_parser(name, help=f"{verb} a task waiting for approval")
+        p = sub.add_parser(name, help=f"{verb} tasks waiting for approval (one, or a selection)")
         p.add_argument("mission")
-        p.add_argument("task")
+        p.add_argument("task", nargs="?", help="the task (or select with --all/--host/--action)")
+        p.add_argument("--all", action="store_true", help=f"{verb} every task waiting")
+        p.add_argument("--host", action="append", help="only the tasks of this host (repeatable)")
+        p.add_argument("--action", action="append", help="only this action (e.g. linux.reboot)")
+        p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
         p.add_argument("--note", default="", help="a note for the event log")
         p.add_argument("--by", default=os.environ.get("USER", "operator"))
         _common(p)
+
+    p = sub.add_parser("cancel", help="cancel a mission (wherever its engine runs)")
+    p.add_argument("mission")
+    p.add_argument("--note", default="", help="a note for the event log")
+    p.add_argument("--by", default=os.environ.get("USER", "operator"))
+    p.add_argument(
+        "--wait",
+        type=_non_negative_float,
+        default=10.0,
+        help="seconds to wait for a running engine to apply it (default 10)",
+    )
+    _common(p)
+
+    p = sub.add_parser("unlock", help="clear a host's lock (recorded in the event log)")
+    p.add_argument("mission")
+    p.add_argument("host")
+    p.add_argument("--note", default="", help="a note for the event log")
+    p.add_argument("--by", default=os.environ.get("USER", "operator"))
+    _common(p)
+
+    p = sub.add_parser("prune", help="delete finished missions with their events and tasks")
+    p.add_argument(
+        "--older-than",
+        default="30d",
+        help="only missions not updated for this long: 30d (default), 12h, 90m, 0",
+    )
+    p.add_argument(
+        "--status",
+        action="append",
+        choices=("completed", "failed", "cancelled", "stopped", "interrupted", "stalled"),
+        help="only missions in this status (repeatable; default completed, failed, cancelled)",
+    )
+    p.add_argument("--dry-run", action="store_true", help="show what would go, delete nothing")
+    _common(p)
+
+    p = sub.add_parser("facts", help="the facts gathered per host (like Ansible's setup)")
+    p.add_argument("mission")
+    p.add_argument("host", nargs="?")
+    _common(p)
 
     p = sub.add_parser("bench", help="measure throughput (simulated hosts, or real SSH hosts)")
     p.add_argument(
@@ -278,6 +325,10 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "events": ("reaper.cli.missions", "cmd_events"),
     "approve": ("reaper.cli.missions", "cmd_approve"),
     "reject": ("reaper.cli.missions", "cmd_reject"),
+    "cancel": ("reaper.cli.lifecycle", "cmd_cancel"),
+    "unlock": ("reaper.cli.lifecycle", "cmd_unlock"),
+    "prune": ("reaper.cli.lifecycle", "cmd_prune"),
+    "facts": ("reaper.cli.lifecycle", "cmd_facts"),
     "bench": ("reaper.cli.bench", "cmd_bench"),
     "worker": ("reaper.cli.processes", "cmd_worker"),
     "engine": ("reaper.cli.processes", "cmd_engine"),

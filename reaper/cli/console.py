@@ -50,6 +50,8 @@ STATUS_STYLE = {
     MissionStatus.FAILED: "bold red",
     MissionStatus.STALLED: "bold magenta",
     MissionStatus.STOPPED: "bold yellow",
+    MissionStatus.INTERRUPTED: "bold yellow",
+    MissionStatus.CANCELLED: "bold red",
 }
 _HOST_STYLE = {"healthy": "green", "degraded": "yellow", "error": "red", "unknown": "dim"}
 _MAX_HOST_ROWS = 40

@@ -239,7 +239,7 @@ async def drive(
             live.stop()
         for h in (*helpers, stop_task):
             h.cancel()
-        await overseer.stop_all()
+        await overseer.stop_all(interrupted=interrupted)
         await workers.stop()
         if tape is not None:
             tape.close()

@@ -28,6 +28,7 @@ from reaper.models import (
     HostState,
     HostStatus,
     InboundMessage,
+    MissionControl,
     MissionState,
     MissionStatus,
     ResultEvent,
@@ -44,6 +45,7 @@ __all__ = [
     "StateView",
     "Transition",
     "apply",
+    "control_status",
     "decide_status",
     "fold",
     "goal_progress",
@@ -95,6 +97,9 @@ class Transition:
     finished: list[ResultEvent] = field(default_factory=list)
     locked: list[str] = field(default_factory=list)
     ignored: int = 0
+    # Operator requests folded in (`MissionControl`): a cancel, and new budget limits.
+    cancel: MissionControl | None = None
+    budget: dict[str, float] | None = None
 
     @property
     def changed(self) -> bool:
@@ -152,8 +157,10 @@ def fold(
     for message in messages:
         if isinstance(message, ResultEvent):
             _fold_result(view, message, now, retry)
-        else:
+        elif isinstance(message, ApprovalDecision):
             _fold_approval(view, message, now)
+        else:
+            fold_control(view, message, now)
     return tr
 
 
@@ -330,11 +337,98 @@ def _fold_approval(view: StateView, a: ApprovalDecision, now: datetime) -> None:
     )
 
 
+_HALTED = "planning_halted"
+_BUDGET_HALT = "LLM budget exhausted"
+
+
+def fold_control(view: StateView, c: MissionControl, now: datetime) -> None:
+    """An operator's request: cancel (every open task abandoned, with the reason logged),
+    unlock a host (its failure count starts again), or new budget limits. A request that no
+    longer fits (the mission ended, the host is not locked) changes nothing."""
+    tr, state = view.tr, view.state
+    if state.status.terminal and c.command != "unlock":
+        tr.ignored += 1
+        return
+    who = {"by": c.by, "note": c.note}
+    if c.command == "cancel":
+        reason = f"CANCELLED: mission cancelled by {c.by}" + (f" ({c.note})" if c.note else "")
+        open_ids = set(state.open_task_ids) | {
+            t for t, rec in tr.tasks.items() if not rec.status.done
+        }
+        for task_id in sorted(open_ids):
+            rec = view.task(task_id)
+            if rec is None or rec.status.done:
+                continue
+            tr.tasks[task_id] = replace(
+                rec, status=TaskStatus.FAILED, last_error="CANCELLED", not_before=None
+            )
+            host = view.host(rec.task.host_id)
+            if host is not None and host.current_action is not None:
+                tr.hosts[host.host_id] = replace(host, current_action=None)
+            tr.events.append(
+                make_event(
+                    state,
+                    now,
+                    EventKind.TASK_ABANDONED,
+                    task_id=task_id,
+                    host_id=rec.task.host_id,
+                    action=rec.task.action,
+                    was=rec.status.value,
+                    reason=reason,
+                )
+            )
+        tr.cancel = c
+        return
+    if c.command == "unlock":
+        host = view.host(c.host_id or "")
+        if host is None or not host.locked:
+            tr.ignored += 1
+            return
+        tr.hosts[host.host_id] = replace(
+            host, locked=False, lock_reason=None, failure_count=0, last_error=None
+        )
+        tr.events.append(
+            make_event(
+                state,
+                now,
+                EventKind.HOST_UNLOCKED,
+                host_id=host.host_id,
+                was=host.lock_reason,
+                failures=host.failure_count,
+                **who,
+            )
+        )
+        return
+    before = dict(state.settings.get("budget") or {})
+    after = {**before, **c.budget}
+    tr.budget = after
+    tr.events.append(
+        make_event(state, now, EventKind.BUDGET_RAISED, before=before, after=after, **who)
+    )
+
+
+def control_status(tr: Transition) -> tuple[MissionStatus, str] | None:
+    """The status an operator's request sets: `cancelled` after a cancel, else None."""
+    if tr.cancel is None:
+        return None
+    c = tr.cancel
+    abandoned = sum(1 for e in tr.events if e.kind is EventKind.TASK_ABANDONED)
+    reason = f"cancelled by {c.by}" + (f": {c.note}" if c.note else "")
+    if abandoned:
+        reason += f"; {abandoned} open task(s) abandoned"
+    return MissionStatus.CANCELLED, reason
+
+
 def apply(state: MissionState, tr: Transition) -> None:
     """Install a transition into the engine's own state object, in O(changes)."""
     state.hosts.update(tr.hosts)
     for rec in tr.tasks.values():
         state.put_task(rec)
+    if tr.budget is not None:
+        settings = {**state.settings, "budget": tr.budget}
+        if str(settings.get(_HALTED, "")).startswith(_BUDGET_HALT):
+            del settings[_HALTED]  # the planner stopped for the budget just raised
+        state.settings = settings
 
 
 def goal_progress(state: MissionState) -> tuple[int, int]:
