@@ -277,7 +277,7 @@ async def _decide(cli: Cli, approved: bool) -> int:
             if not records:
                 raise BadRequestError(f"no task of mission {a.mission} awaits approval there")
             if not a.yes:
-                if not (sys.stdin.isatty() and cli.out.is_terminal) or a.json:
+                if not sys.stdin.isatty() or a.json:
                     raise ConfigError(
                         f"{verb} {len(records)} task(s) without a terminal to confirm on: add --yes"
                     )

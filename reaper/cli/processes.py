@@ -235,7 +235,7 @@ async def show_processes(cli: Cli, backend: Backend) -> None:
         await registry.close()
     alerts = alerts_from_processes(processes, now)
     for m in await backend.store.list_missions():
-        if m.status in (MissionStatus.COMPLETED, MissionStatus.FAILED):
+        if m.status.terminal:
             continue
         state = await backend.store.load(m.mission_id)
         if state is not None:

@@ -98,15 +98,15 @@ _SQL: dict[str, LiteralString] = {
     "release": "DELETE FROM {s}.leases WHERE mission_id = %s AND owner = %s",
     "lease": """SELECT owner, extract(epoch FROM expires_at - %s) FROM {s}.leases
         WHERE mission_id = %s AND expires_at > %s""",
-    # One statement (so one transaction): the children first, each a data-modifying CTE.
+    # One statement (so one transaction), each table a data-modifying CTE; the outbox is
+    # the task rows (postgres_commit).
     "delete": """WITH e AS (DELETE FROM {s}.events WHERE mission_id = %(mid)s RETURNING 1),
         t AS (DELETE FROM {s}.tasks WHERE mission_id = %(mid)s RETURNING 1),
         h AS (DELETE FROM {s}.hosts WHERE mission_id = %(mid)s RETURNING 1),
-        o AS (DELETE FROM {s}.outbox WHERE mission_id = %(mid)s RETURNING 1),
         l AS (DELETE FROM {s}.leases WHERE mission_id = %(mid)s RETURNING 1),
         m AS (DELETE FROM {s}.missions WHERE mission_id = %(mid)s RETURNING 1)
         SELECT (SELECT count(*) FROM e) + (SELECT count(*) FROM t) + (SELECT count(*) FROM h)
-        + (SELECT count(*) FROM o) + (SELECT count(*) FROM l) + (SELECT count(*) FROM m)""",
+        + (SELECT count(*) FROM l) + (SELECT count(*) FROM m)""",
 }
 
 
