@@ -252,7 +252,7 @@ class MissionControl(_Model):
     mission_id: str
     command: Literal["cancel", "unlock", "budget"]
     host_id: str | None = None
-    budget: dict[str, float] = Field(default_factory=dict)
+    budget: dict[str, int | float] = Field(default_factory=dict)
     by: str = "operator"
     note: str = ""
     ts: AwareDatetime = Field(default_factory=utcnow)

@@ -106,7 +106,7 @@ async def cmd_run(cli: Cli) -> int:
         return await drive(cli, backend, state.mission_id, seed=lab.seed, fresh=state)
 
 
-def _budget_flags(cli: Cli) -> dict[str, float]:
+def _budget_flags(cli: Cli) -> dict[str, int | float]:
     a = cli.args
     limits = {"calls": a.budget_calls, "tokens": a.budget_tokens, "usd": a.budget_usd}
     return {k: v for k, v in limits.items() if v is not None}

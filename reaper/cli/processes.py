@@ -33,7 +33,7 @@ from reaper.clock import RealClock
 from reaper.errors import BackendError
 from reaper.infra.base import Backend
 from reaper.infra.factory import open_backend
-from reaper.models import MissionStatus, utcnow
+from reaper.models import utcnow
 from reaper.services.alerts import alerts_from_processes, alerts_from_state, render_banners
 from reaper.services.engine import EngineService
 from reaper.services.housekeeping import housekeep

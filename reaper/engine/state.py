@@ -99,7 +99,7 @@ class Transition:
     ignored: int = 0
     # Operator requests folded in (`MissionControl`): a cancel, and new budget limits.
     cancel: MissionControl | None = None
-    budget: dict[str, float] | None = None
+    budget: dict[str, int | float] | None = None
 
     @property
     def changed(self) -> bool:

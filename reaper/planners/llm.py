@@ -123,7 +123,7 @@ class LLMPlanner:
         """Mission totals, per-host shares and budget state, as plain JSON data."""
         return self.ledger.summary(self.budget)
 
-    def set_budget(self, limits: dict[str, float]) -> None:
+    def set_budget(self, limits: dict[str, int | float]) -> None:
         """New limits (`reaper resume --budget-*`, sent to a running engine): keys calls,
         tokens, usd as in the lab file's `budget`."""
         calls, tokens, usd = limits.get("calls"), limits.get("tokens"), limits.get("usd")

@@ -16,7 +16,8 @@ import yaml
 from reaper.models import MissionStatus
 from reaper.overseer import Overseer
 from reaper.runtime import LocalWorkers
-from tests.cli.test_cli import Run, _one_line_error, _write_lab, cli  # noqa: F401
+from tests.cli.conftest import Run
+from tests.cli.test_cli import _one_line_error, _write_lab
 from tests.missions import (
     PYTHON,
     WAIT_S,
