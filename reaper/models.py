@@ -17,6 +17,8 @@ from pydantic_core import PydanticUndefined
 
 __all__ = [
     "AGENT_TYPES",
+    "ID_RE",
+    "ID_RULE",
     "MISSION_ID_RE",
     "OS_NAMES",
     "SCHEMA_VERSION",
@@ -50,7 +52,14 @@ SCHEMA_VERSION = 1
 OS_NAMES = ("windows", "linux", "macos")
 OsName = Literal["windows", "linux", "macos"]
 AGENT_TYPES = tuple(f"reaper-{os}" for os in OS_NAMES)
-MISSION_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+# One rule for mission and host ids (they meet in task ids, keys, file names and Ansible
+# inventories, whose host names are often FQDNs).
+ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
+ID_RULE = (
+    "an id starts with a letter or digit and holds only letters, digits, '.', '_' and '-' "
+    "(at most 128 characters)"
+)
+MISSION_ID_RE = ID_RE
 
 
 def utcnow() -> datetime:
@@ -417,7 +426,7 @@ class MissionState(_Model):
     @classmethod
     def _valid_id(cls, value: str) -> str:
         if not MISSION_ID_RE.match(value):
-            raise ValueError(f"mission id {value!r} must match [a-z0-9][a-z0-9-]*")
+            raise ValueError(f"mission id {value!r}: {ID_RULE}")
         return value
 
 

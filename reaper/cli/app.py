@@ -16,12 +16,21 @@ from rich.text import Text
 
 from reaper import __version__, gc_policy
 from reaper.cli.context import (
+    EXIT_BACKEND,
     EXIT_BAD_INPUT,
+    EXIT_CODES,
     EXIT_ERROR,
     EXIT_INTERRUPTED,
     Cli,
 )
-from reaper.errors import BadRequestError, ConfigError, MissionNotFoundError, ReaperError
+from reaper.errors import (
+    BackendUnavailableError,
+    BadRequestError,
+    ConfigError,
+    MissionExistsError,
+    MissionNotFoundError,
+    ReaperError,
+)
 from reaper.models import OS_NAMES
 
 __all__ = ["build_parser", "main"]
@@ -30,10 +39,28 @@ log = logging.getLogger(__name__)
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (and exit 2), like every other bad input."""
+    """argparse, but a usage error is one line (and exit 2), like every other bad input;
+    JSON on stderr when `--json` was asked for."""
+
+    json_errors = False
 
     def error(self, message: str) -> NoReturn:
+        if _Parser.json_errors:
+            self.exit(EXIT_BAD_INPUT, _json_error(f"{self.prog}: {message}", EXIT_BAD_INPUT))
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
+
+
+def _json_error(message: str, code: int) -> str:
+    import json
+
+    return json.dumps({"error": " ".join(message.split()), "code": code}) + "\n"
+
+
+def _epilog() -> str:
+    lines = ["exit codes:"]
+    lines += [f"  {code:<4} {meaning}" for code, meaning in EXIT_CODES]
+    lines.append('With --json, an error is one JSON object on stderr: {"error": …, "code": N}.')
+    return "\n".join(lines)
 
 
 def _positive_int(text: str) -> int:
@@ -137,7 +164,10 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
-        prog="reaper", description="LLM-driven planning agent toolkit for lab orchestration."
+        prog="reaper",
+        description="LLM-driven planning agent toolkit for lab orchestration.",
+        epilog=_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"reaper {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -377,15 +407,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         from evals.cli import main as eval_main
 
         return eval_main(argv[1:])
+    _Parser.json_errors = "--json" in argv
     args = parser.parse_args(argv)
     try:
         cli = Cli(args, dict(os.environ))
     except ReaperError as exc:
-        sys.stderr.write(f"reaper: error: {exc}\n")
+        if getattr(args, "json", False):
+            sys.stderr.write(_json_error(str(exc), EXIT_BAD_INPUT))
+        else:
+            sys.stderr.write(f"reaper: error: {' '.join(str(exc).split())}\n")
         return EXIT_BAD_INPUT
     from reaper.logs import setup_logging
 
-    setup_logging(cli.config.log_level, json_file=cli.config.log_file, console=cli.err)
+    setup_logging(
+        cli.config.log_level,
+        json_file=cli.config.log_file,
+        console=cli.err,
+        third_party=cli.env.get("REAPER_LOG_THIRD_PARTY"),
+    )
     if args.command != "worker":
         _tune_gc()
     gc_policy.enable()
@@ -395,24 +434,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         cli.err.print("interrupted")
         return EXIT_INTERRUPTED
+    except MissionExistsError as exc:
+        mid = exc.mission_id
+        return _error_line(
+            cli,
+            f"{exc}: pick another id with --mission-id, or continue it with `reaper resume {mid}`",
+            EXIT_BAD_INPUT,
+        )
     except (ConfigError, MissionNotFoundError, BadRequestError) as exc:
-        _error_line(cli, exc)
-        return EXIT_BAD_INPUT
+        return _error_line(cli, exc, EXIT_BAD_INPUT)
+    except BackendUnavailableError as exc:
+        return _error_line(cli, exc, EXIT_BACKEND)
     except ReaperError as exc:
-        _error_line(cli, exc)
-        return EXIT_ERROR
+        return _error_line(cli, exc, EXIT_ERROR)
     except Exception as exc:  # the boundary: map known third-party failures to one line
         from llm.errors import LLMError
 
         if isinstance(exc, LLMError):
-            _error_line(cli, exc)
-            return EXIT_ERROR
+            return _error_line(cli, exc, EXIT_ERROR)
         raise
     finally:
         gc_policy.disable()  # the process may go on (main called in-process, as tests do)
 
 
-def _error_line(cli: Cli, exc: BaseException) -> None:
-    # One line, never wrapped: scripts and people grep for it.
+def _error_line(cli: Cli, exc: BaseException | str, code: int) -> int:
+    """Report an error on stderr and return its exit code: one line, never wrapped (scripts
+    and people grep for it), or one JSON object under --json."""
     message = " ".join(str(exc).split())
-    cli.err.print(Text.assemble(("reaper: error: ", "red"), message), soft_wrap=True)
+    if getattr(cli.args, "json", False):
+        sys.stderr.write(_json_error(message, code))
+    else:
+        cli.err.print(Text.assemble(("reaper: error: ", "red"), message), soft_wrap=True)
+    return code

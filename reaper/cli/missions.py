@@ -54,15 +54,28 @@ async def cmd_demo(cli: Cli) -> int:
     if lab.planner.kind == "llm" and not a.replay and not cli.config.llm_provider:
         a.replay = str(resources.files("reaper.labs").joinpath("demo-llm.cassette.jsonl"))
     # The demo keeps nothing: an in-memory backend unless one is asked for.
+    in_memory = (cli.config.backend or "memory") == "memory" and not cli.config.store
     async with cli_backend(cli, spec=cli.config.backend or "memory") as backend:
         overseer = Overseer(backend)
-        mission_id = "demo" if (cli.config.backend or "memory") == "memory" else None
-        state = await overseer.create_mission(lab, mission_id)
-        return await drive(cli, backend, state.mission_id, seed=lab.seed, fresh=state)
+        state = await overseer.create_mission(lab, "demo" if in_memory else None)
+        code = await drive(cli, backend, state.mission_id, seed=lab.seed, fresh=state)
+    if in_memory and not cli.args.json:
+        cli.err.print(
+            "[dim]the demo ran in memory and kept nothing; to keep its mission for "
+            "`reaper status` and `reaper events`, run `reaper demo --backend sqlite`[/]"
+        )
+    elif not cli.args.json:
+        cli.err.print(f"[dim]kept: reaper status {state.mission_id}[/]")
+    return code
 
 
 def _load_run_lab(cli: Cli) -> LabFile:
     a = cli.args
+    if a.inventory and a.lab:
+        raise ConfigError(
+            f"give a lab file ({a.lab}) or --inventory ({a.inventory}), not both: an inventory "
+            "makes its own lab"
+        )
     if a.inventory:
         try:
             from reaper.inventory.load import load_inventory

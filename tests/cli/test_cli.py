@@ -37,6 +37,10 @@ def _one_line_error(rc: int, err: str, expected: str = "") -> None:
     assert "Traceback" not in err
     lines = err.strip("\n").splitlines()
     assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}:\n{err}"
+    if lines[0].startswith("{"):  # under --json: one JSON object
+        error = json.loads(lines[0])
+        assert error["code"] == 2 and expected in error["error"]
+        return
     assert lines[0].startswith("reaper: error: ") or ": error: " in lines[0]
     assert expected in lines[0]
 
