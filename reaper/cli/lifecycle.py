@@ -31,6 +31,7 @@ __all__ = [
     "engine_line",
     "parse_age",
     "wait_for",
+    "wait_lease_free",
 ]
 
 # What `reaper prune` may delete: missions no engine runs (a held lease is skipped too).
@@ -127,6 +128,20 @@ async def wait_for(
         delay = min(delay * 2, 0.5)
 
 
+async def wait_lease_free(backend: Backend, mission_id: str, timeout: float) -> bool:
+    """Wait (up to `timeout`) for no engine to hold the mission's lease; True if none does."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    delay = 0.05
+    while await backend.store.lease(mission_id) is not None:
+        if loop.time() >= deadline:
+            return False
+        # ok: the lease is another process's; it expires or is released in its own time
+        await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
+        delay = min(delay * 2, 0.5)
+    return True
+
+
 # -- commands ------------------------------------------------------------------------------
 
 
@@ -150,7 +165,7 @@ async def cmd_cancel(cli: Cli) -> int:
         outcome = await overseer.control(message)
         data: dict[str, Any] = {"mission_id": a.mission}
         if outcome == "sent":
-            final = await wait_for(backend, a.mission, lambda s: s.status.terminal, timeout=a.wait)
+            outcome, final = await _follow_cancel(overseer, message, timeout=a.wait)
             if final is None:
                 lease = await backend.store.lease(a.mission)
                 owner = lease.owner if lease else "its engine"
@@ -171,6 +186,33 @@ async def cmd_cancel(cli: Cli) -> int:
             cli, outcome, f"mission {a.mission} {state.status.value}: {state.status_reason}", data
         )
         return 0
+
+
+async def _follow_cancel(
+    overseer: Overseer, message: MissionControl, *, timeout: float
+) -> tuple[ControlOutcome, MissionState | None]:
+    """After a cancel went to the engine holding the mission: its final state once the engine
+    applied it; or, if the lease ends first (the engine stopped or was killed before reading
+    it), the cancel applied here. None on timeout."""
+    backend = overseer.backend
+    mission_id = message.mission_id
+
+    def settled(state: MissionState) -> bool:
+        return state.status.terminal
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        left = deadline - loop.time()
+        final = await wait_for(backend, mission_id, settled, timeout=min(max(left, 0.0), 1.0))
+        if final is not None:
+            return "sent", final
+        if await backend.store.lease(mission_id) is None:
+            outcome = await overseer.control(message)
+            if outcome != "sent":
+                return outcome, await overseer.load(mission_id)
+        if loop.time() >= deadline:
+            return "sent", None
 
 
 async def cmd_unlock(cli: Cli) -> int:

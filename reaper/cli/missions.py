@@ -135,6 +135,20 @@ async def cmd_resume(cli: Cli) -> int:
         if state.status.terminal:
             return report_end(cli, state, None)
         limits = _budget_flags(cli)
+        lease = await backend.store.lease(state.mission_id)
+        if lease is not None:
+            # The engine waits this out (`MissionEngine._claim`): say so instead of a silence.
+            cli.err.print(
+                f"{engine_line(state, lease)}; waiting up to {lease.expires_in_s:.0f}s "
+                f"for its lease to expire"
+            )
+            if limits:
+                # Raise the budget once the mission is free, so the engine started here
+                # builds its planner with it (a raise waiting on the bus would be read only
+                # after a first step planned with the exhausted budget).
+                from reaper.cli.lifecycle import wait_lease_free
+
+                await wait_lease_free(backend, state.mission_id, lease.expires_in_s + 1.0)
         if limits:
             message = MissionControl(
                 mission_id=state.mission_id,
@@ -146,13 +160,6 @@ async def cmd_resume(cli: Cli) -> int:
             if not cli.args.json:
                 raised = ", ".join(f"{k} {v:g}" for k, v in limits.items())
                 cli.err.print(f"budget of {state.mission_id} raised: {raised}")
-        lease = await backend.store.lease(state.mission_id)
-        if lease is not None:
-            # The engine waits this out (`MissionEngine._claim`): say so instead of a silence.
-            cli.err.print(
-                f"{engine_line(state, lease)}; waiting up to {lease.expires_in_s:.0f}s "
-                f"for its lease to expire"
-            )
         return await drive(cli, backend, state.mission_id, seed=int(state.settings.get("seed", 0)))
 
 

@@ -299,3 +299,38 @@ def test_bulk_approve_previews_and_asks_on_a_terminal(
     rc, out, err = cli("approve", "m1", "--all")
     assert rc == 0, err
     assert f"approved {waiting[0]}" in out
+
+
+def test_cancel_after_kill_9_is_applied_once_the_lease_expires(
+    cli: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    import signal
+
+    db = tmp_path / "reaper.db"
+    lab = tmp_path / "lab.yaml"
+    spec = make_lab(sim_host("a", "linux"), policy="cautious")
+    lab.write_text(yaml.safe_dump(spec.model_dump(mode="json", exclude_none=True)))
+    proc = subprocess.Popen(
+        [PYTHON, "-m", "reaper.cli", "run", str(lab), "--db", str(db), "--no-live", "--no-input"],
+        cwd=tmp_path,
+        env=cli_env(tmp_path, REAPER_LEASE_TTL_S="2"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while _results_or_waiting(db) < 1:
+            assert proc.poll() is None, proc.communicate()[1]
+            assert time.monotonic() < deadline, "the mission never waited for approval"
+            time.sleep(0.02)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    # The dead engine's lease still holds: the cancel goes to the bus, then, once the lease
+    # has expired, is applied here (the message left on the bus changes nothing later).
+    rc, out, err = cli("cancel", "m1", "--json", "--wait", str(WAIT_S))
+    assert rc == 0, err
+    report = json.loads(out)
+    assert report["outcome"] == "applied" and report["status"] == "cancelled"
+    rc, out, _ = cli("resume", "m1", "--no-live", "--json")
+    assert rc == 3 and json.loads(out)["status"] == "cancelled"
