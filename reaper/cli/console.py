@@ -231,7 +231,27 @@ def _approval(p: Mapping[str, Any], line: Text) -> None:
     line.append(f"{p.get('task_id')} {p.get('host_id')} {p.get('action')}")
 
 
+def _abandoned(p: Mapping[str, Any], line: Text) -> None:
+    line.append("abandon ", style="bold red")
+    line.append(f"{p.get('task_id')} {p.get('action')} on {p.get('host_id')}: {p.get('reason')}")
+
+
+def _unlocked(p: Mapping[str, Any], line: Text) -> None:
+    line.append("unlock  ", style="bold green")
+    line.append(f"{p.get('host_id')} by {p.get('by')} (was: {p.get('was')})")
+    if p.get("note"):
+        line.append(f" — {p['note']}", style="dim")
+
+
+def _budget(p: Mapping[str, Any], line: Text) -> None:
+    line.append("budget  ", style="blue")
+    line.append(f"{p.get('before')} → {p.get('after')} by {p.get('by')}")
+
+
 _FORMATTERS = {
+    EventKind.TASK_ABANDONED: _abandoned,
+    EventKind.HOST_UNLOCKED: _unlocked,
+    EventKind.BUDGET_RAISED: _budget,
     EventKind.TASK_PLANNED: _planned,
     EventKind.TASK_RESULT: _result,
     EventKind.TASK_REFUSED: _refused,
@@ -253,7 +273,7 @@ def format_event(event: EventRecord) -> Text:
         line.append(f"{event.kind.value.split('.')[1]:<8} ", style="yellow")
         _approval(p, line)
     else:
-        line.append(f"{event.kind.value:<8}", style="dim")
+        line.append(f"{event.kind.value:<8} ", style="dim")
         line.append(", ".join(f"{k}={v}" for k, v in list(p.items())[:4]))
     return line
 

@@ -72,6 +72,8 @@ def test_cancel_without_an_engine_is_applied_through_the_store(cli: Run, tmp_pat
     abandoned = _events(out)
     assert sorted(e["payload"]["task_id"] for e in abandoned) == waiting
     assert all("cancelled by ops" in e["payload"]["reason"] for e in abandoned)
+    rc, out, _ = cli("events", "m1", "--kind", "task.abandoned")
+    assert out.count("abandon ") == len(waiting) and "CANCELLED" in out
     rc, out, _ = cli("status", "m1", "--json")
     status = json.loads(out)
     assert status["status"] == "cancelled" and status["awaiting_approval"] == []
@@ -175,6 +177,9 @@ def test_unlock_clears_a_lock_and_logs_it(cli: Run, tmp_path: Path):
     (event,) = _events(out)
     assert event["payload"]["host_id"] == "mac" and event["payload"]["by"] == "ops"
     assert event["payload"]["note"] == "fixed the cable" and event["payload"]["was"]
+
+    rc, out, _ = cli("events", "m1", "--kind", "host.unlocked")
+    assert "unlock  mac by ops" in out and "fixed the cable" in out
 
     rc, _, err = cli("unlock", "m1", "mac")
     _one_line_error(rc, err, "not locked")
