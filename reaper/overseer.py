@@ -267,7 +267,7 @@ class Overseer:
             if not tr.changed:
                 return "unchanged"
             apply(state, tr)
-            await self._commit_here(state, tr, control_status(tr))
+            await self._commit_here(state, tr, control_status(tr, state))
             if tr.cancel is not None:  # nothing committed to go out goes out now
                 unsent = await store.unsent(mission_id)
                 await store.mark_sent(mission_id, [item.task.key for item in unsent])

@@ -429,8 +429,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         _tune_gc()
     gc_policy.enable()
     try:
+        return _run(cli)
+    finally:
+        gc_policy.disable()  # the process may go on (main called in-process, as tests do)
+
+
+def _run(cli: Cli) -> int:
+    """Run the command; map what it raises to a line on stderr and an exit code (the
+    boundary: `EXIT_CODES` says what each means)."""
+    try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            return runner.run(_command(args.command)(cli))
+            return runner.run(_command(cli.args.command)(cli))
     except KeyboardInterrupt:
         cli.err.print("interrupted")
         return EXIT_INTERRUPTED
@@ -447,14 +456,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _error_line(cli, exc, EXIT_BACKEND)
     except ReaperError as exc:
         return _error_line(cli, exc, EXIT_ERROR)
-    except Exception as exc:  # the boundary: map known third-party failures to one line
-        from llm.errors import LLMError
+    except Exception as exc:  # map known third-party failures to one line
+        from llm.errors import LLMConfigError, LLMError
 
+        if isinstance(exc, LLMConfigError):  # a missing key, SDK or cassette: bad input
+            return _error_line(cli, exc, EXIT_BAD_INPUT)
         if isinstance(exc, LLMError):
             return _error_line(cli, exc, EXIT_ERROR)
         raise
-    finally:
-        gc_policy.disable()  # the process may go on (main called in-process, as tests do)
 
 
 def _error_line(cli: Cli, exc: BaseException | str, code: int) -> int:

@@ -100,6 +100,7 @@ class Transition:
     # Operator requests folded in (`MissionControl`): a cancel, and new budget limits.
     cancel: MissionControl | None = None
     budget: dict[str, int | float] | None = None
+    unlocked: list[str] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
@@ -387,6 +388,7 @@ def fold_control(view: StateView, c: MissionControl, now: datetime) -> None:
         tr.hosts[host.host_id] = replace(
             host, locked=False, lock_reason=None, failure_count=0, last_error=None
         )
+        tr.unlocked.append(host.host_id)
         tr.events.append(
             make_event(
                 state,
@@ -407,16 +409,24 @@ def fold_control(view: StateView, c: MissionControl, now: datetime) -> None:
     )
 
 
-def control_status(tr: Transition) -> tuple[MissionStatus, str] | None:
-    """The status an operator's request sets: `cancelled` after a cancel, else None."""
-    if tr.cancel is None:
-        return None
-    c = tr.cancel
-    abandoned = sum(1 for e in tr.events if e.kind is EventKind.TASK_ABANDONED)
-    reason = f"cancelled by {c.by}" + (f": {c.note}" if c.note else "")
-    if abandoned:
-        reason += f"; {abandoned} open task(s) abandoned"
-    return MissionStatus.CANCELLED, reason
+def control_status(
+    tr: Transition, state: MissionState | None = None
+) -> tuple[MissionStatus, str] | None:
+    """The status an operator's request sets: `cancelled` after a cancel; `stopped` after an
+    unlock on a mission that ended short of its goal (`reaper resume` then plans for the host
+    again); else None."""
+    if tr.cancel is not None:
+        c = tr.cancel
+        abandoned = sum(1 for e in tr.events if e.kind is EventKind.TASK_ABANDONED)
+        reason = f"cancelled by {c.by}" + (f": {c.note}" if c.note else "")
+        if abandoned:
+            reason += f"; {abandoned} open task(s) abandoned"
+        return MissionStatus.CANCELLED, reason
+    ended = (MissionStatus.COMPLETED, MissionStatus.FAILED)
+    if tr.unlocked and state is not None and state.status in ended and not state.goal_reached:
+        hosts = ", ".join(tr.unlocked)
+        return MissionStatus.STOPPED, f"{hosts} unlocked; `reaper resume` plans again"
+    return None
 
 
 def apply(state: MissionState, tr: Transition) -> None:

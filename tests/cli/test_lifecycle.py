@@ -188,6 +188,16 @@ def test_unlock_clears_a_lock_and_logs_it(cli: Run, tmp_path: Path):
     rc, _, err = cli("unlock", "nope", "mac")
     _one_line_error(rc, err, "nope")
 
+    # The mission had ended short of its goal: stopped now, so a resume plans for mac again.
+    rc, out, _ = cli("status", "m1", "--json")
+    assert json.loads(out)["status"] == "stopped"
+    rc, out, _ = cli("events", "m1", "--json", "--kind", "task.planned")
+    planned_before = sum(1 for e in _events(out) if e["payload"]["host_id"] == "mac")
+    rc, out, err = cli("resume", "m1", "--no-live", "--no-input", "--json")
+    assert rc == 3, err  # mac is still down: locked again
+    rc, out, _ = cli("events", "m1", "--json", "--kind", "task.planned")
+    assert sum(1 for e in _events(out) if e["payload"]["host_id"] == "mac") > planned_before
+
 
 # -- prune ------------------------------------------------------------------------------
 
