@@ -1,6 +1,7 @@
 """Folding inbound messages into a mission: pure functions, no I/O.
 
-`fold` turns a batch of results and approval decisions into a `Transition` (the changed hosts
+`fold` turns a batch of results, approval decisions and operator requests
+(`reaper.engine.control`) into a `Transition` (`reaper.engine.transition`) (the changed hosts
 and task records, the events to log, the retries to publish); `reaper.engine.admission.plan` turns a
 planner's proposal into task records, refusals and an outbox. Neither mutates the state it is
 given; `apply` then
@@ -12,31 +13,28 @@ attempt and the task must still be open, so a redelivered or stale result change
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from tenacity import RetryCallState, wait_exponential
 
 from reaper.actions import CATALOG
+from reaper.engine.control import apply_budget, control_status, fold_control
+from reaper.engine.transition import StateView, Transition, make_event
 from reaper.models import (
     OS_NAMES,
-    SCHEMA_VERSION,
     ApprovalDecision,
     EventKind,
-    EventRecord,
     HostState,
     HostStatus,
     InboundMessage,
-    MissionControl,
     MissionState,
     MissionStatus,
     ResultEvent,
-    Task,
     TaskRecord,
     TaskStatus,
     replace,
-    trusted,
 )
 
 __all__ = [
@@ -85,64 +83,6 @@ class RetrySettings:
         state = RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
         state.attempt_number = attempt
         return float(wait_exponential(multiplier=self.backoff_s, max=self.backoff_max_s)(state))
-
-
-@dataclass(slots=True)
-class Transition:
-    hosts: dict[str, HostState] = field(default_factory=dict)
-    tasks: dict[str, TaskRecord] = field(default_factory=dict)
-    events: list[EventRecord] = field(default_factory=list)
-    outbox: list[tuple[Task, datetime | None]] = field(default_factory=list)
-    # Results that finished a task (success or final failure): what the planner is shown.
-    finished: list[ResultEvent] = field(default_factory=list)
-    locked: list[str] = field(default_factory=list)
-    ignored: int = 0
-    # Operator requests folded in (`MissionControl`): a cancel, and new budget limits.
-    cancel: MissionControl | None = None
-    budget: dict[str, int | float] | None = None
-    unlocked: list[str] = field(default_factory=list)
-
-    @property
-    def changed(self) -> bool:
-        return bool(self.hosts or self.tasks or self.events)
-
-
-class StateView:
-    """The state as seen through the changes made so far in this transition."""
-
-    __slots__ = ("state", "tr")
-
-    def __init__(self, state: MissionState, tr: Transition) -> None:
-        self.state = state
-        self.tr = tr
-
-    def host(self, host_id: str) -> HostState | None:
-        return self.tr.hosts.get(host_id) or self.state.hosts.get(host_id)
-
-    def task(self, task_id: str) -> TaskRecord | None:
-        return self.tr.tasks.get(task_id) or self.state.tasks.get(task_id)
-
-
-_EVENT_SET = frozenset({"mission_id", "ts", "kind", "payload"})
-
-
-def make_event(state: MissionState, now: datetime, kind: EventKind, **payload: Any) -> EventRecord:
-    """`EventRecord(mission_id=..., ts=now, kind=kind, payload=payload)`, built without
-    validation: two of these are made per task, and every value here is already valid."""
-    if now.tzinfo is None:  # what AwareDatetime would refuse
-        raise ValueError("event timestamps must be timezone-aware")
-    return trusted(
-        EventRecord,
-        {
-            "schema_version": SCHEMA_VERSION,
-            "seq": 0,
-            "ts": now,
-            "mission_id": state.mission_id,
-            "kind": kind,
-            "payload": payload,
-        },
-        set(_EVENT_SET),
-    )
 
 
 def fold(
@@ -338,107 +278,13 @@ def _fold_approval(view: StateView, a: ApprovalDecision, now: datetime) -> None:
     )
 
 
-_HALTED = "planning_halted"
-_BUDGET_HALT = "LLM budget exhausted"
-
-
-def fold_control(view: StateView, c: MissionControl, now: datetime) -> None:
-    """An operator's request: cancel (every open task abandoned, with the reason logged),
-    unlock a host (its failure count starts again), or new budget limits. A request that no
-    longer fits (the mission ended, the host is not locked) changes nothing."""
-    tr, state = view.tr, view.state
-    if state.status.terminal and c.command != "unlock":
-        tr.ignored += 1
-        return
-    who = {"by": c.by, "note": c.note}
-    if c.command == "cancel":
-        reason = f"CANCELLED: mission cancelled by {c.by}" + (f" ({c.note})" if c.note else "")
-        open_ids = set(state.open_task_ids) | {
-            t for t, rec in tr.tasks.items() if not rec.status.done
-        }
-        for task_id in sorted(open_ids):
-            rec = view.task(task_id)
-            if rec is None or rec.status.done:
-                continue
-            tr.tasks[task_id] = replace(
-                rec, status=TaskStatus.FAILED, last_error="CANCELLED", not_before=None
-            )
-            host = view.host(rec.task.host_id)
-            if host is not None and host.current_action is not None:
-                tr.hosts[host.host_id] = replace(host, current_action=None)
-            tr.events.append(
-                make_event(
-                    state,
-                    now,
-                    EventKind.TASK_ABANDONED,
-                    task_id=task_id,
-                    host_id=rec.task.host_id,
-                    action=rec.task.action,
-                    was=rec.status.value,
-                    reason=reason,
-                )
-            )
-        tr.cancel = c
-        return
-    if c.command == "unlock":
-        host = view.host(c.host_id or "")
-        if host is None or not host.locked:
-            tr.ignored += 1
-            return
-        tr.hosts[host.host_id] = replace(
-            host, locked=False, lock_reason=None, failure_count=0, last_error=None
-        )
-        tr.unlocked.append(host.host_id)
-        tr.events.append(
-            make_event(
-                state,
-                now,
-                EventKind.HOST_UNLOCKED,
-                host_id=host.host_id,
-                was=host.lock_reason,
-                failures=host.failure_count,
-                **who,
-            )
-        )
-        return
-    before = dict(state.settings.get("budget") or {})
-    after = {**before, **c.budget}
-    tr.budget = after
-    tr.events.append(
-        make_event(state, now, EventKind.BUDGET_RAISED, before=before, after=after, **who)
-    )
-
-
-def control_status(
-    tr: Transition, state: MissionState | None = None
-) -> tuple[MissionStatus, str] | None:
-    """The status an operator's request sets: `cancelled` after a cancel; `stopped` after an
-    unlock on a mission that ended short of its goal (`reaper resume` then plans for the host
-    again); else None."""
-    if tr.cancel is not None:
-        c = tr.cancel
-        abandoned = sum(1 for e in tr.events if e.kind is EventKind.TASK_ABANDONED)
-        reason = f"cancelled by {c.by}" + (f": {c.note}" if c.note else "")
-        if abandoned:
-            reason += f"; {abandoned} open task(s) abandoned"
-        return MissionStatus.CANCELLED, reason
-    ended = (MissionStatus.COMPLETED, MissionStatus.FAILED)
-    if tr.unlocked and state is not None and state.status in ended and not state.goal_reached:
-        hosts = ", ".join(tr.unlocked)
-        return MissionStatus.STOPPED, f"{hosts} unlocked; `reaper resume` plans again"
-    return None
-
-
 def apply(state: MissionState, tr: Transition) -> None:
     """Install a transition into the engine's own state object, in O(changes)."""
     state.hosts.update(tr.hosts)
     for rec in tr.tasks.values():
         state.put_task(rec)
     if tr.budget is not None:
-        settings = {**state.settings, "budget": tr.budget}
-        if str(settings.get(_HALTED, "")).startswith(_BUDGET_HALT):
-            del settings[_HALTED]  # the planner stopped for the budget just raised
-        state.settings = settings
+        apply_budget(state, tr.budget)
 
 
 def goal_progress(state: MissionState) -> tuple[int, int]:
