@@ -9,6 +9,7 @@ import asyncio
 import os
 import re
 import socket
+from collections.abc import Callable
 from typing import Any
 
 from rich.table import Table
@@ -80,7 +81,7 @@ def _alive(owner: str) -> bool | None:
     return True
 
 
-def engine_info(state: MissionState, lease: LeaseInfo | None) -> dict[str, Any]:
+def engine_info(lease: LeaseInfo | None) -> dict[str, Any]:
     """What runs the mission, as data (`status --json`'s `engine`)."""
     if lease is None:
         return {"owner": None, "alive": False, "expires_in_s": None}
@@ -110,7 +111,7 @@ def engine_line(state: MissionState, lease: LeaseInfo | None) -> str | None:
 
 
 async def wait_for(
-    backend: Backend, mission_id: str, done: Any, *, timeout: float
+    backend: Backend, mission_id: str, done: Callable[[MissionState], bool], *, timeout: float
 ) -> MissionState | None:
     """Follow a mission in the store (another process changes it) until `done(state)` or the
     timeout; the state then, or None on timeout."""

@@ -176,7 +176,7 @@ async def cmd_status(cli: Cli) -> int:
             if cli.args.json:
                 report = MissionReport.of(state).model_dump(mode="json")
                 report["llm_usage"] = usage
-                report["engine"] = engine_info(state, lease)
+                report["engine"] = engine_info(lease)
                 cli.print_json(report)
             else:
                 cli.out.print(render_mission(state, events[-10:], usage=usage))
