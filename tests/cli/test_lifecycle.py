@@ -349,3 +349,35 @@ def test_cancel_after_kill_9_is_applied_once_the_lease_expires(
     assert report["outcome"] == "applied" and report["status"] == "cancelled"
     rc, out, _ = cli("resume", "m1", "--no-live", "--json")
     assert rc == 3 and json.loads(out)["status"] == "cancelled"
+
+
+# -- budget -----------------------------------------------------------------------------
+
+
+def test_resume_with_budget_flags_records_the_new_limits(cli: Run, tmp_path: Path):
+    from importlib import resources
+
+    demo = yaml.safe_load(resources.files("reaper.labs").joinpath("demo.yaml").read_text())
+    demo.update(planner="llm", budget={"calls": 1}, mission_id="b1")
+    (tmp_path / "lab.yaml").write_text(yaml.safe_dump(demo))
+    cassette = str(resources.files("reaper.labs").joinpath("demo-llm.cassette.jsonl"))
+    rc, out, err = cli(
+        "demo", "--lab", "lab.yaml", "--backend", "sqlite", "--no-live", "--no-input", "--json"
+    )
+    report = json.loads(out)
+    assert rc == 3 and report["status"] == "stopped", err
+    assert "LLM budget exhausted: calls 1/1" in report["status_reason"]
+
+    # Tokens raised, calls not: the planner is still out of calls and stops again, without
+    # a call, but the new limits are the mission's now.
+    rc, out, err = cli(
+        "resume", "b1", "--budget-tokens", "500000", "--replay", cassette, "--no-live", "--json"
+    )
+    assert rc == 3, err
+    assert json.loads(out)["status"] == "stopped"
+    rc, out, _ = cli("events", "b1", "--json", "--kind", "budget.raised")
+    (raised,) = _events(out)
+    assert raised["payload"]["before"] == {"calls": 1}
+    assert raised["payload"]["after"] == {"calls": 1, "tokens": 500000}
+    rc, _, err = cli("resume", "b1", "--budget-calls", "0")
+    _one_line_error(rc, err, "--budget-calls")
