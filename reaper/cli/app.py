@@ -327,8 +327,7 @@ def _run(cli: Cli) -> int:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             return runner.run(_command(cli.args.command)(cli))
     except KeyboardInterrupt:
-        cli.err.print("interrupted")
-        return EXIT_INTERRUPTED
+        return _error_line(cli, "interrupted", EXIT_INTERRUPTED)
     except MissionExistsError as exc:
         mid = exc.mission_id
         return _error_line(

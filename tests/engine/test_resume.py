@@ -306,8 +306,12 @@ def test_sigkilled_run_resumes_from_another_process(
     asyncio.run(check())
 
 
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
 def test_interrupted_run_stops_cleanly_and_resumes(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    as_json: bool,
 ):
     db = tmp_path / "reaper.db"
     lab_file = tmp_path / "lab.yaml"
@@ -324,6 +328,7 @@ def test_interrupted_run_stops_cleanly_and_resumes(
             str(db),
             "--no-live",
             "--no-input",
+            *(["--json"] if as_json else []),
         ],
         cwd=tmp_path,
         env=cli_env(tmp_path),
@@ -344,6 +349,8 @@ def test_interrupted_run_stops_cleanly_and_resumes(
             proc.kill()
     assert proc.returncode == 130, err
     assert "reaper resume m1" in " ".join(err.split())
+    if as_json:  # the one error line is JSON
+        assert json.loads(err.strip().splitlines()[-1])["code"] == 130
     assert "Traceback" not in err
     assert count_rows(db, "SELECT count(*) FROM missions WHERE status = 'completed'") == 0
     # Not `running`: nothing runs it any more, and status says so.
