@@ -105,11 +105,16 @@ def common_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("backend and logging")
     g.add_argument("--config", help="config file (default ./reaper.toml if present)")
     g.add_argument("--db", help="SQLite file for the default backend (env REAPER_DB)")
-    g.add_argument("--backend", help="memory | sqlite:///FILE | redis+postgres | redis://… ")
+    g.add_argument(
+        "--backend",
+        help="memory | sqlite (the default file) | sqlite:///FILE | redis+postgres | postgresql://…",
+    )
     g.add_argument("--store", help="mission store URL (overrides --backend)")
     g.add_argument("--queue", help="task queue/event bus URL (overrides --backend)")
     g.add_argument("--log-level", type=log_level, help="DEBUG, INFO, WARNING (default), ERROR")
-    g.add_argument("--log-file", help="also write JSON-lines logs to this file")
+    g.add_argument(
+        "--log-file", help="also write JSON-lines logs (Reaper's, at --log-level) to this file"
+    )
     g.add_argument("--json", action="store_true", help="print results as JSON")
 
 
