@@ -57,6 +57,17 @@ class Aggregate(BaseModel):
     pass_hat_k: float  # k = n: every trial succeeds
     metrics: dict[str, Estimate]
     cost_per_success: float | None
+    # False when some LLM call had no price: the cost figures are then lower bounds.
+    priced: bool = True
+
+    def cost(self, value: float | None, digits: int = 4) -> str:
+        """A cost figure for a report: `unknown` when nothing was priced, `≥x` when only
+        some calls were, `–` for no value."""
+        if value is None:
+            return "–"
+        if self.priced:
+            return f"{value:.{digits}f}"
+        return f"≥{value:.{digits}f}" if value else "unknown"
 
     @property
     def key(self) -> tuple[str, str]:
@@ -93,6 +104,7 @@ def _summarise(planner: str, scenario: str, runs: Sequence[RunResult]) -> Aggreg
         pass_hat_k=pass_hat_k(successes, n, n),
         metrics={m.name: estimate([_value(r, m.name) for r in runs]) for m in METRICS},
         cost_per_success=cost / successes if successes else None,
+        priced=not any(r.unpriced_calls for r in runs),
     )
 
 

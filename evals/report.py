@@ -125,7 +125,7 @@ def usage_table(aggs: Sequence[Aggregate]) -> Table:
         m = a.metrics
         if not m["llm_calls"].mean:
             continue
-        per_success = "–" if a.cost_per_success is None else f"{a.cost_per_success:.4f}"
+        per_success = a.cost(a.cost_per_success)
         table.add_row(
             a.planner,
             a.scenario if a.scenario != "*" else "[bold]all[/bold]",
@@ -136,7 +136,7 @@ def usage_table(aggs: Sequence[Aggregate]) -> Table:
             f"{m['input_tokens'].mean:.0f}",
             f"{m['output_tokens'].mean:.0f}",
             f"{m['cached_tokens'].mean:.0f}",
-            f"{m['cost_usd'].mean:.4f}",
+            a.cost(m["cost_usd"].mean),
             per_success,
         )
     return table
@@ -235,8 +235,8 @@ def markdown_report(
                     m["wasted_tasks"].fmt(1),
                     m["hosts_locked"].fmt(2),
                     f"{m['invalid_output_rate'].mean:.1%}",
-                    f"{m['cost_usd'].mean:.4f}",
-                    "–" if a.cost_per_success is None else f"{a.cost_per_success:.4f}",
+                    a.cost(m["cost_usd"].mean),
+                    a.cost(a.cost_per_success),
                 ]
             )
         )
@@ -274,7 +274,7 @@ def markdown_report(
                     m["refusals"].fmt(1),
                     m["hosts_locked"].fmt(1),
                     m["llm_calls"].fmt(1),
-                    m["cost_usd"].fmt(4),
+                    m["cost_usd"].fmt(4) if a.priced else a.cost(m["cost_usd"].mean),
                 ]
             )
         )

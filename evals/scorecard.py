@@ -57,6 +57,8 @@ class Metrics(BaseModel):
     output_tokens: int = 0
     cached_tokens: int = 0
     cost_usd: float = 0.0
+    # LLM calls to a model missing from the price table: their cost is unknown, not $0.
+    unpriced_calls: int = 0
 
 
 class RunResult(Metrics):
@@ -157,6 +159,8 @@ class _Walk:
         m.output_tokens += int(usage.get("output_tokens", 0))
         m.cached_tokens += int(usage.get("cache_read_tokens", 0))
         m.cost_usd += float(p.get("cost_usd") or 0.0)
+        if p.get("priced") is False:
+            m.unpriced_calls += int(p.get("calls") or 0)
         if p.get("fallback"):
             m.fallbacks += 1
         if p.get("fallback") or int(p.get("repairs") or 0) > 0:

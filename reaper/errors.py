@@ -6,6 +6,7 @@
     ├── MissionNotFoundError
     ├── MissionExistsError
     ├── BackendError           a store, queue or bus failed
+    │   ├── BackendUnavailableError  its server cannot be reached (refused, DNS, timeout)
     │   ├── StaleStateError    optimistic-concurrency conflict (version moved on)
     │   └── LeaseLostError     another engine owns the mission
     ├── TransportError         reaching or running on a host failed (error_code, retriable)
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 __all__ = [
     "BackendError",
+    "BackendUnavailableError",
     "BadRequestError",
     "ConfigError",
     "LeaseLostError",
@@ -56,6 +58,10 @@ class MissionExistsError(ReaperError):
 
 class BackendError(ReaperError):
     pass
+
+
+class BackendUnavailableError(BackendError):
+    """The backend's server (PostgreSQL, Redis) cannot be reached: `reaper` exits 4."""
 
 
 class StaleStateError(BackendError):

@@ -58,6 +58,8 @@ from reaper.desired import (
 )
 from reaper.errors import ConfigError
 from reaper.models import (
+    ID_RE,
+    ID_RULE,
     MISSION_ID_RE,
     HostConnection,
     HostState,
@@ -67,6 +69,7 @@ from reaper.models import (
     Stage,
 )
 from reaper.policy import Policy, policy_from_spec
+from reaper.validation import explain
 
 __all__ = [
     "Budget",
@@ -127,8 +130,8 @@ class LabHost(HostConnection):
     @field_validator("host_id")
     @classmethod
     def _valid_host_id(cls, value: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", value):
-            raise ValueError("host_id may hold letters, digits, '.', '_' and '-'")
+        if not ID_RE.match(value):
+            raise ValueError(f"host_id {value!r}: {ID_RULE}")
         return value
 
     def connection(self) -> HostConnection:
@@ -169,7 +172,7 @@ class LabFile(_Strict):
     @classmethod
     def _valid_mission_id(cls, value: str | None) -> str | None:
         if value is not None and not MISSION_ID_RE.match(value):
-            raise ValueError("mission_id must match [a-z0-9][a-z0-9-]*")
+            raise ValueError(f"mission_id {value!r}: {ID_RULE}")
         return value
 
     @field_validator("policy")
@@ -230,7 +233,7 @@ class LabFile(_Strict):
         """The new mission this lab describes (secrets stay out: only references are kept)."""
         mid = mission_id or self.mission_id or _mission_id_for(self.lab_type)
         if not MISSION_ID_RE.match(mid):
-            raise ConfigError(f"mission id {mid!r} must match [a-z0-9][a-z0-9-]*")
+            raise ConfigError(f"mission id {mid!r}: {ID_RULE}")
         # Schema 2 converges declared resources; schema 1 keeps its stage goal.
         converge = self.schema_version >= 2
         hosts = {
@@ -272,15 +275,10 @@ def _mission_id_for(lab_type: str) -> str:
     return f"{slug[:40]}-{uuid.uuid4().hex[:6]}"
 
 
-def format_validation_error(exc: ValidationError) -> str:
-    """One line: the first problem, with a path like `hosts[2].os`."""
-    err = exc.errors()[0]
-    path = ""
-    for part in err["loc"]:
-        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
-    msg = err["msg"].removeprefix("Value error, ")
-    more = len(exc.errors()) - 1
-    return f"{path + ': ' if path else ''}{msg}" + (f" (+{more} more)" if more else "")
+def format_validation_error(exc: ValidationError, model: type[BaseModel] | None = None) -> str:
+    """One line: the first problem, with a path like `hosts[2].os`; an unknown key gets the
+    closest valid one of `model` (`reaper.validation`)."""
+    return explain(exc, model)
 
 
 def _merge_defaults(data: dict[str, Any]) -> dict[str, Any]:
@@ -308,7 +306,7 @@ def parse_lab(text: str, *, source: str = "<lab>") -> LabFile:
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
     except ValidationError as exc:
-        raise ConfigError(f"{source}: {format_validation_error(exc)}") from None
+        raise ConfigError(f"{source}: {format_validation_error(exc, LabFile)}") from None
 
 
 def load_lab(path: str | Path) -> LabFile:

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from rich.console import Console
 from rich.logging import RichHandler
 
-__all__ = ["JsonLinesFormatter", "setup_logging"]
+__all__ = ["THIRD_PARTY", "JsonLinesFormatter", "setup_logging"]
 
 
 class JsonLinesFormatter(logging.Formatter):
@@ -25,17 +25,47 @@ class JsonLinesFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-def setup_logging(level: str, *, json_file: str | None, console: Console) -> None:
+# Libraries whose DEBUG/INFO lines would drown Reaper's own (wire dumps, every poll, every
+# connection): WARNING unless `third_party` (REAPER_LOG_THIRD_PARTY) asks for more.
+THIRD_PARTY = (
+    "asyncio",
+    "paramiko",
+    "urllib3",
+    "requests",
+    "requests_ntlm",
+    "spnego",
+    "winrm",
+    "httpx",
+    "httpcore",
+    "anthropic",
+    "openai",
+    "redis",
+    "psycopg",
+    "psycopg.pool",
+    "hpack",
+    "markdown_it",
+)
+
+
+def setup_logging(
+    level: str, *, json_file: str | None, console: Console, third_party: str | None = None
+) -> None:
+    """Reaper's lines at `level` on the terminal and, with `json_file`, as JSON lines there
+    too; third-party loggers at WARNING (or `third_party`), whatever `level` is."""
+    chosen = logging.getLevelName(level.upper())
     root = logging.getLogger()
     root.handlers.clear()
-    root.setLevel(logging.DEBUG if json_file else level.upper())
+    root.setLevel(chosen)
     rich_handler = RichHandler(console=console, show_path=False, rich_tracebacks=False)
-    rich_handler.setLevel(level.upper())
+    rich_handler.setLevel(chosen)
     root.addHandler(rich_handler)
     if json_file:
         handler = logging.FileHandler(json_file, encoding="utf-8")
         handler.setFormatter(JsonLinesFormatter())
-        handler.setLevel(logging.DEBUG)
+        handler.setLevel(chosen)
         root.addHandler(handler)
-    for noisy in ("paramiko", "httpx", "httpcore", "anthropic", "openai", "urllib3"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    libraries = logging.getLevelName(third_party.upper()) if third_party else logging.WARNING
+    if not isinstance(libraries, int):
+        libraries = logging.WARNING
+    for name in THIRD_PARTY:
+        logging.getLogger(name).setLevel(max(libraries, chosen))

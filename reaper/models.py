@@ -17,6 +17,8 @@ from pydantic_core import PydanticUndefined
 
 __all__ = [
     "AGENT_TYPES",
+    "ID_RE",
+    "ID_RULE",
     "MISSION_ID_RE",
     "OS_NAMES",
     "SCHEMA_VERSION",
@@ -27,6 +29,7 @@ __all__ = [
     "HostState",
     "HostStatus",
     "InboundMessage",
+    "MissionControl",
     "MissionState",
     "MissionStatus",
     "PlannedTask",
@@ -50,7 +53,14 @@ SCHEMA_VERSION = 1
 OS_NAMES = ("windows", "linux", "macos")
 OsName = Literal["windows", "linux", "macos"]
 AGENT_TYPES = tuple(f"reaper-{os}" for os in OS_NAMES)
-MISSION_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+# One rule for mission and host ids (they meet in task ids, keys, file names and Ansible
+# inventories, whose host names are often FQDNs).
+ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
+ID_RULE = (
+    "an id starts with a letter or digit and holds only letters, digits, '.', '_' and '-' "
+    "(at most 128 characters)"
+)
+MISSION_ID_RE = ID_RE
 
 
 def utcnow() -> datetime:
@@ -138,10 +148,17 @@ class MissionStatus(StrEnum):
     FAILED = "failed"
     STALLED = "stalled"
     STOPPED = "stopped"
+    # Stopped in this process (Ctrl-C, SIGTERM): resumable, no engine runs it.
+    INTERRUPTED = "interrupted"
+    # `reaper cancel`: ended on purpose; never resumed.
+    CANCELLED = "cancelled"
 
     @property
     def terminal(self) -> bool:
-        return self in (MissionStatus.COMPLETED, MissionStatus.FAILED)
+        return self in _TERMINAL
+
+
+_TERMINAL = frozenset({MissionStatus.COMPLETED, MissionStatus.FAILED, MissionStatus.CANCELLED})
 
 
 class TaskStatus(StrEnum):
@@ -235,7 +252,23 @@ class ApprovalDecision(_Model):
     ts: AwareDatetime = Field(default_factory=utcnow)
 
 
-InboundMessage = ResultEvent | ApprovalDecision
+class MissionControl(_Model):
+    """An operator's request to a mission (`reaper cancel`, `unlock`, `resume --budget-*`),
+    sent to the engine through the bus as approvals are, or applied by the CLI itself when no
+    engine holds the mission (`Overseer.control`). `budget` holds the new limits (calls,
+    tokens, usd) for `command="budget"`."""
+
+    event_type: Literal["mission.control"] = "mission.control"
+    mission_id: str
+    command: Literal["cancel", "unlock", "budget"]
+    host_id: str | None = None
+    budget: dict[str, int | float] = Field(default_factory=dict)
+    by: str = "operator"
+    note: str = ""
+    ts: AwareDatetime = Field(default_factory=utcnow)
+
+
+InboundMessage = ResultEvent | ApprovalDecision | MissionControl
 
 
 class TaskRecord(_Model):
@@ -427,7 +460,7 @@ class MissionState(_Model):
     @classmethod
     def _valid_id(cls, value: str) -> str:
         if not MISSION_ID_RE.match(value):
-            raise ValueError(f"mission id {value!r} must match [a-z0-9][a-z0-9-]*")
+            raise ValueError(f"mission id {value!r}: {ID_RULE}")
         return value
 
 
@@ -444,6 +477,9 @@ class EventKind(StrEnum):
     APPROVAL_GRANTED = "approval.granted"
     APPROVAL_REJECTED = "approval.rejected"
     STATUS_CHANGED = "status.changed"
+    HOST_UNLOCKED = "host.unlocked"
+    BUDGET_RAISED = "budget.raised"
+    TASK_ABANDONED = "task.abandoned"
 
 
 class EventRecord(_Model):

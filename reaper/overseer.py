@@ -4,20 +4,32 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
-from datetime import datetime
-from typing import Any
+import os
+import uuid
+from collections.abc import Callable, Collection
+from datetime import datetime, timedelta
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
 from reaper.clock import Clock, RealClock
 from reaper.engine.core import EngineSettings, Listener, MissionEngine
-from reaper.engine.state import RetrySettings, goal_progress
+from reaper.engine.state import (
+    RetrySettings,
+    Transition,
+    apply,
+    control_status,
+    fold,
+    goal_progress,
+    make_event,
+)
 from reaper.errors import BadRequestError, MissionNotFoundError
-from reaper.infra.base import Backend, MissionSummary
+from reaper.infra.base import Backend, Commit, MissionSummary
 from reaper.lab import LabFile, LabSettings
 from reaper.models import (
     ApprovalDecision,
+    EventKind,
+    MissionControl,
     MissionState,
     MissionStatus,
     Stage,
@@ -27,11 +39,23 @@ from reaper.planners.base import MissionPlanner
 from reaper.planners.rules import RuleBasedPlanner
 from reaper.policy import Policy
 
-__all__ = ["HostReport", "MissionReport", "Overseer", "PlannerFactory", "engine_settings_for"]
+__all__ = [
+    "ControlOutcome",
+    "HostReport",
+    "MissionReport",
+    "Overseer",
+    "PlannerFactory",
+    "engine_settings_for",
+]
 
 log = logging.getLogger(__name__)
 
 PlannerFactory = Callable[[MissionState], MissionPlanner]
+# How `Overseer.control` delivered a request: applied here (no engine held the mission),
+# sent to the engine that holds it, or changed nothing (it no longer fits the mission).
+ControlOutcome = Literal["applied", "sent", "unchanged"]
+# The lease a request takes while it applies itself here (released at once).
+_CONTROL_LEASE_S = 30.0
 
 
 def _rule_planner(_: MissionState) -> MissionPlanner:
@@ -71,6 +95,7 @@ class HostReport(BaseModel):
     lock_reason: str | None
     current_action: str | None
     last_error: str | None
+    facts: dict[str, Any]
 
 
 class MissionReport(BaseModel):
@@ -128,6 +153,7 @@ class MissionReport(BaseModel):
                     lock_reason=h.lock_reason,
                     current_action=h.current_action,
                     last_error=h.last_error,
+                    facts=h.facts,
                 )
                 for h in state.hosts.values()
             },
@@ -191,11 +217,115 @@ class Overseer:
         self._tasks[mission_id] = task
         return task
 
-    async def stop_all(self) -> None:
+    async def stop_all(self, *, interrupted: bool = False) -> None:
+        """Stop every engine this overseer runs. With `interrupted` (Ctrl-C, SIGTERM), each
+        mission stopped mid-way is marked `interrupted`, so its status does not claim an
+        engine runs it."""
+        stopped = [mid for mid, task in self._tasks.items() if not task.done()]
         for task in self._tasks.values():
             task.cancel()
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
         self._tasks.clear()
+        if interrupted:
+            for mission_id in stopped:
+                await self.mark_interrupted(mission_id)
+
+    async def mark_interrupted(self, mission_id: str, reason: str = "") -> bool:
+        """Record that no engine runs the mission any more (its engine was stopped): status
+        `interrupted` unless it ended or stopped meanwhile. False if another engine holds
+        it or nothing changed."""
+        store = self.backend.store
+        owner = self._owner()
+        if not await store.claim(mission_id, owner, _CONTROL_LEASE_S):
+            return False
+        try:
+            state = await store.load(mission_id)
+            if state is None or state.status.terminal or state.status is MissionStatus.STOPPED:
+                return False
+            why = reason or f"stopped; resume with `reaper resume {mission_id}`"
+            await self._commit_here(state, Transition(), (MissionStatus.INTERRUPTED, why))
+            return True
+        finally:
+            await store.release(mission_id, owner)
+
+    async def control(self, message: MissionControl) -> ControlOutcome:
+        """Deliver an operator's request (cancel, unlock, new budget) to a mission, wherever
+        its engine runs: if an engine holds the mission's lease, through the bus, as approval
+        decisions go (the engine folds it in its next wake-up); if none does, the request is
+        folded and committed here under the lease, by the same pure function the engine uses.
+        A request sent to an engine that stops before reading it is read by the next one."""
+        store = self.backend.store
+        mission_id = message.mission_id
+        await self.load(mission_id)  # MissionNotFoundError before anything is sent
+        owner = self._owner()
+        if not await store.claim(mission_id, owner, _CONTROL_LEASE_S):
+            await self.backend.bus.publish(message)
+            return "sent"
+        try:
+            state = await self.load(mission_id)
+            tr = fold(state, [message], now=self.clock.now(), retry=RetrySettings())
+            if not tr.changed:
+                return "unchanged"
+            apply(state, tr)
+            await self._commit_here(state, tr, control_status(tr, state))
+            if tr.cancel is not None:  # nothing committed to go out goes out now
+                unsent = await store.unsent(mission_id)
+                await store.mark_sent(mission_id, [item.task.key for item in unsent])
+            return "applied"
+        finally:
+            await store.release(mission_id, owner)
+
+    async def prune(
+        self,
+        *,
+        statuses: Collection[MissionStatus],
+        older_than_s: float,
+        dry_run: bool = False,
+    ) -> list[tuple[MissionSummary, int]]:
+        """Delete missions in `statuses` not updated for `older_than_s` seconds, with their
+        hosts, tasks, events and what the queue and bus hold for them; a mission an engine
+        holds is skipped. Returns each with the rows removed (0 on a dry run)."""
+        cutoff = self.clock.now() - timedelta(seconds=older_than_s)
+        chosen = [
+            m for m in await self.list_missions() if m.status in statuses and m.updated_at <= cutoff
+        ]
+        removed: list[tuple[MissionSummary, int]] = []
+        for m in chosen:
+            if await self.backend.store.lease(m.mission_id) is not None:
+                log.info("prune: mission %s is held by an engine; skipped", m.mission_id)
+                continue
+            rows = 0 if dry_run else await self.backend.store.delete(m.mission_id)
+            removed.append((m, rows))
+        if removed and not dry_run:
+            ids = [m.mission_id for m, _ in removed]
+            await self.backend.queue.prune(ids)
+            await self.backend.bus.retire(ids)
+            log.info("pruned %d mission(s): %s", len(ids), ", ".join(ids))
+        return removed
+
+    def _owner(self) -> str:
+        return f"overseer-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+    async def _commit_here(
+        self, state: MissionState, tr: Transition, status: tuple[MissionStatus, str] | None
+    ) -> None:
+        """Commit a transition made outside an engine (the caller holds the lease)."""
+        now = self.clock.now()
+        if status is not None and status != (state.status, state.status_reason):
+            if status[0] is not state.status:
+                payload = {"from": state.status.value, "to": status[0].value, "reason": status[1]}
+                tr.events.append(make_event(state, now, EventKind.STATUS_CHANGED, **payload))
+            state.status, state.status_reason = status
+        state.updated_at = now
+        state.version = await self.backend.store.commit(
+            Commit(
+                mission=state,
+                expected_version=state.version,
+                hosts=list(tr.hosts.values()),
+                tasks=list(tr.tasks.values()),
+                events=tr.events,
+            )
+        )
 
     async def load(self, mission_id: str) -> MissionState:
         state = await self.backend.store.load(mission_id)

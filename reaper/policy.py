@@ -14,12 +14,13 @@ from enum import StrEnum
 from fnmatch import fnmatchcase
 from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from reaper.actions import CATALOG, ActionSpec, Risk, validate_params
 from reaper.errors import ConfigError
 from reaper.lockout import lockout
 from reaper.models import HostState, PlannedTask
+from reaper.validation import explain
 
 __all__ = [
     "PRESETS",
@@ -151,8 +152,8 @@ def policy_from_spec(spec: str | dict[str, Any] | None) -> Policy:
     base = PRESETS.get(str(data.pop("base", ""))) if "base" in spec else None
     try:
         policy = Policy.model_validate({"name": "custom", **data})
-    except ValueError as exc:
-        raise ConfigError(f"invalid policy: {exc}".splitlines()[0]) from None
+    except ValidationError as exc:
+        raise ConfigError(f"invalid policy: {explain(exc, Policy)}") from None
     if base is not None:
         policy = policy.model_copy(update={"rules": policy.rules + base.rules})
     return policy

@@ -10,18 +10,38 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any, NoReturn
+from typing import Any
 
 from rich.text import Text
 
 from reaper import __version__, gc_policy
+from reaper.cli.args import (
+    Parser,
+    common_flags,
+    epilog,
+    json_error,
+    non_negative_float,
+    os_list,
+    planner_flags,
+    positive_float,
+    positive_int,
+    run_flags,
+)
 from reaper.cli.context import (
+    EXIT_BACKEND,
     EXIT_BAD_INPUT,
     EXIT_ERROR,
     EXIT_INTERRUPTED,
     Cli,
 )
-from reaper.errors import BadRequestError, ConfigError, MissionNotFoundError, ReaperError
+from reaper.errors import (
+    BackendUnavailableError,
+    BadRequestError,
+    ConfigError,
+    MissionExistsError,
+    MissionNotFoundError,
+    ReaperError,
+)
 from reaper.models import OS_NAMES
 
 __all__ = ["build_parser", "main"]
@@ -29,123 +49,20 @@ __all__ = ["build_parser", "main"]
 log = logging.getLogger(__name__)
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (and exit 2), like every other bad input."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
-    return value
-
-
-def _os_list(text: str) -> list[str]:
-    if text.strip() == "all":
-        return list(OS_NAMES)
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    unknown = [n for n in names if n not in OS_NAMES]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: expected {', '.join(OS_NAMES)}, a comma-separated list of them, or all"
-        )
-    return list(dict.fromkeys(names))
-
-
-def _float(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-
-
-def _non_negative_float(text: str) -> float:
-    value = _float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = _float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be greater than 0")
-    return value
-
-
-def _log_level(text: str) -> str:
-    level = text.upper()
-    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a log level (DEBUG, INFO, WARNING, ERROR, CRITICAL)"
-        )
-    return level
-
-
-def _common(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("backend and logging")
-    g.add_argument("--config", help="config file (default ./reaper.toml if present)")
-    g.add_argument("--db", help="SQLite file for the default backend (env REAPER_DB)")
-    g.add_argument("--backend", help="memory | sqlite:///FILE | redis+postgres | redis://… ")
-    g.add_argument("--store", help="mission store URL (overrides --backend)")
-    g.add_argument("--queue", help="task queue/event bus URL (overrides --backend)")
-    g.add_argument("--log-level", type=_log_level, help="DEBUG, INFO, WARNING (default), ERROR")
-    g.add_argument("--log-file", help="also write JSON-lines logs to this file")
-    g.add_argument("--json", action="store_true", help="print results as JSON")
-
-
-def _planner_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("planner")
-    g.add_argument("--planner", choices=("rule", "llm"), help="override the lab's planner")
-    g.add_argument("--provider", help="anthropic | openai | openai-compatible")
-    g.add_argument("--model", help="LLM model name")
-    g.add_argument("--base-url", help="LLM API base URL (any server speaking the wire format)")
-    g.add_argument("--replay", metavar="CASSETTE", help="serve LLM calls from a cassette")
-    g.add_argument("--record", metavar="CASSETTE", help="record every LLM call to a cassette")
-    g.add_argument("--max-tokens", type=_positive_int, help="LLM output token limit per call")
-    g.add_argument("--temperature", type=float, help="LLM sampling temperature")
-
-
-def _run_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--tape", metavar="FILE", help="record the planner's steps (for `reaper eval replay`)"
-    )
-    p.add_argument(
-        "--concurrency", type=_positive_int, help="tasks in flight per agent type (default 32)"
-    )
-    p.add_argument("--no-live", action="store_true", help="no live dashboard, only the recap")
-    p.add_argument(
-        "--no-input",
-        action="store_true",
-        help="never prompt (approvals then come from `reaper approve`)",
-    )
-    p.add_argument(
-        "--no-workers",
-        action="store_true",
-        help="run only the engine; workers run elsewhere (`reaper worker`)",
-    )
-    p.add_argument(
-        "--stall-after", type=_positive_float, help="seconds without progress before stalled"
-    )
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog="reaper", description="LLM-driven planning agent toolkit for lab orchestration."
+    parser = Parser(
+        prog="reaper",
+        description="LLM-driven planning agent toolkit for lab orchestration.",
+        epilog=epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"reaper {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("demo", help="run the demo lab with a live dashboard")
-    _common(p)
-    _planner_flags(p)
-    _run_flags(p)
+    common_flags(p)
+    planner_flags(p)
+    run_flags(p)
     p.add_argument("--lab", help=argparse.SUPPRESS)
 
     p = sub.add_parser("run", help="run a mission from a lab file")
@@ -167,40 +84,87 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="only submit the mission; `reaper engine` processes run it, this follows it",
     )
-    _common(p)
-    _planner_flags(p)
-    _run_flags(p)
+    common_flags(p)
+    planner_flags(p)
+    run_flags(p)
 
     p = sub.add_parser(
         "plan", help="desired state: discover read-only and show what a run would change"
     )
     p.add_argument("lab", help="lab file (YAML, schema 2)")
     p.add_argument("--graph", action="store_true", help="also print the dependency graph")
-    _common(p)
+    common_flags(p)
 
     p = sub.add_parser("resume", help="resume a mission after a stop or crash")
     p.add_argument("mission")
-    _common(p)
-    _planner_flags(p)
-    _run_flags(p)
+    g = p.add_argument_group("raise an exhausted LLM budget (the lab's `budget`)")
+    g.add_argument("--budget-calls", type=positive_int, metavar="N", help="LLM calls in all")
+    g.add_argument("--budget-tokens", type=positive_int, metavar="N", help="tokens in all")
+    g.add_argument("--budget-usd", type=positive_float, metavar="USD", help="dollars in all")
+    common_flags(p)
+    planner_flags(p)
+    run_flags(p)
 
     p = sub.add_parser("status", help="show missions, or one mission")
     p.add_argument("mission", nargs="?")
-    _common(p)
+    common_flags(p)
 
     p = sub.add_parser("events", help="show a mission's event log (the decision ledger)")
     p.add_argument("mission")
     p.add_argument("--kind", action="append", help="only these kinds (e.g. task.refused)")
-    p.add_argument("--limit", type=_positive_int, help="only the last N events")
-    _common(p)
+    p.add_argument("--limit", type=positive_int, help="only the last N events")
+    common_flags(p)
 
     for name, verb in (("approve", "approve"), ("reject", "reject")):
-        p = sub.add_parser(name, help=f"{verb} a task waiting for approval")
+        p = sub.add_parser(name, help=f"{verb} tasks waiting for approval (one, or a selection)")
         p.add_argument("mission")
-        p.add_argument("task")
+        p.add_argument("task", nargs="?", help="the task (or select with --all/--host/--action)")
+        p.add_argument("--all", action="store_true", help=f"{verb} every task waiting")
+        p.add_argument("--host", action="append", help="only the tasks of this host (repeatable)")
+        p.add_argument("--action", action="append", help="only this action (e.g. linux.reboot)")
+        p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
         p.add_argument("--note", default="", help="a note for the event log")
         p.add_argument("--by", default=os.environ.get("USER", "operator"))
-        _common(p)
+        common_flags(p)
+
+    p = sub.add_parser("cancel", help="cancel a mission (wherever its engine runs)")
+    p.add_argument("mission")
+    p.add_argument("--note", default="", help="a note for the event log")
+    p.add_argument("--by", default=os.environ.get("USER", "operator"))
+    p.add_argument(
+        "--wait",
+        type=non_negative_float,
+        default=10.0,
+        help="seconds to wait for a running engine to apply it (default 10)",
+    )
+    common_flags(p)
+
+    p = sub.add_parser("unlock", help="clear a host's lock (recorded in the event log)")
+    p.add_argument("mission")
+    p.add_argument("host")
+    p.add_argument("--note", default="", help="a note for the event log")
+    p.add_argument("--by", default=os.environ.get("USER", "operator"))
+    common_flags(p)
+
+    p = sub.add_parser("prune", help="delete finished missions with their events and tasks")
+    p.add_argument(
+        "--older-than",
+        default="30d",
+        help="only missions not updated for this long: 30d (default), 12h, 90m, 0",
+    )
+    p.add_argument(
+        "--status",
+        action="append",
+        choices=("completed", "failed", "cancelled", "stopped", "interrupted", "stalled"),
+        help="only missions in this status (repeatable; default completed, failed, cancelled)",
+    )
+    p.add_argument("--dry-run", action="store_true", help="show what would go, delete nothing")
+    common_flags(p)
+
+    p = sub.add_parser("facts", help="the facts gathered per host (like Ansible's setup)")
+    p.add_argument("mission")
+    p.add_argument("host", nargs="?")
+    common_flags(p)
 
     p = sub.add_parser("actions", help="list the action catalog (what planners may propose)")
     p.add_argument("--os", choices=OS_NAMES, help="only this OS's actions")
@@ -221,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hosts", default=None, help="comma-separated host counts")
     p.add_argument(
         "--workers",
-        type=_positive_int,
+        type=positive_int,
         default=1,
         help="worker processes (memory, or --in-process: worker loops per agent type)",
     )
@@ -232,34 +196,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--max-in-flight",
-        type=_positive_int,
+        type=positive_int,
         metavar="N",
         help="cap on the mission's dispatch window (default: the lab setting's default, 256)",
     )
     p.add_argument(
         "--latency-target",
-        type=_non_negative_float,
+        type=non_negative_float,
         metavar="SECONDS",
         help="seconds results may wait on the engine before the window narrows "
         "(default: the lab setting's default, 0.025; 0: a fixed window)",
     )
     p.add_argument(
-        "--repeat", type=_positive_int, default=3, help="runs per row; the best is reported"
+        "--repeat", type=positive_int, default=3, help="runs per row; the best is reported"
     )
-    p.add_argument("--concurrency", type=_positive_int, default=64, help="per worker")
-    _common(p)
+    p.add_argument("--concurrency", type=positive_int, default=64, help="per worker")
+    common_flags(p)
 
     p = sub.add_parser("worker", help="run agent workers for one or more OSes (a process)")
     p.add_argument(
         "--os",
         required=True,
-        type=_os_list,
+        type=os_list,
         help="windows, linux, macos, a comma-separated list of them, or all",
     )
-    p.add_argument("--concurrency", type=_positive_int, help="tasks in flight per OS (default 32)")
+    p.add_argument("--concurrency", type=positive_int, help="tasks in flight per OS (default 32)")
     p.add_argument("--worker-id", help="a stable name for this worker")
-    p.add_argument("--metrics-port", type=_positive_int, help="serve Prometheus metrics here")
-    _common(p)
+    p.add_argument("--metrics-port", type=positive_int, help="serve Prometheus metrics here")
+    common_flags(p)
 
     p = sub.add_parser(
         "housekeep",
@@ -268,17 +232,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--grace",
-        type=_non_negative_float,
+        type=non_negative_float,
         default=60.0,
         help="only missions finished at least this many seconds ago (default 60)",
     )
-    _common(p)
+    common_flags(p)
 
     p = sub.add_parser("engine", help="run mission engines (a separate process)")
     p.add_argument("--mission", action="append", help="only these missions (default: all)")
-    p.add_argument("--metrics-port", type=_positive_int, help="serve Prometheus metrics here")
-    _planner_flags(p)
-    _common(p)
+    p.add_argument("--metrics-port", type=positive_int, help="serve Prometheus metrics here")
+    planner_flags(p)
+    common_flags(p)
 
     p = sub.add_parser(
         "eval", help="compare planners offline on scenarios (see `reaper eval -h`)", add_help=False
@@ -299,6 +263,10 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "approve": ("reaper.cli.missions", "cmd_approve"),
     "reject": ("reaper.cli.missions", "cmd_reject"),
     "actions": ("reaper.cli.catalog", "cmd_actions"),
+    "cancel": ("reaper.cli.lifecycle", "cmd_cancel"),
+    "unlock": ("reaper.cli.lifecycle", "cmd_unlock"),
+    "prune": ("reaper.cli.lifecycle", "cmd_prune"),
+    "facts": ("reaper.cli.lifecycle", "cmd_facts"),
     "bench": ("reaper.cli.bench", "cmd_bench"),
     "worker": ("reaper.cli.processes", "cmd_worker"),
     "engine": ("reaper.cli.processes", "cmd_engine"),
@@ -347,42 +315,70 @@ def main(argv: Sequence[str] | None = None) -> int:
         from evals.cli import main as eval_main
 
         return eval_main(argv[1:])
+    Parser.json_errors = "--json" in argv
     args = parser.parse_args(argv)
     try:
         cli = Cli(args, dict(os.environ))
     except ReaperError as exc:
-        sys.stderr.write(f"reaper: error: {exc}\n")
+        if getattr(args, "json", False):
+            sys.stderr.write(json_error(str(exc), EXIT_BAD_INPUT))
+        else:
+            sys.stderr.write(f"reaper: error: {' '.join(str(exc).split())}\n")
         return EXIT_BAD_INPUT
     from reaper.logs import setup_logging
 
-    setup_logging(cli.config.log_level, json_file=cli.config.log_file, console=cli.err)
+    setup_logging(
+        cli.config.log_level,
+        json_file=cli.config.log_file,
+        console=cli.err,
+        third_party=cli.env.get("REAPER_LOG_THIRD_PARTY"),
+    )
     if args.command != "worker":
         _tune_gc()
     gc_policy.enable()
     try:
-        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            return runner.run(_command(args.command)(cli))
-    except KeyboardInterrupt:
-        cli.err.print("interrupted")
-        return EXIT_INTERRUPTED
-    except (ConfigError, MissionNotFoundError, BadRequestError) as exc:
-        _error_line(cli, exc)
-        return EXIT_BAD_INPUT
-    except ReaperError as exc:
-        _error_line(cli, exc)
-        return EXIT_ERROR
-    except Exception as exc:  # the boundary: map known third-party failures to one line
-        from llm.errors import LLMError
-
-        if isinstance(exc, LLMError):
-            _error_line(cli, exc)
-            return EXIT_ERROR
-        raise
+        return _run(cli)
     finally:
         gc_policy.disable()  # the process may go on (main called in-process, as tests do)
 
 
-def _error_line(cli: Cli, exc: BaseException) -> None:
-    # One line, never wrapped: scripts and people grep for it.
+def _run(cli: Cli) -> int:
+    """Run the command; map what it raises to a line on stderr and an exit code (the
+    boundary: `EXIT_CODES` says what each means)."""
+    try:
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            return runner.run(_command(cli.args.command)(cli))
+    except KeyboardInterrupt:
+        return _error_line(cli, "interrupted", EXIT_INTERRUPTED)
+    except MissionExistsError as exc:
+        mid = exc.mission_id
+        return _error_line(
+            cli,
+            f"{exc}: pick another id with --mission-id, or continue it with `reaper resume {mid}`",
+            EXIT_BAD_INPUT,
+        )
+    except (ConfigError, MissionNotFoundError, BadRequestError) as exc:
+        return _error_line(cli, exc, EXIT_BAD_INPUT)
+    except BackendUnavailableError as exc:
+        return _error_line(cli, exc, EXIT_BACKEND)
+    except ReaperError as exc:
+        return _error_line(cli, exc, EXIT_ERROR)
+    except Exception as exc:  # map known third-party failures to one line
+        from llm.errors import LLMConfigError, LLMError
+
+        if isinstance(exc, LLMConfigError):  # a missing key, SDK or cassette: bad input
+            return _error_line(cli, exc, EXIT_BAD_INPUT)
+        if isinstance(exc, LLMError):
+            return _error_line(cli, exc, EXIT_ERROR)
+        raise
+
+
+def _error_line(cli: Cli, exc: BaseException | str, code: int) -> int:
+    """Report an error on stderr and return its exit code: one line, never wrapped (scripts
+    and people grep for it), or one JSON object under --json."""
     message = " ".join(str(exc).split())
-    cli.err.print(Text.assemble(("reaper: error: ", "red"), message), soft_wrap=True)
+    if getattr(cli.args, "json", False):
+        sys.stderr.write(json_error(message, code))
+    else:
+        cli.err.print(Text.assemble(("reaper: error: ", "red"), message), soft_wrap=True)
+    return code

@@ -33,6 +33,7 @@ from reaper.models import (
 
 __all__ = [
     "STATUS_STYLE",
+    "format_cost",
     "format_event",
     "host_key_facts",
     "render_events",
@@ -50,6 +51,8 @@ STATUS_STYLE = {
     MissionStatus.FAILED: "bold red",
     MissionStatus.STALLED: "bold magenta",
     MissionStatus.STOPPED: "bold yellow",
+    MissionStatus.INTERRUPTED: "bold yellow",
+    MissionStatus.CANCELLED: "bold red",
 }
 _HOST_STYLE = {"healthy": "green", "degraded": "yellow", "error": "red", "unknown": "dim"}
 _MAX_HOST_ROWS = 40
@@ -101,8 +104,10 @@ def render_hosts(
     *,
     limit: int = _MAX_HOST_ROWS,
     host_costs: Mapping[str, Any] | None = None,
+    priced: bool = True,
 ) -> Table:
-    """One row per host; with `host_costs` (LLM usage per host) a cost column too."""
+    """One row per host; with `host_costs` (LLM usage per host) a cost column too (`unknown`
+    where nothing was `priced`)."""
     table = Table(expand=True, show_edge=False, pad_edge=False, header_style="bold")
     table.add_column("host", no_wrap=True)
     table.add_column("os", no_wrap=True)
@@ -132,7 +137,11 @@ def render_hosts(
         ]
         if host_costs is not None:
             cost = _get(host_costs, host.host_id, "cost_usd")
-            cells.append(f"{cost:.4f}" if isinstance(cost, (int, float)) else "")
+            cells.append(
+                "unknown"
+                if not priced and not cost
+                else (f"{cost:.4f}" if isinstance(cost, (int, float)) else "")
+            )
         table.add_row(*cells)
     if len(hosts) > limit:
         tail: list[Any] = [""] * len(table.columns)
@@ -222,7 +231,27 @@ def _approval(p: Mapping[str, Any], line: Text) -> None:
     line.append(f"{p.get('task_id')} {p.get('host_id')} {p.get('action')}")
 
 
+def _abandoned(p: Mapping[str, Any], line: Text) -> None:
+    line.append("abandon ", style="bold red")
+    line.append(f"{p.get('task_id')} {p.get('action')} on {p.get('host_id')}: {p.get('reason')}")
+
+
+def _unlocked(p: Mapping[str, Any], line: Text) -> None:
+    line.append("unlock  ", style="bold green")
+    line.append(f"{p.get('host_id')} by {p.get('by')} (was: {p.get('was')})")
+    if p.get("note"):
+        line.append(f" — {p['note']}", style="dim")
+
+
+def _budget(p: Mapping[str, Any], line: Text) -> None:
+    line.append("budget  ", style="blue")
+    line.append(f"{p.get('before')} → {p.get('after')} by {p.get('by')}")
+
+
 _FORMATTERS = {
+    EventKind.TASK_ABANDONED: _abandoned,
+    EventKind.HOST_UNLOCKED: _unlocked,
+    EventKind.BUDGET_RAISED: _budget,
     EventKind.TASK_PLANNED: _planned,
     EventKind.TASK_RESULT: _result,
     EventKind.TASK_REFUSED: _refused,
@@ -244,7 +273,7 @@ def format_event(event: EventRecord) -> Text:
         line.append(f"{event.kind.value.split('.')[1]:<8} ", style="yellow")
         _approval(p, line)
     else:
-        line.append(f"{event.kind.value:<8}", style="dim")
+        line.append(f"{event.kind.value:<8} ", style="dim")
         line.append(", ".join(f"{k}={v}" for k, v in list(p.items())[:4]))
     return line
 
@@ -262,6 +291,15 @@ def render_events(events: Sequence[EventRecord], *, limit: int = 8) -> Renderabl
     return Group(*(format_event(e) for e in shown))
 
 
+def format_cost(usage: Mapping[str, Any]) -> str:
+    """`$0.0123`; `cost unknown` when no call was priced (a model missing from the price
+    table: $0.0000 would be a lie), `$0.0123 + unknown` when only some were."""
+    cost = float(usage.get("cost_usd") or 0.0)
+    if usage.get("priced", True):
+        return f"${cost:.4f}"
+    return f"${cost:.4f} + unknown" if cost else "cost unknown"
+
+
 def render_usage(usage: Mapping[str, Any] | None) -> Text | None:
     if not usage or not usage.get("calls"):
         return None
@@ -269,7 +307,7 @@ def render_usage(usage: Mapping[str, Any] | None) -> Text | None:
     text.append(
         f"{usage.get('provider', '')} {usage.get('model', '')}  calls {usage.get('calls', 0)}"
         f"  in {usage.get('input_tokens', 0):,}  out {usage.get('output_tokens', 0):,}"
-        f"  cached {usage.get('cache_read_tokens', 0):,}  ${usage.get('cost_usd', 0.0):.4f}"
+        f"  cached {usage.get('cache_read_tokens', 0):,}  {format_cost(usage)}"
     )
     if usage.get("fallbacks"):
         text.append(f"  fallbacks {usage['fallbacks']}", style="yellow")
@@ -312,7 +350,11 @@ def render_mission(
     if now is not None:
         title.append(f"  {(now - state.created_at).total_seconds():.1f}s", style="dim")
     host_costs = usage.get("hosts") if usage else None
-    parts: list[RenderableType] = [_progress(state), render_hosts(state, host_costs=host_costs)]
+    priced = bool(usage.get("priced", True)) if usage else True
+    parts: list[RenderableType] = [
+        _progress(state),
+        render_hosts(state, host_costs=host_costs, priced=priced),
+    ]
     usage_line = render_usage(usage)
     if usage_line is not None:
         parts.append(usage_line)

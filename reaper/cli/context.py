@@ -20,7 +20,9 @@ from reaper.infra.base import Backend
 from reaper.infra.factory import open_backend
 
 __all__ = [
+    "EXIT_BACKEND",
     "EXIT_BAD_INPUT",
+    "EXIT_CODES",
     "EXIT_ERROR",
     "EXIT_INCOMPLETE",
     "EXIT_INTERRUPTED",
@@ -33,7 +35,18 @@ EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_BAD_INPUT = 2
 EXIT_INCOMPLETE = 3
+EXIT_BACKEND = 4
 EXIT_INTERRUPTED = 130
+
+# What each exit code means: `reaper --help` prints this, the README documents it.
+EXIT_CODES = (
+    (EXIT_OK, "success (a mission: completed with its goal reached)"),
+    (EXIT_ERROR, "an error while working (a backend call, the LLM, a transport)"),
+    (EXIT_BAD_INPUT, "bad input: a flag, lab, policy or config file, an unknown or taken id"),
+    (EXIT_INCOMPLETE, "the mission ended without reaching its goal (failed, cancelled, …)"),
+    (EXIT_BACKEND, "the backend's server (PostgreSQL, Redis) cannot be reached"),
+    (EXIT_INTERRUPTED, "interrupted (Ctrl-C, SIGTERM); `reaper resume` continues"),
+)
 
 
 class Cli:

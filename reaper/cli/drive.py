@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import sys
 from collections import deque
 from collections.abc import Sequence
@@ -239,21 +240,23 @@ async def drive(
             live.stop()
         for h in (*helpers, stop_task):
             h.cancel()
-        await overseer.stop_all()
+        await overseer.stop_all(interrupted=interrupted)
         await workers.stop()
         if tape is not None:
             tape.close()
     if interrupted:
-        cli.err.print(
-            Text.assemble(
-                ("interrupted: ", "yellow"),
-                f"mission {mission_id} stopped cleanly; resume it with "
-                f"`reaper resume {mission_id}`",
-            )
-        )
-        return 130
+        return _report_interrupted(cli, mission_id)
     state = engine_task.result()
     return report_end(cli, state, dash.usage, dash.refused)
+
+
+def _report_interrupted(cli: Cli, mission_id: str) -> int:
+    said = f"mission {mission_id} stopped cleanly; resume it with `reaper resume {mission_id}`"
+    if cli.args.json:  # as every error under --json: one JSON object on stderr
+        sys.stderr.write(json.dumps({"error": f"interrupted: {said}", "code": 130}) + "\n")
+    else:
+        cli.err.print(Text.assemble(("interrupted: ", "yellow"), said))
+    return 130
 
 
 def report_end(

@@ -3,16 +3,22 @@ The app parses; this module acts."""
 
 from __future__ import annotations
 
+import os
+import sys
 from importlib import resources
+from typing import Any
 
 from reaper.cli.console import format_event, render_mission, render_missions
 from reaper.cli.context import Cli, cli_backend
 from reaper.cli.drive import drive, llm_usage, planner_factory, report_end
-from reaper.errors import ConfigError, MissionNotFoundError
+from reaper.errors import BadRequestError, ConfigError, MissionNotFoundError
 from reaper.lab import LabFile, load_lab
 from reaper.models import (
     EventKind,
+    MissionControl,
+    MissionState,
     Stage,
+    TaskRecord,
 )
 from reaper.overseer import MissionReport, Overseer
 
@@ -48,15 +54,28 @@ async def cmd_demo(cli: Cli) -> int:
     if lab.planner.kind == "llm" and not a.replay and not cli.config.llm_provider:
         a.replay = str(resources.files("reaper.labs").joinpath("demo-llm.cassette.jsonl"))
     # The demo keeps nothing: an in-memory backend unless one is asked for.
+    in_memory = (cli.config.backend or "memory") == "memory" and not cli.config.store
     async with cli_backend(cli, spec=cli.config.backend or "memory") as backend:
         overseer = Overseer(backend)
-        mission_id = "demo" if (cli.config.backend or "memory") == "memory" else None
-        state = await overseer.create_mission(lab, mission_id)
-        return await drive(cli, backend, state.mission_id, seed=lab.seed, fresh=state)
+        state = await overseer.create_mission(lab, "demo" if in_memory else None)
+        code = await drive(cli, backend, state.mission_id, seed=lab.seed, fresh=state)
+    if in_memory and not cli.args.json:
+        cli.err.print(
+            "[dim]the demo ran in memory and kept nothing; to keep its mission for "
+            "`reaper status` and `reaper events`, run `reaper demo --backend sqlite`[/]"
+        )
+    elif not cli.args.json:
+        cli.err.print(f"[dim]kept: reaper status {state.mission_id}[/]")
+    return code
 
 
 def _load_run_lab(cli: Cli) -> LabFile:
     a = cli.args
+    if a.inventory and a.lab:
+        raise ConfigError(
+            f"give a lab file ({a.lab}) or --inventory ({a.inventory}), not both: an inventory "
+            "makes its own lab"
+        )
     if a.inventory:
         try:
             from reaper.inventory.load import load_inventory
@@ -110,29 +129,70 @@ async def cmd_run(cli: Cli) -> int:
         return await drive(cli, backend, state.mission_id, seed=lab.seed, fresh=state)
 
 
+def _budget_flags(cli: Cli) -> dict[str, int | float]:
+    a = cli.args
+    limits = {"calls": a.budget_calls, "tokens": a.budget_tokens, "usd": a.budget_usd}
+    return {k: v for k, v in limits.items() if v is not None}
+
+
 async def cmd_resume(cli: Cli) -> int:
+    from reaper.cli.lifecycle import engine_line
+
     async with cli_backend(cli) as backend:
         state = await backend.store.load(cli.args.mission)
         if state is None:
             raise MissionNotFoundError(cli.args.mission)
         if state.status.terminal:
             return report_end(cli, state, None)
+        limits = _budget_flags(cli)
+        lease = await backend.store.lease(state.mission_id)
+        if lease is not None:
+            # The engine waits this out (`MissionEngine._claim`): say so instead of a silence.
+            cli.err.print(
+                f"{engine_line(state, lease)}; waiting up to {lease.expires_in_s:.0f}s "
+                f"for its lease to expire"
+            )
+            if limits:
+                # Raise the budget once the mission is free, so the engine started here
+                # builds its planner with it (a raise waiting on the bus would be read only
+                # after a first step planned with the exhausted budget).
+                from reaper.cli.lifecycle import wait_lease_free
+
+                await wait_lease_free(backend, state.mission_id, lease.expires_in_s + 1.0)
+        if limits:
+            message = MissionControl(
+                mission_id=state.mission_id,
+                command="budget",
+                budget=limits,
+                by=os.environ.get("USER", "operator"),
+            )
+            await Overseer(backend).control(message)
+            if not cli.args.json:
+                raised = ", ".join(f"{k} {v:g}" for k, v in limits.items())
+                cli.err.print(f"budget of {state.mission_id} raised: {raised}")
         return await drive(cli, backend, state.mission_id, seed=int(state.settings.get("seed", 0)))
 
 
 async def cmd_status(cli: Cli) -> int:
+    from reaper.cli.lifecycle import engine_info, engine_line
+
     async with cli_backend(cli) as backend:
         overseer = Overseer(backend)
         if cli.args.mission:
             state = await overseer.load(cli.args.mission)
             events = await backend.store.events(state.mission_id)
             usage = llm_usage(events)
+            lease = await backend.store.lease(state.mission_id)
             if cli.args.json:
                 report = MissionReport.of(state).model_dump(mode="json")
                 report["llm_usage"] = usage
+                report["engine"] = engine_info(lease)
                 cli.print_json(report)
             else:
                 cli.out.print(render_mission(state, events[-10:], usage=usage))
+                line = engine_line(state, lease)
+                if line:
+                    cli.out.print(line, style="dim" if lease else "yellow")
             return 0
         missions = await overseer.list_missions()
         if cli.args.json:
@@ -152,7 +212,9 @@ async def cmd_status(cli: Cli) -> int:
             )
         elif not missions:
             cli.out.print(
-                f"no missions in {cli.config.store or cli.config.backend or cli.config.db}"
+                f"no missions in {cli.config.store or cli.config.backend or cli.config.db}: "
+                "start one with `reaper run LAB.yaml` (`reaper demo` keeps nothing unless "
+                "run with `--backend sqlite`)"
             )
         else:
             cli.out.print(render_missions(missions))
@@ -188,15 +250,85 @@ async def cmd_events(cli: Cli) -> int:
         return 0
 
 
+def _selected(cli: Cli, state: MissionState) -> list[TaskRecord]:
+    """The waiting tasks `--all`, `--host` and `--action` select (several: each narrows)."""
+    a = cli.args
+    waiting = [state.tasks[t] for t in sorted(state.awaiting_approval)]
+    if a.host:
+        unknown = [h for h in a.host if h not in state.hosts]
+        if unknown:
+            raise BadRequestError(f"mission {state.mission_id} has no host {unknown[0]!r}")
+        waiting = [r for r in waiting if r.task.host_id in a.host]
+    if a.action:
+        waiting = [r for r in waiting if r.task.action in a.action]
+    return waiting
+
+
+def _preview(records: list[TaskRecord], verb: str) -> Any:
+    from rich.table import Table
+
+    from reaper.actions import CATALOG
+
+    table = Table(title=f"to {verb}", title_justify="left")
+    for col in ("task", "action", "host", "params", "risk"):
+        table.add_column(col)
+    for r in records:
+        spec = CATALOG.get(r.task.action)
+        params = ", ".join(f"{k}={v!r}" for k, v in sorted(r.task.params.items())) or "-"
+        risk = "?" if spec is None else str(spec.risk.value)
+        table.add_row(r.task.task_id, r.task.action, r.task.host_id, params, risk)
+    return table
+
+
+def _confirm(cli: Cli, question: str) -> bool:
+    cli.out.print(f"{question} [bold magenta]\\[y/N][/] ", end="")
+    return sys.stdin.readline().strip().lower() in ("y", "yes")
+
+
 async def _decide(cli: Cli, approved: bool) -> int:
     a = cli.args
+    verb = "approve" if approved else "reject"
+    done = "approved" if approved else "rejected"
+    bulk = a.all or a.host or a.action
+    if a.task and bulk:
+        raise ConfigError("name a task or select with --all/--host/--action, not both")
+    if not a.task and not bulk:
+        raise ConfigError(
+            f"{verb} which task? name one, or select with --all, --host H or --action A "
+            f"(`reaper status {a.mission}` lists those waiting)"
+        )
     async with cli_backend(cli) as backend:
-        await Overseer(backend).decide(a.mission, a.task, approved=approved, by=a.by, note=a.note)
-    verb = "approved" if approved else "rejected"
+        overseer = Overseer(backend)
+        if a.task:
+            await overseer.decide(a.mission, a.task, approved=approved, by=a.by, note=a.note)
+            decided = [a.task]
+        else:
+            records = _selected(cli, await overseer.load(a.mission))
+            if not records:
+                raise BadRequestError(f"no task of mission {a.mission} awaits approval there")
+            if not a.yes:
+                if not sys.stdin.isatty() or a.json:
+                    raise ConfigError(
+                        f"{verb} {len(records)} task(s) without a terminal to confirm on: add --yes"
+                    )
+                cli.out.print(_preview(records, verb))
+                if not _confirm(cli, f"{verb} these {len(records)} task(s)?"):
+                    cli.out.print("nothing decided")
+                    return 0
+            decided = []
+            for r in records:
+                await overseer.decide(
+                    a.mission, r.task.task_id, approved=approved, by=a.by, note=a.note
+                )
+                decided.append(r.task.task_id)
     if a.json:
-        cli.print_json({"mission_id": a.mission, "task_id": a.task, "decision": verb})
+        cli.print_json(
+            {"mission_id": a.mission, "task_ids": decided, "decision": done}
+            if bulk
+            else {"mission_id": a.mission, "task_id": a.task, "decision": done}
+        )
     else:
-        cli.out.print(f"{verb} {a.task}; the mission's engine applies it")
+        cli.out.print(f"{done} {', '.join(decided)}; the mission's engine applies it")
     return 0
 
 

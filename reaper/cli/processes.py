@@ -33,7 +33,7 @@ from reaper.clock import RealClock
 from reaper.errors import BackendError
 from reaper.infra.base import Backend
 from reaper.infra.factory import open_backend
-from reaper.models import MissionStatus, utcnow
+from reaper.models import utcnow
 from reaper.services.alerts import alerts_from_processes, alerts_from_state, render_banners
 from reaper.services.engine import EngineService
 from reaper.services.housekeeping import housekeep
@@ -235,7 +235,7 @@ async def show_processes(cli: Cli, backend: Backend) -> None:
         await registry.close()
     alerts = alerts_from_processes(processes, now)
     for m in await backend.store.list_missions():
-        if m.status in (MissionStatus.COMPLETED, MissionStatus.FAILED):
+        if m.status.terminal:
             continue
         state = await backend.store.load(m.mission_id)
         if state is not None:

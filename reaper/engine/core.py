@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -34,6 +35,7 @@ from reaper.engine.state import (
     RetrySettings,
     Transition,
     apply,
+    control_status,
     decide_status,
     fold,
     goal_met,
@@ -102,7 +104,8 @@ class MissionEngine:
         self.policy = policy
         self.clock = clock or RealClock()
         self.settings = settings or EngineSettings()
-        self.owner = owner or f"engine-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        # engine-HOST-PID-HEX: `reaper status` tells from it whether the engine still runs.
+        self.owner = owner or f"engine-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.listener = listener
         self.state: MissionState | None = None
         self._lease_renewed = 0.0
@@ -190,7 +193,7 @@ class MissionEngine:
             # Resuming a stopped mission is asking to try again: plan afresh.
             state.settings = {k: v for k, v in state.settings.items() if k != _HALTED}
             await self._step([], initial=True)
-        elif state.status is MissionStatus.STALLED:
+        elif state.status in (MissionStatus.STALLED, MissionStatus.INTERRUPTED):
             await self._commit(Transition(), status=(MissionStatus.RUNNING, "resumed"))
         self._last_progress = self.clock.monotonic()
         # A backlog at the first wake-up waited since now, not since the clock's zero.
@@ -376,7 +379,17 @@ class MissionEngine:
             log.debug(
                 "mission %s: %d duplicate/stale message(s) ignored", state.mission_id, tr.ignored
             )
-        if tr.changed:
+        if tr.budget is not None:
+            set_budget = getattr(self.planner, "set_budget", None)
+            if set_budget is not None:
+                set_budget(tr.budget)
+        if tr.cancel is not None:
+            apply(state, tr)
+            # Nothing more goes out: the tasks waiting for a slot count as sent (never sent).
+            self._sent += [item.task.key for item in self._waiting]
+            self._waiting.clear()
+            await self._commit(tr, status=control_status(tr), ack=deliveries)
+        elif tr.changed:
             apply(state, tr)
             await self._step(tr.finished, base=tr, ack=deliveries)
         else:

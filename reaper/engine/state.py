@@ -1,6 +1,7 @@
 """Folding inbound messages into a mission: pure functions, no I/O.
 
-`fold` turns a batch of results and approval decisions into a `Transition` (the changed hosts
+`fold` turns a batch of results, approval decisions and operator requests
+(`reaper.engine.control`) into a `Transition` (`reaper.engine.transition`) (the changed hosts
 and task records, the events to log, the retries to publish); `reaper.engine.admission.plan` turns a
 planner's proposal into task records, refusals and an outbox. Neither mutates the state it is
 given; `apply` then
@@ -12,7 +13,7 @@ attempt and the task must still be open, so a redelivered or stale result change
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -20,24 +21,22 @@ from tenacity import RetryCallState, wait_exponential
 
 from reaper.actions import CATALOG, RESOURCE_FAILURES
 from reaper.desired.progress import progress
+from reaper.engine.control import apply_budget, control_status, fold_control
 from reaper.engine.resources import after_discover, after_ensure, after_recovery
+from reaper.engine.transition import StateView, Transition, make_event
 from reaper.models import (
     OS_NAMES,
-    SCHEMA_VERSION,
     ApprovalDecision,
     EventKind,
-    EventRecord,
     HostState,
     HostStatus,
     InboundMessage,
     MissionState,
     MissionStatus,
     ResultEvent,
-    Task,
     TaskRecord,
     TaskStatus,
     replace,
-    trusted,
 )
 
 __all__ = [
@@ -46,6 +45,7 @@ __all__ = [
     "StateView",
     "Transition",
     "apply",
+    "control_status",
     "converge_summary",
     "decide_status",
     "fold",
@@ -89,63 +89,6 @@ class RetrySettings:
         return float(wait_exponential(multiplier=self.backoff_s, max=self.backoff_max_s)(state))
 
 
-@dataclass(slots=True)
-class Transition:
-    hosts: dict[str, HostState] = field(default_factory=dict)
-    tasks: dict[str, TaskRecord] = field(default_factory=dict)
-    events: list[EventRecord] = field(default_factory=list)
-    outbox: list[tuple[Task, datetime | None]] = field(default_factory=list)
-    # Results that finished a task (success or final failure): what the planner is shown.
-    finished: list[ResultEvent] = field(default_factory=list)
-    locked: list[str] = field(default_factory=list)
-    ignored: int = 0
-    # Hosts whose proposed ensure was refused (desired state): the resource is marked failed
-    # and the planner may go on with the host's other resources in the same step.
-    refused_on: list[str] = field(default_factory=list)
-
-    @property
-    def changed(self) -> bool:
-        return bool(self.hosts or self.tasks or self.events)
-
-
-class StateView:
-    """The state as seen through the changes made so far in this transition."""
-
-    __slots__ = ("state", "tr")
-
-    def __init__(self, state: MissionState, tr: Transition) -> None:
-        self.state = state
-        self.tr = tr
-
-    def host(self, host_id: str) -> HostState | None:
-        return self.tr.hosts.get(host_id) or self.state.hosts.get(host_id)
-
-    def task(self, task_id: str) -> TaskRecord | None:
-        return self.tr.tasks.get(task_id) or self.state.tasks.get(task_id)
-
-
-_EVENT_SET = frozenset({"mission_id", "ts", "kind", "payload"})
-
-
-def make_event(state: MissionState, now: datetime, kind: EventKind, **payload: Any) -> EventRecord:
-    """`EventRecord(mission_id=..., ts=now, kind=kind, payload=payload)`, built without
-    validation: two of these are made per task, and every value here is already valid."""
-    if now.tzinfo is None:  # what AwareDatetime would refuse
-        raise ValueError("event timestamps must be timezone-aware")
-    return trusted(
-        EventRecord,
-        {
-            "schema_version": SCHEMA_VERSION,
-            "seq": 0,
-            "ts": now,
-            "mission_id": state.mission_id,
-            "kind": kind,
-            "payload": payload,
-        },
-        set(_EVENT_SET),
-    )
-
-
 def fold(
     state: MissionState,
     messages: Iterable[InboundMessage],
@@ -159,8 +102,10 @@ def fold(
     for message in messages:
         if isinstance(message, ResultEvent):
             _fold_result(view, message, now, retry)
-        else:
+        elif isinstance(message, ApprovalDecision):
             _fold_approval(view, message, now)
+        else:
+            fold_control(view, message, now)
     return tr
 
 
@@ -362,6 +307,8 @@ def apply(state: MissionState, tr: Transition) -> None:
     state.hosts.update(tr.hosts)
     for rec in tr.tasks.values():
         state.put_task(rec)
+    if tr.budget is not None:
+        apply_budget(state, tr.budget)
 
 
 def goal_progress(state: MissionState) -> tuple[int, int]:

@@ -29,6 +29,7 @@ __all__ = [
     "Commit",
     "EventBus",
     "InboundDelivery",
+    "LeaseInfo",
     "MissionStore",
     "MissionSummary",
     "OutboxItem",
@@ -83,6 +84,15 @@ class Commit:
 
 
 @dataclass(frozen=True, slots=True)
+class LeaseInfo:
+    """Who holds a mission's ownership lease, and for how many more seconds (at most the
+    lease period; an engine renews it every third of that)."""
+
+    owner: str
+    expires_in_s: float
+
+
+@dataclass(frozen=True, slots=True)
 class MissionSummary:
     mission_id: str
     lab_type: str
@@ -132,6 +142,15 @@ class MissionStore(Protocol):
         ...
 
     async def release(self, mission_id: str, owner: str) -> None: ...
+
+    async def lease(self, mission_id: str) -> LeaseInfo | None:
+        """The mission's lease if one is held and not expired, else None."""
+        ...
+
+    async def delete(self, mission_id: str) -> int:
+        """Remove a mission with its hosts, tasks, events, outbox and lease (`reaper
+        prune`); return how many rows or entries went (0: no such mission)."""
+        ...
 
     async def close(self) -> None: ...
 

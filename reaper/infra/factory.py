@@ -4,6 +4,7 @@ Specs (one for all three parts; `store=` and `queue=` override parts, `queue=` c
 queue and the bus):
 
     memory                     in-process (tests, demos, benchmarks)
+    sqlite                     the default database file (`default_db`, below)
     sqlite:///relative.db      store, queue and bus in one file (SQLAlchemy's convention:
     sqlite:////abs/path.db     three slashes then a relative path, four for an absolute one)
     /abs/path.db, x.db         a bare path ending .db (.sqlite, .sqlite3): same as sqlite
@@ -217,7 +218,10 @@ def open_backend(
     clock: Clock | None = None,
     default_db: Path | None = None,
 ) -> Backend:
-    """Build the store, queue and bus from specs (see the module docstring)."""
+    """Build the store, queue and bus from specs (see the module docstring). `sqlite` alone
+    names the default database file (`default_db`)."""
+    if spec is not None and spec.strip() in ("sqlite", "sqlite://") and default_db is not None:
+        spec = None
     if spec is None:
         if default_db is None and (store is None or queue is None):
             raise ConfigError("no backend spec and no default database path")

@@ -19,6 +19,7 @@ from reaper.errors import MissionExistsError, StaleStateError
 from reaper.infra.base import (
     Commit,
     InboundDelivery,
+    LeaseInfo,
     MissionSummary,
     OutboxItem,
     TaskDelivery,
@@ -137,6 +138,21 @@ class MemoryMissionStore:
         holder = self._leases.get(mission_id)
         if holder is not None and holder[0] == owner:
             del self._leases[mission_id]
+
+    async def lease(self, mission_id: str) -> LeaseInfo | None:
+        holder = self._leases.get(mission_id)
+        left = None if holder is None else holder[1] - self._clock.monotonic()
+        return None if holder is None or left is None or left <= 0 else LeaseInfo(holder[0], left)
+
+    async def delete(self, mission_id: str) -> int:
+        state = self._missions.pop(mission_id, None)
+        if state is None:
+            return 0
+        removed = 1 + len(state.hosts) + len(state.tasks)
+        removed += len(self._events.pop(mission_id, []))
+        removed += len(self._outbox.pop(mission_id, {}))
+        removed += int(self._leases.pop(mission_id, None) is not None)
+        return removed
 
     async def close(self) -> None:
         return None

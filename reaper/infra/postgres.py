@@ -28,7 +28,7 @@ from pydantic_core import to_json
 
 from reaper.clock import Clock, RealClock
 from reaper.errors import MissionExistsError, StaleStateError
-from reaper.infra.base import Commit, MissionSummary, OutboxItem
+from reaper.infra.base import Commit, LeaseInfo, MissionSummary, OutboxItem
 from reaper.infra.factory import DEFAULT_SCHEMA
 from reaper.infra.postgres_commit import SENT_SEQ, commit_statement, sent_params
 from reaper.infra.postgres_conn import PgConnection
@@ -96,6 +96,17 @@ _SQL: dict[str, LiteralString] = {
         WHERE {s}.leases.owner = EXCLUDED.owner OR {s}.leases.expires_at <= %s
         RETURNING owner""",
     "release": "DELETE FROM {s}.leases WHERE mission_id = %s AND owner = %s",
+    "lease": """SELECT owner, extract(epoch FROM expires_at - %s) FROM {s}.leases
+        WHERE mission_id = %s AND expires_at > %s""",
+    # One statement (so one transaction), each table a data-modifying CTE; the outbox is
+    # the task rows (postgres_commit).
+    "delete": """WITH e AS (DELETE FROM {s}.events WHERE mission_id = %(mid)s RETURNING 1),
+        t AS (DELETE FROM {s}.tasks WHERE mission_id = %(mid)s RETURNING 1),
+        h AS (DELETE FROM {s}.hosts WHERE mission_id = %(mid)s RETURNING 1),
+        l AS (DELETE FROM {s}.leases WHERE mission_id = %(mid)s RETURNING 1),
+        m AS (DELETE FROM {s}.missions WHERE mission_id = %(mid)s RETURNING 1)
+        SELECT (SELECT count(*) FROM e) + (SELECT count(*) FROM t) + (SELECT count(*) FROM h)
+        + (SELECT count(*) FROM l) + (SELECT count(*) FROM m)""",
 }
 
 
@@ -307,6 +318,15 @@ class PostgresMissionStore:
 
     async def release(self, mission_id: str, owner: str) -> None:
         await self._rows("release", (mission_id, owner))
+
+    async def lease(self, mission_id: str) -> LeaseInfo | None:
+        now = self._clock.now()
+        rows = await self._rows("lease", (now, mission_id, now))
+        return LeaseInfo(str(rows[0][0]), float(rows[0][1])) if rows else None
+
+    async def delete(self, mission_id: str) -> int:
+        rows = await self._rows("delete", {"mid": mission_id})
+        return int(rows[0][0]) if rows else 0
 
     async def close(self) -> None:
         await self._pg.close()

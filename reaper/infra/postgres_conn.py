@@ -33,7 +33,7 @@ import psycopg
 from psycopg import AsyncConnection, sql
 from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout, TooManyRequests
 
-from reaper.errors import BackendError, ConfigError, ReaperError
+from reaper.errors import BackendError, BackendUnavailableError, ConfigError, ReaperError
 from reaper.infra.postgres_schema import migrate, schema_ident
 
 __all__ = ["NotifyListener", "PgConnection", "channel_name"]
@@ -87,6 +87,8 @@ class PgConnection:
         pool = await self._ready()
         try:
             conn = await pool.getconn()
+        except psycopg.OperationalError as exc:  # incl. the pool's timeout: no server
+            raise BackendUnavailableError(f"postgres: {exc}") from exc
         except psycopg.Error as exc:
             raise BackendError(f"postgres: {exc}") from exc
         lost = False
@@ -123,6 +125,8 @@ class PgConnection:
                 await migrate(conn, self.schema)
             finally:
                 await conn.close()
+        except psycopg.OperationalError as exc:  # the first connection: no server there
+            raise BackendUnavailableError(f"postgres: {exc}") from exc
         except psycopg.Error as exc:
             raise BackendError(f"postgres: {exc}") from exc
 

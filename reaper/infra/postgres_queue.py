@@ -34,7 +34,7 @@ from reaper.infra.base import InboundDelivery, OutboxItem, TaskDelivery
 from reaper.infra.factory import DEFAULT_SCHEMA
 from reaper.infra.postgres_conn import NotifyListener, PgConnection, channel_name
 from reaper.infra.postgres_schema import schema_ident
-from reaper.models import ApprovalDecision, InboundMessage, ResultEvent, Task
+from reaper.models import ApprovalDecision, InboundMessage, MissionControl, ResultEvent, Task
 
 __all__ = ["PostgresEventBus", "PostgresTaskQueue"]
 
@@ -90,7 +90,7 @@ _SQL: dict[str, LiteralString] = {
 }
 
 _INBOUND: TypeAdapter[InboundMessage] = TypeAdapter(
-    Annotated[ResultEvent | ApprovalDecision, Field(discriminator="event_type")]
+    Annotated[ResultEvent | ApprovalDecision | MissionControl, Field(discriminator="event_type")]
 )
 
 

@@ -27,7 +27,7 @@ from reaper.infra.redis_conn import (
     is_nogroup,
     mapped,
 )
-from reaper.models import ApprovalDecision, InboundMessage, ResultEvent
+from reaper.models import ApprovalDecision, InboundMessage, MissionControl, ResultEvent
 
 __all__ = ["RedisEventBus"]
 
@@ -35,7 +35,7 @@ GROUP = "engine"
 _RETIRE_CHUNK = 500  # keys per DEL: bounds one command's size and the time it blocks Redis
 
 _INBOUND: TypeAdapter[InboundMessage] = TypeAdapter(
-    Annotated[ResultEvent | ApprovalDecision, Field(discriminator="event_type")]
+    Annotated[ResultEvent | ApprovalDecision | MissionControl, Field(discriminator="event_type")]
 )
 
 

@@ -22,7 +22,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import DataError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from reaper.errors import BackendError
+from reaper.errors import BackendError, BackendUnavailableError
 
 __all__ = [
     "MAX_BLOCK_S",
@@ -113,7 +113,9 @@ async def mapped(what: str) -> AsyncIterator[None]:
     """Turn redis-py errors into `BackendError` (the boundary)."""
     try:
         yield
+    except (RedisConnectionError, RedisTimeoutError) as exc:
+        raise BackendUnavailableError(f"redis {what} failed: {exc}") from exc
     except RedisError as exc:
         raise BackendError(f"redis {what} failed: {exc}") from exc
     except OSError as exc:  # a socket error redis-py did not wrap
-        raise BackendError(f"redis {what} failed: {exc}") from exc
+        raise BackendUnavailableError(f"redis {what} failed: {exc}") from exc

@@ -18,7 +18,7 @@ from pydantic import Field, TypeAdapter
 
 from reaper.infra.base import InboundDelivery, OutboxItem, TaskDelivery
 from reaper.infra.sqlite_db import SqliteDatabase
-from reaper.models import ApprovalDecision, InboundMessage, ResultEvent, Task
+from reaper.models import ApprovalDecision, InboundMessage, MissionControl, ResultEvent, Task
 
 __all__ = ["SqliteEventBus", "SqliteTaskQueue"]
 
@@ -75,7 +75,7 @@ RETURNING id, body, delivery_count
 """
 
 _INBOUND: TypeAdapter[InboundMessage] = TypeAdapter(
-    Annotated[ResultEvent | ApprovalDecision, Field(discriminator="event_type")]
+    Annotated[ResultEvent | ApprovalDecision | MissionControl, Field(discriminator="event_type")]
 )
 
 

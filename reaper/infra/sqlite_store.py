@@ -12,7 +12,7 @@ from datetime import datetime
 from pydantic_core import from_json, to_json
 
 from reaper.errors import MissionExistsError, StaleStateError
-from reaper.infra.base import Commit, MissionSummary, OutboxItem
+from reaper.infra.base import Commit, LeaseInfo, MissionSummary, OutboxItem
 from reaper.infra.sqlite_db import SqliteDatabase
 from reaper.lazy_docs import LazyDocs
 from reaper.models import (
@@ -296,6 +296,23 @@ class SqliteMissionStore:
             "DELETE FROM leases WHERE mission_id = ? AND owner = ?",
             (mission_id, owner),
         )
+
+    async def lease(self, mission_id: str) -> LeaseInfo | None:
+        rows = self._db.execute(
+            "lease", "SELECT owner, expires FROM leases WHERE mission_id = ?", (mission_id,)
+        )
+        if not rows:
+            return None
+        left = float(rows[0][1]) - self._db.now()
+        return LeaseInfo(str(rows[0][0]), left) if left > 0 else None
+
+    async def delete(self, mission_id: str) -> int:
+        removed = 0
+        with self._db.transaction("delete mission") as conn:
+            for table in ("events", "tasks", "hosts", "outbox", "leases", "missions"):
+                cur = conn.execute(f"DELETE FROM {table} WHERE mission_id = ?", (mission_id,))
+                removed += max(cur.rowcount, 0)
+        return removed
 
     async def close(self) -> None:
         self._db.close()

@@ -123,6 +123,16 @@ class LLMPlanner:
         """Mission totals, per-host shares and budget state, as plain JSON data."""
         return self.ledger.summary(self.budget)
 
+    def set_budget(self, limits: dict[str, int | float]) -> None:
+        """New limits (`reaper resume --budget-*`, sent to a running engine): keys calls,
+        tokens, usd as in the lab file's `budget`."""
+        calls, tokens, usd = limits.get("calls"), limits.get("tokens"), limits.get("usd")
+        self.budget = Budget(
+            max_calls=None if calls is None else int(calls),
+            max_tokens=None if tokens is None else int(tokens),
+            max_usd=usd,
+        )
+
     def restore_usage(self, decisions: Sequence[dict[str, Any]]) -> None:
         """Resume the ledger from a mission's logged `planner.decision` payloads, so a
         restarted engine keeps counting against the same budget."""

@@ -6,51 +6,24 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from reaper.cli import main
 from reaper.models import MissionStatus
 from reaper.overseer import Overseer
+from tests.cli.conftest import Run
 from tests.missions import (
     PYTHON,
     WAIT_S,
     Recorder,
     cli_env,
-    keep_root_logging,
     make_lab,
     open_sqlite,
     sim_host,
 )
-
-Run = Callable[..., tuple[int, str, str]]
-
-
-@pytest.fixture
-def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Run:
-    """`reaper ARGS` in this process, in tmp_path, with a default database under it."""
-    monkeypatch.chdir(tmp_path)
-    for var in [v for v in __import__("os").environ if v.startswith("REAPER_")]:
-        monkeypatch.delenv(var)
-    monkeypatch.delenv("COLUMNS", raising=False)  # as when output goes to a file or pipe
-    monkeypatch.setenv("REAPER_DB", str(tmp_path / "reaper.db"))
-    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
-    keep_root_logging(monkeypatch)
-
-    def run(*args: str) -> tuple[int, str, str]:
-        capsys.readouterr()
-        try:
-            rc = main(list(args))
-        except SystemExit as exc:  # argparse exits instead of returning
-            rc = exc.code if isinstance(exc.code, int) else 1
-        out, err = capsys.readouterr()
-        return rc, out, err
-
-    return run
 
 
 def _write_lab(path: Path, *hosts: dict[str, Any], **fields: Any) -> Path:
@@ -64,6 +37,10 @@ def _one_line_error(rc: int, err: str, expected: str = "") -> None:
     assert "Traceback" not in err
     lines = err.strip("\n").splitlines()
     assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}:\n{err}"
+    if lines[0].startswith("{"):  # under --json: one JSON object
+        error = json.loads(lines[0])
+        assert error["code"] == 2 and expected in error["error"]
+        return
     assert lines[0].startswith("reaper: error: ") or ": error: " in lines[0]
     assert expected in lines[0]
 

@@ -65,7 +65,7 @@ BAD = {
         "duplicate host_id 'a'",
     ),
     "bad host id": ("hosts: [{host_id: 'a b', os: linux}]\n", "hosts[0].host_id"),
-    "bad mission id": ("mission_id: Bad_Id\nhosts: [{host_id: a, os: linux}]\n", "mission_id"),
+    "bad mission id": ("mission_id: '-bad id'\nhosts: [{host_id: a, os: linux}]\n", "mission_id"),
     "unknown field": ("hostz: []\nhosts: [{host_id: a, os: linux}]\n", "hostz"),
     "future schema": ("schema_version: 3\nhosts: [{host_id: a, os: linux}]\n", "schema_version 3"),
     "unknown goal": ("goal: conquered\nhosts: [{host_id: a, os: linux}]\n", "goal"),

@@ -306,8 +306,12 @@ def test_sigkilled_run_resumes_from_another_process(
     asyncio.run(check())
 
 
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
 def test_interrupted_run_stops_cleanly_and_resumes(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    as_json: bool,
 ):
     db = tmp_path / "reaper.db"
     lab_file = tmp_path / "lab.yaml"
@@ -324,6 +328,7 @@ def test_interrupted_run_stops_cleanly_and_resumes(
             str(db),
             "--no-live",
             "--no-input",
+            *(["--json"] if as_json else []),
         ],
         cwd=tmp_path,
         env=cli_env(tmp_path),
@@ -344,12 +349,21 @@ def test_interrupted_run_stops_cleanly_and_resumes(
             proc.kill()
     assert proc.returncode == 130, err
     assert "reaper resume m1" in " ".join(err.split())
+    if as_json:  # the one error line is JSON
+        assert json.loads(err.strip().splitlines()[-1])["code"] == 130
     assert "Traceback" not in err
     assert count_rows(db, "SELECT count(*) FROM missions WHERE status = 'completed'") == 0
+    # Not `running`: nothing runs it any more, and status says so.
+    assert count_rows(db, "SELECT count(*) FROM missions WHERE status = 'interrupted'") == 1
 
     # A clean stop leaves no lease behind: resuming at once works.
     monkeypatch.chdir(tmp_path)
     keep_root_logging(monkeypatch)
+    assert main(["status", "m1", "--db", str(db), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["status"] == "interrupted" and report["engine"]["owner"] is None
+    assert main(["status", "m1", "--db", str(db)]) == 0
+    assert "no engine runs it" in " ".join(capsys.readouterr().out.split())
     started = time.monotonic()
     rc = main(["resume", "m1", "--db", str(db), "--no-live", "--json"])
     out, err = capsys.readouterr()
@@ -365,3 +379,45 @@ def test_interrupted_run_stops_cleanly_and_resumes(
         await backend.close()
 
     asyncio.run(check())
+
+
+def test_after_kill_9_status_says_the_engine_is_gone_and_resume_says_what_it_waits_for(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+):
+    db = tmp_path / "reaper.db"
+    lab_file = tmp_path / "lab.yaml"
+    lab = _lab(n=3, latency=0.4)
+    lab_file.write_text(yaml.safe_dump(lab.model_dump(mode="json", exclude_none=True)))
+    proc = subprocess.Popen(
+        [PYTHON, "-m", "reaper.cli", "run", str(lab_file), "--db", str(db), "--no-live"],
+        cwd=tmp_path,
+        env=cli_env(tmp_path, REAPER_LEASE_TTL_S="3"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while _results_in(db) < 1:
+            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+            assert time.monotonic() < deadline, "the run produced no results"
+            time.sleep(0.02)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+
+    monkeypatch.chdir(tmp_path)
+    keep_root_logging(monkeypatch)
+    monkeypatch.setenv("REAPER_LEASE_TTL_S", "3")
+    assert main(["status", "m1", "--db", str(db), "--json"]) == 0
+    engine = json.loads(capsys.readouterr().out)["engine"]
+    assert engine["owner"] and engine["owner"].startswith("engine-")
+    assert engine["alive"] is False and 0 < engine["expires_in_s"] <= 3
+    assert main(["status", "m1", "--db", str(db)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"process {proc.pid} is not running" in out and "lease expires in" in out
+
+    rc = main(["resume", "m1", "--db", str(db), "--no-live", "--json"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    assert "waiting up to" in err and "is gone" in " ".join(err.split())
+    assert json.loads(out)["goal_reached"]

@@ -15,7 +15,7 @@ import pytest
 
 from reaper.errors import MissionExistsError, StaleStateError
 from reaper.infra.base import Commit, EventBus, MissionStore, TaskQueue
-from reaper.models import EventKind, MissionStatus, TaskRecord, TaskStatus
+from reaper.models import EventKind, MissionControl, MissionStatus, TaskRecord, TaskStatus
 from tests.infra import builders as b
 from tests.infra.conftest import Kit
 
@@ -187,6 +187,52 @@ async def test_claim_is_exclusive_until_expiry(kit: Kit, store: MissionStore, ui
     assert await store.claim(mid, "engine-a", ttl)
 
 
+async def test_lease_names_the_holder_until_expiry(kit: Kit, store: MissionStore, uid: str) -> None:
+    mid = f"m-{uid}"
+    await store.create(b.mission(mid), [])
+    ttl = kit.lease()
+    assert await store.lease(mid) is None
+    assert await store.claim(mid, "engine-a", ttl)
+    held = await store.lease(mid)
+    assert held is not None and held.owner == "engine-a"
+    assert 0 < held.expires_in_s <= ttl + 0.5
+    await kit.advance(ttl * 1.5)
+    assert await store.lease(mid) is None  # expired: nobody holds it
+    assert await store.claim(mid, "engine-b", ttl)
+    await store.release(mid, "engine-b")
+    assert await store.lease(mid) is None
+
+
+async def test_delete_removes_the_mission_and_only_it(store: MissionStore, uid: str) -> None:
+    mid, other = f"m-{uid}", f"o-{uid}"
+    for m in (mid, other):
+        await store.create(b.mission(m, hosts=2), [b.event(m, EventKind.MISSION_CREATED)])
+    state = await store.load(mid)
+    assert state is not None
+    rec = TaskRecord(task=b.task(mid, 1))
+    await store.commit(
+        Commit(
+            mission=state,
+            expected_version=0,
+            tasks=[rec],
+            events=[b.event(mid, EventKind.TASK_PLANNED)],
+            outbox=[b.item(mid, 1)],
+        )
+    )
+    assert await store.claim(mid, "engine-a", 30)
+    removed = await store.delete(mid)
+    assert removed >= 1 + 2 + 2  # the header, its hosts and events at least
+    assert await store.load(mid) is None
+    assert await store.events(mid) == []
+    assert await store.unsent(mid) == []
+    assert await store.lease(mid) is None
+    assert mid not in {m.mission_id for m in await store.list_missions()}
+    assert await store.delete(mid) == 0
+    kept = await store.load(other)
+    assert kept is not None and len(kept.hosts) == 2
+    assert len(await store.events(other)) == 1
+
+
 # -- task queue ---------------------------------------------------------------------------
 
 
@@ -331,6 +377,19 @@ async def test_receive_returns_all_waiting_as_one_batch(bus: EventBus, uid: str)
     assert type(got[3].message).__name__ == "ApprovalDecision"
     await bus.ack(mid, got)
     assert await bus.receive(mid, timeout=0.05) == []
+
+
+async def test_mission_control_requests_travel_like_approvals(bus: EventBus, uid: str) -> None:
+    mid = f"m-{uid}"
+    sent = [
+        MissionControl(mission_id=mid, command="cancel", by="op", note="wrong lab"),
+        MissionControl(mission_id=mid, command="unlock", host_id="h00001"),
+        MissionControl(mission_id=mid, command="budget", budget={"calls": 40, "usd": 1.5}),
+    ]
+    await bus.publish_many(sent)
+    got = await bus.receive(mid, timeout=1)
+    assert [d.message for d in got] == sent
+    await bus.ack(mid, got)
 
 
 async def test_publish_many_delivers_in_order_across_missions(bus: EventBus, uid: str) -> None:
