@@ -40,6 +40,7 @@ from reaper.models import (
 from reaper.overseer import engine_settings_for
 from reaper.planners.base import MissionPlanner
 from reaper.policy import Policy
+from reaper.secrets import redact_value
 
 __all__ = [
     "TAPE_SCHEMA_VERSION",
@@ -171,7 +172,7 @@ class TapeRecorder:
             },
             meta=self.meta,
         )
-        self._write(self.header.model_dump_json())
+        self._write(self.header)
 
     def __call__(self, state: MissionState, events: Sequence[EventRecord]) -> None:
         if self.header is None:
@@ -179,20 +180,22 @@ class TapeRecorder:
         self._commits += 1
         step = _step_from_events(self._commits, state.updated_at, events)
         self.steps.append(step)
-        self._write(step.model_dump_json())
+        self._write(step)
 
     def tape(self) -> Tape:
         if self.header is None:
             raise ValueError("nothing recorded yet")
         return Tape(header=self.header, steps=list(self.steps))
 
-    def _write(self, line: str) -> None:
+    def _write(self, record: BaseModel) -> None:
         if self.path is None:
             return
         if self._file is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._file = self.path.open("w", encoding="utf-8")
-        self._file.write(line + "\n")
+        # Defence in depth: results are masked where they enter, each line once more.
+        data = redact_value(record.model_dump(mode="json"))
+        self._file.write(json.dumps(data, ensure_ascii=False, separators=(",", ":")) + "\n")
         self._file.flush()
 
     def close(self) -> None:

@@ -1,14 +1,66 @@
-"""Masking of secrets in anything the LLM layer writes down (cassettes, logs)."""
+"""Masking of secrets in anything the LLM layer writes down (cassettes, logs, prompts).
+
+Pure functions: the known secret values are arguments (Reaper's registry of them lives in
+`reaper.secrets`, which this layer does not import). Three things are masked:
+
+- each known value, and its encoded forms: base64 (standard and URL-safe, padded or not, and
+  the stable middle of its encoding at each of the three byte alignments, so the value is
+  found inside a longer base64 blob such as a Basic-auth header), URL-encoding (`quote`,
+  `quote_plus`, lower-case hex) and its JSON-escaped form;
+- the value of a `key=value`, `key: value` or JSON `"key": "value"` pair whose key names a
+  secret (password, passwd, passphrase, secret, token, api_key, access_key, private_key,
+  credential), inside any text, and the password of a `scheme://user:password@host` URL;
+- credential-shaped strings (`sk-…`, `Bearer …`, AWS and GitHub key shapes).
+
+Every mask is the same fixed `[REDACTED]`: nothing of the value (not even its length) is
+kept, so a mask cannot be reversed. A known value shorter than `MIN_SECRET_CHARS` (4) is
+masked only where it stands as a whole token (not inside a longer word, else `ab` would
+shred every text) and its encoded forms are not looked for (they would be as short and as
+common); such a password is weak anyway, and Reaper says so nowhere but here.
+"""
 
 from __future__ import annotations
 
+import base64
+import json
 import re
 from collections.abc import Iterable
+from functools import lru_cache
 from typing import Any
+from urllib.parse import quote, quote_plus
 
-__all__ = ["REDACTED", "SECRET_PATTERNS", "scrub", "scrub_text"]
+__all__ = [
+    "MIN_SECRET_CHARS",
+    "REDACTED",
+    "SECRET_KEY",
+    "SECRET_PATTERNS",
+    "scrub",
+    "scrub_text",
+    "secret_forms",
+]
 
 REDACTED = "[REDACTED]"
+MIN_SECRET_CHARS = 4
+# The shortest base64 fragment looked for inside longer blobs (shorter ones mask noise).
+_MIN_STEM = 8
+
+_SECRET_WORD = (
+    r"passwords?|passwd|passphrases?|secrets?|token|(?:api|access|private)[_-]?keys?"
+    r"|credentials?"
+)
+# A mapping key whose value is a secret whatever it looks like: the key is, or ends in, a
+# secret word ("password", "db_password", "client-secret"), but a setting *about* one such as
+# sshd's "passwordauthentication" is not.
+SECRET_KEY = re.compile(rf"(?i)(^|[_.\-])({_SECRET_WORD}|pwd|cookie)s?$")
+
+# `key=value`, `key: value`, `"key": "value"` with a secret-naming key, inside a text ("tokens"
+# is a count, and `true`/`false`/`null` are no secret).
+_KEY_VALUE = re.compile(
+    rf"(?i)(?<![\w.\-])(?P<key>[\w.\-]*?(?:{_SECRET_WORD}))"
+    r"(?P<sep>[\"']?[ \t]*[:=][ \t]*)"
+    r"(?:\"(?P<dq>(?:[^\"\\\n]|\\.)*)\"|'(?P<sq>[^'\n]*)'|(?!(?:true|false|null|none)\b)(?P<bare>[^\s\"',;&}\]\)]+))"
+)
+_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][\w+.\-]*://[^:/\s@]+:)(?P<pw>[^@/\s]+)(?=@)")
 
 # Shapes of common credentials. Ordered so the more specific sk-ant- wins over sk-.
 SECRET_PATTERNS: tuple[re.Pattern[str], ...] = (
@@ -19,13 +71,87 @@ SECRET_PATTERNS: tuple[re.Pattern[str], ...] = (
     re.compile(r"\bAKIA[0-9A-Z]{16}\b"),
     re.compile(r"\bgh[pousr]_[A-Za-z0-9]{30,}\b"),
 )
+# Cheap test that a text may hold a pattern above: most texts skip all the regexes.
+_HINT = re.compile(
+    rf"(?i){_SECRET_WORD}|sk-|bearer|authorization|AKIA|gh[pousr]_|://[^\s/@]*:[^\s/@]*@"
+)
+
+
+def _b64_stems(raw: bytes) -> set[str]:
+    """The base64 characters that depend on `raw` alone, at each of the three alignments it
+    can have inside longer data."""
+    stems: set[str] = set()
+    for shift in range(3):
+        encoded = base64.b64encode(b"\0" * shift + raw).decode("ascii")
+        start = -(-shift * 8 // 6)  # characters touched by the prefix
+        end = (shift + len(raw)) * 8 // 6  # characters touched by what follows
+        stem = encoded[start:end]
+        if len(stem) >= _MIN_STEM:
+            stems.add(stem)
+            stems.add(stem.replace("+", "-").replace("/", "_"))
+    return stems
+
+
+def secret_forms(value: str) -> set[str]:
+    """`value` and the encodings it may appear under in output, requests or files."""
+    if len(value) < MIN_SECRET_CHARS:
+        return {value} if value else set()
+    raw = value.encode("utf-8")
+    forms = {value, json.dumps(value, ensure_ascii=False)[1:-1], json.dumps(value)[1:-1]}
+    for encoded in (base64.b64encode(raw), base64.urlsafe_b64encode(raw)):
+        text = encoded.decode("ascii")
+        forms.update((text, text.rstrip("=")))
+    forms |= _b64_stems(raw)
+    for quoted in (quote(value, safe=""), quote_plus(value, safe="")):
+        forms.add(quoted)
+        forms.add(re.sub(r"%[0-9A-F]{2}", lambda m: m.group(0).lower(), quoted))
+    return {f for f in forms if f}
+
+
+@lru_cache(maxsize=64)
+def _known_pattern(secrets: tuple[str, ...]) -> re.Pattern[str] | None:
+    """One alternation matching every form of every known value, longest first (so a value
+    containing another is masked whole)."""
+    long_forms: set[str] = set()
+    short: set[str] = set()
+    for secret in secrets:
+        if not secret:
+            continue
+        if len(secret) < MIN_SECRET_CHARS:
+            short.add(secret)
+        else:
+            long_forms |= secret_forms(secret)
+    parts = [re.escape(f) for f in sorted(long_forms, key=lambda f: (-len(f), f))]
+    parts += [
+        rf"(?<![A-Za-z0-9]){re.escape(s)}(?![A-Za-z0-9])"
+        for s in sorted(short, key=lambda s: (-len(s), s))
+    ]
+    return re.compile("|".join(parts)) if parts else None
+
+
+def _mask_pair(match: re.Match[str]) -> str:
+    key, sep = match.group("key"), match.group("sep")
+    for group, quote_char in (("dq", '"'), ("sq", "'"), ("bare", "")):
+        value = match.group(group)
+        if value is not None:
+            if not value or value == REDACTED:
+                return match.group(0)
+            return f"{key}{sep}{quote_char}{REDACTED}{quote_char}"
+    return match.group(0)  # pragma: no cover - one of the groups always matches
 
 
 def scrub_text(text: str, secrets: Iterable[str] = ()) -> str:
-    """``text`` with known secret values and credential-shaped strings replaced."""
-    # Known values first, longest first, so a secret containing another is masked whole.
-    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
-        text = text.replace(secret, REDACTED)
+    """``text`` with known secret values (and their encodings), secret-keyed pairs and
+    credential-shaped strings replaced by ``REDACTED``."""
+    if not text:
+        return text
+    known = _known_pattern(secrets if type(secrets) is tuple else tuple(secrets))
+    if known is not None:
+        text = known.sub(REDACTED, text)
+    if not _HINT.search(text):
+        return text
+    text = _KEY_VALUE.sub(_mask_pair, text)
+    text = _URL_PASSWORD.sub(lambda m: m.group("head") + REDACTED, text)
     for pattern in SECRET_PATTERNS:
         if pattern.groups >= 2:
             text = pattern.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
@@ -35,12 +161,30 @@ def scrub_text(text: str, secrets: Iterable[str] = ()) -> str:
 
 
 def scrub(value: Any, secrets: Iterable[str] = ()) -> Any:
-    """A copy of a JSON-like value with every string (keys included) scrubbed."""
-    known = tuple(secrets)
+    """A JSON-like value with every string (keys included) scrubbed, and the string value of
+    a secret-naming key masked whole. Unchanged parts are returned as they are (no copy);
+    tuples become lists."""
+    return _scrub(value, secrets if type(secrets) is tuple else tuple(secrets))
+
+
+def _scrub(value: Any, known: tuple[str, ...]) -> Any:
     if isinstance(value, str):
         return scrub_text(value, known)
     if isinstance(value, dict):
-        return {scrub_text(str(k), known): scrub(v, known) for k, v in value.items()}
+        out: dict[Any, Any] = {}
+        changed = False
+        for k, v in value.items():
+            key = scrub_text(k, known) if isinstance(k, str) else k
+            if isinstance(v, str) and isinstance(k, str) and v and SECRET_KEY.search(k):
+                new: Any = REDACTED
+            else:
+                new = _scrub(v, known)
+            changed = changed or key is not k or new is not v
+            out[key] = new
+        return out if changed else value
     if isinstance(value, list | tuple):
-        return [scrub(v, known) for v in value]
+        items = [_scrub(v, known) for v in value]
+        if isinstance(value, list) and all(a is b for a, b in zip(items, value, strict=True)):
+            return value
+        return items
     return value

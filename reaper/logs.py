@@ -1,4 +1,5 @@
-"""Logging set-up, done once by the CLI: rich on the terminal, JSON lines to a file."""
+"""Logging set-up, done once by the CLI: rich on the terminal, JSON lines to a file. Every
+handler masks known secrets and `password=…`-shaped pairs (`reaper.secrets.RedactSecrets`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from datetime import UTC, datetime
 
 from rich.console import Console
 from rich.logging import RichHandler
+
+from reaper.secrets import RedactSecrets
 
 __all__ = ["JsonLinesFormatter", "setup_logging"]
 
@@ -20,7 +23,9 @@ class JsonLinesFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        if record.exc_info:
+        if record.exc_text:  # set (and masked) by RedactSecrets
+            entry["exc"] = record.exc_text
+        elif record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
 
@@ -37,5 +42,8 @@ def setup_logging(level: str, *, json_file: str | None, console: Console) -> Non
         handler.setFormatter(JsonLinesFormatter())
         handler.setLevel(logging.DEBUG)
         root.addHandler(handler)
+    redactor = RedactSecrets()
+    for h in root.handlers:
+        h.addFilter(redactor)
     for noisy in ("paramiko", "httpx", "httpcore", "anthropic", "openai", "urllib3"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
