@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from reaper.errors import ConfigError
 from reaper.lab import LabFile, format_validation_error, parse_lab
+from reaper.safeload import load_yaml, read_limited
 
 __all__ = [
     "SCENARIO_SCHEMA_VERSION",
@@ -115,7 +116,7 @@ def _expand_groups(lab: dict[str, Any], source: str) -> dict[str, Any]:
 
 def parse_scenario(text: str, *, source: str = "<scenario>", name: str | None = None) -> Scenario:
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text, source)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: invalid YAML: {exc}".splitlines()[0]) from None
     if not isinstance(data, dict) or not isinstance(data.get("lab"), dict):
@@ -133,8 +134,8 @@ def parse_scenario(text: str, *, source: str = "<scenario>", name: str | None = 
 def load_scenario(path: str | Path) -> Scenario:
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
+        text = read_limited(p)
+    except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{p}: cannot read scenario: {exc}") from None
     return parse_scenario(text, source=str(p), name=p.stem)
 

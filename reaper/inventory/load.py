@@ -38,6 +38,7 @@ from reaper.inventory.hosts import host_settings
 from reaper.inventory.parse import Inventory, Var, parse_ini, parse_yaml
 from reaper.lab import LabFile, LabHost, format_validation_error
 from reaper.models import Stage
+from reaper.safeload import read_limited
 
 __all__ = ["LAB_TYPE", "load_inventory", "parse_inventory", "resolve_host_vars"]
 
@@ -159,7 +160,7 @@ def load_inventory(
     if p.is_dir():
         raise ConfigError(f"{p}: inventory directories are not supported; name a file")
     try:
-        text = p.read_text(encoding="utf-8")
+        text = read_limited(p)
     except FileNotFoundError:
         raise ConfigError(f"{p}: no such inventory file") from None
     except (OSError, UnicodeDecodeError) as exc:

@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from reaper.errors import ConfigError
+from reaper.safeload import compose_yaml
 
 __all__ = ["Group", "Inventory", "Var", "expand_pattern", "parse_ini", "parse_yaml"]
 
@@ -276,20 +277,28 @@ def _yaml_group(inv: Inventory, loader: yaml.SafeLoader, name: str, node: yaml.N
             )
 
 
+def _yaml_line(exc: yaml.YAMLError) -> int:
+    mark = getattr(exc, "problem_mark", None)
+    return mark.line + 1 if mark is not None else 0
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    return getattr(exc, "problem", None) or "cannot parse"
+
+
 def parse_yaml(text: str, source: str) -> Inventory:
     inv = Inventory(source)
-    loader = yaml.SafeLoader(text)
     try:
-        root = loader.get_single_node()
+        loader, root = compose_yaml(text, source)
+    except yaml.YAMLError as exc:
+        raise inv.error(_yaml_line(exc), f"invalid YAML: {_yaml_problem(exc)}") from None
+    try:
         if root is None:
             raise inv.error(0, "empty inventory")
         for k, v in _mapping(inv, root, "an inventory"):
             _yaml_group(inv, loader, _key(inv, k), v)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else 0
-        problem = getattr(exc, "problem", None) or "cannot parse"
-        raise inv.error(line, f"invalid YAML: {problem}") from None
+        raise inv.error(_yaml_line(exc), f"invalid YAML: {_yaml_problem(exc)}") from None
     finally:
         loader.dispose()
     return inv.finish()
