@@ -9,7 +9,8 @@ Pure functions: the known secret values are arguments (Reaper's registry of them
   `quote_plus`, lower-case hex) and its JSON-escaped form;
 - the value of a `key=value`, `key: value` or JSON `"key": "value"` pair whose key names a
   secret (password, passwd, passphrase, secret, token, api_key, access_key, private_key,
-  credential), inside any text, and the password of a `scheme://user:password@host` URL;
+  credential, or ends in `_pass` as Ansible's `ansible_ssh_pass`), inside any text, and
+  the password of a `scheme://user:password@host` URL;
 - credential-shaped strings (`sk-…`, `Bearer …`, AWS and GitHub key shapes).
 
 Every mask is the same fixed `[REDACTED]`: nothing of the value (not even its length) is
@@ -51,12 +52,12 @@ _SECRET_WORD = (
 # A mapping key whose value is a secret whatever it looks like: the key is, or ends in, a
 # secret word ("password", "db_password", "client-secret"), but a setting *about* one such as
 # sshd's "passwordauthentication" is not.
-SECRET_KEY = re.compile(rf"(?i)(^|[_.\-])({_SECRET_WORD}|pwd|cookie)s?$")
+SECRET_KEY = re.compile(rf"(?i)(^|[_.\-])({_SECRET_WORD}|pwd|pass|cookie)s?$")
 
 # `key=value`, `key: value`, `"key": "value"` with a secret-naming key, inside a text ("tokens"
 # is a count, and `true`/`false`/`null` are no secret).
 _KEY_VALUE = re.compile(
-    rf"(?i)(?<![\w.\-])(?P<key>[\w.\-]*?(?:{_SECRET_WORD}))"
+    rf"(?i)(?<![\w.\-])(?P<key>[\w.\-]*?(?:{_SECRET_WORD})|(?:[\w.\-]*[_\-])?pass)"
     r"(?P<sep>[\"']?[ \t]*[:=][ \t]*)"
     r"(?:\"(?P<dq>(?:[^\"\\\n]|\\.)*)\"|'(?P<sq>[^'\n]*)'|(?!(?:true|false|null|none)\b)(?P<bare>[^\s\"',;&}\]\)]+))"
 )
@@ -73,7 +74,7 @@ SECRET_PATTERNS: tuple[re.Pattern[str], ...] = (
 )
 # Cheap test that a text may hold a pattern above: most texts skip all the regexes.
 _HINT = re.compile(
-    rf"(?i){_SECRET_WORD}|sk-|bearer|authorization|AKIA|gh[pousr]_|://[^\s/@]*:[^\s/@]*@"
+    rf"(?i){_SECRET_WORD}|pass|sk-|bearer|authorization|AKIA|gh[pousr]_|://[^\s/@]*:[^\s/@]*@"
 )
 
 
