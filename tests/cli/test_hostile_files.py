@@ -1,7 +1,7 @@
 """Hostile files: a few KB of YAML aliases ("billion laughs") or thousands of nested lists in a
-lab, an inventory, a scenario, a cassette or a tape end in one line on stderr and exit 2,
-quickly and in bounded memory (the child runs under an address-space cap), never in a
-traceback, a RecursionError or a machine out of memory."""
+lab, an inventory, a scenario, a cassette, a tape or a config file end in one line on stderr
+and exit 2, quickly and in bounded memory (the child runs under an address-space cap), never
+in a traceback, a RecursionError or a machine out of memory."""
 
 from __future__ import annotations
 
@@ -64,6 +64,7 @@ def _files(tmp: Path) -> dict[str, Path]:
         + '\n{"type": "entry", "key": "k", "summary": "s", "request": {"a": '
         + DEEP
         + '}, "response": {}}\n',
+        "deep.toml": f"x = {DEEP}\n",
         "deep.tape.jsonl": '{"type": "header", "mission_id": "m", "initial_state": {"a": '
         + DEEP
         + "}}\n",
@@ -84,6 +85,7 @@ CASES = {
         "run", "ok.yaml", "--planner", "llm", "--replay", "deep.cassette.jsonl", "--no-live",
     ],
     "scenario-laughs": ["eval", "--scenarios", "scenario-laughs.yaml", "--planners", "rule"],
+    "config-deep": ["status", "--config", "deep.toml"],
     "tape-deep": ["eval", "replay", "deep.tape.jsonl", "--planner", "rule"],
 }  # fmt: skip
 
