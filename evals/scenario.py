@@ -98,6 +98,10 @@ class Scenario(_Strict):
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
 
+# A few bytes of `count` must not stand for a billion hosts.
+MAX_GROUP_HOSTS = 100_000
+
+
 def _expand_groups(lab: dict[str, Any], source: str) -> dict[str, Any]:
     groups = lab.pop("groups", None) or []
     if not isinstance(groups, list):
@@ -108,6 +112,10 @@ def _expand_groups(lab: dict[str, Any], source: str) -> dict[str, Any]:
             raise ConfigError(f"{source}: lab.groups[{index}] needs prefix and count")
         spec = dict(group)
         prefix, count = str(spec.pop("prefix")), int(spec.pop("count"))
+        if not 0 <= count <= MAX_GROUP_HOSTS - len(hosts):
+            raise ConfigError(
+                f"{source}: lab.groups[{index}].count: at most {MAX_GROUP_HOSTS} hosts in all"
+            )
         width = max(2, len(str(count)))
         hosts += [{"host_id": f"{prefix}-{i:0{width}d}", **spec} for i in range(1, count + 1)]
     lab["hosts"] = hosts

@@ -44,7 +44,7 @@ __all__ = [
 class Limits:
     max_bytes: int = 16 * 1024 * 1024
     max_depth: int = 64
-    max_nodes: int = 1_000_000
+    max_nodes: int = 2_000_000
 
 
 DEFAULT_LIMITS = Limits()

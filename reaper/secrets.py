@@ -30,13 +30,14 @@ import threading
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from llm.redact import REDACTED, scrub, scrub_text
+from llm.redact import REDACTED, SECRET_KEY, scrub, scrub_text
 from reaper.models import MissionState
 
 __all__ = [
     "REDACTED",
     "RedactSecrets",
     "SecretLookup",
+    "is_secret_key",
     "known_secrets",
     "redact",
     "redact_mission",
@@ -54,8 +55,6 @@ _secrets: dict[str, str] = {}
 # redactor caches its compiled pattern per tuple.
 _known: set[str] = set()
 _known_sorted: tuple[str, ...] = ()
-# Connection fields naming an environment variable that holds a secret.
-SECRET_REFERENCE_FIELDS = ("password_env", "become_password_env")
 
 
 def secret_name(host_id: str, kind: str) -> str:
@@ -100,17 +99,24 @@ def known_secrets() -> tuple[str, ...]:
 def register_host_secrets(
     connections: Iterable[Any], environ: Mapping[str, str] | None = None
 ) -> tuple[str, ...]:
-    """Resolve each connection's secret references (`password_env`, `become_password_env`)
-    through the registry and `environ` (default: the process environment) and remember the
-    values found; return every known value. A reference not set is skipped (the transport
-    reports it when it needs it)."""
+    """Resolve each connection's secret references (every `*_env` setting: `password_env`,
+    `become_password_env`, and any a later schema adds) through the registry and `environ`
+    (default: the process environment) and remember the values found; return every known
+    value. A reference not set is skipped (the transport reports it when it needs it)."""
     lookup = secret_lookup(environ)
     for conn in connections:
-        for field in SECRET_REFERENCE_FIELDS:
-            name = getattr(conn, field, None)
-            if name:
+        for field in getattr(type(conn), "model_fields", {}):
+            name = getattr(conn, field, None) if field.endswith("_env") else None
+            if isinstance(name, str) and name:
                 remember_secret(lookup.get(name))
     return known_secrets()
+
+
+def is_secret_key(name: str) -> bool:
+    """True for a variable or mapping key whose value is a secret whatever it looks like
+    (`ansible_password`, `db_token`, `vault_passphrase`), not one about a secret
+    (`PasswordAuthentication`)."""
+    return SECRET_KEY.search(name) is not None
 
 
 class SecretLookup(Mapping[str, str]):

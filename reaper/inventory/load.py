@@ -39,6 +39,7 @@ from reaper.inventory.parse import Inventory, Var, parse_ini, parse_yaml
 from reaper.lab import LabFile, LabHost, format_validation_error
 from reaper.models import Stage
 from reaper.safeload import read_limited
+from reaper.secrets import is_secret_key, remember_secret
 
 __all__ = ["LAB_TYPE", "load_inventory", "parse_inventory", "resolve_host_vars"]
 
@@ -100,6 +101,15 @@ def _looks_like_yaml(text: str) -> bool:
     return False
 
 
+def _remember_secret_vars(hvars: dict[str, Var]) -> None:
+    """Know every secret-named variable's plain value (a key passphrase, a vault or API token
+    Reaper does not use itself) so that a host echoing it has it masked."""
+    for key, var in hvars.items():
+        plain = isinstance(var.value, str | int) and not isinstance(var.value, bool)
+        if plain and is_secret_key(key):
+            remember_secret(str(var.value))
+
+
 def parse_inventory(
     text: str,
     *,
@@ -124,6 +134,7 @@ def parse_inventory(
     hosts: list[LabHost] = []
     seen: dict[str, str] = {}
     for name, hvars in resolve_host_vars(inv).items():
+        _remember_secret_vars(hvars)
         settings = host_settings(inv, name, hvars)
         other = seen.get(settings["host_id"])
         if other is not None:

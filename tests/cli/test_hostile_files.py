@@ -124,7 +124,7 @@ def test_ordinary_yaml_with_aliases_and_merges_loads() -> None:
 @pytest.mark.parametrize(
     ("text", "limits", "message"),
     [
-        ("\n".join(_laughs("")), Limits(), "more than 1000000 nodes"),
+        ("\n".join(_laughs("")), Limits(), "more than 2000000 nodes"),
         ("a: &a [1, *a]\n", Limits(), "recursive YAML alias"),
         ("x: " + "[" * 70 + "]" * 70, Limits(), "deeper than 64 levels"),
         ("x: 1\n" * 10, Limits(max_bytes=20), "over the 20-byte limit"),
@@ -153,3 +153,11 @@ def test_read_limited_refuses_a_big_file_before_reading(tmp_path: Path) -> None:
     with pytest.raises(FileLimitError, match="100 bytes is over the 50-byte limit"):
         read_limited(big, Limits(max_bytes=50))
     assert yaml.safe_load(read_limited(big)) == "x" * 100
+
+
+def test_a_scenario_group_cannot_stand_for_a_billion_hosts() -> None:
+    from evals.scenario import parse_scenario
+
+    text = "name: s\nlab:\n  groups: [{prefix: h, count: 1000000000, os: linux}]\n"
+    with pytest.raises(ConfigError, match="at most 100000 hosts"):
+        parse_scenario(text, source="s.yaml")

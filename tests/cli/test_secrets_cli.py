@@ -136,9 +136,11 @@ def test_canaries_reach_no_prompt_cassette_tape_store_or_log(
 
 async def test_inventory_passwords_never_reach_the_prompt(tmp_path: Path) -> None:
     login, become = "Inv-" + secrets.token_hex(8), "Bec-" + secrets.token_hex(8)
+    unused = "Tok-" + secrets.token_hex(8)  # a variable Reaper ignores, but a host may echo
     text = (
         "[web]\n"
         f"web1 ansible_host=10.0.0.5 ansible_password={login} ansible_become_password={become}\n"
+        f"[web:vars]\nvault_api_token={unused}\n"
     )
     lab = parse_inventory(text, source="hosts.ini")
     state = lab.to_state("inv-1")
@@ -152,8 +154,8 @@ async def test_inventory_passwords_never_reach_the_prompt(tmp_path: Path) -> Non
     await planner.initial_tasks(state)
     sent = json.dumps([r.model_dump(mode="json") for r in client.requests])
     assert "web1" in sent
-    assert leaks(sent, login, become) == []
+    assert leaks(sent, login, become, unused) == []
     record = tmp_path / "c.jsonl"
     planner = planner_from_cli(Config(), state, client=ScriptedClient(["{}", "{}"]), record=record)
     await planner.initial_tasks(state)
-    assert leaks(record.read_text(), login, become) == []
+    assert leaks(record.read_text(), login, become, unused) == []
