@@ -18,7 +18,9 @@ were given. `redact()` / `redact_value()` mask them (and their base64 and URL-en
 plus `password=…`-shaped pairs) with `llm.redact`, a pure function taking the values as
 arguments; they are applied where host output enters the system (worker results: facts,
 errors, tails), when a mission is created (a sim host's scripted facts), in the LLM prompt and
-its cassette, in tapes and, through `RedactSecrets`, in every log handler.
+its cassette, in tapes and, through `RedactSecrets`, in every log handler. A known value is
+masked wherever it appears, so a password that is also a common word (`root`) masks that word
+too; one under 4 characters only where it stands alone (see `llm.redact`).
 """
 
 from __future__ import annotations
@@ -99,14 +101,17 @@ def known_secrets() -> tuple[str, ...]:
 def register_host_secrets(
     connections: Iterable[Any], environ: Mapping[str, str] | None = None
 ) -> tuple[str, ...]:
-    """Resolve each connection's secret references (every `*_env` setting: `password_env`,
-    `become_password_env`, and any a later schema adds) through the registry and `environ`
-    (default: the process environment) and remember the values found; return every known
-    value. A reference not set is skipped (the transport reports it when it needs it)."""
+    """Resolve each connection's secret references (every secret-named `*_env` setting:
+    `password_env`, `become_password_env`, and a `key_passphrase_env` or `token_env` a later
+    schema adds) through the registry and `environ` (default: the process environment) and
+    remember the values found; return every known value. A reference not set is skipped (the
+    transport reports it when it needs it)."""
     lookup = secret_lookup(environ)
     for conn in connections:
         for field in getattr(type(conn), "model_fields", {}):
-            name = getattr(conn, field, None) if field.endswith("_env") else None
+            if not (field.endswith("_env") and is_secret_key(field.removesuffix("_env"))):
+                continue
+            name = getattr(conn, field, None)
             if isinstance(name, str) and name:
                 remember_secret(lookup.get(name))
     return known_secrets()
