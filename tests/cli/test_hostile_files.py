@@ -65,6 +65,7 @@ def _files(tmp: Path) -> dict[str, Path]:
         + DEEP
         + '}, "response": {}}\n',
         "deep.toml": f"x = {DEEP}\n",
+        "range.ini": "[web]\nweb[1:999999999] ansible_user=x\n[db]\ndb[1:9]-[1:99999]\n",
         "deep.tape.jsonl": '{"type": "header", "mission_id": "m", "initial_state": {"a": '
         + DEEP
         + "}}\n",
@@ -85,6 +86,7 @@ CASES = {
         "run", "ok.yaml", "--planner", "llm", "--replay", "deep.cassette.jsonl", "--no-live",
     ],
     "scenario-laughs": ["eval", "--scenarios", "scenario-laughs.yaml", "--planners", "rule"],
+    "inventory-range": ["run", "--inventory", "range.ini", "--no-live"],
     "config-deep": ["status", "--config", "deep.toml"],
     "tape-deep": ["eval", "replay", "deep.tape.jsonl", "--planner", "rule"],
 }  # fmt: skip
@@ -161,3 +163,12 @@ def test_a_scenario_group_cannot_stand_for_a_billion_hosts() -> None:
     text = "name: s\nlab:\n  groups: [{prefix: h, count: 1000000000, os: linux}]\n"
     with pytest.raises(ConfigError, match="at most 100000 hosts"):
         parse_scenario(text, source="s.yaml")
+
+
+def test_host_ranges_are_capped_before_they_are_expanded() -> None:
+    from reaper.inventory.parse import expand_pattern
+
+    assert len(expand_pattern("h[1:100]-[1:1000]")) == 100_000
+    for pattern in ("h[1:100001]", "h[1:2]-[1:50001]", "h[0:999999999999]"):
+        with pytest.raises(ValueError, match="more than 100000 hosts"):
+            expand_pattern(pattern)
