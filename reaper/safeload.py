@@ -7,9 +7,9 @@ is refused with one line naming it and the limit, before any Python object is bu
 - size: at most `max_bytes` (checked before reading, from the file's size);
 - depth: `compose_node` counts nesting as the parser goes and stops at `max_depth`;
 - expansion: the composed node graph is walked once, memoised per node, counting the nodes
-  that constructing it would produce (each alias counted as the whole subtree it repeats) and
-  the depth it reaches through aliases; more than `max_nodes`, or a recursive alias, is
-  refused.
+  and the scalar characters that constructing (and later serialising) it would produce, each
+  alias counted as the whole subtree it repeats, and the depth it reaches through aliases;
+  more than `max_nodes` or `max_chars`, or a recursive alias, is refused.
 
 JSON read by `load_json` is checked for size and bracket depth first (a scan that skips
 strings). The errors are `FileLimitError`, a `ConfigError`: the CLI exits 2 with the line.
@@ -45,6 +45,8 @@ class Limits:
     max_bytes: int = 16 * 1024 * 1024
     max_depth: int = 64
     max_nodes: int = 2_000_000
+    # Scalar text after alias expansion: without aliases it is at most the file's size.
+    max_chars: int = 64 * 1024 * 1024
 
 
 DEFAULT_LIMITS = Limits()
@@ -98,11 +100,12 @@ class _GuardedLoader(yaml.SafeLoader):
 
 
 def _check_expansion(root: yaml.Node, source: str, limits: Limits) -> None:
-    """Count the nodes and the depth `root` expands to, each distinct node walked once."""
-    sizes: dict[int, tuple[int, int]] = {}  # id(node) -> (expanded nodes, height)
+    """Count the nodes, scalar characters and depth `root` expands to, each distinct node
+    walked once (so an alias costs what it repeats, without repeating the walk)."""
+    sizes: dict[int, tuple[int, int, int]] = {}  # id(node) -> (nodes, characters, height)
     open_: set[int] = set()
 
-    def walk(node: yaml.Node, depth: int) -> tuple[int, int]:
+    def walk(node: yaml.Node, depth: int) -> tuple[int, int, int]:
         key = id(node)
         known = sizes.get(key)
         if known is None:
@@ -111,26 +114,31 @@ def _check_expansion(root: yaml.Node, source: str, limits: Limits) -> None:
             if depth > limits.max_depth:
                 raise _too_deep(source, limits, node.start_mark)
             open_.add(key)
-            count, height = 1, 0
+            count, chars, height = 1, 0, 0
             if isinstance(node, yaml.SequenceNode):
                 children: list[yaml.Node] = list(node.value)
             elif isinstance(node, yaml.MappingNode):
                 children = [n for pair in node.value for n in pair]
             else:
-                children = []
+                children, chars = [], len(node.value)
             for child in children:
-                c, h = walk(child, depth + 1)
-                count, height = count + c, max(height, h + 1)
-                if count > limits.max_nodes:
+                c, n, h = walk(child, depth + 1)
+                count, chars, height = count + c, chars + n, max(height, h + 1)
+                if count > limits.max_nodes or chars > limits.max_chars:
                     break
             open_.discard(key)
-            known = sizes[key] = (count, height)
+            known = sizes[key] = (count, chars, height)
         if known[0] > limits.max_nodes:
             raise FileLimitError(
                 f"{source}: refused: expands to more than {limits.max_nodes} nodes "
                 "(nested YAML aliases)"
             )
-        if depth + known[1] > limits.max_depth:
+        if known[1] > limits.max_chars:
+            raise FileLimitError(
+                f"{source}: refused: expands to more than {limits.max_chars} characters "
+                "of text (YAML aliases)"
+            )
+        if depth + known[2] > limits.max_depth:
             raise _too_deep(source, limits, node.start_mark)
         return known
 

@@ -128,6 +128,11 @@ def test_ordinary_yaml_with_aliases_and_merges_loads() -> None:
     [
         ("\n".join(_laughs("")), Limits(), "more than 2000000 nodes"),
         ("a: &a [1, *a]\n", Limits(), "recursive YAML alias"),
+        (
+            f"a: &a {'x' * 1000}\nb: [{', '.join(['*a'] * 100)}]\n",
+            Limits(max_chars=50_000),
+            "characters",
+        ),
         ("x: " + "[" * 70 + "]" * 70, Limits(), "deeper than 64 levels"),
         ("x: 1\n" * 10, Limits(max_bytes=20), "over the 20-byte limit"),
         # alias depth: each level is shallow, the expansion is not
