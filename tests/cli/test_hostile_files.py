@@ -1,7 +1,7 @@
 """Hostile files: a few KB of YAML aliases ("billion laughs") or thousands of nested lists in a
-lab, an inventory, a scenario, a cassette, a tape or a config file end in one line on stderr
-and exit 2, quickly and in bounded memory (the child runs under an address-space cap), never
-in a traceback, a RecursionError or a machine out of memory."""
+lab, an inventory, a scenario, a cassette, a tape, eval results or a config file end in one
+line on stderr and exit 2, quickly and in bounded memory (the child runs under an
+address-space cap), never in a traceback, a RecursionError or a machine out of memory."""
 
 from __future__ import annotations
 
@@ -65,6 +65,7 @@ def _files(tmp: Path) -> dict[str, Path]:
         + DEEP
         + '}, "response": {}}\n',
         "deep.toml": f"x = {DEEP}\n",
+        "deep.results.jsonl": f'{{"schema_version": 1, "x": {DEEP}}}\n',
         "range.ini": "[web]\nweb[1:999999999] ansible_user=x\n[db]\ndb[1:9]-[1:99999]\n",
         "deep.tape.jsonl": '{"type": "header", "mission_id": "m", "initial_state": {"a": '
         + DEEP
@@ -87,6 +88,7 @@ CASES = {
     ],
     "scenario-laughs": ["eval", "--scenarios", "scenario-laughs.yaml", "--planners", "rule"],
     "inventory-range": ["run", "--inventory", "range.ini", "--no-live"],
+    "results-deep": ["eval", "compare", "deep.results.jsonl", "deep.results.jsonl"],
     "config-deep": ["status", "--config", "deep.toml"],
     "tape-deep": ["eval", "replay", "deep.tape.jsonl", "--planner", "rule"],
 }  # fmt: skip
