@@ -87,6 +87,12 @@ def test_very_short_secrets_are_masked_as_whole_tokens_only() -> None:
         ("ansible_become_pass=x&next=1", f"ansible_become_pass={REDACTED}&next=1"),
         ("token: abc.def", f"token: {REDACTED}"),
         ("postgresql://app:pa55@db:5432/x", f"postgresql://app:{REDACTED}@db:5432/x"),
+        ("İstanbul DB_PASSWORD=x1 ok", f"İstanbul DB_PASSWORD={REDACTED} ok"),
+        ("a\npassword=x\ntoken=y", f"a\npassword={REDACTED}\ntoken={REDACTED}"),
+        (
+            'ssh_host_key: AAAA; tokens=12; password: ""',
+            'ssh_host_key: AAAA; tokens=12; password: ""',
+        ),
     ],
 )
 def test_secret_keyed_pairs_are_masked_inside_values(text: str, expected: str) -> None:
