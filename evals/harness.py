@@ -39,6 +39,7 @@ from reaper.models import ApprovalDecision, EventKind, EventRecord, MissionState
 from reaper.overseer import engine_settings_for
 from reaper.planners.base import MissionPlanner
 from reaper.runtime import LocalWorkers
+from reaper.secrets import redact_mission
 
 __all__ = ["Job", "PlannerFactory", "code_version", "plan_jobs", "run_job", "run_suite"]
 
@@ -137,7 +138,7 @@ class _Watch:
 async def _run(job: Job, planner: MissionPlanner) -> RunResult:
     scenario = job.scenario
     lab = scenario.lab_file(job.seed)
-    state = lab.to_state(scenario.mission_id(job.seed))
+    state = redact_mission(lab.to_state(scenario.mission_id(job.seed)))
     initial = state.model_copy(deep=True)
     clock = LoopClock()
     store, queue, bus = memory_backend(clock)

@@ -15,6 +15,7 @@ from evals.compare import Comparison
 from evals.scorecard import RESULT_SCHEMA_VERSION, RunResult
 from evals.tapes import Divergence
 from reaper.errors import ConfigError
+from reaper.safeload import Limits, read_limited
 
 __all__ = [
     "comparison_table",
@@ -35,10 +36,13 @@ def write_results(results: Iterable[RunResult], path: Path) -> None:
             handle.write(result.model_dump_json() + "\n")
 
 
+RESULTS_LIMITS = Limits(max_bytes=256 * 1024 * 1024)
+
+
 def read_results(path: Path) -> list[RunResult]:
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
+        lines = read_limited(path, RESULTS_LIMITS).splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read results: {exc}") from None
     out = []
     for number, line in enumerate(lines, start=1):
@@ -46,12 +50,16 @@ def read_results(path: Path) -> list[RunResult]:
             continue
         try:
             data = json.loads(line)
+            if not isinstance(data, dict):
+                raise ConfigError(f"{path}:{number}: not a result line: not a JSON object")
             if data.get("schema_version") != RESULT_SCHEMA_VERSION:
                 raise ConfigError(
                     f"{path}:{number}: results schema_version {data.get('schema_version')!r}; "
                     f"this version reads {RESULT_SCHEMA_VERSION}"
                 )
             out.append(RunResult.model_validate(data))
+        except RecursionError:
+            raise ConfigError(f"{path}:{number}: not a result line: nested too deep") from None
         except (json.JSONDecodeError, ValidationError) as exc:
             raise ConfigError(
                 f"{path}:{number}: not a result line: {exc}".splitlines()[0]

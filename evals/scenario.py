@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from reaper.errors import ConfigError
 from reaper.lab import LabFile, format_validation_error, parse_lab
+from reaper.safeload import load_yaml, read_limited
 
 __all__ = [
     "SCENARIO_SCHEMA_VERSION",
@@ -97,6 +98,10 @@ class Scenario(_Strict):
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
 
+# A few bytes of `count` must not stand for a billion hosts.
+MAX_GROUP_HOSTS = 100_000
+
+
 def _expand_groups(lab: dict[str, Any], source: str) -> dict[str, Any]:
     groups = lab.pop("groups", None) or []
     if not isinstance(groups, list):
@@ -107,6 +112,10 @@ def _expand_groups(lab: dict[str, Any], source: str) -> dict[str, Any]:
             raise ConfigError(f"{source}: lab.groups[{index}] needs prefix and count")
         spec = dict(group)
         prefix, count = str(spec.pop("prefix")), int(spec.pop("count"))
+        if not 0 <= count <= MAX_GROUP_HOSTS - len(hosts):
+            raise ConfigError(
+                f"{source}: lab.groups[{index}].count: at most {MAX_GROUP_HOSTS} hosts in all"
+            )
         width = max(2, len(str(count)))
         hosts += [{"host_id": f"{prefix}-{i:0{width}d}", **spec} for i in range(1, count + 1)]
     lab["hosts"] = hosts
@@ -115,7 +124,7 @@ def _expand_groups(lab: dict[str, Any], source: str) -> dict[str, Any]:
 
 def parse_scenario(text: str, *, source: str = "<scenario>", name: str | None = None) -> Scenario:
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text, source)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: invalid YAML: {exc}".splitlines()[0]) from None
     if not isinstance(data, dict) or not isinstance(data.get("lab"), dict):
@@ -133,8 +142,8 @@ def parse_scenario(text: str, *, source: str = "<scenario>", name: str | None = 
 def load_scenario(path: str | Path) -> Scenario:
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
+        text = read_limited(p)
+    except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{p}: cannot read scenario: {exc}") from None
     return parse_scenario(text, source=str(p), name=p.stem)
 

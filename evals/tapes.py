@@ -21,13 +21,14 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from reaper.actions import CATALOG, validate_params
 from reaper.engine.admission import plan
 from reaper.engine.state import RetrySettings, apply, fold
+from reaper.errors import ConfigError
 from reaper.models import (
     ApprovalDecision,
     EventKind,
@@ -40,6 +41,8 @@ from reaper.models import (
 from reaper.overseer import engine_settings_for
 from reaper.planners.base import MissionPlanner
 from reaper.policy import Policy
+from reaper.safeload import Limits, read_limited
+from reaper.secrets import redact_value
 
 __all__ = [
     "TAPE_SCHEMA_VERSION",
@@ -171,7 +174,7 @@ class TapeRecorder:
             },
             meta=self.meta,
         )
-        self._write(self.header.model_dump_json())
+        self._write(self.header)
 
     def __call__(self, state: MissionState, events: Sequence[EventRecord]) -> None:
         if self.header is None:
@@ -179,20 +182,22 @@ class TapeRecorder:
         self._commits += 1
         step = _step_from_events(self._commits, state.updated_at, events)
         self.steps.append(step)
-        self._write(step.model_dump_json())
+        self._write(step)
 
     def tape(self) -> Tape:
         if self.header is None:
             raise ValueError("nothing recorded yet")
         return Tape(header=self.header, steps=list(self.steps))
 
-    def _write(self, line: str) -> None:
+    def _write(self, record: BaseModel) -> None:
         if self.path is None:
             return
         if self._file is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._file = self.path.open("w", encoding="utf-8")
-        self._file.write(line + "\n")
+        # Defence in depth: results are masked where they enter, each line once more.
+        data = redact_value(record.model_dump(mode="json"))
+        self._file.write(json.dumps(data, ensure_ascii=False, separators=(",", ":")) + "\n")
         self._file.flush()
 
     def close(self) -> None:
@@ -215,14 +220,38 @@ def _derive_initial(state: MissionState) -> MissionState:
     )
 
 
+# A tape of a long mission is large, but loaded whole: refused past this size. Each line's JSON
+# nesting is bounded by pydantic's parser (an error, not a RecursionError).
+_M = TypeVar("_M", bound=BaseModel)
+TAPE_LIMITS = Limits(max_bytes=512 * 1024 * 1024)
+
+
 def load_tape(path: str | Path) -> Tape:
-    lines = [ln for ln in Path(path).read_text(encoding="utf-8").splitlines() if ln.strip()]
+    """A tape file; a problem is a one-line `ConfigError` naming the file (and line)."""
+    p = Path(path)
+    try:
+        text = read_limited(p, TAPE_LIMITS)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p}: cannot read tape: {exc}") from None
+    lines = [ln for ln in text.splitlines() if ln.strip()]
     if not lines:
-        raise ValueError(f"{path}: empty tape")
-    header = TapeHeader.model_validate_json(lines[0])
+        raise ConfigError(f"{p}: empty tape")
+    header = _tape_line(TapeHeader, lines[0], p, 1)
     if header.schema_version != TAPE_SCHEMA_VERSION:
-        raise ValueError(f"{path}: tape schema_version {header.schema_version} is not supported")
-    return Tape(header=header, steps=[TapeStep.model_validate_json(ln) for ln in lines[1:]])
+        raise ConfigError(f"{p}: tape schema_version {header.schema_version} is not supported")
+    steps = [_tape_line(TapeStep, ln, p, n) for n, ln in enumerate(lines[1:], start=2)]
+    return Tape(header=header, steps=steps)
+
+
+def _tape_line(model: type[_M], line: str, path: Path, number: int) -> _M:
+    try:
+        return model.model_validate_json(line)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(part) for part in err["loc"])
+        raise ConfigError(
+            f"{path}: line {number}: {where + ': ' if where else ''}{err['msg']}"
+        ) from None
 
 
 @dataclass(slots=True)

@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from llm.base import LLMClient
 from llm.errors import LLMConfigError, ReplayMissError
@@ -121,32 +121,78 @@ def describe_request(request: LLMRequest, limit: int = 80) -> str:
     return ", ".join(parts)
 
 
+# Cassettes are loaded whole: one past this size (compressed or not) is refused before it is
+# read. A line's JSON nesting is bounded by the parsers (pydantic's, and the header line is
+# checked for depth), so a hostile cassette is a one-line error, not a RecursionError.
+MAX_CASSETTE_BYTES = 256 * 1024 * 1024
+_MAX_HEADER_DEPTH = 8
+
+
 def _read_text(path: Path) -> str:
     """A cassette file's text; `.gz` cassettes (large fixture sets) are read transparently."""
     try:
+        if path.stat().st_size > MAX_CASSETTE_BYTES:
+            raise LLMConfigError(f"cassette {path} is over the {MAX_CASSETTE_BYTES}-byte limit")
         if path.suffix == ".gz":
-            return gzip.decompress(path.read_bytes()).decode("utf-8")
-        return path.read_text(encoding="utf-8")
+            with gzip.open(path, "rb") as handle:
+                data = handle.read(MAX_CASSETTE_BYTES + 1)
+        else:
+            data = path.read_bytes()
+        if len(data) > MAX_CASSETTE_BYTES:
+            raise LLMConfigError(f"cassette {path} is over the {MAX_CASSETTE_BYTES}-byte limit")
+        return data.decode("utf-8")
     except FileNotFoundError:
         raise LLMConfigError(f"no cassette at {path}") from None
     except (OSError, EOFError, UnicodeDecodeError, gzip.BadGzipFile) as exc:
         raise LLMConfigError(f"cannot read cassette {path}: {exc}") from None
 
 
+def _line_error(path: Path, number: int, problem: str) -> LLMConfigError:
+    return LLMConfigError(f"cassette {path} line {number}: {' '.join(problem.split())}")
+
+
+def _header_line(path: Path, line: str) -> dict[str, Any]:
+    if len(line) > 64 * 1024:
+        raise _line_error(path, 1, "the header line is over 64 KiB")
+    depth = 0
+    for char in line:  # a header is a short flat object: refuse deep nesting before parsing
+        depth += char in "[{"
+        depth -= char in "]}"
+        if depth > _MAX_HEADER_DEPTH:
+            raise _line_error(path, 1, "the header is nested too deep")
+    try:
+        first = json.loads(line)
+    except (ValueError, RecursionError) as exc:
+        raise _line_error(path, 1, f"invalid JSON: {exc}") from None
+    if not isinstance(first, dict) or first.get("type") != "header":
+        raise LLMConfigError(f"cassette {path} has no header line")
+    return first
+
+
+def _entry_line(path: Path, number: int, line: str) -> CassetteEntry:
+    try:
+        return CassetteEntry.model_validate_json(line)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(part) for part in err["loc"])
+        raise _line_error(path, number, f"{where + ': ' if where else ''}{err['msg']}") from None
+
+
 def load_cassette(path: Path) -> Cassette:
     lines = [line for line in _read_text(path).splitlines() if line.strip()]
     if not lines:
         raise LLMConfigError(f"cassette {path} is empty")
-    first = json.loads(lines[0])
-    if first.get("type") != "header":
-        raise LLMConfigError(f"cassette {path} has no header line")
+    first = _header_line(path, lines[0])
     if first.get("schema_version") != CASSETTE_SCHEMA_VERSION:
         raise LLMConfigError(
             f"cassette {path} has schema_version {first.get('schema_version')!r}; "
             f"this version reads {CASSETTE_SCHEMA_VERSION}: record it again"
         )
-    header = CassetteHeader.model_validate(first)
-    entries = [CassetteEntry.model_validate_json(line) for line in lines[1:]]
+    try:
+        header = CassetteHeader.model_validate(first)
+    except ValidationError as exc:
+        raise _line_error(path, 1, str(exc.errors()[0]["msg"])) from None
+    entries = [_entry_line(path, n, line) for n, line in enumerate(lines[1:], start=2)]
     return Cassette(header=header, entries=entries)
 
 

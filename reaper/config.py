@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from reaper.errors import ConfigError
+from reaper.safeload import read_limited
 
 __all__ = ["Config", "default_db_path", "load_config"]
 
@@ -76,11 +77,13 @@ def load_config(path: str | Path | None, env: Mapping[str, str]) -> Config:
     cfg_path = Path(path) if path else Path("reaper.toml")
     if path or cfg_path.exists():
         try:
-            data = tomllib.loads(cfg_path.read_text(encoding="utf-8"))
+            data = tomllib.loads(read_limited(cfg_path))
         except FileNotFoundError:
             raise ConfigError(f"{cfg_path}: no such config file") from None
-        except (OSError, tomllib.TOMLDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"{cfg_path}: {exc}") from None
+        except RecursionError:  # tomllib recurses once per nested array or inline table
+            raise ConfigError(f"{cfg_path}: refused: nested too deep") from None
         section = data.get("reaper", data)
         known = {f.name for f in fields(Config)}
         for key, value in section.items():

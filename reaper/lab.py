@@ -69,6 +69,7 @@ from reaper.models import (
     Stage,
 )
 from reaper.policy import Policy, policy_from_spec
+from reaper.safeload import load_yaml, read_limited
 from reaper.validation import explain
 
 __all__ = [
@@ -293,7 +294,7 @@ def _merge_defaults(data: dict[str, Any]) -> dict[str, Any]:
 
 def parse_lab(text: str, *, source: str = "<lab>") -> LabFile:
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text, source)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
@@ -312,7 +313,7 @@ def parse_lab(text: str, *, source: str = "<lab>") -> LabFile:
 def load_lab(path: str | Path) -> LabFile:
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        text = read_limited(p)
     except FileNotFoundError:
         raise ConfigError(f"{p}: no such lab file") from None
     except (OSError, UnicodeDecodeError) as exc:

@@ -1,4 +1,5 @@
-"""Logging set-up, done once by the CLI: rich on the terminal, JSON lines to a file."""
+"""Logging set-up, done once by the CLI: rich on the terminal, JSON lines to a file. Every
+handler masks known secrets and `password=…`-shaped pairs (`reaper.secrets.RedactSecrets`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from datetime import UTC, datetime
 
 from rich.console import Console
 from rich.logging import RichHandler
+
+from reaper.secrets import RedactSecrets
 
 __all__ = ["THIRD_PARTY", "JsonLinesFormatter", "setup_logging"]
 
@@ -20,7 +23,9 @@ class JsonLinesFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        if record.exc_info:
+        if record.exc_text:  # set (and masked) by RedactSecrets
+            entry["exc"] = record.exc_text
+        elif record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
 
@@ -64,6 +69,9 @@ def setup_logging(
         handler.setFormatter(JsonLinesFormatter())
         handler.setLevel(chosen)
         root.addHandler(handler)
+    redactor = RedactSecrets()
+    for h in root.handlers:
+        h.addFilter(redactor)
     libraries = logging.getLevelName(third_party.upper()) if third_party else logging.WARNING
     if not isinstance(libraries, int):
         libraries = logging.WARNING

@@ -38,6 +38,7 @@ from reaper.models import (
 from reaper.planners.base import MissionPlanner
 from reaper.planners.rules import RuleBasedPlanner
 from reaper.policy import Policy
+from reaper.secrets import redact_mission
 
 __all__ = [
     "ControlOutcome",
@@ -179,7 +180,7 @@ class Overseer:
         self._tasks: dict[str, asyncio.Task[MissionState]] = {}
 
     async def create_mission(self, lab: LabFile, mission_id: str | None = None) -> MissionState:
-        state = lab.to_state(mission_id)
+        state = redact_mission(lab.to_state(mission_id))
         engine = self._engine(state, lab.resolved_policy())
         await engine.start(state)
         log.info(

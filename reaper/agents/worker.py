@@ -35,6 +35,7 @@ from reaper.clock import Clock, RealClock
 from reaper.errors import BackendError, TransportError
 from reaper.infra.base import EventBus, TaskDelivery, TaskQueue
 from reaper.models import HostConnection, ResultEvent, ResultStatus, Task, trusted
+from reaper.secrets import redact, redact_value
 
 __all__ = [
     "HostResolver",
@@ -92,6 +93,11 @@ def _plain(o: ActionOutcome) -> bool:
         and (o.logs_ref is None or type(o.logs_ref) is str)
         and all(type(k) is str for k in o.data)
     )
+
+
+def _masked(text: object) -> object:
+    """`text` redacted when it is a string (anything else is left to validation)."""
+    return redact(text) if isinstance(text, str) else text
 
 
 def _error(code: str, summary: str, *, retriable: bool = False) -> ActionOutcome:
@@ -350,10 +356,12 @@ class Worker:
             "action": task.action,
             "attempt": task.attempt,
             "status": outcome.status,
-            "summary": outcome.summary,
-            "stdout_tail": outcome.stdout_tail,
-            "stderr_tail": outcome.stderr_tail,
-            "data": outcome.data,
+            # Where host output enters the system: known secrets and secret-keyed pairs are
+            # masked here, before the result reaches the bus, the store, a planner or a log.
+            "summary": _masked(outcome.summary),
+            "stdout_tail": _masked(outcome.stdout_tail),
+            "stderr_tail": _masked(outcome.stderr_tail),
+            "data": redact_value(outcome.data),
             "logs_ref": outcome.logs_ref,
             "ts": ts,
             "retriable": outcome.retriable,
@@ -364,7 +372,7 @@ class Worker:
             # The common case, once per task: every value already has its field's exact type,
             # so validation would only copy `data`; build the result directly (event_type
             # first: declaration order).
-            values = {"event_type": "task.result", **values, "data": dict(outcome.data)}
+            values = {"event_type": "task.result", **values, "data": dict(values["data"])}
             return trusted(ResultEvent, values, set(_RESULT_SET))
         return ResultEvent(**values)
 

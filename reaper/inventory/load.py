@@ -39,6 +39,8 @@ from reaper.inventory.hosts import host_settings
 from reaper.inventory.parse import Inventory, Var, parse_ini, parse_yaml
 from reaper.lab import LabFile, LabHost, format_validation_error
 from reaper.models import Stage
+from reaper.safeload import read_limited
+from reaper.secrets import is_secret_key, remember_secret
 
 __all__ = [
     "LAB_TYPE",
@@ -123,6 +125,15 @@ def _looks_like_yaml(text: str) -> bool:
     return False
 
 
+def _remember_secret_vars(hvars: dict[str, Var]) -> None:
+    """Know every secret-named variable's plain value (a key passphrase, a vault or API token
+    Reaper does not use itself) so that a host echoing it has it masked."""
+    for key, var in hvars.items():
+        plain = isinstance(var.value, str | int) and not isinstance(var.value, bool)
+        if plain and is_secret_key(key):
+            remember_secret(str(var.value))
+
+
 def parse_inventory(
     text: str,
     *,
@@ -148,6 +159,7 @@ def parse_inventory(
     seen: dict[str, str] = {}
     groups = host_groups(inv)
     for name, hvars in resolve_host_vars(inv).items():
+        _remember_secret_vars(hvars)
         settings = host_settings(inv, name, hvars)
         settings["groups"] = groups[name]
         other = seen.get(settings["host_id"])
@@ -185,7 +197,7 @@ def load_inventory(
     if p.is_dir():
         raise ConfigError(f"{p}: inventory directories are not supported; name a file")
     try:
-        text = p.read_text(encoding="utf-8")
+        text = read_limited(p)
     except FileNotFoundError:
         raise ConfigError(f"{p}: no such inventory file") from None
     except (OSError, UnicodeDecodeError) as exc:

@@ -20,8 +20,13 @@ from typing import Any
 import yaml
 
 from reaper.errors import ConfigError
+from reaper.safeload import compose_yaml
 
 __all__ = ["Group", "Inventory", "Var", "expand_pattern", "parse_ini", "parse_yaml"]
+
+
+# A few bytes (`web[1:999999999]`) must not stand for a billion hosts.
+MAX_HOSTS = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +50,7 @@ class Inventory:
     groups: dict[str, Group] = field(default_factory=dict)
     host_vars: dict[str, dict[str, Var]] = field(default_factory=dict)  # in first-seen order
     host_lines: dict[str, int] = field(default_factory=dict)
+    _members: set[tuple[str, str]] = field(default_factory=set, repr=False)  # (group, host)
 
     def error(self, line: int, message: str) -> ConfigError:
         where = f"{self.source}:{line}" if line else self.source
@@ -60,11 +66,14 @@ class Inventory:
 
     def add_host(self, name: str, group: str, line: int, hvars: dict[str, Var]) -> None:
         if name not in self.host_vars:
+            if len(self.host_vars) >= MAX_HOSTS:
+                raise self.error(line, f"more than {MAX_HOSTS} hosts")
             self.host_vars[name] = {}
             self.host_lines[name] = line
         self.host_vars[name].update(hvars)
         members = self.group(group, line).hosts
-        if name not in members:
+        if (group, name) not in self._members:  # a set: a big group is not quadratic
+            self._members.add((group, name))
             members.append(name)
 
     def finish(self) -> Inventory:
@@ -108,8 +117,9 @@ class Inventory:
 _RANGE = re.compile(r"\[([^\[\]:]+):([^\[\]:]+)(?::(\d+))?\]")
 
 
-def expand_pattern(pattern: str) -> list[str]:
-    """Ansible host ranges: `web[01:03]` → web01 web02 web03; `[a:c]`; `[0:10:5]` (stride)."""
+def expand_pattern(pattern: str, limit: int = MAX_HOSTS) -> list[str]:
+    """Ansible host ranges: `web[01:03]` → web01 web02 web03; `[a:c]`; `[0:10:5]` (stride).
+    More than `limit` names is a `ValueError`, raised before any is made."""
     m = _RANGE.search(pattern)
     if m is None:
         return [pattern]
@@ -123,6 +133,7 @@ def expand_pattern(pattern: str) -> list[str]:
         lo, hi = int(start), int(end)
         if lo > hi:
             raise ValueError(f"range start after end in {pattern!r}")
+        _check_count(pattern, len(range(lo, hi + 1, stride)), limit)
         items = [str(i).zfill(width) for i in range(lo, hi + 1, stride)]
     elif len(start) == 1 and len(end) == 1 and start in string.ascii_letters and end.isalpha():
         lo, hi = ord(start), ord(end)
@@ -131,7 +142,14 @@ def expand_pattern(pattern: str) -> list[str]:
         items = [chr(i) for i in range(lo, hi + 1, stride)]
     else:
         raise ValueError(f"bad range in {pattern!r}")
-    return [name for item in items for name in expand_pattern(head + item + tail)]
+    _check_count(pattern, len(items), limit)
+    inner = limit // len(items)
+    return [name for item in items for name in expand_pattern(head + item + tail, inner)]
+
+
+def _check_count(pattern: str, count: int, limit: int) -> None:
+    if count > limit:
+        raise ValueError(f"{pattern!r} stands for more than {MAX_HOSTS} hosts")
 
 
 # -- INI -------------------------------------------------------------------------------------
@@ -276,20 +294,28 @@ def _yaml_group(inv: Inventory, loader: yaml.SafeLoader, name: str, node: yaml.N
             )
 
 
+def _yaml_line(exc: yaml.YAMLError) -> int:
+    mark = getattr(exc, "problem_mark", None)
+    return mark.line + 1 if mark is not None else 0
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    return getattr(exc, "problem", None) or "cannot parse"
+
+
 def parse_yaml(text: str, source: str) -> Inventory:
     inv = Inventory(source)
-    loader = yaml.SafeLoader(text)
     try:
-        root = loader.get_single_node()
+        loader, root = compose_yaml(text, source)
+    except yaml.YAMLError as exc:
+        raise inv.error(_yaml_line(exc), f"invalid YAML: {_yaml_problem(exc)}") from None
+    try:
         if root is None:
             raise inv.error(0, "empty inventory")
         for k, v in _mapping(inv, root, "an inventory"):
             _yaml_group(inv, loader, _key(inv, k), v)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else 0
-        problem = getattr(exc, "problem", None) or "cannot parse"
-        raise inv.error(line, f"invalid YAML: {problem}") from None
+        raise inv.error(_yaml_line(exc), f"invalid YAML: {_yaml_problem(exc)}") from None
     finally:
         loader.dispose()
     return inv.finish()

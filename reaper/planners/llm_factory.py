@@ -17,6 +17,7 @@ from reaper.errors import ConfigError
 from reaper.models import MissionState
 from reaper.planners.budget import Budget
 from reaper.planners.llm import LLMPlanner, build_llm_planner
+from reaper.secrets import register_host_secrets
 
 __all__ = ["planner_from_cli"]
 
@@ -34,7 +35,10 @@ def planner_from_cli(
     """``config`` is ``reaper.config.Config`` (duck-typed: only ``llm_*`` and ``prices`` are
     read). ``client`` and ``synthetic`` are for synthetic cassettes (a scripted model
     recorded as such). Raises ``ConfigError`` with one clear line (missing key, SDK, model
-    or cassette)."""
+    or cassette). Every secret the mission's hosts reference (and every other value this
+    process knows, e.g. an inventory's inline passwords) is masked in the prompt and in a
+    recorded cassette."""
+    secrets = (*secrets, *register_host_secrets(h.connection for h in state.hosts.values()))
     spec: dict[str, Any] = dict(state.settings.get("planner") or {})
     limits: dict[str, Any] = dict(state.settings.get("budget") or {})
     provider = config.llm_provider or spec.get("provider") or ("replay" if replay else "")

@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from llm.redact import REDACTED, scrub_text
+from llm.redact import REDACTED, SECRET_KEY, scrub_text
 from llm.types import SystemBlock
 from prompts import PLANNER_SYSTEM, PLANNER_USER, load_prompt
 from reaper.actions import CATALOG
@@ -42,14 +41,6 @@ __all__ = [
     "system_blocks",
     "untrusted_block",
 ]
-
-# Keys whose values are secrets whatever they look like: the key is, or ends in, a secret
-# word ("password", "db_password", "client-secret"), but a setting *about* one such as sshd's
-# "passwordauthentication" is not masked, since the baseline needs it.
-_SECRET_KEY = re.compile(
-    r"(?i)(^|[_.\-])(password|passwd|pwd|passphrase|secret|token|api[_-]?key|access[_-]?key"
-    r"|private[_-]?key|credentials?|cookie)s?$"
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +106,7 @@ def redact_value(value: Any, secrets: Sequence[str] = ()) -> Any:
         return scrub_text(value, secrets)
     if isinstance(value, Mapping):
         return {
-            str(k): REDACTED if _SECRET_KEY.search(str(k)) else redact_value(v, secrets)
+            str(k): REDACTED if SECRET_KEY.search(str(k)) else redact_value(v, secrets)
             for k, v in value.items()
         }
     if isinstance(value, list | tuple):

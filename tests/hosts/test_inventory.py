@@ -361,7 +361,7 @@ async def test_inline_secrets_are_never_logged_or_stored(
         assert all(pw not in t for t in texts)
         assert pw.encode() not in raw
     assert "certificate will NOT be checked" in caplog.text  # the loud warning
-    assert redact(f"x {WIN_PW} y") == "x ******** y"
+    assert redact(f"x {WIN_PW} y") == "x [REDACTED] y"
 
 
 def _write(path: Path, text: str) -> Path:
