@@ -304,7 +304,9 @@ async def test_take_wakes_when_a_task_is_published(queue: TaskQueue, uid: str) -
 
 async def test_not_before_delays_visibility(kit: Kit, queue: TaskQueue, uid: str) -> None:
     agent, mid = f"reaper-t{uid}", f"m-{uid}"
-    delay = kit.lease(30.0, 0.3)
+    # Real clocks: long enough that the publish and first take fit inside it on a loaded
+    # machine (0.3 s did not, now and then, and the delayed task showed up early).
+    delay = kit.lease(30.0, 1.5)
     later = kit.clock.now() + timedelta(seconds=delay)
     await queue.publish([b.item(mid, 1, agent, not_before=later), b.item(mid, 2, agent)])
     first = await queue.take(agent, max_items=10, timeout=0.05, lease_s=300)
