@@ -292,6 +292,19 @@ def _merge_defaults(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+def _no_accidental_sim(lab: LabFile, source: str) -> None:
+    """A host is simulated only when the lab says so: a host with no transport (and no
+    `defaults.transport`) would otherwise be a sim host by accident, and a run against it
+    would report a lab converged that nobody touched."""
+    for i, host in enumerate(lab.hosts):
+        if "transport" not in host.model_fields_set:
+            raise ConfigError(
+                f"{source}: hosts[{i}] ({host.host_id}): no transport; say how to reach it "
+                "(transport: ssh | winrm | local), or transport: sim to simulate it "
+                "(defaults.transport sets it for every host)"
+            )
+
+
 def parse_lab(text: str, *, source: str = "<lab>") -> LabFile:
     try:
         data = load_yaml(text, source)
@@ -303,11 +316,13 @@ def parse_lab(text: str, *, source: str = "<lab>") -> LabFile:
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: a lab file is a YAML mapping with a `hosts` list")
     try:
-        return LabFile.model_validate(_merge_defaults(data))
+        lab = LabFile.model_validate(_merge_defaults(data))
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
     except ValidationError as exc:
         raise ConfigError(f"{source}: {format_validation_error(exc, LabFile)}") from None
+    _no_accidental_sim(lab, source)
+    return lab
 
 
 def load_lab(path: str | Path) -> LabFile:

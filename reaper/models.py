@@ -349,6 +349,7 @@ class ResourceState(_Model):
     seen: bool = False
     observed: dict[str, Any] | None = None
     outcome: Literal["changed", "unchanged", "would_change", "failed"] | None = None
+    change: Literal["added", "changed", "removed"] | None = None  # what the last change did
     error: str | None = None
     error_code: str | None = None
     output_tail: str = ""

@@ -18,6 +18,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from reaper.desired.progress import Progress, progress
 from reaper.engine.state import goal_progress
 from reaper.models import (
     EventKind,
@@ -95,6 +96,40 @@ def host_key_facts(host: HostState) -> str:
     return " · ".join(str(p) for p in parts if p)
 
 
+def host_label(host: HostState) -> Text:
+    """The host id, marked when the host is simulated (nothing real is touched)."""
+    label = Text(host.host_id)
+    if host.connection.transport == "sim":
+        label.append(" (sim)", style="dim")
+    return label
+
+
+def converged_cell(p: Progress, host_id: str) -> Text:
+    t = p.tally(host_id)
+    total = sum(t.values())
+    bad = t["failed"] + t["blocked"]
+    style = "red" if bad else ("green" if t["ok"] == total else "")
+    return Text(f"{t['ok']}/{total}" + (f" ✗{bad}" if bad else ""), style=style)
+
+
+def resource_line(p: Progress, host: HostState) -> str:
+    """What the host is on, or waits for: the current resource, else the first blocked or
+    waiting one with its reason ("waiting for dc-01:ad_domain/lab.local")."""
+    spec = _current_resource(host)
+    if spec:
+        return f"now {spec}"
+    for node in p.host_nodes(host.host_id):
+        status = p.status(node)
+        if status in ("waiting", "blocked", "failed"):
+            return f"{node.rid}: {p.why.get(node, status)}"[:120]
+    return ""
+
+
+def _current_resource(host: HostState) -> str:
+    action = host.current_action or ""
+    return action.partition(".ensure_")[2] if ".ensure_" in action else ""
+
+
 def _status_text(state: MissionState) -> Text:
     return Text(state.status.value, style=STATUS_STYLE.get(state.status, "bold"))
 
@@ -122,18 +157,19 @@ def render_hosts(
     # All fit: a steady order (locked first). Not all: what needs an eye, then what runs.
     key = _attention if len(every) > limit else (lambda h: (not h.locked, h.host_id))
     hosts = sorted(every, key=key)
+    p = progress(state) if state.converges else None
     for host in hosts[:limit]:
         status = "locked" if host.locked else host.last_status.value
         style = "bold red" if host.locked else _HOST_STYLE.get(status, "")
         fails = f"{host.failure_count}/{host.max_failures}"
         cells: list[Any] = [
-            host.host_id,
+            host_label(host),
             host.os,
-            host.stage.value,
+            host.stage.value if p is None else converged_cell(p, host.host_id),
             Text(status, style=style),
             host.current_action or "",
             Text(fails, style="red" if host.failure_count else "dim"),
-            host_key_facts(host),
+            host_key_facts(host) if p is None else resource_line(p, host),
         ]
         if host_costs is not None:
             cost = _get(host_costs, host.host_id, "cost_usd")
@@ -387,6 +423,18 @@ def render_recap(
     usage: Mapping[str, Any] | None = None,
     limit: int = _MAX_RECAP_ROWS,
 ) -> Table:
+    """The end-of-run summary: per resource for desired-state missions, else per stage."""
+    if state.converges:
+        return render_converge_recap(state, usage=usage, limit=limit)
+    return render_stage_recap(state, usage=usage, limit=limit)
+
+
+def render_stage_recap(
+    state: MissionState,
+    *,
+    usage: Mapping[str, Any] | None = None,
+    limit: int = _MAX_RECAP_ROWS,
+) -> Table:
     """The end-of-run summary, one row per host (like Ansible's PLAY RECAP). Past `limit`
     hosts, only those of note (short of the goal, locked, failed, retried or refused) get a
     row, and one line sums up the rest."""
@@ -431,7 +479,7 @@ def render_recap(
     for host in hosts:
         c = by_host[host.host_id]
         table.add_row(
-            host.host_id,
+            host_label(host),
             host.os,
             host.stage.value,
             Text(str(c["ok"]), style="green"),
@@ -459,6 +507,71 @@ def render_recap(
     if usage_line is not None:
         caption += f"\n{usage_line.plain}"
     table.caption = caption
+    return table
+
+
+_RECAP_COLUMNS = ("added", "changed", "ok", "failed", "blocked")
+
+
+def converge_counts(p: Progress, host: HostState) -> dict[str, int]:
+    """Per host: resources added and changed by this mission, already ok, failed, blocked
+    (added and changed are ok too: `ok` counts those that needed nothing)."""
+    counts = dict.fromkeys(_RECAP_COLUMNS, 0)
+    for node in p.host_nodes(host.host_id):
+        status = p.status(node)
+        rs = host.resources.get(str(node.rid))
+        if status in ("failed", "blocked"):
+            counts[status] += 1
+        elif rs is not None and rs.change in ("added", "removed"):
+            counts["added"] += 1
+        elif rs is not None and rs.change == "changed":
+            counts["changed"] += 1
+        elif status == "ok":
+            counts["ok"] += 1
+    return counts
+
+
+def render_converge_recap(
+    state: MissionState, *, usage: Mapping[str, Any] | None = None, limit: int = _MAX_RECAP_ROWS
+) -> Table:
+    """The end of a desired-state run: per host what was added, changed, already ok, failed
+    and blocked, then each failed or blocked resource with why (and its output's last line)."""
+    p = progress(state)
+    t = p.tally()
+    title = f"{state.mission_id}: {state.status.value} — {t['ok']}/{sum(t.values())} resources"
+    if state.check_mode:
+        title += " (check mode: nothing changed)"
+    table = Table(
+        title=title, title_style=STATUS_STYLE.get(state.status, "bold"), header_style="bold"
+    )
+    table.add_column("host")
+    table.add_column("os")
+    for col in _RECAP_COLUMNS:
+        table.add_column(col, justify="right")
+    table.add_column("locked")
+    styles = {"added": "green", "changed": "yellow", "ok": "dim", "failed": "red", "blocked": "red"}
+    hosts = sorted(state.hosts.values(), key=lambda h: h.host_id)
+    for host in hosts[:limit]:
+        c = converge_counts(p, host)
+        table.add_row(
+            host_label(host),
+            host.os,
+            *(Text(str(c[k]), style=styles[k] if c[k] else "dim") for k in _RECAP_COLUMNS),
+            Text("yes", style="bold red") if host.locked else Text("no", style="dim"),
+        )
+    if len(hosts) > limit:
+        table.add_row(Text(f"… {len(hosts) - limit} more", style="dim"))
+    lines = [state.status_reason]
+    for node, status in p:
+        if status in ("failed", "blocked") and len(lines) < 21:
+            rs = p.resource_state(node)
+            tail = rs.output_tail.strip().splitlines()[-1:] if status == "failed" else []
+            why = p.why.get(node, status) + (f" — {tail[0][:100]}" if tail else "")
+            lines.append(f"{status} {node}: {why}"[:220])
+    usage_line = render_usage(usage)
+    if usage_line is not None:
+        lines.append(usage_line.plain)
+    table.caption = "\n".join(lines)
     return table
 
 

@@ -64,7 +64,15 @@ def after_ensure(host: HostState, task: Task, r: ResultEvent) -> dict[str, Resou
     if r.ok:
         result = r.data.get("result")
         observed = r.data.get("before" if result == "would_change" else "after")
+        before = r.data.get("before")
+        change = (
+            None if result != "changed"
+            else "added" if before is None
+            else "removed" if observed is None
+            else "changed"
+        )  # fmt: skip
         update: dict[str, Any] = {
+            "change": change or rs.change,
             "seen": True,
             "observed": dict(observed) if isinstance(observed, Mapping) else None,
             "outcome": result if result in ("changed", "unchanged", "would_change") else "changed",

@@ -194,7 +194,7 @@ def test_recap(mission: tuple[MissionState, list[EventRecord]]):
     assert state.status_reason in out
     lines = {h: next(line for line in out.splitlines() if h in line) for h in state.hosts}
     cells = [c.strip() for c in lines["win-01"].replace("│", "|").split("|") if c.strip()]
-    assert cells[:6] == ["win-01", "windows", "baselined", "2", "0", "0"]
+    assert cells[:6] == ["win-01 (sim)", "windows", "baselined", "2", "0", "0"]
     cells = [c.strip() for c in lines["lnx-01"].replace("│", "|").split("|") if c.strip()]
     assert cells[:7] == ["lnx-01", "linux", "new", "0", "3", "0", "yes"]
     assert "AUTH_FAILED" in lines["lnx-01"]

@@ -48,7 +48,7 @@ def _files(tmp: Path) -> dict[str, Path]:
         + "\n".join(_laughs("    "))
         + "\n  hosts:\n    web1: {}\n",
         "inv-deep.yaml": f"all:\n  vars:\n    x: {DEEP}\n  hosts:\n    web1: {{}}\n",
-        "ok.yaml": "schema_version: 1\nhosts:\n  - {host_id: h1, os: linux}\n",
+        "ok.yaml": "schema_version: 1\nhosts:\n  - {host_id: h1, os: linux, transport: sim}\n",
         "scenario-laughs.yaml": "name: s\nlab:\n  hosts: []\n  x:\n"
         + "\n".join(_laughs("    "))
         + "\n",

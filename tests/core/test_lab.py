@@ -45,7 +45,7 @@ def test_a_good_lab_becomes_a_mission():
 
 
 def test_mission_id_is_made_up_when_absent():
-    lab = parse_lab("lab_type: My Lab!\nhosts: [{host_id: a, os: linux}]\n")
+    lab = parse_lab("lab_type: My Lab!\nhosts: [{host_id: a, os: linux, transport: sim}]\n")
     one, two = lab.to_state(), lab.to_state()
     assert one.mission_id.startswith("my-lab-") and one.mission_id != two.mission_id
     assert lab.to_state("given").mission_id == "given"
@@ -102,3 +102,15 @@ def test_missing_and_unreadable_files(tmp_path: Path):
         load_lab(binary)
     with pytest.raises(ConfigError, match="cannot read lab file"):
         load_lab(tmp_path)  # a directory
+
+
+def test_a_host_is_simulated_only_when_the_lab_says_so():
+    with pytest.raises(ConfigError) as err:
+        parse_lab("hosts: [{host_id: a, os: linux, address: 10.0.0.5}]\n", source="lab.yaml")
+    assert str(err.value).startswith("lab.yaml: hosts[0] (a): no transport;")
+    assert "transport: sim to simulate it" in str(err.value)
+    assert parse_lab("hosts: [{host_id: a, os: linux, transport: sim}]\n").hosts[0].transport == (
+        "sim"
+    )
+    by_default = parse_lab("defaults: {transport: ssh}\nhosts: [{host_id: a, os: linux}]\n")
+    assert by_default.hosts[0].transport == "ssh"

@@ -96,6 +96,7 @@ def test_the_shipped_examples_are_the_shared_ones_as_they_are(name: str):
 
 def test_a_schema_1_lab_means_the_baseline_profile_of_each_os():
     lab = parse_lab(
+        "defaults: {transport: sim}\n"
         "hosts: [{host_id: l, os: linux}, {host_id: w, os: windows}, {host_id: m, os: macos}]\n"
     )
     assert lab.schema_version == 1 and lab.goal is Stage.BASELINED
@@ -107,7 +108,7 @@ def test_a_schema_1_lab_means_the_baseline_profile_of_each_os():
 
 
 def test_the_schema_1_goal_picks_how_much_of_the_profile():
-    lab = parse_lab("goal: prepared\nhosts: [{host_id: l, os: linux}]\n")
+    lab = parse_lab("goal: prepared\nhosts: [{host_id: l, os: linux, transport: sim}]\n")
     assert {r.kind for r in lab.desired.resources("l")} == {"package"}
     discovered = lab.model_copy(update={"goal": Stage.DISCOVERED})
     assert discovered.desired.resources("l") == ()  # not the cached prepared state
@@ -186,7 +187,7 @@ def test_two_roles_declaring_one_resource_differently_is_an_error():
 
 
 def test_a_host_without_roles_declares_nothing():
-    lab = parse_lab(LAB2 + "  - {host_id: a, os: linux}\n")
+    lab = parse_lab(LAB2 + "  - {host_id: a, os: linux, transport: sim}\n")
     assert lab.desired.resources("a") == ()
 
 
@@ -322,7 +323,7 @@ def test_resolve_desired_refuses_a_host_twice():
 
 
 def test_a_copy_with_other_hosts_resolves_again():
-    lab = parse_lab(LAB2 + "  - {host_id: a, os: linux, roles: [web]}\n")
+    lab = parse_lab(LAB2 + "  - {host_id: a, os: linux, roles: [web], transport: sim}\n")
     assert list(lab.desired.hosts) == ["a"]
     other = lab.model_copy(update={"hosts": [lab.hosts[0].model_copy(update={"host_id": "b"})]})
     assert list(other.desired.hosts) == ["b"]
