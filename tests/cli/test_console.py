@@ -196,7 +196,7 @@ def test_recap(mission: tuple[MissionState, list[EventRecord]]):
     cells = [c.strip() for c in lines["win-01"].replace("│", "|").split("|") if c.strip()]
     assert cells[:6] == ["win-01 (sim)", "windows", "baselined", "2", "0", "0"]
     cells = [c.strip() for c in lines["lnx-01"].replace("│", "|").split("|") if c.strip()]
-    assert cells[:7] == ["lnx-01", "linux", "new", "0", "3", "0", "yes"]
+    assert cells[:7] == ["lnx-01 (sim)", "linux", "new", "0", "3", "0", "yes"]
     assert "AUTH_FAILED" in lines["lnx-01"]
 
 
