@@ -201,9 +201,13 @@ async def test_the_domain_and_a_member_converge_across_hosts() -> None:
         "functional_level": "WinThreshold",
     }
     _ok(await lab.ensure("srv-01", "windows", TO_DC), "changed")
+    dc_before = lab.world(DC).to_data()
+    _ok(await lab.ensure("srv-01", "windows", JOIN, check=True), "would_change")
+    assert lab.world(DC).to_data() == dc_before  # a check touches no peer either
     out = await lab.ensure("srv-01", "windows", JOIN)
     _ok(out, "changed")
     assert out.data["reboot_required"] is True
+    assert lab.world(DC).domain is not None and lab.world(DC).domain["computers"] == ["SRV-01"]
     assert lab.diff("srv-01", JOIN, await lab.seen("srv-01", "windows", JOIN)) == "ok"
     assert lab.diff("srv-01", TO_DC, await lab.seen("srv-01", "windows", TO_DC)) == "ok"
     _ok(await lab.ensure("srv-01", "windows", JOIN), "unchanged")

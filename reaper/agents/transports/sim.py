@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import marshal
 import random
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,6 +84,26 @@ class SimHostState:
         if self.world is None:
             self.world = build_world(self.os, self.facts, self.world_settings)
         return self.world
+
+
+class _Worlds(Mapping[str, HostWorld]):
+    """The worlds of a mission's simulated hosts but one, as a lazy read-only view."""
+
+    def __init__(self, hosts: Mapping[str, SimHostState], exclude: str) -> None:
+        self._hosts = hosts
+        self._exclude = exclude
+
+    def __getitem__(self, key: str) -> HostWorld:
+        state = self._hosts[key] if key != self._exclude else None
+        if state is None or state.world is None:
+            raise KeyError(key)
+        return state.world
+
+    def __iter__(self) -> Iterator[str]:
+        return (h for h, s in self._hosts.items() if h != self._exclude and s.world is not None)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
 def _matches(fault: SimFault, action: str, verb: str) -> bool:
@@ -222,10 +243,10 @@ class SimRunner:
         needs_prepare = any(f.kind == "needs_prepare" for _, f in faults)
         return self._act(host, host_id, task, verb, needs_prepare)
 
-    def _peers(self, mission_id: str, host_id: str) -> dict[str, HostWorld]:
-        """The mission's other simulated hosts' worlds (a domain join asks its DC's)."""
-        hosts = self._hosts.peek(mission_id) or {}
-        return {h: s.world for h, s in hosts.items() if h != host_id and s.world is not None}
+    def _peers(self, mission_id: str, host_id: str) -> Mapping[str, HostWorld]:
+        """The mission's other simulated hosts' worlds, read lazily (a domain join asks its
+        DC's, a dns_client their addresses): no per-task cost growing with the lab."""
+        return _Worlds(self._hosts.peek(mission_id) or {}, host_id)
 
     def _world_act(
         self, host: SimHostState, host_id: str, task: Task, verb: str

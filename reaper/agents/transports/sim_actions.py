@@ -57,7 +57,7 @@ def run_ensure(
     check = bool(getattr(checked, "check_mode", False))
     outcome = ensure(world, resource, peers=peers, facts=facts, host_id=host_id, check=check)
     if not check and outcome.data.get("result") != "unchanged":
-        sync_facts(world, facts)
+        sync_facts(world, facts, resource.kind)
     return outcome
 
 
@@ -94,22 +94,24 @@ def reboot_world(world: HostWorld) -> None:
         svc["failed"] = False
 
 
-def sync_facts(world: HostWorld, facts: dict[str, Any]) -> None:
-    """Keep the discover facts in step with the world."""
-    running = sorted(u for u, s in world.services.items() if s["running"])
-    if world.os == "linux":
+def sync_facts(world: HostWorld, facts: dict[str, Any], kind: str) -> None:
+    """Keep the discover facts in step with the world after a `kind` resource changed."""
+    if world.os == "linux" and kind in ("service", "package", "file"):
+        running = sorted(u for u, s in world.services.items() if s["running"])
         facts["services"] = running
         facts["listening_ports"] = [
             {"proto": "tcp", "port": p, "process": u} for u in running for p in ports_of(world, u)
         ]
+    elif world.os == "linux" and kind == "sshd_option":
         sshd = facts.setdefault("sshd", {})
         sshd.update({k: v for k, v in world.sshd.items() if k in sshd})
+    elif world.os == "linux" and kind == "setting":
         sysctl = facts.setdefault("sysctl", {})
         for key in sysctl:
             value = world.settings.get(key, {}).get("value")
             if value is not None:
                 sysctl[key] = int(value) if str(value).isdigit() else value
-    elif world.os == "windows":
+    elif world.os == "windows" and kind in ("ad_domain", "domain_membership"):
         computer = facts.setdefault("computer", {})
         if world.membership is not None:
             computer["domain"] = str(world.membership["domain"]).upper()

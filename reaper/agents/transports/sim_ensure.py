@@ -16,7 +16,7 @@ and on failure {"resource", "before"} with the error code and the tool's output.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,7 +74,7 @@ class Failure(Exception):
 @dataclass(slots=True)
 class _Ctx:
     world: HostWorld
-    peers: dict[str, HostWorld]
+    peers: _Peers
     facts: Mapping[str, Any]
     host_id: str
     check: bool
@@ -82,8 +82,39 @@ class _Ctx:
     notes: list[str] = field(default_factory=list)
 
 
-def _addresses(peers: Mapping[str, HostWorld]) -> dict[str, str]:
-    return {host: w.address for host, w in peers.items()}
+class _Peers(Mapping[str, HostWorld]):
+    """The other hosts' worlds, read lazily (a lab may hold thousands). In check mode a peer
+    a handler writes to is a copy (`writable`), seen in place of the original from then on."""
+
+    def __init__(self, raw: Mapping[str, HostWorld], *, check: bool) -> None:
+        self._raw = raw
+        self._check = check
+        self._copies: dict[str, HostWorld] = {}
+
+    def __getitem__(self, key: str) -> HostWorld:
+        return self._copies.get(key) or self._raw[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._raw)
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+    def writable(self, world: HostWorld) -> HostWorld:
+        if not self._check or any(w is world for w in self._copies.values()):
+            return world
+        for key, candidate in self._raw.items():
+            if candidate is world:
+                copy = self._copies[key] = world.copy()
+                return copy
+        return world
+
+
+def _addresses(resource: ResourceBase, peers: Mapping[str, HostWorld]) -> dict[str, str]:
+    """Host id → address for what a dns_client's `servers_from` names (nothing else asks)."""
+    if not isinstance(resource, DnsClient):
+        return {}
+    return {h: peers[h].address for h in resource.servers_from if h in peers}
 
 
 def ensure(
@@ -95,11 +126,11 @@ def ensure(
     host_id: str,
     check: bool,
 ) -> ActionOutcome:
-    """Converge `resource` on `world` (a copy of it and its peers in check mode)."""
+    """Converge `resource` on `world` (on copies in check mode). `peers`: the mission's
+    other hosts' worlds, by host id (a join asks its DC's, a dns_client their addresses)."""
     rid = str(resource.rid)
-    others = {h: w for h, w in peers.items() if w is not world}
-    before = observe(world, resource, others)
-    addresses = _addresses({**others, host_id: world})
+    before = observe(world, resource, peers)
+    addresses = {**_addresses(resource, peers), host_id: world.address}
     try:
         wanted = diff_resource(
             resource.rid.on(host_id), resource, before, facts=facts, addresses=addresses
@@ -110,7 +141,7 @@ def ensure(
         return _done(rid, "unchanged", before, before, False, f"{rid} is already as declared")
     ctx = _Ctx(
         world.copy() if check else world,
-        {h: w.copy() for h, w in others.items()} if check else dict(others),
+        _Peers(peers, check=check),
         facts,
         host_id,
         check,
@@ -662,6 +693,7 @@ def _membership(ctx: _Ctx, resource: Any) -> None:
         "current workgroup 'WORKGROUP' with following error message: "
     )
     dc = domain_host(domain, world, ctx.peers)
+    dc = None if dc is None else ctx.peers.writable(dc)
     servers = world.dns.get("default", {}).get("servers", [])
     if dc is None or dc.address not in servers:
         raise Failure(
@@ -700,6 +732,7 @@ def _directory(ctx: _Ctx, resource: Any) -> None:
         or (ctx.world.membership or {}).get("domain")
     )
     dc = None if named is None else domain_host(str(named), ctx.world, ctx.peers)
+    dc = None if dc is None else ctx.peers.writable(dc)
     if dc is None or dc.domain is None:
         cmd = "New-ADUser" if resource.kind == "ad_user" else "New-ADGroup"
         raise Failure(
