@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,8 +15,16 @@ import pytest
 from reaper.agents.base import ActionOutcome
 from reaper.agents.transports.sim import SimRunner
 from reaper.agents.transports.sim_world import HostWorld
-from reaper.desired import KINDS, diff_resource
-from reaper.models import HostConnection, ResultStatus, SimSettings, SimWorldSettings
+from reaper.desired import KINDS, diff_lab, diff_resource, parse_ref
+from reaper.errors import ConfigError
+from reaper.lab import load_lab, parse_lab
+from reaper.models import (
+    HostConnection,
+    MissionState,
+    ResultStatus,
+    SimSettings,
+    SimWorldSettings,
+)
 from tests.agents.helpers import MISSION, task
 
 # Fixed distros, running only the base services (the seeded facts may run more).
@@ -441,3 +450,52 @@ async def test_bad_ensure_params_and_actions_of_another_os_are_refused() -> None
     assert out.error_code == "INVALID_PARAMS"
     out = await lab.run("l1", "linux.ensure_ad_domain", {"resource": AD_DOMAIN})
     assert out.error_code == "UNKNOWN_ACTION"
+
+
+async def test_the_shipped_ad_lab_converges_in_graph_order_and_then_diffs_ok() -> None:
+    lab_file = load_lab(Path(__file__).parents[2] / "reaper" / "labs" / "ad-lab.yaml")
+    runner, n = SimRunner(seed=lab_file.seed), 0
+    conns = {h.host_id: h.connection() for h in lab_file.hosts}
+    oses = {h.host_id: h.os for h in lab_file.hosts}
+
+    async def run(host: str, action: str, params: dict[str, Any]) -> ActionOutcome:
+        nonlocal n
+        n += 1
+        return await runner.run(task(n, host, action, params=params), host, conns[host])
+
+    for host in conns:  # discover first, as a converger does: every host has its world
+        declared = [r.model_dump(mode="json") for r in lab_file.desired.resources(host)]
+        await run(host, f"{oses[host]}.discover", {"resources": declared})
+    for ref, resource in lab_file.desired:
+        params = {"resource": resource.model_dump(mode="json")}
+        out = await run(ref.host, f"{oses[ref.host]}.ensure_{resource.kind}", params)
+        assert out.status is ResultStatus.SUCCESS, (str(ref), out.error_code, out.stderr_tail)
+    observed: dict[str, Any] = {}
+    for host in conns:
+        declared = [r.model_dump(mode="json") for r in lab_file.desired.resources(host)]
+        out = await run(host, f"{oses[host]}.discover", {"resources": declared})
+        observed[host] = {parse_ref(k, host=host).rid: v for k, v in out.data["resources"].items()}
+    addresses = {}
+    for host in conns:
+        state = runner.host_state(MISSION, host)
+        assert state is not None and state.world is not None
+        addresses[host] = state.world.address
+    diffs = diff_lab(lab_file.desired, observed, addresses=addresses)
+    assert {d.action for d in diffs} == {"ok"}, [str(d) for d in diffs if d.action != "ok"]
+
+
+def test_world_conditions_are_declared_in_the_lab_and_survive_the_store() -> None:
+    lab_file = parse_lab(
+        "schema_version: 2\ndefaults: {transport: sim}\nroles: {r: [{kind: package, name: curl}]}\n"
+        "hosts:\n  - {host_id: a, os: linux, roles: [r], sim: {faults: [{kind: flaky, times: 1}],"
+        " world: {disk_free_mb: 0, port_in_use: {80: apache2}, clock_offset_s: 600}}}\n"
+    )
+    state = lab_file.to_state()
+    back = MissionState.model_validate_json(state.model_dump_json())
+    sim = back.hosts["a"].connection.sim
+    assert sim is not None and sim.world is not None and sim.faults[0].kind == "flaky"
+    assert sim.world.port_in_use == {80: "apache2"} and sim.world.disk_free_mb == 0
+    with pytest.raises(ConfigError, match="disk_fre"):
+        parse_lab(
+            "hosts:\n  - {host_id: a, os: linux, transport: sim, sim: {world: {disk_fre: 0}}}\n"
+        )

@@ -19,6 +19,13 @@ Faults (`conn.sim.faults`, see `reaper.models.SimFault`), each limited to matchi
 - `slow`: `delay_s` more latency.
 - `command_failed`: the action exits non-zero: COMMAND_FAILED, not retriable.
 `auth_failure` and `command_failed` honour `times` like `flaky` when it is set.
+
+Desired state (`ensure_*`, discover's `resources`) is answered from the host's stateful world
+(`sim_world`, `sim_ensure`, `sim_diagnose`; docs/sim-world.md): packages per distro,
+services, files, accounts, settings, sshd, firewall, DNS, AD, and faults as *conditions* of
+that world (`conn.sim.world`, `reaper.models.SimWorldSettings`: a full disk, a held lock, an
+unreachable repository, a taken port, clock skew, a pending reboot), each with a right fix in
+the vocabulary. Diagnose and cleanup use the world once the host has one.
 """
 
 from __future__ import annotations
