@@ -255,10 +255,14 @@ class EnsureKind:
     description: str
 
 
-# One `ensure_<kind>` per resource kind, on every OS the kind runs on (`KIND_OS`). Risk tiers:
-# `change` for what a re-run can set back; `destructive` for what cuts access or cannot be
-# undone by a re-run (sshd options can lock Reaper out, a domain promotion or a join reboots
-# the host and changes how it authenticates), so the standard policy asks an operator first.
+# One `ensure_<kind>` per resource kind, on every OS the kind runs on (`KIND_OS`). Every tier is
+# `change`: an ensure converges what the lab declares, and the shipped labs (an AD forest, a
+# hardened sshd) must run unattended under the standard policy, which asks before destructive
+# actions. What makes some of them dangerous is answered more precisely elsewhere: the lockout
+# guard (`reaper.lockout`) refuses the sshd options, firewall rules, service stops and user
+# changes that would cut Reaper's access, whatever the policy. Promoting a DC or joining a
+# domain reboots the host (`reboot_required` in the result); a deployment that wants an
+# operator there raises those two to `destructive` here, or asks for them in its policy.
 ENSURE_KINDS: dict[str, EnsureKind] = {
     "package": EnsureKind(Risk.CHANGE, 900.0, "Install or remove a package (optional version)."),
     "service": EnsureKind(Risk.CHANGE, 180.0, "Start or stop a service; enable it at boot."),
@@ -267,9 +271,7 @@ ENSURE_KINDS: dict[str, EnsureKind] = {
     "user": EnsureKind(Risk.CHANGE, 120.0, "Create, change, lock or remove a local user."),
     "group": EnsureKind(Risk.CHANGE, 60.0, "Create or remove a local group."),
     "setting": EnsureKind(Risk.CHANGE, 60.0, "Set a sysctl key, registry value or defaults key."),
-    "sshd_option": EnsureKind(
-        Risk.DESTRUCTIVE, 120.0, "Set an sshd_config option and reload sshd."
-    ),
+    "sshd_option": EnsureKind(Risk.CHANGE, 120.0, "Set an sshd_config option and reload sshd."),
     "firewall": EnsureKind(Risk.CHANGE, 120.0, "Add or remove an inbound firewall rule."),
     "dns_client": EnsureKind(Risk.CHANGE, 60.0, "Point the resolver at DNS servers."),
     "package_repository": EnsureKind(
@@ -277,11 +279,9 @@ ENSURE_KINDS: dict[str, EnsureKind] = {
     ),
     "windows_feature": EnsureKind(Risk.CHANGE, 1800.0, "Install or remove a Windows feature."),
     "ad_domain": EnsureKind(
-        Risk.DESTRUCTIVE, 3600.0, "Promote this host to the first DC of a new forest (reboots)."
+        Risk.CHANGE, 3600.0, "Promote this host to the first DC of a new forest (reboots)."
     ),
-    "domain_membership": EnsureKind(
-        Risk.DESTRUCTIVE, 1200.0, "Join or leave an AD domain (reboots)."
-    ),
+    "domain_membership": EnsureKind(Risk.CHANGE, 1200.0, "Join or leave an AD domain (reboots)."),
     "ad_user": EnsureKind(Risk.CHANGE, 120.0, "Create, change or remove a directory user."),
     "ad_group": EnsureKind(Risk.CHANGE, 120.0, "Create or remove a directory group."),
 }

@@ -30,8 +30,7 @@ def test_actions_json_lists_each_os_vocabulary_with_the_policy_decision(
         *(f"ensure_{kind}" for kind, oses in KIND_OS.items() if "linux" in oses),
     }  # fmt: skip
     assert rows["ensure_package"]["risk"] == "change" and rows["ensure_package"]["check_mode"]
-    assert rows["ensure_sshd_option"]["risk"] == "destructive"
-    assert rows["ensure_sshd_option"]["policy"]["decision"] == "ask"
+    assert rows["ensure_sshd_option"]["policy"]["decision"] == "allow"  # the guard's job
     assert rows["diagnose"]["risk"] == "read-only" and rows["diagnose"]["policy"]["decision"] == (
         "allow"
     )

@@ -21,10 +21,12 @@ from reaper.agents.base import ActionOutcome, Command, CommandResult
 from reaper.agents.oscode.linux import LinuxActions
 from reaper.agents.oscode.macos import MacosActions
 from reaper.agents.oscode.windows import WindowsActions
+from reaper.agents.transports.sim import SimRunner
 from reaper.desired import KIND_OS, KINDS
 from reaper.lab import load_lab
-from reaper.models import PlannedTask
+from reaper.models import PlannedTask, ResultStatus
 from reaper.policy import check
+from tests.agents.helpers import task
 
 LOCKOUT_LAB = Path(__file__).parents[2] / "reaper" / "labs" / "lockout-lab.yaml"
 
@@ -41,9 +43,8 @@ def test_every_kind_has_its_ensure_action_on_every_os_it_runs_on() -> None:
             spec.risk is ENSURE_KINDS[kind].risk and spec.timeout_s == ENSURE_KINDS[kind].timeout_s
         )
         assert spec.params_model.model_fields["resource"].annotation is KINDS[kind]
-    assert CATALOG["linux.ensure_sshd_option"].risk is Risk.DESTRUCTIVE
-    assert CATALOG["windows.ensure_ad_domain"].risk is Risk.DESTRUCTIVE
-    assert CATALOG["linux.ensure_package"].risk is Risk.CHANGE
+    # every tier is `change`: shipped labs run unattended; the lockout guard refuses the rest
+    assert {CATALOG[n].risk for n in ensures} == {Risk.CHANGE}
     assert "windows.ensure_sshd_option" not in CATALOG and "linux.ensure_ad_user" not in CATALOG
     assert FAILURE_CLASSES["PM_LOCKED"][0] is True and FAILURE_CLASSES["DISK_FULL"][0] is False
 
@@ -66,7 +67,7 @@ def test_ensure_params_are_the_kinds_model_and_travel_whole() -> None:
     assert DiscoverParams(resources=[{"kind": "package", "name": "curl"}]).resources
 
 
-def test_the_lockout_lab_refuses_root_logins_off_while_connected_as_root() -> None:
+async def test_the_lockout_lab_refuses_root_logins_off_while_connected_as_root() -> None:
     lab = load_lab(LOCKOUT_LAB)
     state = lab.to_state()
     refused, allowed = [], []
@@ -82,7 +83,14 @@ def test_the_lockout_lab_refuses_root_logins_off_while_connected_as_root() -> No
     ((_, verdict),) = refused
     assert "PermitRootLogin no while Reaper connects as root" in verdict.reason
     assert "hint: connect as a sudo user first" in verdict.reason
-    assert all(v.code != "lockout" for _, v in allowed) and len(allowed) == 3
+    assert all(v.code == "allowed" for _, v in allowed) and len(allowed) == 3
+    runner = SimRunner(seed=lab.seed)  # the rest converges on the host, still reachable
+    conn = state.hosts["app-01"].connection
+    for i, (rid, verdict) in enumerate(allowed):
+        action = f"linux.ensure_{rid.split('/')[0]}"
+        out = await runner.run(task(i, "app-01", action, params=verdict.params), "app-01", conn)
+        assert out.status is ResultStatus.SUCCESS, (rid, out.error_code, out.stderr_tail)
+    assert (await runner.run(task(9, "app-01"), "app-01", conn)).status is ResultStatus.SUCCESS
     check_only = PlannedTask(
         host_id="app-01",
         action="linux.ensure_sshd_option",
