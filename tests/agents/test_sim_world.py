@@ -5,6 +5,7 @@ condition with a right fix and wrong fixes that do not help."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -425,6 +426,8 @@ async def test_worlds_are_deterministic_and_results_never_alias_them() -> None:
     assert one.world("l1").to_data() == two.world("l1").to_data()
     copy = one.world("l1").copy()
     assert copy == one.world("l1") and copy.packages is not one.world("l1").packages
+    data = json.loads(json.dumps(one.world("l1").to_data()))
+    assert HostWorld.from_data(data) == one.world("l1")  # its JSON form round-trips
     out = await one.ensure("l1", "linux", {"kind": "user", "name": "ops"})
     out.data["after"]["groups"].append("root")
     assert one.world("l1").users["ops"]["groups"] == []

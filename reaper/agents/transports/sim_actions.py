@@ -13,7 +13,8 @@ from pydantic import ValidationError
 
 from reaper.actions import get_action
 from reaper.agents.base import ActionOutcome
-from reaper.agents.transports.sim_ensure import ensure, ports_of
+from reaper.agents.transports.sim_ensure import ensure
+from reaper.agents.transports.sim_services import ports_of
 from reaper.agents.transports.sim_world import HostWorld, observe
 from reaper.desired import KINDS
 from reaper.models import ResultStatus

@@ -19,7 +19,7 @@ from typing import Any
 from reaper.actions import DIAGNOSE_TOPICS
 from reaper.agents.base import ActionOutcome
 from reaper.agents.oscode.toolbox import diagnose_findings
-from reaper.agents.transports.sim_ensure import config_problem, ports_of
+from reaper.agents.transports.sim_services import config_problem, ports_of
 from reaper.agents.transports.sim_world import TIME_SERVICES, HostWorld, domain_host, unit_name
 from reaper.models import ResultStatus
 

@@ -128,12 +128,20 @@ class HostWorld:
     reboots: int = 0
 
     def copy(self) -> HostWorld:
-        return HostWorld(**_copy(self.to_data()) | {"distro": self.distro})
+        """A deep copy: nothing of it aliases this world."""
+        return HostWorld.from_data(self.to_data())
 
     def to_data(self) -> dict[str, Any]:
+        """The JSON form (plain data, deep-copied): what a mission store would keep."""
         data = asdict(self)
         data["distro"] = list(self.distro)
         return data
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any]) -> HostWorld:
+        fresh = _copy(dict(data))
+        fresh["distro"] = tuple(fresh["distro"])
+        return cls(**fresh)
 
     def log(self, unit: str, *lines: str) -> None:
         self.journal.setdefault(unit, []).extend(lines)
