@@ -17,6 +17,7 @@ from reaper.agents.base import ActionOutcome
 from reaper.agents.transports.sim import SimRunner
 from reaper.agents.transports.sim_world import HostWorld
 from reaper.desired import KINDS, diff_lab, diff_resource, parse_ref
+from reaper.desired.diff import reported_fields
 from reaper.errors import ConfigError
 from reaper.lab import load_lab, parse_lab
 from reaper.models import (
@@ -138,6 +139,12 @@ CASES: list[tuple[str, str, dict[str, Any], dict[str, Any], list[dict[str, Any]]
      [], lambda w: w.repos["pgdg"].update(enabled=False)),
     ("w1", "windows", {}, {"kind": "windows_feature", "name": "Web-Server"}, [],
      lambda w: w.features.clear()),
+    ("w1", "windows", {}, {"kind": "file", "path": "C:\\Temp\\motd.txt", "content": "hi\r\n",
+                           "owner": "Administrators"}, [],
+     lambda w: w.files["C:\\Temp\\motd.txt"].update(content="")),
+    ("w1", "windows", {}, {"kind": "user", "name": "svc-web", "groups": ["Users"],
+                           "enabled": True}, [],
+     lambda w: w.users["svc-web"].update(enabled=False)),
     ("w1", "windows", {}, {"kind": "package", "name": "git"}, [],
      lambda w: w.packages.clear()),
     ("w1", "windows", {}, {"kind": "service", "name": "Spooler", "state": "stopped",
@@ -151,6 +158,12 @@ CASES: list[tuple[str, str, dict[str, Any], dict[str, Any], list[dict[str, Any]]
      lambda w: w.domain["users"]["alice"].update(enabled=False) if w.domain else None),
     (DC, "windows", {}, {"kind": "ad_group", "name": "Web Admins", "scope": "universal"}, [],
      lambda w: w.domain["groups"].pop("Web Admins") if w.domain else None),
+    ("m1", "macos", {}, {"kind": "service", "name": "nginx", "state": "running"},
+     [{"kind": "package", "name": "nginx"}],
+     lambda w: w.services["nginx"].update(running=False)),
+    ("m1", "macos", {}, {"kind": "file", "path": "/usr/local/etc/lab.conf", "content": "x\n",
+                         "mode": "0600"}, [],
+     lambda w: w.files["/usr/local/etc/lab.conf"].update(mode="0644")),
     ("m1", "macos", {}, {"kind": "package", "name": "wget"}, [],
      lambda w: w.packages.pop("wget")),
     ("m1", "macos", {}, {"kind": "setting", "name": "com.apple.screensaver/askForPassword",
@@ -194,6 +207,7 @@ async def test_each_kind_converges_idempotently_with_check_mode_and_drift(
     assert out.data["after"] == check.data["after"]
     seen = await lab.seen(host, os, resource)
     assert seen == out.data["after"] and lab.diff(host, resource, seen) == "ok"
+    assert set(seen) == set(reported_fields(resource["kind"]))  # the fields the diff reads
 
     _ok(await lab.ensure(host, os, resource), "unchanged")
     drift(lab.world(host))

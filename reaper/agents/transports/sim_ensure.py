@@ -138,7 +138,16 @@ def _no_space(ctx: Ctx, path: str) -> None:
 
 
 def _owner(ctx: Ctx, resource: Any) -> None:
-    for attr, table in (("owner", ctx.world.users), ("group", ctx.world.groups)):
+    world = ctx.world
+    if world.os == "windows":  # an ACL's owner is a user or a group
+        who = resource.owner
+        if who is not None and who not in world.users and who not in world.groups:
+            raise Failure(
+                "MISSING_DEPENDENCY",
+                f"Set-Acl : Some or all identity references could not be translated. ({who})",
+            )
+        return
+    for attr, table in (("owner", world.users), ("group", world.groups)):
         who = getattr(resource, attr)
         if who is not None and who not in table:
             raise Failure(
