@@ -15,6 +15,7 @@ import pytest
 
 from reaper.agents.base import ActionOutcome
 from reaper.agents.transports.sim import SimRunner
+from reaper.agents.transports.sim_services import BAD_CONFIG_MARKER
 from reaper.agents.transports.sim_world import HostWorld
 from reaper.desired import KINDS, diff_lab, diff_resource, parse_ref
 from reaper.desired.diff import reported_fields
@@ -516,3 +517,18 @@ def test_world_conditions_are_declared_in_the_lab_and_survive_the_store() -> Non
         parse_lab(
             "hosts:\n  - {host_id: a, os: linux, transport: sim, sim: {world: {disk_fre: 0}}}\n"
         )
+
+
+async def test_the_bad_config_marker_fails_any_service_that_reads_the_file() -> None:
+    lab = Lab()
+    lab.host("l1", ROCKY)
+    _ok(await lab.ensure("l1", "linux", {"kind": "package", "name": "nginx"}), "changed")
+    bad = {"kind": "file", "path": "/etc/nginx/nginx.conf", "content": f"{BAD_CONFIG_MARKER};\n"}
+    _ok(await lab.ensure("l1", "linux", bad), "changed")  # nginx is not running: no restart
+    nginx = {"kind": "service", "name": "nginx", "state": "running"}
+    out = await lab.ensure("l1", "linux", nginx)
+    _failed(out, "CONFIG_INVALID", f'nginx: [emerg] unknown directive "{BAD_CONFIG_MARKER}"')
+    check = await lab.ensure("l1", "linux", nginx, check=True)
+    _failed(check, "CONFIG_INVALID", "[emerg]")  # a check meets the same failure
+    _ok(await lab.ensure("l1", "linux", {**bad, "content": "events {}\n"}), "changed")
+    _ok(await lab.ensure("l1", "linux", nginx), "changed")
