@@ -13,14 +13,16 @@ from typing import Any
 
 import pytest
 
+from reaper.actions import CATALOG, validate_params
 from reaper.agents.base import ActionOutcome
 from reaper.agents.transports.sim import SimRunner
 from reaper.agents.transports.sim_services import BAD_CONFIG_MARKER
 from reaper.agents.transports.sim_world import HostWorld
-from reaper.desired import KINDS, diff_lab, diff_resource, parse_ref
+from reaper.desired import KINDS, diff_lab, diff_resource, parse_ref, profile
 from reaper.desired.diff import reported_fields
 from reaper.errors import ConfigError
 from reaper.lab import load_lab, parse_lab
+from reaper.lockout import lockout
 from reaper.models import (
     HostConnection,
     MissionState,
@@ -532,3 +534,26 @@ async def test_the_bad_config_marker_fails_any_service_that_reads_the_file() -> 
     _failed(check, "CONFIG_INVALID", "[emerg]")  # a check meets the same failure
     _ok(await lab.ensure("l1", "linux", {**bad, "content": "events {}\n"}), "changed")
     _ok(await lab.ensure("l1", "linux", nginx), "changed")
+
+
+@pytest.mark.parametrize(
+    ("os", "facts"),
+    [("linux", DEBIAN), ("linux", UBUNTU), ("linux", ROCKY),
+     ("linux", {"os": {"id": "opensuse-leap", "version": "15.5"}}), ("windows", {}), ("macos", {})],
+)  # fmt: skip
+async def test_the_shipped_profiles_converge_on_every_simulated_distro(
+    os: str, facts: dict[str, Any]
+) -> None:
+    lab = Lab()
+    lab.host("h", facts)
+    conn = HostConnection(transport="sim", user="root")
+    for resource in profile(os):
+        action = f"{os}.ensure_{resource.kind}"
+        params, error = validate_params(CATALOG[action], {"resource": resource.model_dump()})
+        assert error is None
+        if lockout(CATALOG[action].verb, params, conn, os) is not None:
+            continue  # what the guard refuses is the policy's business, not the world's
+        out = await lab.run("h", action, params)
+        assert out.status is ResultStatus.SUCCESS, (str(resource.rid), out.stderr_tail)
+        seen = await lab.seen("h", os, params["resource"])
+        assert lab.diff("h", params["resource"], seen) == "ok", str(resource.rid)

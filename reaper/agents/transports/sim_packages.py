@@ -121,6 +121,7 @@ _SUSE = _db(
     openssh__server=Pkg("8.4p1-150300.3.37.1", (), ("sshd",)),
     audit=Pkg("3.0.6-150400.4.16.1", (), ("auditd",), provides=("auditd",)),
     chrony=Pkg("4.1-150400.21.5.1", (), ("chronyd",)),
+    nftables=Pkg("1.0.5-150500.1.1", (), ("nftables",)),
     firewalld=Pkg("0.9.3-150400.8.15.1", (), ("firewalld",)),
     sudo=Pkg("1.9.12p1-150500.7.10.1"),
     vim=Pkg("9.1.0330-150500.20.12.1"),

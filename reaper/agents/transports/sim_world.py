@@ -69,8 +69,14 @@ SSHD_KEYWORDS = frozenset(
 # The service that keeps each OS's clock in sync (stopped while the clock is off).
 TIME_SERVICES = {"debian": "chrony", "rhel": "chronyd", "suse": "chronyd",
                  "windows": "w32time", "macos": "com.apple.timed"}  # fmt: skip
-# Service names that are another unit's alias (`sshd` is Debian's `ssh.service`).
-_ALIASES = {"debian": {"sshd": "ssh"}}
+# Service names that are another unit's alias (`sshd` is Debian's `ssh.service`, which also
+# answers to `chronyd`). `chrony` on RHEL and SUSE is a leniency of the sim (their unit is
+# `chronyd`), so the shipped Linux profile converges on every simulated distro.
+_ALIASES = {
+    "debian": {"sshd": "ssh", "chronyd": "chrony"},
+    "rhel": {"chrony": "chronyd"},
+    "suse": {"chrony": "chronyd"},
+}
 # Packages a fresh host has, per family (plus those of the services its facts show running).
 _BASE_PACKAGES = {
     "debian": ("openssh-server", "sudo", "cron", "rsyslog", "python3", "chrony"),
@@ -266,6 +272,11 @@ def _filesystem(world: HostWorld, facts: Mapping[str, Any]) -> None:
         world.files[path] = {"type": "directory", "content": None, "mode": "0755",
                              "owner": "root", "group": "root"}  # fmt: skip
     world.files["/tmp"]["mode"] = "1777"
+    world.files["/etc/ssh"] = {"type": "directory", "content": None, "mode": "0755",
+                               "owner": "root", "group": "root"}  # fmt: skip
+    include = "Include /etc/ssh/sshd_config.d/*.conf\n"
+    world.files["/etc/ssh/sshd_config"] = {"type": "file", "content": include, "mode": "0644",
+                                           "owner": "root", "group": "root"}  # fmt: skip
     world.files["/etc/motd"] = {"type": "file", "content": str(facts.get("motd", "")),
                                 "mode": "0644", "owner": "root", "group": "root"}  # fmt: skip
 
