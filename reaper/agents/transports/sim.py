@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import marshal
 import random
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +41,7 @@ from reaper.agents.base import ActionOutcome
 from reaper.agents.mission_cache import MissionCache
 from reaper.agents.transports import sim_diagnose
 from reaper.agents.transports.sim_actions import (
+    WorldsView,
     observed_resources,
     reboot_world,
     run_ensure,
@@ -91,26 +92,6 @@ class SimHostState:
         if self.world is None:
             self.world = build_world(self.os, self.facts, self.world_settings)
         return self.world
-
-
-class _Worlds(Mapping[str, HostWorld]):
-    """The worlds of a mission's simulated hosts but one, as a lazy read-only view."""
-
-    def __init__(self, hosts: Mapping[str, SimHostState], exclude: str) -> None:
-        self._hosts = hosts
-        self._exclude = exclude
-
-    def __getitem__(self, key: str) -> HostWorld:
-        state = self._hosts[key] if key != self._exclude else None
-        if state is None or state.world is None:
-            raise KeyError(key)
-        return state.world
-
-    def __iter__(self) -> Iterator[str]:
-        return (h for h, s in self._hosts.items() if h != self._exclude and s.world is not None)
-
-    def __len__(self) -> int:
-        return sum(1 for _ in self)
 
 
 def _matches(fault: SimFault, action: str, verb: str) -> bool:
@@ -253,7 +234,7 @@ class SimRunner:
     def _peers(self, mission_id: str, host_id: str) -> Mapping[str, HostWorld]:
         """The mission's other simulated hosts' worlds, read lazily (a domain join asks its
         DC's, a dns_client their addresses): no per-task cost growing with the lab."""
-        return _Worlds(self._hosts.peek(mission_id) or {}, host_id)
+        return WorldsView(self._hosts.peek(mission_id) or {}, host_id)
 
     def _world_act(
         self, host: SimHostState, host_id: str, task: Task, verb: str

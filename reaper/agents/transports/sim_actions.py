@@ -6,8 +6,8 @@ Windows domain), so a discover after an ensure shows the change.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterator, Mapping
+from typing import Any, Protocol
 
 from pydantic import ValidationError
 
@@ -19,7 +19,38 @@ from reaper.agents.transports.sim_world import HostWorld, observe
 from reaper.desired import KINDS
 from reaper.models import ResultStatus
 
-__all__ = ["observed_resources", "reboot_world", "run_ensure", "sync_facts"]
+__all__ = [
+    "HasWorld",
+    "WorldsView",
+    "observed_resources",
+    "reboot_world",
+    "run_ensure",
+    "sync_facts",
+]
+
+
+class HasWorld(Protocol):
+    world: HostWorld | None
+
+
+class WorldsView(Mapping[str, HostWorld]):
+    """The worlds of a mission's simulated hosts but one, as a lazy read-only view."""
+
+    def __init__(self, hosts: Mapping[str, HasWorld], exclude: str) -> None:
+        self._hosts = hosts
+        self._exclude = exclude
+
+    def __getitem__(self, key: str) -> HostWorld:
+        state = self._hosts[key] if key != self._exclude else None
+        if state is None or state.world is None:
+            raise KeyError(key)
+        return state.world
+
+    def __iter__(self) -> Iterator[str]:
+        return (h for h, s in self._hosts.items() if h != self._exclude and s.world is not None)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
 def _invalid(text: str) -> ActionOutcome:
