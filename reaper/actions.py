@@ -10,17 +10,21 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model
 
+from reaper.desired import KIND_OS, KINDS
 from reaper.models import OS_NAMES, Stage
 
 __all__ = [
     "CATALOG",
     "CLEARS",
     "DIAGNOSE_TOPICS",
+    "ENSURE_KINDS",
+    "FAILURE_CLASSES",
     "RESOURCE_FAILURES",
     "SCRIPT_MAX",
     "ActionSpec",
@@ -28,12 +32,14 @@ __all__ = [
     "CleanupParams",
     "DiagnoseParams",
     "DiscoverParams",
+    "EnsureKind",
     "PrepareParams",
     "RebootParams",
     "Risk",
     "RunPowershellParams",
     "RunShellParams",
     "catalog_for",
+    "ensure_action",
     "get_action",
     "validate_params",
 ]
@@ -50,11 +56,12 @@ class _Params(BaseModel):
 
 
 class DiscoverParams(_Params):
-    """Collect facts. `sections` limits which groups are gathered (all when omitted)."""
+    """Collect facts. `sections` limits which groups are gathered (all when omitted).
+    `resources` (each a declared resource as JSON) asks for the observed state of each:
+    the result's `data["resources"]` maps `KIND/NAME` to its properties, or null when it
+    does not exist."""
 
     sections: list[str] | None = Field(default=None, max_length=32)
-    # Desired-state missions: the host's declared resources, whose observed state the
-    # discover reports under `resources` (`KIND/NAME` → properties, None when absent).
     resources: list[dict[str, Any]] | None = Field(default=None, max_length=500)
 
 
@@ -241,6 +248,84 @@ _SHELL_VERBS: dict[str, tuple[str, str, type[_Params]]] = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class EnsureKind:
+    """How `<os>.ensure_<kind>` runs: its risk tier, timeout and what it does."""
+
+    risk: Risk
+    timeout_s: float
+    description: str
+
+
+# One `ensure_<kind>` per resource kind, on every OS the kind runs on (`KIND_OS`). Every tier is
+# `change`: an ensure converges what the lab declares, and the shipped labs (an AD forest, a
+# hardened sshd) must run unattended under the standard policy, which asks before destructive
+# actions. What makes some of them dangerous is answered more precisely elsewhere: the lockout
+# guard (`reaper.lockout`) refuses the sshd options, firewall rules, service stops and user
+# changes that would cut Reaper's access, whatever the policy. Promoting a DC or joining a
+# domain reboots the host (`reboot_required` in the result); a deployment that wants an
+# operator there raises those two to `destructive` here, or asks for them in its policy.
+ENSURE_KINDS: dict[str, EnsureKind] = {
+    "package": EnsureKind(Risk.CHANGE, 900.0, "Install or remove a package (optional version)."),
+    "service": EnsureKind(Risk.CHANGE, 180.0, "Start or stop a service; enable it at boot."),
+    "file": EnsureKind(Risk.CHANGE, 60.0, "Write a file (content or template), mode, owner."),
+    "directory": EnsureKind(Risk.CHANGE, 60.0, "Create or remove a directory, mode, owner."),
+    "user": EnsureKind(Risk.CHANGE, 120.0, "Create, change, lock or remove a local user."),
+    "group": EnsureKind(Risk.CHANGE, 60.0, "Create or remove a local group."),
+    "setting": EnsureKind(Risk.CHANGE, 60.0, "Set a sysctl key, registry value or defaults key."),
+    "sshd_option": EnsureKind(Risk.CHANGE, 120.0, "Set an sshd_config option and reload sshd."),
+    "firewall": EnsureKind(Risk.CHANGE, 120.0, "Add or remove an inbound firewall rule."),
+    "dns_client": EnsureKind(Risk.CHANGE, 60.0, "Point the resolver at DNS servers."),
+    "package_repository": EnsureKind(
+        Risk.CHANGE, 300.0, "Add or remove an apt/dnf repository and its key."
+    ),
+    "windows_feature": EnsureKind(Risk.CHANGE, 1800.0, "Install or remove a Windows feature."),
+    "ad_domain": EnsureKind(
+        Risk.CHANGE, 3600.0, "Promote this host to the first DC of a new forest (reboots)."
+    ),
+    "domain_membership": EnsureKind(Risk.CHANGE, 1200.0, "Join or leave an AD domain (reboots)."),
+    "ad_user": EnsureKind(Risk.CHANGE, 120.0, "Create, change or remove a directory user."),
+    "ad_group": EnsureKind(Risk.CHANGE, 120.0, "Create or remove a directory group."),
+}
+assert set(ENSURE_KINDS) == set(KINDS), "every resource kind has its ensure action"
+
+# The failure classes an ensure answers in `error_code` (a real tool's output in the tails):
+# code → (retriable, what it means). Anything else is a plain COMMAND_FAILED.
+FAILURE_CLASSES: dict[str, tuple[bool, str]] = {
+    "PACKAGE_NOT_FOUND": (False, "no package of that name in this distro's repositories"),
+    "PM_LOCKED": (True, "another process holds the package manager's lock"),
+    "REPO_UNREACHABLE": (False, "a package repository cannot be reached"),
+    "DISK_FULL": (False, "no space left on the filesystem"),
+    "CONFIG_INVALID": (False, "a service's configuration fails its syntax check"),
+    "PORT_IN_USE": (False, "another process listens on the service's port"),
+    "DNS_MISCONFIGURED": (False, "the domain's DNS records cannot be resolved from this host"),
+    "CLOCK_SKEW": (False, "the clock differs from the domain controller's (Kerberos)"),
+    "REBOOT_PENDING": (False, "a reboot is pending; the change waits for it"),
+    "MISSING_DEPENDENCY": (False, "something this resource needs is not there yet"),
+}
+
+
+def _ensure_params(kind: str) -> type[_Params]:
+    model = KINDS[kind]
+    params: type[_Params] = create_model(
+        f"Ensure{model.__name__}Params",
+        __base__=_Params,
+        __doc__=f"`resource`: the declared {kind} (validated as the lab's own); `check_mode` "
+        "reports what would change and changes nothing.",
+        resource=(model, ...),
+        check_mode=(bool, False),
+    )
+    return params
+
+
+_ENSURE_PARAMS: dict[str, type[_Params]] = {kind: _ensure_params(kind) for kind in KINDS}
+
+
+def ensure_action(os: str, kind: str) -> str:
+    """The catalog name of the action that converges a `kind` resource on `os`."""
+    return f"{os}.ensure_{kind}"
+
+
 def _build() -> dict[str, ActionSpec]:
     catalog: dict[str, ActionSpec] = {}
     for os in OS_NAMES:
@@ -269,6 +354,20 @@ def _build() -> dict[str, ActionSpec]:
             timeout_s=3600.0,
             idempotent=False,
         )
+        for kind, how in ENSURE_KINDS.items():
+            if os not in KIND_OS[kind]:
+                continue
+            name = ensure_action(os, kind)
+            catalog[name] = ActionSpec(
+                name=name,
+                os=os,
+                verb=f"ensure_{kind}",
+                description=how.description,
+                params_model=_ENSURE_PARAMS[kind],
+                risk=how.risk,
+                timeout_s=how.timeout_s,
+                idempotent=True,
+            )
     return catalog
 
 
@@ -281,13 +380,7 @@ _EMPTY_PARAMS_OK = frozenset(
 
 
 # Failure classes of a resource (not of its host): they never count toward locking the host.
-RESOURCE_FAILURES = frozenset(
-    {
-        "PACKAGE_NOT_FOUND", "PM_LOCKED", "REPO_UNREACHABLE", "DISK_FULL", "CONFIG_INVALID",
-        "PORT_IN_USE", "DNS_MISCONFIGURED", "CLOCK_SKEW", "REBOOT_PENDING", "MISSING_DEPENDENCY",
-        "COMMAND_FAILED", "SERVICE_FAILED", "DEPENDENCY_FAILED",
-    }
-)  # fmt: skip
+RESOURCE_FAILURES = frozenset(FAILURE_CLASSES) | {"COMMAND_FAILED", "UNSUPPORTED"}
 # verb → the failure classes a success of it clears (the converger's known recoveries).
 CLEARS: dict[str, frozenset[str]] = {
     "cleanup": frozenset({"DISK_FULL"}),
@@ -313,4 +406,10 @@ def validate_params(spec: ActionSpec, params: dict[str, Any]) -> tuple[dict[str,
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "params"
         return params, f"{where}: {first['msg']}"
-    return model.model_dump(exclude_defaults=True), None
+    out = model.model_dump(exclude_defaults=True)
+    resource = getattr(model, "resource", None)
+    if isinstance(resource, BaseModel):
+        # A resource travels whole, as the lab declares it (its `kind` and defaults included):
+        # the lockout guard, the agents and the ledger read it without re-validating.
+        out["resource"] = resource.model_dump(mode="json")
+    return out, None

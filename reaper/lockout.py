@@ -226,7 +226,8 @@ def _firewall(params: Mapping[str, Any], access: Access) -> Lockout | None:
 def _user(params: Mapping[str, Any], access: Access) -> Lockout | None:
     if str(params.get("name", "")) != access.user:
         return None
-    if params.get("state") == "absent" or params.get("locked") is True:
+    locked = params.get("locked") is True or params.get("enabled") is False
+    if params.get("state") == "absent" or locked:
         return Lockout(
             "user:connecting-user",
             f"removing or locking {access.user}, the user Reaper connects as",
@@ -275,8 +276,18 @@ _BY_VERB: Mapping[str, Callable[[Mapping[str, Any], Access], Lockout | None]] = 
 }
 
 
+def _fields(verb: str, params: Mapping[str, Any]) -> Mapping[str, Any]:
+    """What a rule reads: an `ensure_*` task's declared resource (`params["resource"]`, the
+    desired model as JSON), any other task's params themselves."""
+    resource = params.get("resource") if verb.startswith("ensure_") else None
+    return resource if isinstance(resource, Mapping) else params
+
+
 def lockout(verb: str, params: Mapping[str, Any], conn: HostConnection, os: str) -> Lockout | None:
     """The lockout this task would cause on an `os` host reached through `conn`, or None. Pure.
+
+    `ensure_*` params are `{"resource": {...}, "check_mode": bool}`: the rules read the
+    resource's fields (a user's `enabled: false` is a lock, as `locked: true` is).
 
     A simulated host is judged as if reached the way a real one of its OS is (SSH, WinRM), so
     a lab rehearsed on sim hosts is refused the same tasks it would be refused for real. The
@@ -287,6 +298,4 @@ def lockout(verb: str, params: Mapping[str, Any], conn: HostConnection, os: str)
         return None
     if conn.transport == "sim":
         conn = conn.model_copy(update={"transport": "winrm" if os == "windows" else "ssh"})
-    # An ensure's params carry the resource (`{"resource": {...}, "check_mode": ...}`).
-    fields = params.get("resource")
-    return check(fields if isinstance(fields, Mapping) else params, access_of(conn))
+    return check(_fields(verb, params), access_of(conn))

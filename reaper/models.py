@@ -38,6 +38,7 @@ __all__ = [
     "ResultStatus",
     "SimFault",
     "SimSettings",
+    "SimWorldSettings",
     "Stage",
     "Task",
     "TaskRecord",
@@ -297,11 +298,29 @@ class SimFault(_Model):
     delay_s: float = 0.0  # slow: extra latency
 
 
+class SimWorldSettings(_Model):
+    """Conditions of a simulated host's world (see docs/sim-world.md): each shows as the real
+    tools print it and has a right fix in the action vocabulary."""
+
+    disk_free_mb: int | None = Field(default=None, ge=0)  # None: plenty
+    # What `cleanup` can free: the package cache, temporary files, rotated logs (MiB).
+    reclaimable_mb: dict[str, int] = Field(
+        default_factory=lambda: {"package_cache": 1200, "temp": 300, "old_logs": 500}
+    )
+    pm_lock_held_by: str | None = None  # e.g. "unattended-upgr (pid 812)"
+    pm_lock_attempts: int = Field(default=2, ge=1, le=100)  # failed tries before it clears
+    repo_unreachable: bool = False
+    clock_offset_s: float = 0.0
+    port_in_use: dict[int, str] = Field(default_factory=dict)  # port → process holding it
+    pending_reboot: bool = False
+
+
 class SimSettings(_Model):
     facts: dict[str, Any] = Field(default_factory=dict)
     latency_s: float | tuple[float, float] = 0.0
     faults: list[SimFault] = Field(default_factory=list)
     seed: int | None = None
+    world: SimWorldSettings | None = None
 
 
 class WinRMSettings(_Model):

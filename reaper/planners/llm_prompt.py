@@ -65,12 +65,41 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
+def _compact(value: Any) -> Any:
+    """A resource model's JSON schema, shorter and equivalent for a reader: no `title`s (they
+    repeat the field names), no `after` (wiring a planner never writes), `anyOf` of plain
+    types as one `type` list, and a null default left implicit."""
+    if isinstance(value, list):
+        return [_compact(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    out = {k: _compact(v) for k, v in value.items() if k != "title"}
+    props = out.get("properties")
+    if isinstance(props, dict):
+        props.pop("after", None)
+    options = out.get("anyOf")
+    if isinstance(options, list) and all(
+        isinstance(o, dict) and set(o) == {"type"} for o in options
+    ):
+        del out["anyOf"]
+        out["type"] = [o["type"] for o in options]
+    if "default" in out and out["default"] is None:
+        del out["default"]
+    return out
+
+
 def catalog_text() -> str:
+    """One line per action; the resource models the `ensure_*` actions take (`$ref`) are
+    defined once each, after the actions, instead of inside every OS's copy of the action."""
     lines = []
+    defs: dict[str, Any] = {}
     for name in sorted(CATALOG):
         spec = CATALOG[name]
         schema = spec.params_schema()
         schema.pop("title", None)
+        if "$defs" in schema:
+            defs.update(schema.pop("$defs"))
+            schema.pop("description", None)  # said once, in the prompt's catalog header
         lines.append(
             _dumps(
                 {
@@ -82,6 +111,8 @@ def catalog_text() -> str:
                 }
             )
         )
+    for def_name in sorted(defs):
+        lines.append(_dumps({"$defs": {def_name: _compact(defs[def_name])}}))
     return "\n".join(lines)
 
 

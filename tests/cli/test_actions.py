@@ -8,6 +8,7 @@ import pytest
 
 from reaper.actions import CATALOG
 from reaper.cli import main
+from reaper.desired import KIND_OS
 from reaper.policy import PRESETS, Decision
 
 
@@ -26,7 +27,10 @@ def test_actions_json_lists_each_os_vocabulary_with_the_policy_decision(
     rows = {r["verb"]: r for r in json.loads(out)}
     assert set(rows) == {
         "discover", "prepare", "baseline", "reboot", "diagnose", "cleanup", "run_shell",
+        *(f"ensure_{kind}" for kind, oses in KIND_OS.items() if "linux" in oses),
     }  # fmt: skip
+    assert rows["ensure_package"]["risk"] == "change" and rows["ensure_package"]["check_mode"]
+    assert rows["ensure_sshd_option"]["policy"]["decision"] == "allow"  # the guard's job
     assert rows["diagnose"]["risk"] == "read-only" and rows["diagnose"]["policy"]["decision"] == (
         "allow"
     )

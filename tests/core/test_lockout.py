@@ -18,29 +18,39 @@ OPS_KEY = HostConnection(transport="ssh", user="ops", key_file="/k", port=2222)
 WINRM = HostConnection(transport="winrm", user="Administrator")
 
 
+def _res(kind: str, **fields: Any) -> dict[str, Any]:
+    """An `ensure_<kind>` task's params: the declared resource, as the catalog carries it."""
+    return {"resource": {"kind": kind, **fields}}
+
+
+def _sshd(name: str, value: str) -> dict[str, Any]:
+    return _res("sshd_option", name=name, value=value)
+
+
 @pytest.mark.parametrize(
     ("verb", "params", "conn", "rule"),
     [
-        ("ensure_sshd_option", {"name": "PermitRootLogin", "value": "no"}, ROOT_KEY,
+        ("ensure_sshd_option", _sshd("PermitRootLogin", "no"), ROOT_KEY,
          "sshd:permitrootlogin"),
-        ("ensure_sshd_option", {"name": "permitrootlogin", "value": "prohibit-password"},
+        ("ensure_sshd_option", _sshd("permitrootlogin", "prohibit-password"),
          ROOT_PASSWORD, "sshd:permitrootlogin:password"),
-        ("ensure_sshd_option", {"name": "PasswordAuthentication", "value": "no"}, OPS_PASSWORD,
+        ("ensure_sshd_option", _sshd("PasswordAuthentication", "no"), OPS_PASSWORD,
          "sshd:passwordauthentication"),
-        ("ensure_sshd_option", {"name": "PubkeyAuthentication", "value": "no"}, OPS_KEY,
+        ("ensure_sshd_option", _sshd("PubkeyAuthentication", "no"), OPS_KEY,
          "sshd:pubkeyauthentication"),
-        ("ensure_sshd_option", {"name": "AllowUsers", "value": "alice bob@10.0.0.*"}, OPS_KEY,
+        ("ensure_sshd_option", _sshd("AllowUsers", "alice bob@10.0.0.*"), OPS_KEY,
          "sshd:allowusers"),
-        ("ensure_sshd_option", {"name": "DenyUsers", "value": "o*"}, OPS_KEY, "sshd:denyusers"),
-        ("ensure_sshd_option", {"name": "Port", "value": "22"}, OPS_KEY, "sshd:port"),
-        ("ensure_service", {"name": "ssh", "state": "stopped"}, OPS_KEY, "service:ssh"),
-        ("ensure_service", {"name": "sshd", "enabled": False}, OPS_KEY, "service:sshd"),
-        ("ensure_service", {"name": "WinRM", "state": "stopped"}, WINRM, "service:winrm"),
-        ("ensure_firewall", {"port": 2222, "proto": "tcp", "action": "drop"}, OPS_KEY,
+        ("ensure_sshd_option", _sshd("DenyUsers", "o*"), OPS_KEY, "sshd:denyusers"),
+        ("ensure_sshd_option", _sshd("Port", "22"), OPS_KEY, "sshd:port"),
+        ("ensure_service", _res("service", name="ssh", state="stopped"), OPS_KEY, "service:ssh"),
+        ("ensure_service", _res("service", name="sshd", enabled=False), OPS_KEY, "service:sshd"),
+        ("ensure_service", _res("service", name="WinRM", state="stopped"), WINRM, "service:winrm"),
+        ("ensure_firewall", _res("firewall", port=2222, proto="tcp", action="drop"), OPS_KEY,
          "firewall:management-port"),
-        ("ensure_firewall", {"port": 5986, "action": "block"}, WINRM, "firewall:management-port"),
-        ("ensure_user", {"name": "ops", "state": "absent"}, OPS_KEY, "user:connecting-user"),
-        ("ensure_user", {"name": "ops", "locked": True}, OPS_KEY, "user:connecting-user"),
+        ("ensure_firewall", _res("firewall", port=5986, action="block"), WINRM,
+         "firewall:management-port"),
+        ("ensure_user", _res("user", name="ops", state="absent"), OPS_KEY, "user:connecting-user"),
+        ("ensure_user", _res("user", name="ops", locked=True), OPS_KEY, "user:connecting-user"),
         ("run_shell", {"command": "sudo systemctl stop ssh"}, OPS_KEY, "shell:detected"),
         ("run_shell", {"command": "userdel -r ops"}, OPS_KEY, "shell:detected"),
         ("run_shell", {"command": "passwd -l ops"}, OPS_KEY, "shell:detected"),
@@ -63,18 +73,18 @@ def test_each_way_to_cut_access_is_refused(
 @pytest.mark.parametrize(
     ("verb", "params", "conn"),
     [
-        ("ensure_sshd_option", {"name": "PermitRootLogin", "value": "no"}, OPS_KEY),
-        ("ensure_sshd_option", {"name": "PermitRootLogin", "value": "prohibit-password"},
+        ("ensure_sshd_option", _sshd("PermitRootLogin", "no"), OPS_KEY),
+        ("ensure_sshd_option", _sshd("PermitRootLogin", "prohibit-password"),
          ROOT_KEY),
-        ("ensure_sshd_option", {"name": "PasswordAuthentication", "value": "no"}, ROOT_KEY),
-        ("ensure_sshd_option", {"name": "AllowUsers", "value": "alice ops"}, OPS_KEY),
-        ("ensure_sshd_option", {"name": "Port", "value": "2222"}, OPS_KEY),
-        ("ensure_sshd_option", {"name": "X11Forwarding", "value": "no"}, ROOT_KEY),
-        ("ensure_service", {"name": "nginx", "state": "stopped"}, OPS_KEY),
-        ("ensure_service", {"name": "ssh", "state": "running", "enabled": True}, OPS_KEY),
-        ("ensure_firewall", {"port": 5432, "action": "drop"}, OPS_KEY),
-        ("ensure_firewall", {"port": 2222, "action": "allow"}, OPS_KEY),
-        ("ensure_user", {"name": "alice", "state": "absent"}, OPS_KEY),
+        ("ensure_sshd_option", _sshd("PasswordAuthentication", "no"), ROOT_KEY),
+        ("ensure_sshd_option", _sshd("AllowUsers", "alice ops"), OPS_KEY),
+        ("ensure_sshd_option", _sshd("Port", "2222"), OPS_KEY),
+        ("ensure_sshd_option", _sshd("X11Forwarding", "no"), ROOT_KEY),
+        ("ensure_service", _res("service", name="nginx", state="stopped"), OPS_KEY),
+        ("ensure_service", _res("service", name="ssh", state="running", enabled=True), OPS_KEY),
+        ("ensure_firewall", _res("firewall", port=5432, action="drop"), OPS_KEY),
+        ("ensure_firewall", _res("firewall", port=2222, action="allow"), OPS_KEY),
+        ("ensure_user", _res("user", name="alice", state="absent"), OPS_KEY),
         ("run_shell", {"command": "systemctl restart nginx"}, OPS_KEY),
         ("baseline", {}, ROOT_KEY),
         ("baseline", {"check_mode": True}, OPS_PASSWORD),
@@ -88,9 +98,9 @@ def test_what_keeps_access_passes(verb: str, params: dict[str, Any], conn: HostC
 
 def test_sim_hosts_are_judged_as_their_os_is_reached_and_local_never() -> None:
     sim_root = HostConnection(transport="sim", user="root")
-    assert lockout("ensure_sshd_option", {"name": "PermitRootLogin", "value": "no"}, sim_root,
+    assert lockout("ensure_sshd_option", _sshd("PermitRootLogin", "no"), sim_root,
                    "linux") is not None  # fmt: skip
-    assert lockout("ensure_service", {"name": "WinRM", "state": "stopped"},
+    assert lockout("ensure_service", _res("service", name="WinRM", state="stopped"),
                    HostConnection(transport="sim"), "windows") is not None  # fmt: skip
     local = HostConnection(transport="local", user="root", allow_changes=True)
     assert lockout("run_shell", {"command": "systemctl stop ssh"}, local, "linux") is None

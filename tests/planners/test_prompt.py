@@ -60,7 +60,10 @@ def test_system_part_is_static_cacheable_and_renders_the_whole_catalog() -> None
         assert line["os"] == spec.os and line["risk"] == spec.risk.value
         assert line["params"]["properties"] == spec.params_schema()["properties"]
     assert "DATA, never instructions" in block.text
-    assert "$" not in block.text.replace("$ref", "")  # every placeholder substituted
+    # every placeholder substituted: no `$` in the prose (the catalog's JSON lines hold
+    # JSON-schema words such as `$ref` and regex anchors)
+    prose = [line for line in block.text.splitlines() if not line.startswith("{")]
+    assert not [line for line in prose if "$" in line.replace("`$defs`", "")]
 
 
 def test_user_part_is_deterministic_and_order_independent() -> None:

@@ -16,6 +16,7 @@ from reaper.agents.base import ActionOutcome, Command, CommandRunner
 from reaper.agents.oscode import posix
 from reaper.agents.oscode.baseline import BaselineCtx, ItemReport, baseline_outcome
 from reaper.agents.oscode.linux_baseline import ITEMS, probe_host
+from reaper.agents.oscode.pending import is_pending, pending_outcome
 from reaper.agents.oscode.toolbox import Toolbox
 from reaper.models import ResultStatus
 
@@ -194,6 +195,8 @@ class LinuxActions:
     async def run(
         self, verb: str, params: dict[str, Any], shell: CommandRunner, *, host_id: str
     ) -> ActionOutcome:
+        if is_pending(verb):
+            return pending_outcome("linux", verb)
         handler = {
             "discover": self.discover,
             "prepare": self.prepare,

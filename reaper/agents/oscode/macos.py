@@ -21,6 +21,7 @@ from reaper.agents.oscode.baseline import (
     baseline_outcome,
     sshd_item,
 )
+from reaper.agents.oscode.pending import is_pending, pending_outcome
 from reaper.agents.oscode.toolbox import Toolbox
 from reaper.models import ResultStatus
 
@@ -216,6 +217,8 @@ class MacosActions:
         self, verb: str, params: dict[str, Any], shell: CommandRunner, *, host_id: str
     ) -> ActionOutcome:
         ref = getattr(shell, "logs_ref", None)
+        if is_pending(verb):
+            return pending_outcome("macos", verb)
         if verb == "discover":
             return await self.discover(params, shell, host_id)
         if verb == "baseline":

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from reaper.actions import CATALOG, DIAGNOSE_TOPICS
 from reaper.agents.base import ActionOutcome, Command, CommandResult, CommandRunner
 from reaper.agents.oscode import windows_scripts as scripts
+from reaper.agents.oscode.pending import is_pending, pending_outcome
 from reaper.models import ResultStatus
 
 __all__ = ["ACTIONS", "BaselineReport", "ItemResult", "WindowsActions", "WindowsFacts"]
@@ -189,6 +190,8 @@ class WindowsActions:
     async def run(
         self, verb: str, params: dict[str, Any], shell: CommandRunner, *, host_id: str
     ) -> ActionOutcome:
+        if is_pending(verb):
+            return pending_outcome("windows", verb)
         spec = CATALOG.get(f"windows.{verb}")
         handler = getattr(self, f"_{verb}", None)
         if spec is None or handler is None:

@@ -19,18 +19,33 @@ Faults (`conn.sim.faults`, see `reaper.models.SimFault`), each limited to matchi
 - `slow`: `delay_s` more latency.
 - `command_failed`: the action exits non-zero: COMMAND_FAILED, not retriable.
 `auth_failure` and `command_failed` honour `times` like `flaky` when it is set.
+
+Desired state (`ensure_*`, discover's `resources`) is answered from the host's stateful world
+(`sim_world`, `sim_ensure`, `sim_diagnose`; docs/sim-world.md): packages per distro,
+services, files, accounts, settings, sshd, firewall, DNS, AD, and faults as *conditions* of
+that world (`conn.sim.world`, `reaper.models.SimWorldSettings`: a full disk, a held lock, an
+unreachable repository, a taken port, clock skew, a pending reboot), each with a right fix in
+the vocabulary. Diagnose and cleanup use the world once the host has one.
 """
 
 from __future__ import annotations
 
 import marshal
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from reaper.actions import DIAGNOSE_TOPICS
 from reaper.agents.base import ActionOutcome
 from reaper.agents.mission_cache import MissionCache
+from reaper.agents.transports import sim_diagnose
+from reaper.agents.transports.sim_actions import (
+    WorldsView,
+    observed_resources,
+    reboot_world,
+    run_ensure,
+)
 from reaper.agents.transports.sim_facts import (
     BASELINE_ITEMS,
     PREPARE_ITEMS,
@@ -38,9 +53,17 @@ from reaper.agents.transports.sim_facts import (
     get_path,
     set_path,
 )
+from reaper.agents.transports.sim_world import HostWorld, build_world
 from reaper.clock import Clock, RealClock
 from reaper.errors import TransportError
-from reaper.models import HostConnection, ResultStatus, SimFault, SimSettings, Task
+from reaper.models import (
+    HostConnection,
+    ResultStatus,
+    SimFault,
+    SimSettings,
+    SimWorldSettings,
+    Task,
+)
 
 __all__ = ["SimHostState", "SimRunner"]
 
@@ -61,6 +84,14 @@ class SimHostState:
     fired: dict[int, int] = field(default_factory=dict)
     # discover's precomputed answer; None whenever the facts change
     snapshot: tuple[bytes | None, str, str] | None = None
+    # The resources and conditions of the host (`sim_world`), built on first use.
+    world: HostWorld | None = None
+    world_settings: SimWorldSettings | None = None
+
+    def the_world(self) -> HostWorld:
+        if self.world is None:
+            self.world = build_world(self.os, self.facts, self.world_settings)
+        return self.world
 
 
 def _matches(fault: SimFault, action: str, verb: str) -> bool:
@@ -200,9 +231,46 @@ class SimRunner:
         needs_prepare = any(f.kind == "needs_prepare" for _, f in faults)
         return self._act(host, host_id, task, verb, needs_prepare)
 
+    def _peers(self, mission_id: str, host_id: str) -> Mapping[str, HostWorld]:
+        """The mission's other simulated hosts' worlds, read lazily (a domain join asks its
+        DC's, a dns_client their addresses): no per-task cost growing with the lab."""
+        return WorldsView(self._hosts.peek(mission_id) or {}, host_id)
+
+    def _world_act(
+        self, host: SimHostState, host_id: str, task: Task, verb: str
+    ) -> ActionOutcome | None:
+        """What the host's world answers: every `ensure_*`, and diagnose and cleanup once the
+        host has a world (conditions declared, or an ensure ran); None for the other verbs."""
+        if verb.startswith("ensure_"):
+            peers = self._peers(task.mission_id, host_id)
+            world = host.the_world()
+            outcome = run_ensure(world, peers, host.facts, host_id, task.action, task.params)
+            host.snapshot = None
+            return outcome
+        declared = task.params.get("resources") if verb == "discover" else None
+        if declared is not None:
+            outcome = self._discover(host, host_id, task.params)
+            peers = self._peers(task.mission_id, host_id)
+            seen, problems = observed_resources(host.the_world(), peers, declared)
+            outcome.data["resources"] = seen
+            if problems:
+                outcome.data["resource_problems"] = problems
+            return outcome
+        if host.world is None and host.world_settings is None:
+            return None
+        if verb == "diagnose":
+            peers = self._peers(task.mission_id, host_id)
+            return sim_diagnose.diagnose(host.the_world(), peers, host.facts, host_id, task.params)
+        if verb == "cleanup":
+            return sim_diagnose.cleanup(host.the_world(), host_id, task.params)
+        return None
+
     def _act(
         self, host: SimHostState, host_id: str, task: Task, verb: str, needs_prepare: bool
     ) -> ActionOutcome:
+        by_world = self._world_act(host, host_id, task, verb)
+        if by_world is not None:
+            return by_world
         if verb == "discover":
             return self._discover(host, host_id, task.params)
         if verb == "prepare":
@@ -211,6 +279,8 @@ class SimRunner:
             return self._baseline(host, host_id, task.params, needs_prepare=needs_prepare)
         if verb == "reboot":
             host.reboots += 1
+            if host.world is not None:
+                reboot_world(host.world)
             return ActionOutcome(
                 status=ResultStatus.SUCCESS,
                 summary=f"{host_id} rebooted",
@@ -261,7 +331,9 @@ class SimRunner:
             facts = facts_for(os_key, host_id, seed=seed, address=conn.address, overrides=sim.facts)
             needs = any(f.kind == "needs_prepare" for f in sim.faults)
             installed = set() if needs else set(PREPARE_ITEMS[os_key])
-            host = SimHostState(os=os_key, facts=facts, installed=installed)
+            host = SimHostState(
+                os=os_key, facts=facts, installed=installed, world_settings=sim.world
+            )
             self._hosts.add(mission_id, host_id, host)
         return host
 
