@@ -15,7 +15,7 @@ drop on the management port), not every way a shell can be used against itself.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -207,7 +207,9 @@ def _service(params: Mapping[str, Any], access: Access) -> Lockout | None:
     return None
 
 
-def _firewall(params: Mapping[str, Any], access: Access) -> Lockout | None:
+def _firewall(
+    params: Mapping[str, Any], access: Access, declared: Sequence[Mapping[str, Any]] = ()
+) -> Lockout | None:
     action = str(params.get("action", "allow")).lower()
     port = params.get("port")
     if action not in _BLOCKING or port not in (None, access.port, str(access.port)):
@@ -215,6 +217,8 @@ def _firewall(params: Mapping[str, Any], access: Access) -> Lockout | None:
     proto = str(params.get("proto", "tcp")).lower()
     if proto not in ("tcp", "any", "all"):
         return None
+    if port is None and _allowed_first(params, access, declared):
+        return None  # a default drop that runs after the host's allow for our port
     where = f"port {access.port}" if port is not None else "every port"
     return Lockout(
         "firewall:management-port",
@@ -265,7 +269,23 @@ def _baseline(params: Mapping[str, Any], access: Access) -> Lockout | None:
     return None
 
 
-_BY_VERB: Mapping[str, Callable[[Mapping[str, Any], Access], Lockout | None]] = {
+def _allowed_first(
+    params: Mapping[str, Any], access: Access, declared: Sequence[Mapping[str, Any]]
+) -> bool:
+    """Whether the rule runs after (`after:`) a declared allow for the management port."""
+    before = {str(ref).rpartition(":")[2] if ref.count(":") and "/" in ref.split(":", 1)[1]
+              else str(ref) for ref in params.get("after") or ()}  # fmt: skip
+    for rule in declared:
+        if rule.get("kind") != "firewall" or f"firewall/{rule.get('name')}" not in before:
+            continue
+        allows = str(rule.get("action", "allow")).lower() == "allow"
+        proto = str(rule.get("proto", "tcp")).lower() in ("tcp", "any", "all")
+        if allows and proto and rule.get("port") in (access.port, str(access.port)):
+            return True
+    return False
+
+
+_BY_VERB: Mapping[str, Callable[..., Lockout | None]] = {
     "ensure_sshd_option": _sshd,
     "ensure_service": _service,
     "ensure_firewall": _firewall,
@@ -283,7 +303,13 @@ def _fields(verb: str, params: Mapping[str, Any]) -> Mapping[str, Any]:
     return resource if isinstance(resource, Mapping) else params
 
 
-def lockout(verb: str, params: Mapping[str, Any], conn: HostConnection, os: str) -> Lockout | None:
+def lockout(
+    verb: str,
+    params: Mapping[str, Any],
+    conn: HostConnection,
+    os: str,
+    declared: Sequence[Mapping[str, Any]] = (),
+) -> Lockout | None:
     """The lockout this task would cause on an `os` host reached through `conn`, or None. Pure.
 
     `ensure_*` params are `{"resource": {...}, "check_mode": bool}`: the rules read the
@@ -298,4 +324,6 @@ def lockout(verb: str, params: Mapping[str, Any], conn: HostConnection, os: str)
         return None
     if conn.transport == "sim":
         conn = conn.model_copy(update={"transport": "winrm" if os == "windows" else "ssh"})
+    if check is _firewall:
+        return _firewall(_fields(verb, params), access_of(conn), declared)
     return check(_fields(verb, params), access_of(conn))

@@ -222,7 +222,7 @@ def check(
     params, error = validate_params(spec, planned.params)
     if error is not None:
         return _refuse("invalid_params", f"invalid params for {spec.name}: {error}")
-    cut = lockout(spec.verb, params, host.connection, host.os)
+    cut = lockout(spec.verb, params, host.connection, host.os, host.desired)
     if cut is not None:
         # Before any rule: no policy, however permissive, allows Reaper to lock itself out.
         return _refuse(

@@ -567,7 +567,7 @@ def render_converge_recap(
             rs = p.resource_state(node)
             tail = rs.output_tail.strip().splitlines()[-1:] if status == "failed" else []
             why = p.why.get(node, status) + (f" — {tail[0][:100]}" if tail else "")
-            lines.append(f"{status} {node}: {why}"[:220])
+            lines.append(f"{status} {node}: {why}"[:400])
     usage_line = render_usage(usage)
     if usage_line is not None:
         lines.append(usage_line.plain)

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rich.text import Text
 
+from reaper.agents.base import ActionRunner
 from reaper.cli.context import EXIT_INCOMPLETE, EXIT_OK, Cli
 from reaper.desired.diff import ResourceDiff
 from reaper.desired.progress import Progress, progress
@@ -25,7 +26,7 @@ from reaper.planners.base import Plan
 from reaper.planners.converge import Converger
 from reaper.runtime import LocalWorkers
 
-__all__ = ["cmd_plan", "plan_report"]
+__all__ = ["cmd_plan", "discover_lab", "plan_report"]
 
 _SIGN = {"add": "+", "change": "~", "remove": "-", "ok": "="}
 _STYLE = {"add": "green", "change": "yellow", "remove": "red", "ok": "dim"}
@@ -54,11 +55,15 @@ def _read_only(lab: LabFile) -> LabFile:
         update={"kind": "rule"})})  # fmt: skip
 
 
-async def _discover(lab: LabFile, cli: Cli) -> MissionState:
+async def discover_lab(
+    lab: LabFile, *, concurrency: int = 32, runners: Mapping[str, ActionRunner] | None = None
+) -> MissionState:
+    """The lab's mission after one read-only discover of every host (in memory, dropped)."""
+    lab = _read_only(lab)
     store, queue, bus = memory_backend()
     backend = Backend(store=store, queue=queue, bus=bus, description="memory")
     overseer = Overseer(backend, planner_factory=lambda _: _DiscoverOnly())
-    workers = LocalWorkers(backend, concurrency=cli.config.concurrency, seed=lab.seed)
+    workers = LocalWorkers(backend, concurrency=concurrency, seed=lab.seed, runners=runners)
     try:
         state = await overseer.create_mission(lab, f"plan-{uuid.uuid4().hex[:8]}")
         workers.start()
@@ -142,8 +147,7 @@ def _show(value: Any) -> str:
 
 
 async def cmd_plan(cli: Cli) -> int:
-    lab = _read_only(load_lab(cli.args.lab))
-    state = await _discover(lab, cli)
+    state = await discover_lab(load_lab(cli.args.lab), concurrency=cli.config.concurrency)
     p = progress(state)
     report = plan_report(p)
     report["summary"]["unknown"] = sum(

@@ -95,8 +95,10 @@ def addresses(state: MissionState) -> dict[str, str]:
 
 def _first_address(facts: Mapping[str, Any]) -> str | None:
     for entry in facts.get("addresses") or ():
-        if isinstance(entry, Mapping) and entry.get("addr") and ":" not in str(entry["addr"]):
-            return str(entry["addr"])
+        addr = str(entry.get("addr") or "") if isinstance(entry, Mapping) else ""
+        # IPv4, and not loopback: the address the other hosts of the lab reach it at.
+        if addr and ":" not in addr and not addr.startswith("127."):
+            return addr
     return None
 
 

@@ -323,6 +323,15 @@ def converge_summary(state: MissionState) -> str:
     p = progress(state)
     t = p.tally()
     total = sum(t.values())
+    if state.check_mode:
+        would = sum(
+            1 for h in state.hosts.values() for rs in h.resources.values()
+            if rs.outcome == "would_change"
+        )  # fmt: skip
+        return (
+            f"check mode: {would} of {total} resources would change, "
+            f"{t['failed']} failed, {t['blocked']} blocked; nothing was changed"
+        )
     if t["ok"] == total:
         return f"converged: all {total} resources on {len(state.hosts)} hosts"
     left = total - t["ok"] - t["failed"] - t["blocked"]
@@ -336,7 +345,12 @@ def goal_met(state: MissionState) -> bool:
     """Whether a completed mission reached its goal: every declared resource converged
     (desired state), else every host at the goal stage."""
     if state.converges:
-        return all(status == "ok" for _, status in progress(state))
+        changes = state.check_mode and any(
+            rs.outcome == "would_change"
+            for h in state.hosts.values()
+            for rs in h.resources.values()
+        )
+        return not changes and all(status == "ok" for _, status in progress(state))
     return all(h.stage.rank >= state.goal.rank for h in state.hosts.values())
 
 

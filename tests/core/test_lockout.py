@@ -126,3 +126,18 @@ def test_the_guard_runs_in_policy_check_before_any_rule() -> None:
     shell = shell.model_copy(update={"params": {"command": "passwd -l ops", "reason": "x"}})
     host.connection = OPS_KEY.model_copy(update={"port": None})
     assert check(shell, state, allow_all).code == "lockout"
+
+
+def test_a_default_drop_after_the_declared_allow_for_the_management_port_passes() -> None:
+    """The shipped Linux profile drops inbound by default after allowing SSH: no lockout.
+    The same drop with no allow before it is one."""
+    allow = {"kind": "firewall", "name": "ssh", "port": 22, "proto": "tcp", "action": "allow"}
+    drop = {"kind": "firewall", "name": "default-inbound", "proto": "any", "action": "drop",
+            "after": ["firewall/ssh"]}  # fmt: skip
+    params = {"resource": drop, "check_mode": False}
+    assert lockout("ensure_firewall", params, ROOT_KEY, "linux", [allow, drop]) is None
+    assert lockout("ensure_firewall", params, ROOT_KEY, "linux", [drop]) is not None
+    other_port = {**allow, "port": 2222}
+    assert lockout("ensure_firewall", params, ROOT_KEY, "linux", [other_port, drop]) is not None
+    alone = {"resource": {**drop, "after": []}, "check_mode": False}
+    assert lockout("ensure_firewall", alone, ROOT_KEY, "linux", [allow, drop]) is not None

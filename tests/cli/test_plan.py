@@ -1,0 +1,66 @@
+"""`reaper plan` reads and changes nothing; `reaper run --check` changes nothing and says
+what would change; both on the shipped desired-state labs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from reaper.cli.plan import discover_lab, plan_report
+from reaper.desired.progress import progress
+from reaper.lab import parse_lab
+from tests.worlds import LAB, World
+
+from .conftest import Run
+
+LABS = Path(__file__).resolve().parents[2] / "reaper" / "labs"
+
+
+def test_plan_shows_each_resource_and_the_order_as_json(cli: Run) -> None:
+    rc, out, err = cli("plan", str(LABS / "ad-lab.yaml"), "--json")
+    assert rc == 0, err
+    report = json.loads(out)
+    assert set(report["hosts"]) == {"dc-01", "srv-01", "ws-01", "db-01", "web-01", "mac-01"}
+    assert sum(report["summary"][a] for a in ("add", "change", "remove", "ok")) == 23
+    member = next(e for e in report["hosts"]["srv-01"] if e["resource"].startswith("domain_"))
+    assert "dc-01:ad_domain/lab.local" in member["after"]
+    order = report["order"]
+    assert order.index("dc-01:ad_domain/lab.local") < order.index(
+        "srv-01:domain_membership/lab.local"
+    )
+    rc, out, _ = cli("plan", str(LABS / "lockout-lab.yaml"), "--graph")
+    assert rc == 0 and "app-01" in out and "order of the run:" in out and "plan:" in out
+
+
+def test_plan_of_a_stage_lab_is_one_line_exit_2(cli: Run) -> None:
+    rc, _, err = cli("plan", str(LABS / "demo.yaml"))
+    assert rc == 2 and "needs a desired-state lab (schema 2)" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+async def test_plan_runs_only_discovers_and_the_hosts_stay_as_they_were() -> None:
+    world = World()
+    world.seen[("web-01", "package/nginx")] = {"version": "1.22"}
+    before = dict(world.seen)
+    state = await discover_lab(parse_lab(LAB), runners={"sim": world})
+    assert world.seen == before
+    assert {a for _, a in world.log} == {"linux.discover"}
+    report = plan_report(progress(state))
+    web1 = {e["resource"]: e["action"] for e in report["hosts"]["web-01"]}
+    assert web1["package/nginx"] == "ok" and web1["user/deploy"] == "add"
+
+
+def test_run_check_changes_nothing_and_exits_3_when_changes_are_pending(cli: Run) -> None:
+    rc, out, err = cli(
+        "run", str(LABS / "lockout-lab.yaml"), "--check", "--no-live", "--no-input", "--json"
+    )
+    report = json.loads(out)
+    assert rc == 3, err
+    assert report["status_reason"].startswith("check mode: ")
+    assert "nothing was changed" in report["status_reason"]
+    rc, out, _ = cli("events", "lockout-lab", "--json", "--kind", "task.planned")
+    planned = [json.loads(line) for line in out.splitlines() if line.strip()]
+    ensures = [e for e in planned if ".ensure_" in e["payload"]["action"]]
+    assert ensures and all(e["payload"]["params"]["check_mode"] for e in ensures)
+    rc, _, err = cli("run", str(LABS / "demo.yaml"), "--check", "--no-live")
+    assert rc == 2 and "--check needs a desired-state lab" in err
