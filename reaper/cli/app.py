@@ -63,7 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
     common_flags(p)
     planner_flags(p)
     run_flags(p)
-    p.add_argument("--lab", help=argparse.SUPPRESS)
+    p.add_argument(
+        "--lab",
+        metavar="NAME|FILE",
+        help="baseline (default), ad (an Active Directory lab as desired state), lockout "
+        "(a role that would lock Reaper out), or a lab file",
+    )
 
     p = sub.add_parser("run", help="run a mission from a lab file")
     p.add_argument("lab", nargs="?", help="lab file (YAML)")

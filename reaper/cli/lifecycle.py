@@ -19,7 +19,7 @@ from rich.tree import Tree
 from reaper.cli.context import Cli, cli_backend
 from reaper.errors import BadRequestError, ConfigError
 from reaper.infra.base import Backend, LeaseInfo
-from reaper.models import MissionControl, MissionState, MissionStatus
+from reaper.models import HostState, MissionControl, MissionState, MissionStatus
 from reaper.overseer import ControlOutcome, Overseer
 
 __all__ = [
@@ -316,7 +316,7 @@ async def cmd_facts(cli: Cli) -> int:
             raise BadRequestError(f"mission {a.mission} has no host {a.host!r}")
         hosts = {a.host: hosts[a.host]}
     if a.json:
-        cli.print_json({hid: h.facts for hid, h in sorted(hosts.items())})
+        cli.print_json({hid: _with_resources(h) for hid, h in sorted(hosts.items())})
         return 0
     for hid, host in sorted(hosts.items()):
         tree = Tree(f"[bold]{hid}[/] [dim]{host.os}, {host.stage.value}[/]")
@@ -324,5 +324,21 @@ async def cmd_facts(cli: Cli) -> int:
             tree.add("[dim]no facts yet (a discover task gathers them)[/]")
         for key in sorted(host.facts):
             _facts_tree(key, host.facts[key], tree)
+        if host.resources:
+            # Desired state: what was observed of each declared resource, beside the facts.
+            branch = tree.add("[bold]declared resources[/] [dim](observed)[/]")
+            for rid, rs in host.resources.items():
+                seen = "not read yet" if not rs.seen else rs.observed or "absent"
+                outcome = f" [dim]({rs.outcome})[/]" if rs.outcome else ""
+                _facts_tree(rid + outcome, seen, branch)
         cli.out.print(tree)
     return 0
+
+
+def _with_resources(host: HostState) -> dict[str, Any]:
+    """A host's facts, and for desired state what was observed of each declared resource
+    (`resources`: KIND/NAME → properties, null when absent; `unread` until discovered)."""
+    if not host.resources:
+        return host.facts
+    observed = {rid: (rs.observed if rs.seen else "unread") for rid, rs in host.resources.items()}
+    return {**host.facts, "resources": observed}

@@ -41,15 +41,20 @@ def _apply_planner_override(cli: Cli, lab: LabFile) -> LabFile:
     return lab
 
 
+# `reaper demo --lab NAME`: the shipped labs (a path runs any other lab file).
+DEMO_LABS = {"baseline": "demo.yaml", "ad": "ad-lab.yaml", "lockout": "lockout-lab.yaml"}
+
+
 async def cmd_demo(cli: Cli) -> int:
     a = cli.args
-    if a.lab:
+    shipped = DEMO_LABS.get(a.lab or "baseline")
+    if shipped is None:
         lab = load_lab(a.lab)
     else:
-        text = resources.files("reaper.labs").joinpath("demo.yaml").read_text("utf-8")
+        text = resources.files("reaper.labs").joinpath(shipped).read_text("utf-8")
         from reaper.lab import parse_lab
 
-        lab = parse_lab(text, source="demo.yaml")
+        lab = parse_lab(text, source=shipped)
     lab = _apply_planner_override(cli, lab)
     if lab.planner.kind == "llm" and not a.replay and not cli.config.llm_provider:
         a.replay = str(resources.files("reaper.labs").joinpath("demo-llm.cassette.jsonl"))

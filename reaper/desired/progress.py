@@ -83,14 +83,29 @@ def lab_of(state: MissionState) -> Lab:
     return lab
 
 
-def addresses(state: MissionState) -> dict[str, str]:
-    """Host id → the address other hosts reach it at (`servers_from`)."""
-    out: dict[str, str] = {}
-    for host in state.hosts.values():
-        addr = host.connection.address or _first_address(host.facts)
-        if addr:
-            out[host.host_id] = addr
-    return out
+class Addresses(Mapping[str, str]):
+    """Host id → the address other hosts reach it at (`servers_from`), looked up per host
+    when asked: a diff names a host or two, never all of them."""
+
+    def __init__(self, state: MissionState) -> None:
+        self._hosts = state.hosts
+
+    def __getitem__(self, host_id: str) -> str:
+        host = self._hosts.get(host_id)
+        addr = None if host is None else host.connection.address or _first_address(host.facts)
+        if not addr:
+            raise KeyError(host_id)
+        return addr
+
+    def __iter__(self) -> Iterator[str]:
+        return (h for h in self._hosts if h in self)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+def addresses(state: MissionState) -> Addresses:
+    return Addresses(state)
 
 
 def _first_address(facts: Mapping[str, Any]) -> str | None:
@@ -111,7 +126,7 @@ class Progress:
     statuses: dict[Ref, Status] = field(default_factory=dict)
     diffs: dict[Ref, ResourceDiff] = field(default_factory=dict)
     why: dict[Ref, str] = field(default_factory=dict)
-    _addresses: dict[str, str] | None = None
+    _addresses: Addresses | None = None
 
     def resource_state(self, node: Ref) -> ResourceState:
         host = self.state.hosts.get(node.host)

@@ -64,3 +64,24 @@ def test_run_check_changes_nothing_and_exits_3_when_changes_are_pending(cli: Run
     assert ensures and all(e["payload"]["params"]["check_mode"] for e in ensures)
     rc, _, err = cli("run", str(LABS / "demo.yaml"), "--check", "--no-live")
     assert rc == 2 and "--check needs a desired-state lab" in err
+
+
+def test_facts_show_the_observed_state_of_each_declared_resource(cli: Run) -> None:
+    rc, _, err = cli("run", str(LABS / "lockout-lab.yaml"), "--no-live", "--no-input")
+    assert rc == 3, err  # the refused sshd option leaves it incomplete
+    rc, out, _ = cli("facts", "lockout-lab", "--json")
+    observed = json.loads(out)["app-01"]["resources"]
+    assert set(observed) == {
+        "package/auditd", "service/auditd", "sshd_option/PermitRootLogin",
+        "sshd_option/X11Forwarding",
+    }  # fmt: skip
+    assert observed["sshd_option/X11Forwarding"] == {"value": "no"}
+    assert observed["sshd_option/PermitRootLogin"]["value"] != "no"  # refused: untouched
+    rc, out, _ = cli("facts", "lockout-lab")
+    assert "declared resources" in out and "sshd_option/PermitRootLogin (failed)" in out
+
+
+def test_demo_runs_the_shipped_desired_state_labs(cli: Run) -> None:
+    rc, out, err = cli("demo", "--lab", "ad", "--no-live", "--no-input", "--json")
+    assert rc == 0, err
+    assert json.loads(out)["status_reason"] == "converged: all 23 resources on 6 hosts"
