@@ -63,7 +63,37 @@ class BenchResult:
     slowest_tasks_per_s: float = 0.0
 
 
-def _lab(hosts: int, settings: Mapping[str, Any]) -> LabFile:
+# The desired-state row: ten resources per (Linux) host, every kind a baseline uses; the
+# sim world starts with none of them, so each host is discovered, converged and read back.
+DESIRED_ROLE: tuple[dict[str, Any], ...] = (
+    {"kind": "package", "name": "curl"},
+    {"kind": "package", "name": "wget"},
+    {"kind": "package", "name": "jq"},
+    {"kind": "package", "name": "rsync"},
+    {"kind": "file", "path": "/etc/motd", "content": "Managed by Reaper\n", "mode": "0644"},
+    {"kind": "file", "path": "/etc/issue.net", "content": "Authorized use only\n"},
+    {"kind": "group", "name": "bench"},
+    {"kind": "user", "name": "bench", "groups": ["bench"]},
+    {"kind": "setting", "name": "net.ipv4.ip_forward", "value": "0"},
+    {"kind": "sshd_option", "name": "X11Forwarding", "value": "no"},
+)
+
+
+def _lab(hosts: int, settings: Mapping[str, Any], desired: bool = False) -> LabFile:
+    if desired:
+        return LabFile.model_validate(
+            {
+                "schema_version": 2,
+                "lab_type": "bench-desired",
+                "policy": "standard",
+                "settings": settings,
+                "roles": {"bench": list(DESIRED_ROLE)},
+                "hosts": [
+                    {"host_id": f"h{i:05d}", "os": "linux", "transport": "sim", "roles": ["bench"]}
+                    for i in range(hosts)
+                ],
+            }
+        )
     return LabFile(
         lab_type="bench",
         policy="standard",
@@ -98,12 +128,13 @@ async def bench_once(
     concurrency: int = 64,
     processes: WorkerProcesses | None = None,
     settings: Mapping[str, Any] | None = None,
+    desired: bool = False,
 ) -> BenchResult:
     """One mission of `hosts` hosts (lab `settings` beyond the defaults); workers in this
     process unless `processes` (already serving on the same backend) are given."""
     timer = _EngineTimer()
     overseer = Overseer(backend, listener=timer.listener, engine_overrides={"stall_after_s": 600.0})
-    state = await overseer.create_mission(_lab(hosts, settings or {}))
+    state = await overseer.create_mission(_lab(hosts, settings or {}, desired))
     pool = (
         []
         if processes
@@ -131,7 +162,7 @@ async def bench_once(
         return round(cpu_s / max(tasks, 1) * 1e6, 1)
 
     return BenchResult(
-        backend=label,
+        backend=label + (" (desired)" if desired else ""),
         workers=f"{processes.count} process{'es' if processes.count > 1 else ''}"
         if processes
         else "in-process",
@@ -171,6 +202,9 @@ class BenchOptions:
     in_process: bool = False
     max_in_flight: int | None = None
     latency_target: float | None = None
+    # Desired state: ten resources per host, converged by the rule converger. The sim world
+    # lives in each worker process, so its workers run in this process (one world).
+    desired: bool = False
 
 
 async def bench_backends(
@@ -208,7 +242,7 @@ async def _bench_label(
     store, queue = _specs(label, tmp)
     await open_backend(None, store=store, queue=queue).close()  # a bad spec: one line, now
     store, queue = space.isolate(store), space.isolate(queue)
-    separate = label != "memory" and not a.in_process
+    separate = label != "memory" and not a.in_process and not a.desired
     settings: dict[str, Any] = {}
     if a.max_in_flight is not None:
         settings["max_in_flight"] = a.max_in_flight
@@ -235,6 +269,7 @@ async def _bench_label(
                             concurrency=a.concurrency,
                             processes=procs,
                             settings=settings,
+                            desired=a.desired,
                         )
                     )
                 finally:

@@ -200,6 +200,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the workers in this process on every backend",
     )
     p.add_argument(
+        "--desired",
+        action="store_true",
+        help="desired state: 10 resources per Linux host, converged (workers in this process)",
+    )
+    p.add_argument(
         "--max-in-flight",
         type=positive_int,
         metavar="N",

@@ -32,6 +32,7 @@ async def _sim(cli: Cli) -> int:
         concurrency=a.concurrency,
         repeat=a.repeat,
         in_process=a.in_process,
+        desired=a.desired,
         max_in_flight=a.max_in_flight,
         latency_target=a.latency_target,
     )

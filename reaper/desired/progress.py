@@ -42,6 +42,7 @@ __all__ = [
 Status = Literal["unknown", "ok", "settled", "todo", "waiting", "failed", "blocked"]
 MAX_ATTEMPTS = 2  # ensures of one resource before "did not converge" is a failure
 _SETTLED = frozenset({"ok", "settled"})
+_UNSEEN = ResourceState()
 _DEAD = frozenset({"failed", "blocked"})
 
 
@@ -52,6 +53,10 @@ class Lab:
     resources: Mapping[Ref, ResourceBase]
     graph: ResourceGraph
     by_host: Mapping[str, tuple[Ref, ...]]
+    # node → its `KIND/NAME`, the key of HostState.resources (made once, not per lookup)
+    keys: dict[Ref, str] = field(default_factory=dict)
+    # node → (the ResourceState and facts it was computed from, the diff): see Progress.diff
+    diffs: dict[Ref, tuple[object, object, ResourceDiff]] = field(default_factory=dict)
 
 
 _CACHE: dict[tuple[str, str], Lab] = {}
@@ -76,7 +81,12 @@ def lab_of(state: MissionState) -> Lab:
     by_host: dict[str, list[Ref]] = {host: [] for host, _ in hosts}
     for node in graph.order:
         by_host[node.host].append(node)
-    lab = Lab(resources, graph, {h: tuple(v) for h, v in by_host.items()})
+    lab = Lab(
+        resources,
+        graph,
+        {h: tuple(v) for h, v in by_host.items()},
+        keys={node: f"{node.kind}/{node.name}" for node in resources},
+    )
     if len(_CACHE) > 64:
         _CACHE.clear()
     _CACHE[key] = lab
@@ -130,19 +140,28 @@ class Progress:
 
     def resource_state(self, node: Ref) -> ResourceState:
         host = self.state.hosts.get(node.host)
-        found = host.resources.get(str(node.rid)) if host is not None else None
-        return found if found is not None else ResourceState()
+        found = host.resources.get(self.lab.keys[node]) if host is not None else None
+        return found if found is not None else _UNSEEN
 
     def diff(self, node: Ref) -> ResourceDiff:
         if node not in self.diffs:
-            if self._addresses is None:
-                self._addresses = addresses(self.state)
             rs = self.resource_state(node)
             host = self.state.hosts[node.host]
+            # Across wake-ups: a resource's diff changes only when what was observed of it
+            # (a new ResourceState object) or its host's facts (templates) change. A
+            # dns_client naming other hosts also reads their addresses: never cached.
+            cached = self.lab.diffs.get(node)
+            if cached is not None and cached[0] is rs and cached[1] is host.facts:
+                self.diffs[node] = cached[2]
+                return cached[2]
+            if self._addresses is None:
+                self._addresses = addresses(self.state)
             self.diffs[node] = diff_resource(
                 node, self.lab.resources[node], rs.observed, facts=host.facts,
                 addresses=self._addresses,
             )  # fmt: skip
+            if node.kind != "dns_client":
+                self.lab.diffs[node] = (rs, host.facts, self.diffs[node])
         return self.diffs[node]
 
     def status(self, node: Ref) -> Status:

@@ -54,8 +54,10 @@ class Converger:
         hosts: dict[str, None] = {}
         for r in results:
             hosts[r.host_id] = None
+        # A settled resource may make its direct dependents ready, on any host; deeper ones
+        # wait for those (and a failure's blocked dependents need no task at all).
         for node in self._touched(p, results):
-            for after in p.lab.graph.downstream(node):
+            for after in p.lab.graph.dependents(node):
                 hosts[after.host] = None
         tasks: list[PlannedTask] = []
         for host_id in hosts:
@@ -98,7 +100,7 @@ class Converger:
         if _fatal(host):
             return None
         nodes = p.host_nodes(host.host_id)
-        if any(p.status(n) == "unknown" for n in nodes):
+        if any(not rs.seen for rs in host.resources.values()):
             return self._discover(p, host, f"{why}: read the declared resources")
         for node in nodes:
             status = p.status(node)
