@@ -95,6 +95,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--backend", help="memory | sqlite:///FILE | redis+postgres | redis://… ")
     g.add_argument("--store", help="mission store URL (overrides --backend)")
     g.add_argument("--queue", help="task queue/event bus URL (overrides --backend)")
+    g.add_argument("--bus", help="event bus URL, e.g. kafka://HOST:PORT (overrides --queue)")
     g.add_argument("--log-level", type=_log_level, help="DEBUG, INFO, WARNING (default), ERROR")
     g.add_argument("--log-file", help="also write JSON-lines logs to this file")
     g.add_argument("--json", action="store_true", help="print results as JSON")

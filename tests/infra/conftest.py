@@ -27,6 +27,7 @@ from tests.needs import port_open, require_service
 
 REDIS_URL = "redis://127.0.0.1:6379/15"
 PG_URL = "postgresql://127.0.0.1:5432/test"
+AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 
 # Which parts each implementation provides natively.
 PARTS: dict[str, set[str]] = {
@@ -35,6 +36,8 @@ PARTS: dict[str, set[str]] = {
     "redis": {"queue", "bus"},
     "postgres": {"store"},
     "pgqueue": {"queue", "bus"},
+    "amqp": {"queue"},
+    "kafka": {"bus"},
 }
 
 
@@ -79,7 +82,9 @@ class Kit:
 
 
 @pytest.fixture
-async def kit(backend_kind: str, tmp_path: Path) -> AsyncIterator[Kit]:
+async def kit(
+    backend_kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[Kit]:
     # Server-backed kinds get a namespace of their own, dropped afterwards: nothing stays in
     # the shared `test` database or Redis db.
     space = f"ct_{uuid.uuid4().hex[:10]}"
@@ -98,12 +103,24 @@ async def kit(backend_kind: str, tmp_path: Path) -> AsyncIterator[Kit]:
         _require("pgqueue", "reaper.infra.postgres_queue", 5432)
         clock = RealClock()
         backend = open_backend(f"{PG_URL}?schema={space}", store="memory", clock=clock)
+    elif backend_kind == "amqp":
+        _require("amqp", "reaper.infra.amqp_queue", 5672)
+        clock = RealClock()
+        # prefetch: the suite's takes hold deliveries unacked while asking for more.
+        url = f"{AMQP_URL}?prefix={space}&prefetch=32"
+        backend = open_backend("memory", queue=url, clock=clock)
+    elif backend_kind == "kafka":
+        broker = request.getfixturevalue("kafka_broker")
+        clock = RealClock()
+        backend = open_backend("memory", bus=f"{broker}?prefix={space}", clock=clock)
     else:
         _require("postgres", "reaper.infra.postgres", 5432)
         clock = RealClock()
         backend = open_backend(f"{PG_URL}?schema={space}", queue="memory", clock=clock)
-    server = backend_kind in ("redis", "pgqueue", "postgres")
+    server = backend_kind in ("redis", "pgqueue", "postgres", "amqp", "kafka")
     yield Kit(backend_kind, backend, clock, space if server else "reaper")
+    if backend_kind == "amqp":  # the test's queues, off the shared broker
+        await backend.queue.delete_queues()  # type: ignore[attr-defined]
     await backend.close()
     if backend_kind in ("pgqueue", "postgres"):
         await drop_schema(PG_URL, space)
