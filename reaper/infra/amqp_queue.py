@@ -81,8 +81,14 @@ def _delay_bucket_ms(ms: int) -> int:
     """`ms` rounded up to two significant digits (>= 1)."""
     if ms <= 100:
         return max(1, ms)
-    step = 10 ** (int(math.log10(ms)) - 1)
+    step: int = 10 ** (int(math.log10(ms)) - 1)
     return -(-ms // step) * step
+
+
+def _delivery_count(message: AbstractIncomingMessage) -> int:
+    """This delivery's number: the quorum queue's count of earlier ones, plus one."""
+    earlier = (message.headers or {}).get("x-delivery-count")
+    return (earlier if isinstance(earlier, int) else 0) + 1
 
 
 @dataclass
@@ -309,7 +315,7 @@ class AmqpTaskQueue:
                 continue
             self._leases[receipt] = _Lease(message, agent_type, deadline)
             heapq.heappush(self._deadlines, (deadline, receipt))
-            count = int((message.headers or {}).get("x-delivery-count") or 0) + 1  # type: ignore[call-overload]
+            count = _delivery_count(message)
             out.append(TaskDelivery(task=task, receipt=receipt, delivery_count=count))
         if out:
             self._arm_expiry()
