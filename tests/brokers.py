@@ -10,6 +10,7 @@ await_startup`), never slept for.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import shutil
@@ -85,12 +86,15 @@ class PrivateRabbit:
     """A RabbitMQ node of one test: `start`, `kill` (SIGKILL, as a crash), `stop`."""
 
     def __init__(self, base: Path) -> None:
-        server = shutil.which("rabbitmq-server") or "/usr/sbin/rabbitmq-server"
-        ctl = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
+        # The package's own script, not the /usr/sbin wrapper (which, run as root, switches
+        # to the rabbitmq user, who cannot write to the test's directories).
+        server = "/usr/lib/rabbitmq/bin/rabbitmq-server"
+        if not Path(server).exists():
+            server = shutil.which("rabbitmq-server") or server
         require_service(
             "rabbitmq-server", Path(server).exists(), "the rabbitmq-server package is missing"
         )
-        self.server, self.ctl = server, ctl
+        self.server = server
         self.base = base
         self.port = _free_port()
         self.dist_port = _free_port()
@@ -118,6 +122,7 @@ class PrivateRabbit:
             "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.base / "enabled_plugins"),
             "RABBITMQ_CONFIG_FILE": str(self.base / "rabbitmq"),
             "RABBITMQ_PID_FILE": str(self.base / "rabbit.pid"),
+            "HOME": str(self.base),  # the node's Erlang cookie stays in the test's directory
         }
 
     def start(self, timeout: float = 90) -> None:
@@ -128,13 +133,28 @@ class PrivateRabbit:
         )  # fmt: skip
         log.close()
         wait_port(self.port, self.proc, timeout, "rabbitmq-server")
+        # The listener opens before the node has booted: wait for the boot to finish.
+        ctl = str(Path(self.server).with_name("rabbitmqctl"))
+        subprocess.run(
+            [ctl, "-n", self.node, "await_startup", "--timeout", str(int(timeout))],
+            env=self._env(), check=True, capture_output=True, timeout=timeout + 10,
+        )  # fmt: skip
 
     def kill(self) -> None:
-        """SIGKILL the whole node (the Erlang VM and epmd-less helpers of its session)."""
+        """SIGKILL the whole node (the Erlang VM and the helpers of its session; epmd is a
+        daemon of its own session and stays), then wait for its port to close."""
         if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(30)
         self.proc = None
+        deadline = time.monotonic() + 30
+        while port_open("127.0.0.1", self.port, timeout=0.2):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"rabbitmq port {self.port} still open after the kill")
+            with socket.socket() as s:  # the VM's last moments: a bounded wait, no sleep
+                s.settimeout(0.05)
+                s.connect_ex(("127.0.0.1", self.port))
 
     def stop(self) -> None:
         self.kill()

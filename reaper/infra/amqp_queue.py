@@ -75,6 +75,8 @@ async def mapped(what: str) -> AsyncIterator[None]:
         raise BackendError(f"amqp {what} failed: {exc!r}") from exc
     except TimeoutError as exc:
         raise BackendError(f"amqp {what} timed out") from exc
+    except RuntimeError as exc:  # aio-pika's "connection closed" during a reconnect
+        raise BackendError(f"amqp {what} failed: {exc}") from exc
 
 
 def _delay_bucket_ms(ms: int) -> int:
@@ -83,6 +85,11 @@ def _delay_bucket_ms(ms: int) -> int:
         return max(1, ms)
     step: int = 10 ** (int(math.log10(ms)) - 1)
     return -(-ms // step) * step
+
+
+def _stale(message: AbstractIncomingMessage) -> bool:
+    """Delivered on a channel that has closed since (a reconnect): it cannot be acked."""
+    return bool(message.channel.is_closed)
 
 
 def _delivery_count(message: AbstractIncomingMessage) -> int:
@@ -170,13 +177,14 @@ class AmqpTaskQueue:
             return self._conn
 
     def _on_reconnect(self, *_: Any) -> None:
-        """The broker restarted or the socket dropped: every unacked delivery was handed
-        back by the broker, so the leases and buffers here no longer mean anything."""
-        log.warning("amqp: reconnected; %d leases dropped (redelivered)", len(self._leases))
-        self._leases.clear()
-        self._deadlines.clear()
-        for consumer in self._consumers.values():
-            consumer.buffer.clear()
+        """The broker restarted or the socket dropped: it has handed back every delivery of
+        the old channels. Leases on those are void (acks on them fail and are ignored), and
+        buffered ones are skipped by `take`. Nothing is cleared here: the restored consumers
+        may already have buffered new deliveries, which must not be dropped."""
+        stale = [r for r, lease in self._leases.items() if _stale(lease.message)]
+        for receipt in stale:
+            del self._leases[receipt]
+        log.warning("amqp: reconnected; %d leases void (the broker redelivers them)", len(stale))
 
     async def _declare(self, channel: AbstractChannel, agent_type: str) -> AbstractQueue:
         queue = await channel.declare_queue(
@@ -306,6 +314,8 @@ class AmqpTaskQueue:
         deadline = self._clock.monotonic() + lease_s
         while consumer.buffer and len(out) < max_items:
             message = consumer.buffer.popleft()
+            if _stale(message):
+                continue  # from a channel lost in a reconnect: the broker redelivers it
             receipt = f"{agent_type}:{next(self._serial)}"
             try:
                 task = Task.model_validate_json(message.body)
