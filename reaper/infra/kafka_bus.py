@@ -377,6 +377,18 @@ class KafkaEventBus:
         self._topics.difference_update(topics)
         return await self._run(self._command_thread, "retire", lambda: self._delete(topics))
 
+    async def drop_all(self) -> int:
+        """Delete every topic of this bus's prefix (tests and benchmarks on a shared cluster)."""
+
+        def mine() -> list[str]:
+            listed = self._admin_client().list_topics(timeout=_TIMEOUT_S).topics
+            return [t for t in listed if t.startswith(f"{self._prefix}.m.")]
+
+        topics = await self._run(self._command_thread, "list topics", mine)
+        if not topics:
+            return 0
+        return await self._run(self._command_thread, "drop", lambda: self._delete(topics))
+
     def _delete(self, topics: Sequence[str]) -> int:
         removed = 0
         futures = self._admin_client().delete_topics(list(topics), operation_timeout=_TIMEOUT_S)

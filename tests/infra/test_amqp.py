@@ -15,7 +15,7 @@ from tests.needs import port_open, require_service
 
 pytest.importorskip("aio_pika")
 
-from reaper.infra.amqp_queue import AmqpTaskQueue, _delay_bucket_ms  # noqa: E402
+from reaper.infra.amqp_queue import AmqpTaskQueue, _delay_bucket_ms
 
 
 @pytest.fixture
