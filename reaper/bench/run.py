@@ -154,8 +154,8 @@ def _specs(label: str, tmp: Path) -> tuple[str, str, str | None]:
     """(store, queue, bus) specs for a backend label (bus None: the queue's own); sqlite
     gets a file of its own; a combined label (redis+postgres, amqp+postgres,
     kafka+postgres, redis+kafka+postgres) is split into its parts' URLs."""
-    parts = parse_spec(label)
-    if parts[0].kind == "sqlite":
+    parts = [] if label == "sqlite" else parse_spec(label)
+    if not parts or parts[0].kind == "sqlite":
         db = f"sqlite:///{Path(tmp) / 'bench.db'}"
         return db, db, None
     if len(parts) == 1:
