@@ -37,14 +37,10 @@ import contextlib
 import heapq
 import itertools
 import logging
-import math
-from collections import deque
-from collections.abc import AsyncIterator, Collection, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import aio_pika
-import aiormq
 from aio_pika.abc import (
     AbstractChannel,
     AbstractIncomingMessage,
@@ -53,68 +49,22 @@ from aio_pika.abc import (
 )
 
 from reaper.clock import Clock, RealClock
-from reaper.errors import BackendError, ConfigError
+from reaper.errors import ConfigError
+from reaper.infra.amqp_conn import (
+    ERRORS,
+    Consumer,
+    Lease,
+    delay_bucket_ms,
+    delivery_count,
+    mapped,
+    stale,
+)
 from reaper.infra.base import OutboxItem, TaskDelivery
 from reaper.models import AGENT_TYPES, Task
 
 __all__ = ["AmqpTaskQueue"]
 
 log = logging.getLogger(__name__)
-
-_ERRORS = (aio_pika.exceptions.AMQPException, aiormq.exceptions.AMQPError, OSError)
-
-
-@contextlib.asynccontextmanager
-async def mapped(what: str) -> AsyncIterator[None]:
-    """aio-pika and aiormq errors (and dropped sockets) as `BackendError` (the boundary)."""
-    try:
-        yield
-    except BackendError:
-        raise
-    except _ERRORS as exc:
-        raise BackendError(f"amqp {what} failed: {exc!r}") from exc
-    except TimeoutError as exc:
-        raise BackendError(f"amqp {what} timed out") from exc
-    except RuntimeError as exc:  # aio-pika's "connection closed" during a reconnect
-        raise BackendError(f"amqp {what} failed: {exc}") from exc
-
-
-def _delay_bucket_ms(ms: int) -> int:
-    """`ms` rounded up to two significant digits (>= 1)."""
-    if ms <= 100:
-        return max(1, ms)
-    step: int = 10 ** (int(math.log10(ms)) - 1)
-    return -(-ms // step) * step
-
-
-def _stale(message: AbstractIncomingMessage) -> bool:
-    """Delivered on a channel that has closed since (a reconnect): it cannot be acked."""
-    return bool(message.channel.is_closed)
-
-
-def _delivery_count(message: AbstractIncomingMessage) -> int:
-    """This delivery's number: the quorum queue's count of earlier ones, plus one."""
-    earlier = (message.headers or {}).get("x-delivery-count")
-    return (earlier if isinstance(earlier, int) else 0) + 1
-
-
-@dataclass
-class _Lease:
-    message: AbstractIncomingMessage
-    agent_type: str
-    deadline: float
-
-
-@dataclass
-class _Consumer:
-    """One agent type's consumer: its channel and the deliveries not yet taken."""
-
-    channel: AbstractChannel
-    queue: AbstractQueue
-    prefetch: int = 1
-    tag: str = ""
-    buffer: deque[AbstractIncomingMessage] = field(default_factory=deque)
-    arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class AmqpTaskQueue:
@@ -141,10 +91,11 @@ class AmqpTaskQueue:
         self._seen_ttl_s = seen_ttl_s
         self._conn: AbstractRobustConnection | None = None
         self._connecting = asyncio.Lock()
+        self._consuming = asyncio.Lock()
         self._publisher: AbstractChannel | None = None
         self._declared: set[str] = set()
-        self._consumers: dict[str, _Consumer] = {}
-        self._leases: dict[str, _Lease] = {}
+        self._consumers: dict[str, Consumer] = {}
+        self._leases: dict[str, Lease] = {}
         self._deadlines: list[tuple[float, str]] = []  # heap of (deadline, receipt)
         self._expiry: asyncio.Task[None] | None = None
         self._expiry_wake = asyncio.Event()
@@ -181,10 +132,10 @@ class AmqpTaskQueue:
         the old channels. Leases on those are void (acks on them fail and are ignored), and
         buffered ones are skipped by `take`. Nothing is cleared here: the restored consumers
         may already have buffered new deliveries, which must not be dropped."""
-        stale = [r for r, lease in self._leases.items() if _stale(lease.message)]
-        for receipt in stale:
+        void = [r for r, lease in self._leases.items() if stale(lease.message)]
+        for receipt in void:
             del self._leases[receipt]
-        log.warning("amqp: reconnected; %d leases void (the broker redelivers them)", len(stale))
+        log.warning("amqp: reconnected; %d leases void (the broker redelivers them)", len(void))
 
     async def _declare(self, channel: AbstractChannel, agent_type: str) -> AbstractQueue:
         queue = await channel.declare_queue(
@@ -254,7 +205,7 @@ class AmqpTaskQueue:
         ms = int((item.not_before - self._clock.now()).total_seconds() * 1000)
         if ms <= 0:
             return self.queue_name(agent_type)
-        ms = _delay_bucket_ms(ms)
+        ms = delay_bucket_ms(ms)
         name = f"{self._prefix}.delay.{agent_type}.{ms}"
         await self._publisher.declare_queue(
             name,
@@ -269,16 +220,23 @@ class AmqpTaskQueue:
         return name
 
     # take -----------------------------------------------------------------------------------
-    async def _consumer(self, agent_type: str, max_items: int) -> _Consumer:
+    async def _consumer(self, agent_type: str, max_items: int) -> Consumer:
         consumer = self._consumers.get(agent_type)
         if consumer is not None:
             return consumer
+        async with self._consuming:  # concurrent first takes start one consumer
+            consumer = self._consumers.get(agent_type)
+            if consumer is None:
+                consumer = await self._start_consumer(agent_type, max_items)
+            return consumer
+
+    async def _start_consumer(self, agent_type: str, max_items: int) -> Consumer:
         conn = await self._connection()
         channel = await conn.channel()
         prefetch = self._prefetch or max(1, max_items)
         await channel.set_qos(prefetch_count=prefetch)
         queue = await self._declare(channel, agent_type)
-        consumer = _Consumer(channel, queue, prefetch)
+        consumer = Consumer(channel, queue, prefetch)
         self._consumers[agent_type] = consumer
 
         async def on_message(message: AbstractIncomingMessage) -> None:
@@ -314,7 +272,7 @@ class AmqpTaskQueue:
         deadline = self._clock.monotonic() + lease_s
         while consumer.buffer and len(out) < max_items:
             message = consumer.buffer.popleft()
-            if _stale(message):
+            if stale(message):
                 continue  # from a channel lost in a reconnect: the broker redelivers it
             receipt = f"{agent_type}:{next(self._serial)}"
             try:
@@ -323,9 +281,9 @@ class AmqpTaskQueue:
                 log.error("amqp: dropping a message that is not a task: %r", message.body[:200])
                 self._later(message.reject(requeue=False))
                 continue
-            self._leases[receipt] = _Lease(message, agent_type, deadline)
+            self._leases[receipt] = Lease(message, agent_type, deadline)
             heapq.heappush(self._deadlines, (deadline, receipt))
-            count = _delivery_count(message)
+            count = delivery_count(message)
             out.append(TaskDelivery(task=task, receipt=receipt, delivery_count=count))
         if out:
             self._arm_expiry()
@@ -365,12 +323,12 @@ class AmqpTaskQueue:
         async def run() -> None:
             try:
                 await step
-            except (*_ERRORS, RuntimeError) as exc:
+            except (*ERRORS, RuntimeError) as exc:
                 log.debug("amqp: hand-back failed (the broker requeues on close): %s", exc)
 
         asyncio.get_running_loop().create_task(run())
 
-    def _held(self, deliveries: Sequence[TaskDelivery]) -> list[_Lease]:
+    def _held(self, deliveries: Sequence[TaskDelivery]) -> list[Lease]:
         held = []
         for d in deliveries:
             lease = self._leases.pop(d.receipt, None)
@@ -386,14 +344,14 @@ class AmqpTaskQueue:
     async def release(self, deliveries: Sequence[TaskDelivery]) -> None:
         await self._settle(self._held(deliveries), requeue=True)
 
-    async def _settle(self, leases: Sequence[_Lease], *, requeue: bool | None) -> None:
+    async def _settle(self, leases: Sequence[Lease], *, requeue: bool | None) -> None:
         for lease in leases:
             try:
                 if requeue is None:
                     await lease.message.ack()
                 else:
                     await lease.message.nack(requeue=requeue)
-            except (*_ERRORS, RuntimeError) as exc:
+            except (*ERRORS, RuntimeError) as exc:
                 # The channel closed under the delivery: the broker has requeued it already.
                 log.warning("amqp: settling a delivery failed (it will come again): %s", exc)
 
@@ -461,7 +419,7 @@ class AmqpTaskQueue:
             try:
                 for agent_type in names:
                     for name in (self.queue_name(agent_type), self.dlq_name(agent_type)):
-                        with contextlib.suppress(*_ERRORS):
+                        with contextlib.suppress(*ERRORS):
                             await channel.queue_delete(name)
                             deleted += 1
                         if channel.is_closed:

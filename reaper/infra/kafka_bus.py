@@ -35,58 +35,31 @@ import logging
 import threading
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Annotated, TypeVar
-from urllib.parse import urlsplit
+from typing import TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
-from pydantic import Field, TypeAdapter
+from confluent_kafka.admin import AdminClient
 
 from reaper.clock import Clock, RealClock
-from reaper.errors import BackendError, ConfigError
+from reaper.errors import BackendError
 from reaper.infra.base import InboundDelivery
-from reaper.models import ApprovalDecision, InboundMessage, ResultEvent
+from reaper.infra.kafka_conn import (
+    INBOUND,
+    POLL_S,
+    TIMEOUT_S,
+    Mission,
+    bootstrap,
+    create_topics,
+    delete_topics,
+    on_commit,
+)
+from reaper.models import InboundMessage
 
 __all__ = ["KafkaEventBus"]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-_INBOUND: TypeAdapter[InboundMessage] = TypeAdapter(
-    Annotated[ResultEvent | ApprovalDecision, Field(discriminator="event_type")]
-)
-# One blocking poll on the consumer thread: bounds how long `close` waits, and how soon a
-# partition assigned meanwhile is read (librdkafka does not wake a poll in progress for it).
-_POLL_S = 0.1
-_TIMEOUT_S = 30.0
-
-
-@dataclass
-class _Mission:
-    """What this process knows of one mission's partition."""
-
-    topic: str
-    committed: int = 0  # the group's offset: everything below is acked
-    position: int = 0  # the next offset to deliver
-    buffer: list[tuple[int, InboundMessage]] = field(default_factory=list)
-    open: dict[int, int] = field(default_factory=dict)  # delivered, unacked: offset -> count
-    acked: set[int] = field(default_factory=set)  # acked above `committed`
-    seen: dict[int, int] = field(default_factory=dict)  # deliveries so far per offset
-    arrived: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-def _on_commit(err: KafkaError | None, partitions: list[TopicPartition]) -> None:
-    if err is not None:
-        log.warning("kafka: offset commit failed (records will be read again): %s", err)
-
-
-def _bootstrap(url: str) -> str:
-    netloc = urlsplit(url).netloc
-    if not netloc:
-        raise ConfigError(f"kafka URL {url!r} names no broker: kafka://HOST:PORT[,HOST:PORT]")
-    return netloc.rsplit("@", 1)[-1]
 
 
 class KafkaEventBus:
@@ -101,7 +74,7 @@ class KafkaEventBus:
         replication: int = 1,
     ) -> None:
         self._clock = clock or RealClock()
-        self._bootstrap = _bootstrap(url)
+        self._bootstrap = bootstrap(url)
         self._prefix = prefix
         self._replication = replication
         self._group = f"{prefix}.engine"
@@ -112,8 +85,8 @@ class KafkaEventBus:
         self._consumer: Consumer | None = None
         self._admin: AdminClient | None = None
         self._topics: set[str] = set()  # known to exist
-        self._missions: dict[str, _Mission] = {}
-        self._by_topic: dict[str, _Mission] = {}
+        self._missions: dict[str, Mission] = {}
+        self._by_topic: dict[str, Mission] = {}
         self._pump: asyncio.Task[None] | None = None
         self._commit_lock = threading.Lock()
         self._to_commit: dict[str, int] = {}  # topic -> offset, for the poll thread
@@ -134,24 +107,13 @@ class KafkaEventBus:
             self._admin = AdminClient({"bootstrap.servers": self._bootstrap})
         return self._admin
 
-    def _create_topics(self, topics: Sequence[str]) -> None:
-        """Create the topics (on the command thread); an existing one is no error."""
-        futures = self._admin_client().create_topics(
-            [NewTopic(t, num_partitions=1, replication_factor=self._replication) for t in topics],
-            operation_timeout=_TIMEOUT_S,
-        )
-        for future in futures.values():
-            try:
-                future.result(_TIMEOUT_S)
-            except KafkaException as exc:
-                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                    raise
-
     async def _ensure_topics(self, mission_ids: Collection[str]) -> None:
         missing = sorted({self.topic(m) for m in mission_ids} - self._topics)
         if missing:
             await self._run(
-                self._command_thread, "create topic", lambda: self._create_topics(missing)
+                self._command_thread,
+                "create topic",
+                lambda: create_topics(self._admin_client(), missing, self._replication),
             )
             self._topics.update(missing)
 
@@ -183,7 +145,7 @@ class KafkaEventBus:
                     break
                 except BufferError:  # the local queue is full: let deliveries drain
                     producer.poll(0.1)
-        left = producer.flush(_TIMEOUT_S)
+        left = producer.flush(TIMEOUT_S)
         if errors or left:
             raise KafkaException(errors[0] if errors else KafkaError(KafkaError._TIMED_OUT))
 
@@ -208,7 +170,7 @@ class KafkaEventBus:
                     "enable.auto.offset.store": False,
                     "auto.offset.reset": "earliest",
                     "fetch.wait.max.ms": 10,
-                    "on_commit": _on_commit,
+                    "on_commit": on_commit,
                 }
             )
         return self._consumer
@@ -218,14 +180,14 @@ class KafkaEventBus:
         offset); return that offset. On the command thread."""
         consumer = self._consumer_client()
         if offset is None:
-            got = consumer.committed([TopicPartition(topic, 0)], timeout=_TIMEOUT_S)[0]
+            got = consumer.committed([TopicPartition(topic, 0)], timeout=TIMEOUT_S)[0]
             offset = got.offset if got.offset >= 0 else 0
         if again:
             consumer.incremental_unassign([TopicPartition(topic, 0)])
         consumer.incremental_assign([TopicPartition(topic, 0, offset)])
         return offset
 
-    async def _mission(self, mission_id: str) -> _Mission:
+    async def _mission(self, mission_id: str) -> Mission:
         state = self._missions.get(mission_id)
         if state is not None:
             return state
@@ -235,7 +197,7 @@ class KafkaEventBus:
             self._command_thread, "assign", lambda: self._assign(topic, None, again=False)
         )
         state = self._missions.setdefault(
-            mission_id, _Mission(topic, committed=offset, position=offset)
+            mission_id, Mission(topic, committed=offset, position=offset)
         )
         self._by_topic[topic] = state
         if self._pump is None or self._pump.done():
@@ -248,7 +210,7 @@ class KafkaEventBus:
         if consumer is None or self._closed:
             return []
         self._commit_pending(consumer, asynchronous=True)
-        first = consumer.poll(_POLL_S)
+        first = consumer.poll(POLL_S)
         if first is None:
             return []
         return [first, *consumer.consume(10_000, 0)]
@@ -292,7 +254,7 @@ class KafkaEventBus:
         if offset in state.acked:
             return
         try:
-            message = _INBOUND.validate_json(record.value() or b"")
+            message = INBOUND.validate_json(record.value() or b"")
         except ValueError:
             log.error("kafka: skipping a record that is not a message at offset %d", offset)
             state.acked.add(offset)
@@ -375,31 +337,23 @@ class KafkaEventBus:
             )
         topics = [self.topic(m) for m in ids]
         self._topics.difference_update(topics)
-        return await self._run(self._command_thread, "retire", lambda: self._delete(topics))
+        return await self._run(
+            self._command_thread, "retire", lambda: delete_topics(self._admin_client(), topics)
+        )
 
     async def drop_all(self) -> int:
         """Delete every topic of this bus's prefix (tests and benchmarks on a shared cluster)."""
 
         def mine() -> list[str]:
-            listed = self._admin_client().list_topics(timeout=_TIMEOUT_S).topics
+            listed = self._admin_client().list_topics(timeout=TIMEOUT_S).topics
             return [t for t in listed if t.startswith(f"{self._prefix}.m.")]
 
         topics = await self._run(self._command_thread, "list topics", mine)
         if not topics:
             return 0
-        return await self._run(self._command_thread, "drop", lambda: self._delete(topics))
-
-    def _delete(self, topics: Sequence[str]) -> int:
-        removed = 0
-        futures = self._admin_client().delete_topics(list(topics), operation_timeout=_TIMEOUT_S)
-        for future in futures.values():
-            try:
-                future.result(_TIMEOUT_S)
-                removed += 1
-            except KafkaException as exc:
-                if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
-                    raise
-        return removed
+        return await self._run(
+            self._command_thread, "drop", lambda: delete_topics(self._admin_client(), topics)
+        )
 
     async def close(self) -> None:
         self._closed = True
@@ -420,6 +374,6 @@ class KafkaEventBus:
                 log.warning("kafka: closing the consumer failed: %s", exc)
         if self._producer is not None:
             producer, self._producer = self._producer, None
-            await loop.run_in_executor(self._produce_thread, lambda: producer.flush(_TIMEOUT_S))
+            await loop.run_in_executor(self._produce_thread, lambda: producer.flush(TIMEOUT_S))
         for pool in (self._poll_thread, self._command_thread, self._produce_thread):
             pool.shutdown(wait=False)

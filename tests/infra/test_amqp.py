@@ -15,7 +15,8 @@ from tests.needs import port_open, require_service
 
 pytest.importorskip("aio_pika")
 
-from reaper.infra.amqp_queue import AmqpTaskQueue, _delay_bucket_ms
+from reaper.infra.amqp_conn import delay_bucket_ms
+from reaper.infra.amqp_queue import AmqpTaskQueue
 
 
 @pytest.fixture
@@ -65,7 +66,7 @@ async def test_a_closed_connection_hands_its_deliveries_back(prefix: str) -> Non
 
 
 def test_delay_buckets_round_up_to_two_digits() -> None:
-    assert [_delay_bucket_ms(ms) for ms in (1, 99, 101, 1234, 98_765)] == [
+    assert [delay_bucket_ms(ms) for ms in (1, 99, 101, 1234, 98_765)] == [
         1, 99, 110, 1300, 99_000,
     ]  # fmt: skip
 
