@@ -145,8 +145,17 @@ class KafkaEventBus:
                     break
                 except BufferError:  # the local queue is full: let deliveries drain
                     producer.poll(0.1)
+                except KafkaException as exc:
+                    if exc.args and isinstance(exc.args[0], KafkaError) and exc.args[0].fatal():
+                        self._producer = None  # as below: a fatal error ends a producer
+                    raise
         left = producer.flush(TIMEOUT_S)
         if errors or left:
+            if left or any(e.fatal() for e in errors):
+                # An idempotent producer that hit a fatal error (a sequence gap the broker
+                # refused, say) fails every later send: the next publish starts a new one.
+                log.warning("kafka: producer failed (%s); starting a new one", errors or left)
+                self._producer = None
             raise KafkaException(errors[0] if errors else KafkaError(KafkaError._TIMED_OUT))
 
     async def publish(self, message: InboundMessage) -> None:
