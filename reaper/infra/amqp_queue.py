@@ -12,9 +12,11 @@ process's channel for as long as the lease holds; when a lease runs out without 
 queue hands the message back (basic.nack, requeue) and the broker delivers it again, counting
 the delivery. When the worker process dies its connection closes and the broker requeues
 everything it held, at once: that is the redelivery of a dead worker's tasks. A quorum queue
-keeps the delivery count (`x-delivery-count`) and, past `x-delivery-limit` (= `max_deliveries`),
-dead-letters the task to `{prefix}.dlq.{agent_type}` (RabbitMQ >= 3.8; the broker here runs
-3.10, so there is no classic-queue fallback to count deliveries client-side).
+keeps the delivery count (`x-delivery-count`) and dead-letters a task handed back more than
+`x-delivery-limit` (`max_deliveries` - 1) times, so after `max_deliveries` deliveries, to
+`{prefix}.dlq.{agent_type}` (RabbitMQ >= 3.8; the broker here runs 3.10, so there is no
+classic-queue fallback that counts client-side). Queue arguments are fixed when a queue is
+first declared: a different `max_deliveries` later needs the queue deleted (or a policy).
 
 `not_before` uses per-delay holding queues (`{prefix}.delay.{agent}.{ms}`, classic, a queue-wide
 message TTL, dead-lettered into the agent type's queue when it expires, auto-deleted when
@@ -112,7 +114,8 @@ class AmqpTaskQueue:
     def _arguments(self, agent_type: str) -> dict[str, Any]:
         return {
             "x-queue-type": "quorum",
-            "x-delivery-limit": self.max_deliveries,
+            # The limit counts hand-backs: a task is delivered at most `max_deliveries` times.
+            "x-delivery-limit": max(0, self.max_deliveries - 1),
             "x-dead-letter-exchange": "",
             "x-dead-letter-routing-key": self.dlq_name(agent_type),
         }
