@@ -4,9 +4,10 @@
 a test only runs against the implementations that provide the parts it asks for (`store`,
 `queue`, `bus` fixtures): Redis provides the queue and bus, PostgreSQL the store, "pgqueue"
 the PostgreSQL-only queue and bus (SKIP LOCKED, LISTEN/NOTIFY), "amqp" the RabbitMQ queue
-(the broker on 127.0.0.1:5672) and "kafka" the Kafka bus (the session's Tansu broker). Memory and SQLite run on
-a `ManualClock`, so leases and delays are tested without waiting; the server-backed kinds keep
-their own time, so there `advance` really waits (for time to pass, not to synchronise).
+(the broker on 127.0.0.1:5672) and "kafka" the Kafka bus (the session's Tansu broker).
+Memory and SQLite run on a `ManualClock`, so leases and delays are tested without waiting; the
+server-backed kinds keep their own time, so there `advance` really waits (for time to pass,
+not to synchronise).
 """
 
 from __future__ import annotations
