@@ -35,7 +35,7 @@ import logging
 import threading
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
@@ -58,6 +58,8 @@ from reaper.models import InboundMessage
 __all__ = ["KafkaEventBus"]
 
 log = logging.getLogger(__name__)
+# librdkafka's own log lines (connection drops, retries) go through logging, not stderr.
+_librdkafka_log = logging.getLogger(f"{__name__}.librdkafka")
 
 T = TypeVar("T")
 
@@ -91,6 +93,10 @@ class KafkaEventBus:
         self._commit_lock = threading.Lock()
         self._to_commit: dict[str, int] = {}  # topic -> offset, for the poll thread
         self._closed = False
+        self._warming = False
+        # Not a connection the constructor waits for: librdkafka connects in the background,
+        # and the producer id is there by the first publish (a down broker raises nothing).
+        self._warm()
 
     def topic(self, mission_id: str) -> str:
         return f"{self._prefix}.m.{mission_id}"
@@ -104,7 +110,9 @@ class KafkaEventBus:
 
     def _admin_client(self) -> AdminClient:
         if self._admin is None:
-            self._admin = AdminClient({"bootstrap.servers": self._bootstrap})
+            config: dict[str, Any] = {"bootstrap.servers": self._bootstrap}
+            config["logger"] = _librdkafka_log
+            self._admin = AdminClient(config)
         return self._admin
 
     async def _ensure_topics(self, mission_ids: Collection[str]) -> None:
@@ -118,8 +126,9 @@ class KafkaEventBus:
             self._topics.update(missing)
 
     # publish --------------------------------------------------------------------------------
-    def _produce(self, messages: Sequence[InboundMessage]) -> None:
-        """Produce and wait for every acknowledgement (on the producer thread)."""
+    def _producer_client(self) -> Producer:
+        """The idempotent producer (on the producer thread). It takes ~0.5 s to get its
+        producer id from the broker, so the first use starts it in the background."""
         if self._producer is None:
             self._producer = Producer(
                 {
@@ -127,9 +136,20 @@ class KafkaEventBus:
                     "enable.idempotence": True,
                     "acks": "all",
                     "linger.ms": 1,
+                    "logger": _librdkafka_log,
                 }
             )
-        producer = self._producer
+        return self._producer
+
+    def _warm(self) -> None:
+        """Start the producer (and its producer-id handshake) without waiting for it."""
+        if self._producer is None and not self._warming:
+            self._warming = True
+            self._produce_thread.submit(self._producer_client)
+
+    def _produce(self, messages: Sequence[InboundMessage]) -> None:
+        """Produce and wait for every acknowledgement (on the producer thread)."""
+        producer = self._producer_client()
         errors: list[KafkaError] = []
 
         def delivered(err: KafkaError | None, _msg: Message) -> None:
@@ -164,6 +184,7 @@ class KafkaEventBus:
     async def publish_many(self, messages: Sequence[InboundMessage]) -> None:
         if not messages:
             return
+        self._warm()
         await self._ensure_topics({m.mission_id for m in messages})
         batch = list(messages)
         await self._run(self._produce_thread, "publish", lambda: self._produce(batch))
@@ -180,6 +201,7 @@ class KafkaEventBus:
                     "auto.offset.reset": "earliest",
                     "fetch.wait.max.ms": 10,
                     "on_commit": on_commit,
+                    "logger": _librdkafka_log,
                 }
             )
         return self._consumer
@@ -200,6 +222,7 @@ class KafkaEventBus:
         state = self._missions.get(mission_id)
         if state is not None:
             return state
+        self._warm()  # engines publish too (approval decisions): be ready when they do
         await self._ensure_topics([mission_id])
         topic = self.topic(mission_id)
         offset = await self._run(
