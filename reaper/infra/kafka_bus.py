@@ -404,8 +404,12 @@ class KafkaEventBus:
                 await loop.run_in_executor(self._command_thread, finish)
             except (KafkaException, RuntimeError) as exc:
                 log.warning("kafka: closing the consumer failed: %s", exc)
-        if self._producer is not None:
+
+        def flush() -> None:  # on the producer thread: after a warm-up still under way
             producer, self._producer = self._producer, None
-            await loop.run_in_executor(self._produce_thread, lambda: producer.flush(TIMEOUT_S))
+            if producer is not None:
+                producer.flush(TIMEOUT_S)
+
+        await loop.run_in_executor(self._produce_thread, flush)
         for pool in (self._poll_thread, self._command_thread, self._produce_thread):
             pool.shutdown(wait=False)
