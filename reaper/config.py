@@ -32,6 +32,7 @@ class Config:
     backend: str | None = None
     store: str | None = None
     queue: str | None = None
+    bus: str | None = None
     log_level: str = "WARNING"
     log_file: str | None = None
     concurrency: int = 32

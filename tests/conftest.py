@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 # Builders and the in-process mission harness, for every test package.
-pytest_plugins = ["tests.missions"]
+pytest_plugins = ["tests.missions", "tests.brokers"]
 
 _real_connect = socket.socket.connect
 _real_connect_ex = socket.socket.connect_ex

@@ -91,10 +91,13 @@ class CpuMeter:
 class WorkerProcesses:
     """`count` worker processes serving every OS on the backend given by `store`/`queue`."""
 
-    def __init__(self, count: int, *, store: str, queue: str, concurrency: int) -> None:
+    def __init__(
+        self, count: int, *, store: str, queue: str, concurrency: int, bus: str | None = None
+    ) -> None:
         self.count = count
         self.store = store
         self.queue = queue
+        self.bus = bus
         self.concurrency = concurrency
         self.procs: list[subprocess.Popen[bytes]] = []
         self._logs = tempfile.TemporaryDirectory(prefix="reaper-bench-workers-")
@@ -107,6 +110,8 @@ class WorkerProcesses:
         cmd = [sys.executable, "-m", "reaper.cli", "worker", "--os", "all"]
         cmd += ["--concurrency", str(self.concurrency), "--store", self.store]
         cmd += ["--queue", self.queue, "--log-level", "WARNING"]
+        if self.bus is not None:
+            cmd += ["--bus", self.bus]
         env = {k: v for k, v in os.environ.items() if not k.startswith("REAPER_")}
         for i in range(self.count):
             log_file = Path(self._logs.name) / f"worker-{i}.log"

@@ -29,7 +29,7 @@ from rich.table import Table
 from reaper.bench.procs import CpuMeter, WorkerProcesses
 from reaper.bench.space import Namespace
 from reaper.infra.base import Backend
-from reaper.infra.factory import REDIS_POSTGRES_DEFAULTS, open_backend, parse_spec
+from reaper.infra.factory import open_backend, parse_spec
 from reaper.lab import LabFile, LabHost, LabSettings
 from reaper.models import (
     OS_NAMES,
@@ -181,15 +181,23 @@ async def bench_once(
     )
 
 
-def _specs(label: str, tmp: Path) -> tuple[str, str]:
-    """(store, queue) specs for a backend label; sqlite gets a file of its own."""
-    if label == "sqlite" or parse_spec(label)[0].kind == "sqlite":
+def _specs(label: str, tmp: Path) -> tuple[str, str, str | None]:
+    """(store, queue, bus) specs for a backend label (bus None: the queue's own); sqlite
+    gets a file of its own; a combined label (redis+postgres, amqp+postgres,
+    kafka+postgres, redis+kafka+postgres) is split into its parts' URLs."""
+    parts = [] if label == "sqlite" else parse_spec(label)
+    if not parts or parts[0].kind == "sqlite":
         db = f"sqlite:///{Path(tmp) / 'bench.db'}"
-        return db, db
-    if label == "redis+postgres":
-        redis_url, pg_url = REDIS_POSTGRES_DEFAULTS
-        return pg_url, redis_url
-    return label, label
+        return db, db, None
+    if len(parts) == 1:
+        return label, label, None
+    by_kind = {p.kind: p.target for p in parts}
+    store = by_kind.get("postgres", "memory")
+    queue = next((by_kind[k] for k in ("redis", "amqp", "postgres") if k in by_kind), "memory")
+    bus = by_kind.get("kafka")
+    if bus is None and "amqp" in by_kind:  # amqp has no bus: the next part's
+        bus = next((by_kind[k] for k in ("redis", "postgres") if k in by_kind), None)
+    return store, queue, bus
 
 
 @dataclass(frozen=True)
@@ -239,9 +247,11 @@ async def _bench_label(
 ) -> list[BenchResult]:
     """Every size of one backend, best of `repeat` each; worker processes (when used)
     start once for the backend and serve every run."""
-    store, queue = _specs(label, tmp)
-    await open_backend(None, store=store, queue=queue).close()  # a bad spec: one line, now
+    store, queue, bus = _specs(label, tmp)
+    # A bad spec: one line, now.
+    await open_backend(None, store=store, queue=queue, bus=bus).close()
     store, queue = space.isolate(store), space.isolate(queue)
+    bus = None if bus is None else space.isolate(bus)
     separate = label != "memory" and not a.in_process and not a.desired
     settings: dict[str, Any] = {}
     if a.max_in_flight is not None:
@@ -252,13 +262,15 @@ async def _bench_label(
         procs = None
         if separate:
             procs = await stack.enter_async_context(
-                WorkerProcesses(a.workers, store=store, queue=queue, concurrency=a.concurrency)
+                WorkerProcesses(
+                    a.workers, store=store, queue=queue, bus=bus, concurrency=a.concurrency
+                )
             )
         results = []
         for n in sizes:
             runs: list[BenchResult] = []
             for i in range(a.repeat):
-                backend = open_backend(None, store=store, queue=queue)
+                backend = open_backend(None, store=store, queue=queue, bus=bus)
                 try:
                     runs.append(
                         await bench_once(

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 from reaper.errors import BackendError
 from reaper.infra.factory import parse_spec, url_option
 
-__all__ = ["Namespace", "drop_keys", "drop_schema"]
+__all__ = ["Namespace", "drop_keys", "drop_queues", "drop_schema", "drop_topics"]
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,8 @@ class Namespace:
         self.prefix = f"reaper-bench-{token}"
         self._postgres: set[str] = set()
         self._redis: set[str] = set()
+        self._amqp: set[str] = set()
+        self._kafka: set[str] = set()
 
     def isolate(self, spec: str) -> str:
         """`spec` with this namespace's schema or prefix; other specs as they are."""
@@ -40,9 +42,9 @@ class Namespace:
             base = url_option(url, "schema")[0]
             self._postgres.add(base)
             return _with(base, "schema", self.schema)
-        if kind == "redis":
+        if kind in ("redis", "amqp", "kafka"):
             base = url_option(url, "prefix")[0]
-            self._redis.add(base)
+            {"redis": self._redis, "amqp": self._amqp, "kafka": self._kafka}[kind].add(base)
             return _with(base, "prefix", self.prefix)
         return spec
 
@@ -58,6 +60,16 @@ class Namespace:
                 await drop_keys(url, self.prefix)
             except Exception as exc:
                 log.warning("bench: could not delete keys %s:*: %s", self.prefix, exc)
+        for url in self._amqp:
+            try:
+                await drop_queues(url, self.prefix)
+            except Exception as exc:
+                log.warning("bench: could not delete queues %s.*: %s", self.prefix, exc)
+        for url in self._kafka:
+            try:
+                await drop_topics(url, self.prefix)
+            except Exception as exc:
+                log.warning("bench: could not delete topics %s.*: %s", self.prefix, exc)
 
 
 def _with(url: str, name: str, value: str) -> str:
@@ -94,3 +106,25 @@ async def drop_keys(url: str, prefix: str) -> None:
         raise BackendError(str(exc)) from exc
     finally:
         await client.aclose()
+
+
+async def drop_queues(url: str, prefix: str) -> None:
+    """Delete the `prefix` queues of every agent type on the RabbitMQ broker of `url`."""
+    from reaper.infra.amqp_queue import AmqpTaskQueue
+
+    queue = AmqpTaskQueue(url, prefix=prefix)
+    try:
+        await queue.delete_queues()
+    finally:
+        await queue.close()
+
+
+async def drop_topics(url: str, prefix: str) -> None:
+    """Delete every `prefix.*` topic on the Kafka cluster of `url`."""
+    from reaper.infra.kafka_bus import KafkaEventBus
+
+    bus = KafkaEventBus(url, prefix=prefix)
+    try:
+        await bus.drop_all()
+    finally:
+        await bus.close()

@@ -111,6 +111,7 @@ def common_flags(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--store", help="mission store URL (overrides --backend)")
     g.add_argument("--queue", help="task queue/event bus URL (overrides --backend)")
+    g.add_argument("--bus", help="event bus URL, e.g. kafka://HOST:PORT (overrides --queue)")
     g.add_argument("--log-level", type=log_level, help="DEBUG, INFO, WARNING (default), ERROR")
     g.add_argument(
         "--log-file", help="also write JSON-lines logs (Reaper's, at --log-level) to this file"

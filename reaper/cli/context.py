@@ -66,6 +66,7 @@ class Cli:
             "backend": getattr(a, "backend", None),
             "store": getattr(a, "store", None),
             "queue": getattr(a, "queue", None),
+            "bus": getattr(a, "bus", None),
             "log_level": getattr(a, "log_level", None),
             "log_file": getattr(a, "log_file", None),
             "concurrency": getattr(a, "concurrency", None),
@@ -93,7 +94,9 @@ async def cli_backend(cli: Cli, *, spec: str | None = None) -> AsyncIterator[Bac
         cfg.db.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"cannot create {cfg.db.parent}: {exc.strerror}") from None
-    backend = open_backend(spec or cfg.backend, store=cfg.store, queue=cfg.queue, default_db=cfg.db)
+    backend = open_backend(
+        spec or cfg.backend, store=cfg.store, queue=cfg.queue, bus=cfg.bus, default_db=cfg.db
+    )
     try:
         yield backend
     finally:

@@ -65,7 +65,9 @@ def registry_for(cli: Cli) -> ProcessRegistry:
 async def _open(cli: Cli) -> tuple[Backend, ProcessRegistry]:
     cfg = cli.config
     cfg.db.parent.mkdir(parents=True, exist_ok=True)
-    backend = open_backend(cfg.backend, store=cfg.store, queue=cfg.queue, default_db=cfg.db)
+    backend = open_backend(
+        cfg.backend, store=cfg.store, queue=cfg.queue, bus=cfg.bus, default_db=cfg.db
+    )
     try:
         return backend, registry_for(cli)
     except BaseException:

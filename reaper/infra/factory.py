@@ -12,6 +12,16 @@ queue and the bus):
     postgresql://…             store, queue and bus (queue: SKIP LOCKED, wake-ups: LISTEN/NOTIFY)
     redis+postgres             redis://127.0.0.1:6379/0 (queue, bus) plus
                                postgresql://127.0.0.1:5432/test (store)
+    amqp://user:pass@host/vh   task queue on RabbitMQ (no bus: the bus comes from another part)
+    kafka://host:port          event bus on Kafka (no queue: the queue comes from another part)
+    a+b[+c]                    any of redis, postgres, amqp, kafka joined by `+`, each at its
+                               local default URL (amqp: guest@127.0.0.1:5672, kafka:
+                               127.0.0.1:9092): amqp+postgres, kafka+postgres,
+                               redis+kafka+postgres
+
+`bus=` overrides the event bus alone (`--bus kafka://…`). Where parts overlap, the queue is
+the first of redis, amqp, postgres in the spec's parts and the bus is Kafka's if a part is
+Kafka, else the queue's (or, for amqp, which has none, the next part's).
 URL options of Reaper's own, taken out before connecting: `postgresql://…?schema=NAME` (the
 PostgreSQL schema for the tables, default `reaper`) and `redis://…?prefix=NAME` (the key
 prefix, default `reaper`): separate namespaces on one server (tests, benchmarks).
@@ -45,26 +55,43 @@ __all__ = [
     "url_option",
 ]
 
-Kind = Literal["memory", "sqlite", "redis", "postgres"]
+Kind = Literal["memory", "sqlite", "redis", "postgres", "amqp", "kafka"]
 
 REDIS_POSTGRES_DEFAULTS = ("redis://127.0.0.1:6379/0", "postgresql://127.0.0.1:5432/test")
+# Each kind's local default, for combined specs (`amqp+postgres`, `redis+kafka+postgres`).
+LOCAL_DEFAULTS: dict[str, str] = {
+    "redis": REDIS_POSTGRES_DEFAULTS[0],
+    "postgres": REDIS_POSTGRES_DEFAULTS[1],
+    "amqp": "amqp://guest:guest@127.0.0.1:5672/%2F",
+    "kafka": "kafka://127.0.0.1:9092",
+}
 _VALID = (
     "memory, sqlite:///PATH (sqlite:////ABS/PATH), a path ending .db, redis://HOST:PORT/DB, "
-    "postgresql://…, redis+postgres"
+    "postgresql://…, amqp://…, kafka://…, redis+postgres (any of redis, postgres, amqp, kafka "
+    "joined by +)"
 )
 _DB_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 _STORE_KINDS: tuple[Kind, ...] = ("memory", "sqlite", "postgres")
 # Order matters where one spec has two parts: in redis+postgres the queue is Redis.
-_QUEUE_KINDS: tuple[Kind, ...] = ("memory", "sqlite", "redis", "postgres")
+_QUEUE_KINDS: tuple[Kind, ...] = ("memory", "sqlite", "redis", "amqp", "postgres")
+_BUS_KINDS: tuple[Kind, ...] = ("kafka", "memory", "sqlite", "redis", "postgres")
 _EXTRAS = {
     "redis": ("reaper.infra.redis", "redis"),
     "postgres": ("reaper.infra.postgres", "psycopg"),
     "pgqueue": ("reaper.infra.postgres_queue", "psycopg"),
+    "amqp": ("reaper.infra.amqp_queue", "aio_pika"),
+    "kafka": ("reaper.infra.kafka_bus", "confluent_kafka"),
 }
 # Further top-level packages an extra brings (a missing one gets the same install hint).
-_ALSO = {"psycopg": ("psycopg_pool",)}
+_ALSO = {"psycopg": ("psycopg_pool",), "aio_pika": ("aiormq",)}
 # The pip extra each optional part needs.
-_EXTRA_NAME = {"redis": "redis", "postgres": "postgres", "pgqueue": "postgres"}
+_EXTRA_NAME = {
+    "redis": "redis",
+    "postgres": "postgres",
+    "pgqueue": "postgres",
+    "amqp": "amqp",
+    "kafka": "kafka",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,9 +115,12 @@ def parse_spec(spec: str) -> list[BackendSpec]:
     text = spec.strip()
     if text in ("memory", "memory://"):
         return [BackendSpec("memory")]
-    if text == "redis+postgres":
-        redis_url, pg_url = REDIS_POSTGRES_DEFAULTS
-        return [BackendSpec("redis", redis_url), BackendSpec("postgres", pg_url)]
+    if "+" in text and "://" not in text:
+        names = [n.strip().lower() for n in text.split("+")]
+        unknown = [n for n in names if n not in LOCAL_DEFAULTS]
+        if unknown or len(set(names)) != len(names):
+            raise ConfigError(f"unknown backend spec {spec!r}; valid: {_VALID}")
+        return [parse_spec(LOCAL_DEFAULTS[n])[0] for n in names]
     url = urlsplit(text)
     scheme = url.scheme.lower()
     if scheme == "sqlite":
@@ -105,6 +135,12 @@ def parse_spec(spec: str) -> list[BackendSpec]:
         return [BackendSpec("redis", text)]
     if scheme in ("postgresql", "postgres"):
         return [BackendSpec("postgres", text)]
+    if scheme in ("amqp", "amqps"):
+        return [BackendSpec("amqp", text)]
+    if scheme == "kafka":
+        if not url.netloc:
+            raise ConfigError(f"kafka spec {spec!r} names no broker: kafka://HOST:PORT[,HOST:PORT]")
+        return [BackendSpec("kafka", text)]
     if (not scheme or len(scheme) == 1) and text.lower().endswith(_DB_SUFFIXES):
         # No scheme (or a Windows drive letter): a bare database file path.
         return [BackendSpec("sqlite", _sqlite_path(text))]
@@ -131,7 +167,13 @@ def _import_extra(kind: str) -> ModuleType:
 
 
 # Reaper's own URL option per kind (see the module docstring).
-_URL_OPTION = {"postgres": "schema", "pgqueue": "schema", "redis": "prefix"}
+_URL_OPTION: dict[str, tuple[str, ...]] = {
+    "postgres": ("schema",),
+    "pgqueue": ("schema",),
+    "redis": ("prefix",),
+    "amqp": ("prefix", "prefetch"),
+    "kafka": ("prefix",),
+}
 # The PostgreSQL schema without `?schema=`.
 DEFAULT_SCHEMA = "reaper"
 
@@ -153,13 +195,15 @@ def _extra_part(kind: str, class_name: str, url: str, clock: Clock) -> Any:
     if cls is None:
         raise ConfigError(f"the {kind} backend has no {class_name} in this build")
     # The optional modules' classes take the URL and the clock (and connect lazily).
-    option = _URL_OPTION[kind]
-    url, value = url_option(url, option)
-    if value is None:
-        return cls(url, clock=clock)
-    if not value:
-        raise ConfigError(f"empty {option}= in backend URL")
-    return cls(url, clock=clock, **{option: value})
+    options: dict[str, str] = {}
+    for option in _URL_OPTION[kind]:
+        url, value = url_option(url, option)
+        if value is None:
+            continue
+        if not value:
+            raise ConfigError(f"empty {option}= in backend URL")
+        options[option] = value
+    return cls(url, clock=clock, **options)
 
 
 class _Builder:
@@ -184,21 +228,50 @@ class _Builder:
         )
         return store
 
-    def queue(self, spec: BackendSpec) -> tuple[TaskQueue, EventBus]:
+    def queue(self, spec: BackendSpec) -> TaskQueue:
         if spec.kind == "memory":
-            return MemoryTaskQueue(self.clock), MemoryEventBus()
+            return MemoryTaskQueue(self.clock)
         if spec.kind == "sqlite":
-            backend = self._sqlite(spec.target)
-            return backend.queue, backend.bus
-        if spec.kind == "postgres":
-            pg_queue: TaskQueue = _extra_part(
-                "pgqueue", "PostgresTaskQueue", spec.target, self.clock
-            )
-            pg_bus: EventBus = _extra_part("pgqueue", "PostgresEventBus", spec.target, self.clock)
-            return pg_queue, pg_bus
-        queue: TaskQueue = _extra_part("redis", "RedisTaskQueue", spec.target, self.clock)
-        bus: EventBus = _extra_part("redis", "RedisEventBus", spec.target, self.clock)
-        return queue, bus
+            return self._sqlite(spec.target).queue
+        kind, name = {
+            "postgres": ("pgqueue", "PostgresTaskQueue"),
+            "redis": ("redis", "RedisTaskQueue"),
+            "amqp": ("amqp", "AmqpTaskQueue"),
+        }[spec.kind]
+        queue: TaskQueue = _extra_part(kind, name, spec.target, self.clock)
+        return queue
+
+    def bus(self, spec: BackendSpec) -> EventBus:
+        if spec.kind == "memory":
+            return MemoryEventBus()
+        if spec.kind == "sqlite":
+            return self._sqlite(spec.target).bus
+        kind, name = {
+            "postgres": ("pgqueue", "PostgresEventBus"),
+            "redis": ("redis", "RedisEventBus"),
+            "kafka": ("kafka", "KafkaEventBus"),
+        }[spec.kind]
+        bus: EventBus = _extra_part(kind, name, spec.target, self.clock)
+        return bus
+
+
+def _bus_spec(
+    given: list[BackendSpec],
+    queue_parts: list[BackendSpec],
+    queue_spec: BackendSpec | None,
+    main: list[BackendSpec],
+) -> BackendSpec | None:
+    """`bus=` if given; else Kafka among the parts; else the queue's own bus; else (amqp has
+    none) the next part providing one."""
+    if given:
+        return _pick(given, _BUS_KINDS)
+    for parts in (queue_parts, main):
+        kafka = _pick(parts, ("kafka",))
+        if kafka is not None:
+            return kafka
+    if queue_spec is not None and queue_spec.kind in _BUS_KINDS:
+        return queue_spec
+    return _pick(queue_parts, _BUS_KINDS) or _pick(main, _BUS_KINDS)
 
 
 def _describe(spec: BackendSpec) -> str:
@@ -215,6 +288,7 @@ def open_backend(
     *,
     store: str | None = None,
     queue: str | None = None,
+    bus: str | None = None,
     clock: Clock | None = None,
     default_db: Path | None = None,
 ) -> Backend:
@@ -229,7 +303,9 @@ def open_backend(
     else:
         main = parse_spec(spec)
     store_spec = _pick(parse_spec(store) if store else main, _STORE_KINDS)
-    queue_spec = _pick(parse_spec(queue) if queue else main, _QUEUE_KINDS)
+    queue_parts = parse_spec(queue) if queue else main
+    queue_spec = _pick(queue_parts, _QUEUE_KINDS)
+    bus_spec = _bus_spec(parse_spec(bus) if bus else [], queue_parts, queue_spec, main)
     if store_spec is None:
         raise ConfigError(
             f"{store or spec!r} provides no mission store: add a store spec "
@@ -240,16 +316,24 @@ def open_backend(
             f"{queue or spec!r} provides no task queue: add a queue spec "
             "(--queue redis://…, postgresql://…, sqlite:///FILE.db, or memory)"
         )
+    if bus_spec is None:
+        raise ConfigError(
+            f"{bus or queue or spec!r} provides no event bus: add a bus spec "
+            "(--bus kafka://…, redis://…, postgresql://…)"
+        )
     builder = _Builder(clock or RealClock())
     try:
         the_store = builder.store(store_spec)
-        the_queue, the_bus = builder.queue(queue_spec)
+        the_queue = builder.queue(queue_spec)
+        the_bus = builder.bus(bus_spec)
     except BaseException:
         for backend in builder.sqlite.values():
             backend.db.close()
         raise
-    if store_spec == queue_spec:
+    if store_spec == queue_spec == bus_spec:
         description = _describe(store_spec)
     else:
         description = f"store={_describe(store_spec)} queue={_describe(queue_spec)}"
+        if bus_spec != queue_spec:
+            description += f" bus={_describe(bus_spec)}"
     return Backend(store=the_store, queue=the_queue, bus=the_bus, description=description)

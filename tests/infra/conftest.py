@@ -1,11 +1,13 @@
 """The backend conformance fixtures: one suite, every implementation.
 
-`backend` is parametrised over memory, sqlite, redis, postgres and pgqueue, but a test only
-runs against the implementations that provide the parts it asks for (`store`, `queue`, `bus`
-fixtures): Redis provides the queue and bus, PostgreSQL the store, and "pgqueue" the
-PostgreSQL-only queue and bus (SKIP LOCKED, LISTEN/NOTIFY). Memory and SQLite run on
-a `ManualClock`, so leases and delays are tested without waiting; Redis and PostgreSQL keep
-their own time, so there `advance` really waits (for time to pass, not to synchronise).
+`backend` is parametrised over memory, sqlite, redis, postgres, pgqueue, amqp and kafka, but
+a test only runs against the implementations that provide the parts it asks for (`store`,
+`queue`, `bus` fixtures): Redis provides the queue and bus, PostgreSQL the store, "pgqueue"
+the PostgreSQL-only queue and bus (SKIP LOCKED, LISTEN/NOTIFY), "amqp" the RabbitMQ queue
+(the broker on 127.0.0.1:5672) and "kafka" the Kafka bus (the session's Tansu broker).
+Memory and SQLite run on a `ManualClock`, so leases and delays are tested without waiting; the
+server-backed kinds keep their own time, so there `advance` really waits (for time to pass,
+not to synchronise).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from tests.needs import port_open, require_service
 
 REDIS_URL = "redis://127.0.0.1:6379/15"
 PG_URL = "postgresql://127.0.0.1:5432/test"
+AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 
 # Which parts each implementation provides natively.
 PARTS: dict[str, set[str]] = {
@@ -35,6 +38,8 @@ PARTS: dict[str, set[str]] = {
     "redis": {"queue", "bus"},
     "postgres": {"store"},
     "pgqueue": {"queue", "bus"},
+    "amqp": {"queue"},
+    "kafka": {"bus"},
 }
 
 
@@ -79,7 +84,9 @@ class Kit:
 
 
 @pytest.fixture
-async def kit(backend_kind: str, tmp_path: Path) -> AsyncIterator[Kit]:
+async def kit(
+    backend_kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[Kit]:
     # Server-backed kinds get a namespace of their own, dropped afterwards: nothing stays in
     # the shared `test` database or Redis db.
     space = f"ct_{uuid.uuid4().hex[:10]}"
@@ -98,12 +105,24 @@ async def kit(backend_kind: str, tmp_path: Path) -> AsyncIterator[Kit]:
         _require("pgqueue", "reaper.infra.postgres_queue", 5432)
         clock = RealClock()
         backend = open_backend(f"{PG_URL}?schema={space}", store="memory", clock=clock)
+    elif backend_kind == "amqp":
+        _require("amqp", "reaper.infra.amqp_queue", 5672)
+        clock = RealClock()
+        # prefetch: the suite's takes hold deliveries unacked while asking for more.
+        url = f"{AMQP_URL}?prefix={space}&prefetch=32"
+        backend = open_backend("memory", queue=url, clock=clock)
+    elif backend_kind == "kafka":
+        broker = request.getfixturevalue("kafka_broker")
+        clock = RealClock()
+        backend = open_backend("memory", bus=f"{broker}?prefix={space}", clock=clock)
     else:
         _require("postgres", "reaper.infra.postgres", 5432)
         clock = RealClock()
         backend = open_backend(f"{PG_URL}?schema={space}", queue="memory", clock=clock)
-    server = backend_kind in ("redis", "pgqueue", "postgres")
+    server = backend_kind in ("redis", "pgqueue", "postgres", "amqp", "kafka")
     yield Kit(backend_kind, backend, clock, space if server else "reaper")
+    if backend_kind == "amqp":  # the test's queues, off the shared broker
+        await backend.queue.delete_queues()  # type: ignore[attr-defined]
     await backend.close()
     if backend_kind in ("pgqueue", "postgres"):
         await drop_schema(PG_URL, space)

@@ -97,6 +97,11 @@ class Storage:
 
 @pytest.fixture
 async def storage(kit: Kit, tmp_path: Path) -> AsyncIterator[Storage]:
+    if kit.kind in ("amqp", "kafka"):
+        # A broker keeps nothing a test can count behind its back per mission (RabbitMQ
+        # forgets acked messages, Kafka holds records by offset): their prune and retire are
+        # tested in test_amqp.py and test_kafka.py.
+        pytest.skip(f"{kit.kind}: no storage to read behind the backend's back")
     s = Storage(kit, tmp_path / "reaper.db")  # the file conftest's sqlite kit opens
     await s.open()
     yield s

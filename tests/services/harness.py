@@ -36,8 +36,12 @@ ROOT = Path(__file__).resolve().parents[2]
 # safe because every worker may serve every mission (tasks and hosts share the one store).
 REDIS_URL = "redis://127.0.0.1:6379/14"
 POSTGRES_URL = "postgresql://127.0.0.1:5432/test"
-BACKENDS = ["sqlite", "redis+postgres"]
+AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
+BACKENDS = ["sqlite", "redis+postgres", "amqp+postgres", "redis+kafka+postgres"]
 NAMESPACES: list[tuple[str, str]] = []  # (schema and key prefix, Redis URL) made by backend_spec
+AMQP_NAMESPACES: list[tuple[str, str]] = []  # (queue prefix, AMQP URL) made by backend_spec
+# The session's Kafka-protocol broker (kafka://…), set by conftest for kinds naming kafka.
+KAFKA: dict[str, str] = {}
 
 
 @dataclass
@@ -46,13 +50,15 @@ class Spec:
 
     store: str
     queue: str
+    bus: str | None = None  # None: the queue's own bus
 
     @property
     def flags(self) -> list[str]:
-        return ["--store", self.store, "--queue", self.queue]
+        bus = [] if self.bus is None else ["--bus", self.bus]
+        return ["--store", self.store, "--queue", self.queue, *bus]
 
     def open(self) -> Backend:
-        return open_backend(None, store=self.store, queue=self.queue)
+        return open_backend(None, store=self.store, queue=self.queue, bus=self.bus)
 
 
 def _importable(module: str) -> bool:
@@ -63,10 +69,33 @@ def _importable(module: str) -> bool:
     return True
 
 
-def backend_spec(kind: str, tmp_path: Path, *, redis_url: str = REDIS_URL) -> Spec:
+def _require(module: str, port: int | None) -> None:
+    require_service(module, _importable(module), "backend module not importable")
+    if port is not None:
+        require_service(f"127.0.0.1:{port}", port_open("127.0.0.1", port), "service not listening")
+
+
+def backend_spec(
+    kind: str, tmp_path: Path, *, redis_url: str = REDIS_URL, amqp_url: str = AMQP_URL
+) -> Spec:
     if kind == "sqlite":
         db = f"sqlite:///{tmp_path / 'reaper.db'}"
         return Spec(db, db)
+    if kind == "amqp+postgres":
+        _require("reaper.infra.postgres", 5432)
+        _require("reaper.infra.amqp_queue", 5672 if amqp_url == AMQP_URL else None)
+        name = f"scale_{uuid.uuid4().hex[:10]}"
+        NAMESPACES.append((name, ""))
+        AMQP_NAMESPACES.append((name, amqp_url))
+        pg = f"{POSTGRES_URL}?schema={name}"
+        # amqp is a queue alone: the bus is PostgreSQL's (LISTEN/NOTIFY).
+        return Spec(pg, f"{amqp_url}?prefix={name}", bus=pg)
+    if kind == "redis+kafka+postgres":
+        _require("reaper.infra.kafka_bus", None)
+        require_service("kafka", "url" in KAFKA, "no Kafka broker fixture for this test")
+        spec = backend_spec("redis+postgres", tmp_path, redis_url=redis_url)
+        name = NAMESPACES[-1][0]
+        return Spec(spec.store, spec.queue, bus=f"{KAFKA['url']}?prefix={name}")
     for module, port in (("reaper.infra.redis", 6379), ("reaper.infra.postgres", 5432)):
         require_service(module, _importable(module), "backend module not importable")
         if redis_url == REDIS_URL or port == 5432:
