@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from reaper.cli.console import format_event
 from reaper.errors import MissionNotFoundError
 from reaper.infra.base import Backend
-from reaper.models import EventKind, MissionState
+from reaper.models import EventKind, EventRecord, MissionState
 
 if TYPE_CHECKING:
     from reaper.cli.context import Cli
@@ -35,16 +35,23 @@ async def follow_mission(
     quiet = bool(getattr(cli.args, "json", False))
     seq = 0
     delay = _MIN_S
-    while True:
-        events = await backend.store.events(mission_id, after_seq=seq)
+
+    def show(events: list[EventRecord]) -> int:
         for event in events:
-            seq = max(seq, event.seq)
             if not quiet and event.kind is not EventKind.TASK_PLANNED:
                 cli.err.print(format_event(event))
+        return max((e.seq for e in events), default=seq)
+
+    while True:
+        events = await backend.store.events(mission_id, after_seq=seq)
+        seq = show(events)
         state = await backend.store.load(mission_id)
         if state is None:
             raise MissionNotFoundError(mission_id)
         if state.status.terminal or (stop is not None and stop.is_set()):
+            # The engine may have committed its last events between the two reads: the
+            # state is newer than the events printed, so print what came with it.
+            show(await backend.store.events(mission_id, after_seq=seq))
             return state
         delay = _MIN_S if events else min(delay * 2, _MAX_S)
         if stop is None:

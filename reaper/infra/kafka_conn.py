@@ -15,7 +15,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 from pydantic import Field, TypeAdapter
 
 from reaper.errors import ConfigError
-from reaper.models import ApprovalDecision, InboundMessage, ResultEvent
+from reaper.models import ApprovalDecision, InboundMessage, MissionControl, ResultEvent
 
 __all__ = [
     "INBOUND",
@@ -31,7 +31,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 INBOUND: TypeAdapter[InboundMessage] = TypeAdapter(
-    Annotated[ResultEvent | ApprovalDecision, Field(discriminator="event_type")]
+    Annotated[ResultEvent | ApprovalDecision | MissionControl, Field(discriminator="event_type")]
 )
 # One blocking poll on the consumer thread: bounds how long `close` waits, and how soon a
 # partition assigned meanwhile is read (librdkafka does not wake a poll in progress for it).
