@@ -211,7 +211,7 @@ class BenchOptions:
     max_in_flight: int | None = None
     latency_target: float | None = None
     # Desired state: ten resources per host, converged by the rule converger. The sim world
-    # lives in each worker process, so its workers run in this process (one world).
+    # lives in each worker process: one worker process, or workers in this process.
     desired: bool = False
 
 
@@ -252,7 +252,9 @@ async def _bench_label(
     await open_backend(None, store=store, queue=queue, bus=bus).close()
     store, queue = space.isolate(store), space.isolate(queue)
     bus = None if bus is None else space.isolate(bus)
-    separate = label != "memory" and not a.in_process and not a.desired
+    # The sim world lives in its worker process: a desired-state run shares one world only
+    # with one worker process (`--workers 1`), else its workers run in this process.
+    separate = label != "memory" and not a.in_process and not (a.desired and a.workers > 1)
     settings: dict[str, Any] = {}
     if a.max_in_flight is not None:
         settings["max_in_flight"] = a.max_in_flight
