@@ -150,8 +150,10 @@ class Progress:
             # Across wake-ups: a resource's diff changes only when what was observed of it
             # (a new ResourceState object) or its host's facts (templates) change. A
             # dns_client naming other hosts also reads their addresses: never cached.
+            # Facts matter only to a file rendered from a template.
+            facts = host.facts if getattr(self.lab.resources[node], "template", None) else None
             cached = self.lab.diffs.get(node)
-            if cached is not None and cached[0] is rs and cached[1] is host.facts:
+            if cached is not None and cached[0] is rs and cached[1] is facts:
                 self.diffs[node] = cached[2]
                 return cached[2]
             if self._addresses is None:
@@ -161,7 +163,7 @@ class Progress:
                 addresses=self._addresses,
             )  # fmt: skip
             if node.kind != "dns_client":
-                self.lab.diffs[node] = (rs, host.facts, self.diffs[node])
+                self.lab.diffs[node] = (rs, facts, self.diffs[node])
         return self.diffs[node]
 
     def status(self, node: Ref) -> Status:

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from reaper.actions import CLEARS
-from reaper.models import HostState, ResourceState, ResultEvent, Task
+from reaper.models import HostState, ResourceState, ResultEvent, Task, replace
 
 __all__ = ["after_discover", "after_ensure", "after_recovery", "after_refusal", "resource_of"]
 
@@ -45,13 +45,11 @@ def after_discover(host: HostState, data: Mapping[str, Any]) -> dict[str, Resour
     out: dict[str, ResourceState] = {}
     for rid, rs in host.resources.items():
         props = seen.get(rid)
-        out[rid] = rs.model_copy(
-            update={
-                "seen": True,
-                "observed": dict(props) if isinstance(props, Mapping) else None,
-                "verified": True,
-            }
-        )
+        observed = dict(props) if isinstance(props, Mapping) else None
+        if rs.seen and rs.verified and rs.observed == observed:
+            out[rid] = rs  # unchanged: the same object, so what was derived from it stands
+        else:
+            out[rid] = replace(rs, seen=True, observed=observed, verified=True)
     return out
 
 
@@ -91,7 +89,7 @@ def after_ensure(host: HostState, task: Task, r: ResultEvent) -> dict[str, Resou
             "output_tail": tail,
             "attempts": rs.attempts + 1,
         }
-    return {**host.resources, rid: rs.model_copy(update=update)}
+    return {**host.resources, rid: replace(rs, **update)}
 
 
 def after_recovery(host: HostState, verb: str) -> dict[str, ResourceState] | None:
@@ -100,7 +98,7 @@ def after_recovery(host: HostState, verb: str) -> dict[str, ResourceState] | Non
     if not cleared:
         return None
     hit = {
-        rid: rs.model_copy(update={"outcome": None, "error": None, "error_code": None})
+        rid: replace(rs, outcome=None, error=None, error_code=None)
         for rid, rs in host.resources.items()
         if rs.outcome == "failed" and rs.error_code in cleared
     }
@@ -122,4 +120,4 @@ def after_refusal(
         "error_code": "REFUSED",
         "output_tail": "",
     }
-    return {**host.resources, rid: host.resources[rid].model_copy(update=update)}
+    return {**host.resources, rid: replace(host.resources[rid], **update)}
