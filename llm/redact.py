@@ -229,17 +229,29 @@ def _secret_key_in(keys: str) -> bool:
 
 
 def _collect(value: Any, texts: list[str], keys: list[str]) -> None:
-    if isinstance(value, str):
-        texts.append(value)
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            if isinstance(k, str):
-                keys.append(k)
-                texts.append(k)
-            _collect(v, texts, keys)
-    elif isinstance(value, list | tuple):
-        for v in value:
-            _collect(v, texts, keys)
+    # A loop over a stack, not recursion: it runs over every result's facts, and a Python
+    # call per node was most of its cost. The order of `texts` does not matter (newline-joined).
+    stack = [value]
+    pop, push, extend, add = stack.pop, stack.append, stack.extend, texts.append
+    while stack:
+        v = pop()
+        kind = type(v)
+        if kind is str:
+            add(v)
+        elif kind is dict:
+            for k, item in v.items():
+                if isinstance(k, str):
+                    keys.append(k)
+                    add(k)
+                push(item)
+        elif kind is list or kind is tuple:
+            extend(v)
+        elif isinstance(v, str):  # str subclasses (enums)
+            add(v)
+        elif isinstance(v, dict):
+            push(dict(v))
+        elif isinstance(v, list | tuple):
+            extend(v)
 
 
 def scrub(value: Any, secrets: Iterable[str] = ()) -> Any:
