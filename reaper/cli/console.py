@@ -351,16 +351,24 @@ def render_usage(usage: Mapping[str, Any] | None) -> Text | None:
 
 
 def _progress(state: MissionState) -> Table:
-    reached, total = goal_progress(state)
     done = sum(1 for r in state.tasks.values() if r.status.done)
+    if state.converges:
+        t = progress(state).tally()
+        reached, total = t["ok"], sum(t.values())
+        goal = "converge" + (" (check mode)" if state.check_mode else "")
+        bad = t["failed"] + t["blocked"]
+        unit = "resources" + (f" ({bad} failed or blocked)" if bad else "")
+    else:
+        reached, total = goal_progress(state)
+        goal, unit = f"goal {state.goal.value}", "hosts"
     grid = Table.grid(expand=True, padding=(0, 1))
     grid.add_column(no_wrap=True)
     grid.add_column(ratio=1)
     grid.add_column(no_wrap=True, justify="right")
     grid.add_row(
-        Text(f"goal {state.goal.value}", style="bold"),
+        Text(goal, style="bold"),
         ProgressBar(total=max(total, 1), completed=reached),
-        Text(f"{reached}/{total} hosts · tasks {done}/{len(state.tasks)}"),
+        Text(f"{reached}/{total} {unit} · tasks {done}/{len(state.tasks)}"),
     )
     return grid
 

@@ -137,12 +137,12 @@ class Converger:
             ]
             spec["servers_from"] = []
         diff = p.diff(node)
-        detail = str(diff).partition("  ")[2] or diff.action
+        detail = str(diff).partition("  ")[2]
         return PlannedTask(
             host_id=host.host_id,
             action=f"{host.os}.ensure_{node.kind}",
             params={"resource": spec, "check_mode": p.state.check_mode},
-            reason=f"{why}: {node.rid} {diff.action} ({detail})"[:300],
+            reason=(f"{why}: {diff.action} {node.rid}" + (f" ({detail})" if detail else ""))[:300],
         )
 
     @staticmethod
