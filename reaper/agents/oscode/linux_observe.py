@@ -215,8 +215,8 @@ def _repository(resource: ResourceBase, kv: dict[str, str], pairs: list[tuple[st
 def _apt_source(lines: list[str], has_key: bool) -> Props:
     key_url = None
     for line in lines:
-        if line.startswith("# reaper: key_url="):
-            key_url = line.partition("=")[2].strip() or None
+        if line.startswith("# reaper:") and " key_url=" in line:
+            key_url = line.partition(" key_url=")[2].strip() or None
     for line in lines:
         text = line.strip()
         enabled = not text.startswith("#")
