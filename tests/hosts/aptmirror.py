@@ -71,8 +71,10 @@ def build_repo(debs: list[Path], root: Path) -> Path:
     home.mkdir(mode=0o700, exist_ok=True)
     env = {"GNUPGHOME": str(home), "PATH": "/usr/bin:/bin"}
     gpg = ["gpg", "--batch", "--quiet", "--pinentry-mode", "loopback", "--passphrase", ""]
-    _run([*gpg, "--quick-gen-key", "reaper-test <t@reaper.test>", "ed25519", "sign", "never"],
-         env=env)  # fmt: skip
+    _run(
+        [*gpg, "--quick-gen-key", "reaper-test <t@reaper.test>", "ed25519", "sign", "never"],
+        env=env,
+    )
     _run([*gpg, "--clearsign", "-o", str(root / "InRelease"), str(root / "Release")], env=env)
     key = root / "key.asc"
     key.write_text(_run([*gpg, "--armor", "--export"], env=env))
@@ -80,7 +82,7 @@ def build_repo(debs: list[Path], root: Path) -> Path:
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         return None
 
 

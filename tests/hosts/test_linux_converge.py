@@ -74,12 +74,12 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 @pytest.fixture(scope="module")
 def mirrors(converge_lab: NsLab, repo: tuple[Path, Path]) -> Iterator[dict[str, Mirror]]:
     root, _ = repo
-    with serve(root, gateway(converge_lab.hosts["c1"])) as m1:
-        with serve(root, gateway(converge_lab.hosts["c2"])) as m2:
-            for host in converge_lab.hosts.values():
-                # Air-gapped: the rootfs's own source (deb.debian.org) is unreachable here.
-                (host.root / "etc/apt/sources.list").write_text("")
-            yield {"c1": m1, "c2": m2}
+    c1, c2 = (gateway(converge_lab.hosts[n]) for n in ("c1", "c2"))
+    with serve(root, c1) as m1, serve(root, c2) as m2:
+        for host in converge_lab.hosts.values():
+            # Air-gapped: the rootfs's own source (deb.debian.org) is unreachable here.
+            (host.root / "etc/apt/sources.list").write_text("")
+        yield {"c1": m1, "c2": m2}
 
 
 def repository(mirror: Mirror, **extra: Any) -> dict[str, Any]:
@@ -100,15 +100,31 @@ def role(mirror: Mirror, host: NsHost) -> list[dict[str, Any]]:
         repository(mirror),
         {"kind": "package", "name": PACKAGE, "after": ["package_repository/reaper-mirror"]},
         {"kind": "group", "name": "deployers"},
-        {"kind": "user", "name": "deploy", "groups": ["deployers"], "shell": "/bin/bash",
-         "after": ["group/deployers"]},  # fmt: skip
-        {"kind": "file", "path": "/etc/reaper-motd", "content": "converged by reaper\n",
-         "mode": "0640", "owner": "deploy", "group": "deployers", "after": ["user/deploy"]},  # fmt: skip
+        {
+            "kind": "user",
+            "name": "deploy",
+            "groups": ["deployers"],
+            "shell": "/bin/bash",
+            "after": ["group/deployers"],
+        },
+        {
+            "kind": "file",
+            "path": "/etc/reaper-motd",
+            "content": "converged by reaper\n",
+            "mode": "0640",
+            "owner": "deploy",
+            "group": "deployers",
+            "after": ["user/deploy"],
+        },
         {"kind": "directory", "path": "/srv/app", "mode": "0750"},
-        {"kind": "file", "path": "/etc/init.d/reaper-demo", "content": INIT_SCRIPT,
-         "mode": "0755"},  # fmt: skip
-        {"kind": "service", "name": "reaper-demo", "state": "running", "enabled": True,
-         "after": ["file//etc/init.d/reaper-demo"]},  # fmt: skip
+        {"kind": "file", "path": "/etc/init.d/reaper-demo", "content": INIT_SCRIPT, "mode": "0755"},
+        {
+            "kind": "service",
+            "name": "reaper-demo",
+            "state": "running",
+            "enabled": True,
+            "after": ["file//etc/init.d/reaper-demo"],
+        },
         {"kind": "sshd_option", "name": "MaxAuthTries", "value": "4"},
         {"kind": "sshd_option", "name": "X11Forwarding", "value": "no"},
         {"kind": "setting", "name": "net.ipv4.ip_forward", "value": "1"},  # per netns
@@ -116,8 +132,9 @@ def role(mirror: Mirror, host: NsHost) -> list[dict[str, Any]]:
     ]
 
 
-def converge_lab_file(lab: NsLab, host: NsHost, mirror: Mirror, mission_id: str,
-                      **settings: Any) -> LabFile:  # fmt: skip
+def converge_lab_file(
+    lab: NsLab, host: NsHost, mirror: Mirror, mission_id: str, **settings: Any
+) -> LabFile:
     text = {
         "schema_version": 2,
         "mission_id": mission_id,
@@ -125,8 +142,9 @@ def converge_lab_file(lab: NsLab, host: NsHost, mirror: Mirror, mission_id: str,
         "policy": "standard",
         "settings": settings,
         "roles": {"web": role(mirror, host)},
-        "hosts": [{"host_id": host.name, "os": "linux", "roles": ["web"],
-                   **ssh_settings(lab, host)}],  # fmt: skip
+        "hosts": [
+            {"host_id": host.name, "os": "linux", "roles": ["web"], **ssh_settings(lab, host)}
+        ],
     }
     return parse_lab(json.dumps(text))
 
@@ -144,7 +162,8 @@ def tree_digest(host: NsHost) -> str:
         for name in sorted(filenames) + dirnames:
             path = os.path.join(dirpath, name)
             st = os.lstat(path)
-            digest.update(f"{os.path.join(rel, name)} {st.st_mode} {st.st_uid} {st.st_gid}".encode())
+            meta = f"{os.path.join(rel, name)} {st.st_mode} {st.st_uid} {st.st_gid}"
+            digest.update(meta.encode())
             if os.path.islink(path):
                 digest.update(os.readlink(path).encode())
             elif os.path.isfile(path):
@@ -156,7 +175,8 @@ def ensures(events: Any, result: str | None = None) -> list[str]:
     return sorted(
         str(r.data.get("resource"))
         for r in results(events)
-        if r.action.startswith("linux.ensure_") and (result is None or r.data.get("result") == result)
+        if r.action.startswith("linux.ensure_")
+        and (result is None or r.data.get("result") == result)
     )
 
 
@@ -164,8 +184,10 @@ def in_host(host: NsHost, *argv: str) -> str:
     """Run a command inside the host (its namespace and root), as root."""
     done = subprocess.run(
         ["ip", "netns", "exec", host.ns, "chroot", str(host.root), *argv],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return done.stdout
 
 
@@ -197,20 +219,25 @@ async def test_a_role_converges_then_changes_nothing_then_fixes_only_drift(
     assert "deploy:" in (root / "etc/passwd").read_text()
     assert "deployers" in in_host(host, "id", "-Gn", "deploy")
     assert in_host(host, "stat", "-c", "%a %U %G", "/etc/reaper-motd").split() == [
-        "640", "deploy", "deployers"
-    ]  # fmt: skip
+        "640",
+        "deploy",
+        "deployers",
+    ]
     assert "maxauthtries 4" in in_host(host, "sshd", "-T")
     live = subprocess.run(
         ["ip", "netns", "exec", host.ns, "cat", "/proc/sys/net/ipv4/ip_forward"],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert live.stdout.strip() == "1"  # net.* sysctls are per network namespace
     assert "net.ipv4.ip_forward = 1" in (root / "etc/sysctl.d/99-reaper.conf").read_text()
     assert "nameserver " + gateway(host) in (root / "etc/resolv.conf").read_text()
     # Its pid lives in the host's own PID namespace: ask the mission's last read-back.
     last = [r for r in results(events) if r.action == "linux.discover"][-1]
     assert last.data["resources"]["service/reaper-demo"] == {"state": "running", "enabled": True}
-    assert (root / "run/reaper-demo.pid").exists() and list((root / "etc/rc2.d").glob("S*reaper-demo"))
+    assert (root / "run/reaper-demo.pid").exists()
+    assert list((root / "etc/rc2.d").glob("S*reaper-demo"))  # enabled: update-rc.d links
 
     # A second run changes nothing: discover only.
     state, events = await run_mission(
@@ -256,11 +283,22 @@ async def test_failures_come_back_as_the_tools_print_them(
 
         # Another process holds dpkg's frontend lock (an fcntl lock, as apt takes it).
         holder = subprocess.Popen(
-            ["ip", "netns", "exec", host.ns, "chroot", str(host.root), "python3", "-c",
-             "import fcntl, sys; f = open('/var/lib/dpkg/lock-frontend', 'w'); "
-             "fcntl.lockf(f, fcntl.LOCK_EX); print('locked', flush=True); sys.stdin.read()"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-        )  # fmt: skip
+            [
+                "ip",
+                "netns",
+                "exec",
+                host.ns,
+                "chroot",
+                str(host.root),
+                "python3",
+                "-c",
+                "import fcntl, sys; f = open('/var/lib/dpkg/lock-frontend', 'w'); "
+                "fcntl.lockf(f, fcntl.LOCK_EX); print('locked', flush=True); sys.stdin.read()",
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         try:
             assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
             locked = await _ensure(shell, host, "package", {"name": PACKAGE})
@@ -278,9 +316,11 @@ async def test_failures_come_back_as_the_tools_print_them(
 
         closed = f"http://{gateway(host)}:9/"  # discard: nothing listens there
         dead = await _ensure(
-            shell, host, "package_repository",
+            shell,
+            host,
+            "package_repository",
             repository(mirror, name="dead-mirror", url=closed),
-        )  # fmt: skip
+        )
         assert dead.error_code == "REPO_UNREACHABLE", dead.stderr_tail
         assert "Failed to fetch" in dead.stderr_tail or "connect" in dead.stderr_tail.lower()
         assert not (host.root / "etc/apt/sources.list.d/dead-mirror.list").exists()
