@@ -30,6 +30,8 @@ from tests.needs import require_service
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
 PACKAGE = "tree"  # small, needs only libc6, and not in the test rootfs
+# nftables and the libraries of it the rootfs lacks (the firewall kind needs `nft`).
+NFTABLES = ["nftables", "libnftables1", "libnftnl11", "libjansson4"]
 INIT_SCRIPT = """#!/bin/sh
 ### BEGIN INIT INFO
 # Provides:          reaper-demo
@@ -64,7 +66,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     why = missing_tools()
     require_service("a local apt mirror", why is None, why or "")
     try:
-        debs = fetch([PACKAGE])
+        debs = fetch([PACKAGE, *NFTABLES])
     except RuntimeError as exc:
         require_service("apt-get download (the machine's own mirror)", False, str(exc))
     root = tmp_path_factory.mktemp("mirror") / "repo"
@@ -128,6 +130,8 @@ def role(mirror: Mirror, host: NsHost) -> list[dict[str, Any]]:
         {"kind": "sshd_option", "name": "MaxAuthTries", "value": "4"},
         {"kind": "sshd_option", "name": "X11Forwarding", "value": "no"},
         {"kind": "setting", "name": "net.ipv4.ip_forward", "value": "1"},  # per netns
+        {"kind": "package", "name": "nftables", "after": ["package_repository/reaper-mirror"]},
+        {"kind": "firewall", "name": "web", "port": 8080, "after": ["package/nftables"]},
         {"kind": "dns_client", "servers": [gateway(host)], "search": ["lab.test"]},
     ]
 
@@ -233,6 +237,13 @@ async def test_a_role_converges_then_changes_nothing_then_fixes_only_drift(
     assert live.stdout.strip() == "1"  # net.* sysctls are per network namespace
     assert "net.ipv4.ip_forward = 1" in (root / "etc/sysctl.d/99-reaper.conf").read_text()
     assert "nameserver " + gateway(host) in (root / "etc/resolv.conf").read_text()
+    rules = subprocess.run(
+        ["ip", "netns", "exec", host.ns, "chroot", str(root), "nft", "list", "ruleset"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert 'tcp dport 8080 accept comment "reaper:web"' in rules
     # Its pid lives in the host's own PID namespace: ask the mission's last read-back.
     last = [r for r in results(events) if r.action == "linux.discover"][-1]
     assert last.data["resources"]["service/reaper-demo"] == {"state": "running", "enabled": True}
@@ -325,9 +336,43 @@ async def test_failures_come_back_as_the_tools_print_them(
         assert "Failed to fetch" in dead.stderr_tail or "connect" in dead.stderr_tail.lower()
         assert not (host.root / "etc/apt/sources.list.d/dead-mirror.list").exists()
 
+        # c2 has no nftables: the firewall says it is unavailable, plainly.
         wall = await _ensure(shell, host, "firewall", {"port": 8080})
-        if not (host.root / "usr/sbin/nft").exists():
-            assert wall.error_code == "UNSUPPORTED" and "no nft" in wall.stderr_tail
+        assert wall.error_code == "UNSUPPORTED" and "no nft" in wall.stderr_tail
+
+        # A full filesystem (a 64 KiB tmpfs mounted in the host's own mount namespace).
+        full = host.root / "srv/full"
+        full.mkdir(parents=True, exist_ok=True)
+        sshd_pid = next(
+            pid
+            for pid in subprocess.run(
+                ["ip", "netns", "pids", host.ns], capture_output=True, text=True, check=True
+            ).stdout.split()
+            if Path(f"/proc/{pid}/comm").read_text().strip() == "sshd"
+        )
+        subprocess.run(
+            [
+                "nsenter",
+                "-t",
+                sshd_pid,
+                "-m",
+                "mount",
+                "-t",
+                "tmpfs",
+                "-o",
+                "size=64k",
+                "tmpfs",
+                str(full),
+            ],
+            check=True,
+        )
+        try:
+            big = {"path": "/srv/full/big", "content": "x" * 200_000}
+            disk = await _ensure(shell, host, "file", big)
+        finally:
+            subprocess.run(["nsenter", "-t", sshd_pid, "-m", "umount", str(full)], check=True)
+        assert disk.error_code == "DISK_FULL", disk.stderr_tail
+        assert "No space left on device" in disk.stderr_tail
 
         # The package installs once the lock is free, and then is unchanged.
         ok = await _ensure(shell, host, "package", {"name": PACKAGE})
