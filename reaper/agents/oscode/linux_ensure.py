@@ -286,11 +286,8 @@ def _from_result(kind: str, rid: str, before: Props, result: CommandResult) -> A
     if result.exit_code == UNAVAILABLE:
         code = "UNSUPPORTED"
     else:
-        code = _EXIT_CODES.get(result.exit_code) or classify(
-            kind, output, update=sections.get("update", "")
-        )
-        if code == "COMMAND_FAILED" and result.exit_code in _EXIT_CODES:
-            code = _EXIT_CODES[result.exit_code]
+        update = sections.get("update", "")
+        code = _EXIT_CODES.get(result.exit_code) or classify(kind, output, update=update)
     return _failed(rid, before, code, "", output, exit_code=result.exit_code)
 
 

@@ -16,7 +16,7 @@ _HEAD = (
     'PATH="$PATH:/usr/sbin:/sbin:/usr/local/sbin"; export LC_ALL=C DEBIAN_FRONTEND=noninteractive\n'
 )
 
-# $1 name  $2 state (present|absent)  $3 version ("" any)
+# $1 name  $2 state (present|absent)  $3 version ("" any; apt and dnf take it exactly)
 _PACKAGE = r"""name=$1; state=$2; version=$3
 if command -v apt-get >/dev/null 2>&1; then
   if [ "$state" = absent ]; then echo "@@reaper:install@@"; apt-get remove -y -q "$name" 2>&1; exit $?; fi
@@ -33,13 +33,13 @@ else echo "no apt-get, dnf or yum on this host" >&2; exit 69; fi
 
 _SYSTEMD = "[ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1"
 
-# $1 name  $2 running|stopped|restarted  $3 enabled (1|0|"" leave)
+# $1 name  $2 running|stopped|restarted (only if it runs: a notify)  $3 enabled (1|0|"" leave)
 _SERVICE = (
     "name=$1; state=$2; enabled=$3\n"
     f"if {_SYSTEMD}; then\n"
     r"""  unit="$name.service"
   if [ "$(systemctl show -p LoadState --value "$unit" 2>/dev/null)" != loaded ]; then echo "Failed to start $unit: Unit $unit not found." >&2; exit 5; fi
-  case $state in running) systemctl start "$unit";; stopped) systemctl stop "$unit";; restarted) systemctl restart "$unit";; esac || exit $?
+  case $state in running) systemctl start "$unit";; stopped) systemctl stop "$unit";; restarted) systemctl try-restart "$unit";; esac || exit $?
   case $enabled in 1) systemctl enable "$unit";; 0) systemctl disable "$unit";; esac
 else
   init="/etc/init.d/$name"
@@ -47,7 +47,7 @@ else
   case $state in
     running) "$init" status >/dev/null 2>&1 || "$init" start </dev/null;;
     stopped) if "$init" status >/dev/null 2>&1; then "$init" stop </dev/null; fi;;
-    restarted) "$init" restart </dev/null;;
+    restarted) if "$init" status >/dev/null 2>&1; then "$init" restart </dev/null; fi;;
   esac || exit $?
   case $enabled in 1) update-rc.d "$name" defaults >/dev/null && update-rc.d "$name" enable;; 0) update-rc.d "$name" disable;; esac
 fi
