@@ -285,3 +285,27 @@ async def test_discover_reads_declared_resources_in_its_one_round_trip() -> None
     assert len(calls) == 1 and calls[0].argv[3:] == ["sh", "package", "tree"]
     assert out.data["resources"] == {"package/tree": {"state": "present", "version": "1"}}
     assert "1" in out.data["resource_problems"]
+
+
+async def test_a_template_renders_over_the_hosts_facts_and_travels_on_stdin() -> None:
+    from reaper.agents.oscode.linux import DISCOVER_SCRIPT
+
+    written: list[Command] = []
+    template = "served by {{ hostname }}\n"
+
+    def host(command: Command) -> CommandResult:
+        if command.argv[2] == DISCOVER_SCRIPT:
+            return CommandResult(0, "@@reaper:hostname@@\nweb-01\n", "")
+        written.append(command)
+        digest = content_digest(command.stdin or "").removeprefix("sha256:")
+        shell.seen = f"type=regular file\nmode=644\nowner=root\ngroup=root\nsha256={digest}"
+        return CommandResult(0, "", "")
+
+    shell = Scripted("", host)
+    resource = {"kind": "file", "path": "/etc/motd", "template": template}
+    out = await ACTIONS.run("ensure_file", {"resource": resource}, shell, host_id="web-01")
+    assert out.status is ResultStatus.SUCCESS and out.data["result"] == "changed", out.summary
+    (command,) = written
+    assert command.stdin == "served by web-01\n" and template not in command.argv
+    assert out.data["before"] is None
+    assert out.data["after"]["sha256"] == content_digest("served by web-01\n")

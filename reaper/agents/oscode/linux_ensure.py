@@ -27,7 +27,7 @@ from reaper.agents.oscode.linux_observe import OBSERVE_SCRIPT, observe_args, par
 from reaper.agents.oscode.linux_scripts import SCRIPTS, UNAVAILABLE
 from reaper.desired.base import ResourceBase
 from reaper.desired.compare import content_digest, merged_groups
-from reaper.desired.diff import desired_properties, diff_resource, reported_fields
+from reaper.desired.diff import ResourceDiff, desired_properties, diff_resource, reported_fields
 from reaper.desired.identity import parse_ref
 from reaper.desired.system import (
     DnsClient,
@@ -225,16 +225,10 @@ async def ensure(
         return posix.invalid_params(f"{resource.rid}: {problem}")
     rid = str(resource.rid)
     before = (await observe(shell, [resource]))[rid]
-    text: str | None = None
-    host_facts: dict[str, Any] = {}
-    if isinstance(resource, File):
-        text = resource.content
-        if resource.template is not None:
-            host_facts = await facts()
-            try:
-                text = render_template(resource.template, host_facts)
-            except TemplateProblem as exc:
-                return _failed(rid, before, "CONFIG_INVALID", f"template: {exc}", "")
+    rendered = await _content(resource, facts)
+    if isinstance(rendered, str):
+        return _failed(rid, before, "CONFIG_INVALID", rendered, "")
+    text, host_facts = rendered
     try:
         wanted = diff_resource(resource.rid.on(host_id), resource, before, facts=host_facts)
     except ConfigError as exc:
@@ -257,11 +251,35 @@ async def ensure(
     notes = [] if not isinstance(resource, File) else await _notify(shell, resource, host_id)
     again = diff_resource(resource.rid.on(host_id), resource, after, facts=host_facts)
     if again.action != "ok":
-        still = ", ".join(str(c) for c in again.changes) or again.action
-        return _failed(rid, before, "COMMAND_FAILED", f"{rid} still differs: {still}",
-                       result.stdout + result.stderr)  # fmt: skip
+        return _still_differs(kind, rid, before, again, result)
     out = posix.tail("\n".join([result.stdout.strip(), *notes]).strip())
     return _done(rid, "changed", before, after, f"{rid} changed: {detail}", out)
+
+
+async def _content(
+    resource: ResourceBase, facts: FactsLoader
+) -> tuple[str | None, dict[str, Any]] | str:
+    """A file's text (its template rendered over the host's facts) and those facts, or why
+    the template does not render."""
+    if not isinstance(resource, File):
+        return None, {}
+    if resource.template is None:
+        return resource.content, {}
+    host_facts = await facts()
+    try:
+        return render_template(resource.template, host_facts), host_facts
+    except TemplateProblem as exc:
+        return f"template: {exc}"
+
+
+def _still_differs(
+    kind: str, rid: str, before: Props, again: ResourceDiff, result: CommandResult
+) -> ActionOutcome:
+    still = ", ".join(str(c) for c in again.changes) or again.action
+    if kind == "sshd_option":  # sshd takes a directive's first value
+        still += " (an earlier line of /etc/ssh/sshd_config, such as the baseline's block, wins)"
+    output = result.stdout + result.stderr
+    return _failed(rid, before, "COMMAND_FAILED", f"{rid} still differs: {still}", output)
 
 
 async def _notify(shell: CommandRunner, resource: File, host_id: str) -> list[str]:
