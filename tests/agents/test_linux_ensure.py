@@ -11,7 +11,7 @@ import pytest
 
 from reaper.agents.base import Command, CommandResult
 from reaper.agents.oscode.linux import ACTIONS
-from reaper.agents.oscode.linux_ensure import argument_problem, script_args
+from reaper.agents.oscode.linux_args import argument_problem, script_args
 from reaper.agents.oscode.linux_failures import classify
 from reaper.agents.oscode.linux_observe import OBSERVE_SCRIPT, parse_nft_rule, parse_one
 from reaper.desired import parse_resource

@@ -117,6 +117,7 @@ def role(mirror: Mirror, host: NsHost) -> list[dict[str, Any]]:
             "owner": "deploy",
             "group": "deployers",
             "after": ["user/deploy"],
+            "notify": ["reaper-demo"],  # restarted when the file changes, if it runs
         },
         {"kind": "directory", "path": "/srv/app", "mode": "0750"},
         {"kind": "file", "path": "/etc/init.d/reaper-demo", "content": INIT_SCRIPT, "mode": "0755"},
@@ -195,6 +196,7 @@ def in_host(host: NsHost, *argv: str) -> str:
     return done.stdout
 
 
+@pytest.mark.timeout(600)  # four missions, two packages installed by dpkg
 async def test_a_role_converges_then_changes_nothing_then_fixes_only_drift(
     converge_lab: NsLab, mirrors: dict[str, Mirror], logs_dir: Path
 ) -> None:
@@ -258,6 +260,7 @@ async def test_a_role_converges_then_changes_nothing_then_fixes_only_drift(
     assert ensures(events) == [], [r.summary for r in results(events)]
 
     # A drift made by hand (the file edited, the user removed) is all that is fixed.
+    demo_pid = (root / "run/reaper-demo.pid").read_text()
     (root / "etc/reaper-motd").write_text("edited by hand\n")
     in_host(host, "userdel", "deploy")
     state, events = await run_mission(
@@ -267,6 +270,7 @@ async def test_a_role_converges_then_changes_nothing_then_fixes_only_drift(
     assert ensures(events, "changed") == ["file//etc/reaper-motd", "user/deploy"]
     assert ensures(events) == ensures(events, "changed")
     assert (root / "etc/reaper-motd").read_text() == "converged by reaper\n"
+    assert (root / "run/reaper-demo.pid").read_text() != demo_pid  # notify restarted it
     # sshd still answers after its reloads: this mission logged in again.
     assert state.hosts["c1"].facts["sshd"]["maxauthtries"] == "4"
 
@@ -276,6 +280,7 @@ async def _ensure(shell: Any, host: NsHost, kind: str, resource: dict[str, Any])
     return await ACTIONS.run(f"ensure_{kind}", params, shell, host_id=host.name)
 
 
+@pytest.mark.timeout(300)
 async def test_failures_come_back_as_the_tools_print_them(
     converge_lab: NsLab, mirrors: dict[str, Mirror], tmp_path: Path
 ) -> None:

@@ -16,8 +16,9 @@ from reaper.actions import BaselineParams, DiscoverParams, PrepareParams, Reboot
 from reaper.agents.base import ActionOutcome, Command, CommandRunner
 from reaper.agents.oscode import posix
 from reaper.agents.oscode.baseline import BaselineCtx, ItemReport, baseline_outcome
+from reaper.agents.oscode.linux_args import argument_problem
 from reaper.agents.oscode.linux_baseline import ITEMS, probe_host
-from reaper.agents.oscode.linux_ensure import argument_problem, ensure
+from reaper.agents.oscode.linux_ensure import ensure
 from reaper.agents.oscode.linux_observe import OBSERVE_SCRIPT, observe_args, parse_observed
 from reaper.agents.oscode.toolbox import Toolbox
 from reaper.desired import KINDS
