@@ -196,7 +196,6 @@ def in_host(host: NsHost, *argv: str) -> str:
     return done.stdout
 
 
-@pytest.mark.timeout(600)  # four missions, two packages installed by dpkg
 async def test_a_role_converges_then_changes_nothing_then_fixes_only_drift(
     converge_lab: NsLab, mirrors: dict[str, Mirror], logs_dir: Path
 ) -> None:
@@ -280,7 +279,6 @@ async def _ensure(shell: Any, host: NsHost, kind: str, resource: dict[str, Any])
     return await ACTIONS.run(f"ensure_{kind}", params, shell, host_id=host.name)
 
 
-@pytest.mark.timeout(300)
 async def test_failures_come_back_as_the_tools_print_them(
     converge_lab: NsLab, mirrors: dict[str, Mirror], tmp_path: Path
 ) -> None:
