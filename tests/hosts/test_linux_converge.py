@@ -18,7 +18,10 @@ from typing import Any
 import pytest
 
 from reaper.agents.oscode.linux import ACTIONS
+from reaper.agents.runners import default_runners
 from reaper.agents.transports.ssh import SshTransport
+from reaper.cli.plan import discover_lab, plan_report
+from reaper.desired.progress import progress
 from reaper.lab import LabFile, parse_lab
 from reaper.models import MissionStatus, ResultStatus
 from tests.hosts.aptmirror import Mirror, build_repo, fetch, missing_tools, serve
@@ -202,8 +205,20 @@ async def test_a_role_converges_then_changes_nothing_then_fixes_only_drift(
     host, mirror = converge_lab.hosts["c1"], mirrors["c1"]
     declared = len(role(mirror, host))
 
-    # --check on the fresh host: every resource would change, the host stays byte-identical.
+    # `reaper plan` on the fresh host: every resource is read, none is as declared yet, and
+    # the host stays byte-identical.
     before = tree_digest(host)
+    runners = default_runners(transport_options={"ssh": {"logs_dir": logs_dir}}, include={"ssh"})
+    planned = await discover_lab(
+        converge_lab_file(converge_lab, host, mirror, "conv-plan"), runners=runners
+    )
+    report = plan_report(progress(planned))
+    actions = {e["resource"]: e["action"] for e in report["hosts"]["c1"]}
+    assert len(actions) == declared and set(actions.values()) <= {"add", "change"}, actions
+    assert actions["sshd_option/MaxAuthTries"] == "change"  # sshd's default, 6, was read
+    assert tree_digest(host) == before
+
+    # --check: every resource would change, and still the host stays byte-identical.
     lab = converge_lab_file(converge_lab, host, mirror, "conv-check", check_mode=True)
     state, events = await run_mission(lab, logs_dir, timeout_s=120.0)
     assert ensures(events, "changed") == []
