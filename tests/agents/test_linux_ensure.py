@@ -309,3 +309,38 @@ async def test_a_template_renders_over_the_hosts_facts_and_travels_on_stdin() ->
     assert command.stdin == "served by web-01\n" and template not in command.argv
     assert out.data["before"] is None
     assert out.data["after"]["sha256"] == content_digest("served by web-01\n")
+
+
+def test_repository_files_carry_the_declared_values_and_read_back_as_declared() -> None:
+    apt = res(
+        kind="package_repository",
+        name="m",
+        format="apt",
+        url="http://m/debian",
+        suite="bookworm",
+        components=["main", "contrib"],
+        key_url="http://m/key.asc",
+    )
+    argv, body = script_args(apt, None, None)
+    assert argv == ["m", "apt", "present", "http://m/key.asc"]
+    assert "deb [signed-by=@KEYRING@] http://m/debian bookworm main contrib\n" in body
+    installed = body.replace("@KEYRING@", "/etc/apt/keyrings/m.asc")
+    section = "format=apt\n" + "".join(f"line={ln}\n" for ln in installed.splitlines())
+    seen = parse_one(apt, section + "keyring=/etc/apt/keyrings/m.asc")
+    assert seen is not None and diff_resource(apt.rid.on("t"), apt, seen).action == "ok"
+    assert parse_one(apt, section)["key_url"] is None  # type: ignore[index]  # key file gone
+
+    dnf = res(
+        kind="package_repository",
+        name="epel",
+        format="dnf",
+        url="https://m/epel/9/",
+        key_url="https://m/RPM-GPG-KEY",
+        enabled=False,
+    )
+    argv, body = script_args(dnf, None, None)
+    assert argv == ["epel", "dnf", "present", "https://m/RPM-GPG-KEY"]
+    assert body.splitlines()[:3] == ["[epel]", "name=epel", "baseurl=https://m/epel/9/"]
+    section = "format=dnf\n" + "".join(f"line={ln}\n" for ln in body.splitlines())
+    seen = parse_one(dnf, section)
+    assert seen is not None and diff_resource(dnf.rid.on("t"), dnf, seen).action == "ok"
