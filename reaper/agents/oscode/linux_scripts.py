@@ -73,7 +73,7 @@ else target=$path; fi
 if [ -n "$mode" ]; then chmod -- "$mode" "$target" || exit 1; fi
 if [ -n "$owner" ]; then chown -- "$owner" "$target" || exit 1; fi
 if [ -n "$group" ]; then chgrp -- "$group" "$target" || exit 1; fi
-if [ "$target" != "$path" ]; then mv -f -- "$target" "$path" || exit 1; trap - EXIT; fi
+if [ "$target" != "$path" ]; then mv -fT -- "$target" "$path" || exit 1; trap - EXIT; fi
 """
 
 # $1 name  $2 state  $3 uid  $4 groups (comma-separated)  $5 shell  $6 home  $7 enabled (1|0|"")
