@@ -399,3 +399,48 @@ async def test_failures_come_back_as_the_tools_print_them(
         assert again.data["result"] == "unchanged"
     finally:
         await transport.close()
+
+
+async def test_accounts_and_paths_are_removed_locked_and_checked_without_changes(
+    converge_lab: NsLab, tmp_path: Path
+) -> None:
+    host = converge_lab.hosts["c2"]
+    transport = SshTransport(logs_dir=tmp_path)
+    try:
+        shell = await transport.session(host.name, ssh_conn(converge_lab, host))
+
+        async def result(kind: str, spec: dict[str, Any], check: bool = False) -> str:
+            params = {"resource": {"kind": kind, **spec}, "check_mode": check}
+            out = await ACTIONS.run(f"ensure_{kind}", params, shell, host_id=host.name)
+            assert out.status is ResultStatus.SUCCESS, (out.summary, out.stderr_tail)
+            return str(out.data["result"])
+
+        locked = {"name": "tmpusr", "groups": ["tmpgrp"], "enabled": False}
+        assert await result("group", {"name": "tmpgrp", "gid": 2345}) == "changed"
+        assert await result("user", locked) == "changed"
+        assert await result("user", locked) == "unchanged"
+        assert in_host(host, "getent", "group", "tmpgrp").startswith("tmpgrp:x:2345:tmpusr")
+        shadow = (host.root / "etc/shadow").read_text().splitlines()
+        entry = next(ln for ln in shadow if ln.startswith("tmpusr:")).split(":")
+        assert entry[1].startswith("!") and entry[7] == "1"  # locked and expired
+        assert await result("user", {**locked, "enabled": True}) == "changed"
+        assert await result("user", locked) == "changed"
+        assert await result("user", {"name": "tmpusr", "state": "absent"}) == "changed"
+        assert await result("user", {"name": "tmpusr", "state": "absent"}) == "unchanged"
+        assert await result("group", {"name": "tmpgrp", "state": "absent"}) == "changed"
+        assert "tmpgrp:" not in (host.root / "etc/group").read_text()
+
+        assert await result("directory", {"path": "/srv/gone/deep", "mode": "0700"}) == "changed"
+        assert (host.root / "srv/gone/deep").is_dir()
+        assert await result("directory", {"path": "/srv/gone", "state": "absent"}) == "changed"
+        assert not (host.root / "srv/gone").exists()
+
+        sysctl = {"name": "net.ipv4.conf.all.forwarding", "value": "1"}
+        before = tree_digest(host)
+        assert await result("setting", sysctl, check=True) == "would_change"
+        assert await result("file", {"path": "/etc/checked", "content": "x\n"}, check=True) == (
+            "would_change"
+        )
+        assert tree_digest(host) == before
+    finally:
+        await transport.close()

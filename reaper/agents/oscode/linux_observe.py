@@ -50,7 +50,7 @@ file|directory)
 user)
   if ent=$(getent passwd "$name"); then
     echo "passwd=$ent"; echo "primary=$(id -gn "$name" 2>/dev/null)"; echo "groups=$(id -Gn "$name" 2>/dev/null)"
-    echo "password=$(getent shadow "$name" | cut -d: -f2 | cut -c1-2)"
+    sh_ent=$(getent shadow "$name"); echo "password=$(printf '%s' "$sh_ent" | cut -d: -f2 | cut -c1-2)"; echo "expire=$(printf '%s' "$sh_ent" | cut -d: -f8)"
   fi;;
 group)
   if ent=$(getent group "$name"); then echo "group=$ent"; fi;;
@@ -163,15 +163,17 @@ def _user(r: ResourceBase, kv: dict[str, str], pairs: list[tuple[str, str]]) -> 
         return None
     primary = kv.get("primary", "")
     groups = sorted({g for g in kv.get("groups", "").split() if g != primary})
-    # `!` alone: no password set (still enabled); `!` before a hash: locked by usermod -L.
+    # Disabled: expired on day 1 (how Reaper locks, `usermod -L -e 1`) or `!` before a hash
+    # (locked by usermod -L or passwd -l); `!` alone only means no password is set.
     password = kv.get("password", "")
+    expired = kv.get("expire") == "1"
     return {
         "state": "present",
         "uid": int(fields[2]) if fields[2].isdigit() else None,
         "groups": groups,
         "shell": fields[6],
         "home": fields[5],
-        "enabled": not (password.startswith("!") and len(password) > 1),
+        "enabled": not (expired or (password.startswith("!") and len(password) > 1)),
     }
 
 

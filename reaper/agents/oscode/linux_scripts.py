@@ -93,7 +93,7 @@ else
   [ -n "$groups" ] && set -- "$@" -a -G "$groups"
   if [ $# -gt 0 ]; then usermod "$@" -- "$name" || exit $?; fi
 fi
-case $enabled in 0) usermod -L -- "$name";; 1) p=$(getent shadow "$name" | cut -d: -f2); case $p in '!'?*) usermod -U -- "$name";; esac;; esac
+case $enabled in 0) usermod -L -e 1 -- "$name";; 1) usermod -e '' -- "$name" || exit $?; p=$(getent shadow "$name" | cut -d: -f2); case $p in '!'?*) usermod -U -- "$name";; esac;; esac
 """
 
 # $1 name  $2 state  $3 gid
