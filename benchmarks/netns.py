@@ -203,6 +203,10 @@ class NsLab:
             f"{root}/etc/ssh/ssh_host_ed25519_key",
         )
         (host.root / "etc/hostname").write_text(f"{host.name}\n")
+        # As Debian's installer does: sudo resolves the host's own name, and with no entry it
+        # asks the resolver, which from a namespace waits 5 s per lookup for no answer.
+        with (host.root / "etc/hosts").open("a") as hosts:
+            hosts.write(f"127.0.1.1\t{host.name}\n")
         _run("chroot", root, "useradd", "-m", "-s", "/bin/bash", USER)
         _run("chroot", root, "chpasswd", stdin=f"{USER}:{PASSWORD}\n")
         ssh_dir = host.root / "home" / USER / ".ssh"

@@ -18,6 +18,9 @@ HOST_NAMES = ["h1", "h2", "h3", "hb", "hx"]
 # stopped mid-mission, mi is reached through an Ansible inventory with password auth (so it
 # must never be baselined, which turns password auth off).
 MISSION_HOST_NAMES = ["m1", "m2", "m3", "ms", "mi"]
+# Hosts that converge desired state (tests/hosts/test_linux_converge.py): c1 runs whole
+# missions, c2 the failure cases.
+CONVERGE_HOST_NAMES = ["c1", "c2"]
 
 
 def _lab(tmp_path_factory: pytest.TempPathFactory, names: list[str], tag: str) -> Iterator[NsLab]:
@@ -36,6 +39,11 @@ def ns_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NsLab]:
 @pytest.fixture(scope="session")
 def mission_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NsLab]:
     yield from _lab(tmp_path_factory, MISSION_HOST_NAMES, "netns-mission")
+
+
+@pytest.fixture(scope="session")
+def converge_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NsLab]:
+    yield from _lab(tmp_path_factory, CONVERGE_HOST_NAMES, "netns-converge")
 
 
 def ssh_settings(lab: NsLab, host: NsHost, **overrides: Any) -> dict[str, Any]:

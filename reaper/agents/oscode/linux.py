@@ -1,6 +1,7 @@
 # ruff: noqa: E501  (shell scripts are kept on one line per statement)
 """Linux action code: discover, prepare, baseline and reboot, through any `CommandRunner`;
-diagnose, cleanup and run_shell come from the POSIX toolbox (`oscode.toolbox`).
+diagnose, cleanup and run_shell come from the POSIX toolbox (`oscode.toolbox`); `ensure_*`
+from `oscode.linux_ensure` (declared resources are read by `oscode.linux_observe`).
 
 Discover is ONE round trip: a fixed `sh -c` script (no interpolated values) prints every fact
 source between section markers and Python parses them; one exec instead of Ansible's dozens
@@ -15,9 +16,13 @@ from reaper.actions import BaselineParams, DiscoverParams, PrepareParams, Reboot
 from reaper.agents.base import ActionOutcome, Command, CommandRunner
 from reaper.agents.oscode import posix
 from reaper.agents.oscode.baseline import BaselineCtx, ItemReport, baseline_outcome
+from reaper.agents.oscode.linux_args import argument_problem
 from reaper.agents.oscode.linux_baseline import ITEMS, probe_host
-from reaper.agents.oscode.pending import is_pending, pending_outcome
+from reaper.agents.oscode.linux_ensure import ensure
+from reaper.agents.oscode.linux_observe import OBSERVE_SCRIPT, observe_args, parse_observed
 from reaper.agents.oscode.toolbox import Toolbox
+from reaper.desired import KINDS
+from reaper.desired.base import ResourceBase
 from reaper.models import ResultStatus
 
 __all__ = ["ACTIONS", "DISCOVER_SCRIPT", "FACT_SECTIONS", "LinuxActions", "parse_discover"]
@@ -187,6 +192,28 @@ def parse_discover(text: str) -> dict[str, Any]:
     }
 
 
+def _declared(items: list[dict[str, Any]]) -> tuple[list[ResourceBase], dict[str, str]]:
+    """The declared resources discover can read, and the problems of the others (by index)."""
+    out: list[ResourceBase] = []
+    problems: dict[str, str] = {}
+    for i, item in enumerate(items):
+        cls = KINDS.get(str(item.get("kind")))
+        if cls is None:
+            problems[str(i)] = f"kind: {item.get('kind')!r} is not a resource kind"
+            continue
+        try:
+            resource = cls.model_validate(item)
+        except ValueError as exc:
+            problems[str(i)] = f"{item.get('kind')}: {str(exc).splitlines()[-1]}"
+            continue
+        why = argument_problem(resource)
+        if why is not None:
+            problems[str(i)] = f"{resource.rid}: {why}"
+            continue
+        out.append(resource)
+    return out, problems
+
+
 class LinuxActions:
     """`ACTIONS` of this module: what `OsCodeRunner` calls."""
 
@@ -195,8 +222,14 @@ class LinuxActions:
     async def run(
         self, verb: str, params: dict[str, Any], shell: CommandRunner, *, host_id: str
     ) -> ActionOutcome:
-        if is_pending(verb):
-            return pending_outcome("linux", verb)
+        if verb.startswith("ensure_"):
+            return await ensure(
+                verb.removeprefix("ensure_"),
+                params,
+                shell,
+                host_id=host_id,
+                facts=lambda: self._facts(shell),
+            )
         handler = {
             "discover": self.discover,
             "prepare": self.prepare,
@@ -223,13 +256,24 @@ class LinuxActions:
         unknown = sorted(set(p.sections or ()) - set(FACT_SECTIONS))
         if unknown:
             return posix.invalid_params(f"unknown sections {unknown}; known: {list(FACT_SECTIONS)}")
-        result = await shell.run(Command(argv=["sh", "-c", DISCOVER_SCRIPT], sudo=True))
+        declared, problems = _declared(p.resources or [])
+        argv = ["sh", "-c", DISCOVER_SCRIPT, "sh"]
+        if p.resources is not None:
+            # The declared resources are read in the same round trip, after the facts.
+            argv = ["sh", "-c", DISCOVER_SCRIPT + OBSERVE_SCRIPT, "sh"]
+            for resource in declared:
+                argv += observe_args(resource)
+        result = await shell.run(Command(argv=argv, sudo=True))
         ref = getattr(shell, "logs_ref", None)
         if result.exit_code != 0 and "@@reaper:" not in result.stdout:
             return posix.error_outcome("discover", result, ref)
         facts = parse_discover(result.stdout)
         if p.sections:
             facts = {k: v for k, v in facts.items() if k in p.sections}
+        if p.resources is not None:
+            facts["resources"] = parse_observed(result.stdout, declared)
+            if problems:
+                facts["resource_problems"] = problems
         name = facts.get("os", {}).get("pretty_name", "")
         return ActionOutcome(
             status=ResultStatus.SUCCESS,
@@ -238,6 +282,12 @@ class LinuxActions:
             stderr_tail=posix.tail(result.stderr),
             logs_ref=ref,
         )
+
+    @staticmethod
+    async def _facts(shell: CommandRunner) -> dict[str, Any]:
+        """The host's facts (what a file template renders over)."""
+        result = await shell.run(Command(argv=["sh", "-c", DISCOVER_SCRIPT], sudo=True))
+        return parse_discover(result.stdout)
 
     async def baseline(
         self, params: dict[str, Any], shell: CommandRunner, host_id: str

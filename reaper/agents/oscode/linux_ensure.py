@@ -1,0 +1,214 @@
+"""`linux.ensure_<kind>` on a real host: read the resource back, converge it with its kind's
+fixed script (`linux_scripts`), read it back again.
+
+The same contract as the sim world (`reaper.agents.transports.sim_ensure`):
+
+    SUCCESS  {"resource": "KIND/NAME", "result": "changed" | "unchanged" | "would_change",
+              "before": props | None, "after": props | None, "reboot_required": False}
+    ERROR    {"resource", "before"}, `error_code` a class of `reaper.actions.FAILURE_CLASSES`
+             (or COMMAND_FAILED, UNSUPPORTED), the tool's own output in `stderr_tail`.
+
+Nothing runs when the diff says the resource is as declared; check mode only reads. Values
+travel as arguments (file content on stdin), each checked first for a shape the tools take
+as a value and never as an option (`linux_args`). A file's template is rendered here, over
+the host's facts (one more read-only round trip), before its text travels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from reaper.actions import FAILURE_CLASSES, ensure_action, get_action
+from reaper.agents.base import ActionOutcome, Command, CommandResult, CommandRunner
+from reaper.agents.oscode import posix
+from reaper.agents.oscode.linux_args import SERVICE_NAME, argument_problem, script_args
+from reaper.agents.oscode.linux_failures import classify
+from reaper.agents.oscode.linux_observe import OBSERVE_SCRIPT, observe_args, parse_observed
+from reaper.agents.oscode.linux_scripts import SCRIPTS, UNAVAILABLE
+from reaper.desired.base import ResourceBase
+from reaper.desired.compare import content_digest, merged_groups
+from reaper.desired.diff import ResourceDiff, desired_properties, diff_resource, reported_fields
+from reaper.desired.identity import parse_ref
+from reaper.desired.system import (
+    DnsClient,
+    File,
+)
+from reaper.desired.template import TemplateProblem, render_template
+from reaper.errors import ConfigError
+from reaper.models import ResultStatus
+
+__all__ = ["FactsLoader", "ensure", "observe"]
+
+FactsLoader = Callable[[], Awaitable[dict[str, Any]]]
+Props = dict[str, Any] | None
+
+_EXIT_CODES = {78: "CONFIG_INVALID", 75: "REPO_UNREACHABLE", 5: "MISSING_DEPENDENCY"}
+
+
+async def observe(shell: CommandRunner, resources: list[ResourceBase]) -> dict[str, Props]:
+    """The observed properties of each resource, in one round trip."""
+    argv = ["sh", "-c", OBSERVE_SCRIPT, "sh"]
+    for resource in resources:
+        argv += observe_args(resource)
+    result = await shell.run(Command(argv=argv, sudo=True))
+    return parse_observed(result.stdout, resources)
+
+
+def _predicted(resource: ResourceBase, before: Props, text: str | None) -> Props:
+    """What the resource would show once converged (for a check mode's `after`)."""
+    if getattr(resource, "state", None) == "absent":
+        return None
+    want = desired_properties(resource)
+    if text is not None:
+        want["content"] = content_digest(text)
+    if "content" in want:
+        want["sha256"] = want.pop("content")
+    out = {**(before or {}), **want}
+    if isinstance(resource, DnsClient):
+        out["search"] = list(resource.search) or (before or {}).get("search", [])
+    if "groups" in want:
+        out["groups"] = merged_groups(want["groups"], (before or {}).get("groups"))
+    if "state" in reported_fields(resource.kind) and resource.kind != "service":
+        out["state"] = "present"
+    return out
+
+
+async def ensure(
+    kind: str,
+    params: dict[str, Any],
+    shell: CommandRunner,
+    *,
+    host_id: str,
+    facts: FactsLoader,
+) -> ActionOutcome:
+    spec = get_action(ensure_action("linux", kind))
+    if spec is None:
+        return posix.invalid_params(f"no linux.ensure_{kind}")
+    p = posix.load_params(spec.params_model, params)
+    if isinstance(p, str):
+        return posix.invalid_params(p)
+    resource: ResourceBase = getattr(p, "resource")  # noqa: B009  (a created model's field)
+    check: bool = getattr(p, "check_mode")  # noqa: B009
+    problem = argument_problem(resource)
+    if problem is not None:
+        return posix.invalid_params(f"{resource.rid}: {problem}")
+    rid = str(resource.rid)
+    before = (await observe(shell, [resource]))[rid]
+    rendered = await _content(resource, facts)
+    if isinstance(rendered, str):
+        return _failed(rid, before, "CONFIG_INVALID", rendered, "")
+    text, host_facts = rendered
+    try:
+        wanted = diff_resource(resource.rid.on(host_id), resource, before, facts=host_facts)
+    except ConfigError as exc:
+        return _failed(rid, before, "CONFIG_INVALID", str(exc), "")
+    if wanted.action == "ok":
+        return _done(rid, "unchanged", before, before, f"{rid} is already as declared")
+    detail = ", ".join(str(c) for c in wanted.changes) or wanted.action
+    if check:
+        after = _predicted(resource, before, text)
+        return _done(rid, "would_change", before, after, f"{rid} would change: {detail}")
+    argv, stdin = script_args(resource, before, text)
+    timeout = spec.timeout_s - 5.0
+    command = Command(
+        argv=["sh", "-c", SCRIPTS[kind], "sh", *argv], stdin=stdin, sudo=True, timeout_s=timeout
+    )
+    result = await shell.run(command)
+    if result.exit_code != 0:
+        return _from_result(kind, rid, before, result)
+    after = (await observe(shell, [resource]))[rid]
+    notes = [] if not isinstance(resource, File) else await _notify(shell, resource, host_id)
+    again = diff_resource(resource.rid.on(host_id), resource, after, facts=host_facts)
+    if again.action != "ok":
+        return _still_differs(kind, rid, before, again, result)
+    out = posix.tail("\n".join([result.stdout.strip(), *notes]).strip())
+    return _done(rid, "changed", before, after, f"{rid} changed: {detail}", out)
+
+
+async def _content(
+    resource: ResourceBase, facts: FactsLoader
+) -> tuple[str | None, dict[str, Any]] | str:
+    """A file's text (its template rendered over the host's facts) and those facts, or why
+    the template does not render."""
+    if not isinstance(resource, File):
+        return None, {}
+    if resource.template is None:
+        return resource.content, {}
+    host_facts = await facts()
+    try:
+        return render_template(resource.template, host_facts), host_facts
+    except TemplateProblem as exc:
+        return f"template: {exc}"
+
+
+def _still_differs(
+    kind: str, rid: str, before: Props, again: ResourceDiff, result: CommandResult
+) -> ActionOutcome:
+    still = ", ".join(str(c) for c in again.changes) or again.action
+    if kind == "sshd_option":  # sshd takes a directive's first value
+        still += " (an earlier line of /etc/ssh/sshd_config, such as the baseline's block, wins)"
+    output = result.stdout + result.stderr
+    return _failed(rid, before, "COMMAND_FAILED", f"{rid} still differs: {still}", output)
+
+
+async def _notify(shell: CommandRunner, resource: File, host_id: str) -> list[str]:
+    """Restart the running services the changed file notifies (on this host)."""
+    names = [
+        ref.name
+        for text in resource.notify
+        if (ref := parse_ref(text, host=host_id)).host == host_id
+        and SERVICE_NAME.fullmatch(ref.name)
+    ]
+    notes: list[str] = []
+    for name in names:
+        argv = ["sh", "-c", SCRIPTS["service"], "sh", name, "restarted", ""]
+        done = await shell.run(Command(argv=argv, sudo=True, timeout_s=120.0))
+        notes.append(f"restart {name}: exit {done.exit_code}")
+    return notes
+
+
+def _from_result(kind: str, rid: str, before: Props, result: CommandResult) -> ActionOutcome:
+    sections = posix.split_sections(result.stdout)
+    step = sections.get("install", sections.get("update", result.stdout))
+    output = "\n".join(t for t in (step.strip(), result.stderr.strip()) if t)
+    if result.exit_code == UNAVAILABLE:
+        code = "UNSUPPORTED"
+    else:
+        update = sections.get("update", "")
+        code = _EXIT_CODES.get(result.exit_code) or classify(kind, output, update=update)
+    return _failed(rid, before, code, "", output, exit_code=result.exit_code)
+
+
+def _done(
+    rid: str, result: str, before: Props, after: Props, summary: str, stdout: str = ""
+) -> ActionOutcome:
+    return ActionOutcome(
+        status=ResultStatus.SUCCESS,
+        summary=summary[:300],
+        data={
+            "resource": rid,
+            "result": result,
+            "before": before,
+            "after": after,
+            "reboot_required": False,
+        },
+        stdout_tail=stdout or summary,
+    )
+
+
+def _failed(
+    rid: str, before: Props, code: str, summary: str, output: str, *, exit_code: int | None = None
+) -> ActionOutcome:
+    lines = output.strip().splitlines()
+    first = next((ln for ln in reversed(lines) if ln.startswith(("E:", "Error"))), None)
+    first = first or (lines[-1] if lines else code)
+    how = f" (exit {exit_code})" if exit_code is not None else ""
+    return ActionOutcome(
+        status=ResultStatus.ERROR,
+        summary=(summary or f"{rid}: {code}{how}: {first}")[:300],
+        data={"resource": rid, "before": before},
+        stderr_tail=posix.tail(output or summary),
+        error_code=code,
+        retriable=FAILURE_CLASSES.get(code, (False, ""))[0],
+    )
