@@ -102,14 +102,18 @@ async def test_the_lockout_lab_refuses_root_logins_off_while_connected_as_root()
 
 class _NoShell:
     async def run(self, command: Command) -> CommandResult:
-        raise AssertionError("an ensure on a real host must not run anything yet")
+        raise AssertionError("an ensure on a real macOS or Windows host runs nothing yet")
 
 
 @pytest.mark.parametrize(
     ("code", "action"),
-    [(LinuxActions(), "ensure_package"), (MacosActions(), "ensure_file"),
-     (WindowsActions(), "ensure_ad_domain")],
+    [(MacosActions(), "ensure_file"), (WindowsActions(), "ensure_ad_domain")],
 )  # fmt: skip
 async def test_real_os_code_answers_ensure_as_unsupported(code: object, action: str) -> None:
     out: ActionOutcome = await code.run(action, {"resource": {}}, _NoShell(), host_id="h")  # type: ignore[attr-defined]
     assert out.error_code == "UNSUPPORTED" and "not implemented" in out.summary
+
+
+async def test_real_linux_code_checks_an_ensure_before_running_anything() -> None:
+    out = await LinuxActions().run("ensure_package", {"resource": {}}, _NoShell(), host_id="h")
+    assert out.error_code == "INVALID_PARAMS" and "resource.name" in out.summary
