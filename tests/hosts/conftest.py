@@ -21,6 +21,8 @@ MISSION_HOST_NAMES = ["m1", "m2", "m3", "ms", "mi"]
 # Hosts that converge desired state (tests/hosts/test_linux_converge.py): c1 runs whole
 # missions, c2 the failure cases.
 CONVERGE_HOST_NAMES = ["c1", "c2"]
+# A host Reaper reaches as root with a key (tests/hosts/test_root_baseline.py).
+ROOT_HOST_NAMES = ["r1"]
 
 
 def _lab(tmp_path_factory: pytest.TempPathFactory, names: list[str], tag: str) -> Iterator[NsLab]:
@@ -44,6 +46,19 @@ def mission_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NsLab]:
 @pytest.fixture(scope="session")
 def converge_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NsLab]:
     yield from _lab(tmp_path_factory, CONVERGE_HOST_NAMES, "netns-converge")
+
+
+@pytest.fixture(scope="session")
+def root_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NsLab]:
+    """A host whose root takes the lab's key, as labs built from cloud images often do."""
+    for lab in _lab(tmp_path_factory, ROOT_HOST_NAMES, "netns-root"):
+        for host in lab.hosts.values():
+            ssh_dir = host.root / "root" / ".ssh"
+            ssh_dir.mkdir(mode=0o700, exist_ok=True)
+            keys = ssh_dir / "authorized_keys"
+            keys.write_text(lab.client_key.with_suffix(".pub").read_text())
+            keys.chmod(0o600)
+        yield lab
 
 
 def ssh_settings(lab: NsLab, host: NsHost, **overrides: Any) -> dict[str, Any]:
