@@ -10,15 +10,24 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    TypeAdapter,
+    field_validator,
+)
 from pydantic_core import PydanticUndefined
 
 __all__ = [
     "AGENT_TYPES",
     "ID_RE",
     "ID_RULE",
+    "INBOUND",
     "MISSION_ID_RE",
     "OS_NAMES",
     "SCHEMA_VERSION",
@@ -270,6 +279,11 @@ class MissionControl(_Model):
 
 
 InboundMessage = ResultEvent | ApprovalDecision | MissionControl
+# Every bus decodes its messages with this one adapter: a message kind added here reaches
+# every backend (a bus with its own copy once missed MissionControl).
+INBOUND: TypeAdapter[InboundMessage] = TypeAdapter(
+    Annotated[InboundMessage, Field(discriminator="event_type")]
+)
 
 
 class TaskRecord(_Model):

@@ -50,7 +50,6 @@ from reaper.clock import Clock, RealClock
 from reaper.errors import BackendError
 from reaper.infra.base import InboundDelivery
 from reaper.infra.kafka_conn import (
-    INBOUND,
     POLL_S,
     TIMEOUT_S,
     Mission,
@@ -59,7 +58,7 @@ from reaper.infra.kafka_conn import (
     delete_topics,
     on_commit,
 )
-from reaper.models import InboundMessage
+from reaper.models import INBOUND, InboundMessage
 
 __all__ = ["KafkaEventBus"]
 

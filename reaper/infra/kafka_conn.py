@@ -7,18 +7,15 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Annotated
 from urllib.parse import urlsplit
 
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
-from pydantic import Field, TypeAdapter
 
 from reaper.errors import ConfigError
-from reaper.models import ApprovalDecision, InboundMessage, MissionControl, ResultEvent
+from reaper.models import InboundMessage
 
 __all__ = [
-    "INBOUND",
     "POLL_S",
     "TIMEOUT_S",
     "Mission",
@@ -30,9 +27,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-INBOUND: TypeAdapter[InboundMessage] = TypeAdapter(
-    Annotated[ResultEvent | ApprovalDecision | MissionControl, Field(discriminator="event_type")]
-)
 # One blocking poll on the consumer thread: bounds how long `close` waits, and how soon a
 # partition assigned meanwhile is read (librdkafka does not wake a poll in progress for it).
 POLL_S = 0.1

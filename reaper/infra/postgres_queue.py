@@ -24,17 +24,20 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from datetime import timedelta
-from typing import Annotated, Any, LiteralString, TypeVar
+from typing import Any, LiteralString, TypeVar
 
 from psycopg import AsyncConnection, sql
-from pydantic import Field, TypeAdapter
 
 from reaper.clock import Clock, RealClock
 from reaper.infra.base import InboundDelivery, OutboxItem, TaskDelivery
 from reaper.infra.factory import DEFAULT_SCHEMA
 from reaper.infra.postgres_conn import NotifyListener, PgConnection, channel_name
 from reaper.infra.postgres_schema import schema_ident
-from reaper.models import ApprovalDecision, InboundMessage, MissionControl, ResultEvent, Task
+from reaper.models import (
+    INBOUND,
+    InboundMessage,
+    Task,
+)
 
 __all__ = ["PostgresEventBus", "PostgresTaskQueue"]
 
@@ -88,10 +91,6 @@ _SQL: dict[str, LiteralString] = {
     "retire": """WITH d AS (DELETE FROM {s}.inbox WHERE mission_id = ANY(%s::text[]) RETURNING 1)
         SELECT count(*) FROM d""",
 }
-
-_INBOUND: TypeAdapter[InboundMessage] = TypeAdapter(
-    Annotated[ResultEvent | ApprovalDecision | MissionControl, Field(discriminator="event_type")]
-)
 
 
 def _receipt(seq: int, count: int) -> str:
@@ -275,7 +274,7 @@ class PostgresEventBus(_Base):
             rows.sort()
             return [
                 InboundDelivery(
-                    message=_INBOUND.validate_json(body), receipt=str(msg_id), delivery_count=n
+                    message=INBOUND.validate_json(body), receipt=str(msg_id), delivery_count=n
                 )
                 for msg_id, body, n in rows
             ]

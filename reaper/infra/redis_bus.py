@@ -11,9 +11,8 @@ them from the pending list before new messages. Messages are the models' JSON, n
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import Field, TypeAdapter
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
@@ -27,16 +26,12 @@ from reaper.infra.redis_conn import (
     is_nogroup,
     mapped,
 )
-from reaper.models import ApprovalDecision, InboundMessage, MissionControl, ResultEvent
+from reaper.models import INBOUND, InboundMessage
 
 __all__ = ["RedisEventBus"]
 
 GROUP = "engine"
 _RETIRE_CHUNK = 500  # keys per DEL: bounds one command's size and the time it blocks Redis
-
-_INBOUND: TypeAdapter[InboundMessage] = TypeAdapter(
-    Annotated[ResultEvent | ApprovalDecision | MissionControl, Field(discriminator="event_type")]
-)
 
 
 class RedisEventBus:
@@ -145,7 +140,7 @@ class RedisEventBus:
     @staticmethod
     def _delivery(entry_id: str, fields: dict[str, str], count: int) -> InboundDelivery:
         return InboundDelivery(
-            message=_INBOUND.validate_json(fields["m"]), receipt=entry_id, delivery_count=count
+            message=INBOUND.validate_json(fields["m"]), receipt=entry_id, delivery_count=count
         )
 
     async def ack(self, mission_id: str, deliveries: Sequence[InboundDelivery]) -> None:

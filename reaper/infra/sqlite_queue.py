@@ -12,13 +12,14 @@ finished mission's deleted by `retire`.
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from typing import Annotated
-
-from pydantic import Field, TypeAdapter
 
 from reaper.infra.base import InboundDelivery, OutboxItem, TaskDelivery
 from reaper.infra.sqlite_db import SqliteDatabase
-from reaper.models import ApprovalDecision, InboundMessage, MissionControl, ResultEvent, Task
+from reaper.models import (
+    INBOUND,
+    InboundMessage,
+    Task,
+)
 
 __all__ = ["SqliteEventBus", "SqliteTaskQueue"]
 
@@ -73,10 +74,6 @@ WHERE id IN (
 )
 RETURNING id, body, delivery_count
 """
-
-_INBOUND: TypeAdapter[InboundMessage] = TypeAdapter(
-    Annotated[ResultEvent | ApprovalDecision | MissionControl, Field(discriminator="event_type")]
-)
 
 
 def _receipt(seq: int, count: int) -> str:
@@ -216,7 +213,7 @@ class SqliteEventBus:
             rows.sort()
             return [
                 InboundDelivery(
-                    message=_INBOUND.validate_json(body), receipt=str(msg_id), delivery_count=n
+                    message=INBOUND.validate_json(body), receipt=str(msg_id), delivery_count=n
                 )
                 for msg_id, body, n in rows
             ]
