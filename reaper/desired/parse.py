@@ -16,7 +16,7 @@ from reaper.desired.base import ResourceBase
 from reaper.desired.kinds import KINDS
 from reaper.errors import ConfigError
 
-__all__ = ["did_you_mean", "parse_resource", "parse_resources", "parse_roles"]
+__all__ = ["declared_resources", "did_you_mean", "parse_resource", "parse_resources", "parse_roles"]
 
 _ROLE_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 
@@ -117,3 +117,24 @@ def _already_parsed(items: Any) -> bool:
     # A LabFile rebuilt from another one (model_copy, model_validate of a dump) hands over
     # resources that are already models.
     return isinstance(items, tuple | list) and all(isinstance(i, ResourceBase) for i in items)
+
+
+def declared_resources(
+    items: Sequence[Any],
+) -> tuple[list[tuple[str, ResourceBase]], dict[str, str]]:
+    """The resources a discover was asked to read (its `resources` param), each with its
+    index, and a one-line problem for each entry that is no valid resource, by its index: an
+    agent reads the others and reports these, rather than failing the whole discover."""
+    out: list[tuple[str, ResourceBase]] = []
+    problems: dict[str, str] = {}
+    for i, item in enumerate(items):
+        kind = item.get("kind") if isinstance(item, Mapping) else None
+        cls = KINDS.get(str(kind))
+        if cls is None:
+            problems[str(i)] = f"kind: {kind!r} is not a resource kind"
+            continue
+        try:
+            out.append((str(i), cls.model_validate(item)))
+        except ValidationError as exc:
+            problems[str(i)] = f"{kind}: {exc.errors()[0]['msg']}"
+    return out, problems

@@ -21,8 +21,8 @@ from reaper.agents.oscode.linux_baseline import ITEMS, probe_host
 from reaper.agents.oscode.linux_ensure import ensure
 from reaper.agents.oscode.linux_observe import OBSERVE_SCRIPT, observe_args, parse_observed
 from reaper.agents.oscode.toolbox import Toolbox
-from reaper.desired import KINDS
 from reaper.desired.base import ResourceBase
+from reaper.desired.parse import declared_resources
 from reaper.models import ResultStatus
 
 __all__ = ["ACTIONS", "DISCOVER_SCRIPT", "FACT_SECTIONS", "LinuxActions", "parse_discover"]
@@ -193,24 +193,16 @@ def parse_discover(text: str) -> dict[str, Any]:
 
 
 def _declared(items: list[dict[str, Any]]) -> tuple[list[ResourceBase], dict[str, str]]:
-    """The declared resources discover can read, and the problems of the others (by index)."""
+    """The declared resources discover can read, and the problems of the others (by index):
+    a value a tool would take as an option or a path is one too."""
+    resources, problems = declared_resources(items)
     out: list[ResourceBase] = []
-    problems: dict[str, str] = {}
-    for i, item in enumerate(items):
-        cls = KINDS.get(str(item.get("kind")))
-        if cls is None:
-            problems[str(i)] = f"kind: {item.get('kind')!r} is not a resource kind"
-            continue
-        try:
-            resource = cls.model_validate(item)
-        except ValueError as exc:
-            problems[str(i)] = f"{item.get('kind')}: {str(exc).splitlines()[-1]}"
-            continue
+    for index, resource in resources:
         why = argument_problem(resource)
-        if why is not None:
-            problems[str(i)] = f"{resource.rid}: {why}"
-            continue
-        out.append(resource)
+        if why is None:
+            out.append(resource)
+        else:
+            problems[index] = f"{resource.rid}: {why}"
     return out, problems
 
 

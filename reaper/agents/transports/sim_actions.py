@@ -16,7 +16,7 @@ from reaper.agents.base import ActionOutcome
 from reaper.agents.transports.sim_ensure import ensure
 from reaper.agents.transports.sim_services import ports_of
 from reaper.agents.transports.sim_world import HostWorld, observe
-from reaper.desired import KINDS
+from reaper.desired.parse import declared_resources
 from reaper.models import ResultStatus
 
 __all__ = [
@@ -98,20 +98,8 @@ def observed_resources(
 ) -> tuple[dict[str, Any], dict[str, str]]:
     """`KIND/NAME` → observed properties (None: absent) for each declared resource, and
     the problems of the entries that are no resource (by their index)."""
-    out: dict[str, Any] = {}
-    problems: dict[str, str] = {}
-    for i, item in enumerate(declared):
-        kind = item.get("kind") if isinstance(item, Mapping) else None
-        cls = KINDS.get(str(kind))
-        if cls is None:
-            problems[str(i)] = f"kind: {kind!r} is not a resource kind"
-            continue
-        try:
-            resource = cls.model_validate(item)
-        except ValidationError as exc:
-            problems[str(i)] = f"{kind}: {exc.errors()[0]['msg']}"
-            continue
-        out[str(resource.rid)] = observe(world, resource, peers)
+    resources, problems = declared_resources(declared)
+    out = {str(r.rid): observe(world, r, peers) for _, r in resources}
     return out, problems
 
 
