@@ -144,11 +144,7 @@ def _refuse_resource(view: StateView, proposal: PlannedTask, code: str, reason: 
     host = view.host(proposal.host_id)
     if host is None or code == "host_busy":
         return  # a busy host is asked again later; only a real refusal fails the resource
-    probe = Task(
-        task_id="-", mission_id=view.state.mission_id, host_id=host.host_id,
-        agent_type=host.agent_type, action=proposal.action, params=proposal.params,
-    )  # fmt: skip
-    resources = after_refusal(host, probe, code, reason)
+    resources = after_refusal(host, proposal.params, code, reason)
     if resources is not None:
         view.tr.hosts[host.host_id] = replace(host, resources=resources)
         view.tr.refused_on.append(host.host_id)

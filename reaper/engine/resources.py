@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from reaper.actions import CLEARS
+from reaper.desired import KINDS
 from reaper.models import HostState, ResourceState, ResultEvent, Task, replace
 
 __all__ = ["after_discover", "after_ensure", "after_recovery", "after_refusal", "resource_of"]
@@ -26,17 +27,18 @@ __all__ = ["after_discover", "after_ensure", "after_recovery", "after_refusal", 
 _TAIL = 2000
 
 
-def resource_of(task: Task, data: Mapping[str, Any]) -> str | None:
-    """The `KIND/NAME` an ensure task is about: from its result, else from its params."""
+def resource_of(params: Mapping[str, Any], data: Mapping[str, Any]) -> str | None:
+    """The `KIND/NAME` an ensure is about: from its result, else from its params (the
+    resource as JSON, named by its kind's name field, as `ResourceBase.rid` names it)."""
     named = data.get("resource")
     if isinstance(named, str):
         return named
-    spec = task.params.get("resource")
+    spec = params.get("resource")
     if not isinstance(spec, Mapping):
         return None
-    kind = spec.get("kind")
-    name = spec.get("name", spec.get("path", spec.get("domain")))
-    return f"{kind}/{name}" if kind and name is not None else None
+    cls = KINDS.get(str(spec.get("kind")))
+    name = None if cls is None else spec.get(cls._name_field)
+    return f"{spec['kind']}/{name}" if cls is not None and name is not None else None
 
 
 def after_discover(host: HostState, data: Mapping[str, Any]) -> dict[str, ResourceState]:
@@ -55,7 +57,7 @@ def after_discover(host: HostState, data: Mapping[str, Any]) -> dict[str, Resour
 
 def after_ensure(host: HostState, task: Task, r: ResultEvent) -> dict[str, ResourceState] | None:
     """The host's resources after an ensure result (None: not one of its declared ones)."""
-    rid = resource_of(task, r.data)
+    rid = resource_of(task.params, r.data)
     if rid is None or rid not in host.resources:
         return None
     rs = host.resources[rid]
@@ -106,12 +108,12 @@ def after_recovery(host: HostState, verb: str) -> dict[str, ResourceState] | Non
 
 
 def after_refusal(
-    host: HostState, task: Task, code: str, reason: str
+    host: HostState, params: Mapping[str, Any], code: str, reason: str
 ) -> dict[str, ResourceState] | None:
     """A proposed ensure the policy refused: its resource is failed (REFUSED, with the
     reason: a lockout's hint is in it), so its dependents are blocked and it is not proposed
     again. None: not an ensure of a declared resource."""
-    rid = resource_of(task, {})
+    rid = resource_of(params, {})
     if rid is None or rid not in host.resources:
         return None
     update = {
