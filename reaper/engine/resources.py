@@ -18,6 +18,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from pydantic import ValidationError
+
 from reaper.actions import CLEARS
 from reaper.desired import KINDS
 from reaper.models import HostState, ResourceState, ResultEvent, Task, replace
@@ -37,8 +39,15 @@ def resource_of(params: Mapping[str, Any], data: Mapping[str, Any]) -> str | Non
     if not isinstance(spec, Mapping):
         return None
     cls = KINDS.get(str(spec.get("kind")))
-    name = None if cls is None else spec.get(cls._name_field)
-    return f"{spec['kind']}/{name}" if cls is not None and name is not None else None
+    if cls is None:
+        return None
+    name = spec.get(cls._name_field)
+    if name is not None:
+        return f"{spec['kind']}/{name}"
+    try:  # a kind named by what it declares (a firewall rule without a name)
+        return str(cls.model_validate(spec).rid)
+    except ValidationError:
+        return None
 
 
 def after_discover(host: HostState, data: Mapping[str, Any]) -> dict[str, ResourceState]:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from reaper.cli.missions import checked
+from reaper.desired import parse_resource
 from reaper.desired.progress import progress
 from reaper.lab import LabFile, load_lab, parse_lab
 from reaper.models import EventKind, MissionState, MissionStatus
@@ -141,3 +142,17 @@ async def test_the_lockout_lab_refuses_root_login_off_and_converges_the_rest(
     assert [e.payload["code"] for e in refused] == ["lockout"]
     assert ("app-01", "linux.ensure_sshd_option") in world.log  # X11Forwarding ran
     assert ("app-01", "sshd_option/PermitRootLogin") not in world.seen
+
+
+def test_an_ensure_names_its_resource_as_the_lab_does() -> None:
+    from reaper.engine.resources import resource_of
+
+    for spec in (
+        {"kind": "firewall", "port": 22, "action": "allow"},  # named by what it matches
+        {"kind": "file", "path": "/etc/motd", "content": "x"},
+        {"kind": "domain_membership", "domain": "lab.local", "credentials_env": "J"},
+    ):
+        resource = parse_resource(spec, "t")
+        params = {"resource": {k: v for k, v in spec.items()}, "check_mode": False}
+        assert resource_of(params, {}) == str(resource.rid)
+    assert resource_of({"resource": {"kind": "nope"}}, {}) is None
