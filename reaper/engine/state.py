@@ -318,16 +318,21 @@ def goal_progress(state: MissionState) -> tuple[int, int]:
     return reached, len(state.hosts)
 
 
+def _would_change(state: MissionState) -> int:
+    """Resources a check-mode run found differing (their ensure said `would_change`)."""
+    return sum(
+        1 for h in state.hosts.values() for rs in h.resources.values()
+        if rs.outcome == "would_change"
+    )  # fmt: skip
+
+
 def converge_summary(state: MissionState) -> str:
     """A desired-state mission's end, in one line (O(resources): at status changes only)."""
     p = progress(state)
     t = p.tally()
     total = sum(t.values())
     if state.check_mode:
-        would = sum(
-            1 for h in state.hosts.values() for rs in h.resources.values()
-            if rs.outcome == "would_change"
-        )  # fmt: skip
+        would = _would_change(state)
         return (
             f"check mode: {would} of {total} resources would change, "
             f"{t['failed']} failed, {t['blocked']} blocked; nothing was changed"
@@ -345,11 +350,7 @@ def goal_met(state: MissionState) -> bool:
     """Whether a completed mission reached its goal: every declared resource converged
     (desired state), else every host at the goal stage."""
     if state.converges:
-        changes = state.check_mode and any(
-            rs.outcome == "would_change"
-            for h in state.hosts.values()
-            for rs in h.resources.values()
-        )
+        changes = state.check_mode and _would_change(state) > 0
         return not changes and all(status == "ok" for _, status in progress(state))
     return all(h.stage.rank >= state.goal.rank for h in state.hosts.values())
 

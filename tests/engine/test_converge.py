@@ -153,6 +153,6 @@ def test_an_ensure_names_its_resource_as_the_lab_does() -> None:
         {"kind": "domain_membership", "domain": "lab.local", "credentials_env": "J"},
     ):
         resource = parse_resource(spec, "t")
-        params = {"resource": {k: v for k, v in spec.items()}, "check_mode": False}
+        params = {"resource": dict(spec), "check_mode": False}
         assert resource_of(params, {}) == str(resource.rid)
     assert resource_of({"resource": {"kind": "nope"}}, {}) is None
