@@ -14,7 +14,7 @@ from rich.text import Text
 
 from reaper.agents.base import ActionRunner
 from reaper.cli.context import EXIT_INCOMPLETE, EXIT_OK, Cli
-from reaper.desired.diff import ResourceDiff
+from reaper.desired.diff import FieldChange, ResourceDiff
 from reaper.desired.progress import Progress, progress
 from reaper.errors import ConfigError
 from reaper.infra.base import Backend
@@ -120,8 +120,7 @@ def _render(cli: Cli, report: dict[str, Any], graph: str | None) -> None:
             line = Text(f"  {_SIGN[action]} {e['resource']}", style=_STYLE[action])
             if action == "change":
                 changes = ", ".join(
-                    f"{c['field']}: {_show(c['before'])} → {_show(c['after'])}"
-                    for c in e["changes"]
+                    str(FieldChange(c["field"], c["before"], c["after"])) for c in e["changes"]
                 )
                 line.append(f"  ({changes})")
             cli.out.print(line)
@@ -137,13 +136,6 @@ def _render(cli: Cli, report: dict[str, Any], graph: str | None) -> None:
         f"\nplan: {s['add']} to add, {s['change']} to change, {s['remove']} to remove, "
         f"{s['ok']} ok" + (f", {s['unknown']} unreadable" if s.get("unknown") else "")
     )
-
-
-def _show(value: Any) -> str:
-    if value is None:
-        return "∅"
-    text = ", ".join(map(str, value)) if isinstance(value, list) else str(value)
-    return text[:19] + "…" if text.startswith("sha256:") else text
 
 
 async def cmd_plan(cli: Cli) -> int:
