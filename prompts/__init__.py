@@ -14,10 +14,11 @@ from functools import cache
 from importlib import resources
 from string import Template
 
-__all__ = ["PLANNER_SYSTEM", "PLANNER_USER", "Prompt", "load_prompt"]
+__all__ = ["PLANNER_SYSTEM", "PLANNER_USER", "PLANNER_USER_DESIRED", "Prompt", "load_prompt"]
 
 PLANNER_SYSTEM = "planner_system.md"
 PLANNER_USER = "planner_user.md"
+PLANNER_USER_DESIRED = "planner_user_desired.md"
 
 
 @dataclass(frozen=True, slots=True)

@@ -98,7 +98,7 @@ class Budget(_Strict):
 
 
 class PlannerSpec(_Strict):
-    kind: Literal["rule", "llm"] = "rule"
+    kind: Literal["rule", "llm", "hybrid"] = "rule"
     provider: str | None = None
     model: str | None = None
     base_url: str | None = None

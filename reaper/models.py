@@ -409,6 +409,9 @@ class HostState(_Model):
     # resource (`KIND/NAME`) what is known of it.
     desired: list[dict[str, Any]] = Field(default_factory=list)
     resources: dict[str, ResourceState] = Field(default_factory=dict)
+    # The last few proposals the policy or the loop guard refused on this host (desired
+    # state), as one line each: what a planner is shown so it does not repeat them.
+    refusals: list[str] = Field(default_factory=list)
 
     @property
     def agent_type(self) -> str:

@@ -121,7 +121,9 @@ def common_flags(p: argparse.ArgumentParser) -> None:
 
 def planner_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("planner")
-    g.add_argument("--planner", choices=("rule", "llm"), help="override the lab's planner")
+    g.add_argument(
+        "--planner", choices=("rule", "llm", "hybrid"), help="override the lab's planner"
+    )
     g.add_argument("--provider", help="anthropic | openai | openai-compatible")
     g.add_argument("--model", help="LLM model name")
     g.add_argument("--base-url", help="LLM API base URL (any server speaking the wire format)")

@@ -22,6 +22,7 @@ from reaper.infra.base import Backend
 from reaper.models import EventKind, EventRecord, MissionState, MissionStatus, TaskStatus
 from reaper.overseer import MissionReport, Overseer
 from reaper.planners.base import MissionPlanner
+from reaper.planners.budget import UsageLedger, llm_part
 from reaper.planners.rules import RuleBasedPlanner
 from reaper.runtime import LocalWorkers
 from reaper.signals import stop_on_signals
@@ -38,13 +39,18 @@ def planner_factory(cli: Cli) -> Any:
 
     def factory(state: MissionState) -> MissionPlanner:
         kind = forced or state.planner
-        if kind != "llm":
+        if kind not in ("llm", "hybrid"):
             return RuleBasedPlanner()
         from reaper.planners.llm_factory import planner_from_cli
 
-        return planner_from_cli(
+        llm = planner_from_cli(
             cli.config, state, replay=getattr(a, "replay", None), record=getattr(a, "record", None)
         )
+        if kind == "hybrid":
+            from reaper.planners.hybrid import HybridPlanner
+
+            return HybridPlanner(llm)
+        return llm
 
     return factory
 
@@ -69,7 +75,7 @@ class _Dashboard:
         llm_steps = [
             e
             for e in events
-            if e.kind is EventKind.PLANNER_DECISION and e.payload.get("planner") == "llm"
+            if e.kind is EventKind.PLANNER_DECISION and llm_part(e.payload) is not None
         ]
         if llm_steps:  # only LLM steps change the usage: rule-planner steps cost nothing
             self.decisions.extend(llm_steps)
@@ -94,13 +100,12 @@ class _Dashboard:
 def llm_usage(events: Sequence[EventRecord]) -> dict[str, Any] | None:
     """LLM usage of a mission (totals and per host) from its planner decisions, or None."""
     payloads = [
-        e.payload
+        part
         for e in events
-        if e.kind is EventKind.PLANNER_DECISION and e.payload.get("planner") == "llm"
+        if e.kind is EventKind.PLANNER_DECISION and (part := llm_part(e.payload)) is not None
     ]
     if not payloads:
         return None
-    from reaper.planners.budget import UsageLedger
 
     summary = UsageLedger.from_decisions(payloads).summary()
     last: dict[str, Any] = next((p["totals"] for p in reversed(payloads) if p.get("totals")), {})

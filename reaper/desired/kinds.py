@@ -3,9 +3,10 @@ the loader, the catalog's future `ensure_*` actions and the docs all read `KIND_
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Mapping
+from typing import Annotated, Any
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 
 from reaper.desired.base import ResourceBase
 from reaper.desired.system import (
@@ -23,7 +24,7 @@ from reaper.desired.system import (
 )
 from reaper.desired.windows import AdDomain, AdGroup, AdUser, DomainMembership, WindowsFeature
 
-__all__ = ["CASELESS_KINDS", "KINDS", "KIND_OS", "Resource", "os_problem"]
+__all__ = ["CASELESS_KINDS", "KINDS", "KIND_OS", "Resource", "os_problem", "resource_of"]
 
 Resource = Annotated[
     Package
@@ -103,3 +104,24 @@ def os_problem(resource: ResourceBase, os: str) -> str | None:
     if os not in where:
         return f"{resource.kind} is not available on {os} (runs on: {', '.join(sorted(where))})"
     return resource.os_problem(os)
+
+
+def resource_of(params: Mapping[str, Any], data: Mapping[str, Any]) -> str | None:
+    """The `KIND/NAME` an ensure is about: from its result, else from its params (the
+    resource as JSON, named by its kind's name field, as `ResourceBase.rid` names it)."""
+    named = data.get("resource")
+    if isinstance(named, str):
+        return named
+    spec = params.get("resource")
+    if not isinstance(spec, Mapping):
+        return None
+    cls = KINDS.get(str(spec.get("kind")))
+    if cls is None:
+        return None
+    name = spec.get(cls._name_field)
+    if name is not None:
+        return f"{spec['kind']}/{name}"
+    try:  # a kind named by what it declares (a firewall rule without a name)
+        return str(cls.model_validate(spec).rid)
+    except ValidationError:
+        return None

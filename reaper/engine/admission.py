@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
+from reaper.engine.loops import loop_reason
 from reaper.engine.resources import after_refusal
 from reaper.engine.state import StateView, Transition, make_event
 from reaper.models import (
@@ -28,6 +29,9 @@ from reaper.policy import Decision, Policy, check
 __all__ = ["mint_task_id", "plan"]
 
 _TASK_FIELDS = frozenset(Task.model_fields)
+_REFUSALS_KEPT = 5
+# Refusals that say "not now" rather than "not this": nothing for a planner to learn.
+_NOT_REMEMBERED = frozenset({"host_busy", "too_many_tasks"})
 _RECORD_SET = frozenset({"task", "status", "step", "planned_by"})
 
 
@@ -65,14 +69,20 @@ def plan(
             )
             continue
         verdict = check(proposal, hosts_view, policy, busy)
-        if verdict.decision is Decision.DENY:
-            tr.events.append(
-                _refusal(state, now, step, index, planner, proposal, verdict.code, verdict.reason)
-            )
-            if state.converges and ".ensure_" in proposal.action:
-                _refuse_resource(view, proposal, verdict.code, verdict.reason)
-            continue
+        code, reason = verdict.code, verdict.reason
         host = view.host(proposal.host_id)
+        if verdict.decision is not Decision.DENY and state.converges:
+            assert host is not None and verdict.spec is not None  # check() refused otherwise
+            looped = loop_reason(host, verdict.spec.name, verdict.params, view.task)
+            if looped is not None:
+                code, reason = "loop", looped
+        if verdict.decision is Decision.DENY or code == "loop":
+            tr.events.append(_refusal(state, now, step, index, planner, proposal, code, reason))
+            if state.converges:
+                _remember_refusal(view, proposal, step, code, reason)
+                if ".ensure_" in proposal.action:
+                    _refuse_resource(view, proposal, code, reason)
+            continue
         assert host is not None and verdict.spec is not None  # check() refused otherwise
         # Built unvalidated (see `trusted`): every value comes from the checked proposal,
         # the host and the catalog; `Task(...)` and `TaskRecord(...)` would only re-check them.
@@ -138,6 +148,19 @@ def plan(
         else:
             tr.outbox.append((task, None))
     return tr
+
+
+def _remember_refusal(
+    view: StateView, proposal: PlannedTask, step: int, code: str, reason: str
+) -> None:
+    """The host keeps its last few refusals, so a planner is told what was refused and why
+    (an LLM that is not told repeats itself)."""
+    host = view.host(proposal.host_id)
+    if host is None or code in _NOT_REMEMBERED:
+        return
+    line = f"step {step}: {proposal.action} refused ({code}): {reason}"[:400]
+    kept = [*host.refusals[-(_REFUSALS_KEPT - 1) :], line]
+    view.tr.hosts[host.host_id] = replace(host, refusals=kept)
 
 
 def _refuse_resource(view: StateView, proposal: PlannedTask, code: str, reason: str) -> None:

@@ -18,10 +18,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import ValidationError
-
 from reaper.actions import CLEARS
-from reaper.desired import KINDS
+from reaper.desired.kinds import resource_of
 from reaper.models import HostState, ResourceState, ResultEvent, Task, replace
 
 __all__ = ["after_discover", "after_ensure", "after_recovery", "after_refusal", "resource_of"]
@@ -29,32 +27,19 @@ __all__ = ["after_discover", "after_ensure", "after_recovery", "after_refusal", 
 _TAIL = 2000
 
 
-def resource_of(params: Mapping[str, Any], data: Mapping[str, Any]) -> str | None:
-    """The `KIND/NAME` an ensure is about: from its result, else from its params (the
-    resource as JSON, named by its kind's name field, as `ResourceBase.rid` names it)."""
-    named = data.get("resource")
-    if isinstance(named, str):
-        return named
-    spec = params.get("resource")
-    if not isinstance(spec, Mapping):
-        return None
-    cls = KINDS.get(str(spec.get("kind")))
-    if cls is None:
-        return None
-    name = spec.get(cls._name_field)
-    if name is not None:
-        return f"{spec['kind']}/{name}"
-    try:  # a kind named by what it declares (a firewall rule without a name)
-        return str(cls.model_validate(spec).rid)
-    except ValidationError:
-        return None
-
-
-def after_discover(host: HostState, data: Mapping[str, Any]) -> dict[str, ResourceState]:
+def after_discover(
+    host: HostState, data: Mapping[str, Any], params: Mapping[str, Any] | None = None
+) -> dict[str, ResourceState]:
+    """`params` are the discover's: when it asked for some resources only (an LLM reading
+    back one), the others keep what was known of them."""
     reported = data.get("resources")
     seen: Mapping[str, Any] = reported if isinstance(reported, Mapping) else {}
+    asked = _asked(params)
     out: dict[str, ResourceState] = {}
     for rid, rs in host.resources.items():
+        if asked is not None and rid not in asked and rid not in seen:
+            out[rid] = rs
+            continue
         props = seen.get(rid)
         observed = dict(props) if isinstance(props, Mapping) else None
         if rs.seen and rs.verified and rs.observed == observed:
@@ -62,6 +47,17 @@ def after_discover(host: HostState, data: Mapping[str, Any]) -> dict[str, Resour
         else:
             out[rid] = replace(rs, seen=True, observed=observed, verified=True)
     return out
+
+
+def _asked(params: Mapping[str, Any] | None) -> set[str] | None:
+    specs = params.get("resources") if params is not None else None
+    if not isinstance(specs, list):
+        return None
+    return {
+        rid
+        for spec in specs
+        if isinstance(spec, Mapping) and (rid := resource_of({"resource": spec}, {})) is not None
+    }
 
 
 def after_ensure(host: HostState, task: Task, r: ResultEvent) -> dict[str, ResourceState] | None:

@@ -171,7 +171,7 @@ def _fold_success(
     resources = host.resources
     verb = spec.verb if spec is not None else ""
     if verb == "discover" and resources:
-        resources = after_discover(host, r.data)
+        resources = after_discover(host, r.data, rec.task.params)
     elif verb.startswith("ensure_"):
         resources = after_ensure(host, rec.task, r) or resources
     elif resources:

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from llm.types import Usage
 
-__all__ = ["Budget", "HostUsage", "UsageLedger"]
+__all__ = ["Budget", "HostUsage", "UsageLedger", "llm_part"]
 
 
 class Budget(BaseModel):
@@ -138,8 +138,9 @@ class UsageLedger:
         """Rebuild the ledger from `planner.decision` payloads (on resume, or for `reaper
         status` in another process); payloads of other planners are skipped."""
         ledger = cls()
-        for d in decisions:
-            if d.get("planner") != "llm" or "usage" not in d:
+        for outer in decisions:
+            d = llm_part(outer)
+            if d is None or "usage" not in d:
                 continue
             usage = Usage.model_validate(d["usage"])
             cost = float(d.get("cost_usd", 0.0))
@@ -156,3 +157,12 @@ class UsageLedger:
                 fallback=bool(d.get("fallback", False)),
             )
         return ledger
+
+
+def llm_part(decision: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The LLM planner's payload in a `planner.decision`: the decision itself (planner
+    `llm`), the one a hybrid step carries when it asked the LLM, or None."""
+    if decision.get("planner") == "llm":
+        return decision
+    nested = decision.get("llm") if decision.get("planner") == "hybrid" else None
+    return nested if isinstance(nested, Mapping) else None

@@ -91,7 +91,9 @@ class Converger:
             )
             if isinstance(named, str) and "/" in named:
                 kind, _, name = named.partition("/")
-                out.append(Ref(r.host_id, kind, name))
+                ref = Ref(r.host_id, kind, name)
+                if ref in p.lab.graph:  # an LLM's fix may ensure an undeclared resource
+                    out.append(ref)
         return out
 
     def _next(self, p: Progress, host: HostState, why: str) -> PlannedTask | None:

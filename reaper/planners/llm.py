@@ -16,7 +16,7 @@ prompt or the call sequence changed, and a silent fallback would hide it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,7 +31,14 @@ from prompts import load_prompt
 from reaper.models import MissionState, PlannedTask, ResultEvent
 from reaper.planners.base import MissionPlanner, Plan
 from reaper.planners.budget import Budget, UsageLedger
-from reaper.planners.llm_prompt import PromptLimits, prompt_versions, render_user, system_blocks
+from reaper.planners.llm_desired import render_desired_user
+from reaper.planners.llm_prompt import (
+    PromptLimits,
+    RenderedUser,
+    prompt_versions,
+    render_user,
+    system_blocks,
+)
 from reaper.planners.llm_schema import (
     SCHEMA_NAME,
     LLMPlan,
@@ -117,6 +124,13 @@ class LLMPlanner:
     async def next_tasks(self, state: MissionState, results: Sequence[ResultEvent]) -> Plan:
         return await self._step(state, results, initial=False)
 
+    async def plan_hosts(
+        self, state: MissionState, results: Sequence[ResultEvent], hosts: Collection[str]
+    ) -> Plan:
+        """A step about `hosts` only (the hybrid planner's question on a failure the rules
+        do not know): the prompt shows just them, and a task elsewhere is an invalid answer."""
+        return await self._step(state, results, initial=False, focus=frozenset(hosts))
+
     # -- usage ---------------------------------------------------------------------------
 
     def usage_summary(self) -> dict[str, Any]:
@@ -140,16 +154,38 @@ class LLMPlanner:
 
     # -- one step ------------------------------------------------------------------------
 
-    async def _step(
-        self, state: MissionState, results: Sequence[ResultEvent], *, initial: bool
-    ) -> Plan:
-        rendered = render_user(
+    def _render(
+        self,
+        state: MissionState,
+        results: Sequence[ResultEvent],
+        focus: Collection[str] | None,
+    ) -> RenderedUser:
+        if state.converges:
+            return render_desired_user(
+                state,
+                results,
+                max_tasks=self.max_tasks_per_step,
+                limits=self.limits,
+                secrets=self.secrets,
+                focus=focus,
+            )
+        return render_user(
             state,
             results,
             max_tasks=self.max_tasks_per_step,
             limits=self.limits,
             secrets=self.secrets,
         )
+
+    async def _step(
+        self,
+        state: MissionState,
+        results: Sequence[ResultEvent],
+        *,
+        initial: bool,
+        focus: Collection[str] | None = None,
+    ) -> Plan:
+        rendered = self._render(state, results, focus)
         messages = [Message(role="user", text=rendered.text)]
         step = _StepCalls(self.client.model)
         for round_ in range(self.max_repairs + 1):
@@ -165,7 +201,7 @@ class LLMPlanner:
                 break
             self._count(step, response)
             try:
-                llm_plan, tasks = self._validate(response, state)
+                llm_plan, tasks = self._validate(response, state, focus)
             except PlanValidationError as exc:
                 error = f"{exc.kind}: {scrub_text(str(exc), self.secrets)}"
                 step.errors.append(error)
@@ -190,7 +226,7 @@ class LLMPlanner:
                 "step": str(state.step + 1),
                 "round": str(round_),
                 "prompt_system": self._versions["system"],
-                "prompt_user": self._versions["user"],
+                "prompt_user": self._versions["user_desired" if state.converges else "user"],
             },
         )
 
@@ -206,7 +242,7 @@ class LLMPlanner:
         self.ledger.record_call(response.usage, estimate.usd, priced=estimate.priced)
 
     def _validate(
-        self, response: LLMResponse, state: MissionState
+        self, response: LLMResponse, state: MissionState, focus: Collection[str] | None = None
     ) -> tuple[LLMPlan, list[PlannedTask]]:
         if response.stop_reason == "refusal":
             raise PlanValidationError("refusal", f"the model refused: {response.refusal or ''}")
@@ -216,7 +252,11 @@ class LLMPlanner:
                 f"the answer was cut off at max_tokens={self.max_tokens}; "
                 "answer with fewer tasks and shorter reasons",
             )
-        return parse_plan(response.text, hosts=state.hosts, max_tasks=self.max_tasks_per_step)
+        hosts = state.hosts if focus is None else {h: state.hosts[h] for h in focus}
+        llm_plan, tasks = parse_plan(response.text, hosts=hosts, max_tasks=self.max_tasks_per_step)
+        if state.converges:
+            tasks = [_read_declared(t, state) for t in tasks]
+        return llm_plan, tasks
 
     @staticmethod
     def _repair_turns(response: LLMResponse, exc: PlanValidationError) -> list[Message]:
@@ -302,6 +342,15 @@ class LLMPlanner:
         note = f"LLM plan unusable ({cause}); {name} planner decided this step"
         log.info("mission %s: %s", state.mission_id, note)
         return Plan(tasks=tasks, note=note, decision=decision, halt=plan.halt)
+
+
+def _read_declared(task: PlannedTask, state: MissionState) -> PlannedTask:
+    """A desired-state discover that names no resources reads every declared one of its
+    host (the prompt says so): the model need not copy the whole role to read it back."""
+    if not task.action.endswith(".discover") or task.params.get("resources"):
+        return task
+    host = state.hosts[task.host_id]
+    return task.model_copy(update={"params": {**task.params, "resources": host.desired}})
 
 
 def build_llm_planner(

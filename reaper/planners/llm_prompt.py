@@ -26,7 +26,7 @@ from typing import Any
 
 from llm.redact import REDACTED, SECRET_KEY, scrub_text
 from llm.types import SystemBlock
-from prompts import PLANNER_SYSTEM, PLANNER_USER, load_prompt
+from prompts import PLANNER_SYSTEM, PLANNER_USER, PLANNER_USER_DESIRED, load_prompt
 from reaper.actions import CATALOG
 from reaper.models import HostState, MissionState, ResultEvent
 
@@ -34,9 +34,13 @@ __all__ = [
     "PromptLimits",
     "RenderedUser",
     "catalog_text",
+    "cut_text",
+    "dumps_line",
     "prompt_versions",
     "redact_value",
     "render_user",
+    "result_line",
+    "result_output",
     "shrink_json",
     "system_blocks",
     "untrusted_block",
@@ -61,7 +65,7 @@ class RenderedUser:
     detail_hosts: list[str]  # every host shown in detail, sorted
 
 
-def _dumps(value: Any) -> str:
+def dumps_line(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
@@ -101,7 +105,7 @@ def catalog_text() -> str:
             defs.update(schema.pop("$defs"))
             schema.pop("description", None)  # said once, in the prompt's catalog header
         lines.append(
-            _dumps(
+            dumps_line(
                 {
                     "name": name,
                     "os": spec.os,
@@ -112,7 +116,7 @@ def catalog_text() -> str:
             )
         )
     for def_name in sorted(defs):
-        lines.append(_dumps({"$defs": {def_name: _compact(defs[def_name])}}))
+        lines.append(dumps_line({"$defs": {def_name: _compact(defs[def_name])}}))
     return "\n".join(lines)
 
 
@@ -127,6 +131,7 @@ def prompt_versions() -> dict[str, str]:
     return {
         "system": load_prompt(PLANNER_SYSTEM).sha,
         "user": load_prompt(PLANNER_USER).sha,
+        "user_desired": load_prompt(PLANNER_USER_DESIRED).sha,
         "catalog": hashlib.sha256(catalog_text().encode()).hexdigest()[:12],
     }
 
@@ -145,7 +150,7 @@ def redact_value(value: Any, secrets: Sequence[str] = ()) -> Any:
     return value
 
 
-def _cut(text: str, limit: int, *, keep_end: bool = False) -> str:
+def cut_text(text: str, limit: int, *, keep_end: bool = False) -> str:
     if len(text) <= limit:
         return text
     dropped = len(text) - limit
@@ -156,7 +161,7 @@ def _cut(text: str, limit: int, *, keep_end: bool = False) -> str:
 
 def _shrink(value: Any, str_limit: int, list_limit: int) -> Any:
     if isinstance(value, str):
-        return _cut(value, str_limit)
+        return cut_text(value, str_limit)
     if isinstance(value, dict):
         return {k: _shrink(v, str_limit, list_limit) for k, v in value.items()}
     if isinstance(value, list):
@@ -171,12 +176,12 @@ def shrink_json(value: dict[str, Any], limit: int) -> dict[str, Any]:
     """``value`` cut down until its JSON fits ``limit`` chars, staying valid JSON: long strings
     and lists are shortened first, then top-level keys dropped (last in sort order first) and
     named in ``_truncated``."""
-    if len(_dumps(value)) <= limit:
+    if len(dumps_line(value)) <= limit:
         return value
     shrunk: dict[str, Any] = _shrink(value, max(limit // 8, 40), 10)
     dropped: list[str] = []
     keys = sorted(shrunk)
-    while keys and len(_dumps({**shrunk, "_truncated": dropped})) > limit:
+    while keys and len(dumps_line({**shrunk, "_truncated": dropped})) > limit:
         key = keys.pop()
         dropped.insert(0, key)
         del shrunk[key]
@@ -185,9 +190,40 @@ def shrink_json(value: dict[str, Any], limit: int) -> dict[str, Any]:
 
 def untrusted_block(lines: Iterable[Any]) -> str:
     """One delimited block of JSON lines, with ``<`` and ``>`` escaped inside the JSON."""
-    body = "\n".join(_dumps(line).replace("<", "\\u003c").replace(">", "\\u003e") for line in lines)
+    escaped = (dumps_line(line).replace("<", "\\u003c").replace(">", "\\u003e") for line in lines)
+    body = "\n".join(escaped)
     nonce = hashlib.sha256(body.encode("utf-8")).hexdigest()[:16]
     return f"<untrusted-data-{nonce}>\n{body}\n</untrusted-data-{nonce}>"
+
+
+def result_line(index: int, r: ResultEvent) -> dict[str, Any]:
+    """A result as the engine knows it (no host text): `ref` ties it to its output."""
+    return {
+        "ref": index,
+        "host_id": r.host_id,
+        "action": r.action,
+        "attempt": r.attempt,
+        "status": r.status.value,
+        "error_code": r.error_code,
+        "retriable": r.retriable,
+    }
+
+
+def result_output(
+    index: int, r: ResultEvent, limits: PromptLimits, secrets: Sequence[str]
+) -> dict[str, Any]:
+    """What a result's host printed, for the untrusted block: scrubbed before it is cut, so
+    a secret is never left half-visible at a cut."""
+    return {
+        "result_ref": index,
+        "summary": cut_text(scrub_text(r.summary, secrets), limits.text_chars),
+        "stdout_tail": _tail(r.stdout_tail, limits, secrets),
+        "stderr_tail": _tail(r.stderr_tail, limits, secrets),
+    }
+
+
+def _tail(text: str, limits: PromptLimits, secrets: Sequence[str]) -> str:
+    return cut_text(scrub_text(text, secrets), limits.tail_chars, keep_end=True)
 
 
 def _host_line(host: HostState) -> dict[str, Any]:
@@ -248,36 +284,12 @@ def render_user(
         facts = shrink_json(redact_value(host.facts, secrets), limits.facts_chars)
         entry: dict[str, Any] = {"host_id": host.host_id, "facts": facts}
         if host.last_error:
-            entry["last_error"] = _cut(scrub_text(host.last_error, secrets), limits.text_chars)
+            entry["last_error"] = cut_text(scrub_text(host.last_error, secrets), limits.text_chars)
         untrusted.append(entry)
     result_lines = []
     for index, r in enumerate(shown_results, start=1):
-        result_lines.append(
-            _dumps(
-                {
-                    "ref": index,
-                    "host_id": r.host_id,
-                    "action": r.action,
-                    "attempt": r.attempt,
-                    "status": r.status.value,
-                    "error_code": r.error_code,
-                    "retriable": r.retriable,
-                }
-            )
-        )
-        # Scrub before cutting, so a secret is never left half-visible at a cut.
-        untrusted.append(
-            {
-                "result_ref": index,
-                "summary": _cut(scrub_text(r.summary, secrets), limits.text_chars),
-                "stdout_tail": _cut(
-                    scrub_text(r.stdout_tail, secrets), limits.tail_chars, keep_end=True
-                ),
-                "stderr_tail": _cut(
-                    scrub_text(r.stderr_tail, secrets), limits.tail_chars, keep_end=True
-                ),
-            }
-        )
+        result_lines.append(dumps_line(result_line(index, r)))
+        untrusted.append(result_output(index, r, limits, secrets))
     if len(ordered) > len(shown_results):
         rest = Counter(f"{r.action} {r.status.value}" for r in ordered[len(shown_results) :])
         counts = ", ".join(f"{n}x {what}" for what, n in sorted(rest.items()))
@@ -289,7 +301,7 @@ def render_user(
         max_tasks=str(max_tasks),
         host_count=str(len(state.hosts)),
         summary=_summary(state, len(detail)),
-        hosts="\n".join(_dumps(_host_line(h)) for h in hosts) or "(none)",
+        hosts="\n".join(dumps_line(_host_line(h)) for h in hosts) or "(none)",
         results="\n".join(result_lines)
         or ("(none: this is the first step)" if state.step == 0 else "(none)"),
         untrusted=untrusted_block(untrusted),
