@@ -31,6 +31,7 @@ from reaper.models import (
     Stage,
     TaskStatus,
 )
+from reaper.planners.budget import is_synthetic
 
 __all__ = [
     "STATUS_STYLE",
@@ -257,7 +258,7 @@ def _decision(p: Mapping[str, Any], line: Text) -> None:
     line.append(f"step {p.get('step')}: {p.get('accepted')}/{p.get('proposed')} accepted")
     if p.get("fallback"):
         line.append(f" (fallback: {p.get('error', '')})", style="yellow")
-    if p.get("cost_usd"):
+    if p.get("cost_usd") and not is_synthetic(p.get("provider")):
         line.append(f" ${p['cost_usd']:.4f}", style="dim")
     if p.get("note"):
         line.append(f" — {p['note']}", style="dim")
@@ -330,6 +331,8 @@ def render_events(events: Sequence[EventRecord], *, limit: int = 8) -> Renderabl
 def format_cost(usage: Mapping[str, Any]) -> str:
     """`$0.0123`; `cost unknown` when no call was priced (a model missing from the price
     table: $0.0000 would be a lie), `$0.0123 + unknown` when only some were."""
+    if usage.get("synthetic"):
+        return "no cost (synthetic answers)"
     cost = float(usage.get("cost_usd") or 0.0)
     if usage.get("priced", True):
         return f"${cost:.4f}"
@@ -340,8 +343,14 @@ def render_usage(usage: Mapping[str, Any] | None) -> Text | None:
     if not usage or not usage.get("calls"):
         return None
     text = Text("LLM  ", style="bold blue")
+    if usage.get("synthetic"):
+        # Never a model's name alone on answers no model wrote.
+        who = f"synthetic: scripted answers, no model (labelled {usage.get('model', '')})"
+        text.append(who, style="bold yellow")
+    else:
+        text.append(f"{usage.get('provider', '')} {usage.get('model', '')}")
     text.append(
-        f"{usage.get('provider', '')} {usage.get('model', '')}  calls {usage.get('calls', 0)}"
+        f"  calls {usage.get('calls', 0)}"
         f"  in {usage.get('input_tokens', 0):,}  out {usage.get('output_tokens', 0):,}"
         f"  cached {usage.get('cache_read_tokens', 0):,}  {format_cost(usage)}"
     )

@@ -22,7 +22,7 @@ from reaper.infra.base import Backend
 from reaper.models import EventKind, EventRecord, MissionState, MissionStatus, TaskStatus
 from reaper.overseer import MissionReport, Overseer
 from reaper.planners.base import MissionPlanner
-from reaper.planners.budget import UsageLedger, llm_part
+from reaper.planners.budget import UsageLedger, is_synthetic, llm_part
 from reaper.planners.rules import RuleBasedPlanner
 from reaper.runtime import LocalWorkers
 from reaper.signals import stop_on_signals
@@ -109,7 +109,14 @@ def llm_usage(events: Sequence[EventRecord]) -> dict[str, Any] | None:
 
     summary = UsageLedger.from_decisions(payloads).summary()
     last: dict[str, Any] = next((p["totals"] for p in reversed(payloads) if p.get("totals")), {})
-    return {"provider": last.get("provider", ""), "model": last.get("model", ""), **summary}
+    usage = {"provider": last.get("provider", ""), "model": last.get("model", ""), **summary}
+    if is_synthetic(usage["provider"]):
+        # Scripted answers: no model wrote them, so no money was spent on them either.
+        usage["synthetic"] = True
+        usage["cost_usd"] = None
+        for host in usage.get("hosts", {}).values():
+            host["cost_usd"] = None
+    return usage
 
 
 def _deliver_line(line: asyncio.Future[str]) -> None:

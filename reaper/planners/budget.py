@@ -17,7 +17,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from llm.types import Usage
 
-__all__ = ["Budget", "HostUsage", "UsageLedger", "llm_part"]
+__all__ = [
+    "SYNTHETIC_PROVIDERS",
+    "Budget",
+    "HostUsage",
+    "UsageLedger",
+    "is_synthetic",
+    "llm_part",
+]
 
 
 class Budget(BaseModel):
@@ -157,6 +164,15 @@ class UsageLedger:
                 fallback=bool(d.get("fallback", False)),
             )
         return ledger
+
+
+# Providers whose answers no model wrote (scripted models, and cassettes recorded from them):
+# their tokens and dollars are made up, so nothing shows them as a model's.
+SYNTHETIC_PROVIDERS = frozenset({"synthetic", "scripted"})
+
+
+def is_synthetic(provider: object) -> bool:
+    return str(provider) in SYNTHETIC_PROVIDERS
 
 
 def llm_part(decision: Mapping[str, Any]) -> Mapping[str, Any] | None:

@@ -188,3 +188,15 @@ def test_the_log_file_holds_reapers_lines_at_the_chosen_level(cli: Run, tmp_path
     assert all(r["logger"].split(".")[0] in ("reaper", "llm", "evals") for r in chatty), chatty
     if level == "INFO":
         assert not any(r["level"] == "DEBUG" for r in records)
+
+
+def test_scripted_answers_are_never_shown_as_a_models_or_priced(cli: Run):
+    # The shipped demo cassette was recorded from a scripted model: console and JSON say so.
+    rc, out, err = cli("demo", "--planner", "llm", "--no-live", "--no-input")
+    assert rc == 0, err
+    text = " ".join(out.split())
+    assert "synthetic: scripted answers, no model" in text and "$" not in text
+    rc, out, err = cli("demo", "--planner", "llm", "--json")
+    usage = json.loads(out)["llm_usage"]
+    assert usage["synthetic"] is True and usage["cost_usd"] is None
+    assert all(h["cost_usd"] is None for h in usage["hosts"].values())
