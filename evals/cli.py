@@ -18,11 +18,12 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
 from evals.aggregate import aggregate
-from evals.compare import compare
+from evals.compare import Comparison, compare
 from evals.harness import code_version, plan_jobs, run_suite
 from evals.planners import (
     DEFAULT_FIXTURES,
@@ -43,6 +44,7 @@ from evals.report import (
 from evals.scenario import load_scenarios
 from evals.scorecard import RESULT_SCHEMA_VERSION
 from evals.tapes import counterfactual, load_tape
+from evals.variants import split_variant, variant_comparison, with_variant
 from llm.errors import LLMError
 from reaper.errors import ConfigError, ReaperError
 from reaper.lab import LabFile
@@ -61,7 +63,7 @@ def _planners(text: str) -> list[tuple[str, str]]:
     for item in (p.strip() for p in text.split(",") if p.strip()):
         label, _, spec = item.partition("=")
         spec = spec or item
-        if spec not in ("rule", "llm"):
+        if spec not in ("rule", "llm") and split_variant(spec) is None:
             import_object(spec)  # a bad planner is one error before any run, not one per run
         out.append((label, spec))
     if not out:
@@ -70,6 +72,8 @@ def _planners(text: str) -> list[tuple[str, str]]:
 
 
 def _source(args: argparse.Namespace) -> LLMSource:
+    if args.client:
+        import_object(args.client)  # a bad factory is one error before any run
     if args.record:
         return LLMSource(
             mode="record",
@@ -86,6 +90,8 @@ def _source(args: argparse.Namespace) -> LLMSource:
         return LLMSource(mode="replay", path=path)
     if args.provider:
         return LLMSource(mode="live", provider=args.provider, model=args.model or "")
+    if args.client:  # a scripted model, not recorded: its answers are synthetic
+        return LLMSource(mode="live", client_factory=args.client, synthetic=True)
     return LLMSource(mode="replay", path=DEFAULT_FIXTURES)
 
 
@@ -138,6 +144,12 @@ def _run_parser() -> argparse.ArgumentParser:
         help="directory for results.jsonl, report.md and report.svg ('' to write nothing)",
     )
     p.add_argument("--tapes", metavar="DIR", help="save every mission's tape here")
+    p.add_argument(
+        "--prompts",
+        metavar="DIR",
+        help="a prompt variant: run llm with DIR's prompt files beside the shipped ones and "
+        "compare them paired by seed (answers: --record, --provider or --client)",
+    )
     p.add_argument("--jobs", type=int, default=None, help="worker processes (default: CPUs)")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
@@ -160,6 +172,20 @@ def _setup_logging(verbose: bool) -> None:
     )
 
 
+def _variant_doc(directory: str | None, variant: Comparison | None) -> dict[str, Any]:
+    if variant is None:
+        return {}
+    findings = [f.model_dump(mode="json") for f in variant.findings]
+    return {"prompt_variant": {"directory": directory, "findings": findings}}
+
+
+def _print_variant(console: Console, directory: str | None, variant: Comparison | None) -> None:
+    if variant is not None:
+        table = comparison_table(variant, everything=True)
+        table.title = f"Prompt variant {directory} − shipped prompts (paired by seed)"
+        console.print(table)
+
+
 def _run(argv: list[str]) -> int:
     args = _run_parser().parse_args(argv)
     _setup_logging(args.verbose)
@@ -168,6 +194,8 @@ def _run(argv: list[str]) -> int:
     only = {s.strip() for s in args.only.split(",") if s.strip()} or None
     scenarios = load_scenarios(args.scenarios, only)
     planners = _planners(args.planners)
+    if args.prompts:
+        planners = with_variant(planners, args.prompts)
     source = _source(args)
     version = code_version()
     if source.mode == "record":
@@ -191,6 +219,7 @@ def _run(argv: list[str]) -> int:
     comparison = None
     if args.baseline:
         comparison = compare(read_results(Path(args.baseline)), results)
+    variant = variant_comparison(results, planners, args.prompts) if args.prompts else None
     if args.out:
         out = Path(args.out)
         write_results(results, out / "results.jsonl")
@@ -212,6 +241,7 @@ def _run(argv: list[str]) -> int:
             if comparison
             else [],
         }
+        doc.update(_variant_doc(args.prompts, variant))
         sys.stdout.write(json.dumps(doc) + "\n")
     else:
         console.print(scorecard_table(aggs, title=f"Scorecard ({args.trials} trials)"))
@@ -222,6 +252,7 @@ def _run(argv: list[str]) -> int:
         )
         if comparison is not None:
             console.print(comparison_table(comparison))
+        _print_variant(console, args.prompts, variant)
     if errors:
         sys.stderr.write(f"reaper eval: {len(errors)} run(s) failed\n")
         for r in errors[:5]:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from evals.variants import split_variant
 from llm.base import LLMClient
 from llm.errors import LLMConfigError
 from llm.factory import build_client
@@ -113,7 +114,8 @@ def build_planner(
 ) -> MissionPlanner:
     if name == "rule":
         return RuleBasedPlanner()
-    if name == "llm":
+    prompts = split_variant(name)
+    if name == "llm" or prompts is not None:
         from reaper.planners.llm import LLMPlanner
 
         budget = Budget(
@@ -121,7 +123,11 @@ def build_planner(
         )
         temperature = lab.planner.temperature if lab.planner.temperature is not None else 0.0
         return LLMPlanner(
-            _client(source, scenario), budget=budget, seed=seed, temperature=temperature
+            _client(source, scenario),
+            budget=budget,
+            seed=seed,
+            temperature=temperature,
+            prompts=prompts,
         )
     factory: Callable[..., MissionPlanner] = import_object(name)
     try:

@@ -12,9 +12,18 @@ import hashlib
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
+from pathlib import Path
 from string import Template
 
-__all__ = ["PLANNER_SYSTEM", "PLANNER_USER", "PLANNER_USER_DESIRED", "Prompt", "load_prompt"]
+__all__ = [
+    "PLANNER_SYSTEM",
+    "PLANNER_USER",
+    "PLANNER_USER_DESIRED",
+    "PROMPT_FILES",
+    "Prompt",
+    "load_prompt",
+    "variant_files",
+]
 
 PLANNER_SYSTEM = "planner_system.md"
 PLANNER_USER = "planner_user.md"
@@ -34,8 +43,33 @@ class Prompt:
 
 
 @cache
-def load_prompt(name: str) -> Prompt:
-    """Read a template from the installed package (works from a wheel or a checkout)."""
+def load_prompt(name: str, directory: str | None = None) -> Prompt:
+    """Read a template: from `directory` when it holds one of that name (a prompt variant
+    being tuned: `reaper eval --prompts DIR`; it may override only some files), else from
+    the installed package (works from a wheel or a checkout)."""
+    if directory is not None:
+        candidate = Path(directory) / name
+        if candidate.is_file():
+            data = candidate.read_bytes()
+            text = data.decode("utf-8")
+            return Prompt(name=name, text=text, sha=hashlib.sha256(data).hexdigest()[:12])
     data = resources.files(__name__).joinpath(name).read_bytes()
     text = data.decode("utf-8")
     return Prompt(name=name, text=text, sha=hashlib.sha256(data).hexdigest()[:12])
+
+
+PROMPT_FILES = (PLANNER_SYSTEM, PLANNER_USER, PLANNER_USER_DESIRED, "planner_repair.md")
+
+
+def variant_files(directory: str) -> list[str]:
+    """The shipped prompt files a variant directory overrides; ValueError (one line) when it
+    is not a directory or overrides none of them."""
+    root = Path(directory)
+    if not root.is_dir():
+        raise ValueError(f"--prompts {directory}: not a directory")
+    found = [name for name in PROMPT_FILES if (root / name).is_file()]
+    if not found:
+        raise ValueError(
+            f"--prompts {directory}: holds none of the prompt files ({', '.join(PROMPT_FILES)})"
+        )
+    return found

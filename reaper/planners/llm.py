@@ -93,8 +93,10 @@ class LLMPlanner:
         facts_budget_chars: int = 2000,
         limits: PromptLimits | None = None,
         secrets: Sequence[str] = (),
+        prompts: str | None = None,
     ) -> None:
         self.client = client
+        self.prompts = prompts  # a variant's directory (`reaper eval --prompts`), or shipped
         self.fallback: MissionPlanner = fallback or RuleBasedPlanner()
         self.max_tasks_per_step = max_tasks_per_step
         self.max_tokens = max_tokens
@@ -113,7 +115,10 @@ class LLMPlanner:
         )
         self.secrets = tuple(s for s in secrets if s)
         self.ledger = UsageLedger()
-        self._versions = {**prompt_versions(), "repair": load_prompt(REPAIR_PROMPT).sha}
+        self._versions = {
+            **prompt_versions(prompts),
+            "repair": load_prompt(REPAIR_PROMPT, prompts).sha,
+        }
         self._schema = plan_json_schema()
 
     # -- MissionPlanner ------------------------------------------------------------------
@@ -168,6 +173,7 @@ class LLMPlanner:
                 limits=self.limits,
                 secrets=self.secrets,
                 focus=focus,
+                prompts=self.prompts,
             )
         return render_user(
             state,
@@ -175,6 +181,7 @@ class LLMPlanner:
             max_tasks=self.max_tasks_per_step,
             limits=self.limits,
             secrets=self.secrets,
+            prompts=self.prompts,
         )
 
     async def _step(
@@ -207,14 +214,14 @@ class LLMPlanner:
                 step.errors.append(error)
                 log.warning("mission %s: LLM plan rejected (%s)", state.mission_id, error)
                 if round_ < self.max_repairs:
-                    messages = [*messages, *self._repair_turns(response, exc)]
+                    messages = [*messages, *self._repair_turns(response, exc, self.prompts)]
                 continue
             return self._accept(llm_plan, tasks, step, rendered.batch_hosts)
         return await self._fall_back(state, results, initial, step, rendered.batch_hosts)
 
     def _request(self, state: MissionState, messages: list[Message], round_: int) -> LLMRequest:
         return LLMRequest(
-            system=list(system_blocks()),
+            system=list(system_blocks(self.prompts)),
             messages=messages,
             json_schema=self._schema,
             schema_name=SCHEMA_NAME,
@@ -259,13 +266,15 @@ class LLMPlanner:
         return llm_plan, tasks
 
     @staticmethod
-    def _repair_turns(response: LLMResponse, exc: PlanValidationError) -> list[Message]:
+    def _repair_turns(
+        response: LLMResponse, exc: PlanValidationError, prompts: str | None
+    ) -> list[Message]:
         bad = response.text or f"(no usable output: {exc.kind})"
         if len(bad) > _ECHO_CHARS:
             bad = bad[:_ECHO_CHARS] + "…[truncated]"
         return [
             Message(role="assistant", text=bad),
-            Message(role="user", text=load_prompt(REPAIR_PROMPT).render(error=str(exc))),
+            Message(role="user", text=load_prompt(REPAIR_PROMPT, prompts).render(error=str(exc))),
         ]
 
     # -- outcomes --------------------------------------------------------------------------
@@ -374,6 +383,7 @@ def build_llm_planner(
     secrets: Sequence[str] = (),
     fallback: MissionPlanner | None = None,
     client: LLMClient | None = None,
+    prompts: str | None = None,
 ) -> LLMPlanner:
     """The planner the CLI builds from config and flags.
 
@@ -411,4 +421,5 @@ def build_llm_planner(
         seed=seed,
         max_repairs=max_repairs,
         secrets=secrets,
+        prompts=prompts,
     )

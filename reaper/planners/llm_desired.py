@@ -193,6 +193,7 @@ def render_desired_user(
     limits: PromptLimits,
     secrets: Sequence[str] = (),
     focus: Collection[str] | None = None,
+    prompts: str | None = None,
 ) -> RenderedUser:
     p = progress(state)
     ordered = sorted(results, key=lambda r: (r.host_id, r.task_id, r.attempt))
@@ -230,7 +231,7 @@ def render_desired_user(
         if state.check_mode
         else ""
     )
-    text = load_prompt(PLANNER_USER_DESIRED).render(
+    text = load_prompt(PLANNER_USER_DESIRED, prompts).render(
         lab_type=state.lab_type,
         step=str(state.step + 1),
         mode=mode,

@@ -121,17 +121,18 @@ def catalog_text() -> str:
 
 
 @cache
-def system_blocks() -> tuple[SystemBlock, ...]:
-    text = load_prompt(PLANNER_SYSTEM).render(catalog=catalog_text())
+def system_blocks(prompts: str | None = None) -> tuple[SystemBlock, ...]:
+    """`prompts`: a variant directory (`prompts.load_prompt`), None for the shipped ones."""
+    text = load_prompt(PLANNER_SYSTEM, prompts).render(catalog=catalog_text())
     return (SystemBlock(text=text, cache=True),)
 
 
-def prompt_versions() -> dict[str, str]:
+def prompt_versions(prompts: str | None = None) -> dict[str, str]:
     """Template hashes plus the rendered catalog's: what a decision records as prompt_hash."""
     return {
-        "system": load_prompt(PLANNER_SYSTEM).sha,
-        "user": load_prompt(PLANNER_USER).sha,
-        "user_desired": load_prompt(PLANNER_USER_DESIRED).sha,
+        "system": load_prompt(PLANNER_SYSTEM, prompts).sha,
+        "user": load_prompt(PLANNER_USER, prompts).sha,
+        "user_desired": load_prompt(PLANNER_USER_DESIRED, prompts).sha,
         "catalog": hashlib.sha256(catalog_text().encode()).hexdigest()[:12],
     }
 
@@ -271,6 +272,7 @@ def render_user(
     max_tasks: int,
     limits: PromptLimits,
     secrets: Sequence[str] = (),
+    prompts: str | None = None,
 ) -> RenderedUser:
     ordered = sorted(results, key=lambda r: (r.host_id, r.task_id, r.attempt))
     shown_results = ordered[: limits.max_results]
@@ -294,7 +296,7 @@ def render_user(
         rest = Counter(f"{r.action} {r.status.value}" for r in ordered[len(shown_results) :])
         counts = ", ".join(f"{n}x {what}" for what, n in sorted(rest.items()))
         result_lines.append(f"... and {len(ordered) - len(shown_results)} more: {counts}")
-    text = load_prompt(PLANNER_USER).render(
+    text = load_prompt(PLANNER_USER, prompts).render(
         lab_type=state.lab_type,
         step=str(state.step + 1),
         goal=state.goal.value,
