@@ -43,7 +43,7 @@ from evals.report import (
 )
 from evals.scenario import load_scenarios
 from evals.scorecard import RESULT_SCHEMA_VERSION
-from evals.tapes import counterfactual, load_tape
+from evals.tapes import counterfactual, load_tape, recorded_max_tokens
 from evals.variants import split_variant, variant_comparison, with_variant
 from llm.errors import LLMError
 from reaper.errors import ConfigError, ReaperError
@@ -319,6 +319,7 @@ def _replay(argv: list[str]) -> int:
         seed=seed,
         scenario=str(tape.header.meta.get("scenario", "tape")),
         source=_source(args),
+        max_tokens=recorded_max_tokens(tape),
     )
     divergence = asyncio.run(counterfactual(tape, planner))
     if args.json:

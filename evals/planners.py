@@ -109,8 +109,19 @@ def _client(source: LLMSource, scenario: str) -> LLMClient:
     return inner
 
 
+# `reaper run`'s default (reaper.config.Config.llm_max_tokens): the replay key holds it, so the
+# eval asks as a real mission does and a mission's own cassette replays here.
+DEFAULT_MAX_TOKENS = 2048
+
+
 def build_planner(
-    name: str, lab: LabFile, *, seed: int, scenario: str, source: LLMSource
+    name: str,
+    lab: LabFile,
+    *,
+    seed: int,
+    scenario: str,
+    source: LLMSource,
+    max_tokens: int | None = None,
 ) -> MissionPlanner:
     if name == "rule":
         return RuleBasedPlanner()
@@ -128,6 +139,7 @@ def build_planner(
             seed=seed,
             temperature=temperature,
             prompts=prompts,
+            max_tokens=max_tokens or lab.planner.max_tokens or DEFAULT_MAX_TOKENS,
         )
     factory: Callable[..., MissionPlanner] = import_object(name)
     try:

@@ -40,6 +40,7 @@ from reaper.models import (
 )
 from reaper.overseer import engine_settings_for
 from reaper.planners.base import MissionPlanner
+from reaper.planners.budget import llm_part
 from reaper.policy import Policy
 from reaper.safeload import Limits, read_limited
 from reaper.secrets import redact_value
@@ -53,6 +54,7 @@ __all__ = [
     "TapeStep",
     "counterfactual",
     "load_tape",
+    "recorded_max_tokens",
     "replay_states",
 ]
 
@@ -278,6 +280,9 @@ def replay_states(tape: Tape) -> Iterator[DecisionPoint]:
         backoff_max_s=float(r.get("backoff_max_s", 30.0)),
     )
     policy = Policy.model_validate(state.policy)
+    # Results folded in commits that planned nothing: a lockstep engine held them for the
+    # planner's next step, which is shown all of them.
+    held: list[ResultEvent] = []
     for rec in tape.steps:
         messages: list[ResultEvent | ApprovalDecision] = [
             ResultEvent.model_validate(r) for r in rec.results
@@ -285,8 +290,10 @@ def replay_states(tape: Tape) -> Iterator[DecisionPoint]:
         messages += [ApprovalDecision(mission_id=state.mission_id, **a) for a in rec.approvals]
         tr = fold(state, messages, now=rec.ts, retry=retry)
         apply(state, tr)
+        held.extend(tr.finished)
         if rec.decision is not None and rec.step is not None:
-            yield DecisionPoint(rec.step, state.step == 0, state, list(tr.finished), rec)
+            yield DecisionPoint(rec.step, state.step == 0, state, held, rec)
+            held = []
             planned = plan(
                 state,
                 rec.proposals(),
@@ -339,6 +346,16 @@ class Divergence(BaseModel):
     @property
     def divergent_steps(self) -> int:
         return sum(1 for s in self.steps if not s.same)
+
+
+def recorded_max_tokens(tape: Tape) -> int | None:
+    """The max_tokens the recorded mission's LLM planner asked with (None: not recorded)."""
+    for step in tape.steps:
+        part = llm_part(step.decision or {})
+        request = part.get("request") if part is not None else None
+        if isinstance(request, dict) and isinstance(request.get("max_tokens"), int):
+            return int(request["max_tokens"])
+    return None
 
 
 async def counterfactual(tape: Tape, planner: MissionPlanner) -> Divergence:

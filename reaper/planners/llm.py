@@ -301,6 +301,8 @@ class LLMPlanner:
             "error": step.errors[-1] if step.errors else None,
             "errors": step.errors,
             "charged_hosts": charged,
+            # What shapes the request besides the prompt: a replay of this mission needs it.
+            "request": {"max_tokens": self.max_tokens, "temperature": self.temperature},
             "totals": {
                 "provider": self.client.provider,
                 "model": step.model,
