@@ -72,9 +72,6 @@ __all__ = ["AmqpTaskQueue"]
 
 log = logging.getLogger(__name__)
 
-# At most this many round trips for a take to gather a burst of deliveries (see `take`).
-_GATHER_ROUNDS = 8
-
 
 class AmqpTaskQueue:
     """`TaskQueue` on RabbitMQ quorum queues (see the module docstring)."""
@@ -283,17 +280,11 @@ class AmqpTaskQueue:
             consumer.arrived.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(consumer.arrived.wait(), timeout)
-        rounds = 0
-        while consumer.buffer and len(consumer.buffer) < max_items and rounds < _GATHER_ROUNDS:
+        if consumer.buffer and len(consumer.buffer) < max_items:
             # "All waiting": deliveries the broker sent before this round trip on the
             # consumer's channel have arrived when it returns (a channel's frames are ordered).
-            # The broker pushes a burst of tasks one by one: while they keep coming, one more
-            # round trip, so a burst is one batch (one result publish, one ack), not many.
-            before, rounds = len(consumer.buffer), rounds + 1
             async with mapped("take"):
                 await consumer.channel.set_qos(prefetch_count=consumer.prefetch)
-            if len(consumer.buffer) == before:
-                break
         # From here on nothing suspends: a cancelled take never loses a delivery.
         out: list[TaskDelivery] = []
         deadline = self._clock.monotonic() + lease_s
