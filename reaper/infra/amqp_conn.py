@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import aio_pika
 import aiormq
+import aiormq.abc
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 
 from reaper.errors import BackendError
@@ -52,9 +53,10 @@ def delay_bucket_ms(ms: int) -> int:
     return -(-ms // step) * step
 
 
-def stale(message: AbstractIncomingMessage) -> bool:
-    """Delivered on a channel that has closed since (a reconnect): it cannot be acked."""
-    return bool(message.channel.is_closed)
+def stale(channel: aiormq.abc.AbstractChannel) -> bool:
+    """A delivery's channel has closed since (a reconnect): it cannot be acked. Asked of the
+    channel recorded at delivery: aio-pika's `message.channel` raises once it is closed."""
+    return bool(channel.is_closed)
 
 
 def delivery_count(message: AbstractIncomingMessage) -> int:
@@ -66,17 +68,25 @@ def delivery_count(message: AbstractIncomingMessage) -> int:
 @dataclass
 class Lease:
     message: AbstractIncomingMessage
+    channel: aiormq.abc.AbstractChannel  # the one it was delivered on
     agent_type: str
     deadline: float
+
+    @property
+    def tag(self) -> int:
+        return int(self.message.delivery_tag or 0)
 
 
 @dataclass
 class Consumer:
-    """One agent type's consumer: its channel and the deliveries not yet taken."""
+    """One agent type's consumer: its channel and the deliveries not yet taken (each with
+    the underlying channel it came on)."""
 
     channel: AbstractChannel
     queue: AbstractQueue
     prefetch: int = 1
     tag: str = ""
-    buffer: deque[AbstractIncomingMessage] = field(default_factory=deque)
+    buffer: deque[tuple[AbstractIncomingMessage, aiormq.abc.AbstractChannel]] = field(
+        default_factory=deque
+    )
     arrived: asyncio.Event = field(default_factory=asyncio.Event)

@@ -43,15 +43,19 @@ from collections.abc import Collection, Sequence
 from typing import Any
 
 import aio_pika
+import aiormq
+import aiormq.abc
 from aio_pika.abc import (
     AbstractChannel,
     AbstractIncomingMessage,
     AbstractQueue,
     AbstractRobustConnection,
 )
+from aiormq import spec
 
 from reaper.clock import Clock, RealClock
-from reaper.errors import ConfigError
+from reaper.errors import BackendError, ConfigError
+from reaper.infra.amqp_acks import Settler
 from reaper.infra.amqp_conn import (
     ERRORS,
     Consumer,
@@ -103,6 +107,7 @@ class AmqpTaskQueue:
         self._expiry_wake = asyncio.Event()
         self._seen: dict[tuple[str, int], float] = {}
         self._serial = itertools.count(1)
+        self._settler = Settler()
 
     # names ----------------------------------------------------------------------------------
     def queue_name(self, agent_type: str) -> str:
@@ -135,9 +140,10 @@ class AmqpTaskQueue:
         the old channels. Leases on those are void (acks on them fail and are ignored), and
         buffered ones are skipped by `take`. Nothing is cleared here: the restored consumers
         may already have buffered new deliveries, which must not be dropped."""
-        void = [r for r, lease in self._leases.items() if stale(lease.message)]
+        void = [r for r, lease in self._leases.items() if stale(lease.channel)]
         for receipt in void:
             del self._leases[receipt]
+        self._settler.forget_closed()
         log.warning("amqp: reconnected; %d leases void (the broker redelivers them)", len(void))
 
     async def _declare(self, channel: AbstractChannel, agent_type: str) -> AbstractQueue:
@@ -175,23 +181,30 @@ class AmqpTaskQueue:
                 await self._connection()
                 assert self._publisher is not None
                 routes = [await self._route(item) for item in fresh]
-                exchange = self._publisher.default_exchange
-                # Each publish waits for its confirm; gathered, they are pipelined.
-                await asyncio.gather(
+                channel = await self._publisher.get_underlay_channel()
+                assert isinstance(channel, aiormq.Channel)  # the one that takes `wait`
+                # Each publish waits for its own confirm; gathered, they are pipelined. No
+                # publish waits for its frames to reach the socket (`wait=False`): that wait
+                # held the channel's lock, one message at a time, for a pass of the writer.
+                confirms = await asyncio.gather(
                     *(
-                        exchange.publish(
-                            aio_pika.Message(
-                                item.task.model_dump_json().encode(),
-                                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                        channel.basic_publish(
+                            item.task.model_dump_json().encode(),
+                            routing_key=route,
+                            properties=spec.Basic.Properties(
+                                delivery_mode=2,  # persistent
                                 content_type="application/json",
                                 message_id=f"{item.task.task_id}:{item.task.attempt}",
                             ),
-                            routing_key=route,
                             mandatory=True,
+                            wait=False,
                         )
                         for item, route in zip(fresh, routes, strict=True)
                     )
                 )
+                returned = sum(isinstance(c, aiormq.abc.DeliveredMessage) for c in confirms)
+                if returned:  # no queue took them (deleted meanwhile): not published
+                    raise BackendError(f"amqp publish: {returned} task(s) returned unroutable")
         except BaseException:
             for item in fresh:  # not confirmed: a retry must not be taken for a duplicate
                 self._seen.pop(item.task.key, None)
@@ -243,7 +256,9 @@ class AmqpTaskQueue:
         self._consumers[agent_type] = consumer
 
         async def on_message(message: AbstractIncomingMessage) -> None:
-            consumer.buffer.append(message)
+            channel = message.channel  # open now; aio-pika's property raises once closed
+            self._settler.delivered(channel, int(message.delivery_tag or 0))
+            consumer.buffer.append((message, channel))
             consumer.arrived.set()
 
         consumer.tag = await queue.consume(on_message)
@@ -274,17 +289,19 @@ class AmqpTaskQueue:
         out: list[TaskDelivery] = []
         deadline = self._clock.monotonic() + lease_s
         while consumer.buffer and len(out) < max_items:
-            message = consumer.buffer.popleft()
-            if stale(message):
+            message, channel = consumer.buffer.popleft()
+            if stale(channel):
                 continue  # from a channel lost in a reconnect: the broker redelivers it
             receipt = f"{agent_type}:{next(self._serial)}"
             try:
                 task = Task.model_validate_json(message.body)
             except ValueError:
                 log.error("amqp: dropping a message that is not a task: %r", message.body[:200])
-                self._later(message.reject(requeue=False))
+                self._later(
+                    self._settler.nack(channel, int(message.delivery_tag or 0), requeue=False)
+                )
                 continue
-            self._leases[receipt] = Lease(message, agent_type, deadline)
+            self._leases[receipt] = Lease(message, channel, agent_type, deadline)
             heapq.heappush(self._deadlines, (deadline, receipt))
             count = delivery_count(message)
             out.append(TaskDelivery(task=task, receipt=receipt, delivery_count=count))
@@ -318,7 +335,7 @@ class AmqpTaskQueue:
                 continue  # acked, released, or extended (a later heap entry stands)
             del self._leases[receipt]
             log.info("amqp: lease %s ran out; handing the task back", receipt)
-            self._later(lease.message.nack(requeue=True))
+            self._later(self._settler.nack(lease.channel, lease.tag, requeue=True))
 
     def _later(self, step: Any) -> None:
         """Run a broker call whose failure needs no handling (the broker requeues anyway)."""
@@ -348,15 +365,19 @@ class AmqpTaskQueue:
         await self._settle(self._held(deliveries), requeue=True)
 
     async def _settle(self, leases: Sequence[Lease], *, requeue: bool | None) -> None:
-        for lease in leases:
-            try:
-                if requeue is None:
-                    await lease.message.ack()
-                else:
-                    await lease.message.nack(requeue=requeue)
-            except (*ERRORS, RuntimeError) as exc:
-                # The channel closed under the delivery: the broker has requeued it already.
-                log.warning("amqp: settling a delivery failed (it will come again): %s", exc)
+        try:
+            if requeue is None:
+                by_channel: dict[aiormq.abc.AbstractChannel, list[int]] = {}
+                for lease in leases:
+                    by_channel.setdefault(lease.channel, []).append(lease.tag)
+                for channel, tags in by_channel.items():
+                    await self._settler.ack(channel, tags)
+            else:
+                for lease in leases:
+                    await self._settler.nack(lease.channel, lease.tag, requeue=requeue)
+        except (*ERRORS, RuntimeError) as exc:
+            # The channel closed under the deliveries: the broker has requeued them already.
+            log.warning("amqp: settling deliveries failed (they will come again): %s", exc)
 
     async def extend(self, deliveries: Sequence[TaskDelivery], lease_s: float) -> None:
         deadline = self._clock.monotonic() + lease_s
