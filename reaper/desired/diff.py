@@ -149,7 +149,9 @@ def diff_resource(
 ) -> ResourceDiff:
     """One resource against what was observed of it (None: it does not exist)."""
     exists = seen is not None and seen.get("state") != "absent"
-    if getattr(resource, "state", None) == "absent":
+    # A model's fields live in its __dict__: a getattr of a field the kind lacks would go
+    # through pydantic's slow __getattr__ (most kinds have no `state`).
+    if resource.__dict__.get("state") == "absent":
         return ResourceDiff(ref, "remove" if exists else "ok")
     try:
         want = desired_properties(resource, facts=facts, addresses=addresses)

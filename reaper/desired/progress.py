@@ -150,8 +150,10 @@ class Progress:
             # Across wake-ups: a resource's diff changes only when what was observed of it
             # (a new ResourceState object) or its host's facts (templates) change. A
             # dns_client naming other hosts also reads their addresses: never cached.
-            # Facts matter only to a file rendered from a template.
-            facts = host.facts if getattr(self.lab.resources[node], "template", None) else None
+            # Facts matter only to a file rendered from a template (read from the model's
+            # __dict__: a getattr of a missing field goes through pydantic's slow __getattr__).
+            templated = self.lab.resources[node].__dict__.get("template")
+            facts = host.facts if templated else None
             cached = self.lab.diffs.get(node)
             if cached is not None and cached[0] is rs and cached[1] is facts:
                 self.diffs[node] = cached[2]
