@@ -86,7 +86,14 @@ def record(args: argparse.Namespace) -> list[str]:
             scenarios, [("llm", "llm")], trials=args.trials, source=source, version=code_version()
         )
         results = run_suite(jobs, processes=1)
-    return [f"{r.scenario} seed {r.seed}: {r.error}" for r in results if r.error]
+    problems = [f"{r.scenario} seed {r.seed}: {r.error}" for r in results if r.error]
+    # A failed LLM call falls back to the rules, so a run can succeed with nothing recorded.
+    problems += [
+        f"{s.name}: no answer recorded (every LLM call failed; see the warnings above)"
+        for s in scenarios
+        if not cassette_for(args.out, s.name).exists()
+    ]
+    return problems
 
 
 def main(argv: list[str]) -> int:

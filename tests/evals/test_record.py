@@ -38,6 +38,16 @@ def test_records_a_live_provider_with_provenance(
     assert len(fake_openai.requests_to(OPENAI_ROUTE)) == len(cassette.entries)
 
 
+def test_nothing_recorded_is_a_failure(
+    tmp_path: Path, fake_openai: FakeProviderServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The fake server answers 500 to everything: the planner falls back, nothing is recorded.
+    argv = ["record", "--provider", "openai", "--model", "gpt-test", "--only", "happy-path"]
+    argv += ["--trials", "1", "--out", str(tmp_path), "--base-url", fake_openai.openai_base_url]
+    assert main(argv) == 2
+    assert "happy-path: no answer recorded" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
