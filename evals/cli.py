@@ -4,6 +4,7 @@
                 [--replay CASSETTE | --record CASSETTE] [--json] [--baseline FILE] [--out DIR]
     reaper eval compare OLD.jsonl NEW.jsonl [--all] [--json]
     reaper eval replay TAPE --planner P [--replay CASSETTE] [--json]
+    reaper eval record --provider anthropic|openai|local [--model M] [--model-path GGUF] ...
 
 Exit codes: 0 fine; 1 a regression (against --baseline, or found by compare); 2 bad input or a
 run that errored (e.g. a cassette miss: the prompt or the call sequence changed).
@@ -347,6 +348,10 @@ def main(argv: list[str]) -> int:
             return _compare(argv[1:])
         if argv[:1] == ["replay"]:
             return _replay(argv[1:])
+        if argv[:1] == ["record"]:
+            from evals.record import main as record_main
+
+            return record_main(argv[1:])
         return _run(argv)
     except (ReaperError, LLMError, ValueError) as exc:
         sys.stderr.write(f"reaper eval: {exc}\n")

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from evals.realtime import RealTimeClient
 from evals.variants import split_variant
 from llm.base import LLMClient
 from llm.errors import LLMConfigError
@@ -43,6 +44,8 @@ class LLMSource:
     model: str = ""
     synthetic: bool = False
     client_factory: str = ""  # module:attribute returning an LLMClient (scripted models)
+    base_url: str = ""  # a compatible server (e.g. the llama-server `eval record` started)
+    model_path: str = ""  # a local model's GGUF (provider local)
 
     def describe(self) -> str:
         if self.mode == "live":
@@ -101,9 +104,16 @@ def _client(source: LLMSource, scenario: str) -> LLMClient:
         inner: LLMClient = import_object(source.client_factory)()
     else:
         try:
-            inner = build_client(source.provider, source.model)
+            live = build_client(
+                source.provider,
+                source.model,
+                base_url=source.base_url or None,
+                model_path=Path(source.model_path) if source.model_path else None,
+            )
         except LLMConfigError as exc:
             raise ConfigError(str(exc)) from exc
+        # Missions run in virtual time; a provider's HTTP call must run in real time.
+        inner = RealTimeClient(live)
     if source.mode == "record":
         return RecordingClient(inner, path, synthetic=source.synthetic)
     return inner

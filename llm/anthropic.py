@@ -138,7 +138,9 @@ class AnthropicClient:
                 tool_input = block.input
         text = json.dumps(tool_input) if tool_input is not None else "".join(texts)
         raw_stop = message.stop_reason
-        stop_reason: StopReason = _STOP_REASONS.get(raw_stop or "", "other")
+        # An unknown or missing reason (e.g. "pause_turn") means the answer did not end
+        # normally: treat it as cut off rather than parse a possibly partial answer.
+        stop_reason: StopReason = _STOP_REASONS.get(raw_stop or "", "max_tokens")
         refusal: str | None = None
         if stop_reason == "refusal":
             details = message.stop_details

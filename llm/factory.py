@@ -18,7 +18,7 @@ __all__ = ["PROVIDERS", "Provider", "build_client"]
 
 logger = logging.getLogger(__name__)
 
-Provider = Literal["anthropic", "openai", "openai-compatible", "ollama", "replay"]
+Provider = Literal["anthropic", "openai", "openai-compatible", "ollama", "local", "replay"]
 PROVIDERS: tuple[str, ...] = get_args(Provider)
 
 # Ollama's OpenAI-compatible endpoint on its default port.
@@ -44,6 +44,7 @@ def build_client(
     cassette: Path | None = None,
     record: bool = False,
     synthetic: bool = False,
+    model_path: Path | None = None,
 ) -> LLMClient:
     """A client for ``provider``.
 
@@ -52,6 +53,9 @@ def build_client(
     - ``openai-compatible``: any Chat Completions server at ``base_url`` (or
       ``OPENAI_BASE_URL``); key optional.
     - ``ollama``: ``openai-compatible`` with Ollama's default local URL.
+    - ``local``: llama.cpp's ``llama-server``, started on ``model_path`` (default: the
+      SmolLM2 GGUF ``.ci/llama-setup`` caches) and stopped by ``aclose``, or the one running
+      at ``base_url``; ``model`` defaults to the GGUF's file name.
     - ``replay``: answers from ``cassette`` (provider and model come from the cassette).
 
     With ``record=True`` a live client is wrapped in a ``RecordingClient`` writing to
@@ -66,9 +70,17 @@ def build_client(
         from llm.replay import ReplayClient
 
         return ReplayClient(cassette)
-    if not model:
+    if provider == "local":
+        _require_sdk("openai")
+        from llm.local import LocalClient
+
+        client: LLMClient = LocalClient(
+            model, model_path=model_path, base_url=base_url, timeout=timeout
+        )
+    elif not model:
         raise LLMConfigError(f"provider {provider!r} needs a model name")
-    client = _build_live(provider, model, base_url, timeout, max_retries, structured_output)
+    else:
+        client = _build_live(provider, model, base_url, timeout, max_retries, structured_output)
     if record:
         if cassette is None:
             raise LLMConfigError("record=True needs a cassette path to write to")

@@ -53,6 +53,7 @@ class OpenAIClient:
         timeout: float = 60.0,
         max_retries: int = 2,
         strict: bool = True,
+        extra_body: dict[str, Any] | None = None,
     ) -> None:
         # The only place the key is read.
         api_key = os.environ.get(API_KEY_ENV)
@@ -73,6 +74,8 @@ class OpenAIClient:
         self.model = model
         self.timeout = timeout
         self.strict = strict
+        # Server-specific request fields (e.g. llama-server's cache_prompt); not answer-relevant.
+        self.extra_body = extra_body
         self._client = openai.AsyncOpenAI(
             api_key=api_key, base_url=base_url, timeout=timeout, max_retries=max_retries
         )
@@ -109,6 +112,8 @@ class OpenAIClient:
             kwargs["temperature"] = request.temperature
         if request.seed is not None:
             kwargs["seed"] = request.seed
+        if self.extra_body:
+            kwargs["extra_body"] = self.extra_body
         if request.json_schema is not None:
             kwargs["response_format"] = {
                 "type": "json_schema",
@@ -125,8 +130,10 @@ class OpenAIClient:
             raise LLMAPIError(f"{self.provider}: response has no choices", provider=self.provider)
         choice = completion.choices[0]
         message = choice.message
-        raw_stop: str = choice.finish_reason
-        stop_reason: StopReason = _FINISH_REASONS.get(raw_stop, "other")
+        raw_stop: str | None = choice.finish_reason
+        # Any other finish (a server's own reason, or none) did not end the answer normally:
+        # treat it as cut off, so a structured answer is never parsed as if complete.
+        stop_reason: StopReason = _FINISH_REASONS.get(raw_stop or "", "max_tokens")
         refusal = message.refusal
         if refusal is not None:
             # OpenAI reports a refusal with HTTP 200 and finish_reason "stop".

@@ -1,10 +1,12 @@
 """Record and replay model answers at the client level, as versioned JSONL cassettes.
 
 A cassette's first line is a header (``schema_version``, ``synthetic``, ``created``,
-``provider``, ``model``); each further line is one answered request: its key, the scrubbed
-normalised request, a one-line summary and the ``LLMResponse`` (which carries usage and
-latency). Recording happens above the SDK, not at HTTP level, so it is independent of
-streaming, retries and wire formats.
+``provider``, ``model`` and, from version 2, ``recorded``: the provenance of answers a live or
+local model wrote: provider, model, the model file's sha256 when the client knows it (local
+models), and the date; absent for scripted answers); each further line is one answered
+request: its key, the scrubbed normalised request, a one-line summary and the
+``LLMResponse`` (which carries usage and latency). Recording happens above the SDK, not at
+HTTP level, so it is independent of streaming, retries and wire formats.
 
 The key is the sha256 of the canonical JSON of what determines the answer: provider, model,
 system texts, messages, json_schema, schema_name, max_tokens, temperature and seed. It never
@@ -25,7 +27,7 @@ import json
 import logging
 from collections import deque
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -41,6 +43,7 @@ __all__ = [
     "Cassette",
     "CassetteEntry",
     "CassetteHeader",
+    "Provenance",
     "RecordingClient",
     "ReplayClient",
     "describe_request",
@@ -51,7 +54,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-CASSETTE_SCHEMA_VERSION = 1
+CASSETTE_SCHEMA_VERSION = 2
+# Version 1 headers lack `recorded`; they read as version 2 with no provenance.
+_READABLE_VERSIONS = (1, CASSETTE_SCHEMA_VERSION)
 _KEY_FIELDS = (
     "system",
     "messages",
@@ -61,6 +66,22 @@ _KEY_FIELDS = (
     "temperature",
     "seed",
 )
+
+
+class Provenance(BaseModel):
+    """Who wrote a cassette's answers: a live or local model, identified as far as known."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    provider: str
+    model: str
+    # The weights file's digest (local models): a model name alone does not pin the weights.
+    model_sha256: str | None = None
+    date: date
+
+    def label(self) -> str:
+        digest = f", sha256 {self.model_sha256[:12]}" if self.model_sha256 else ""
+        return f"recorded: {self.provider}/{self.model}{digest}, {self.date.isoformat()}"
 
 
 class CassetteHeader(BaseModel):
@@ -73,6 +94,13 @@ class CassetteHeader(BaseModel):
     created: datetime = Field(default_factory=lambda: datetime.now(UTC))
     provider: str
     model: str
+    recorded: Provenance | None = None
+
+    def provenance(self) -> str:
+        """``recorded: provider/model, sha256 …, date`` or ``scripted``."""
+        if self.recorded is not None and not self.synthetic:
+            return self.recorded.label()
+        return "scripted" if self.synthetic else f"recorded: {self.provider}/{self.model}"
 
 
 class CassetteEntry(BaseModel):
@@ -183,10 +211,10 @@ def load_cassette(path: Path) -> Cassette:
     if not lines:
         raise LLMConfigError(f"cassette {path} is empty")
     first = _header_line(path, lines[0])
-    if first.get("schema_version") != CASSETTE_SCHEMA_VERSION:
+    if first.get("schema_version") not in _READABLE_VERSIONS:
         raise LLMConfigError(
             f"cassette {path} has schema_version {first.get('schema_version')!r}; "
-            f"this version reads {CASSETTE_SCHEMA_VERSION}: record it again"
+            f"this version reads {' and '.join(map(str, _READABLE_VERSIONS))}: record it again"
         )
     try:
         header = CassetteHeader.model_validate(first)
@@ -243,6 +271,16 @@ class RecordingClient:
     async def aclose(self) -> None:
         await self.inner.aclose()
 
+    def _provenance(self) -> Provenance:
+        # Clients that load a weights file (llm.local.LocalClient) expose its digest.
+        digest = getattr(self.inner, "model_sha256", None)
+        return Provenance(
+            provider=self.provider,
+            model=self.model,
+            model_sha256=digest if isinstance(digest, str) else None,
+            date=datetime.now(UTC).date(),
+        )
+
     def _append(self, entry: CassetteEntry) -> None:
         # Small synchronous appends with no await in between: entries from concurrent calls
         # cannot interleave within a line.
@@ -250,7 +288,10 @@ class RecordingClient:
         if not self._header_written:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             header = CassetteHeader(
-                synthetic=self.synthetic, provider=self.provider, model=self.model
+                synthetic=self.synthetic,
+                provider=self.provider,
+                model=self.model,
+                recorded=None if self.synthetic else self._provenance(),
             )
             lines.append(json.dumps(header.model_dump(mode="json")))
             self._header_written = True

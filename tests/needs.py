@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
 
 import pytest
 
-__all__ = ["REQUIRE_SERVICES", "port_open", "require_service"]
+from llm.llama_server import default_binary, default_model
+
+__all__ = ["REQUIRE_SERVICES", "port_open", "require_llama", "require_service"]
 
 REQUIRE_SERVICES = os.environ.get("REAPER_REQUIRE_SERVICES", "") not in ("", "0", "false")
 
@@ -32,3 +35,12 @@ def require_service(name: str, available: bool, why: str = "") -> None:
     if REQUIRE_SERVICES:
         pytest.fail(f"{message} (REAPER_REQUIRE_SERVICES=1)", pytrace=False)
     pytest.skip(message)
+
+
+def require_llama() -> tuple[Path, Path]:
+    """The llama-server binary and the SmolLM2 GGUF `.ci/llama-setup` caches, or skip/fail."""
+    binary = Path(os.environ.get("REAPER_LLAMA_SERVER") or default_binary())
+    model = default_model()
+    missing = [str(path) for path in (binary, model) if not path.is_file()]
+    require_service("llama-server", not missing, f"no {', '.join(missing)}: run .ci/llama-setup")
+    return binary, model

@@ -3,7 +3,10 @@
 The schema sent to the provider fits the strictest common subset of structured output
 (OpenAI ``strict: true``, Anthropic tool ``input_schema`` and native JSON output): every
 object has ``additionalProperties: false`` and lists every property as required, with no
-length or numeric constraints. Strict mode allows no free-form object, so an action's params
+string or numeric constraints. Every array is bounded with ``maxItems`` (OpenAI strict mode and
+llama-server's grammar enforce it; a tool ``input_schema`` carries it as documentation): an
+unbounded array lets a small model with constrained decoding repeat items until it hits
+``max_tokens``. Strict mode allows no free-form object, so an action's params
 travel as ``params_json``, a JSON-encoded object, decoded and checked here.
 
 ``parse_plan`` raises ``PlanValidationError`` with a message meant to be quoted back to the
@@ -23,6 +26,7 @@ from reaper.actions import CATALOG
 from reaper.models import HostState, PlannedTask
 
 __all__ = [
+    "MAX_SCHEMA_TASKS",
     "SCHEMA_NAME",
     "LLMPlan",
     "LLMPlanTask",
@@ -32,6 +36,9 @@ __all__ = [
 ]
 
 SCHEMA_NAME = "plan"
+# The planner's default per-step cap; a lower cap is checked by parse_plan with a message the
+# model can repair from, which a schema bound cannot give.
+MAX_SCHEMA_TASKS = 50
 
 
 class LLMPlanTask(BaseModel):
@@ -84,7 +91,7 @@ def plan_json_schema() -> dict[str, Any]:
         "type": "object",
         "additionalProperties": False,
         "properties": {
-            "tasks": {"type": "array", "items": task},
+            "tasks": {"type": "array", "items": task, "maxItems": MAX_SCHEMA_TASKS},
             "done": {"type": "boolean", "description": "true when nothing more is useful"},
             "note": {"type": "string", "description": "one line summarising this decision"},
         },

@@ -170,6 +170,17 @@ async def test_truncated_output(fake_server: FakeProviderServer, plan_request: L
     assert response.raw_stop_reason == "max_tokens"
 
 
+@pytest.mark.parametrize("stop", ["model_context_window_exceeded", "pause_turn"])
+async def test_any_unfinished_stop_is_a_truncated_answer(
+    fake_server: FakeProviderServer, plan_request: LLMRequest, stop: str
+) -> None:
+    fake_server.push(
+        ANTHROPIC_ROUTE, anthropic_message(tool_input={}, tool_name="plan", stop_reason=stop)
+    )
+    response = await make_client(fake_server).complete(plan_request)
+    assert response.stop_reason == "max_tokens" and response.raw_stop_reason == stop
+
+
 async def test_usage_and_cost(fake_server: FakeProviderServer, plan_request: LLMRequest) -> None:
     fake_server.push(
         ANTHROPIC_ROUTE,

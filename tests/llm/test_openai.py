@@ -121,6 +121,35 @@ async def test_truncated_output(fake_server: FakeProviderServer, plan_request: L
     assert response.text == '{"tasks": ['
 
 
+@pytest.mark.parametrize("finish", ["length", "abort", ""])
+async def test_any_finish_but_stop_is_a_truncated_answer(
+    fake_server: FakeProviderServer, plan_request: LLMRequest, finish: str
+) -> None:
+    # A compatible server's own reason (or none) must not let a partial answer be parsed.
+    fake_server.push(OPENAI_ROUTE, openai_completion(content='{"tasks": [', finish_reason=finish))
+    response = await make_client(fake_server).complete(plan_request)
+    assert response.stop_reason == "max_tokens"
+    assert response.raw_stop_reason == finish
+
+
+async def test_stop_is_a_complete_answer(
+    fake_server: FakeProviderServer, plan_request: LLMRequest
+) -> None:
+    fake_server.push(OPENAI_ROUTE, openai_completion(content=json.dumps(PLAN)))
+    response = await make_client(fake_server).complete(plan_request)
+    assert response.stop_reason == "end" and json.loads(response.text) == PLAN
+
+
+async def test_extra_body_fields_are_sent(
+    fake_server: FakeProviderServer, plan_request: LLMRequest
+) -> None:
+    fake_server.push(OPENAI_ROUTE, openai_completion(content=json.dumps(PLAN)))
+    await make_client(fake_server, extra_body={"cache_prompt": True}).complete(plan_request)
+    body = fake_server.requests_to(OPENAI_ROUTE)[0].body
+    assert body["cache_prompt"] is True
+    assert body["response_format"]["json_schema"]["schema"] == plan_request.json_schema
+
+
 async def test_cached_tokens_and_cost(
     fake_server: FakeProviderServer, plan_request: LLMRequest
 ) -> None:

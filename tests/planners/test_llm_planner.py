@@ -15,7 +15,7 @@ from llm.types import LLMRequest, LLMResponse, Usage
 from reaper.models import MissionStatus, ResultEvent, ResultStatus, Stage
 from reaper.planners.budget import Budget, UsageLedger
 from reaper.planners.llm import LLMPlanner, build_llm_planner
-from reaper.planners.llm_schema import plan_json_schema
+from reaper.planners.llm_schema import MAX_SCHEMA_TASKS, plan_json_schema
 from tests.planners.support import demo_state, plan_answer, response, run_mission, sensible_answer
 
 GOOD = plan_answer(
@@ -91,7 +91,10 @@ def test_schema_is_strict_compatible() -> None:
             if node.get("type") == "object":
                 assert node["additionalProperties"] is False
                 assert sorted(node["required"]) == sorted(node["properties"])
-            for key in ("minLength", "maxLength", "maxItems", "minimum", "maximum", "$ref"):
+            if node.get("type") == "array":
+                # Bounded, so constrained decoding cannot repeat items until max_tokens.
+                assert node["maxItems"] == MAX_SCHEMA_TASKS
+            for key in ("minLength", "maxLength", "minimum", "maximum", "$ref"):
                 assert key not in node
             for value in node.values():
                 walk(value)
