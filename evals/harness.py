@@ -29,9 +29,10 @@ from evals.planners import LLMSource, build_planner
 from evals.scenario import Scenario
 from evals.scorecard import RunResult, prompt_digest, score
 from evals.tapes import TapeRecorder
+from evals.variants import split_variant
 from evals.vtime import LoopClock, run_virtual
 from llm.errors import LLMError
-from reaper.engine.core import MissionEngine
+from reaper.engine.core import EngineSettings, MissionEngine
 from reaper.errors import ReaperError
 from reaper.infra.base import Backend
 from reaper.infra.memory import memory_backend
@@ -45,6 +46,8 @@ __all__ = ["Job", "PlannerFactory", "code_version", "plan_jobs", "run_job", "run
 
 log = logging.getLogger(__name__)
 
+# How many seeds per scenario the shipped cassettes hold (evals.make_fixtures' default trials).
+DEFAULT_REPLAY_SEEDS = 3
 # Statuses a mission would wait in for ever without an operator: the run ends there.
 _HALTED = (MissionStatus.STALLED, MissionStatus.STOPPED)
 # (scenario, lab seed) -> planner; tests pass these directly (jobs=1), the CLI uses names.
@@ -135,6 +138,20 @@ class _Watch:
         task.add_done_callback(self._pending.discard)
 
 
+def _settings(job: Job, state: MissionState) -> EngineSettings:
+    """The engine settings `reaper run` would use: a model-driven planner runs in lockstep
+    unless the lab says otherwise (the lab's own `planner:` is not the planner under test)."""
+    if not _is_llm(job.spec):
+        return engine_settings_for(state.model_copy(update={"planner": "rule"}))
+    if state.settings.get("lockstep") is not None:
+        return engine_settings_for(state)  # the lab says
+    return engine_settings_for(state, lockstep=job.source.llm_lockstep())
+
+
+def _is_llm(spec: str) -> bool:
+    return spec == "llm" or split_variant(spec) is not None
+
+
 async def _run(job: Job, planner: MissionPlanner) -> RunResult:
     scenario = job.scenario
     lab = scenario.lab_file(job.seed)
@@ -160,7 +177,7 @@ async def _run(job: Job, planner: MissionPlanner) -> RunResult:
         planner=planner,
         policy=lab.resolved_policy(),
         clock=clock,
-        settings=engine_settings_for(state),
+        settings=_settings(job, state),
         owner=f"eval-{state.mission_id}",
         listener=watch,
     )
@@ -253,8 +270,12 @@ def plan_jobs(
     source: LLMSource | None = None,
     tape_dir: Path | None = None,
     version: str = "",
+    replay_seeds: int = DEFAULT_REPLAY_SEEDS,
 ) -> list[Job]:
-    """Every (planner label, spec) × scenario × trial; trial t uses seed lab.seed + t."""
+    """Every (planner label, spec) × scenario × trial; trial t uses seed lab.seed + t, except
+    that a replayed model cycles over the `replay_seeds` seeds its cassettes were recorded on
+    (the seed is in every request, so trial 4 of 3 recorded ones would miss): later trials
+    repeat earlier seeds, which replay identically."""
     jobs = []
     for label, spec in planners:
         for scenario in scenarios:
@@ -266,13 +287,18 @@ def plan_jobs(
                         planner=label,
                         spec=spec,
                         trial=trial,
-                        seed=base + trial,
+                        seed=base + _seed_offset(trial, spec, source, replay_seeds),
                         source=source or LLMSource(),
                         tape_dir=tape_dir,
                         code_version=version,
                     )
                 )
     return jobs
+
+
+def _seed_offset(trial: int, spec: str, source: LLMSource | None, replay_seeds: int) -> int:
+    replayed = _is_llm(spec) and (source is None or source.mode == "replay")
+    return trial % max(1, replay_seeds) if replayed else trial
 
 
 def run_suite(

@@ -30,9 +30,18 @@ from reaper.planners.base import MissionPlanner
 from reaper.planners.budget import Budget
 from reaper.planners.rules import RuleBasedPlanner
 
-__all__ = ["DEFAULT_FIXTURES", "LLMSource", "build_planner", "cassette_for", "import_object"]
+__all__ = [
+    "DEFAULT_FIXTURES",
+    "LLMSource",
+    "build_planner",
+    "cassette_for",
+    "display_path",
+    "import_object",
+]
 
 DEFAULT_FIXTURES = Path(__file__).parent / "fixtures"
+# The shipped cassettes were recorded without lockstep; set True once they are re-recorded.
+SHIPPED_FIXTURES_LOCKSTEP = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,11 +52,30 @@ class LLMSource:
     model: str = ""
     synthetic: bool = False
     client_factory: str = ""  # module:attribute returning an LLMClient (scripted models)
+    # Engine lockstep for the LLM planner; None: as `reaper run --planner llm` (on), except
+    # when replaying the shipped fixtures, recorded before the harness matched it.
+    lockstep: bool | None = None
+
+    def llm_lockstep(self) -> bool:
+        if self.lockstep is not None:
+            return self.lockstep
+        shipped = self.mode == "replay" and self.path.resolve() == DEFAULT_FIXTURES.resolve()
+        return not (shipped and not SHIPPED_FIXTURES_LOCKSTEP)
 
     def describe(self) -> str:
         if self.mode == "live":
             return f"live {self.provider}/{self.model}"
-        return f"{self.mode} {self.path}"
+        return f"{self.mode} {display_path(self.path)}"
+
+
+def display_path(path: Path) -> str:
+    """A path as a report shows it: relative to the working directory or the checkout, never
+    absolute (reports are shared and committed; a home directory is no one else's business)."""
+    resolved = path.resolve()
+    for base in (Path.cwd(), Path(__file__).resolve().parent.parent):
+        if resolved.is_relative_to(base):
+            return str(resolved.relative_to(base)) or "."
+    return path.name
 
 
 def cassette_for(path: Path, scenario: str) -> Path:
