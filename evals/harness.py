@@ -27,11 +27,13 @@ from pathlib import Path
 
 from evals.planners import LLMSource, build_planner
 from evals.scenario import Scenario
-from evals.scorecard import RunResult, prompt_digest, score
+from evals.scorecard import Metrics, RunResult, meets, prompt_digest, score
 from evals.tapes import TapeRecorder
 from evals.variants import split_variant
 from evals.vtime import LoopClock, run_virtual
+from evals.world import score_world
 from llm.errors import LLMError
+from reaper.agents.transports.sim import SimRunner
 from reaper.engine.core import EngineSettings, MissionEngine
 from reaper.errors import ReaperError
 from reaper.infra.base import Backend
@@ -200,9 +202,11 @@ async def _run(job: Job, planner: MissionPlanner) -> RunResult:
         await workers.stop()
         if tape is not None:
             tape.close()
+    final = engine.state or initial
+    sim = (workers.runners or {}).get("sim")
+    world = score_world(sim, final) if isinstance(sim, SimRunner) else None
     loop_time = asyncio.get_running_loop().time()
     stop = "error" if error else (watch.stop or "limit:time")
-    final = engine.state or initial
     metrics, llm = score(
         scenario,
         initial,
@@ -212,8 +216,18 @@ async def _run(job: Job, planner: MissionPlanner) -> RunResult:
         sim_time_s=watch.end_time if watch.stop else loop_time,
     )
     versions = llm.get("prompt_versions", {})
+    fields = metrics.model_dump()
+    if world is not None:
+        # The world decides: a trace that looks finished but left a resource unconverged,
+        # or broke one that was fine, is no success.
+        fields["goal_reached"] = world.converged == world.resources and not world.collateral
+        fields["goal_pct"] = round(world.converged_pct, 2)
+        fields["success"] = stop == "completed" and meets(scenario, Metrics(**fields))
     return RunResult(
-        **metrics.model_dump(),
+        **fields,
+        world_resources=None if world is None else world.resources,
+        world_converged=None if world is None else world.converged,
+        world_collateral=None if world is None else world.collateral,
         planner=job.planner,
         provider=llm.get("provider", ""),
         model=llm.get("model", ""),

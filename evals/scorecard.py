@@ -26,7 +26,7 @@ from evals.scenario import Scenario
 from reaper.actions import CATALOG, Risk
 from reaper.models import EventKind, EventRecord, MissionState, Stage, TaskStatus
 
-__all__ = ["RESULT_SCHEMA_VERSION", "Metrics", "RunResult", "prompt_digest", "score"]
+__all__ = ["RESULT_SCHEMA_VERSION", "Metrics", "RunResult", "meets", "prompt_digest", "score"]
 
 RESULT_SCHEMA_VERSION = 1
 
@@ -80,6 +80,11 @@ class RunResult(Metrics):
     status: str = ""
     status_reason: str = ""
     error: str | None = None
+    # Desired-state missions: the sim world's verified end state (evals.world); None before.
+    world_resources: int | None = None
+    world_converged: int | None = None
+    world_collateral: int | None = None
+    provenance: str = ""  # scripted | recorded: model, digest, date | "" (no model)
 
     @property
     def key(self) -> tuple[str, str, int]:
@@ -203,11 +208,11 @@ def score(
     m.invalid_output_rate = (
         round(m.invalid_outputs / m.llm_decisions, 4) if m.llm_decisions else 0.0
     )
-    m.success = stop == "completed" and _meets(scenario, m)
+    m.success = stop == "completed" and meets(scenario, m)
     return m, walk.llm
 
 
-def _meets(scenario: Scenario, m: Metrics) -> bool:
+def meets(scenario: Scenario, m: Metrics) -> bool:
     s = scenario.success
     return (
         (m.goal_reached or not s.goal_reached)
