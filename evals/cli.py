@@ -24,12 +24,16 @@ from rich.console import Console
 
 from evals.aggregate import aggregate
 from evals.compare import Comparison, compare
+from evals.generate import generate
 from evals.harness import code_version, plan_jobs, run_suite
 from evals.planners import (
     DEFAULT_FIXTURES,
+    HYBRID_SPEC,
     LLMSource,
     build_planner,
     cassette_for,
+    display_path,
+    hybrid_available,
     import_object,
 )
 from evals.report import (
@@ -41,7 +45,7 @@ from evals.report import (
     write_markdown,
     write_results,
 )
-from evals.scenario import load_scenarios
+from evals.scenario import Scenario, load_scenarios
 from evals.scorecard import RESULT_SCHEMA_VERSION
 from evals.tapes import counterfactual, load_tape, recorded_max_tokens
 from evals.variants import split_variant, variant_comparison, with_variant
@@ -63,6 +67,11 @@ def _planners(text: str) -> list[tuple[str, str]]:
     for item in (p.strip() for p in text.split(",") if p.strip()):
         label, _, spec = item.partition("=")
         spec = spec or item
+        if spec == "hybrid":
+            if not hybrid_available():
+                sys.stderr.write(f"reaper eval: skipping hybrid: {HYBRID_SPEC} not importable\n")
+                continue
+            spec = HYBRID_SPEC
         if spec not in ("rule", "llm") and split_variant(spec) is None:
             import_object(spec)  # a bad planner is one error before any run, not one per run
         out.append((label, spec))
@@ -129,6 +138,12 @@ def _run_parser() -> argparse.ArgumentParser:
         help="comma list: rule, llm, module:attr, or label=module:attr (default rule,llm)",
     )
     p.add_argument("--scenarios", default=str(DEFAULT_SCENARIOS), help="directory or file")
+    p.add_argument(
+        "--generated",
+        metavar="SEED:COUNT",
+        default="",
+        help="held-out desired-state scenarios from the fault catalog (not --scenarios)",
+    )
     p.add_argument("--only", default="", help="comma list of scenario names")
     p.add_argument("--trials", type=int, default=DEFAULT_TRIALS)
     _llm_options(p)
@@ -186,13 +201,28 @@ def _print_variant(console: Console, directory: str | None, variant: Comparison 
         console.print(table)
 
 
+def _scenarios(args: argparse.Namespace, only: set[str] | None) -> list[Scenario]:
+    if not args.generated:
+        return load_scenarios(args.scenarios, only)
+    seed, _, count = args.generated.partition(":")
+    if not (seed.isdigit() and count.isdigit() and int(count) > 0):
+        raise ReaperError(f"--generated {args.generated!r}: expected SEED:COUNT, e.g. 7:30")
+    return generate(int(seed), int(count))
+
+
+def _scenario_source(args: argparse.Namespace) -> str:
+    if args.generated:
+        return f"generated (seed:count {args.generated}, held out)"
+    return display_path(Path(args.scenarios))
+
+
 def _run(argv: list[str]) -> int:
     args = _run_parser().parse_args(argv)
     _setup_logging(args.verbose)
     if args.trials < 1:
         raise ReaperError("--trials must be at least 1")
     only = {s.strip() for s in args.only.split(",") if s.strip()} or None
-    scenarios = load_scenarios(args.scenarios, only)
+    scenarios = _scenarios(args, only)
     planners = _planners(args.planners)
     if args.prompts:
         planners = with_variant(planners, args.prompts)
@@ -227,7 +257,7 @@ def _run(argv: list[str]) -> int:
         meta = {
             "code version": version,
             "planners": ", ".join(label for label, _ in planners),
-            "scenarios": f"{len(scenarios)} from {args.scenarios}",
+            "scenarios": f"{len(scenarios)} from {_scenario_source(args)}",
             "trials": str(args.trials),
             "LLM answers": source.describe(),
         }

@@ -32,10 +32,12 @@ from reaper.planners.rules import RuleBasedPlanner
 
 __all__ = [
     "DEFAULT_FIXTURES",
+    "HYBRID_SPEC",
     "LLMSource",
     "build_planner",
     "cassette_for",
     "display_path",
+    "hybrid_available",
     "import_object",
 ]
 
@@ -97,6 +99,18 @@ def import_object(spec: str) -> Any:
         return getattr(module, attr)
     except (ImportError, AttributeError) as exc:
         raise ConfigError(f"cannot import {spec!r}: {exc}") from exc
+
+
+# The lead's hybrid planner (rules first, the LLM for unknown failures), by name.
+HYBRID_SPEC = "reaper.planners.hybrid:HybridPlanner"
+
+
+def hybrid_available() -> bool:
+    try:
+        import_object(HYBRID_SPEC)
+    except ConfigError:
+        return False
+    return True
 
 
 _replay_cache: dict[Path, ReplayClient] = {}

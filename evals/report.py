@@ -133,18 +133,21 @@ def usage_table(aggs: Sequence[Aggregate]) -> Table:
         m = a.metrics
         if not m["llm_calls"].mean:
             continue
-        per_success = a.cost(a.cost_per_success)
+        scripted = a.provider == "synthetic"
+        # Scripted answers: no model wrote them and no one paid for them (list-price
+        # figures would read as a real model's cost).
+        per_success = "synthetic" if scripted else a.cost(a.cost_per_success)
         table.add_row(
             a.planner,
             a.scenario if a.scenario != "*" else "[bold]all[/bold]",
-            a.model,
+            f"synthetic (scripted, as {a.model})" if scripted else a.model,
             a.prompt_hash,
             # Means only: the intervals are in the JSON and the markdown report.
             f"{m['llm_calls'].mean:.1f}",
             f"{m['input_tokens'].mean:.0f}",
             f"{m['output_tokens'].mean:.0f}",
             f"{m['cached_tokens'].mean:.0f}",
-            a.cost(m["cost_usd"].mean),
+            "synthetic" if scripted else a.cost(m["cost_usd"].mean),
             per_success,
         )
     return table
