@@ -67,12 +67,10 @@ def _planners(text: str) -> list[tuple[str, str]]:
     for item in (p.strip() for p in text.split(",") if p.strip()):
         label, _, spec = item.partition("=")
         spec = spec or item
-        if spec == "hybrid":
-            if not hybrid_available():
-                sys.stderr.write(f"reaper eval: skipping hybrid: {HYBRID_SPEC} not importable\n")
-                continue
-            spec = HYBRID_SPEC
-        if spec not in ("rule", "llm") and split_variant(spec) is None:
+        if spec == "hybrid" and not hybrid_available():
+            sys.stderr.write(f"reaper eval: skipping hybrid: {HYBRID_SPEC} not importable\n")
+            continue
+        if spec not in ("rule", "llm", "hybrid") and split_variant(spec) is None:
             import_object(spec)  # a bad planner is one error before any run, not one per run
         out.append((label, spec))
     if not out:

@@ -154,6 +154,12 @@ def _is_llm(spec: str) -> bool:
     return spec == "llm" or split_variant(spec) is not None
 
 
+def _asks_model(spec: str) -> bool:
+    """Whether a planner's answers come from a model (live, recorded or scripted). The hybrid
+    does, but runs unlocked, as `reaper run --planner hybrid` does."""
+    return _is_llm(spec) or spec == "hybrid"
+
+
 async def _run(job: Job, planner: MissionPlanner) -> RunResult:
     scenario = job.scenario
     lab = scenario.lab_file(job.seed)
@@ -311,7 +317,7 @@ def plan_jobs(
 
 
 def _seed_offset(trial: int, spec: str, source: LLMSource | None, replay_seeds: int) -> int:
-    replayed = _is_llm(spec) and (source is None or source.mode == "replay")
+    replayed = _asks_model(spec) and (source is None or source.mode == "replay")
     return trial % max(1, replay_seeds) if replayed else trial
 
 

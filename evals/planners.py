@@ -167,6 +167,13 @@ def build_planner(
 ) -> MissionPlanner:
     if name == "rule":
         return RuleBasedPlanner()
+    if name == "hybrid":
+        # The rules first, the LLM (built as for `llm`) for the failures they do not know.
+        hybrid: Callable[..., MissionPlanner] = import_object(HYBRID_SPEC)
+        llm = build_planner(
+            "llm", lab, seed=seed, scenario=scenario, source=source, max_tokens=max_tokens
+        )
+        return hybrid(llm)
     prompts = split_variant(name)
     if name == "llm" or prompts is not None:
         from reaper.planners.llm import LLMPlanner
