@@ -49,6 +49,7 @@ class Aggregate(BaseModel):
     provider: str = ""
     model: str = ""
     prompt_hash: str = ""
+    provenance: str = ""  # evals.provenance: scripted | recorded: … | live: … | ""
     scenario_hash: str = ""
     n: int
     successes: int
@@ -68,6 +69,11 @@ class Aggregate(BaseModel):
         if self.priced:
             return f"{value:.{digits}f}"
         return f"≥{value:.{digits}f}" if value else "unknown"
+
+    @property
+    def synthetic(self) -> bool:
+        """No model wrote these answers (a scripted client, or a cassette recorded from one)."""
+        return self.provenance == "scripted" or self.provider == "synthetic"
 
     @property
     def key(self) -> tuple[str, str]:
@@ -96,6 +102,7 @@ def _summarise(planner: str, scenario: str, runs: Sequence[RunResult]) -> Aggreg
         provider=first.provider,
         model=first.model,
         prompt_hash=first.prompt_hash,
+        provenance=next((r.provenance for r in runs if r.provenance), ""),
         scenario_hash=runs[0].scenario_hash if scenario != "*" else "",
         n=n,
         successes=successes,

@@ -23,6 +23,7 @@ from typing import Any
 from rich.console import Console
 
 from evals.aggregate import aggregate
+from evals.by_fault import fault_markdown, fault_rows
 from evals.compare import Comparison, compare
 from evals.generate import generate
 from evals.harness import code_version, plan_jobs, run_suite
@@ -36,6 +37,7 @@ from evals.planners import (
     hybrid_available,
     import_object,
 )
+from evals.provenance import SCRIPTED
 from evals.report import (
     comparison_table,
     divergence_table,
@@ -242,6 +244,7 @@ def _run(argv: list[str]) -> int:
     results = run_suite(jobs, processes=args.jobs)
     elapsed = time.perf_counter() - started
     aggs = aggregate(results)
+    faults = fault_rows(results)
     console = _console(stderr=args.json)
     errors = [r for r in results if r.error]
     comparison = None
@@ -251,7 +254,7 @@ def _run(argv: list[str]) -> int:
     if args.out:
         out = Path(args.out)
         write_results(results, out / "results.jsonl")
-        synthetic = any(p[1] == "llm" for p in planners) and source.mode == "replay"
+        synthetic = any(r.provenance == SCRIPTED for r in results)
         meta = {
             "code version": version,
             "planners": ", ".join(label for label, _ in planners),
@@ -259,12 +262,15 @@ def _run(argv: list[str]) -> int:
             "trials": str(args.trials),
             "LLM answers": source.describe(),
         }
-        write_markdown(aggs, out / "report.md", meta=meta, synthetic=synthetic)
+        write_markdown(
+            aggs, out / "report.md", meta=meta, synthetic=synthetic, sections=fault_markdown(faults)
+        )
     if args.json:
         doc = {
             "schema_version": RESULT_SCHEMA_VERSION,
             "results": [r.model_dump(mode="json") for r in results],
             "aggregates": [a.model_dump(mode="json") for a in aggs],
+            "faults": [f.model_dump(mode="json") for f in faults],
             "regressions": [f.model_dump(mode="json") for f in comparison.regressions]
             if comparison
             else [],

@@ -26,6 +26,7 @@ from importlib import metadata
 from pathlib import Path
 
 from evals.planners import LLMSource, build_planner
+from evals.provenance import provenance
 from evals.scenario import Scenario
 from evals.scorecard import Metrics, RunResult, meets, prompt_digest, score
 from evals.tapes import TapeRecorder
@@ -249,7 +250,18 @@ async def _run(job: Job, planner: MissionPlanner) -> RunResult:
         status=final.status.value,
         status_reason=final.status_reason,
         error=error,
+        **_labels(job),
     )
+
+
+def _labels(job: Job) -> dict[str, str]:
+    """What every row of a job carries, whatever the run did: where its answers came from
+    and the fault type it is reported under."""
+    faults = [t.removeprefix("fault:") for t in job.scenario.tags if t.startswith("fault:")]
+    return {
+        "provenance": provenance(job.source, job.scenario.name) if _asks_model(job.spec) else "",
+        "fault": faults[0] if faults else "",
+    }
 
 
 def run_job(job: Job, factory: PlannerFactory | None = None) -> RunResult:
@@ -279,6 +291,7 @@ def _error_result(job: Job, error: str) -> RunResult:
         hosts=job.scenario.host_count,
         stop="error",
         error=error,
+        **_labels(job),
     )
 
 

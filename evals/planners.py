@@ -65,6 +65,8 @@ class LLMSource:
         return not (shipped and not SHIPPED_FIXTURES_LOCKSTEP)
 
     def describe(self) -> str:
+        if self.client_factory:
+            return f"synthetic: scripted by {self.client_factory}"
         if self.mode == "live":
             return f"live {self.provider}/{self.model}"
         return f"{self.mode} {display_path(self.path)}"

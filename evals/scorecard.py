@@ -85,6 +85,7 @@ class RunResult(Metrics):
     world_converged: int | None = None
     world_collateral: int | None = None
     provenance: str = ""  # scripted | recorded: model, digest, date | "" (no model)
+    fault: str = ""  # the scenario's `fault:KIND` tag (desired-state suite), "" for none
 
     @property
     def key(self) -> tuple[str, str, int]:
