@@ -33,6 +33,11 @@ class Fault(BaseModel):
     world: dict[str, Any]  # the host's sim.world conditions
     right_fix: str
     wrong_fixes: tuple[str, ...]
+    # Where the condition bites (docs/sim-world.md): "linux" any package install, "db" the
+    # database server's install, "web" the nginx start on its port, "ad" a Windows domain
+    # join / AD promotion. A lab without it
+    # would be a no-fault control under a fault's name.
+    bites: str = "linux"
 
 
 _PG: list[dict[str, Any]] = [
@@ -46,6 +51,8 @@ _WEB: list[dict[str, Any]] = [
         "path": "/etc/nginx/conf.d/app.conf",
         "content": "server { listen 8080; }\n",
         "mode": "0644",
+        # the restart is what binds 8080 (Debian's install already started nginx on 80)
+        "notify": ["nginx"],
     },
     {"kind": "service", "name": "nginx", "state": "running", "enabled": True},
 ]
@@ -86,24 +93,28 @@ def catalog() -> list[Fault]:
             world={"port_in_use": {"8080": "apache2"}},
             right_fix="stop the holder (service apache2 stopped) or move the port",
             wrong_fixes=("retry the start",),
+            bites="web",
         ),
         Fault(
             kind="clock_skew",
             world={"clock_offset_s": 600},
-            right_fix="start the time service (chrony)",
+            right_fix="start the time service (w32time) before the domain join",
             wrong_fixes=("reboot", "retry"),
+            bites="ad",
         ),
         Fault(
             kind="disk_low",
             world={"disk_free_mb": 20},
             right_fix="cleanup",
             wrong_fixes=("retry", "reboot"),
+            bites="db",  # 20 MiB holds curl or nginx, not the database server
         ),
         Fault(
             kind="pending_reboot",
             world={"pending_reboot": True},
             right_fix="reboot",
             wrong_fixes=("retry",),
+            bites="ad",
         ),
         Fault(
             kind="lock_and_disk",
@@ -120,11 +131,72 @@ def catalog() -> list[Fault]:
     ]
 
 
-def _host(host_id: str, roles: list[str], world: dict[str, Any] | None) -> dict[str, Any]:
-    host: dict[str, Any] = {"host_id": host_id, "os": "linux", "roles": roles}
+_DC: list[dict[str, Any]] = [
+    {"kind": "windows_feature", "name": "AD-Domain-Services"},
+    {
+        "kind": "ad_domain",
+        "name": "lab.local",
+        "netbios": "LAB",
+        "safe_mode_password_env": "LAB_DSRM_PASSWORD",
+    },
+]
+_MEMBER: list[dict[str, Any]] = [
+    {"kind": "dns_client", "servers_from": ["dc-01"]},
+    {
+        "kind": "domain_membership",
+        "domain": "lab.local",
+        "credentials_env": "LAB_JOIN_PASSWORD",
+        "after": ["dc-01:ad_domain/lab.local"],
+    },
+]
+# `postgresql` brings the server and its service on Debian only (RHEL's is the client,
+# `postgresql-server` the server): a database host on a seeded RHEL would fail whatever
+# the fault, and other seeded distros lack a package or two: Linux hosts are Debian 12, so
+# a scenario fails only by its fault (tests/evals/test_world_scoring.py checks the twins).
+# The seeded facts may also claim a running postgresql or nginx, which the world then half
+# has (a package, no unit): the services are pinned to a plain base.
+_DEBIAN = {
+    "os": {
+        "id": "debian",
+        "name": "Debian GNU/Linux",
+        "version": "12",
+        "pretty_name": "Debian GNU/Linux 12 (bookworm)",
+    },
+    "package_manager": "apt",
+    "services": ["cron", "rsyslog", "sshd", "systemd-journald", "systemd-logind"],
+}
+
+
+def _host(
+    host_id: str, roles: list[str], world: dict[str, Any] | None, os: str = "linux"
+) -> dict[str, Any]:
+    host: dict[str, Any] = {"host_id": host_id, "os": os, "roles": roles}
+    sim: dict[str, Any] = {}
+    if os == "linux":
+        sim["facts"] = _DEBIAN
     if world:
-        host["sim"] = {"world": world}
+        sim["world"] = world
+    if sim:
+        host["sim"] = sim
     return host
+
+
+def _ad_lab(rng: random.Random, fault: Fault | None) -> tuple[dict[str, Any], str]:
+    """A domain controller and members that join it (each after the DC's domain)."""
+    members = [f"srv-{i:02d}" for i in range(1, rng.randrange(2, 4))]
+    faulty, world = "", None
+    if fault is not None:
+        # a skewed clock bites the join, so only a member; a pending reboot bites either
+        pool = members if fault.kind == "clock_skew" else ["dc-01", *members]
+        faulty, world = rng.choice(pool), fault.world
+    hosts = [_host("dc-01", ["dc"], world if faulty == "dc-01" else None, "windows")]
+    hosts += [_host(m, ["member"], world if faulty == m else None, "windows") for m in members]
+    lab = {
+        "seed": rng.randrange(1, 10_000),
+        "roles": {"dc": _DC, "member": _MEMBER},
+        "hosts": hosts,
+    }
+    return lab, f"a DC and {len(members)} joining member(s), the fault on {faulty or 'none'}"
 
 
 def _scenario(name: str, description: str, tags: list[str], lab: dict[str, Any]) -> Scenario:
@@ -139,9 +211,12 @@ def _scenario(name: str, description: str, tags: list[str], lab: dict[str, Any])
 
 
 def _fault_lab(rng: random.Random, fault: Fault, index: int) -> Scenario:
-    shape = index % 3
+    shape = {"web": 1, "db": index % 2}.get(fault.bites, index % 3)
     seed = rng.randrange(1, 10_000)
-    if shape == 0:  # one host, one role
+    if fault.bites == "ad":
+        lab, what = _ad_lab(rng, fault)
+        shape = 1  # members join across hosts
+    elif shape == 0:  # one host, one role
         lab = {
             "seed": seed,
             "roles": {"db": _PG},
@@ -150,7 +225,8 @@ def _fault_lab(rng: random.Random, fault: Fault, index: int) -> Scenario:
         what = "one database host"
     elif shape == 1:  # cross-host: the web server waits for its database
         web = [*_WEB[:2], {**_WEB[2], "after": ["db-01:service/postgresql"]}]
-        faulty = rng.choice(["db-01", "web-01"])
+        pick = {"web": ["web-01"], "db": ["db-01"]}.get(fault.bites, ["db-01", "web-01"])
+        faulty = rng.choice(pick)
         lab = {
             "seed": seed,
             "roles": {"db": _PG, "web": web},
@@ -196,6 +272,16 @@ def _control(rng: random.Random, index: int) -> Scenario:
     )
 
 
+def _ad_control(rng: random.Random, index: int) -> Scenario:
+    lab, what = _ad_lab(rng, None)
+    return _scenario(
+        f"ds-ad-control-{index}",
+        f"no fault ({what}): the right plan promotes the DC, then joins the members",
+        ["fault:none", "control", "cross-host"],
+        lab,
+    )
+
+
 def _partial(rng: random.Random, index: int) -> Scenario:
     # A clean lab, some resources already in place (absent ones), the rest to do.
     role = [*_TOOLS, {"kind": "package", "name": "telnetd", "state": "absent"}]
@@ -212,22 +298,29 @@ def _partial(rng: random.Random, index: int) -> Scenario:
 
 
 def generate(seed: int, count: int) -> list[Scenario]:
-    """`count` scenarios: every fault type in turn (three shapes), with a control and a
-    partially converged lab after each ten."""
+    """`count` scenarios: every fault type in turn (three shapes, or the one where it bites),
+    with a control, a partially converged lab or a no-fault AD lab after each ten."""
     rng = random.Random(seed)
     faults = catalog()
     out: list[Scenario] = []
     index = 0
     while len(out) < count:
         if index % 11 == 10:
-            out.append(_control(rng, index) if index % 22 == 10 else _partial(rng, index))
+            kind = index % 33
+            out.append(
+                _control(rng, index)
+                if kind == 10
+                else _partial(rng, index)
+                if kind == 21
+                else _ad_control(rng, index)
+            )
         else:
             out.append(_fault_lab(rng, faults[index % len(faults)], index))
         index += 1
     return out
 
 
-def write_shipped(out: Path, count: int = 32) -> list[Path]:
+def write_shipped(out: Path, count: int = 33) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for scenario in generate(SHIPPED_SEED, count):

@@ -7,10 +7,11 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import yaml
 
 from evals.generate import SHIPPED_SEED, catalog, generate
 from evals.harness import plan_jobs, run_suite
-from evals.scenario import Scenario, load_scenarios
+from evals.scenario import Scenario, load_scenarios, parse_scenario
 from evals.scorecard import RunResult
 
 DESIRED = Path(__file__).resolve().parents[2] / "evals" / "scenarios" / "desired"
@@ -76,3 +77,28 @@ def test_held_out_scenarios_differ_from_the_shipped_ones() -> None:
     held_out = generate(SHIPPED_SEED + 1, 32)
     assert not shipped & {s.digest() for s in held_out}
     assert [s.digest() for s in generate(7, 5)] == [s.digest() for s in generate(7, 5)]
+
+
+def _twin(scenario: Scenario) -> Scenario:
+    """The same lab with every host's world conditions cleared: no fault."""
+    data = scenario.model_dump(mode="json", exclude={"schema_version", "name"})
+    for host in data["lab"]["hosts"]:
+        host.setdefault("sim", {})["world"] = {}
+    return parse_scenario(yaml.safe_dump(data), source=scenario.name, name=scenario.name)
+
+
+def test_every_fault_bites_and_no_control_fails(desired: list[Scenario]) -> None:
+    # A fault placed where nothing meets it would be a control under a fault's name: the
+    # converger's run must differ from the no-fault twin's, and every twin must converge
+    # (the lab is sound; only its fault can make a planner fail).
+    faulty = [s for s in desired if "fault:none" not in s.tags]
+    rule = [("rule", "rule")]
+    with_fault = run_suite(plan_jobs(faulty, rule, trials=1), processes=2)
+    twins = run_suite(plan_jobs([_twin(s) for s in desired], rule, trials=1), processes=2)
+    assert [r.scenario for r in twins if not r.success] == []
+    clean = {r.scenario: r for r in twins}
+
+    def shape(r: RunResult) -> tuple[int, int, float, bool]:
+        return (r.tasks_issued, r.failed_tasks, r.sim_time_s, r.success)
+
+    assert [r.scenario for r in with_fault if shape(r) == shape(clean[r.scenario])] == []
