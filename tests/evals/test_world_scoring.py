@@ -76,6 +76,7 @@ def test_held_out_scenarios_differ_from_the_shipped_ones() -> None:
     shipped = {s.digest() for s in generate(SHIPPED_SEED, 32)}
     held_out = generate(SHIPPED_SEED + 1, 32)
     assert not shipped & {s.digest() for s in held_out}
+    assert all(s.name.startswith(f"ho{SHIPPED_SEED + 1}-") for s in held_out)
     assert [s.digest() for s in generate(7, 5)] == [s.digest() for s in generate(7, 5)]
 
 
