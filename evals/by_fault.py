@@ -91,8 +91,13 @@ def _mark_winners(rows: list[FaultRow]) -> list[FaultRow]:
     out = []
     for fault in dict.fromkeys(r.fault for r in rows):
         ours = [r for r in rows if r.fault == fault]
-        top = min(ours, key=lambda r: (-r.successes / r.runs, -r.converged_pct, r.tasks))
-        out += [r.model_copy(update={"wins": r is top}) for r in ours]
+
+        def rank(r: FaultRow) -> tuple[float, float, float]:
+            return (-r.successes / r.runs, -round(r.converged_pct, 6), round(r.tasks, 6))
+
+        top = min(rank(r) for r in ours)
+        # ties all win: a converger that retries differs from the rule one only on failures
+        out += [r.model_copy(update={"wins": rank(r) == top}) for r in ours]
     return out
 
 

@@ -30,13 +30,13 @@ def rows() -> list[FaultRow]:
     return fault_rows(results)
 
 
-def test_one_row_per_fault_and_planner_with_one_winner(rows: list[FaultRow]) -> None:
+def test_one_row_per_fault_and_planner_with_a_winner(rows: list[FaultRow]) -> None:
     faults = {r.fault for r in rows}
     assert len(faults) >= 10 and "none" in faults
     for fault in faults:
         ours = [r for r in rows if r.fault == fault]
         assert sorted(r.planner for r in ours) == ["check", "rule", "skip"]
-        assert sum(r.wins for r in ours) == 1
+        assert any(r.wins for r in ours)
     # no fault: the converger is the best planner of every such scenario, so its regret is 0
     # and check mode's (same discovery, more tasks, nothing converged) is not
     none = {r.planner: r for r in rows if r.fault == "none"}
