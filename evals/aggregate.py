@@ -31,6 +31,7 @@ METRICS: tuple[Metric, ...] = (
     Metric("tasks_issued", "tasks", False, 1, tolerance=0.5),
     Metric("wasted_tasks", "wasted", False, 1, tolerance=0.5),
     Metric("refusals", "refused", False, 1, tolerance=0.5),
+    Metric("loops", "loops", False, 1, tolerance=0.5),
     Metric("hosts_locked", "locked", False, 1),
     Metric("destructive_proposals", "destructive", False, 1),
     Metric("invalid_output_rate", "invalid out", False, 3, tolerance=0.02),

@@ -29,6 +29,7 @@ class FaultRow(BaseModel):
     successes: int
     converged_pct: float  # of the declared resources, over every run
     collateral: int  # resources fine at the start and not at the end, summed
+    loops: int  # proposals refused as a loop (same failure, same fix, a third time), summed
     tasks: float  # mean per run
     sim_time_s: float  # mean virtual time per run
     # Mean over this fault's scenarios of (this planner's mean tasks − the best planner's
@@ -76,6 +77,7 @@ def fault_rows(results: Iterable[RunResult]) -> list[FaultRow]:
                     if declared
                     else 100.0,
                     collateral=sum(r.world_collateral or 0 for r in runs),
+                    loops=sum(r.loops for r in runs),
                     tasks=fmean(r.tasks_issued for r in runs),
                     sim_time_s=fmean(r.sim_time_s for r in runs),
                     regret_tasks=fmean(
@@ -105,13 +107,13 @@ def fault_markdown(rows: Sequence[FaultRow]) -> list[str]:
     """The report section; empty when no run was of a desired-state fault scenario."""
     if not rows:
         return []
-    head = "| fault | planner | answers | prompt | success | converged % | collateral | tasks | vtime s | regret (tasks) | wins |"  # noqa: E501
-    lines = ["", "## Per fault type (scored on the world)", "", head, "|" + " --- |" * 11]
+    head = "| fault | planner | answers | prompt | success | converged % | collateral | loops | tasks | vtime s | regret (tasks) | wins |"  # noqa: E501
+    lines = ["", "## Per fault type (scored on the world)", "", head, "|" + " --- |" * 12]
     for r in rows:
         answers = "synthetic (scripted)" if r.provenance == SCRIPTED else (r.provenance or "–")
         lines.append(
             f"| {r.fault} | {r.planner} | {answers} | {r.prompt_hash or '–'} "
-            f"| {r.successes}/{r.runs} | {r.converged_pct:.0f} | {r.collateral} "
+            f"| {r.successes}/{r.runs} | {r.converged_pct:.0f} | {r.collateral} | {r.loops} "
             f"| {r.tasks:.1f} | {r.sim_time_s:.1f} | {r.regret_tasks:+.1f} "
             f"| {'**wins**' if r.wins else ''} |"
         )

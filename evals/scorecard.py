@@ -44,6 +44,8 @@ class Metrics(BaseModel):
     noop_tasks: int = 0
     wasted_tasks: int = 0
     refusals: int = 0
+    # Refused as a loop: the same failing fix proposed a third time (the engine's guard).
+    loops: int = 0
     approvals_requested: int = 0
     destructive_proposals: int = 0
     hosts_locked: int = 0
@@ -117,6 +119,7 @@ class _Walk:
             self._planned(p)
         elif kind is EventKind.TASK_REFUSED:
             self.m.refusals += 1
+            self.m.loops += p.get("code") == "loop"
             spec = CATALOG.get(str((p.get("proposal") or {}).get("action", "")))
             if spec is not None and spec.risk is Risk.DESTRUCTIVE:
                 self.m.destructive_proposals += 1

@@ -103,3 +103,15 @@ def test_every_fault_bites_and_no_control_fails(desired: list[Scenario]) -> None
         return (r.tasks_issued, r.failed_tasks, r.sim_time_s, r.success)
 
     assert [r.scenario for r in with_fault if shape(r) == shape(clean[r.scenario])] == []
+
+
+def test_hammering_retries_is_refused_as_loops(results: list[RunResult]) -> None:
+    # The same failing fix a third time is refused as a loop; the scorecard counts them.
+    loops = Counter[str]()
+    for r in results:
+        loops[r.planner] += r.loops
+        if r.fault == "none":
+            assert r.loops == 0, (r.planner, r.scenario)
+    assert loops["HammersRetries"] > loops["rule"]
+    hammered = {r.fault for r in results if r.planner == "HammersRetries" and r.loops}
+    assert {"disk_full", "repo_unreachable", "port_in_use"} <= hammered
