@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from evals.by_fault import fault_rows
 from evals.generate import SHIPPED_SEED, catalog, generate
 from evals.harness import plan_jobs, run_suite
 from evals.scenario import Scenario, load_scenarios, parse_scenario
@@ -115,3 +116,22 @@ def test_hammering_retries_is_refused_as_loops(results: list[RunResult]) -> None
     assert loops["HammersRetries"] > loops["rule"]
     hammered = {r.fault for r in results if r.planner == "HammersRetries" and r.loops}
     assert {"disk_full", "repo_unreachable", "port_in_use"} <= hammered
+
+
+# Where each weakened planner must lose to the converger, fault type by fault type: the rule
+# converger fixes these, and the weakness is exactly what they need.
+MUST_LOSE = {
+    "CheckModeOnly": {"disk_full", "disk_low", "pm_locked"},  # nothing is ever applied
+    "OneItemOnly": {"disk_full", "disk_low", "pm_locked"},  # every lab has 2+ resources a host
+    "SkipsDiscovery": {"disk_full", "disk_low", "pm_locked", "none"},  # nothing known to fix
+    "HammersRetries": {"disk_full", "disk_low"},  # retrying never frees the disk
+}
+
+
+@pytest.mark.parametrize("weak", WEAK)
+def test_each_weakened_planner_loses_where_it_should(results: list[RunResult], weak: str) -> None:
+    rows = {(r.fault, r.planner): r for r in fault_rows(results)}
+    for fault in MUST_LOSE[weak]:
+        rule, ours = rows[(fault, "rule")], rows[(fault, weak)]
+        assert ours.successes < rule.successes, (weak, fault)
+        assert ours.converged_pct < rule.converged_pct, (weak, fault)
