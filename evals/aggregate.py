@@ -31,6 +31,7 @@ METRICS: tuple[Metric, ...] = (
     Metric("tasks_issued", "tasks", False, 1, tolerance=0.5),
     Metric("wasted_tasks", "wasted", False, 1, tolerance=0.5),
     Metric("refusals", "refused", False, 1, tolerance=0.5),
+    Metric("loops", "loops", False, 1, tolerance=0.5),
     Metric("hosts_locked", "locked", False, 1),
     Metric("destructive_proposals", "destructive", False, 1),
     Metric("invalid_output_rate", "invalid out", False, 3, tolerance=0.02),
@@ -49,6 +50,7 @@ class Aggregate(BaseModel):
     provider: str = ""
     model: str = ""
     prompt_hash: str = ""
+    provenance: str = ""  # evals.provenance: scripted | recorded: … | live: … | ""
     scenario_hash: str = ""
     n: int
     successes: int
@@ -68,6 +70,11 @@ class Aggregate(BaseModel):
         if self.priced:
             return f"{value:.{digits}f}"
         return f"≥{value:.{digits}f}" if value else "unknown"
+
+    @property
+    def synthetic(self) -> bool:
+        """No model wrote these answers (a scripted client, or a cassette recorded from one)."""
+        return self.provenance == "scripted" or self.provider == "synthetic"
 
     @property
     def key(self) -> tuple[str, str]:
@@ -96,6 +103,7 @@ def _summarise(planner: str, scenario: str, runs: Sequence[RunResult]) -> Aggreg
         provider=first.provider,
         model=first.model,
         prompt_hash=first.prompt_hash,
+        provenance=next((r.provenance for r in runs if r.provenance), ""),
         scenario_hash=runs[0].scenario_hash if scenario != "*" else "",
         n=n,
         successes=successes,

@@ -24,15 +24,21 @@ from typing import Any
 from rich.console import Console
 
 from evals.aggregate import aggregate
+from evals.by_fault import fault_markdown, fault_rows
 from evals.compare import Comparison, compare
+from evals.generate import generate
 from evals.harness import code_version, plan_jobs, run_suite
 from evals.planners import (
     DEFAULT_FIXTURES,
+    HYBRID_SPEC,
     LLMSource,
     build_planner,
     cassette_for,
+    display_path,
+    hybrid_available,
     import_object,
 )
+from evals.provenance import SCRIPTED
 from evals.report import (
     comparison_table,
     divergence_table,
@@ -42,7 +48,7 @@ from evals.report import (
     write_markdown,
     write_results,
 )
-from evals.scenario import load_scenarios
+from evals.scenario import Scenario, load_scenarios
 from evals.scorecard import RESULT_SCHEMA_VERSION
 from evals.tapes import counterfactual, load_tape, recorded_max_tokens
 from evals.variants import split_variant, variant_comparison, with_variant
@@ -64,7 +70,10 @@ def _planners(text: str) -> list[tuple[str, str]]:
     for item in (p.strip() for p in text.split(",") if p.strip()):
         label, _, spec = item.partition("=")
         spec = spec or item
-        if spec not in ("rule", "llm") and split_variant(spec) is None:
+        if spec == "hybrid" and not hybrid_available():
+            sys.stderr.write(f"reaper eval: skipping hybrid: {HYBRID_SPEC} not importable\n")
+            continue
+        if spec not in ("rule", "llm", "hybrid") and split_variant(spec) is None:
             import_object(spec)  # a bad planner is one error before any run, not one per run
         out.append((label, spec))
     if not out:
@@ -130,6 +139,12 @@ def _run_parser() -> argparse.ArgumentParser:
         help="comma list: rule, llm, module:attr, or label=module:attr (default rule,llm)",
     )
     p.add_argument("--scenarios", default=str(DEFAULT_SCENARIOS), help="directory or file")
+    p.add_argument(
+        "--generated",
+        metavar="SEED:COUNT",
+        default="",
+        help="held-out desired-state scenarios from the fault catalog (not --scenarios)",
+    )
     p.add_argument("--only", default="", help="comma list of scenario names")
     p.add_argument("--trials", type=int, default=DEFAULT_TRIALS)
     _llm_options(p)
@@ -187,13 +202,28 @@ def _print_variant(console: Console, directory: str | None, variant: Comparison 
         console.print(table)
 
 
+def _scenarios(args: argparse.Namespace, only: set[str] | None) -> list[Scenario]:
+    if not args.generated:
+        return load_scenarios(args.scenarios, only)
+    seed, _, count = args.generated.partition(":")
+    if not (seed.isdigit() and count.isdigit() and int(count) > 0):
+        raise ReaperError(f"--generated {args.generated!r}: expected SEED:COUNT, e.g. 7:30")
+    return generate(int(seed), int(count))
+
+
+def _scenario_source(args: argparse.Namespace) -> str:
+    if args.generated:
+        return f"generated (seed:count {args.generated}, held out)"
+    return display_path(Path(args.scenarios))
+
+
 def _run(argv: list[str]) -> int:
     args = _run_parser().parse_args(argv)
     _setup_logging(args.verbose)
     if args.trials < 1:
         raise ReaperError("--trials must be at least 1")
     only = {s.strip() for s in args.only.split(",") if s.strip()} or None
-    scenarios = load_scenarios(args.scenarios, only)
+    scenarios = _scenarios(args, only)
     planners = _planners(args.planners)
     if args.prompts:
         planners = with_variant(planners, args.prompts)
@@ -215,6 +245,7 @@ def _run(argv: list[str]) -> int:
     results = run_suite(jobs, processes=args.jobs)
     elapsed = time.perf_counter() - started
     aggs = aggregate(results)
+    faults = fault_rows(results)
     console = _console(stderr=args.json)
     errors = [r for r in results if r.error]
     comparison = None
@@ -224,20 +255,23 @@ def _run(argv: list[str]) -> int:
     if args.out:
         out = Path(args.out)
         write_results(results, out / "results.jsonl")
-        synthetic = any(p[1] == "llm" for p in planners) and source.mode == "replay"
+        synthetic = any(r.provenance == SCRIPTED for r in results)
         meta = {
             "code version": version,
             "planners": ", ".join(label for label, _ in planners),
-            "scenarios": f"{len(scenarios)} from {args.scenarios}",
+            "scenarios": f"{len(scenarios)} from {_scenario_source(args)}",
             "trials": str(args.trials),
             "LLM answers": source.describe(),
         }
-        write_markdown(aggs, out / "report.md", meta=meta, synthetic=synthetic)
+        write_markdown(
+            aggs, out / "report.md", meta=meta, synthetic=synthetic, sections=fault_markdown(faults)
+        )
     if args.json:
         doc = {
             "schema_version": RESULT_SCHEMA_VERSION,
             "results": [r.model_dump(mode="json") for r in results],
             "aggregates": [a.model_dump(mode="json") for a in aggs],
+            "faults": [f.model_dump(mode="json") for f in faults],
             "regressions": [f.model_dump(mode="json") for f in comparison.regressions]
             if comparison
             else [],

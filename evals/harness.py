@@ -26,12 +26,16 @@ from importlib import metadata
 from pathlib import Path
 
 from evals.planners import LLMSource, build_planner
+from evals.provenance import provenance
 from evals.scenario import Scenario
-from evals.scorecard import RunResult, prompt_digest, score
+from evals.scorecard import Metrics, RunResult, meets, prompt_digest, score
 from evals.tapes import TapeRecorder
+from evals.variants import split_variant
 from evals.vtime import LoopClock, run_virtual
+from evals.world import score_world
 from llm.errors import LLMError
-from reaper.engine.core import MissionEngine
+from reaper.agents.transports.sim import SimRunner
+from reaper.engine.core import EngineSettings, MissionEngine
 from reaper.errors import ReaperError
 from reaper.infra.base import Backend
 from reaper.infra.memory import memory_backend
@@ -45,6 +49,8 @@ __all__ = ["Job", "PlannerFactory", "code_version", "plan_jobs", "run_job", "run
 
 log = logging.getLogger(__name__)
 
+# How many seeds per scenario the shipped cassettes hold (evals.make_fixtures' default trials).
+DEFAULT_REPLAY_SEEDS = 3
 # Statuses a mission would wait in for ever without an operator: the run ends there.
 _HALTED = (MissionStatus.STALLED, MissionStatus.STOPPED)
 # (scenario, lab seed) -> planner; tests pass these directly (jobs=1), the CLI uses names.
@@ -135,6 +141,26 @@ class _Watch:
         task.add_done_callback(self._pending.discard)
 
 
+def _settings(job: Job, state: MissionState) -> EngineSettings:
+    """The engine settings `reaper run` would use: a model-driven planner runs in lockstep
+    unless the lab says otherwise (the lab's own `planner:` is not the planner under test)."""
+    if not _is_llm(job.spec):
+        return engine_settings_for(state.model_copy(update={"planner": "rule"}))
+    if state.settings.get("lockstep") is not None:
+        return engine_settings_for(state)  # the lab says
+    return engine_settings_for(state, lockstep=job.source.llm_lockstep())
+
+
+def _is_llm(spec: str) -> bool:
+    return spec == "llm" or split_variant(spec) is not None
+
+
+def _asks_model(spec: str) -> bool:
+    """Whether a planner's answers come from a model (live, recorded or scripted). The hybrid
+    does, but runs unlocked, as `reaper run --planner hybrid` does."""
+    return _is_llm(spec) or spec == "hybrid"
+
+
 async def _run(job: Job, planner: MissionPlanner) -> RunResult:
     scenario = job.scenario
     lab = scenario.lab_file(job.seed)
@@ -160,7 +186,7 @@ async def _run(job: Job, planner: MissionPlanner) -> RunResult:
         planner=planner,
         policy=lab.resolved_policy(),
         clock=clock,
-        settings=engine_settings_for(state),
+        settings=_settings(job, state),
         owner=f"eval-{state.mission_id}",
         listener=watch,
     )
@@ -183,9 +209,11 @@ async def _run(job: Job, planner: MissionPlanner) -> RunResult:
         await workers.stop()
         if tape is not None:
             tape.close()
+    final = engine.state or initial
+    sim = (workers.runners or {}).get("sim")
+    world = score_world(sim, final) if isinstance(sim, SimRunner) else None
     loop_time = asyncio.get_running_loop().time()
     stop = "error" if error else (watch.stop or "limit:time")
-    final = engine.state or initial
     metrics, llm = score(
         scenario,
         initial,
@@ -195,8 +223,18 @@ async def _run(job: Job, planner: MissionPlanner) -> RunResult:
         sim_time_s=watch.end_time if watch.stop else loop_time,
     )
     versions = llm.get("prompt_versions", {})
+    fields = metrics.model_dump()
+    if world is not None:
+        # The world decides: a trace that looks finished but left a resource unconverged,
+        # or broke one that was fine, is no success.
+        fields["goal_reached"] = world.converged == world.resources and not world.collateral
+        fields["goal_pct"] = round(world.converged_pct, 2)
+        fields["success"] = stop == "completed" and meets(scenario, Metrics(**fields))
     return RunResult(
-        **metrics.model_dump(),
+        **fields,
+        world_resources=None if world is None else world.resources,
+        world_converged=None if world is None else world.converged,
+        world_collateral=None if world is None else world.collateral,
         planner=job.planner,
         provider=llm.get("provider", ""),
         model=llm.get("model", ""),
@@ -212,7 +250,18 @@ async def _run(job: Job, planner: MissionPlanner) -> RunResult:
         status=final.status.value,
         status_reason=final.status_reason,
         error=error,
+        **_labels(job),
     )
+
+
+def _labels(job: Job) -> dict[str, str]:
+    """What every row of a job carries, whatever the run did: where its answers came from
+    and the fault type it is reported under."""
+    faults = [t.removeprefix("fault:") for t in job.scenario.tags if t.startswith("fault:")]
+    return {
+        "provenance": provenance(job.source, job.scenario.name) if _asks_model(job.spec) else "",
+        "fault": faults[0] if faults else "",
+    }
 
 
 def run_job(job: Job, factory: PlannerFactory | None = None) -> RunResult:
@@ -242,6 +291,7 @@ def _error_result(job: Job, error: str) -> RunResult:
         hosts=job.scenario.host_count,
         stop="error",
         error=error,
+        **_labels(job),
     )
 
 
@@ -253,8 +303,12 @@ def plan_jobs(
     source: LLMSource | None = None,
     tape_dir: Path | None = None,
     version: str = "",
+    replay_seeds: int = DEFAULT_REPLAY_SEEDS,
 ) -> list[Job]:
-    """Every (planner label, spec) × scenario × trial; trial t uses seed lab.seed + t."""
+    """Every (planner label, spec) × scenario × trial; trial t uses seed lab.seed + t, except
+    that a replayed model cycles over the `replay_seeds` seeds its cassettes were recorded on
+    (the seed is in every request, so trial 4 of 3 recorded ones would miss): later trials
+    repeat earlier seeds, which replay identically."""
     jobs = []
     for label, spec in planners:
         for scenario in scenarios:
@@ -266,13 +320,18 @@ def plan_jobs(
                         planner=label,
                         spec=spec,
                         trial=trial,
-                        seed=base + trial,
+                        seed=base + _seed_offset(trial, spec, source, replay_seeds),
                         source=source or LLMSource(),
                         tape_dir=tape_dir,
                         code_version=version,
                     )
                 )
     return jobs
+
+
+def _seed_offset(trial: int, spec: str, source: LLMSource | None, replay_seeds: int) -> int:
+    replayed = _asks_model(spec) and (source is None or source.mode == "replay")
+    return trial % max(1, replay_seeds) if replayed else trial
 
 
 def run_suite(

@@ -31,9 +31,20 @@ from reaper.planners.base import MissionPlanner
 from reaper.planners.budget import Budget
 from reaper.planners.rules import RuleBasedPlanner
 
-__all__ = ["DEFAULT_FIXTURES", "LLMSource", "build_planner", "cassette_for", "import_object"]
+__all__ = [
+    "DEFAULT_FIXTURES",
+    "HYBRID_SPEC",
+    "LLMSource",
+    "build_planner",
+    "cassette_for",
+    "display_path",
+    "hybrid_available",
+    "import_object",
+]
 
 DEFAULT_FIXTURES = Path(__file__).parent / "fixtures"
+# The shipped cassettes are recorded in lockstep, as `reaper run --planner llm` plans.
+SHIPPED_FIXTURES_LOCKSTEP = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,11 +57,32 @@ class LLMSource:
     client_factory: str = ""  # module:attribute returning an LLMClient (scripted models)
     base_url: str = ""  # a compatible server (e.g. the llama-server `eval record` started)
     model_path: str = ""  # a local model's GGUF (provider local)
+    # Engine lockstep for the LLM planner; None: as `reaper run --planner llm` (on), except
+    # when replaying the shipped fixtures, recorded before the harness matched it.
+    lockstep: bool | None = None
+
+    def llm_lockstep(self) -> bool:
+        if self.lockstep is not None:
+            return self.lockstep
+        shipped = self.mode == "replay" and self.path.resolve() == DEFAULT_FIXTURES.resolve()
+        return not (shipped and not SHIPPED_FIXTURES_LOCKSTEP)
 
     def describe(self) -> str:
+        if self.client_factory:
+            return f"synthetic: scripted by {self.client_factory}"
         if self.mode == "live":
             return f"live {self.provider}/{self.model}"
-        return f"{self.mode} {self.path}"
+        return f"{self.mode} {display_path(self.path)}"
+
+
+def display_path(path: Path) -> str:
+    """A path as a report shows it: relative to the working directory or the checkout, never
+    absolute (reports are shared and committed; a home directory is no one else's business)."""
+    resolved = path.resolve()
+    for base in (Path.cwd(), Path(__file__).resolve().parent.parent):
+        if resolved.is_relative_to(base):
+            return str(resolved.relative_to(base)) or "."
+    return path.name
 
 
 def cassette_for(path: Path, scenario: str) -> Path:
@@ -72,6 +104,18 @@ def import_object(spec: str) -> Any:
         return getattr(module, attr)
     except (ImportError, AttributeError) as exc:
         raise ConfigError(f"cannot import {spec!r}: {exc}") from exc
+
+
+# The lead's hybrid planner (rules first, the LLM for unknown failures), by name.
+HYBRID_SPEC = "reaper.planners.hybrid:HybridPlanner"
+
+
+def hybrid_available() -> bool:
+    try:
+        import_object(HYBRID_SPEC)
+    except ConfigError:
+        return False
+    return True
 
 
 _replay_cache: dict[Path, ReplayClient] = {}
@@ -135,6 +179,13 @@ def build_planner(
 ) -> MissionPlanner:
     if name == "rule":
         return RuleBasedPlanner()
+    if name == "hybrid":
+        # The rules first, the LLM (built as for `llm`) for the failures they do not know.
+        hybrid: Callable[..., MissionPlanner] = import_object(HYBRID_SPEC)
+        llm = build_planner(
+            "llm", lab, seed=seed, scenario=scenario, source=source, max_tokens=max_tokens
+        )
+        return hybrid(llm)
     prompts = split_variant(name)
     if name == "llm" or prompts is not None:
         from reaper.planners.llm import LLMPlanner

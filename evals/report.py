@@ -133,18 +133,21 @@ def usage_table(aggs: Sequence[Aggregate]) -> Table:
         m = a.metrics
         if not m["llm_calls"].mean:
             continue
-        per_success = a.cost(a.cost_per_success)
+        scripted = a.synthetic
+        # Scripted answers: no model wrote them and no one paid for them (list-price
+        # figures would read as a real model's cost).
+        per_success = "synthetic" if scripted else a.cost(a.cost_per_success)
         table.add_row(
             a.planner,
             a.scenario if a.scenario != "*" else "[bold]all[/bold]",
-            a.model,
+            f"synthetic (scripted, as {a.model})" if scripted else a.model,
             a.prompt_hash,
             # Means only: the intervals are in the JSON and the markdown report.
             f"{m['llm_calls'].mean:.1f}",
             f"{m['input_tokens'].mean:.0f}",
             f"{m['output_tokens'].mean:.0f}",
             f"{m['cached_tokens'].mean:.0f}",
-            a.cost(m["cost_usd"].mean),
+            "synthetic" if scripted else a.cost(m["cost_usd"].mean),
             per_success,
         )
     return table
@@ -206,19 +209,22 @@ def markdown_report(
     chart_file: str | None,
     meta: dict[str, str],
     synthetic: bool,
+    sections: Sequence[str] = (),  # more markdown lines, after the per-scenario table
 ) -> str:
     lines = ["# Reaper planner evaluation", ""]
     lines += [f"- **{k}**: {v}" for k, v in meta.items()]
     if synthetic:
         lines.append(
-            "- **LLM answers are synthetic**: replayed from cassettes recorded from a scripted "
-            "model (`evals/sensible.py`), not a live LLM. Record live ones with `--record`."
+            "- **LLM answers are synthetic**: scripted (`evals/sensible.py`, "
+            "`evals/scripted_desired.py`) or replayed from cassettes recorded from a scripted "
+            "model, not a live LLM; no one paid for them. Record live ones with `--record`."
         )
     lines += ["", "## Summary", ""]
     head = [
         "planner",
         "model",
         "prompt",
+        "answers",
         "success",
         "pass^k",
         "steps",
@@ -237,14 +243,15 @@ def markdown_report(
                     a.planner,
                     a.model or "–",
                     a.prompt_hash or "–",
+                    "synthetic (scripted)" if a.synthetic else (a.provenance or "–"),
                     f"{a.successes}/{a.n}",
                     f"{a.pass_hat_k:.2f}",
                     m["steps"].fmt(1),
                     m["wasted_tasks"].fmt(1),
                     m["hosts_locked"].fmt(2),
                     f"{m['invalid_output_rate'].mean:.1%}",
-                    a.cost(m["cost_usd"].mean),
-                    a.cost(a.cost_per_success),
+                    "synthetic" if a.synthetic else a.cost(m["cost_usd"].mean),
+                    "synthetic" if a.synthetic else a.cost(a.cost_per_success),
                 ]
             )
         )
@@ -282,7 +289,11 @@ def markdown_report(
                     m["refusals"].fmt(1),
                     m["hosts_locked"].fmt(1),
                     m["llm_calls"].fmt(1),
-                    m["cost_usd"].fmt(4) if a.priced else a.cost(m["cost_usd"].mean),
+                    "synthetic"
+                    if a.synthetic
+                    else m["cost_usd"].fmt(4)
+                    if a.priced
+                    else a.cost(m["cost_usd"].mean),
                 ]
             )
         )
@@ -290,19 +301,27 @@ def markdown_report(
         "",
         "Intervals are 95% percentile-bootstrap intervals of the mean over trials; "
         "pass^k is the chance that all k trials succeed (k = trials).",
+        *sections,
     ]
     return "\n".join(lines) + "\n"
 
 
 def write_markdown(
-    aggs: Sequence[Aggregate], path: Path, *, meta: dict[str, str], synthetic: bool
+    aggs: Sequence[Aggregate],
+    path: Path,
+    *,
+    meta: dict[str, str],
+    synthetic: bool,
+    sections: Sequence[str] = (),
 ) -> Path:
     """Write `path` (markdown) and the SVG chart beside it; return the chart's path."""
     path.parent.mkdir(parents=True, exist_ok=True)
     chart = path.with_suffix(".svg")
     chart.write_text(svg_chart(aggs), encoding="utf-8")
     path.write_text(
-        markdown_report(aggs, chart_file=chart.name, meta=meta, synthetic=synthetic),
+        markdown_report(
+            aggs, chart_file=chart.name, meta=meta, synthetic=synthetic, sections=sections
+        ),
         encoding="utf-8",
     )
     return chart

@@ -26,7 +26,7 @@ from evals.scenario import Scenario
 from reaper.actions import CATALOG, Risk
 from reaper.models import EventKind, EventRecord, MissionState, Stage, TaskStatus
 
-__all__ = ["RESULT_SCHEMA_VERSION", "Metrics", "RunResult", "prompt_digest", "score"]
+__all__ = ["RESULT_SCHEMA_VERSION", "Metrics", "RunResult", "meets", "prompt_digest", "score"]
 
 RESULT_SCHEMA_VERSION = 1
 
@@ -44,6 +44,8 @@ class Metrics(BaseModel):
     noop_tasks: int = 0
     wasted_tasks: int = 0
     refusals: int = 0
+    # Refused as a loop: the same failing fix proposed a third time (the engine's guard).
+    loops: int = 0
     approvals_requested: int = 0
     destructive_proposals: int = 0
     hosts_locked: int = 0
@@ -80,6 +82,12 @@ class RunResult(Metrics):
     status: str = ""
     status_reason: str = ""
     error: str | None = None
+    # Desired-state missions: the sim world's verified end state (evals.world); None before.
+    world_resources: int | None = None
+    world_converged: int | None = None
+    world_collateral: int | None = None
+    provenance: str = ""  # scripted | recorded: model, digest, date | "" (no model)
+    fault: str = ""  # the scenario's `fault:KIND` tag (desired-state suite), "" for none
 
     @property
     def key(self) -> tuple[str, str, int]:
@@ -111,6 +119,7 @@ class _Walk:
             self._planned(p)
         elif kind is EventKind.TASK_REFUSED:
             self.m.refusals += 1
+            self.m.loops += p.get("code") == "loop"
             spec = CATALOG.get(str((p.get("proposal") or {}).get("action", "")))
             if spec is not None and spec.risk is Risk.DESTRUCTIVE:
                 self.m.destructive_proposals += 1
@@ -203,11 +212,11 @@ def score(
     m.invalid_output_rate = (
         round(m.invalid_outputs / m.llm_decisions, 4) if m.llm_decisions else 0.0
     )
-    m.success = stop == "completed" and _meets(scenario, m)
+    m.success = stop == "completed" and meets(scenario, m)
     return m, walk.llm
 
 
-def _meets(scenario: Scenario, m: Metrics) -> bool:
+def meets(scenario: Scenario, m: Metrics) -> bool:
     s = scenario.success
     return (
         (m.goal_reached or not s.goal_reached)

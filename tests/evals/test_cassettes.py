@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -29,8 +30,16 @@ def test_prompt_change_is_a_cassette_miss(scenarios: list[Scenario], tmp_path: P
     assert "differs in: messages" in result.error  # says what changed
 
 
-def test_more_trials_than_recorded_is_a_miss(scenarios: list[Scenario]) -> None:
-    results = run_suite(plan_jobs(_happy(scenarios), [("llm", "llm")], trials=4), processes=1)
+def test_more_trials_than_recorded_cycle_the_recorded_seeds(scenarios: list[Scenario]) -> None:
+    results = run_suite(plan_jobs(_happy(scenarios), [("llm", "llm")], trials=5), processes=1)
+    assert [r.error for r in results] == [None] * 5
+    base = int(_happy(scenarios)[0].lab["seed"])
+    assert sorted(r.seed - base for r in results) == [0, 0, 1, 1, 2]
+
+
+def test_a_seed_outside_the_recording_is_a_miss(scenarios: list[Scenario]) -> None:
+    jobs = plan_jobs(_happy(scenarios), [("llm", "llm")], trials=4, replay_seeds=4)
+    results = run_suite(jobs, processes=1)
     assert [r.error is None for r in results] == [True, True, True, False]
 
 
@@ -83,4 +92,9 @@ def test_record_then_replay_round_trip(tmp_path: Path) -> None:
     def lines(name: str) -> list[str]:
         return (tmp_path / name / "results.jsonl").read_text().splitlines()
 
-    assert lines("a") == lines("b") == lines("c")
+    assert lines("a") == lines("b")
+    # The shipped cassettes predate lockstep in the harness (SHIPPED_FIXTURES_LOCKSTEP):
+    # a fresh recording runs in lockstep like `reaper run --planner llm`: it plans once per
+    # round of results, so in fewer steps (and calls) than they do.
+    steps = [json.loads(line)["steps"] for line in (*lines("a"), *lines("c"))]
+    assert steps[:2] < steps[2:]

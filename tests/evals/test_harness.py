@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from evals.harness import plan_jobs, run_suite
+from evals.planners import LLMSource
 from evals.scenario import Scenario
 from evals.scorecard import RunResult
 from reaper.planners.base import MissionPlanner
@@ -77,3 +80,15 @@ def test_weakened_planner_scores_worse(
             assert b < g, (metric, g, b)
         else:
             assert b > g, (metric, g, b)
+
+
+def test_the_llm_planner_runs_in_lockstep_like_reaper_run(scenarios: list[Scenario]) -> None:
+    from evals.harness import _settings
+
+    scenario = next(s for s in scenarios if s.name == "happy-path")
+    [llm, rule] = plan_jobs([scenario], [("llm", "llm"), ("rule", "rule")], trials=1)
+    live = replace(llm, source=LLMSource(mode="live"))
+    state = scenario.lab_file(0).to_state("m")
+    assert _settings(live, state).lockstep
+    assert not _settings(rule, state).lockstep
+    assert not _settings(llm, state).lockstep  # the shipped cassettes were recorded so
