@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from reaper.bench.converge import MOTD, PACKAGE, SYSCTL
+from reaper.bench.role import MOTD, PACKAGE, SYSCTL
 
 if TYPE_CHECKING:
     from benchmarks.netns import NsHost, NsLab

@@ -10,7 +10,8 @@ from pathlib import Path
 from rich.markup import escape
 from rich.table import Table
 
-from reaper.bench.converge import ROLE, ConvergeRow, checkout_module, converge_bench
+from reaper.bench.converge import ConvergeRow, checkout_module, converge_bench
+from reaper.bench.role import ROLE
 
 __all__ = ["converge_rows", "render_converge"]
 
