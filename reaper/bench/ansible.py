@@ -96,14 +96,14 @@ def inventory_text(lab: NsLab, hosts: list[NsHost], user: str) -> str:
     )
 
 
-def ansible_env(run_dir: Path) -> dict[str, str]:
+def ansible_env(run_dir: Path, control_dir: Path) -> dict[str, str]:
     return {
         **{k: v for k, v in os.environ.items() if k != "SSH_AUTH_SOCK"},
         "ANSIBLE_HOME": str(run_dir),
         "ANSIBLE_LOCAL_TEMP": str(run_dir / "tmp"),
         # A fresh ControlPath dir per run: no master connection survives from the last run,
         # just as each Reaper mission connects afresh.
-        "ANSIBLE_SSH_CONTROL_PATH_DIR": str(run_dir / "cp"),
+        "ANSIBLE_SSH_CONTROL_PATH_DIR": str(control_dir),
         "ANSIBLE_HOST_KEY_CHECKING": "True",
         "ANSIBLE_PIPELINING": "True",  # Ansible's own fastest setting for ssh
         "ANSIBLE_NOCOLOR": "1",
@@ -120,11 +120,13 @@ def ansible_converge(
     (run_dir / "role.yml").write_text(PLAYBOOK)
     argv = [str(exe.with_name("ansible-playbook")), "-i", str(run_dir / "hosts.ini"),
             "-f", str(len(hosts)), str(run_dir / "role.yml")]  # fmt: skip
-    started = time.perf_counter()
-    done = subprocess.run(
-        argv, capture_output=True, text=True, env=ansible_env(run_dir), check=False
-    )
-    seconds = time.perf_counter() - started
+    # Short, outside `run_dir`: a ControlPath over 108 bytes makes every host unreachable
+    # (pytest's tmp dirs are that long).
+    with tempfile.TemporaryDirectory(prefix="rcp-") as control_dir:
+        env = ansible_env(run_dir, Path(control_dir))
+        started = time.perf_counter()
+        done = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
+        seconds = time.perf_counter() - started
     recap = [tuple(int(x) for x in m) for m in _RECAP.findall(done.stdout)]
     bad = sum(r[2] + r[3] for r in recap)
     ok = done.returncode == 0 and len(recap) == len(hosts) and bad == 0

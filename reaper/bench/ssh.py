@@ -138,16 +138,12 @@ def ansible_setup(
     run_dir = Path(tempfile.mkdtemp(prefix="ansible-", dir=tmp))
     inventory = run_dir / "hosts.ini"
     inventory.write_text(inventory_text(lab, hosts, user))
-    env = ansible_env(run_dir)
-    started = time.perf_counter()
-    done = subprocess.run(
-        [str(exe), "all", "-i", str(inventory), "-m", "setup", "-f", str(len(hosts))],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
-    seconds = time.perf_counter() - started
+    argv = [str(exe), "all", "-i", str(inventory), "-m", "setup", "-f", str(len(hosts))]
+    with tempfile.TemporaryDirectory(prefix="rcp-") as control_dir:
+        env = ansible_env(run_dir, Path(control_dir))
+        started = time.perf_counter()
+        done = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
+        seconds = time.perf_counter() - started
     ok = done.stdout.count(" | SUCCESS")
     if ok != len(hosts):
         log.warning("ansible: %d/%d hosts succeeded: %s", ok, len(hosts), done.stderr[-500:])
