@@ -4,8 +4,8 @@ A developer tool, run as root from a source checkout: it builds OpenSSH hosts in
 namespaces (benchmarks/netns.py, shared with the tests), then for each host count N
 - runs a whole Reaper mission (engine, rule planner with goal `discovered`, local workers,
   the SSH transport and the Linux action code) on N hosts, new connections included;
-- runs `ansible all -m setup -f N` on the same hosts (ansible-core is pip-installed into this
-  environment if missing; the run is skipped with a note when it cannot be);
+- runs `ansible all -m setup -f N` on the same hosts (ansible-core is pip-installed into the
+  benchmark's own venv if missing; the run is skipped with a note when it cannot be);
 and measures the latency of one command on a reused connection against a bare paramiko
 `exec_command` on a TCP_NODELAY socket. Prints a table, or JSON with `--json`.
 """
@@ -13,14 +13,10 @@ and measures the latency of one command on a reused connection against a bare pa
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
-import os
-import shutil
 import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -33,6 +29,8 @@ from rich.table import Table
 
 from reaper.agents.base import Command
 from reaper.agents.runners import default_runners
+from reaper.bench.ansible import ansible_env, ensure_ansible, inventory_text
+from reaper.bench.converge import checkout_module
 from reaper.errors import ConfigError
 from reaper.infra.factory import open_backend
 from reaper.lab import LabFile, LabHost
@@ -70,17 +68,7 @@ class LatencyRow:
 
 
 def _netns() -> Any:
-    """benchmarks/netns.py, from the checkout this Reaper runs from."""
-    try:
-        return importlib.import_module("benchmarks.netns")
-    except ImportError:
-        root = Path(__file__).resolve().parents[1]
-        if not (root / "benchmarks" / "netns.py").exists():
-            raise ConfigError(
-                "reaper bench ssh runs from a source checkout (it needs benchmarks/netns.py)"
-            ) from None
-        sys.path.insert(0, str(root))
-        return importlib.import_module("benchmarks.netns")
+    return checkout_module("netns")
 
 
 def sizes_of(spec: str | None) -> list[int]:
@@ -143,68 +131,19 @@ async def reaper_discover(
     return seconds, "ok" if ok else f"{final.status.value}: {final.status_reason}"
 
 
-def _ansible_bin() -> Path | None:
-    here = Path(sys.executable).parent / "ansible"
-    if here.exists():
-        return here
-    found = shutil.which("ansible")
-    return Path(found) if found else None
-
-
-def ensure_ansible(say: Callable[[str], None]) -> tuple[Path | None, str]:
-    """The `ansible` executable (installing ansible-core here if missing), or a note why not."""
-    exe = _ansible_bin()
-    if exe is None:
-        say("ansible not found: pip-installing ansible-core into this environment…")
-        done = subprocess.run(
-            [sys.executable, "-m", "pip", "install", "-q", "ansible-core"],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        exe = _ansible_bin()
-        if exe is None:
-            tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["?"]
-            return None, f"Ansible skipped: cannot install ansible-core ({tail[0]})"
-    version = subprocess.run(
-        [str(exe), "--version"], capture_output=True, text=True, check=False
-    ).stdout.splitlines()[:1]
-    return exe, (version[0] if version else "ansible")
-
-
 def ansible_setup(
     exe: Path, lab: NsLab, hosts: list[NsHost], user: str, tmp: Path
 ) -> tuple[float, int]:
     """Seconds for `ansible all -m setup -f N` on `hosts`, and how many succeeded."""
     run_dir = Path(tempfile.mkdtemp(prefix="ansible-", dir=tmp))
     inventory = run_dir / "hosts.ini"
-    inventory.write_text(
-        "[bench]\n" + "".join(f"{h.name} ansible_host={h.addr}\n" for h in hosts) + "[bench:vars]\n"
-        f"ansible_user={user}\nansible_ssh_private_key_file={lab.client_key}\n"
-        "ansible_python_interpreter=/usr/bin/python3\n"
-        f"ansible_ssh_common_args='-o UserKnownHostsFile={lab.known_hosts} "
-        "-o StrictHostKeyChecking=yes'\n"
-    )
-    env = {
-        **{k: v for k, v in os.environ.items() if k != "SSH_AUTH_SOCK"},
-        "ANSIBLE_HOME": str(run_dir),
-        "ANSIBLE_LOCAL_TEMP": str(run_dir / "tmp"),
-        # A fresh ControlPath dir per run: no master connection survives from the last run,
-        # just as each Reaper mission connects afresh.
-        "ANSIBLE_SSH_CONTROL_PATH_DIR": str(run_dir / "cp"),
-        "ANSIBLE_HOST_KEY_CHECKING": "True",
-        "ANSIBLE_NOCOLOR": "1",
-        "ANSIBLE_RETRY_FILES_ENABLED": "False",
-    }
-    started = time.perf_counter()
-    done = subprocess.run(
-        [str(exe), "all", "-i", str(inventory), "-m", "setup", "-f", str(len(hosts))],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
-    seconds = time.perf_counter() - started
+    inventory.write_text(inventory_text(lab, hosts, user))
+    argv = [str(exe), "all", "-i", str(inventory), "-m", "setup", "-f", str(len(hosts))]
+    with tempfile.TemporaryDirectory(prefix="rcp-") as control_dir:
+        env = ansible_env(run_dir, Path(control_dir))
+        started = time.perf_counter()
+        done = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
+        seconds = time.perf_counter() - started
     ok = done.stdout.count(" | SUCCESS")
     if ok != len(hosts):
         log.warning("ansible: %d/%d hosts succeeded: %s", ok, len(hosts), done.stderr[-500:])

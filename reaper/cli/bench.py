@@ -54,6 +54,7 @@ async def _sim(cli: Cli) -> int:
 
 
 async def _ssh(cli: Cli) -> int:
+    from reaper.bench.converge_view import converge_rows, render_converge
     from reaper.bench.ssh import render, sizes_of, ssh_bench
 
     def say(line: str) -> None:
@@ -61,7 +62,9 @@ async def _ssh(cli: Cli) -> int:
             cli.err.print(line)
 
     backend = (cli.args.backend or "sqlite").split(",")[0]
-    bench = await ssh_bench(sizes_of(cli.args.hosts), backend, say)
+    sizes = sizes_of(cli.args.hosts)
+    bench = await ssh_bench(sizes, backend, say)
+    converge = await converge_rows(max(sizes), say)
     if cli.args.json:
         cli.print_json(
             {
@@ -69,8 +72,10 @@ async def _ssh(cli: Cli) -> int:
                 "ansible": bench.ansible,
                 "discover": [asdict(r) for r in bench.rows],
                 "latency": asdict(bench.latency),
+                "converge": [asdict(r) for r in converge],
             }
         )
     else:
         cli.out.print(render(bench))
+        cli.out.print(render_converge(converge))
     return 0
