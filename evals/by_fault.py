@@ -52,7 +52,8 @@ def _rank(runs: Sequence[RunResult]) -> tuple[float, float, float]:
 def fault_rows(results: Iterable[RunResult]) -> list[FaultRow]:
     by: dict[tuple[str, str, str], list[RunResult]] = defaultdict(list)
     for r in results:
-        if r.fault and r.world_resources is not None:
+        # A run that errored (a replay miss, a crash) is no evidence of how a planner does.
+        if r.fault and r.world_resources is not None and r.error is None:
             by[(r.fault, r.scenario, r.planner)].append(r)
     best: dict[tuple[str, str], float] = {}
     for fault, scenario, _ in by:
@@ -104,7 +105,8 @@ def _mark_winners(rows: list[FaultRow]) -> list[FaultRow]:
 
 
 def fault_markdown(rows: Sequence[FaultRow]) -> list[str]:
-    """The report section; empty when no run was of a desired-state fault scenario."""
+    """The report section; empty when no run was of a desired-state fault scenario. Runs
+    that errored are left out (the scorecard and stderr list them)."""
     if not rows:
         return []
     head = "| fault | planner | answers | prompt | success | converged % | collateral | loops | tasks | vtime s | regret (tasks) | wins |"  # noqa: E501

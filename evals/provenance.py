@@ -38,7 +38,8 @@ def _cassette(path: Path) -> str:
         header = CassetteHeader.model_validate_json(text.split(b"\n", 1)[0])
     except ValidationError:
         return ""  # the replay client reports the malformed cassette itself
-    if header.synthetic:
-        return SCRIPTED
+    if header.synthetic or header.recorded is not None:
+        return header.provenance()  # the recorder's own provenance (cassette version 2)
+    # A version 1 header names only the model: the file's digest and date stand for the rest.
     digest = hashlib.sha256(data).hexdigest()[:12]
     return f"recorded: {header.model}, {digest}, {header.created.date().isoformat()}"

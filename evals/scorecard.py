@@ -127,8 +127,11 @@ class _Walk:
             self._result(event)
         elif kind is EventKind.APPROVAL_REQUESTED:
             self.m.approvals_requested += 1
-        elif kind is EventKind.PLANNER_DECISION and "calls" in p:
-            self._decision(p)
+        elif kind is EventKind.PLANNER_DECISION:
+            # The hybrid nests its LLM's decision under "llm" (beside the rules'): count it.
+            asked = p if "calls" in p else p.get("llm")
+            if isinstance(asked, dict) and "calls" in asked:
+                self._decision(asked)
 
     def _planned(self, p: dict[str, Any]) -> None:
         self.m.tasks_issued += 1

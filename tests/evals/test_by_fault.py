@@ -98,3 +98,21 @@ def test_scripted_report_says_synthetic_per_fault(
     rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
     assert {(r["planner"], r["provenance"]) for r in rows} == {("rule", ""), ("llm", SCRIPTED)}
     assert {r["fault"] for r in rows} == {"disk_full", "none"}
+
+
+def test_errored_runs_are_no_evidence(rows: list[FaultRow]) -> None:
+    ok = RunResult(
+        planner="p",
+        scenario="s",
+        scenario_hash="h",
+        seed=1,
+        trial=0,
+        fault="disk_full",
+        world_resources=2,
+        world_converged=2,
+        world_collateral=0,
+        success=True,
+    )
+    missed = ok.model_copy(update={"error": "ReplayMissError: …", "success": False})
+    [row] = fault_rows([ok, missed])
+    assert (row.runs, row.successes) == (1, 1)

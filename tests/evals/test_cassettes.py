@@ -93,8 +93,8 @@ def test_record_then_replay_round_trip(tmp_path: Path) -> None:
         return (tmp_path / name / "results.jsonl").read_text().splitlines()
 
     assert lines("a") == lines("b")
-    # The shipped cassettes predate lockstep in the harness (SHIPPED_FIXTURES_LOCKSTEP):
-    # a fresh recording runs in lockstep like `reaper run --planner llm`: it plans once per
-    # round of results, so in fewer steps (and calls) than they do.
+    # The shipped cassettes are recorded in lockstep now (SHIPPED_FIXTURES_LOCKSTEP), like a
+    # fresh recording and `reaper run --planner llm`: the same scripted model plans in the
+    # same steps from either.
     steps = [json.loads(line)["steps"] for line in (*lines("a"), *lines("c"))]
-    assert steps[:2] < steps[2:]
+    assert steps[:2] == steps[2:]

@@ -91,4 +91,7 @@ def test_the_llm_planner_runs_in_lockstep_like_reaper_run(scenarios: list[Scenar
     state = scenario.lab_file(0).to_state("m")
     assert _settings(live, state).lockstep
     assert not _settings(rule, state).lockstep
-    assert not _settings(llm, state).lockstep  # the shipped cassettes were recorded so
+    # the shipped cassettes are recorded in lockstep too, so their replay runs so
+    assert _settings(llm, state).lockstep
+    unlocked = replace(llm, source=LLMSource(lockstep=False))
+    assert not _settings(unlocked, state).lockstep  # a cassette recorded without it

@@ -23,3 +23,14 @@ def test_hybrid_runs_the_desired_suite_without_errors() -> None:
     )
     assert [r.error for r in results if r.error] == []
     assert all(r.world_resources for r in results)
+
+
+@pytest.mark.skipif(not hybrid_available(), reason="reaper.planners.hybrid is not importable")
+def test_hybrid_llm_calls_and_prompt_are_scored() -> None:
+    # The hybrid nests its LLM's decision in its own: the scorecard must still count it.
+    skew = [s for s in load_scenarios(DESIRED) if "fault:clock_skew" in s.tags]
+    results = run_suite(
+        plan_jobs(skew, [("hybrid", "hybrid")], trials=1, source=SCRIPTED), processes=1
+    )
+    assert all(r.llm_calls > 0 and r.prompt_hash for r in results)
+    assert all(r.provenance == "scripted" and r.success for r in results)
