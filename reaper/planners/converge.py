@@ -24,10 +24,10 @@ from typing import Any
 from reaper.desired.identity import Ref
 from reaper.desired.progress import Progress, addresses, progress
 from reaper.desired.system import DnsClient
-from reaper.models import HostState, MissionState, PlannedTask, ResultEvent
+from reaper.models import HostState, MissionState, PlannedTask, ResourceState, ResultEvent
 from reaper.planners.base import Plan
 
-__all__ = ["KNOWN_RECOVERIES", "Converger"]
+__all__ = ["KNOWN_RECOVERIES", "Converger", "known_fix"]
 
 # failure class → the verb that fixes it (the resource is retried once the fix succeeds).
 KNOWN_RECOVERIES = {"DISK_FULL": "cleanup", "REBOOT_PENDING": "reboot"}
@@ -150,8 +150,8 @@ class Converger:
     @staticmethod
     def _recovery(p: Progress, host: HostState, node: Ref) -> PlannedTask | None:
         rs = p.resource_state(node)
-        verb = KNOWN_RECOVERIES.get(rs.error_code or "")
-        if verb is None or rs.attempts >= 2 or p.state.check_mode:
+        verb = known_fix(rs)
+        if verb is None or p.state.check_mode:
             return None
         return PlannedTask(
             host_id=host.host_id,
@@ -159,6 +159,13 @@ class Converger:
             params={},
             reason=f"{node.rid} failed with {rs.error_code}: {verb} first, then retry it",
         )
+
+
+def known_fix(rs: ResourceState) -> str | None:
+    """The verb the rules fix a failed resource with, while they have tries left (None:
+    a failure the rules do not know, or their fix was already tried)."""
+    verb = KNOWN_RECOVERIES.get(rs.error_code or "")
+    return verb if verb is not None and rs.attempts < 2 else None
 
 
 def _fatal(host: HostState) -> bool:

@@ -19,10 +19,9 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from reaper.desired.progress import Progress, progress
 from reaper.models import MissionState, PlannedTask, ResultEvent
 from reaper.planners.base import Plan
-from reaper.planners.converge import FATAL_FOR_HOST, KNOWN_RECOVERIES
+from reaper.planners.converge import FATAL_FOR_HOST, known_fix
 from reaper.planners.llm import LLMPlanner
 from reaper.planners.rules import RuleBasedPlanner
 
@@ -57,9 +56,8 @@ class HybridPlanner:
         rules = await self.rules.next_tasks(state, results)
         if not state.converges or self.llm_off:
             return Plan(tasks=rules.tasks, note=rules.note, decision=self._decision(rules.decision))
-        p = progress(state)
-        released = self._release_fixed(p)
-        self._escalate(state, p, results)
+        released = self._release_fixed(state)
+        self._escalate(state, results)
         active = sorted(
             h
             for h in self.escalated
@@ -117,7 +115,7 @@ class HybridPlanner:
 
     # -- escalation ----------------------------------------------------------------------
 
-    def _escalate(self, state: MissionState, p: Progress, results: Sequence[ResultEvent]) -> None:
+    def _escalate(self, state: MissionState, results: Sequence[ResultEvent]) -> None:
         for r in results:
             if r.ok or ".ensure_" not in r.action or r.error_code in _NOT_ESCALATED:
                 continue
@@ -128,15 +126,15 @@ class HybridPlanner:
             rs = host.resources[rid]
             if rs.outcome != "failed":
                 continue
-            if r.error_code in KNOWN_RECOVERIES and rs.attempts < 2:
+            if known_fix(rs) is not None:
                 continue  # the converger's own fix comes first
             self.escalated.setdefault(r.host_id, set()).add(rid)
 
-    def _release_fixed(self, p: Progress) -> list[str]:
+    def _release_fixed(self, state: MissionState) -> list[str]:
         """Hosts whose escalated resources are all no longer failed: back to the rules."""
         released = []
         for host_id, rids in list(self.escalated.items()):
-            host = p.state.hosts.get(host_id)
+            host = state.hosts.get(host_id)
             if host is None or all(
                 (rs := host.resources.get(rid)) is None or rs.outcome != "failed" for rid in rids
             ):
