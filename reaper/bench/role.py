@@ -13,6 +13,8 @@ ANSIBLE_DEPS = ["python3-apt", "python-apt-common", "distro-info-data"]
 INIT_SCRIPT = """#!/bin/sh
 ### BEGIN INIT INFO
 # Provides:          reaper-demo
+# Required-Start:
+# Required-Stop:
 # Default-Start:     2 3 4 5
 # Default-Stop:      0 1 6
 # Short-Description: a daemon that only sleeps

@@ -20,6 +20,7 @@ import pytest
 from reaper.agents.oscode.linux import ACTIONS
 from reaper.agents.runners import default_runners
 from reaper.agents.transports.ssh import SshTransport
+from reaper.bench.role import INIT_SCRIPT, PACKAGE
 from reaper.cli.plan import discover_lab, plan_report
 from reaper.desired.progress import progress
 from reaper.lab import LabFile, parse_lab
@@ -32,28 +33,8 @@ from tests.needs import require_service
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
-PACKAGE = "tree"  # small, needs only libc6, and not in the test rootfs
 # nftables and the libraries of it the rootfs lacks (the firewall kind needs `nft`).
 NFTABLES = ["nftables", "libnftables1", "libnftnl11", "libjansson4"]
-INIT_SCRIPT = """#!/bin/sh
-### BEGIN INIT INFO
-# Provides:          reaper-demo
-# Required-Start:
-# Required-Stop:
-# Default-Start:     2 3 4 5
-# Default-Stop:      0 1 6
-# Short-Description: a daemon that only sleeps
-### END INIT INFO
-PIDFILE=/run/reaper-demo.pid
-case "$1" in
-  start) start-stop-daemon --start --quiet --background --make-pidfile --pidfile $PIDFILE \
-           --exec /bin/sleep -- infinity </dev/null >/dev/null 2>&1 ;;
-  stop) start-stop-daemon --stop --quiet --oknodo --remove-pidfile --pidfile $PIDFILE ;;
-  status) start-stop-daemon --status --pidfile $PIDFILE ;;
-  restart) "$0" stop; "$0" start ;;
-  *) echo "Usage: $0 {start|stop|status|restart}" >&2; exit 3 ;;
-esac
-"""
 # What a run may touch outside the declared resources: logs, runtime state, sudo's and
 # apt's caches, the SSH login's own traces.
 EXCLUDED = ("proc", "run", "tmp", "var/log", "var/tmp", "var/cache", "var/lib/sudo", "dev")
