@@ -150,7 +150,7 @@ class LlamaServer:
                 self._fail(f"llama-server exited with status {self._process.returncode}")
             if _healthy(self.base_url + "/health"):
                 return
-            time.sleep(_POLL_S)
+            time.sleep(_POLL_S)  # ok: a child process's HTTP port signals no event to wait on
         self._fail(f"llama-server not healthy within {self.startup_timeout:g}s")
 
     def _fail(self, message: str) -> None:
