@@ -22,6 +22,7 @@ from typing import Any
 
 from llm.testing import ScriptedClient
 from llm.types import LLMRequest
+from reaper.desired.kinds import resource_of
 
 __all__ = ["answer", "client", "read_prompt"]
 
@@ -74,20 +75,15 @@ def read_prompt(text: str) -> tuple[dict[str, HostView], bool]:
             for _, value in _json_lines(body):
                 view = hosts.get(value.get("host_id", ""))
                 spec = value.get("resource") or {}
-                if view is not None:
-                    view.declared[_rid(spec)] = spec
+                rid = resource_of({"resource": spec}, {})
+                if view is not None and rid is not None:
+                    view.declared[rid] = spec
         elif name.startswith("History"):
             for _, value in _json_lines(body):
                 view = hosts.get(value.get("host_id", ""))
                 if view is not None:
                     view.history = list(value.get("tasks", []))
     return hosts, "in check mode" in text.split("\n", 1)[0]
-
-
-def _rid(spec: dict[str, Any]) -> str:
-    kind = str(spec.get("kind", ""))
-    name = spec.get("name") or spec.get("path") or spec.get("domain") or ""
-    return f"{kind}/{name}"
 
 
 def _task(host: str, action: str, params: dict[str, Any], reason: str) -> dict[str, str]:
