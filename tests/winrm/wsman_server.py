@@ -1,10 +1,11 @@
 """A local WS-Management endpoint, so pywinrm's real protocol code runs end to end in tests.
 
-It answers the SOAP exchanges pywinrm sends (Create shell, Command, Receive, Signal, Delete)
+It answers the SOAP exchanges pywinrm sends (Create shell, Command, Send, Receive, Signal, Delete)
 over HTTP or HTTPS on 127.0.0.1, checks Basic auth (401 otherwise) and, when asked, NTLM with
 WinRM message encryption through pyspnego's acceptor. A Command's `-EncodedCommand` is decoded
 (UTF-16LE) and so is the base64 JSON parameter blob Reaper's wrapper carries; the first
-registered handler whose marker occurs in the script answers it. Every request is recorded.
+registered handler whose marker occurs in the script answers it, at the first Receive (so
+it sees the stdin a Send carried). Every request is recorded.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class Call:
     params: dict[str, Any]  # the decoded parameter blob
     command_line: str
     shell_id: str
+    stdin: str = ""  # what the client sent with Send (decoded), before the first Receive
 
 
 @dataclass
@@ -76,9 +78,10 @@ Handler = Callable[[Call], Reply]
 
 @dataclass
 class _Running:
-    reply: Reply
-    chunks: list[bytes]
-    timeouts: int
+    call: Call
+    reply: Reply | None = None  # answered at the first Receive, once stdin has arrived
+    chunks: list[bytes] = field(default_factory=list)
+    timeouts: int = 0
 
 
 @dataclass
@@ -224,8 +227,10 @@ class WsmanServer:
                 cid = root.find("s:Body/rsp:Signal", NS)
                 self._state.commands.pop(cid.get("CommandId", "") if cid is not None else "", None)
                 return 200, _envelope("SignalResponse", msg_id, "<rsp:SignalResponse/>")
-            if action == "Receive":
-                return self._receive(root, msg_id)
+            if action == "Send":
+                return self._send_input(root, msg_id)
+        if action == "Receive":
+            return self._receive(root, msg_id)
         if action == "Command":
             return self._command(root, msg_id, shell_id, rec)
         return 500, _fault(msg_id, 1, f"unsupported action {action}")
@@ -239,24 +244,42 @@ class WsmanServer:
         script, params = decode_command(line)
         call = Call(script=script, params=params, command_line=line, shell_id=shell_id)
         rec.call = call
-        handler = next((h for marker, h in self._handlers if marker in script), None)
+        cid = str(uuid.uuid4()).upper()
+        with self._lock:
+            self._state.commands[cid] = _Running(call)
+        body = f"<rsp:CommandResponse><rsp:CommandId>{cid}</rsp:CommandId></rsp:CommandResponse>"
+        return 200, _envelope("CommandResponse", msg_id, body)
+
+    def _send_input(self, root: ET.Element, msg_id: str) -> tuple[int, bytes]:
+        stream = root.find("s:Body/rsp:Send/rsp:Stream", NS)
+        cid = stream.get("CommandId", "") if stream is not None else ""
+        running = self._state.commands.get(cid)
+        if running is None or stream is None:
+            return 500, _fault(msg_id, 1, f"command {cid} unknown")
+        running.call.stdin += base64.b64decode(stream.text or "").decode("utf-8")
+        return 200, _envelope("SendResponse", msg_id, "<rsp:SendResponse/>")
+
+    def _answer(self, running: _Running) -> Reply:
+        call = running.call
+        handler = next((h for marker, h in self._handlers if marker in call.script), None)
         reply = handler(call) if handler else Reply(stderr="no handler for script", exit_code=1)
         out = reply.stdout.encode("utf-8")
         n = max(1, reply.chunks)
         size = -(-len(out) // n) or 1
-        chunks = [out[i : i + size] for i in range(0, len(out), size)] or [b""]
-        cid = str(uuid.uuid4()).upper()
-        with self._lock:
-            self._state.commands[cid] = _Running(reply, chunks, reply.timeouts)
-        body = f"<rsp:CommandResponse><rsp:CommandId>{cid}</rsp:CommandId></rsp:CommandResponse>"
-        return 200, _envelope("CommandResponse", msg_id, body)
+        running.chunks = [out[i : i + size] for i in range(0, len(out), size)] or [b""]
+        running.timeouts = reply.timeouts
+        return reply
 
     def _receive(self, root: ET.Element, msg_id: str) -> tuple[int, bytes]:
         stream = root.find("s:Body/rsp:Receive/rsp:DesiredStream", NS)
         cid = stream.get("CommandId", "") if stream is not None else ""
-        running = self._state.commands.get(cid)
+        with self._lock:
+            running = self._state.commands.get(cid)
         if running is None:
             return 500, _fault(msg_id, 1, f"command {cid} unknown")
+        if running.reply is None:  # outside the lock: a handler may block on a test's event
+            running.reply = self._answer(running)
+        reply = running.reply
         if running.timeouts > 0:
             running.timeouts -= 1
             return 500, _fault(msg_id, OPERATION_TIMEOUT, "operation timed out")
@@ -265,11 +288,11 @@ class WsmanServer:
         parts = [f'<rsp:Stream Name="stdout" CommandId="{cid}">{base64.b64encode(chunk).decode()}'
                  "</rsp:Stream>"]  # fmt: skip
         if done:
-            err = base64.b64encode(running.reply.stderr.encode()).decode()
+            err = base64.b64encode(reply.stderr.encode()).decode()
             parts.append(f'<rsp:Stream Name="stderr" CommandId="{cid}">{err}</rsp:Stream>')
             parts.append(
                 f'<rsp:CommandState CommandId="{cid}" State="{_DONE}">'
-                f"<rsp:ExitCode>{running.reply.exit_code}</rsp:ExitCode></rsp:CommandState>"
+                f"<rsp:ExitCode>{reply.exit_code}</rsp:ExitCode></rsp:CommandState>"
             )
         else:
             parts.append(f'<rsp:CommandState CommandId="{cid}" State="{_RUNNING}"/>')

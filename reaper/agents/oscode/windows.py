@@ -1,4 +1,5 @@
-"""Windows action code: discover, prepare, baseline and reboot as PowerShell over a shell.
+"""Windows action code: discover, prepare, baseline and reboot as PowerShell over a shell;
+`ensure_*` from `oscode.windows_ensure`, declared resources read by `oscode.windows_resources`.
 
 Each verb runs one fixed script (`windows_scripts`) with its params bound as PowerShell
 parameters, and parses the JSON it prints with pydantic. Output that does not parse is a
@@ -16,7 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from reaper.actions import CATALOG, DIAGNOSE_TOPICS
 from reaper.agents.base import ActionOutcome, Command, CommandResult, CommandRunner
 from reaper.agents.oscode import windows_scripts as scripts
-from reaper.agents.oscode.pending import is_pending, pending_outcome
+from reaper.agents.oscode.windows_ensure import ensure
+from reaper.agents.oscode.windows_resources import observe_declared
 from reaper.models import ResultStatus
 
 __all__ = ["ACTIONS", "BaselineReport", "ItemResult", "WindowsActions", "WindowsFacts"]
@@ -190,8 +192,11 @@ class WindowsActions:
     async def run(
         self, verb: str, params: dict[str, Any], shell: CommandRunner, *, host_id: str
     ) -> ActionOutcome:
-        if is_pending(verb):
-            return pending_outcome("windows", verb)
+        if verb.startswith("ensure_"):
+            facts = lambda: self._facts(shell)  # noqa: E731  (a file template's facts, on demand)
+            return await ensure(
+                verb.removeprefix("ensure_"), params, shell, host_id=host_id, facts=facts
+            )
         spec = CATALOG.get(f"windows.{verb}")
         handler = getattr(self, f"_{verb}", None)
         if spec is None or handler is None:
@@ -263,12 +268,26 @@ class WindowsActions:
             return self._bad("windows.discover", exc, result)
         data = facts.model_dump(mode="json", exclude_unset=True)
         data["discover_errors"] = facts.discover_errors
+        if params.get("resources") is not None:
+            # The declared resources: one more round trip, every resource in it.
+            observed = await observe_declared(shell, params["resources"], t)
+            if isinstance(observed, ActionOutcome):
+                return observed
+            data.update(observed)
         c = facts.computer
         what = f"{c.os_name or 'Windows'} build {c.build or '?'}" if c else "Windows"
         failed = f", {len(facts.discover_errors)} sections failed" if facts.discover_errors else ""
         return _outcome(
             ResultStatus.SUCCESS, f"discovered {host_id}: {what}{failed}", data, result=result
         )
+
+    async def _facts(self, shell: CommandRunner) -> dict[str, Any]:
+        """The host's facts (what a file template renders over); {} when they do not parse."""
+        result = await shell.run(Command(script=scripts.DISCOVER, params={}, timeout_s=120.0))
+        try:
+            return _parse(WindowsFacts, result.stdout).model_dump(mode="json", exclude_unset=True)
+        except _BadOutput:
+            return {}
 
     async def _baseline(
         self, params: dict[str, Any], shell: CommandRunner, host_id: str, t: float

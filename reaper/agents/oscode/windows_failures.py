@@ -24,6 +24,7 @@ _MISSING = (
     "principalnotfound",
     "adidentitynotfoundexception",
     "noservicefoundforgivenname",
+    "identitynotmappedexception",  # an ACL owner or a member that does not exist (yet)
 )
 _CONFIG = ("parameterargumentvalidationerror", "invalidargument", "invalidcastexception")
 

@@ -76,12 +76,20 @@ def params_blob(params: Mapping[str, Any]) -> str:
     return base64.b64encode(raw.encode("utf-8")).decode("ascii")
 
 
-def wrap_script(script: str, params: Mapping[str, Any]) -> str:
-    """The full PowerShell text: decode the parameters, run `script` with them splatted."""
+# Data that must not be on the command line (secrets, file content) comes on stdin, read at
+# the top level where `$input` is the process's stdin, and kept in a variable the script reads:
+# never bound to a parameter, so module logging's parameter bindings never record it.
+_STDIN_LINE = '$reaperStdin = (@($input) -join "`n")\n'
+
+
+def wrap_script(script: str, params: Mapping[str, Any], *, stdin: bool = False) -> str:
+    """The full PowerShell text: decode the parameters, run `script` with them splatted
+    (`stdin`: read the process's stdin into `$reaperStdin` first)."""
     # str.format only on our fixed text; the script is concatenated, never formatted.
-    return (
-        _WRAPPER_HEAD.format(blob=params_blob(params)) + script.strip("\n") + _WRAPPER_TAIL.format()
-    )
+    head = _WRAPPER_HEAD.format(blob=params_blob(params))
+    if stdin:
+        head = _STDIN_LINE + head
+    return head + script.strip("\n") + _WRAPPER_TAIL.format()
 
 
 def encode_command(text: str) -> list[str]:

@@ -216,13 +216,14 @@ class WinRMSession:
             await self._call(self._ensure_shell)
 
     async def run(self, command: Command) -> CommandResult:
-        if command.script is None or command.stdin is not None:
+        if command.script is None:
             raise _refuse(self.host_id, "WinRM runs PowerShell scripts only", "UNSUPPORTED_COMMAND")
-        args = encode_command(wrap_script(command.script, command.params))
+        stdin = command.stdin
+        args = encode_command(wrap_script(command.script, command.params, stdin=stdin is not None))
         if sum(len(a) + 1 for a in args) + len(POWERSHELL_EXE) > MAX_COMMAND_LINE:
             raise _refuse(self.host_id, "script too long for one command line", "SCRIPT_TOO_LONG")
         async with self._lock:
-            return await self._call(lambda: self._run_blocking(args, command.timeout_s))
+            return await self._call(lambda: self._run_blocking(args, command.timeout_s, stdin))
 
     async def aclose(self) -> None:
         async with self._lock:
@@ -287,10 +288,14 @@ class WinRMSession:
             cid = self._protocol.run_command(shell_id, POWERSHELL_EXE, args, skip_cmd_shell=True)
         return shell_id, cid
 
-    def _run_blocking(self, args: list[str], timeout_s: float) -> CommandResult:
+    def _run_blocking(self, args: list[str], timeout_s: float, stdin: str | None) -> CommandResult:
         start = time.monotonic()
         shell_id, command_id = self._start(args)
         try:
+            if stdin is not None:
+                # One Send, stdin closed after it: the script reads it to the end first.
+                data = stdin.encode("utf-8")
+                self._protocol.send_command_input(shell_id, command_id, data, end=True)
             out, err, code = self._collect(shell_id, command_id, start + timeout_s)
         finally:
             try:
