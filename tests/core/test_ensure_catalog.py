@@ -102,16 +102,20 @@ async def test_the_lockout_lab_refuses_root_logins_off_while_connected_as_root()
 
 class _NoShell:
     async def run(self, command: Command) -> CommandResult:
-        raise AssertionError("an ensure on a real macOS or Windows host runs nothing yet")
+        raise AssertionError(
+            "an ensure on a real macOS host runs nothing yet (nor a refused one anywhere)"
+        )
 
 
-@pytest.mark.parametrize(
-    ("code", "action"),
-    [(MacosActions(), "ensure_file"), (WindowsActions(), "ensure_ad_domain")],
-)  # fmt: skip
+@pytest.mark.parametrize(("code", "action"), [(MacosActions(), "ensure_file")])
 async def test_real_os_code_answers_ensure_as_unsupported(code: object, action: str) -> None:
     out: ActionOutcome = await code.run(action, {"resource": {}}, _NoShell(), host_id="h")  # type: ignore[attr-defined]
     assert out.error_code == "UNSUPPORTED" and "not implemented" in out.summary
+
+
+async def test_real_windows_code_checks_an_ensure_before_running_anything() -> None:
+    out = await WindowsActions().run("ensure_ad_domain", {"resource": {}}, _NoShell(), host_id="h")
+    assert out.error_code == "INVALID_PARAMS" and "resource.name" in out.summary
 
 
 async def test_real_linux_code_checks_an_ensure_before_running_anything() -> None:

@@ -224,7 +224,9 @@ async def ensure(
     try:
         p = spec.params_model.model_validate(params)
     except ValidationError as exc:
-        return _refused("INVALID_PARAMS", f"windows.ensure_{kind}: {exc.errors()[0]['msg']}")
+        first = exc.errors(include_input=False)[0]  # never the input: it may hold a secret
+        where = ".".join(str(part) for part in first["loc"]) or "params"
+        return _refused("INVALID_PARAMS", f"windows.ensure_{kind}: {where}: {first['msg']}")
     resource: ResourceBase = getattr(p, "resource")  # noqa: B009  (a created model's field)
     check: bool = getattr(p, "check_mode")  # noqa: B009
     rid = str(resource.rid)
