@@ -2,8 +2,8 @@
 
 `ensure_*` on real macOS hosts is later work (issue 15; Linux and Windows hosts have theirs in
 `oscode.linux_ensure` and `oscode.windows_ensure`); until then each answers UNSUPPORTED with a
-clear reason instead of failing obscurely, so a planner sees a refusal it can report (simulated hosts implement
-them: `transports.sim_world`).
+clear reason instead of failing obscurely, so a planner sees a refusal it can report
+(simulated hosts implement them: `transports.sim_world`).
 """
 
 from __future__ import annotations
