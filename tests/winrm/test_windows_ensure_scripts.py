@@ -129,6 +129,32 @@ def test_every_change_is_guarded_and_the_resource_is_read_first(kind: str) -> No
     assert "if (-not $CheckMode) { & $Change }" in script
 
 
+def _pending_checks(script: str) -> list[bool]:
+    """For each Assert-ReaperNoPendingReboot call: whether it sits in an `if` branch."""
+    found: list[bool] = []
+
+    def walk(node: Any) -> None:
+        if node.type == "command" and _name(node) == "Assert-ReaperNoPendingReboot":
+            parent, branch = node.parent, False
+            while parent is not None:
+                branch = branch or parent.type in ("if_statement", "elseif_clause")
+                parent = parent.parent
+            found.append(branch)
+        for child in node.children:
+            walk(child)
+
+    walk(_PARSER.parse(script.encode()).root_node)
+    return found
+
+
+@pytest.mark.parametrize("kind", ["package", "windows_feature", "ad_domain", "domain_membership"])
+def test_a_pending_restart_is_checked_only_where_a_change_is_needed(kind: str) -> None:
+    # An installed package or feature stays `unchanged` while a restart is pending; only a
+    # change it would block is REBOOT_PENDING.
+    checks = _pending_checks(SCRIPTS[kind])
+    assert checks and all(checks)
+
+
 def test_the_guard_checker_sees_an_unguarded_change() -> None:
     # The structural check above can fail: a bare Set-Service is caught.
     assert _unguarded_changes("Set-Service -Name x -StartupType Manual\n") != []

@@ -229,6 +229,24 @@ async def test_a_lost_shell_is_reopened(
     assert srv.actions().count("Create") == 2
 
 
+async def test_stdin_is_sent_once_and_read_by_the_wrapper_not_the_command_line(
+    make_server: ServerFactory, transport: WinRMTransport, ca_file: Any
+) -> None:
+    srv = make_server()
+    srv.on(ECHO, lambda call: Reply(stdout=call.stdin or str(call.params["Value"])))
+    shell = await transport.session("win1", connection(srv, ca_file=str(ca_file)))
+    secret = "pa55=word\u00e9"
+    result = await shell.run(Command(script=ECHO_SCRIPT, params={"Value": 1}, stdin=secret))
+    assert result.stdout == secret
+    call = srv.calls()[-1]
+    assert secret not in call.command_line and secret not in call.script
+    assert "$reaperStdin = (@($input) -join" in call.script
+    assert srv.actions().count("Send") == 1
+    plain = await shell.run(Command(script=ECHO_SCRIPT, params={"Value": 2}))
+    assert plain.stdout.strip() == "2" and "$reaperStdin" not in srv.calls()[-1].script
+    assert srv.actions().count("Send") == 1
+
+
 async def test_argv_commands_are_refused(
     make_server: ServerFactory, transport: WinRMTransport, ca_file: Any
 ) -> None:

@@ -45,7 +45,8 @@ function Get-ReaperSecret([string]$Name) {
   return $s
 }
 function Assert-ReaperNoPendingReboot([string]$What) {
-  $keys = @('HKLM:\SOFTWARE\Microsoft\Windows\CurrentVersion\Component Based Servicing\RebootPending', 'HKLM:\SOFTWARE\Microsoft\Windows\CurrentVersion\WindowsUpdate\Auto Update\RebootRequired')
+  # Servicing, Windows Update, and a domain join waiting for its restart (Netlogon).
+  $keys = @('HKLM:\SOFTWARE\Microsoft\Windows\CurrentVersion\Component Based Servicing\RebootPending', 'HKLM:\SOFTWARE\Microsoft\Windows\CurrentVersion\WindowsUpdate\Auto Update\RebootRequired', 'HKLM:\SYSTEM\CurrentControlSet\Services\Netlogon\JoinDomain')
   foreach ($k in $keys) { if (Test-Path -LiteralPath $k) { throw "PendingReboot: $What cannot run: a restart is pending from a previous installation or update" } }
 }
 """
@@ -58,11 +59,11 @@ $out | ConvertTo-Json -Depth 6 -Compress
 """
 
 # Chocolatey's 3010/1641: installed, a restart completes it.
-_PACKAGE = r"""Assert-ReaperNoPendingReboot 'choco'
-if (-not (Get-Command -Name 'choco.exe' -ErrorAction SilentlyContinue)) { throw 'CommandNotFoundException: choco.exe (Chocolatey) is not installed' }
+_PACKAGE = r"""if (-not (Get-Command -Name 'choco.exe' -ErrorAction SilentlyContinue)) { throw 'CommandNotFoundException: choco.exe (Chocolatey) is not installed' }
 if ($R.state -eq 'absent') {
-  if ($out.before) { Invoke-ReaperChange { $text = @(& choco.exe uninstall $R.name -y --no-progress --limit-output) -join "`n"; if ($LASTEXITCODE -ne 0) { throw "ChocoFailed: exit $LASTEXITCODE`n$text" } } }
+  if ($out.before) { Assert-ReaperNoPendingReboot 'choco uninstall'; Invoke-ReaperChange { $text = @(& choco.exe uninstall $R.name -y --no-progress --limit-output) -join "`n"; if ($LASTEXITCODE -ne 0) { throw "ChocoFailed: exit $LASTEXITCODE`n$text" } } }
 } elseif (-not $out.before -or ($R.version -and -not "$($out.before.version)".StartsWith("$($R.version)"))) {
+  Assert-ReaperNoPendingReboot 'choco install'
   Invoke-ReaperChange {
     $argv = @('install', $R.name, '-y', '--no-progress', '--limit-output')
     if ($R.version) { $argv += @('--version', $R.version, '--allow-downgrade') }
