@@ -176,3 +176,34 @@ async def test_discover_reads_every_declared_resource_in_one_round_trip(
     }
     assert "3" in out.data["resource_problems"]
     assert [c.script.count("reaper-action: windows.observe") for c in fake.calls] == [1]
+
+
+MOTD = "Welcome to the lab\r\n'; Remove-Item C:\\ -Recurse #\r\n"
+
+
+def _file_reply(call: Call, *, written: bool) -> Reply:
+    digest = call.params["R"]["content_sha256"]
+    after = {"state": "present", "mode": None, "owner": "Administrators", "group": None,
+             "sha256": digest if written else "sha256:00"}  # fmt: skip
+    out = {"before": None, "after": after, "changed": True, "reboot_required": False,
+           "error": None}  # fmt: skip
+    return Reply(stdout=json.dumps(out))
+
+
+async def test_a_file_content_goes_on_stdin_and_a_change_that_did_not_take_fails(
+    make_server: ServerFactory, ca_file: Any, transport: WinRMTransport
+) -> None:
+    srv = make_server()
+    seen: list[Call] = []
+    srv.on(
+        "ensure_file", lambda call: seen.append(call) or _file_reply(call, written=len(seen) == 1)
+    )
+    conn = connection(srv, ca_file=str(ca_file))
+    motd = {"kind": "file", "path": "C:\\motd.txt", "content": MOTD, "owner": "Administrators"}
+    ok = await _ensure(transport, conn, "file", motd)
+    assert ok.status is ResultStatus.SUCCESS and ok.data["result"] == "changed", ok.summary
+    assert _stdin(seen[0]) == {"content": MOTD}
+    assert MOTD not in seen[0].command_line and "content" not in seen[0].params["R"]
+    bad = await _ensure(transport, conn, "file", motd)
+    assert bad.status is ResultStatus.ERROR and bad.error_code == "COMMAND_FAILED"
+    assert "still differs" in bad.summary

@@ -5,6 +5,8 @@ parameters travel as one base64-encoded JSON blob inside a single-quoted literal
 alphabet has no quote, `$` or backtick), which a fixed wrapper decodes with `ConvertFrom-Json`
 and splats onto the script block. The whole wrapper is then sent the way pywinrm's `run_ps`
 does: UTF-16LE, base64, `powershell.exe -EncodedCommand`, so no shell on either side parses it.
+Data that must stay off the command line (a password, a file's content) goes on stdin instead,
+read by the wrapper into `$reaperStdin`.
 """
 
 from __future__ import annotations

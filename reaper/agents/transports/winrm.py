@@ -5,7 +5,8 @@ given, else the system bundle); over plain HTTP only an auth that encrypts the m
 (NTLM, Kerberos, CredSSP) is accepted, and Basic/unencrypted is refused unless the host says
 `winrm.allow_unencrypted`. The password comes from the environment variable named by
 `password_env` and is never logged. One remote shell per host is opened when the session is
-made and reused for every command. pywinrm is blocking: its calls run in this transport's
+made and reused for every command. A command's `stdin` (secrets, file content) is sent with one
+WS-Management Send after the command starts, never on its command line. pywinrm is blocking: its calls run in this transport's
 thread pool, one at a time per host, and its errors become `TransportError`s here.
 """
 
