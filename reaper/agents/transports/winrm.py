@@ -6,8 +6,9 @@ given, else the system bundle); over plain HTTP only an auth that encrypts the m
 `winrm.allow_unencrypted`. The password comes from the environment variable named by
 `password_env` and is never logged. One remote shell per host is opened when the session is
 made and reused for every command. A command's `stdin` (secrets, file content) is sent with one
-WS-Management Send after the command starts, never on its command line. pywinrm is blocking: its calls run in this transport's
-thread pool, one at a time per host, and its errors become `TransportError`s here.
+WS-Management Send after the command starts, never on its command line. pywinrm is blocking:
+its calls run in this transport's thread pool, one at a time per host, and its errors become
+`TransportError`s here.
 """
 
 from __future__ import annotations
