@@ -89,6 +89,13 @@ _FIREWALL = r"""function Get-ReaperState($R) {
   if ($ports.LocalPort -and "$($ports.LocalPort)" -ne 'Any') { $port = "$($ports.LocalPort)" }
   $source = $null
   if ($addrs.RemoteAddress -and "$($addrs.RemoteAddress)" -ne 'Any') { $source = "$($addrs.RemoteAddress)" }
+  if ($source -match '^([0-9.]+)/([0-9]+[.][0-9.]+)$') {
+    # Windows shows 192.0.2.0/24 as 192.0.2.0/255.255.255.0: read it back as declared.
+    $net = $Matches[1]
+    $bits = 0
+    foreach ($octet in $Matches[2].Split('.')) { $bits += @([System.Convert]::ToString([int]$octet, 2).ToCharArray() | Where-Object { $_ -eq '1' }).Count }
+    $source = "$net/$bits"
+  }
   $action = 'allow'
   if ("$($rule.Action)" -ne 'Allow') { $action = 'drop'; if ("$($rule.Description)" -match 'action=(deny|drop)') { $action = $Matches[1] } }
   [ordered]@{ state = 'present'; port = $port; proto = $proto; source = $source; action = $action }
