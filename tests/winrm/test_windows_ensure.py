@@ -71,7 +71,7 @@ class FakeHost:
     def observe(self, call: Call) -> Reply:
         self.calls.append(call)
         found = {}
-        for i, item in enumerate(call.params["Resources"]):
+        for i, item in enumerate(json.loads(_stdin(call)["resources"])):
             if item["kind"] == "windows_feature":
                 found[f"r{i}"] = {"state": "present", "install_state": "Installed"}
             elif item["kind"] == "user":
@@ -207,3 +207,15 @@ async def test_a_file_content_goes_on_stdin_and_a_change_that_did_not_take_fails
     bad = await _ensure(transport, conn, "file", motd)
     assert bad.status is ResultStatus.ERROR and bad.error_code == "COMMAND_FAILED"
     assert "still differs" in bad.summary
+
+
+async def test_a_large_lab_is_observed_in_one_command_its_list_on_stdin(
+    host: tuple[FakeHost, Any], transport: WinRMTransport
+) -> None:
+    fake, conn = host
+    shell = await transport.session("win2", conn)
+    resources = [{"kind": "user", "name": f"user{i:03d}"} for i in range(300)]
+    out = await ACTIONS.run("discover", {"resources": resources}, shell, host_id="win2")
+    assert out.status is ResultStatus.SUCCESS, out.summary
+    assert len(out.data["resources"]) == 300
+    assert len(fake.calls) == 1 and "user299" not in fake.calls[0].command_line

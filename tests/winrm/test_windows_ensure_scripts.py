@@ -114,7 +114,7 @@ def test_each_ensure_script_parses_wrapped_with_and_without_stdin(kind: str) -> 
 
 def test_the_observe_script_for_every_kind_parses_and_fits_a_command_line() -> None:
     script = observe_script(WINDOWS_KINDS)
-    assert _errors(script) == []
+    assert _errors(script) == [] and _errors(wrap_script(script, {}, stdin=True)) == []
     assert len(" ".join(encode_command(wrap_script(script, {})))) < 25000
     assert script.count("function Get-ReaperState_") == len(WINDOWS_KINDS)
 

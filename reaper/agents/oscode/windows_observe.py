@@ -6,7 +6,7 @@ block (`$R`, never text in the script) and returning the properties
 `reaper.desired.diff.reported_fields(kind)` names, or `$null` when the resource does not exist.
 The ensure scripts (`windows_ensure_scripts`) embed their kind's reader to read before and
 after; `observe_script(kinds)` joins the readers a discover needs into one script that reads
-every declared resource in one round trip.
+every declared resource (sent on stdin) in one round trip.
 """
 
 from __future__ import annotations
@@ -196,13 +196,18 @@ def _reader(kind: str) -> str:
 
 
 def observe_script(kinds: Iterable[str]) -> str:
-    """One script reading every resource of `$Resources` (each `{kind, r}`), printing
-    `{"r0": props | null, ...}` and, for a reader that failed, `errors.r<i>`."""
+    """One script reading every resource of the list on stdin (a `resources=` line: base64
+    of the JSON list, each `{kind, r}`: a lab's resources would not fit a command line),
+    printing `{"resources": {"r0": props | null, ...}, "errors": {"r<i>": why}}`."""
     wanted = sorted(set(kinds))
     return (
-        "# reaper-action: windows.observe\nparam($Resources)\n"
+        "# reaper-action: windows.observe\n"
         + "".join(_reader(k) for k in wanted)
-        + r"""$found = [ordered]@{}
+        + r"""$Resources = @()
+foreach ($line in "$reaperStdin".Split("`n")) {
+  if ($line.StartsWith('resources=')) { $Resources = [System.Text.Encoding]::UTF8.GetString([System.Convert]::FromBase64String($line.Substring(10).Trim())) | ConvertFrom-Json }
+}
+$found = [ordered]@{}
 $errs = [ordered]@{}
 $i = 0
 foreach ($item in @($Resources)) {

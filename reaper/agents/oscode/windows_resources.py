@@ -15,7 +15,12 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from reaper.agents.base import ActionOutcome, Command, CommandRunner
-from reaper.agents.oscode.windows_ensure import EnsureOutput, argument_problem, data_block
+from reaper.agents.oscode.windows_ensure import (
+    EnsureOutput,
+    argument_problem,
+    data_block,
+    stdin_payload,
+)
 from reaper.agents.oscode.windows_observe import observe_script
 from reaper.desired.base import ResourceBase
 from reaper.desired.parse import declared_resources
@@ -71,7 +76,8 @@ async def observe_declared(
     if resources:
         blocks = [{"kind": r.kind, "r": data_block(r)} for r in resources]
         script = observe_script(r.kind for r in resources)
-        command = Command(script=script, params={"Resources": blocks}, timeout_s=timeout_s)
+        stdin = stdin_payload({"resources": json.dumps(blocks)})
+        command = Command(script=script, params={}, stdin=stdin, timeout_s=timeout_s)
         result = await shell.run(command)
         parsed = parse_observed(result.stdout, resources) if result.exit_code == 0 else None
         if not isinstance(parsed, dict):
