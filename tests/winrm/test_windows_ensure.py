@@ -219,3 +219,21 @@ async def test_a_large_lab_is_observed_in_one_command_its_list_on_stdin(
     assert out.status is ResultStatus.SUCCESS, out.summary
     assert len(out.data["resources"]) == 300
     assert len(fake.calls) == 1 and "user299" not in fake.calls[0].command_line
+
+
+async def test_a_secret_a_host_echoes_back_is_masked_where_results_enter_the_system(
+    make_server: ServerFactory, ca_file: Any, transport: WinRMTransport,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    srv = make_server()
+    error = {"id": "InvalidPassword", "type": "System.ArgumentException",
+             "message": f"The password {JOIN_PASSWORD} does not meet the policy"}  # fmt: skip
+    out = {"before": None, "after": None, "changed": False, "error": error}
+    srv.on("ensure_ad_user", lambda call: Reply(stdout=json.dumps(out)))
+    monkeypatch.setenv("REAPER_TEST_AD_PASSWORD", JOIN_PASSWORD)
+    user = {"kind": "ad_user", "name": "j.doe", "password_env": "REAPER_TEST_AD_PASSWORD"}
+    failed = await _ensure(transport, connection(srv, ca_file=str(ca_file)), "ad_user", user)
+    assert failed.status is ResultStatus.ERROR and failed.error_code == "COMMAND_FAILED"
+    # The worker masks every tail and the data with `redact` before a result is published.
+    assert JOIN_PASSWORD in failed.stderr_tail
+    assert JOIN_PASSWORD not in redact(failed.stderr_tail) + redact(failed.summary)
