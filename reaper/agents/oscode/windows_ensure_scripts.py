@@ -32,7 +32,9 @@ function Invoke-ReaperChange([scriptblock]$Change) {
 function Get-ReaperData([string]$Name) {
   foreach ($line in "$reaperStdin".Split("`n")) {
     $at = $line.IndexOf('=')
-    if ($at -gt 0 -and $line.Substring(0, $at) -eq $Name) { return [System.Convert]::FromBase64String($line.Substring($at + 1).Trim()) }
+    # The unary comma keeps the byte[] whole: a function's output is unrolled (an empty file
+    # would arrive as $null, a one-byte one as a byte).
+    if ($at -gt 0 -and $line.Substring(0, $at) -eq $Name) { return ,([System.Convert]::FromBase64String($line.Substring($at + 1).Trim())) }
   }
   return $null
 }
