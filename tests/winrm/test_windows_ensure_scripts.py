@@ -30,6 +30,7 @@ from reaper.agents.oscode.windows_ensure_scripts import SCRIPTS  # noqa: E402
 from reaper.agents.oscode.windows_failures import classify  # noqa: E402
 from reaper.agents.oscode.windows_observe import READERS, observe_script  # noqa: E402
 from reaper.agents.transports.powershell import encode_command, wrap_script  # noqa: E402
+from reaper.desired.diff import diff_resource  # noqa: E402
 from reaper.desired.kinds import KIND_OS, KINDS  # noqa: E402
 
 HOSTILE = "'; Remove-Item C:\\ -Recurse #"
@@ -278,3 +279,48 @@ def test_failure_texts_are_classified(
     kind: str, error_id: str, exc_type: str, message: str, code: str
 ) -> None:
     assert classify(kind, error_id, exc_type, message) == code
+
+
+# What each reader prints for a converged resource (the shapes of the readers' hashtables),
+# beside a declaration it satisfies: the diff must find nothing to do.
+CONVERGED: list[tuple[dict[str, Any], str]] = [
+    ({"kind": "package", "name": "7zip", "version": "23.1"}, '{"state":"present","version":"23.1.0"}'),
+    ({"kind": "service", "name": "W32Time", "enabled": True}, '{"state":"running","enabled":true}'),
+    ({"kind": "file", "path": "C:\\motd.txt", "content": "hi\n", "owner": "Administrators"},
+     '{"state":"present","mode":null,"owner":"Administrators","group":null,'
+     '"sha256":"sha256:98ea6e4f216f2fb4b69fff9b3a44842c38686ca685f3f55dc48c5d3fb1107be4"}'),
+    ({"kind": "directory", "path": "C:\\lab"}, '{"state":"present","mode":null,"owner":"Administrators","group":null}'),
+    ({"kind": "user", "name": "labuser", "groups": ["Users"], "enabled": False},
+     '{"state":"present","uid":null,"groups":["Users","Remote Desktop Users"],"shell":null,"home":null,"enabled":false}'),
+    ({"kind": "group", "name": "Lab Ops"}, '{"state":"present","gid":null}'),
+    ({"kind": "setting", "name": "HKLM\\SOFTWARE\\Lab\\Level", "value": 3, "type": "dword"}, '{"value":"3","type":"dword"}'),
+    ({"kind": "firewall", "name": "winrm", "port": 5985, "source": "192.0.2.0/24"},
+     '{"state":"present","port":"5985","proto":"tcp","source":"192.0.2.0/24","action":"allow"}'),
+    ({"kind": "dns_client", "servers": ["192.0.2.10"], "search": ["lab.local"]},
+     '{"servers":["192.0.2.10"],"search":["lab.local"],"interface_index":4}'),
+    ({"kind": "windows_feature", "name": "AD-Domain-Services"}, '{"state":"present","install_state":"InstallPending"}'),
+    ({"kind": "ad_domain", "name": "lab.local", "netbios": "LAB", "safe_mode_password_env": "DSRM", "functional_level": "WinThreshold"},
+     '{"netbios":"LAB","functional_level":"WinThreshold"}'),
+    ({"kind": "domain_membership", "domain": "lab.local", "credentials_env": "JOIN", "user": "LAB\\joiner"},
+     '{"state":"present","user":"LAB\\\\joiner","ou":null}'),
+    ({"kind": "ad_user", "name": "j.doe", "groups": ["Lab Ops"], "ou": "OU=Lab,DC=lab,DC=local"},
+     '{"state":"present","domain":"lab.local","ou":"OU=Lab,DC=lab,DC=local","groups":["Domain Users","Lab Ops"],"enabled":true}'),
+    ({"kind": "ad_group", "name": "Lab Ops", "scope": "universal"},
+     '{"state":"present","domain":"lab.local","ou":"CN=Users,DC=lab,DC=local","scope":"universal","category":"security"}'),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("declared", "printed"), CONVERGED, ids=lambda v: str(v)[:30])
+def test_what_a_reader_prints_of_a_converged_resource_diffs_as_ok(
+    declared: dict[str, Any], printed: str
+) -> None:
+    fields = dict(declared)
+    resource = _resource(fields.pop("kind"), **fields)
+    assert argument_problem(resource) is None
+    seen = parse_output(f'{{"before": {printed}}}')
+    assert not isinstance(seen, str)
+    assert diff_resource(resource.rid.on("w"), resource, seen.before).action == "ok"
+
+
+def test_every_windows_kind_has_a_converged_shape() -> None:
+    assert sorted({d["kind"] for d, _ in CONVERGED}) == WINDOWS_KINDS
