@@ -59,6 +59,8 @@ class Lab:
     diffs: dict[Ref, tuple[object, object, ResourceDiff]] = field(default_factory=dict)
     # node → its status as last derived, with what it was derived from: see Progress.status
     memo: dict[Ref, _Memo] = field(default_factory=dict)
+    # the nodes whose diff reads the host's facts (files rendered from a template)
+    templated: frozenset[Ref] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +104,9 @@ def lab_of(state: MissionState) -> Lab:
         graph,
         {h: tuple(v) for h, v in by_host.items()},
         keys={node: f"{node.kind}/{node.name}" for node in resources},
+        # read from the model's __dict__: a getattr of a field another kind lacks goes
+        # through pydantic's slow __getattr__
+        templated=frozenset(n for n, r in resources.items() if r.__dict__.get("template")),
     )
     if len(_CACHE) > 64:
         _CACHE.clear()
@@ -153,6 +158,10 @@ class Progress:
     diffs: dict[Ref, ResourceDiff] = field(default_factory=dict)
     why: dict[Ref, str] = field(default_factory=dict)
     _addresses: Addresses | None = None
+    _check_mode: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._check_mode = self.state.check_mode
 
     def resource_state(self, node: Ref) -> ResourceState:
         host = self.state.hosts.get(node.host)
@@ -166,10 +175,7 @@ class Progress:
             # Across wake-ups: a resource's diff changes only when what was observed of it
             # (a new ResourceState object) or its host's facts (templates) change. A
             # dns_client naming other hosts also reads their addresses: never cached.
-            # Facts matter only to a file rendered from a template (read from the model's
-            # __dict__: a getattr of a missing field goes through pydantic's slow __getattr__).
-            templated = self.lab.resources[node].__dict__.get("template")
-            facts = host.facts if templated else None
+            facts = self._facts(node)
             cached = self.lab.diffs.get(node)
             if cached is not None and cached[0] is rs and cached[1] is facts:
                 self.diffs[node] = cached[2]
@@ -191,11 +197,11 @@ class Progress:
         found = self.statuses.get(node)
         if found is not None:
             return found
-        self.statuses[node] = "waiting"  # a guard: the graph has no cycles, but be finite
         rs = self.resource_state(node)
         facts = self._facts(node)
-        check_mode = self.state.check_mode
+        check_mode = self._check_mode
         memo = self.lab.memo.get(node)
+        self.statuses[node] = "waiting"  # a guard: the graph has no cycles, but be finite
         if (
             memo is not None
             and memo.rs is rs
@@ -217,9 +223,9 @@ class Progress:
         return result
 
     def _facts(self, node: Ref) -> object:
-        # Facts matter only to a file rendered from a template (read from the model's
-        # __dict__: a getattr of a missing field goes through pydantic's slow __getattr__).
-        if self.lab.resources[node].__dict__.get("template") is None:
+        """What a status or diff read of the host's facts: only a file rendered from a
+        template reads them (None: nothing)."""
+        if node not in self.lab.templated:
             return None
         host = self.state.hosts.get(node.host)
         return None if host is None else host.facts

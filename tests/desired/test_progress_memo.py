@@ -51,7 +51,8 @@ def _start() -> MissionState:
 def _fresh(state: MissionState) -> Progress:
     """A Progress with nothing remembered: the full re-derivation."""
     lab = lab_of(state)
-    return Progress(state, Lab(lab.resources, lab.graph, lab.by_host, keys=dict(lab.keys)))
+    fresh = Lab(lab.resources, lab.graph, lab.by_host, keys=dict(lab.keys), templated=lab.templated)
+    return Progress(state, fresh)
 
 
 def _random_state(rng: random.Random, p: Progress, rs: ResourceState, node: Any) -> ResourceState:
