@@ -200,19 +200,40 @@ def _scrub_shapes(text: str) -> str:
     return text
 
 
+# Results repeat: ten thousand hosts report the same summary ("ensured package/curl:
+# changed") and the same ensure data, so a pure function of (text, secrets) is memoised.
+# Only short texts (a long output tail is seldom seen twice, and would hold memory).
+_MEMO_CHARS = 2048
+_MEMO_SIZE = 4096
+
+
 def scrub_text(text: str, secrets: Iterable[str] = ()) -> str:
     """``text`` with known secret values (and their encodings), secret-keyed pairs and
     credential-shaped strings replaced by ``REDACTED``."""
     if not text:
         return text
-    known = _known_pattern(secrets if type(secrets) is tuple else tuple(secrets))
+    known = secrets if type(secrets) is tuple else tuple(secrets)
+    if len(text) <= _MEMO_CHARS:
+        return _scrub_text_memo(text, known)
+    return _scrub_text(text, known)
+
+
+def _scrub_text(text: str, secrets: tuple[str, ...]) -> str:
+    known = _known_pattern(secrets)
     if known is not None:
         text = known.sub(REDACTED, text)
     return _scrub_shapes(text)
 
 
+_scrub_text_memo = lru_cache(maxsize=_MEMO_SIZE)(_scrub_text)
+
+
 def _secret_key_in(keys: str) -> bool:
     """Whether one of the newline-separated `keys` is a SECRET_KEY."""
+    return _secret_key_memo(keys) if len(keys) <= _MEMO_CHARS else _find_secret_key(keys)
+
+
+def _find_secret_key(keys: str) -> bool:
     low = keys.lower()
     if len(low) != len(keys):
         return any(SECRET_KEY.search(k) for k in keys.split("\n"))
@@ -226,6 +247,9 @@ def _secret_key_in(keys: str) -> bool:
                 return True
             at = low.find(stem, end)
     return False
+
+
+_secret_key_memo = lru_cache(maxsize=_MEMO_SIZE)(_find_secret_key)
 
 
 def _collect(value: Any, texts: list[str], keys: list[str]) -> None:

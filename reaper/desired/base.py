@@ -10,6 +10,7 @@ back. `None` (and an empty list) means "not managed": the diff leaves the observ
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
@@ -24,6 +25,15 @@ SECRET_FIELD = re.compile(
 )
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 ABSOLUTE_PATH = re.compile(r"(/.*|[A-Za-z]:[\\/].*|\\\\.+)")
+
+
+@lru_cache(maxsize=1024)
+def _names_a_secret(key: str) -> bool:
+    # Every resource validation asks this of each field name: a handful of names, each
+    # searched once.
+    return SECRET_FIELD.search(key) is not None
+
+
 _WIRING = frozenset({"kind", "after", "notify"})
 
 
@@ -67,7 +77,7 @@ class ResourceBase(BaseModel):
         # Checked before any other field so the message says what to do, not "unknown field".
         if isinstance(data, dict):
             for key in data:
-                if isinstance(key, str) and SECRET_FIELD.search(key):
+                if isinstance(key, str) and _names_a_secret(key):
                     raise ValueError(
                         f"{key}: secrets are never written inline; put it in an environment "
                         f"variable and name it with `{key}_env`"

@@ -57,6 +57,24 @@ class Lab:
     keys: dict[Ref, str] = field(default_factory=dict)
     # node → (the ResourceState and facts it was computed from, the diff): see Progress.diff
     diffs: dict[Ref, tuple[object, object, ResourceDiff]] = field(default_factory=dict)
+    # node → its status as last derived, with what it was derived from: see Progress.status
+    memo: dict[Ref, _Memo] = field(default_factory=dict)
+    # the nodes whose diff reads the host's facts (files rendered from a template)
+    templated: frozenset[Ref] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class _Memo:
+    """A status and its inputs: the ResourceState object (never mutated: a fold installs a
+    new one), the facts a template read, the mode, and the prerequisites' statuses when the
+    status depended on them (None: it did not)."""
+
+    rs: ResourceState
+    facts: object
+    check_mode: bool
+    before: tuple[Status, ...] | None
+    status: Status
+    why: str | None
 
 
 _CACHE: dict[tuple[str, str], Lab] = {}
@@ -86,6 +104,9 @@ def lab_of(state: MissionState) -> Lab:
         graph,
         {h: tuple(v) for h, v in by_host.items()},
         keys={node: f"{node.kind}/{node.name}" for node in resources},
+        # read from the model's __dict__: a getattr of a field another kind lacks goes
+        # through pydantic's slow __getattr__
+        templated=frozenset(n for n, r in resources.items() if r.__dict__.get("template")),
     )
     if len(_CACHE) > 64:
         _CACHE.clear()
@@ -137,6 +158,10 @@ class Progress:
     diffs: dict[Ref, ResourceDiff] = field(default_factory=dict)
     why: dict[Ref, str] = field(default_factory=dict)
     _addresses: Addresses | None = None
+    _check_mode: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._check_mode = self.state.check_mode
 
     def resource_state(self, node: Ref) -> ResourceState:
         host = self.state.hosts.get(node.host)
@@ -150,10 +175,7 @@ class Progress:
             # Across wake-ups: a resource's diff changes only when what was observed of it
             # (a new ResourceState object) or its host's facts (templates) change. A
             # dns_client naming other hosts also reads their addresses: never cached.
-            # Facts matter only to a file rendered from a template (read from the model's
-            # __dict__: a getattr of a missing field goes through pydantic's slow __getattr__).
-            templated = self.lab.resources[node].__dict__.get("template")
-            facts = host.facts if templated else None
+            facts = self._facts(node)
             cached = self.lab.diffs.get(node)
             if cached is not None and cached[0] is rs and cached[1] is facts:
                 self.diffs[node] = cached[2]
@@ -169,24 +191,61 @@ class Progress:
         return self.diffs[node]
 
     def status(self, node: Ref) -> Status:
+        """Memoised within this Progress, and across wake-ups in the Lab: a status is derived
+        again only when its resource's state, its facts or a prerequisite's status changed,
+        so a wake-up costs a few lookups per resource it looks at, not a diff each."""
         found = self.statuses.get(node)
         if found is not None:
             return found
+        rs = self.resource_state(node)
+        facts = self._facts(node)
+        check_mode = self._check_mode
+        memo = self.lab.memo.get(node)
         self.statuses[node] = "waiting"  # a guard: the graph has no cycles, but be finite
-        result = self._status(node)
+        if (
+            memo is not None
+            and memo.rs is rs
+            and memo.facts is facts
+            and memo.check_mode is check_mode
+            and (memo.before is None or memo.before == self._before(node))
+        ):
+            result, why = memo.status, memo.why
+        else:
+            result, depends = self._status(node, rs)
+            why = self.why.get(node)
+            # A dns_client's diff reads other hosts' addresses: never memoised (as its diff).
+            if node.kind != "dns_client":
+                before = self._before(node) if depends else None
+                self.lab.memo[node] = _Memo(rs, facts, check_mode, before, result, why)
+        if why is not None:
+            self.why[node] = why
         self.statuses[node] = result
         return result
 
-    def _status(self, node: Ref) -> Status:
-        rs = self.resource_state(node)
+    def _facts(self, node: Ref) -> object:
+        """What a status or diff read of the host's facts: only a file rendered from a
+        template reads them (None: nothing)."""
+        if node not in self.lab.templated:
+            return None
+        host = self.state.hosts.get(node.host)
+        return None if host is None else host.facts
+
+    def _before(self, node: Ref) -> tuple[Status, ...]:
+        return tuple(self.status(b) for b in self.lab.graph.prerequisites(node))
+
+    def _status(self, node: Ref, rs: ResourceState) -> tuple[Status, bool]:
+        """The status derived afresh, and whether it depends on the prerequisites'."""
         if rs.outcome == "failed":
             self.why[node] = rs.error or "failed"
-            return "failed"
+            return "failed", False
         if rs.seen:
             if rs.outcome == "would_change" and self.state.check_mode:
-                return "ok"
+                return "ok", False
             if self.diff(node).action == "ok":
-                return "ok" if rs.verified else "settled"
+                return ("ok" if rs.verified else "settled"), False
+        return self._after_prerequisites(node, rs), True
+
+    def _after_prerequisites(self, node: Ref, rs: ResourceState) -> Status:
         for before in self.lab.graph.prerequisites(node):
             if self.status(before) in _DEAD:
                 self.why[node] = f"blocked by {before} ({self.status(before)})"

@@ -34,7 +34,9 @@ def after_discover(
     back one), the others keep what was known of them."""
     reported = data.get("resources")
     seen: Mapping[str, Any] = reported if isinstance(reported, Mapping) else {}
-    asked = _asked(params)
+    # Asked for the declared list itself (the converger's discover, in-process): every one.
+    specs = params.get("resources") if params is not None else None
+    asked = None if specs is host.desired else _asked(params)
     out: dict[str, ResourceState] = {}
     for rid, rs in host.resources.items():
         if asked is not None and rid not in asked and rid not in seen:

@@ -169,7 +169,9 @@ def known_fix(rs: ResourceState) -> str | None:
 
 
 def _fatal(host: HostState) -> bool:
-    error = host.last_error or ""
+    error = host.last_error
+    if not error:
+        return False  # the common case, on every host of every wake-up
     return any(error.startswith(code + ":") for code in FATAL_FOR_HOST)
 
 

@@ -160,3 +160,20 @@ def test_log_handlers_mask_messages_and_tracebacks(
     assert "it failed" in written and "RuntimeError" in written
     assert_clean(written, value)
     assert "hunter2" not in written
+
+
+def test_memoised_scrubbing_follows_the_known_secrets_and_equals_the_direct_one() -> None:
+    # Short texts are memoised per (text, secrets): a secret learnt later is still masked
+    # in a text scrubbed clean before, and long texts (not memoised) are scrubbed the same.
+    value = "s3cret-" + secrets.token_hex(8)
+    short = f"ensured user/deploy: password set to {value[:4]} {value}"
+    assert scrub_text(short) == short  # nothing known yet: kept
+    assert REDACTED in scrub_text(short, (value,)) and value not in scrub_text(short, (value,))
+    long = short + " " + "x" * 4000
+    assert scrub_text(long, (value,)) == scrub_text(short, (value,)) + " " + "x" * 4000
+    data = {"resource": "user/deploy", "after": {"comment": value}}
+    assert scrub(data) is data
+    assert scrub(data, (value,)) == {"resource": "user/deploy", "after": {"comment": REDACTED}}
+    keyed = {"after": {"db_password": "hunter22"}}
+    assert scrub(keyed) == {"after": {"db_password": REDACTED}}
+    assert scrub(keyed) == {"after": {"db_password": REDACTED}}  # the memoised answer too
