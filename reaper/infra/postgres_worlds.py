@@ -79,7 +79,7 @@ class PostgresSimWorldStore:
         versions: list[int] = []
         async with self._pg.session() as conn, conn.transaction():
             for write in writes:
-                body = to_json(write.data).decode()
+                body = to_json(dict(write.data)).decode()
                 if write.expected_version == 0:
                     cur = await conn.execute(self._q["insert"], (lab, write.host_id, body))
                 else:

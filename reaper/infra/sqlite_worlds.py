@@ -65,7 +65,7 @@ class SqliteSimWorldStore:
     async def save_worlds(self, lab: str, writes: Sequence[WorldWrite]) -> list[int]:
         with self._db.transaction("sim save_worlds") as conn:
             for write in writes:
-                body = _json(write.data)
+                body = _json(dict(write.data))
                 if write.expected_version == 0:
                     done = conn.execute(
                         "INSERT OR IGNORE" + _INSERT[6:], (lab, write.host_id, body)

@@ -286,10 +286,12 @@ class SimRunner:
                     resync_facts(world, host.facts)
                     host.snapshot = None
                 wanted = peers_needed(verb, task.params)
-                read = await shared.refresh(lab, wanted, host_id) if wanted != () else []
+                read = [] if wanted == () else await shared.refresh(lab, wanted, host_id)
                 peers = shared.peers(lab, host_id)
                 outcome = self._act(host, host_id, task, verb, needs_prepare, peers)
-                if not changing or await shared.commit(lab, [host_id, *read]):
+                # An ensure that found its resource as desired ran nothing: no write.
+                unchanged = outcome.data.get("result") == "unchanged"
+                if not changing or unchanged or await shared.commit(lab, [host_id, *read]):
                     return outcome
         raise TransportError(
             f"{host_id}: the sim world of lab {lab!r} kept changing under this task",

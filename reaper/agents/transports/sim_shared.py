@@ -22,7 +22,7 @@ from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from reaper.agents.transports.sim_record import dump_world, load_world
+from reaper.agents.transports.sim_record import WorldData, dump_world, load_world, world_blob
 from reaper.agents.transports.sim_world import HostWorld
 from reaper.errors import StaleStateError
 from reaper.infra.base import SimWorldStore, WorldWrite
@@ -48,7 +48,7 @@ def peers_needed(verb: str, params: Mapping[str, Any]) -> Collection[str] | None
             if hosts is ALL_PEERS:
                 return ALL_PEERS
             wanted.update(hosts)
-        return wanted
+        return tuple(sorted(wanted))  # () when none: nothing to read
     return ()
 
 
@@ -56,7 +56,7 @@ def _of_resource(kind: object, resource: object) -> Collection[str] | None:
     if kind in _DOMAIN_KINDS:
         return ALL_PEERS
     if kind == "dns_client" and isinstance(resource, Mapping):
-        return [str(h) for h in resource.get("servers_from") or ()]
+        return tuple(str(h) for h in resource.get("servers_from") or ())
     return ()
 
 
@@ -64,7 +64,15 @@ def _of_resource(kind: object, resource: object) -> Collection[str] | None:
 class _Entry:
     version: int  # 0: built here, not stored yet
     world: HostWorld
-    data: Mapping[str, Any]  # the persisted form at `version` (what changed is compared to it)
+    data: Mapping[str, Any]  # the persisted form at `version`
+    blob: bytes | None  # the same, marshalled: what a task's world is compared with
+
+
+def _entry(version: int, world: HostWorld, data: Mapping[str, Any] | None = None) -> _Entry:
+    blob = world_blob(world)
+    if data is None:
+        data = WorldData(blob) if blob is not None else dump_world(world)
+    return _Entry(version, world, data, blob)
 
 
 class PeerWorlds(Mapping[str, HostWorld]):
@@ -124,13 +132,15 @@ class SharedWorlds:
             if build is None:
                 return None, False
             world = build()
-            entries[host_id] = _Entry(0, world, dump_world(world))
+            # No blob yet: a world built here is written whole by the first task that may
+            # change it (a read-only task never pays for serialising it).
+            entries[host_id] = _Entry(0, world, {}, None)
             return world, entry is not None
         if stored.data is None and entry is not None:
             return entry.world, False
         assert stored.data is not None
         world = load_world(stored.data, f"sim world {lab}/{host_id}")
-        entries[host_id] = _Entry(stored.version, world, stored.data)
+        entries[host_id] = _entry(stored.version, world, stored.data)
         return world, True
 
     async def refresh(self, lab: str, hosts: Collection[str] | None, exclude: str) -> list[str]:
@@ -155,10 +165,10 @@ class SharedWorlds:
             if got.data is not None or host not in entries:
                 assert got.data is not None
                 world = load_world(got.data, f"sim world {lab}/{host}")
-                entries[host] = _Entry(got.version, world, got.data)
-        for host in [h for h, e in entries.items() if e.version and h not in stored]:
-            if hosts is ALL_PEERS or host in hosts:
-                del entries[host]  # reset since it was read
+                entries[host] = _entry(got.version, world, got.data)
+        asked = entries if hosts is ALL_PEERS else hosts
+        for host in [h for h in asked if h in entries and entries[h].version and h not in stored]:
+            del entries[host]  # cleared from the store (a reset) since it was read
         return [h for h in stored if h != exclude]
 
     def peers(self, lab: str, host_id: str) -> Mapping[str, HostWorld]:
@@ -169,13 +179,18 @@ class SharedWorlds:
         (their cached copies are dropped: the next `fetch` reads them again)."""
         entries = self._entries.get(lab, {})
         writes: list[WorldWrite] = []
+        blobs: dict[str, bytes | None] = {}
         for host in hosts:
             entry = entries.get(host)
             if entry is None:
                 continue
-            data = dump_world(entry.world)
-            if data != entry.data:
+            blob = world_blob(entry.world)
+            if blob is not None and blob == entry.blob:
+                continue
+            data = WorldData(blob) if blob is not None else dump_world(entry.world)
+            if blob is not None or entry.version == 0 or data != entry.data:
                 writes.append(WorldWrite(host, data, entry.version))
+                blobs[host] = blob
         if not writes:
             return True
         try:
@@ -186,5 +201,5 @@ class SharedWorlds:
             return False
         for write, version in zip(writes, versions, strict=True):
             entry = entries[write.host_id]
-            entry.version, entry.data = version, write.data
+            entry.version, entry.data, entry.blob = version, write.data, blobs[write.host_id]
         return True
