@@ -13,7 +13,7 @@ from reaper.agents.hosts import StoreHostResolver
 from reaper.agents.runners import default_runners
 from reaper.agents.worker import Worker
 from reaper.clock import Clock, RealClock
-from reaper.infra.base import Backend
+from reaper.infra.base import Backend, sim_worlds_of
 from reaper.models import AGENT_TYPES
 
 __all__ = ["LocalWorkers"]
@@ -37,7 +37,8 @@ class LocalWorkers:
 
     def start(self, agent_types: Iterable[str] = AGENT_TYPES) -> None:
         if self.runners is None:
-            self.runners = default_runners(seed=self.seed, clock=self.clock)
+            worlds = sim_worlds_of(self.backend.store)
+            self.runners = default_runners(seed=self.seed, clock=self.clock, worlds=worlds)
         resolver = StoreHostResolver(self.backend.store)
         for agent_type in agent_types:
             worker = Worker(

@@ -29,6 +29,7 @@ from typing import Any, Protocol
 from reaper.agents.base import ActionOutcome, ActionRunner, CommandRunner, Transport
 from reaper.agents.transports.sim import SimRunner
 from reaper.clock import Clock
+from reaper.infra.base import SimWorldStore
 from reaper.models import HostConnection, ResultStatus, Task
 
 __all__ = [
@@ -181,12 +182,14 @@ def default_runners(
     transports: Mapping[str, Transport] | None = None,
     transport_options: Mapping[str, Mapping[str, Any]] | None = None,
     include: Collection[str] | None = None,
+    worlds: SimWorldStore | None = None,
 ) -> dict[str, ActionRunner]:
-    """Transport name → runner. `sim` is always there; `local`, `ssh` and `winrm` are there
+    """Transport name → runner. `sim` is always there (its hosts' worlds in `worlds`, the
+    backend's sim-world store, when given); `local`, `ssh` and `winrm` are there
     when their module and some OS code for them exist, and are built on first use (from
     `transports[name]` when given, else with `transport_options[name]`). `include` limits
     the real transports to those named."""
-    runners: dict[str, ActionRunner] = {"sim": SimRunner(seed=seed, clock=clock)}
+    runners: dict[str, ActionRunner] = {"sim": SimRunner(seed=seed, clock=clock, worlds=worlds)}
     given = transports or {}
     options = transport_options or {}
     for name, oses in _OSES_BY_TRANSPORT.items():

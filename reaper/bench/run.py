@@ -28,7 +28,7 @@ from rich.table import Table
 
 from reaper.bench.procs import CpuMeter, WorkerProcesses
 from reaper.bench.space import Namespace
-from reaper.infra.base import Backend
+from reaper.infra.base import Backend, sim_worlds_of
 from reaper.infra.factory import open_backend, parse_spec
 from reaper.lab import LabFile, LabHost, LabSettings
 from reaper.models import (
@@ -134,7 +134,11 @@ async def bench_once(
     process unless `processes` (already serving on the same backend) are given."""
     timer = _EngineTimer()
     overseer = Overseer(backend, listener=timer.listener, engine_overrides={"stall_after_s": 600.0})
-    state = await overseer.create_mission(_lab(hosts, settings or {}, desired))
+    lab = _lab(hosts, settings or {}, desired)
+    worlds = sim_worlds_of(backend.store)
+    if worlds is not None:  # each run converges fresh worlds, not the previous run's
+        await worlds.clear_worlds(lab.lab_type)
+    state = await overseer.create_mission(lab)
     pool = (
         []
         if processes
@@ -210,8 +214,8 @@ class BenchOptions:
     in_process: bool = False
     max_in_flight: int | None = None
     latency_target: float | None = None
-    # Desired state: ten resources per host, converged by the rule converger. The sim world
-    # lives in each worker process: one worker process, or workers in this process.
+    # Desired state: ten resources per host, converged by the rule converger from fresh sim
+    # worlds (each run clears its lab's worlds from the store first).
     desired: bool = False
 
 
@@ -252,8 +256,9 @@ async def _bench_label(
     await open_backend(None, store=store, queue=queue, bus=bus).close()
     store, queue = space.isolate(store), space.isolate(queue)
     bus = None if bus is None else space.isolate(bus)
-    # The sim world lives in its worker process: a desired-state run shares one world only
-    # with one worker process (`--workers 1`), else its workers run in this process.
+    # A desired-state run keeps its workers in this process unless `--workers 1`, so its
+    # figures stay comparable with earlier runs (worker processes would share the worlds
+    # through the store now).
     separate = label != "memory" and not a.in_process and not (a.desired and a.workers > 1)
     settings: dict[str, Any] = {}
     if a.max_in_flight is not None:

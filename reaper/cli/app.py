@@ -166,6 +166,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="show what would go, delete nothing")
     common_flags(p)
 
+    p = sub.add_parser("sim", help="the simulated hosts' stored worlds")
+    sim = p.add_subparsers(dest="sim_command", metavar="SIM_COMMAND", required=True)
+    p = sim.add_parser(
+        "reset", help="forget stored sim worlds (all, a lab's, a host's): the next run rebuilds"
+    )
+    p.add_argument("lab", nargs="?", help="lab name (its lab_type) or lab file (default: all)")
+    p.add_argument("--host", help="only this host of the lab")
+    common_flags(p)
+
     p = sub.add_parser("facts", help="the facts gathered per host (like Ansible's setup)")
     p.add_argument("mission")
     p.add_argument("host", nargs="?")
@@ -277,6 +286,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "unlock": ("reaper.cli.lifecycle", "cmd_unlock"),
     "prune": ("reaper.cli.lifecycle", "cmd_prune"),
     "facts": ("reaper.cli.lifecycle", "cmd_facts"),
+    "sim": ("reaper.cli.sim", "cmd_sim"),
     "bench": ("reaper.cli.bench", "cmd_bench"),
     "worker": ("reaper.cli.processes", "cmd_worker"),
     "engine": ("reaper.cli.processes", "cmd_engine"),

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from reaper.models import (
     EventRecord,
@@ -33,8 +33,12 @@ __all__ = [
     "MissionStore",
     "MissionSummary",
     "OutboxItem",
+    "SimWorldStore",
+    "StoredWorld",
     "TaskDelivery",
     "TaskQueue",
+    "WorldWrite",
+    "sim_worlds_of",
 ]
 
 
@@ -231,6 +235,68 @@ class EventBus(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class StoredWorld:
+    """A simulated host's stored world: `version` counts its writes (1 after the first);
+    `data` is its persisted form, None when the caller already holds this version. The data
+    is the store's: read it, never mutate it."""
+
+    version: int
+    data: Mapping[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class WorldWrite:
+    """One world to write: `expected_version` is the version read (0: not stored yet)."""
+
+    host_id: str
+    data: Mapping[str, Any]
+    expected_version: int
+
+
+@runtime_checkable
+class SimWorldStore(Protocol):
+    """The sim worlds (`reaper.agents.transports.sim_world`), kept beside the missions and
+    keyed by (lab, host id), not by mission: a resumed mission, every worker process and a
+    later mission of the same lab see one world. The lab is the mission's `lab_type`."""
+
+    async def lab_of(self, mission_id: str) -> str | None:
+        """The lab a mission runs (None: no such mission)."""
+        ...
+
+    async def load_world(
+        self, lab: str, host_id: str, *, known_version: int = 0
+    ) -> StoredWorld | None:
+        """The committed world, without its data if it is still at `known_version`; None
+        when nothing is stored."""
+        ...
+
+    async def load_lab(
+        self, lab: str, known: Mapping[str, int] | None = None
+    ) -> dict[str, StoredWorld]:
+        """Every stored world of the lab by host id (data None where `known` has its
+        version)."""
+        ...
+
+    async def save_worlds(self, lab: str, writes: Sequence[WorldWrite]) -> list[int]:
+        """Write all or none: each world must still be at its `expected_version`
+        (compare-and-set), else StaleStateError; returns the new versions in order."""
+        ...
+
+    async def clear_worlds(
+        self, lab: str | None = None, host_id: str | None = None
+    ) -> list[tuple[str, str]]:
+        """Forget every stored world (of one lab, of one host of it); returns the
+        (lab, host id) pairs removed, sorted (`reaper sim reset`)."""
+        ...
+
+
+def sim_worlds_of(store: MissionStore) -> SimWorldStore | None:
+    """The sim-world store kept with this mission store (`store.worlds`), if it has one."""
+    worlds = getattr(store, "worlds", None)
+    return worlds if isinstance(worlds, SimWorldStore) else None
 
 
 @dataclass(slots=True)

@@ -24,6 +24,7 @@ from reaper.infra.base import (
     OutboxItem,
     TaskDelivery,
 )
+from reaper.infra.memory_worlds import MemorySimWorldStore
 from reaper.models import EventRecord, HostConnection, HostState, InboundMessage, MissionState
 
 __all__ = ["MemoryEventBus", "MemoryMissionStore", "MemoryTaskQueue", "memory_backend"]
@@ -38,6 +39,11 @@ class MemoryMissionStore:
         self._events: dict[str, list[EventRecord]] = {}
         self._outbox: dict[str, dict[tuple[str, int], OutboxItem]] = {}
         self._leases: dict[str, tuple[str, float]] = {}
+        self.worlds = MemorySimWorldStore(self._lab_of)
+
+    def _lab_of(self, mission_id: str) -> str | None:
+        state = self._missions.get(mission_id)
+        return None if state is None else state.lab_type
 
     async def create(self, state: MissionState, events: Sequence[EventRecord]) -> None:
         if state.mission_id in self._missions:

@@ -33,6 +33,7 @@ from reaper.infra.factory import DEFAULT_SCHEMA
 from reaper.infra.postgres_commit import SENT_SEQ, commit_statement, sent_params
 from reaper.infra.postgres_conn import PgConnection
 from reaper.infra.postgres_schema import schema_ident
+from reaper.infra.postgres_worlds import PostgresSimWorldStore
 from reaper.lazy_docs import LazyDocs
 from reaper.models import (
     EventRecord,
@@ -122,6 +123,7 @@ class PostgresMissionStore:
         s = schema_ident(schema)
         self._q = {name: sql.SQL(text).format(s=s) for name, text in _SQL.items()}
         self._pg = PgConnection(dsn, schema)
+        self.worlds = PostgresSimWorldStore(self._pg, s)  # the sim worlds, same schema
         # Statements sent by this store: lets tests check a commit's cost is per change.
         self.statements = 0
 

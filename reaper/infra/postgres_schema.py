@@ -175,6 +175,15 @@ MIGRATIONS: list[tuple[int, list[LiteralString]]] = [
                 last_seen double precision NOT NULL, body text NOT NULL)""",
         ],
     ),
+    # Simulated hosts' worlds by lab (reaper.infra.postgres_worlds), not by mission: every
+    # mission and worker of a lab shares them; writes compare-and-set on `version`.
+    (
+        8,
+        [
+            """CREATE TABLE {s}.sim_worlds (lab text NOT NULL, host_id text NOT NULL,
+                version bigint NOT NULL, body text NOT NULL, PRIMARY KEY (lab, host_id))""",
+        ],
+    ),
 ]
 LATEST = MIGRATIONS[-1][0]
 

@@ -108,6 +108,12 @@ CREATE TABLE IF NOT EXISTS inbox (
     body TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS inbox_mission ON inbox (mission_id, delivered);
+-- Simulated hosts' worlds by lab (sqlite_worlds), added without a version bump: older code
+-- ignores the table.
+CREATE TABLE IF NOT EXISTS sim_worlds (
+    lab TEXT NOT NULL, host_id TEXT NOT NULL, version INTEGER NOT NULL, body TEXT NOT NULL,
+    PRIMARY KEY (lab, host_id)
+) WITHOUT ROWID;
 """
 
 

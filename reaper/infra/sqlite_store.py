@@ -14,6 +14,7 @@ from pydantic_core import from_json, to_json
 from reaper.errors import MissionExistsError, StaleStateError
 from reaper.infra.base import Commit, LeaseInfo, MissionSummary, OutboxItem
 from reaper.infra.sqlite_db import SqliteDatabase
+from reaper.infra.sqlite_worlds import SqliteSimWorldStore
 from reaper.lazy_docs import LazyDocs
 from reaper.models import (
     EventRecord,
@@ -98,6 +99,7 @@ class SqliteMissionStore:
 
     def __init__(self, db: SqliteDatabase) -> None:
         self._db = db
+        self.worlds = SqliteSimWorldStore(db)  # the sim worlds, in the same file
 
     async def create(self, state: MissionState, events: Sequence[EventRecord]) -> None:
         mid = state.mission_id

@@ -26,7 +26,7 @@ from reaper.agents.runners import default_runners
 from reaper.agents.worker import Worker
 from reaper.clock import Clock, RealClock
 from reaper.errors import BackendError
-from reaper.infra.base import Backend
+from reaper.infra.base import Backend, sim_worlds_of
 from reaper.models import agent_type_for
 from reaper.services.metrics import Metrics
 from reaper.services.registry import ProcessInfo, ProcessRegistry, counters_of
@@ -95,7 +95,7 @@ async def serve_workers(
     """Run one worker per OS in `os_names` until `stop` is set; returns them (for their
     stats). With several OSes, `worker_id` is suffixed with each OS."""
     clock = clock or RealClock()
-    runners = default_runners(seed=seed, clock=clock)
+    runners = default_runners(seed=seed, clock=clock, worlds=sim_worlds_of(backend.store))
     resolver = StoreHostResolver(backend.store)
     workers = [
         Worker(

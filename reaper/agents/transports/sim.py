@@ -4,9 +4,11 @@ Deterministic from a seed: facts come from (seed, host_id); latency and probabil
 from (seed, mission, host, task_id, attempt), so a replayed trial sees the same hosts, delays and
 failures. The seed is `conn.sim.seed` when set, else the runner's.
 
-Per-host state (tasks run, prerequisites installed, current settings) lives in this runner
-object, in process memory, keyed by (mission_id, host_id): a second worker process simulates its
-own copy of the host. That is enough for demos, evals and benchmarks, which run one worker.
+Per-host stage state (tasks run, prerequisites installed, baseline settings, fault counts)
+lives in this runner object, in process memory, keyed by (mission_id, host_id). The host's
+world (below) does too unless the runner is given the backend's sim-world store (`worlds=`,
+what workers get): then it is the store's, keyed by (lab, host_id), and a resumed mission,
+every worker process and a later mission of the same lab see one world (`sim_shared`).
 
 Faults (`conn.sim.faults`, see `reaper.models.SimFault`), each limited to matching actions:
 - `flaky`: the first `times` attempts fail, or each attempt with probability `rate`:
@@ -44,6 +46,7 @@ from reaper.agents.transports.sim_actions import (
     WorldsView,
     observed_resources,
     reboot_world,
+    resync_facts,
     run_ensure,
 )
 from reaper.agents.transports.sim_facts import (
@@ -53,9 +56,11 @@ from reaper.agents.transports.sim_facts import (
     get_path,
     set_path,
 )
+from reaper.agents.transports.sim_shared import SharedWorlds, peers_needed
 from reaper.agents.transports.sim_world import HostWorld, build_world
 from reaper.clock import Clock, RealClock
 from reaper.errors import TransportError
+from reaper.infra.base import SimWorldStore
 from reaper.models import (
     HostConnection,
     ResultStatus,
@@ -68,6 +73,11 @@ from reaper.models import (
 __all__ = ["SimHostState", "SimRunner"]
 
 _NO_SIM = SimSettings()
+# Verbs answered from the world when there is one (`_world_act`), and those that may change it.
+_WORLD_VERBS = frozenset({"diagnose", "cleanup", "reboot"})
+_CHANGING_VERBS = frozenset({"cleanup", "reboot"})
+# Compare-and-set attempts before a task gives up (another process kept writing the world).
+_CAS_TRIES = 8
 
 
 @dataclass(slots=True)
@@ -90,8 +100,18 @@ class SimHostState:
 
     def the_world(self) -> HostWorld:
         if self.world is None:
-            self.world = build_world(self.os, self.facts, self.world_settings)
+            self.world = self.fresh_world()
         return self.world
+
+    def fresh_world(self) -> HostWorld:
+        return build_world(self.os, self.facts, self.world_settings)
+
+
+def _uses_world(verb: str, params: Mapping[str, Any]) -> bool:
+    """Whether `verb` is answered from the host's world when it has one."""
+    if verb == "discover":
+        return "resources" in params
+    return verb.startswith("ensure_") or verb in _WORLD_VERBS
 
 
 def _matches(fault: SimFault, action: str, verb: str) -> bool:
@@ -174,11 +194,17 @@ class SimRunner:
     name = "sim"
 
     def __init__(
-        self, *, seed: int = 0, clock: Clock | None = None, max_hosts: int = 50_000
+        self,
+        *,
+        seed: int = 0,
+        clock: Clock | None = None,
+        max_hosts: int = 50_000,
+        worlds: SimWorldStore | None = None,
     ) -> None:
         self._seed = seed
         self._clock = clock or RealClock()
         self._hosts: MissionCache[SimHostState] = MissionCache(max_items=max_hosts)
+        self._shared = None if worlds is None else SharedWorlds(worlds)
 
     def host_state(self, mission_id: str, host_id: str) -> SimHostState | None:
         """The simulated host's memory (for tests and inspection)."""
@@ -229,7 +255,49 @@ class SimRunner:
                 f"reaper: unknown action {task.action!r}",
             )
         needs_prepare = any(f.kind == "needs_prepare" for _, f in faults)
+        shared = self._shared
+        if shared is not None and _uses_world(verb, task.params):
+            return await self._shared_act(shared, host, host_id, task, verb, needs_prepare)
         return self._act(host, host_id, task, verb, needs_prepare)
+
+    async def _shared_act(
+        self,
+        shared: SharedWorlds,
+        host: SimHostState,
+        host_id: str,
+        task: Task,
+        verb: str,
+        needs_prepare: bool,
+    ) -> ActionOutcome:
+        """`_act` on the store's world of the host: read, act, write back if changed
+        (compare-and-set), again on the fresh world after a conflict."""
+        lab = await shared.lab(task.mission_id)
+        # diagnose, cleanup and reboot keep their stage answers on a host with no world yet
+        builds = verb.startswith("ensure_") or verb == "discover" or host.world_settings
+        build = host.fresh_world if builds else None
+        changing = verb in _CHANGING_VERBS or (
+            verb.startswith("ensure_") and not task.params.get("check_mode")
+        )
+        async with shared.lock(lab):
+            for _ in range(_CAS_TRIES):
+                world, reread = await shared.fetch(lab, host_id, build)
+                host.world = world
+                if reread and world is not None:
+                    resync_facts(world, host.facts)
+                    host.snapshot = None
+                wanted = peers_needed(verb, task.params)
+                read = [] if wanted == () else await shared.refresh(lab, wanted, host_id)
+                peers = shared.peers(lab, host_id)
+                outcome = self._act(host, host_id, task, verb, needs_prepare, peers)
+                # An ensure that found its resource as desired ran nothing: no write.
+                unchanged = outcome.data.get("result") == "unchanged"
+                if not changing or unchanged or await shared.commit(lab, [host_id, *read]):
+                    return outcome
+        raise TransportError(
+            f"{host_id}: the sim world of lab {lab!r} kept changing under this task",
+            error_code="CONFLICT",
+            retriable=True,
+        )
 
     def _peers(self, mission_id: str, host_id: str) -> Mapping[str, HostWorld]:
         """The mission's other simulated hosts' worlds, read lazily (a domain join asks its
@@ -237,12 +305,18 @@ class SimRunner:
         return WorldsView(self._hosts.peek(mission_id) or {}, host_id)
 
     def _world_act(
-        self, host: SimHostState, host_id: str, task: Task, verb: str
+        self,
+        host: SimHostState,
+        host_id: str,
+        task: Task,
+        verb: str,
+        given: Mapping[str, HostWorld] | None,
     ) -> ActionOutcome | None:
         """What the host's world answers: every `ensure_*`, and diagnose and cleanup once the
-        host has a world (conditions declared, or an ensure ran); None for the other verbs."""
+        host has a world (conditions declared, or an ensure ran); None for the other verbs.
+        `given`: the other hosts' worlds (None: this mission's, in this runner)."""
         if verb.startswith("ensure_"):
-            peers = self._peers(task.mission_id, host_id)
+            peers = self._peers(task.mission_id, host_id) if given is None else given
             world = host.the_world()
             outcome = run_ensure(world, peers, host.facts, host_id, task.action, task.params)
             host.snapshot = None
@@ -250,7 +324,7 @@ class SimRunner:
         declared = task.params.get("resources") if verb == "discover" else None
         if declared is not None:
             outcome = self._discover(host, host_id, task.params)
-            peers = self._peers(task.mission_id, host_id)
+            peers = self._peers(task.mission_id, host_id) if given is None else given
             seen, problems = observed_resources(host.the_world(), peers, declared)
             outcome.data["resources"] = seen
             if problems:
@@ -259,16 +333,22 @@ class SimRunner:
         if host.world is None and host.world_settings is None:
             return None
         if verb == "diagnose":
-            peers = self._peers(task.mission_id, host_id)
+            peers = self._peers(task.mission_id, host_id) if given is None else given
             return sim_diagnose.diagnose(host.the_world(), peers, host.facts, host_id, task.params)
         if verb == "cleanup":
             return sim_diagnose.cleanup(host.the_world(), host_id, task.params)
         return None
 
     def _act(
-        self, host: SimHostState, host_id: str, task: Task, verb: str, needs_prepare: bool
+        self,
+        host: SimHostState,
+        host_id: str,
+        task: Task,
+        verb: str,
+        needs_prepare: bool,
+        peers: Mapping[str, HostWorld] | None = None,
     ) -> ActionOutcome:
-        by_world = self._world_act(host, host_id, task, verb)
+        by_world = self._world_act(host, host_id, task, verb, peers)
         if by_world is not None:
             return by_world
         if verb == "discover":

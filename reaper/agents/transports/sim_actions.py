@@ -24,6 +24,7 @@ __all__ = [
     "WorldsView",
     "observed_resources",
     "reboot_world",
+    "resync_facts",
     "run_ensure",
     "sync_facts",
 ]
@@ -112,6 +113,13 @@ def reboot_world(world: HostWorld) -> None:
     for svc in world.services.values():
         svc["running"] = bool(svc["enabled"])
         svc["failed"] = False
+
+
+def resync_facts(world: HostWorld, facts: dict[str, Any]) -> None:
+    """Bring every fact kept in step with the world up to date (a world read from the
+    store, changed elsewhere)."""
+    for kind in ("service", "sshd_option", "setting", "ad_domain"):
+        sync_facts(world, facts, kind)
 
 
 def sync_facts(world: HostWorld, facts: dict[str, Any], kind: str) -> None:
