@@ -32,6 +32,7 @@ the vocabulary. Diagnose and cleanup use the world once the host has one.
 
 from __future__ import annotations
 
+import asyncio
 import marshal
 import random
 from collections.abc import Mapping
@@ -76,8 +77,10 @@ _NO_SIM = SimSettings()
 # Verbs answered from the world when there is one (`_world_act`), and those that may change it.
 _WORLD_VERBS = frozenset({"diagnose", "cleanup", "reboot"})
 _CHANGING_VERBS = frozenset({"cleanup", "reboot"})
-# Compare-and-set attempts before a task gives up (another process kept writing the world).
-_CAS_TRIES = 8
+# Compare-and-set attempts before a task gives up (another process kept writing the world),
+# with a jittered backoff between them so two writers racing on one host stop colliding.
+_CAS_TRIES = 16
+_CAS_BACKOFF_S = 0.002
 
 
 @dataclass(slots=True)
@@ -279,7 +282,9 @@ class SimRunner:
             verb.startswith("ensure_") and not task.params.get("check_mode")
         )
         async with shared.lock(lab):
-            for _ in range(_CAS_TRIES):
+            for attempt in range(_CAS_TRIES):
+                if attempt:
+                    await asyncio.sleep(random.uniform(0, _CAS_BACKOFF_S * 2 ** min(attempt, 8)))
                 world, reread = await shared.fetch(lab, host_id, build)
                 host.world = world
                 if reread and world is not None:
