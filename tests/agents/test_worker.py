@@ -348,3 +348,45 @@ async def test_a_long_inline_batch_publishes_its_results_as_they_age(backend: An
     assert groups == [[f"t-{i}", f"t-{i + 1}"] for i in range(0, 10, 2)]
     assert sorted(acked) == sorted(t.task_id for t in tasks)  # one ack, after every publish
     assert w.stats.succeeded == 10 and not queue._leased
+
+
+async def test_tasks_the_queue_already_holds_join_the_results_of_one_bus_call(
+    backend: Any,
+) -> None:
+    """A queue handing over one task a take (a RabbitMQ consumer fed delivery by delivery):
+    the worker takes what is already there before publishing, so six inline tasks cost one
+    bus call, not six; every ack still follows its result's publication."""
+    store, _, _ = backend
+    clock = ManualClock()  # still: no group ages past PUBLISH_EVERY_S
+    calls: list[list[str]] = []
+    log: list[tuple[str, str]] = []
+
+    class RecordingBus(MemoryEventBus):
+        async def publish(self, message: InboundMessage) -> None:
+            await self.publish_many([message])
+
+        async def publish_many(self, messages: Sequence[InboundMessage]) -> None:
+            calls.append([m.task_id for m in messages])
+            log.extend(("publish", m.task_id) for m in messages)
+            for m in messages:
+                await MemoryEventBus.publish(self, m)
+
+    class OneAtATime(MemoryTaskQueue):
+        async def take(self, agent_type: str, **kw: Any) -> list[TaskDelivery]:
+            return await super().take(agent_type, **{**kw, "max_items": 1})
+
+        async def ack(self, deliveries: Sequence[TaskDelivery]) -> None:
+            log.extend(("ack", d.task.task_id) for d in deliveries)
+            await super().ack(deliveries)
+
+    queue, bus = OneAtATime(clock), RecordingBus()
+    tasks = [task(i, "h1") for i in range(6)]
+    await publish(queue, tasks)
+    w = Worker(LINUX, queue, bus, StoreHostResolver(store), {"sim": SimRunner()}, clock=clock)
+    await asyncio.wait_for(w.run(until_idle=True), 5)
+
+    assert calls == [[t.task_id for t in tasks]]
+    for t in tasks:
+        assert log.index(("publish", t.task_id)) < log.index(("ack", t.task_id))
+    assert w.stats.taken == 6 and w.stats.succeeded == 6 and w.stats.in_flight == 0
+    assert not queue._leased

