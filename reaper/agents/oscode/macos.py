@@ -1,4 +1,5 @@
-"""macOS action code: discover (one round trip, like Linux), baseline and reboot.
+"""macOS action code: discover (one round trip, like Linux), baseline and reboot; `ensure_*`
+from `oscode.macos_ensure`.
 
 Sources: sw_vers, system_profiler SPHardwareDataType -json, ifconfig, df, socketfilterfw,
 systemsetup -getremotelogin, fdesetup status, spctl --status, csrutil status, sshd -T, dscl.
@@ -21,7 +22,7 @@ from reaper.agents.oscode.baseline import (
     baseline_outcome,
     sshd_item,
 )
-from reaper.agents.oscode.pending import is_pending, pending_outcome
+from reaper.agents.oscode.macos_ensure import ensure
 from reaper.agents.oscode.toolbox import Toolbox
 from reaper.models import ResultStatus
 
@@ -217,8 +218,8 @@ class MacosActions:
         self, verb: str, params: dict[str, Any], shell: CommandRunner, *, host_id: str
     ) -> ActionOutcome:
         ref = getattr(shell, "logs_ref", None)
-        if is_pending(verb):
-            return pending_outcome("macos", verb)
+        if verb.startswith("ensure_"):
+            return await ensure(verb.removeprefix("ensure_"), params, shell, host_id=host_id)
         if verb == "discover":
             return await self.discover(params, shell, host_id)
         if verb == "baseline":

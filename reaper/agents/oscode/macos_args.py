@@ -1,0 +1,121 @@
+"""The arguments of `macos_scripts`' scripts, from a declared resource, and the check that
+every value reaches brew, launchctl, dscl, defaults or networksetup as a value.
+
+Values travel as arguments, never spliced into a script; `argument_problem` also refuses the
+ones a tool would read as an option (`-x`) or as another record (`../Groups/admin`).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from reaper.desired.base import ResourceBase
+
+__all__ = ["argument_problem", "script_args", "split_setting"]
+
+Props = dict[str, Any] | None
+
+# Homebrew names: `tree`, `python@3.12`, `homebrew/cask/firefox` (tap/name).
+_BREW = re.compile(r"[A-Za-z0-9][A-Za-z0-9+._@-]*(/[A-Za-z0-9][A-Za-z0-9+._@-]*){0,2}")
+_LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # launchd labels: com.openssh.sshd
+_ACCOUNT = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
+_DOMAIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]*")
+_DEFAULTS_DOMAIN = re.compile(r"/?[A-Za-z0-9_][A-Za-z0-9._ -]*(/[A-Za-z0-9_][A-Za-z0-9._ -]*)*")
+_DEFAULTS_KEY = re.compile(r"[A-Za-z0-9_][^\n/]*")
+_NETWORK_SERVICE = re.compile(r"[A-Za-z0-9][^\n*]*")  # "Wi-Fi", "USB 10/100/1000 LAN"
+_TYPE_FLAGS = {None: "-string", "string": "-string", "int": "-int", "float": "-float",
+               "bool": "-bool"}  # fmt: skip
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def split_setting(name: str) -> tuple[str, str]:
+    """A setting's `defaults` domain and key (the key is after the last slash)."""
+    domain, _, key = name.rpartition("/")
+    return domain, key
+
+
+def _bad(what: str, value: str | None, shape: re.Pattern[str]) -> str | None:
+    if value is None or (shape.fullmatch(value) and ".." not in value.split("/")):
+        return None
+    return f"{what} {value!r}: not a plain name the tools would take as a value"
+
+
+def _setting_problem(r: Any) -> str | None:
+    problem = r.os_problem("macos")
+    if problem is not None:
+        return str(problem)
+    domain, key = split_setting(r.name)
+    why = _bad("domain", domain, _DEFAULTS_DOMAIN) or _bad("key", key, _DEFAULTS_KEY)
+    if why is not None:
+        return why
+    if "\n" in r.value:
+        return "value: one line"
+    value = r.value.strip().lower()
+    if r.type == "bool" and value not in _TRUE | _FALSE:
+        return f"value {r.value!r}: a bool is true or false"
+    if r.type == "int" and not re.fullmatch(r"-?[0-9]+", value):
+        return f"value {r.value!r}: not an integer"
+    if r.type == "float" and not re.fullmatch(r"-?[0-9]+(\.[0-9]+)?", value):
+        return f"value {r.value!r}: not a number"
+    return None
+
+
+def argument_problem(resource: ResourceBase) -> str | None:
+    """Why a value of `resource` cannot be handed to the macOS tools as an argument."""
+    r: Any = resource
+    kind = resource.kind
+    if kind == "setting":
+        return _setting_problem(r)
+    if kind == "user":
+        for field in ("shell", "home"):
+            value = getattr(r, field)
+            if value is not None and (not value.startswith("/") or "\n" in value):
+                return f"{field} {value!r}: must be an absolute path"
+    checks: list[tuple[str, str | None, re.Pattern[str]]] = {
+        "package": [("name", getattr(r, "name", None), _BREW)],
+        "service": [("name", getattr(r, "name", None), _LABEL)],
+        "group": [("name", getattr(r, "name", None), _ACCOUNT)],
+        "user": [
+            ("name", getattr(r, "name", None), _ACCOUNT),
+            *(("group", g, _ACCOUNT) for g in getattr(r, "groups", ())),
+        ],
+        "dns_client": [
+            ("network service", resource.rid.name, _NETWORK_SERVICE),
+            *(("search", d, _DOMAIN) for d in getattr(r, "search", ())),
+        ],
+    }.get(kind, [])
+    return next((p for c in checks if (p := _bad(*c)) is not None), None)
+
+
+def _flag(value: bool | None) -> str:
+    return "" if value is None else ("1" if value else "0")
+
+
+def _defaults_value(r: Any) -> str:
+    if r.type == "bool":
+        return "true" if r.value.strip().lower() in _TRUE else "false"
+    return str(r.value.strip() if r.type in ("int", "float") else r.value)
+
+
+def script_args(resource: ResourceBase, before: Props) -> list[str]:
+    """The converging script's arguments."""
+    r: Any = resource
+    kind = resource.kind
+    if kind == "package":
+        return [r.name, r.state]
+    if kind == "service":
+        return [r.name, r.state, _flag(r.enabled)]
+    if kind == "setting":
+        domain, key = split_setting(r.name)
+        return [domain, key, _TYPE_FLAGS[r.type], _defaults_value(r)]
+    if kind == "user":
+        uid = "" if r.uid is None else str(r.uid)
+        groups = ",".join(r.groups)
+        return [r.name, r.state, uid, groups, r.shell or "", r.home or "", _flag(r.enabled)]
+    if kind == "group":
+        return [r.name, r.state, "" if r.gid is None else str(r.gid)]
+    if kind == "dns_client":
+        return [resource.rid.name, " ".join(r.search), *r.servers]
+    raise ValueError(f"no macOS script for {kind}")

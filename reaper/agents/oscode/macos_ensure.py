@@ -1,0 +1,94 @@
+"""`macos.ensure_<kind>` over SSH: read the resource back, converge it with its kind's fixed
+script (`macos_scripts`), read it back again.
+
+The result contract is Linux's (`linux_ensure`, and the sim world's): changed / unchanged /
+would_change with before and after, failures classed by `macos_failures` into
+`reaper.actions.FAILURE_CLASSES`. Nothing runs when the diff says the resource is as declared;
+check mode only reads. Kinds without a macOS script yet answer UNSUPPORTED.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from reaper.actions import ensure_action, get_action
+from reaper.agents.base import ActionOutcome, Command, CommandResult, CommandRunner
+from reaper.agents.oscode import posix
+from reaper.agents.oscode.linux_ensure import _done, _failed, _predicted
+from reaper.agents.oscode.macos_args import argument_problem, script_args
+from reaper.agents.oscode.macos_failures import classify
+from reaper.agents.oscode.macos_observe import OBSERVE_SCRIPT, observe_args, parse_observed
+from reaper.agents.oscode.macos_scripts import SCRIPTS, UNAVAILABLE
+from reaper.agents.oscode.pending import pending_outcome
+from reaper.desired.base import ResourceBase
+from reaper.desired.diff import diff_resource
+from reaper.errors import ConfigError
+
+__all__ = ["ensure", "observe"]
+
+Props = dict[str, Any] | None
+
+_EXIT_CODES = {78: "CONFIG_INVALID", 66: "MISSING_DEPENDENCY", UNAVAILABLE: "UNSUPPORTED"}
+
+
+async def observe(shell: CommandRunner, resources: list[ResourceBase]) -> dict[str, Props]:
+    """The observed properties of each resource, in one round trip."""
+    argv = ["sh", "-c", OBSERVE_SCRIPT, "sh"]
+    for resource in resources:
+        argv += observe_args(resource)
+    result = await shell.run(Command(argv=argv, sudo=True))
+    return parse_observed(result.stdout, resources)
+
+
+async def ensure(
+    kind: str, params: dict[str, Any], shell: CommandRunner, *, host_id: str
+) -> ActionOutcome:
+    spec = get_action(ensure_action("macos", kind))
+    if spec is not None and kind not in SCRIPTS:
+        return pending_outcome("macos", f"ensure_{kind}")  # file, directory, sshd_option, firewall
+    if spec is None:
+        return posix.invalid_params(f"no macos.ensure_{kind}")
+    p = posix.load_params(spec.params_model, params)
+    if isinstance(p, str):
+        return posix.invalid_params(p)
+    resource: ResourceBase = getattr(p, "resource")  # noqa: B009  (a created model's field)
+    check: bool = getattr(p, "check_mode")  # noqa: B009
+    rid = str(resource.rid)
+    problem = argument_problem(resource)
+    if problem is not None:
+        return posix.invalid_params(f"{rid}: {problem}")
+    before = (await observe(shell, [resource]))[rid]
+    try:
+        wanted = diff_resource(resource.rid.on(host_id), resource, before)
+    except ConfigError as exc:
+        return _failed(rid, before, "CONFIG_INVALID", str(exc), "")
+    if wanted.action == "ok":
+        return _done(rid, "unchanged", before, before, f"{rid} is already as declared")
+    detail = ", ".join(str(c) for c in wanted.changes) or wanted.action
+    if check:
+        after = _predicted(resource, before, None)
+        return _done(rid, "would_change", before, after, f"{rid} would change: {detail}")
+    argv = ["sh", "-c", SCRIPTS[kind], "sh", *script_args(resource, before)]
+    result = await shell.run(Command(argv=argv, sudo=True, timeout_s=spec.timeout_s - 5.0))
+    if result.exit_code != 0:
+        return _from_result(kind, rid, before, result)
+    after = (await observe(shell, [resource]))[rid]
+    again = diff_resource(resource.rid.on(host_id), resource, after)
+    if again.action != "ok":
+        still = ", ".join(str(c) for c in again.changes) or again.action
+        output = result.stdout + result.stderr
+        return _failed(rid, before, "COMMAND_FAILED", f"{rid} still differs: {still}", output)
+    out = posix.tail(result.stdout.strip())
+    return _done(rid, "changed", before, after, f"{rid} changed: {detail}", out)
+
+
+def _from_result(kind: str, rid: str, before: Props, result: CommandResult) -> ActionOutcome:
+    sections = posix.split_sections(result.stdout)
+    step = sections.get("install", result.stdout)
+    output = "\n".join(t for t in (step.strip(), result.stderr.strip()) if t)
+    code = _EXIT_CODES.get(result.exit_code)
+    if code is None:
+        code = classify(kind, output)
+        if code == "COMMAND_FAILED":
+            code = posix.classify_failure(result)  # sudo or a tool refusing a non-root user
+    return _failed(rid, before, code, "", output, exit_code=result.exit_code)
