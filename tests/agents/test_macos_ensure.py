@@ -331,3 +331,23 @@ def test_scripts_pass_shellcheck(name: str) -> None:
         ["shellcheck", "-s", "sh", "-"], input=text, capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stdout
+
+
+# -- discover ----------------------------------------------------------------------------
+
+
+def test_discover_reads_declared_resources_in_the_same_round_trip(box: Sandbox) -> None:
+    converge_twice(box, {"kind": "package", "name": "tree"})
+    shell = StubShell(box)
+    declared = [
+        {"kind": "package", "name": "tree"},
+        {"kind": "group", "name": "nobodyhere"},
+        {"kind": "service", "name": "../x"},
+    ]
+    out = asyncio.run(ACTIONS.run("discover", {"resources": declared}, shell, host_id="mac1"))
+    assert len(shell.commands) == 1
+    assert out.data["resources"] == {
+        "package/tree": {"state": "present", "version": "2.1.1"},
+        "group/nobodyhere": None,
+    }
+    assert "../x" in out.data["resource_problems"]["2"]

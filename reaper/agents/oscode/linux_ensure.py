@@ -38,7 +38,7 @@ from reaper.desired.template import TemplateProblem, render_template
 from reaper.errors import ConfigError
 from reaper.models import ResultStatus
 
-__all__ = ["FactsLoader", "ensure", "observe"]
+__all__ = ["FactsLoader", "decide", "ensure", "observe"]
 
 FactsLoader = Callable[[], Awaitable[dict[str, Any]]]
 Props = dict[str, Any] | None
@@ -99,16 +99,9 @@ async def ensure(
     if isinstance(rendered, str):
         return _failed(rid, before, "CONFIG_INVALID", rendered, "")
     text, host_facts = rendered
-    try:
-        wanted = diff_resource(resource.rid.on(host_id), resource, before, facts=host_facts)
-    except ConfigError as exc:
-        return _failed(rid, before, "CONFIG_INVALID", str(exc), "")
-    if wanted.action == "ok":
-        return _done(rid, "unchanged", before, before, f"{rid} is already as declared")
-    detail = ", ".join(str(c) for c in wanted.changes) or wanted.action
-    if check:
-        after = _predicted(resource, before, text)
-        return _done(rid, "would_change", before, after, f"{rid} would change: {detail}")
+    detail = decide(resource, before, host_id=host_id, check=check, text=text, facts=host_facts)
+    if isinstance(detail, ActionOutcome):
+        return detail
     argv, stdin = script_args(resource, before, text)
     timeout = spec.timeout_s - 5.0
     command = Command(
@@ -124,6 +117,31 @@ async def ensure(
         return _still_differs(kind, rid, before, again, result)
     out = posix.tail("\n".join([result.stdout.strip(), *notes]).strip())
     return _done(rid, "changed", before, after, f"{rid} changed: {detail}", out)
+
+
+def decide(
+    resource: ResourceBase,
+    before: Props,
+    *,
+    host_id: str,
+    check: bool,
+    text: str | None = None,
+    facts: dict[str, Any] | None = None,
+) -> ActionOutcome | str:
+    """The outcome when nothing must run (already as declared, check mode, a declaration the
+    diff refuses), else what the change is, for its summary. Shared by macOS."""
+    rid = str(resource.rid)
+    try:
+        wanted = diff_resource(resource.rid.on(host_id), resource, before, facts=facts)
+    except ConfigError as exc:
+        return _failed(rid, before, "CONFIG_INVALID", str(exc), "")
+    if wanted.action == "ok":
+        return _done(rid, "unchanged", before, before, f"{rid} is already as declared")
+    detail = ", ".join(str(c) for c in wanted.changes) or wanted.action
+    if check:
+        after = _predicted(resource, before, text)
+        return _done(rid, "would_change", before, after, f"{rid} would change: {detail}")
+    return detail
 
 
 async def _content(

@@ -22,7 +22,10 @@ from reaper.agents.oscode.baseline import (
     baseline_outcome,
     sshd_item,
 )
+from reaper.agents.oscode.macos_args import argument_problem
 from reaper.agents.oscode.macos_ensure import ensure
+from reaper.agents.oscode.macos_observe import OBSERVE_SCRIPT, observe_args, parse_observed
+from reaper.agents.oscode.readable import readable_resources
 from reaper.agents.oscode.toolbox import Toolbox
 from reaper.models import ResultStatus
 
@@ -252,12 +255,23 @@ class MacosActions:
         if unknown:
             known = list(FACT_SECTIONS)
             return posix.invalid_params(f"unknown sections {unknown}; known: {known}")
-        result = await shell.run(Command(argv=["sh", "-c", DISCOVER_SCRIPT], sudo=True))
+        declared, problems = readable_resources(p.resources or [], argument_problem)
+        argv = ["sh", "-c", DISCOVER_SCRIPT, "sh"]
+        if p.resources is not None:
+            # The declared resources are read in the same round trip, after the facts.
+            argv = ["sh", "-c", DISCOVER_SCRIPT + OBSERVE_SCRIPT, "sh"]
+            for resource in declared:
+                argv += observe_args(resource)
+        result = await shell.run(Command(argv=argv, sudo=True))
         if "@@reaper:" not in result.stdout:
             return posix.error_outcome("discover", result, ref)
         facts = parse_discover(result.stdout)
         if p.sections:
             facts = {k: v for k, v in facts.items() if k in p.sections}
+        if p.resources is not None:
+            facts["resources"] = parse_observed(result.stdout, declared)
+            if problems:
+                facts["resource_problems"] = problems
         return ActionOutcome(
             status=ResultStatus.SUCCESS,
             data=facts,

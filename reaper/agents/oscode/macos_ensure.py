@@ -14,7 +14,7 @@ from typing import Any
 from reaper.actions import ensure_action, get_action
 from reaper.agents.base import ActionOutcome, Command, CommandResult, CommandRunner
 from reaper.agents.oscode import posix
-from reaper.agents.oscode.linux_ensure import _done, _failed, _predicted
+from reaper.agents.oscode.linux_ensure import _done, _failed, decide
 from reaper.agents.oscode.macos_args import argument_problem, script_args
 from reaper.agents.oscode.macos_failures import classify
 from reaper.agents.oscode.macos_observe import OBSERVE_SCRIPT, observe_args, parse_observed
@@ -22,7 +22,6 @@ from reaper.agents.oscode.macos_scripts import SCRIPTS, UNAVAILABLE
 from reaper.agents.oscode.pending import pending_outcome
 from reaper.desired.base import ResourceBase
 from reaper.desired.diff import diff_resource
-from reaper.errors import ConfigError
 
 __all__ = ["ensure", "observe"]
 
@@ -58,16 +57,9 @@ async def ensure(
     if problem is not None:
         return posix.invalid_params(f"{rid}: {problem}")
     before = (await observe(shell, [resource]))[rid]
-    try:
-        wanted = diff_resource(resource.rid.on(host_id), resource, before)
-    except ConfigError as exc:
-        return _failed(rid, before, "CONFIG_INVALID", str(exc), "")
-    if wanted.action == "ok":
-        return _done(rid, "unchanged", before, before, f"{rid} is already as declared")
-    detail = ", ".join(str(c) for c in wanted.changes) or wanted.action
-    if check:
-        after = _predicted(resource, before, None)
-        return _done(rid, "would_change", before, after, f"{rid} would change: {detail}")
+    detail = decide(resource, before, host_id=host_id, check=check)
+    if isinstance(detail, ActionOutcome):
+        return detail
     argv = ["sh", "-c", SCRIPTS[kind], "sh", *script_args(resource, before)]
     result = await shell.run(Command(argv=argv, sudo=True, timeout_s=spec.timeout_s - 5.0))
     if result.exit_code != 0:
