@@ -20,7 +20,7 @@ from reaper.agents.oscode.linux_args import argument_problem
 from reaper.agents.oscode.linux_baseline import ITEMS, probe_host
 from reaper.agents.oscode.linux_ensure import ensure
 from reaper.agents.oscode.linux_observe import OBSERVE_SCRIPT, observe_args, parse_observed
-from reaper.agents.oscode.readable import readable_resources
+from reaper.agents.oscode.readable import observe_argv, readable_resources
 from reaper.agents.oscode.toolbox import Toolbox
 from reaper.models import ResultStatus
 
@@ -234,12 +234,9 @@ class LinuxActions:
         if unknown:
             return posix.invalid_params(f"unknown sections {unknown}; known: {list(FACT_SECTIONS)}")
         declared, problems = readable_resources(p.resources or [], argument_problem)
-        argv = ["sh", "-c", DISCOVER_SCRIPT, "sh"]
-        if p.resources is not None:
-            # The declared resources are read in the same round trip, after the facts.
-            argv = ["sh", "-c", DISCOVER_SCRIPT + OBSERVE_SCRIPT, "sh"]
-            for resource in declared:
-                argv += observe_args(resource)
+        # The declared resources are read in the same round trip, after the facts.
+        script = DISCOVER_SCRIPT if p.resources is None else DISCOVER_SCRIPT + OBSERVE_SCRIPT
+        argv = observe_argv(script, declared, observe_args)
         result = await shell.run(Command(argv=argv, sudo=True))
         ref = getattr(shell, "logs_ref", None)
         if result.exit_code != 0 and "@@reaper:" not in result.stdout:

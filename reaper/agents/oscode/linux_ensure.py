@@ -19,13 +19,14 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from reaper.actions import FAILURE_CLASSES, ensure_action, get_action
+from reaper.actions import FAILURE_CLASSES, ActionSpec, ensure_action, get_action
 from reaper.agents.base import ActionOutcome, Command, CommandResult, CommandRunner
 from reaper.agents.oscode import posix
 from reaper.agents.oscode.linux_args import SERVICE_NAME, argument_problem, script_args
 from reaper.agents.oscode.linux_failures import classify
 from reaper.agents.oscode.linux_observe import OBSERVE_SCRIPT, observe_args, parse_observed
 from reaper.agents.oscode.linux_scripts import SCRIPTS, UNAVAILABLE
+from reaper.agents.oscode.readable import observe_argv
 from reaper.desired.base import ResourceBase
 from reaper.desired.compare import content_digest, merged_groups
 from reaper.desired.diff import ResourceDiff, desired_properties, diff_resource, reported_fields
@@ -38,7 +39,7 @@ from reaper.desired.template import TemplateProblem, render_template
 from reaper.errors import ConfigError
 from reaper.models import ResultStatus
 
-__all__ = ["FactsLoader", "decide", "ensure", "observe"]
+__all__ = ["FactsLoader", "decide", "ensure", "load_ensure", "observe"]
 
 FactsLoader = Callable[[], Awaitable[dict[str, Any]]]
 Props = dict[str, Any] | None
@@ -48,9 +49,7 @@ _EXIT_CODES = {78: "CONFIG_INVALID", 75: "REPO_UNREACHABLE", 5: "MISSING_DEPENDE
 
 async def observe(shell: CommandRunner, resources: list[ResourceBase]) -> dict[str, Props]:
     """The observed properties of each resource, in one round trip."""
-    argv = ["sh", "-c", OBSERVE_SCRIPT, "sh"]
-    for resource in resources:
-        argv += observe_args(resource)
+    argv = observe_argv(OBSERVE_SCRIPT, resources, observe_args)
     result = await shell.run(Command(argv=argv, sudo=True))
     return parse_observed(result.stdout, resources)
 
@@ -82,17 +81,10 @@ async def ensure(
     host_id: str,
     facts: FactsLoader,
 ) -> ActionOutcome:
-    spec = get_action(ensure_action("linux", kind))
-    if spec is None:
-        return posix.invalid_params(f"no linux.ensure_{kind}")
-    p = posix.load_params(spec.params_model, params)
-    if isinstance(p, str):
-        return posix.invalid_params(p)
-    resource: ResourceBase = getattr(p, "resource")  # noqa: B009  (a created model's field)
-    check: bool = getattr(p, "check_mode")  # noqa: B009
-    problem = argument_problem(resource)
-    if problem is not None:
-        return posix.invalid_params(f"{resource.rid}: {problem}")
+    loaded = load_ensure("linux", kind, params, argument_problem)
+    if isinstance(loaded, ActionOutcome):
+        return loaded
+    spec, resource, check = loaded
     rid = str(resource.rid)
     before = (await observe(shell, [resource]))[rid]
     rendered = await _content(resource, facts)
@@ -117,6 +109,25 @@ async def ensure(
         return _still_differs(kind, rid, before, again, result)
     out = posix.tail("\n".join([result.stdout.strip(), *notes]).strip())
     return _done(rid, "changed", before, after, f"{rid} changed: {detail}", out)
+
+
+def load_ensure(
+    os: str, kind: str, params: dict[str, Any], problem_of: Callable[[ResourceBase], str | None]
+) -> tuple[ActionSpec, ResourceBase, bool] | ActionOutcome:
+    """An ensure's catalog entry, its declared resource and check mode, or INVALID_PARAMS
+    (unknown action, params that do not validate, a value the tools would misread)."""
+    spec = get_action(ensure_action(os, kind))
+    if spec is None:
+        return posix.invalid_params(f"no {os}.ensure_{kind}")
+    p = posix.load_params(spec.params_model, params)
+    if isinstance(p, str):
+        return posix.invalid_params(p)
+    resource: ResourceBase = getattr(p, "resource")  # noqa: B009  (a created model's field)
+    check: bool = getattr(p, "check_mode")  # noqa: B009
+    problem = problem_of(resource)
+    if problem is not None:
+        return posix.invalid_params(f"{resource.rid}: {problem}")
+    return spec, resource, check
 
 
 def decide(

@@ -14,12 +14,13 @@ from typing import Any
 from reaper.actions import ensure_action, get_action
 from reaper.agents.base import ActionOutcome, Command, CommandResult, CommandRunner
 from reaper.agents.oscode import posix
-from reaper.agents.oscode.linux_ensure import _done, _failed, decide
+from reaper.agents.oscode.linux_ensure import _done, _failed, decide, load_ensure
 from reaper.agents.oscode.macos_args import argument_problem, script_args
 from reaper.agents.oscode.macos_failures import classify
 from reaper.agents.oscode.macos_observe import OBSERVE_SCRIPT, observe_args, parse_observed
 from reaper.agents.oscode.macos_scripts import SCRIPTS, UNAVAILABLE
 from reaper.agents.oscode.pending import pending_outcome
+from reaper.agents.oscode.readable import observe_argv
 from reaper.desired.base import ResourceBase
 from reaper.desired.diff import diff_resource
 
@@ -32,9 +33,7 @@ _EXIT_CODES = {78: "CONFIG_INVALID", 66: "MISSING_DEPENDENCY", UNAVAILABLE: "UNS
 
 async def observe(shell: CommandRunner, resources: list[ResourceBase]) -> dict[str, Props]:
     """The observed properties of each resource, in one round trip."""
-    argv = ["sh", "-c", OBSERVE_SCRIPT, "sh"]
-    for resource in resources:
-        argv += observe_args(resource)
+    argv = observe_argv(OBSERVE_SCRIPT, resources, observe_args)
     result = await shell.run(Command(argv=argv, sudo=True))
     return parse_observed(result.stdout, resources)
 
@@ -42,20 +41,13 @@ async def observe(shell: CommandRunner, resources: list[ResourceBase]) -> dict[s
 async def ensure(
     kind: str, params: dict[str, Any], shell: CommandRunner, *, host_id: str
 ) -> ActionOutcome:
-    spec = get_action(ensure_action("macos", kind))
-    if spec is not None and kind not in SCRIPTS:
+    if kind not in SCRIPTS and get_action(ensure_action("macos", kind)) is not None:
         return pending_outcome("macos", f"ensure_{kind}")  # file, directory, sshd_option, firewall
-    if spec is None:
-        return posix.invalid_params(f"no macos.ensure_{kind}")
-    p = posix.load_params(spec.params_model, params)
-    if isinstance(p, str):
-        return posix.invalid_params(p)
-    resource: ResourceBase = getattr(p, "resource")  # noqa: B009  (a created model's field)
-    check: bool = getattr(p, "check_mode")  # noqa: B009
+    loaded = load_ensure("macos", kind, params, argument_problem)
+    if isinstance(loaded, ActionOutcome):
+        return loaded
+    spec, resource, check = loaded
     rid = str(resource.rid)
-    problem = argument_problem(resource)
-    if problem is not None:
-        return posix.invalid_params(f"{rid}: {problem}")
     before = (await observe(shell, [resource]))[rid]
     detail = decide(resource, before, host_id=host_id, check=check)
     if isinstance(detail, ActionOutcome):

@@ -6,13 +6,13 @@ an option or a path (its `argument_problem`) is reported, not read.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from reaper.desired.base import ResourceBase
 from reaper.desired.parse import declared_resources
 
-__all__ = ["readable_resources"]
+__all__ = ["observe_argv", "readable_resources"]
 
 
 def readable_resources(
@@ -28,3 +28,16 @@ def readable_resources(
         else:
             problems[index] = f"{resource.rid}: {why}"
     return out, problems
+
+
+def observe_argv(
+    script: str,
+    resources: Iterable[ResourceBase],
+    args_of: Callable[[ResourceBase], tuple[str, str]],
+) -> list[str]:
+    """`sh -c SCRIPT sh KIND NAME...`: the one command that reads every resource (the values
+    travel as arguments)."""
+    argv = ["sh", "-c", script, "sh"]
+    for resource in resources:
+        argv += args_of(resource)
+    return argv
