@@ -161,6 +161,20 @@ case $1 in
 esac
 """
 
+_SSHD = r"""#!/bin/sh
+# sshd -t|-T -f MAIN: the drop-ins of MAIN.d (included at its top) and then MAIN; first value wins
+mode=$1; [ "$2" = -f ] || { echo "stub sshd: unexpected $*" >&2; exit 2; }; main=$3
+files=$(ls "$main.d"/*.conf 2>/dev/null); set -- $files "$main"
+awk -v mode="$mode" '
+  BEGIN { split("include port permitrootlogin passwordauthentication x11forwarding maxauthtries pubkeyauthentication usepam", k, " "); for (i in k) known[k[i]] = 1 }
+  FNR == 1 { line = 0 } { line++ }
+  /^[ \t]*(#|$)/ { next }
+  { key = tolower($1); if (!(key in known)) { printf "%s: line %d: Bad configuration option: %s\n", FILENAME, line, $1 > "/dev/stderr"; bad++; badfile = FILENAME; next }
+    if (key != "include" && !(key in seen)) { seen[key] = $2; order[++n] = key } }
+  END { if (bad) { printf "%s: terminating, %d bad configuration options\n", badfile, bad > "/dev/stderr"; exit 255 }
+        if (mode == "-T") for (i = 1; i <= n; i++) print order[i], seen[order[i]] }' "$@"
+"""
+
 _STUBS = {
     "sudo": _SUDO,
     "id": _ID,
@@ -171,6 +185,7 @@ _STUBS = {
     "dscl": _DSCL,
     "dseditgroup": _DSEDITGROUP,
     "networksetup": _NETWORKSETUP,
+    "sshd": _SSHD,
 }
 
 
@@ -178,6 +193,7 @@ class Sandbox:
     """A stub bin directory, its state directory and a launchd plist directory under `root`."""
 
     def __init__(self, root: Path) -> None:
+        self.root = root
         self.bin = root / "bin"
         self.state = root / "state"
         self.daemons = root / "LaunchDaemons"
@@ -190,6 +206,8 @@ class Sandbox:
         (self.state / "brew_owner").write_text("admin\n")
         (self.state / "brew_available").write_text("tree 2.1.1\nwget 1.24.5\n")
         (self.state / "net_services").write_text("Wi-Fi\nUSB 10/100/1000 LAN\n")
+        self.sshd_config = root / "sshd_config"
+        self.sshd_config.write_text("Include /etc/ssh/sshd_config.d/*\nPermitRootLogin yes\n")
         staff = self.state / "ds" / "Groups" / "staff"
         staff.mkdir(parents=True)
         (staff / "PrimaryGroupID").write_text("20\n")
@@ -199,6 +217,7 @@ class Sandbox:
             "PATH": f"{self.bin}:{os.environ.get('PATH', '/usr/bin:/bin')}",
             "STUB_STATE": str(self.state),
             "REAPER_LAUNCHD_DIRS": str(self.daemons),
+            "REAPER_SSHD_CONFIG": str(self.sshd_config),
             "LC_ALL": "C",
         }
 

@@ -256,6 +256,22 @@ def test_dns_client_sets_every_enabled_service(box: Sandbox) -> None:
     assert "Bluetooth" not in box.read("networksetup.log")
 
 
+# -- sshd_option -------------------------------------------------------------------------
+
+
+def test_sshd_option_drop_in_wins_and_is_checked(box: Sandbox) -> None:
+    spec = {"kind": "sshd_option", "name": "PermitRootLogin", "value": "no"}
+    dry, first, _ = converge_twice(box, spec)
+    assert dry.data["before"] == {"value": "yes"}
+    assert first.data["after"] == {"value": "no"}
+    assert (box.root / "sshd_config.d" / "00-reaper.conf").read_text() == "PermitRootLogin no\n"
+    bad = ensure(StubShell(box), {"kind": "sshd_option", "name": "NoSuchOption", "value": "1"})
+    assert bad.error_code == "CONFIG_INVALID", bad.stderr_tail
+    assert "Bad configuration option" in bad.stderr_tail
+    # the failed option was rolled back: the earlier one stays
+    assert (box.root / "sshd_config.d" / "00-reaper.conf").read_text() == "PermitRootLogin no\n"
+
+
 # -- arguments ---------------------------------------------------------------------------
 
 

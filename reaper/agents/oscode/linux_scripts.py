@@ -9,7 +9,7 @@ written to a temporary file in the target's own directory and renamed into place
 
 from __future__ import annotations
 
-__all__ = ["SCRIPTS", "UNAVAILABLE"]
+__all__ = ["SCRIPTS", "SSHD_DROPIN", "UNAVAILABLE"]
 
 UNAVAILABLE = 69
 _HEAD = (
@@ -126,22 +126,21 @@ else pid=$(pgrep -o -x sshd) && kill -HUP "$pid"; fi
 
 # $1 keyword  $2 value: a drop-in read before sshd_config's own lines (first value wins),
 # checked with `sshd -t` (the old drop-in is put back when it fails), then sshd reloads.
-_SSHD = (
-    r"""key=$1; value=$2; dir=/etc/ssh/sshd_config.d; conf=$dir/00-reaper.conf
-if ! grep -qiE '^[[:space:]]*Include[[:space:]]+/etc/ssh/sshd_config\.d/' /etc/ssh/sshd_config 2>/dev/null; then echo "/etc/ssh/sshd_config does not include $dir/*.conf" >&2; exit 69; fi
+# (`main`, the sshd_config path, is set before it: macOS shares this text, `macos_scripts`.)
+SSHD_DROPIN = r"""key=$1; value=$2; dir=$main.d; conf=$dir/00-reaper.conf
+if ! grep -qiE '^[[:space:]]*Include[[:space:]]+/etc/ssh/sshd_config\.d/' "$main" 2>/dev/null; then echo "$main does not include $dir/*.conf" >&2; exit 69; fi
 mkdir -p "$dir"; tmp=$(mktemp "$dir/.reaper.XXXXXX") || exit 1
 trap 'rm -f -- "$tmp"' EXIT
 { [ -f "$conf" ] && K=$key awk 'tolower($1) != tolower(ENVIRON["K"])' "$conf"; printf '%s %s\n' "$key" "$value"; } >"$tmp" || exit 1
 chmod 0644 "$tmp"; old=; [ -f "$conf" ] && old=$(mktemp "$dir/.reaper-old.XXXXXX") && cp -p -- "$conf" "$old"
 mv -f -- "$tmp" "$conf"; trap - EXIT
-if ! out=$(sshd -t 2>&1); then
+if ! out=$(sshd -t -f "$main" 2>&1); then
   if [ -n "$old" ]; then mv -f -- "$old" "$conf"; else rm -f -- "$conf"; fi
   printf '%s\n' "$out" >&2; exit 78
 fi
-[ -n "$old" ] && rm -f -- "$old"
+if [ -n "$old" ]; then rm -f -- "$old"; fi
 """
-    + _SSHD_RELOAD
-)
+_SSHD = "main=/etc/ssh/sshd_config\n" + SSHD_DROPIN + _SSHD_RELOAD
 
 # $1 name (the rule's comment)  $2 state  then the nft rule's words (from the model, each
 # one argument: nft joins them into its own statement).

@@ -68,6 +68,8 @@ def argument_problem(resource: ResourceBase) -> str | None:
     kind = resource.kind
     if kind == "setting":
         return _setting_problem(r)
+    if kind == "sshd_option" and ("\n" in r.value or not r.value.strip()):
+        return "value: one non-empty line"
     if kind == "user":
         for field in ("shell", "home"):
             value = getattr(r, field)
@@ -118,4 +120,6 @@ def script_args(resource: ResourceBase, before: Props) -> list[str]:
         return [r.name, r.state, "" if r.gid is None else str(r.gid)]
     if kind == "dns_client":
         return [resource.rid.name, " ".join(r.search), *r.servers]
+    if kind == "sshd_option":
+        return [r.name, r.value]
     raise ValueError(f"no macOS script for {kind}")

@@ -23,7 +23,7 @@ Props = dict[str, Any] | None
 # Homebrew still reports its other resources.
 OBSERVE_SCRIPT = (
     HEAD
-    + r"""i=0; brew_ready=0
+    + r"""i=0; brew_ready=0; sshd_t=; sshd_read=0
 while [ $# -ge 2 ]; do
 kind=$1; name=$2; shift 2
 echo "@@reaper:r$i@@"; i=$((i+1))
@@ -61,6 +61,9 @@ user)
   fi;;
 group)
   if out=$(dscl . -read "/Groups/$name" PrimaryGroupID 2>/dev/null); then echo "gid=$(printf '%s\n' "$out" | awk '{print $NF}' | head -n1)"; fi;;
+sshd_option)
+  if [ $sshd_read = 0 ]; then sshd_t=$(sshd -T -f "${REAPER_SSHD_CONFIG:-/etc/ssh/sshd_config}" 2>/dev/null); sshd_read=1; fi
+  printf '%s\n' "$sshd_t" | while read -r k v; do if [ "$k" = "$name" ]; then echo "value=$v"; break; fi; done;;
 dns_client)
   if command -v networksetup >/dev/null 2>&1; then
     if [ "$name" = default ]; then s=$(networksetup -listallnetworkservices | sed 1d | grep -v '^\*' | head -n1); else s=$name; fi
@@ -77,6 +80,8 @@ done
 
 def observe_args(resource: ResourceBase) -> tuple[str, str]:
     """The (kind, name) pair the script reads a resource by."""
+    if resource.kind == "sshd_option":
+        return resource.kind, resource.rid.name.lower()  # sshd -T prints keywords in lower case
     return resource.kind, resource.rid.name
 
 
@@ -137,6 +142,10 @@ def _group(kv: dict[str, str], pairs: list[tuple[str, str]]) -> Props:
     return {"state": "present", "gid": int(gid) if gid.isdigit() else None}
 
 
+def _sshd(kv: dict[str, str], pairs: list[tuple[str, str]]) -> Props:
+    return {"value": kv["value"]} if "value" in kv else None
+
+
 def _dns(kv: dict[str, str], pairs: list[tuple[str, str]]) -> Props:
     if "service" not in kv:
         return None
@@ -154,6 +163,7 @@ _PARSERS: dict[str, _Parser] = {
     "user": _user,
     "group": _group,
     "dns_client": _dns,
+    "sshd_option": _sshd,
 }
 
 

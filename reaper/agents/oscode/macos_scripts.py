@@ -12,6 +12,8 @@ tools (first on PATH) stand in for them.
 
 from __future__ import annotations
 
+from reaper.agents.oscode.linux_scripts import SSHD_DROPIN
+
 __all__ = ["BREW", "HEAD", "SCRIPTS", "UNAVAILABLE"]
 
 UNAVAILABLE = 69
@@ -111,6 +113,11 @@ for s in $services; do
 done
 """
 
+# $1 keyword  $2 value: the Linux drop-in (sshd_config includes sshd_config.d/* since macOS 13),
+# checked with `sshd -t`. No reload: launchd starts sshd per connection, so the next connection
+# reads it (as the baseline's sshd item does). REAPER_SSHD_CONFIG: the tests' sandbox.
+_SSHD = "main=${REAPER_SSHD_CONFIG:-/etc/ssh/sshd_config}\n" + SSHD_DROPIN
+
 SCRIPTS: dict[str, str] = {
     kind: HEAD + text
     for kind, text in {
@@ -120,5 +127,6 @@ SCRIPTS: dict[str, str] = {
         "user": _USER,
         "group": _GROUP,
         "dns_client": _DNS,
+        "sshd_option": _SSHD,
     }.items()
 }
