@@ -175,6 +175,23 @@ awk -v mode="$mode" '
         if (mode == "-T") for (i = 1; i <= n; i++) print order[i], seen[order[i]] }' "$@"
 """
 
+_PFCTL = r"""#!/bin/sh
+# pfctl -nf FILE | -a ANCHOR -f FILE | -a ANCHOR -s rules | -s info | -e
+st=$STUB_STATE/pf; mkdir -p "$st"
+echo "$*" >>"$STUB_STATE/pfctl.log"
+check() { awk '$1 != "pass" && $1 != "block" {printf "%s:%d: syntax error\n", FILENAME, FNR > "/dev/stderr"; bad = 1} END {exit bad}' "$1"; }
+case "$1 $2" in
+"-nf "*) check "$2";;
+"-a com.apple/reaper") case $3 in
+  -f) check "$4" || exit 1; sed -e 's/ port \([0-9][0-9]*\) / port = \1 /' -e 's/^\(pass .*proto tcp.*\) label/\1 flags S\/SA keep state label/' "$4" >"$st/rules";;
+  -s) [ -f "$st/rules" ] && cat "$st/rules";;
+  *) echo "stub pfctl: unexpected $*" >&2; exit 2;; esac;;
+"-s info") if [ -f "$st/enabled" ]; then echo "Status: Enabled for 0 days 00:01:02"; else echo "Status: Disabled"; fi;;
+"-e ") [ -f "$st/enabled" ] && { echo "pfctl: pf already enabled" >&2; exit 1; }; : >"$st/enabled"; echo "pf enabled" >&2;;
+*) echo "stub pfctl: unexpected $*" >&2; exit 2;;
+esac
+"""
+
 _STUBS = {
     "sudo": _SUDO,
     "id": _ID,
@@ -186,6 +203,7 @@ _STUBS = {
     "dseditgroup": _DSEDITGROUP,
     "networksetup": _NETWORKSETUP,
     "sshd": _SSHD,
+    "pfctl": _PFCTL,
 }
 
 
@@ -218,6 +236,7 @@ class Sandbox:
             "STUB_STATE": str(self.state),
             "REAPER_LAUNCHD_DIRS": str(self.daemons),
             "REAPER_SSHD_CONFIG": str(self.sshd_config),
+            "REAPER_PF_ANCHOR": str(self.root / "pf.anchors" / "reaper"),
             "LC_ALL": "C",
         }
 

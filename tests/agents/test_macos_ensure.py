@@ -18,7 +18,7 @@ import pytest
 from reaper.agents.base import Command, CommandResult
 from reaper.agents.oscode.macos import ACTIONS
 from reaper.agents.oscode.macos_args import argument_problem, script_args
-from reaper.agents.oscode.macos_observe import OBSERVE_SCRIPT
+from reaper.agents.oscode.macos_observe import OBSERVE_SCRIPT, parse_pf_rule
 from reaper.agents.oscode.macos_scripts import SCRIPTS
 from reaper.desired import parse_resource
 from reaper.models import ResultStatus
@@ -272,6 +272,38 @@ def test_sshd_option_drop_in_wins_and_is_checked(box: Sandbox) -> None:
     assert (box.root / "sshd_config.d" / "00-reaper.conf").read_text() == "PermitRootLogin no\n"
 
 
+# -- firewall ----------------------------------------------------------------------------
+
+
+def test_firewall_rules_go_to_the_pf_anchor(box: Sandbox) -> None:
+    db = {"kind": "firewall", "name": "db", "port": 5432, "source": "10.0.0.0/24"}
+    dry, first, _ = converge_twice(box, db)
+    assert dry.data["before"] is None
+    assert first.data["after"] == {
+        "state": "present",
+        "port": 5432,
+        "proto": "tcp",
+        "source": "10.0.0.0/24",
+        "action": "allow",
+    }
+    web = {"kind": "firewall", "name": "web", "port": "8000-8100", "action": "drop"}
+    _, second, _ = converge_twice(box, web)
+    assert second.data["after"]["port"] == "8000-8100"
+    anchor = (box.root / "pf.anchors" / "reaper").read_text().splitlines()
+    assert len(anchor) == 2 and 'label "reaper:db"' in anchor[0]
+    assert (box.state / "pf" / "enabled").exists()
+    gone = ensure(StubShell(box), {**db, "state": "absent"})
+    assert gone.data["result"] == "changed" and gone.data["after"] is None
+    assert "reaper:db" not in (box.root / "pf.anchors" / "reaper").read_text()
+
+
+def test_pf_rule_parse() -> None:
+    rule = 'block return in quick proto udp from any to any port = 53 label "reaper:dns"'
+    assert parse_pf_rule(rule) == {
+        "state": "present", "port": 53, "proto": "udp", "source": None, "action": "deny"
+    }  # fmt: skip
+
+
 # -- arguments ---------------------------------------------------------------------------
 
 
@@ -325,6 +357,14 @@ def test_rendered_arguments() -> None:
     assert script_args(plain, None)[2] == "-string"  # never parsed as a plist array
     dns = res(kind="dns_client", name="Wi-Fi", servers=["1.1.1.1"], search=["a.test", "b.test"])
     assert script_args(dns, None) == ["Wi-Fi", "a.test b.test", "1.1.1.1"]
+
+
+def test_firewall_arguments() -> None:
+    rule = res(kind="firewall", name="ssh", port=22, source="192.0.2.7")
+    assert script_args(rule, None) == [
+        "ssh", "present", "pass", "in", "quick", "proto", "tcp",
+        "from", "192.0.2.7", "to", "any", "port", "22",
+    ]  # fmt: skip
 
 
 def test_file_kinds_answer_unsupported(box: Sandbox) -> None:

@@ -11,6 +11,7 @@ import re
 from typing import Any
 
 from reaper.desired.base import ResourceBase
+from reaper.desired.system import Firewall
 
 __all__ = ["argument_problem", "script_args", "split_setting"]
 
@@ -26,6 +27,7 @@ _DEFAULTS_KEY = re.compile(r"[A-Za-z0-9_][^\n/]*")
 _NETWORK_SERVICE = re.compile(r"[A-Za-z0-9][^\n*]*")  # "Wi-Fi", "USB 10/100/1000 LAN"
 _TYPE_FLAGS = {None: "-string", "string": "-string", "int": "-int", "float": "-float",
                "bool": "-bool"}  # fmt: skip
+_RULE_NAME = re.compile(r"[A-Za-z0-9._:/-]+")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -83,6 +85,7 @@ def argument_problem(resource: ResourceBase) -> str | None:
             ("name", getattr(r, "name", None), _ACCOUNT),
             *(("group", g, _ACCOUNT) for g in getattr(r, "groups", ())),
         ],
+        "firewall": [("name", resource.rid.name, _RULE_NAME)],
         "dns_client": [
             ("network service", resource.rid.name, _NETWORK_SERVICE),
             *(("search", d, _DOMAIN) for d in getattr(r, "search", ())),
@@ -99,6 +102,18 @@ def _defaults_value(r: Any) -> str:
     if r.type == "bool":
         return "true" if r.value.strip().lower() in _TRUE else "false"
     return str(r.value.strip() if r.type in ("int", "float") else r.value)
+
+
+def _pf_words(rule: Firewall) -> list[str]:
+    verdict = {"allow": ["pass"], "deny": ["block", "return"], "drop": ["block", "drop"]}
+    words = [*verdict[rule.action], "in", "quick"]
+    if rule.proto != "any":
+        words += ["proto", rule.proto]
+    source = rule.source if rule.source and rule.source != "any" else "any"
+    words += ["from", source, "to", "any"]
+    if rule.port is not None and rule.proto in ("tcp", "udp"):
+        words += ["port", str(rule.port).replace("-", ":")]
+    return words
 
 
 def script_args(resource: ResourceBase, before: Props) -> list[str]:
@@ -122,4 +137,6 @@ def script_args(resource: ResourceBase, before: Props) -> list[str]:
         return [resource.rid.name, " ".join(r.search), *r.servers]
     if kind == "sshd_option":
         return [r.name, r.value]
+    if kind == "firewall":
+        return [resource.rid.name, r.state, *_pf_words(r)]
     raise ValueError(f"no macOS script for {kind}")

@@ -42,7 +42,7 @@ async def ensure(
     kind: str, params: dict[str, Any], shell: CommandRunner, *, host_id: str
 ) -> ActionOutcome:
     if kind not in SCRIPTS and get_action(ensure_action("macos", kind)) is not None:
-        return pending_outcome("macos", f"ensure_{kind}")  # file, directory, sshd_option, firewall
+        return pending_outcome("macos", f"ensure_{kind}")  # file, directory
     loaded = load_ensure("macos", kind, params, argument_problem)
     if isinstance(loaded, ActionOutcome):
         return loaded

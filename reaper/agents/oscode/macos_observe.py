@@ -15,7 +15,7 @@ from reaper.agents.oscode import posix
 from reaper.agents.oscode.macos_scripts import BREW, HEAD
 from reaper.desired.base import ResourceBase
 
-__all__ = ["OBSERVE_SCRIPT", "observe_args", "parse_observed", "parse_one"]
+__all__ = ["OBSERVE_SCRIPT", "observe_args", "parse_observed", "parse_one", "parse_pf_rule"]
 
 Props = dict[str, Any] | None
 
@@ -64,6 +64,8 @@ group)
 sshd_option)
   if [ $sshd_read = 0 ]; then sshd_t=$(sshd -T -f "${REAPER_SSHD_CONFIG:-/etc/ssh/sshd_config}" 2>/dev/null); sshd_read=1; fi
   printf '%s\n' "$sshd_t" | while read -r k v; do if [ "$k" = "$name" ]; then echo "value=$v"; break; fi; done;;
+firewall)
+  if command -v pfctl >/dev/null 2>&1; then echo pf=1; pfctl -a com.apple/reaper -s rules 2>/dev/null | grep -F "label \"reaper:$name\"" | head -n1 | sed 's/^/rule=/'; else echo pf=0; fi;;
 dns_client)
   if command -v networksetup >/dev/null 2>&1; then
     if [ "$name" = default ]; then s=$(networksetup -listallnetworkservices | sed 1d | grep -v '^\*' | head -n1); else s=$name; fi
@@ -146,6 +148,32 @@ def _sshd(kv: dict[str, str], pairs: list[tuple[str, str]]) -> Props:
     return {"value": kv["value"]} if "value" in kv else None
 
 
+def parse_pf_rule(rule: str) -> dict[str, Any]:
+    """A rule as `pfctl -s rules` prints it (`pass in quick proto tcp from 10.0.0.0/24 to any
+    port = 5432 flags S/SA keep state label "reaper:db"`) as a firewall's properties."""
+    words = rule.split()
+    out: dict[str, Any] = {"state": "present", "port": None, "proto": "any", "source": None}
+    for i, word in enumerate(words[:-1]):
+        nxt = words[i + 1]
+        if word == "proto":
+            out["proto"] = nxt
+        elif word == "from" and nxt != "any":
+            out["source"] = nxt
+        elif word == "port":
+            port = words[i + 2] if nxt == "=" and i + 2 < len(words) else nxt
+            out["port"] = int(port) if port.isdigit() else port.replace(":", "-")
+    if words and words[0] == "pass":
+        out["action"] = "allow"
+    else:
+        out["action"] = "deny" if len(words) > 1 and words[1] == "return" else "drop"
+    return out
+
+
+def _firewall(kv: dict[str, str], pairs: list[tuple[str, str]]) -> Props:
+    rule = kv.get("rule")
+    return None if rule is None else parse_pf_rule(rule)
+
+
 def _dns(kv: dict[str, str], pairs: list[tuple[str, str]]) -> Props:
     if "service" not in kv:
         return None
@@ -164,6 +192,7 @@ _PARSERS: dict[str, _Parser] = {
     "group": _group,
     "dns_client": _dns,
     "sshd_option": _sshd,
+    "firewall": _firewall,
 }
 
 

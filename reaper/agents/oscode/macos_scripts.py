@@ -118,6 +118,23 @@ done
 # reads it (as the baseline's sshd item does). REAPER_SSHD_CONFIG: the tests' sandbox.
 _SSHD = "main=${REAPER_SSHD_CONFIG:-/etc/ssh/sshd_config}\n" + SSHD_DROPIN
 
+# $1 name (the rule's label)  $2 state  then the pf rule's words (from the model). The
+# Application Firewall (socketfilterfw) allows or blocks applications, not ports, so port rules
+# go to pf: the anchor com.apple/reaper, which the stock /etc/pf.conf evaluates
+# (`anchor "com.apple/*"`), loaded from /etc/pf.anchors/reaper after `pfctl -n` parses it.
+_FIREWALL = r"""name=$1; state=$2; shift 2
+command -v pfctl >/dev/null 2>&1 || { echo "firewall unavailable: no pfctl on this host" >&2; exit 69; }
+file=${REAPER_PF_ANCHOR:-/etc/pf.anchors/reaper}; dir=$(dirname -- "$file"); mkdir -p -- "$dir" || exit 1
+tmp=$(mktemp "$dir/.reaper.XXXXXX") || exit 1
+trap 'rm -f -- "$tmp"' EXIT
+{ if [ -f "$file" ]; then L="label \"reaper:$name\"" awk 'index($0, ENVIRON["L"]) == 0' "$file"; fi
+  if [ "$state" = present ]; then printf '%s label "reaper:%s"\n' "$*" "$name"; fi; } >"$tmp" || exit 1
+if ! out=$(pfctl -nf "$tmp" 2>&1); then printf '%s\n' "$out" >&2; exit 78; fi
+chmod 0644 "$tmp" && mv -f -- "$tmp" "$file" || exit 1; trap - EXIT
+pfctl -a com.apple/reaper -f "$file" 2>&1 || exit $?
+pfctl -s info 2>/dev/null | grep -q '^Status: Enabled' || pfctl -e 2>&1
+"""
+
 SCRIPTS: dict[str, str] = {
     kind: HEAD + text
     for kind, text in {
@@ -128,5 +145,6 @@ SCRIPTS: dict[str, str] = {
         "group": _GROUP,
         "dns_client": _DNS,
         "sshd_option": _SSHD,
+        "firewall": _FIREWALL,
     }.items()
 }
