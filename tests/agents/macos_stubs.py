@@ -38,9 +38,17 @@ esac
 """
 
 _STAT = r"""#!/bin/sh
-# stat -L -f %Su PATH (BSD stat): the owner of the brew install
-[ "$1 $2 $3" = "-L -f %Su" ] || { echo "stub stat: unexpected $*" >&2; exit 2; }
-cat "$STUB_STATE/brew_owner"
+# BSD stat's -f formats the scripts use, answered with GNU stat (brew's owner from the state)
+g=/usr/bin/stat
+case "$1 $2 $3" in
+"-L -f %Su") cat "$STUB_STATE/brew_owner";;
+"-L -f type=%HT%nmode=%Lp%nowner=%Su%ngroup=%Sg") p=$4
+  case $($g -L -c %F "$p") in "regular file"|"regular empty file") t="Regular File";; directory) t=Directory;; *) t=Other;; esac
+  printf 'type=%s\nmode=%s\nowner=%s\ngroup=%s\n' "$t" "$($g -L -c %a "$p")" "$($g -L -c %U "$p")" "$($g -L -c %G "$p")";;
+"-f %Lp "*) $g -c %a "$3";;
+"-f %Su:%Sg "*) $g -c %U:%G "$3";;
+*) echo "stub stat: unexpected $*" >&2; exit 2;;
+esac
 """
 
 _BREW = r"""#!/bin/sh

@@ -21,6 +21,7 @@ from reaper.agents.oscode.macos_args import argument_problem, script_args
 from reaper.agents.oscode.macos_observe import OBSERVE_SCRIPT, parse_pf_rule
 from reaper.agents.oscode.macos_scripts import SCRIPTS
 from reaper.desired import parse_resource
+from reaper.desired.compare import content_digest
 from reaper.models import ResultStatus
 from tests.agents.macos_stubs import Sandbox
 from tests.needs import require_service
@@ -325,6 +326,8 @@ def res(**spec: Any) -> Any:
         {"kind": "setting", "name": "com.x/key", "value": "maybe", "type": "bool"},
         {"kind": "setting", "name": "com.x/key", "value": "1; rm", "type": "int"},
         {"kind": "dns_client", "servers": ["10.0.0.1"], "search": ["-bad"]},
+        {"kind": "file", "path": "/etc/motd", "content": "x", "owner": "-R"},
+        {"kind": "firewall", "name": "a b", "port": 22},
     ],
 )
 def test_hostile_values_are_refused_before_anything_runs(
@@ -338,8 +341,11 @@ def test_hostile_values_are_refused_before_anything_runs(
 
 
 def test_rendered_arguments() -> None:
-    assert script_args(res(kind="package", name="python@3.12"), None) == ["python@3.12", "present"]
-    assert script_args(res(kind="service", name="com.x", enabled=False), None) == [
+    assert script_args(res(kind="package", name="python@3.12"), None)[0] == [
+        "python@3.12",
+        "present",
+    ]
+    assert script_args(res(kind="service", name="com.x", enabled=False), None)[0] == [
         "com.x",
         "running",
         "0",
@@ -347,31 +353,47 @@ def test_rendered_arguments() -> None:
     setting = res(
         kind="setting", name="NSGlobalDomain/AppleShowAllExtensions", value="YES", type="bool"
     )
-    assert script_args(setting, None) == [
+    assert script_args(setting, None)[0] == [
         "NSGlobalDomain",
         "AppleShowAllExtensions",
         "-bool",
         "true",
     ]
     plain = res(kind="setting", name="com.x/k", value="(1,2)")
-    assert script_args(plain, None)[2] == "-string"  # never parsed as a plist array
+    assert script_args(plain, None)[0][2] == "-string"  # never parsed as a plist array
     dns = res(kind="dns_client", name="Wi-Fi", servers=["1.1.1.1"], search=["a.test", "b.test"])
-    assert script_args(dns, None) == ["Wi-Fi", "a.test b.test", "1.1.1.1"]
+    assert script_args(dns, None)[0] == ["Wi-Fi", "a.test b.test", "1.1.1.1"]
 
 
 def test_firewall_arguments() -> None:
     rule = res(kind="firewall", name="ssh", port=22, source="192.0.2.7")
-    assert script_args(rule, None) == [
+    assert script_args(rule, None)[0] == [
         "ssh", "present", "pass", "in", "quick", "proto", "tcp",
         "from", "192.0.2.7", "to", "any", "port", "22",
     ]  # fmt: skip
 
 
-def test_file_kinds_answer_unsupported(box: Sandbox) -> None:
-    shell = StubShell(box)
-    out = ensure(shell, {"kind": "file", "path": "/etc/motd", "content": "hi\n"})
-    assert out.error_code == "UNSUPPORTED"
-    assert shell.commands == []
+def test_file_written_renamed_into_place_then_unchanged(box: Sandbox, tmp_path: Path) -> None:
+    path = tmp_path / "etc dir" / "$(touch pwned) motd"
+    spec = {"kind": "file", "path": str(path), "content": "hello\n", "mode": "0640"}
+    dry, first, _ = converge_twice(box, spec)
+    assert dry.data["before"] is None
+    assert path.read_text() == "hello\n"
+    assert first.data["after"]["mode"] == "0640"
+    assert first.data["after"]["sha256"] == content_digest("hello\n")
+    assert not (tmp_path / "pwned").exists()
+    path.write_text("edited\n")  # drift
+    fixed = ensure(StubShell(box), spec)
+    assert fixed.data["result"] == "changed" and path.read_text() == "hello\n"
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary left
+
+
+def test_directory_then_removed(box: Sandbox, tmp_path: Path) -> None:
+    spec = {"kind": "directory", "path": str(tmp_path / "srv"), "mode": "0750"}
+    _, first, _ = converge_twice(box, spec)
+    assert first.data["after"]["mode"] == "0750" and (tmp_path / "srv").is_dir()
+    gone = ensure(StubShell(box), {**spec, "state": "absent"})
+    assert gone.data["result"] == "changed" and not (tmp_path / "srv").exists()
 
 
 # -- lint --------------------------------------------------------------------------------

@@ -107,13 +107,14 @@ class _NoShell:
 
 @pytest.mark.parametrize(
     ("code", "action"),
-    [(MacosActions(), "ensure_file"), (WindowsActions(), "ensure_ad_domain")],
+    [(WindowsActions(), "ensure_ad_domain")],
 )  # fmt: skip
 async def test_real_os_code_answers_ensure_as_unsupported(code: object, action: str) -> None:
     out: ActionOutcome = await code.run(action, {"resource": {}}, _NoShell(), host_id="h")  # type: ignore[attr-defined]
     assert out.error_code == "UNSUPPORTED" and "not implemented" in out.summary
 
 
-async def test_real_linux_code_checks_an_ensure_before_running_anything() -> None:
-    out = await LinuxActions().run("ensure_package", {"resource": {}}, _NoShell(), host_id="h")
+@pytest.mark.parametrize("code", [LinuxActions(), MacosActions()])
+async def test_real_posix_code_checks_an_ensure_before_running_anything(code: object) -> None:
+    out = await code.run("ensure_package", {"resource": {}}, _NoShell(), host_id="h")  # type: ignore[attr-defined]
     assert out.error_code == "INVALID_PARAMS" and "resource.name" in out.summary

@@ -39,7 +39,7 @@ from reaper.desired.template import TemplateProblem, render_template
 from reaper.errors import ConfigError
 from reaper.models import ResultStatus
 
-__all__ = ["FactsLoader", "decide", "ensure", "load_ensure", "observe"]
+__all__ = ["FactsLoader", "decide", "ensure", "load_ensure", "observe", "render_content"]
 
 FactsLoader = Callable[[], Awaitable[dict[str, Any]]]
 Props = dict[str, Any] | None
@@ -87,7 +87,7 @@ async def ensure(
     spec, resource, check = loaded
     rid = str(resource.rid)
     before = (await observe(shell, [resource]))[rid]
-    rendered = await _content(resource, facts)
+    rendered = await render_content(resource, facts)
     if isinstance(rendered, str):
         return _failed(rid, before, "CONFIG_INVALID", rendered, "")
     text, host_facts = rendered
@@ -155,7 +155,7 @@ def decide(
     return detail
 
 
-async def _content(
+async def render_content(
     resource: ResourceBase, facts: FactsLoader
 ) -> tuple[str | None, dict[str, Any]] | str:
     """A file's text (its template rendered over the host's facts) and those facts, or why

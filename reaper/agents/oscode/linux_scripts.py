@@ -9,7 +9,7 @@ written to a temporary file in the target's own directory and renamed into place
 
 from __future__ import annotations
 
-__all__ = ["SCRIPTS", "SSHD_DROPIN", "UNAVAILABLE"]
+__all__ = ["PATH_START", "SCRIPTS", "SSHD_DROPIN", "UNAVAILABLE"]
 
 UNAVAILABLE = 69
 _HEAD = (
@@ -55,14 +55,18 @@ fi
 )
 
 # $1 path  $2 state  $3 mode  $4 owner  $5 group  $6 write content from stdin (1|0)  $7 type
-_PATH = r"""path=$1; state=$2; mode=$3; owner=$4; group=$5; write=$6; type=$7
+# (PATH_START, removal and directories, is shared with macOS: `macos_scripts`.)
+PATH_START = r"""path=$1; state=$2; mode=$3; owner=$4; group=$5; write=$6; type=$7
 if [ "$state" = absent ]; then
   if [ "$type" = directory ]; then rm -rf -- "$path"; else rm -f -- "$path"; fi; exit $?
 fi
 if [ "$type" = directory ]; then
   if [ -e "$path" ] && [ ! -d "$path" ]; then rm -f -- "$path" || exit 1; fi
   mkdir -p -- "$path" || exit 1; target=$path
-elif [ "$write" = 1 ] || [ ! -f "$path" ]; then
+"""
+_PATH = (
+    PATH_START
+    + r"""elif [ "$write" = 1 ] || [ ! -f "$path" ]; then
   dir=$(dirname -- "$path"); mkdir -p -- "$dir" || exit 1
   tmp=$(mktemp -- "$dir/.reaper.XXXXXX") || exit 1
   trap 'rm -f -- "$tmp"' EXIT
@@ -75,6 +79,7 @@ if [ -n "$owner" ]; then chown -- "$owner" "$target" || exit 1; fi
 if [ -n "$group" ]; then chgrp -- "$group" "$target" || exit 1; fi
 if [ "$target" != "$path" ]; then mv -fT -- "$target" "$path" || exit 1; trap - EXIT; fi
 """
+)
 
 # $1 name  $2 state  $3 uid  $4 groups (comma-separated)  $5 shell  $6 home  $7 enabled (1|0|"")
 _USER = r"""name=$1; state=$2; uid=$3; groups=$4; shell=$5; home=$6; enabled=$7

@@ -214,6 +214,12 @@ ITEMS: dict[str, Item] = {
 _TOOLBOX = Toolbox("macos")
 
 
+async def _facts(shell: CommandRunner) -> dict[str, Any]:
+    """The host's facts (what a file template renders over)."""
+    result = await shell.run(Command(argv=["sh", "-c", DISCOVER_SCRIPT], sudo=True))
+    return parse_discover(result.stdout)
+
+
 class MacosActions:
     os_name = "macos"
 
@@ -222,7 +228,13 @@ class MacosActions:
     ) -> ActionOutcome:
         ref = getattr(shell, "logs_ref", None)
         if verb.startswith("ensure_"):
-            return await ensure(verb.removeprefix("ensure_"), params, shell, host_id=host_id)
+            return await ensure(
+                verb.removeprefix("ensure_"),
+                params,
+                shell,
+                host_id=host_id,
+                facts=lambda: _facts(shell),
+            )
         if verb == "discover":
             return await self.discover(params, shell, host_id)
         if verb == "baseline":

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from reaper.agents.oscode.linux_args import script_args as linux_script_args
 from reaper.desired.base import ResourceBase
 from reaper.desired.system import Firewall
 
@@ -70,6 +71,8 @@ def argument_problem(resource: ResourceBase) -> str | None:
     kind = resource.kind
     if kind == "setting":
         return _setting_problem(r)
+    if kind in ("file", "directory") and ("\n" in r.path or r.path.rstrip("/") == ""):
+        return f"path {r.path!r}: not a path Reaper writes"
     if kind == "sshd_option" and ("\n" in r.value or not r.value.strip()):
         return "value: one non-empty line"
     if kind == "user":
@@ -86,6 +89,14 @@ def argument_problem(resource: ResourceBase) -> str | None:
             *(("group", g, _ACCOUNT) for g in getattr(r, "groups", ())),
         ],
         "firewall": [("name", resource.rid.name, _RULE_NAME)],
+        "file": [
+            ("owner", getattr(r, "owner", None), _ACCOUNT),
+            ("group", getattr(r, "group", None), _ACCOUNT),
+        ],
+        "directory": [
+            ("owner", getattr(r, "owner", None), _ACCOUNT),
+            ("group", getattr(r, "group", None), _ACCOUNT),
+        ],
         "dns_client": [
             ("network service", resource.rid.name, _NETWORK_SERVICE),
             *(("search", d, _DOMAIN) for d in getattr(r, "search", ())),
@@ -116,8 +127,16 @@ def _pf_words(rule: Firewall) -> list[str]:
     return words
 
 
-def script_args(resource: ResourceBase, before: Props) -> list[str]:
-    """The converging script's arguments."""
+def script_args(
+    resource: ResourceBase, before: Props, text: str | None = None
+) -> tuple[list[str], str]:
+    """The converging script's arguments and stdin (`text`: a file's rendered content)."""
+    if resource.kind in ("file", "directory"):
+        return linux_script_args(resource, before, text)  # the same arguments, a BSD script
+    return _args(resource), ""
+
+
+def _args(resource: ResourceBase) -> list[str]:
     r: Any = resource
     kind = resource.kind
     if kind == "package":

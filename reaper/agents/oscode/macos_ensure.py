@@ -4,22 +4,27 @@ script (`macos_scripts`), read it back again.
 The result contract is Linux's (`linux_ensure`, and the sim world's): changed / unchanged /
 would_change with before and after, failures classed by `macos_failures` into
 `reaper.actions.FAILURE_CLASSES`. Nothing runs when the diff says the resource is as declared;
-check mode only reads. Kinds without a macOS script yet answer UNSUPPORTED.
+check mode only reads.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from reaper.actions import ensure_action, get_action
 from reaper.agents.base import ActionOutcome, Command, CommandResult, CommandRunner
 from reaper.agents.oscode import posix
-from reaper.agents.oscode.linux_ensure import _done, _failed, decide, load_ensure
+from reaper.agents.oscode.linux_ensure import (
+    FactsLoader,
+    _done,
+    _failed,
+    decide,
+    load_ensure,
+    render_content,
+)
 from reaper.agents.oscode.macos_args import argument_problem, script_args
 from reaper.agents.oscode.macos_failures import classify
 from reaper.agents.oscode.macos_observe import OBSERVE_SCRIPT, observe_args, parse_observed
 from reaper.agents.oscode.macos_scripts import SCRIPTS, UNAVAILABLE
-from reaper.agents.oscode.pending import pending_outcome
 from reaper.agents.oscode.readable import observe_argv
 from reaper.desired.base import ResourceBase
 from reaper.desired.diff import diff_resource
@@ -39,25 +44,29 @@ async def observe(shell: CommandRunner, resources: list[ResourceBase]) -> dict[s
 
 
 async def ensure(
-    kind: str, params: dict[str, Any], shell: CommandRunner, *, host_id: str
+    kind: str, params: dict[str, Any], shell: CommandRunner, *, host_id: str, facts: FactsLoader
 ) -> ActionOutcome:
-    if kind not in SCRIPTS and get_action(ensure_action("macos", kind)) is not None:
-        return pending_outcome("macos", f"ensure_{kind}")  # file, directory
     loaded = load_ensure("macos", kind, params, argument_problem)
     if isinstance(loaded, ActionOutcome):
         return loaded
     spec, resource, check = loaded
     rid = str(resource.rid)
     before = (await observe(shell, [resource]))[rid]
-    detail = decide(resource, before, host_id=host_id, check=check)
+    rendered = await render_content(resource, facts)
+    if isinstance(rendered, str):
+        return _failed(rid, before, "CONFIG_INVALID", rendered, "")
+    text, host_facts = rendered
+    detail = decide(resource, before, host_id=host_id, check=check, text=text, facts=host_facts)
     if isinstance(detail, ActionOutcome):
         return detail
-    argv = ["sh", "-c", SCRIPTS[kind], "sh", *script_args(resource, before)]
-    result = await shell.run(Command(argv=argv, sudo=True, timeout_s=spec.timeout_s - 5.0))
+    args, stdin = script_args(resource, before, text)
+    argv = ["sh", "-c", SCRIPTS[kind], "sh", *args]
+    command = Command(argv=argv, stdin=stdin, sudo=True, timeout_s=spec.timeout_s - 5.0)
+    result = await shell.run(command)
     if result.exit_code != 0:
         return _from_result(kind, rid, before, result)
     after = (await observe(shell, [resource]))[rid]
-    again = diff_resource(resource.rid.on(host_id), resource, after)
+    again = diff_resource(resource.rid.on(host_id), resource, after, facts=host_facts)
     if again.action != "ok":
         still = ", ".join(str(c) for c in again.changes) or again.action
         output = result.stdout + result.stderr

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from reaper.agents.oscode import posix
+from reaper.agents.oscode import linux_observe, posix
 from reaper.agents.oscode.macos_scripts import BREW, HEAD
 from reaper.desired.base import ResourceBase
 
@@ -64,6 +64,11 @@ group)
 sshd_option)
   if [ $sshd_read = 0 ]; then sshd_t=$(sshd -T -f "${REAPER_SSHD_CONFIG:-/etc/ssh/sshd_config}" 2>/dev/null); sshd_read=1; fi
   printf '%s\n' "$sshd_t" | while read -r k v; do if [ "$k" = "$name" ]; then echo "value=$v"; break; fi; done;;
+file|directory)
+  if [ -e "$name" ]; then
+    stat -L -f 'type=%HT%nmode=%Lp%nowner=%Su%ngroup=%Sg' "$name" | awk 'NR == 1 {print tolower($0); next} {print}'
+    if [ -f "$name" ]; then echo "sha256=$(shasum -a 256 <"$name" | cut -d' ' -f1)"; fi
+  fi;;
 firewall)
   if command -v pfctl >/dev/null 2>&1; then echo pf=1; pfctl -a com.apple/reaper -s rules 2>/dev/null | grep -F "label \"reaper:$name\"" | head -n1 | sed 's/^/rule=/'; else echo pf=0; fi;;
 dns_client)
@@ -199,5 +204,7 @@ _PARSERS: dict[str, _Parser] = {
 def parse_one(resource: ResourceBase, text: str) -> Props:
     """One resource's section (its `key=value` lines) as its reported properties."""
     pairs = _pairs(text)
+    if resource.kind in ("file", "directory"):
+        return linux_observe.parse_one(resource, text)  # the type is lower-cased to match
     parser = _PARSERS.get(resource.kind)
     return None if parser is None else parser(dict(pairs), pairs)

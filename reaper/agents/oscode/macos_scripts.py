@@ -12,7 +12,7 @@ tools (first on PATH) stand in for them.
 
 from __future__ import annotations
 
-from reaper.agents.oscode.linux_scripts import SSHD_DROPIN
+from reaper.agents.oscode.linux_scripts import PATH_START, SSHD_DROPIN
 
 __all__ = ["BREW", "HEAD", "SCRIPTS", "UNAVAILABLE"]
 
@@ -135,6 +135,27 @@ pfctl -a com.apple/reaper -f "$file" 2>&1 || exit $?
 pfctl -s info 2>/dev/null | grep -q '^Status: Enabled' || pfctl -e 2>&1
 """
 
+# $1 path  $2 state  $3 mode  $4 owner  $5 group  $6 write content from stdin (1|0)  $7 type.
+# As on Linux, written to a temporary file beside the target and renamed into place; BSD tools
+# have no --reference or mv -T, so the old file's mode and owner are copied from stat.
+_PATH = (
+    PATH_START
+    + r"""elif [ -d "$path" ]; then echo "$path is a directory" >&2; exit 1
+elif [ "$write" = 1 ] || [ ! -f "$path" ]; then
+  dir=$(dirname -- "$path"); mkdir -p -- "$dir" || exit 1
+  tmp=$(mktemp "$dir/.reaper.XXXXXX") || exit 1
+  trap 'rm -f -- "$tmp"' EXIT
+  if [ "$write" = 1 ]; then cat >"$tmp" || exit 1; fi
+  if [ -f "$path" ]; then chmod "$(stat -f %Lp "$path")" "$tmp" && chown "$(stat -f %Su:%Sg "$path")" "$tmp" || exit 1; else chmod 0644 "$tmp"; fi
+  target=$tmp
+else target=$path; fi
+if [ -n "$mode" ]; then chmod "$mode" "$target" || exit 1; fi
+if [ -n "$owner" ]; then chown "$owner" "$target" || exit 1; fi
+if [ -n "$group" ]; then chgrp "$group" "$target" || exit 1; fi
+if [ "$target" != "$path" ]; then mv -f -- "$target" "$path" || exit 1; trap - EXIT; fi
+"""
+)
+
 SCRIPTS: dict[str, str] = {
     kind: HEAD + text
     for kind, text in {
@@ -146,5 +167,7 @@ SCRIPTS: dict[str, str] = {
         "dns_client": _DNS,
         "sshd_option": _SSHD,
         "firewall": _FIREWALL,
+        "file": _PATH,
+        "directory": _PATH,
     }.items()
 }
