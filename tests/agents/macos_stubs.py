@@ -55,6 +55,7 @@ _BREW = r"""#!/bin/sh
 st=$STUB_STATE/brew; mkdir -p "$st/installed"
 echo "${STUB_AS:-root} $*" >>"$STUB_STATE/brew.log"
 if [ "$(id -un)" = root ]; then echo "Error: Running Homebrew as root is extremely dangerous and no longer supported." >&2; echo "As Homebrew does not drop privileges on installation you would be giving all" >&2; exit 1; fi
+if [ -f "$STUB_STATE/disk_full" ]; then echo "Error: No space left on device @ rb_sysopen - /opt/homebrew/Cellar/.keep" >&2; exit 1; fi
 if [ -f "$STUB_STATE/brew_locked" ]; then echo "Error: Another active Homebrew process is already using /opt/homebrew/Cellar." >&2; exit 1; fi
 cmd=$1; shift
 case $cmd in

@@ -111,6 +111,7 @@ def test_package_removal_and_drift(box: Sandbox) -> None:
     [
         (None, "nosuchformula", "PACKAGE_NOT_FOUND"),
         ("brew_locked", "tree", "PM_LOCKED"),
+        ("disk_full", "tree", "DISK_FULL"),
     ],
 )
 def test_package_failures_are_classified(
@@ -242,6 +243,7 @@ def test_group_then_user_in_it(box: Sandbox) -> None:
 def test_user_into_a_missing_group_fails_clearly(box: Sandbox) -> None:
     out = ensure(StubShell(box), {"kind": "user", "name": "deploy", "groups": ["nogroup"]})
     assert out.status is ResultStatus.ERROR
+    assert out.error_code == "MISSING_DEPENDENCY", out.summary
     assert "Group not found" in out.stderr_tail
 
 
