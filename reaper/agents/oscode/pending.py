@@ -1,9 +1,9 @@
 """What real OS code answers for the desired-state actions it does not implement yet.
 
-`ensure_*` on real macOS and Windows hosts is later work (issue 15; Linux hosts have theirs in
-`oscode.linux_ensure`); until then each answers UNSUPPORTED with a clear reason instead of
-failing obscurely, so a planner sees a refusal it can report (simulated hosts implement
-them: `transports.sim_world`).
+`ensure_*` on real Windows hosts is later work (issue 15; Linux and macOS hosts have theirs in
+`oscode.linux_ensure` and `oscode.macos_ensure`); until then each answers UNSUPPORTED with a
+clear reason instead of failing obscurely, so a planner sees a refusal it can report
+(simulated hosts implement them: `transports.sim_world`).
 """
 
 from __future__ import annotations
