@@ -16,7 +16,8 @@ the host's facts (one more read-only round trip), before its text travels.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from reaper.actions import FAILURE_CLASSES, ActionSpec, ensure_action, get_action
@@ -39,7 +40,16 @@ from reaper.desired.template import TemplateProblem, render_template
 from reaper.errors import ConfigError
 from reaper.models import ResultStatus
 
-__all__ = ["FactsLoader", "decide", "ensure", "load_ensure", "observe", "render_content"]
+__all__ = [
+    "FactsLoader",
+    "PosixTools",
+    "converge",
+    "decide",
+    "ensure",
+    "load_ensure",
+    "observe",
+    "render_content",
+]
 
 FactsLoader = Callable[[], Awaitable[dict[str, Any]]]
 Props = dict[str, Any] | None
@@ -73,6 +83,20 @@ def _predicted(resource: ResourceBase, before: Props, text: str | None) -> Props
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class PosixTools:
+    """What one POSIX OS brings to `converge`: its scripts, how it reads resources back, its
+    argument check and arguments, and how its tools' failures map to failure classes."""
+
+    os: str
+    scripts: Mapping[str, str]
+    problem_of: Callable[[ResourceBase], str | None]
+    observe: Callable[[CommandRunner, list[ResourceBase]], Awaitable[dict[str, Props]]]
+    script_args: Callable[[ResourceBase, Props, str | None], tuple[list[str], str]]
+    from_result: Callable[[str, str, Props, CommandResult], ActionOutcome]
+    notify: bool = False  # restart the services a changed file notifies
+
+
 async def ensure(
     kind: str,
     params: dict[str, Any],
@@ -81,12 +105,25 @@ async def ensure(
     host_id: str,
     facts: FactsLoader,
 ) -> ActionOutcome:
-    loaded = load_ensure("linux", kind, params, argument_problem)
+    return await converge(_LINUX, kind, params, shell, host_id=host_id, facts=facts)
+
+
+async def converge(
+    tools: PosixTools,
+    kind: str,
+    params: dict[str, Any],
+    shell: CommandRunner,
+    *,
+    host_id: str,
+    facts: FactsLoader,
+) -> ActionOutcome:
+    """Read back, diff, run the kind's script when it differs (not in check mode), read back."""
+    loaded = load_ensure(tools.os, kind, params, tools.problem_of)
     if isinstance(loaded, ActionOutcome):
         return loaded
     spec, resource, check = loaded
     rid = str(resource.rid)
-    before = (await observe(shell, [resource]))[rid]
+    before = (await tools.observe(shell, [resource]))[rid]
     rendered = await render_content(resource, facts)
     if isinstance(rendered, str):
         return _failed(rid, before, "CONFIG_INVALID", rendered, "")
@@ -94,16 +131,18 @@ async def ensure(
     detail = decide(resource, before, host_id=host_id, check=check, text=text, facts=host_facts)
     if isinstance(detail, ActionOutcome):
         return detail
-    argv, stdin = script_args(resource, before, text)
+    argv, stdin = tools.script_args(resource, before, text)
     timeout = spec.timeout_s - 5.0
+    script = tools.scripts[kind]
     command = Command(
-        argv=["sh", "-c", SCRIPTS[kind], "sh", *argv], stdin=stdin, sudo=True, timeout_s=timeout
+        argv=["sh", "-c", script, "sh", *argv], stdin=stdin, sudo=True, timeout_s=timeout
     )
     result = await shell.run(command)
     if result.exit_code != 0:
-        return _from_result(kind, rid, before, result)
-    after = (await observe(shell, [resource]))[rid]
-    notes = [] if not isinstance(resource, File) else await _notify(shell, resource, host_id)
+        return tools.from_result(kind, rid, before, result)
+    after = (await tools.observe(shell, [resource]))[rid]
+    notify = tools.notify and isinstance(resource, File)
+    notes = await _notify(shell, resource, host_id) if notify else []
     again = diff_resource(resource.rid.on(host_id), resource, after, facts=host_facts)
     if again.action != "ok":
         return _still_differs(kind, rid, before, again, result)
@@ -181,11 +220,11 @@ def _still_differs(
     return _failed(rid, before, "COMMAND_FAILED", f"{rid} still differs: {still}", output)
 
 
-async def _notify(shell: CommandRunner, resource: File, host_id: str) -> list[str]:
+async def _notify(shell: CommandRunner, resource: ResourceBase, host_id: str) -> list[str]:
     """Restart the running services the changed file notifies (on this host)."""
     names = [
         ref.name
-        for text in resource.notify
+        for text in getattr(resource, "notify", ())
         if (ref := parse_ref(text, host=host_id)).host == host_id
         and SERVICE_NAME.fullmatch(ref.name)
     ]
@@ -241,3 +280,14 @@ def _failed(
         error_code=code,
         retriable=FAILURE_CLASSES.get(code, (False, ""))[0],
     )
+
+
+_LINUX = PosixTools(
+    os="linux",
+    scripts=SCRIPTS,
+    problem_of=argument_problem,
+    observe=observe,
+    script_args=script_args,
+    from_result=_from_result,
+    notify=True,
+)

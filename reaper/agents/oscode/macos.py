@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from functools import partial
 from typing import Any
 
 from reaper.actions import BaselineParams, DiscoverParams, RebootParams
@@ -228,13 +229,8 @@ class MacosActions:
     ) -> ActionOutcome:
         ref = getattr(shell, "logs_ref", None)
         if verb.startswith("ensure_"):
-            return await ensure(
-                verb.removeprefix("ensure_"),
-                params,
-                shell,
-                host_id=host_id,
-                facts=lambda: _facts(shell),
-            )
+            kind = verb.removeprefix("ensure_")
+            return await ensure(kind, params, shell, host_id=host_id, facts=partial(_facts, shell))
         if verb == "discover":
             return await self.discover(params, shell, host_id)
         if verb == "baseline":

@@ -13,21 +13,13 @@ from typing import Any
 
 from reaper.agents.base import ActionOutcome, Command, CommandResult, CommandRunner
 from reaper.agents.oscode import posix
-from reaper.agents.oscode.linux_ensure import (
-    FactsLoader,
-    _done,
-    _failed,
-    decide,
-    load_ensure,
-    render_content,
-)
+from reaper.agents.oscode.linux_ensure import FactsLoader, PosixTools, _failed, converge
 from reaper.agents.oscode.macos_args import argument_problem, script_args
 from reaper.agents.oscode.macos_failures import classify
 from reaper.agents.oscode.macos_observe import OBSERVE_SCRIPT, observe_args, parse_observed
 from reaper.agents.oscode.macos_scripts import SCRIPTS, UNAVAILABLE
 from reaper.agents.oscode.readable import observe_argv
 from reaper.desired.base import ResourceBase
-from reaper.desired.diff import diff_resource
 
 __all__ = ["ensure", "observe"]
 
@@ -46,33 +38,7 @@ async def observe(shell: CommandRunner, resources: list[ResourceBase]) -> dict[s
 async def ensure(
     kind: str, params: dict[str, Any], shell: CommandRunner, *, host_id: str, facts: FactsLoader
 ) -> ActionOutcome:
-    loaded = load_ensure("macos", kind, params, argument_problem)
-    if isinstance(loaded, ActionOutcome):
-        return loaded
-    spec, resource, check = loaded
-    rid = str(resource.rid)
-    before = (await observe(shell, [resource]))[rid]
-    rendered = await render_content(resource, facts)
-    if isinstance(rendered, str):
-        return _failed(rid, before, "CONFIG_INVALID", rendered, "")
-    text, host_facts = rendered
-    detail = decide(resource, before, host_id=host_id, check=check, text=text, facts=host_facts)
-    if isinstance(detail, ActionOutcome):
-        return detail
-    args, stdin = script_args(resource, before, text)
-    argv = ["sh", "-c", SCRIPTS[kind], "sh", *args]
-    command = Command(argv=argv, stdin=stdin, sudo=True, timeout_s=spec.timeout_s - 5.0)
-    result = await shell.run(command)
-    if result.exit_code != 0:
-        return _from_result(kind, rid, before, result)
-    after = (await observe(shell, [resource]))[rid]
-    again = diff_resource(resource.rid.on(host_id), resource, after, facts=host_facts)
-    if again.action != "ok":
-        still = ", ".join(str(c) for c in again.changes) or again.action
-        output = result.stdout + result.stderr
-        return _failed(rid, before, "COMMAND_FAILED", f"{rid} still differs: {still}", output)
-    out = posix.tail(result.stdout.strip())
-    return _done(rid, "changed", before, after, f"{rid} changed: {detail}", out)
+    return await converge(_MACOS, kind, params, shell, host_id=host_id, facts=facts)
 
 
 def _from_result(kind: str, rid: str, before: Props, result: CommandResult) -> ActionOutcome:
@@ -85,3 +51,14 @@ def _from_result(kind: str, rid: str, before: Props, result: CommandResult) -> A
         if code == "COMMAND_FAILED":
             code = posix.classify_failure(result)  # sudo or a tool refusing a non-root user
     return _failed(rid, before, code, "", output, exit_code=result.exit_code)
+
+
+# No notify: a macOS file that names a service restarts nothing yet.
+_MACOS = PosixTools(
+    os="macos",
+    scripts=SCRIPTS,
+    problem_of=argument_problem,
+    observe=observe,
+    script_args=script_args,
+    from_result=_from_result,
+)
