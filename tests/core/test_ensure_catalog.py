@@ -102,22 +102,19 @@ async def test_the_lockout_lab_refuses_root_logins_off_while_connected_as_root()
 
 class _NoShell:
     async def run(self, command: Command) -> CommandResult:
-        raise AssertionError(
-            "an ensure on a real macOS host runs nothing yet (nor a refused one anywhere)"
-        )
+        raise AssertionError("an ensure with invalid params must run nothing")
 
 
-@pytest.mark.parametrize(("code", "action"), [(MacosActions(), "ensure_file")])
-async def test_real_os_code_answers_ensure_as_unsupported(code: object, action: str) -> None:
+@pytest.mark.parametrize(
+    ("code", "action"),
+    [
+        (LinuxActions(), "ensure_package"),
+        (MacosActions(), "ensure_package"),
+        (WindowsActions(), "ensure_ad_domain"),
+    ],
+)  # fmt: skip
+async def test_real_os_code_checks_an_ensure_before_running_anything(
+    code: object, action: str
+) -> None:
     out: ActionOutcome = await code.run(action, {"resource": {}}, _NoShell(), host_id="h")  # type: ignore[attr-defined]
-    assert out.error_code == "UNSUPPORTED" and "not implemented" in out.summary
-
-
-async def test_real_windows_code_checks_an_ensure_before_running_anything() -> None:
-    out = await WindowsActions().run("ensure_ad_domain", {"resource": {}}, _NoShell(), host_id="h")
-    assert out.error_code == "INVALID_PARAMS" and "resource.name" in out.summary
-
-
-async def test_real_linux_code_checks_an_ensure_before_running_anything() -> None:
-    out = await LinuxActions().run("ensure_package", {"resource": {}}, _NoShell(), host_id="h")
     assert out.error_code == "INVALID_PARAMS" and "resource.name" in out.summary

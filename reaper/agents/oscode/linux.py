@@ -20,9 +20,8 @@ from reaper.agents.oscode.linux_args import argument_problem
 from reaper.agents.oscode.linux_baseline import ITEMS, probe_host
 from reaper.agents.oscode.linux_ensure import ensure
 from reaper.agents.oscode.linux_observe import OBSERVE_SCRIPT, observe_args, parse_observed
+from reaper.agents.oscode.readable import observe_argv, readable_resources
 from reaper.agents.oscode.toolbox import Toolbox
-from reaper.desired.base import ResourceBase
-from reaper.desired.parse import declared_resources
 from reaper.models import ResultStatus
 
 __all__ = ["ACTIONS", "DISCOVER_SCRIPT", "FACT_SECTIONS", "LinuxActions", "parse_discover"]
@@ -192,20 +191,6 @@ def parse_discover(text: str) -> dict[str, Any]:
     }
 
 
-def _declared(items: list[dict[str, Any]]) -> tuple[list[ResourceBase], dict[str, str]]:
-    """The declared resources discover can read, and the problems of the others (by index):
-    a value a tool would take as an option or a path is one too."""
-    resources, problems = declared_resources(items)
-    out: list[ResourceBase] = []
-    for index, resource in resources:
-        why = argument_problem(resource)
-        if why is None:
-            out.append(resource)
-        else:
-            problems[index] = f"{resource.rid}: {why}"
-    return out, problems
-
-
 class LinuxActions:
     """`ACTIONS` of this module: what `OsCodeRunner` calls."""
 
@@ -248,13 +233,10 @@ class LinuxActions:
         unknown = sorted(set(p.sections or ()) - set(FACT_SECTIONS))
         if unknown:
             return posix.invalid_params(f"unknown sections {unknown}; known: {list(FACT_SECTIONS)}")
-        declared, problems = _declared(p.resources or [])
-        argv = ["sh", "-c", DISCOVER_SCRIPT, "sh"]
-        if p.resources is not None:
-            # The declared resources are read in the same round trip, after the facts.
-            argv = ["sh", "-c", DISCOVER_SCRIPT + OBSERVE_SCRIPT, "sh"]
-            for resource in declared:
-                argv += observe_args(resource)
+        declared, problems = readable_resources(p.resources or [], argument_problem)
+        # The declared resources are read in the same round trip, after the facts.
+        script = DISCOVER_SCRIPT if p.resources is None else DISCOVER_SCRIPT + OBSERVE_SCRIPT
+        argv = observe_argv(script, declared, observe_args)
         result = await shell.run(Command(argv=argv, sudo=True))
         ref = getattr(shell, "logs_ref", None)
         if result.exit_code != 0 and "@@reaper:" not in result.stdout:

@@ -16,16 +16,18 @@ the host's facts (one more read-only round trip), before its text travels.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from reaper.actions import FAILURE_CLASSES, ensure_action, get_action
+from reaper.actions import FAILURE_CLASSES, ActionSpec, ensure_action, get_action
 from reaper.agents.base import ActionOutcome, Command, CommandResult, CommandRunner
 from reaper.agents.oscode import posix
 from reaper.agents.oscode.linux_args import SERVICE_NAME, argument_problem, script_args
 from reaper.agents.oscode.linux_failures import classify
 from reaper.agents.oscode.linux_observe import OBSERVE_SCRIPT, observe_args, parse_observed
 from reaper.agents.oscode.linux_scripts import SCRIPTS, UNAVAILABLE
+from reaper.agents.oscode.readable import observe_argv
 from reaper.desired.base import ResourceBase
 from reaper.desired.compare import content_digest, merged_groups
 from reaper.desired.diff import ResourceDiff, desired_properties, diff_resource, reported_fields
@@ -38,7 +40,16 @@ from reaper.desired.template import TemplateProblem, render_template
 from reaper.errors import ConfigError
 from reaper.models import ResultStatus
 
-__all__ = ["FactsLoader", "ensure", "observe"]
+__all__ = [
+    "FactsLoader",
+    "PosixTools",
+    "converge",
+    "decide",
+    "ensure",
+    "load_ensure",
+    "observe",
+    "render_content",
+]
 
 FactsLoader = Callable[[], Awaitable[dict[str, Any]]]
 Props = dict[str, Any] | None
@@ -48,9 +59,7 @@ _EXIT_CODES = {78: "CONFIG_INVALID", 75: "REPO_UNREACHABLE", 5: "MISSING_DEPENDE
 
 async def observe(shell: CommandRunner, resources: list[ResourceBase]) -> dict[str, Props]:
     """The observed properties of each resource, in one round trip."""
-    argv = ["sh", "-c", OBSERVE_SCRIPT, "sh"]
-    for resource in resources:
-        argv += observe_args(resource)
+    argv = observe_argv(OBSERVE_SCRIPT, resources, observe_args)
     result = await shell.run(Command(argv=argv, sudo=True))
     return parse_observed(result.stdout, resources)
 
@@ -74,6 +83,20 @@ def _predicted(resource: ResourceBase, before: Props, text: str | None) -> Props
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class PosixTools:
+    """What one POSIX OS brings to `converge`: its scripts, how it reads resources back, its
+    argument check and arguments, and how its tools' failures map to failure classes."""
+
+    os: str
+    scripts: Mapping[str, str]
+    problem_of: Callable[[ResourceBase], str | None]
+    observe: Callable[[CommandRunner, list[ResourceBase]], Awaitable[dict[str, Props]]]
+    script_args: Callable[[ResourceBase, Props, str | None], tuple[list[str], str]]
+    from_result: Callable[[str, str, Props, CommandResult], ActionOutcome]
+    notify: bool = False  # restart the services a changed file notifies
+
+
 async def ensure(
     kind: str,
     params: dict[str, Any],
@@ -82,25 +105,84 @@ async def ensure(
     host_id: str,
     facts: FactsLoader,
 ) -> ActionOutcome:
-    spec = get_action(ensure_action("linux", kind))
+    return await converge(_LINUX, kind, params, shell, host_id=host_id, facts=facts)
+
+
+async def converge(
+    tools: PosixTools,
+    kind: str,
+    params: dict[str, Any],
+    shell: CommandRunner,
+    *,
+    host_id: str,
+    facts: FactsLoader,
+) -> ActionOutcome:
+    """Read back, diff, run the kind's script when it differs (not in check mode), read back."""
+    loaded = load_ensure(tools.os, kind, params, tools.problem_of)
+    if isinstance(loaded, ActionOutcome):
+        return loaded
+    spec, resource, check = loaded
+    rid = str(resource.rid)
+    before = (await tools.observe(shell, [resource]))[rid]
+    rendered = await render_content(resource, facts)
+    if isinstance(rendered, str):
+        return _failed(rid, before, "CONFIG_INVALID", rendered, "")
+    text, host_facts = rendered
+    detail = decide(resource, before, host_id=host_id, check=check, text=text, facts=host_facts)
+    if isinstance(detail, ActionOutcome):
+        return detail
+    argv, stdin = tools.script_args(resource, before, text)
+    timeout = spec.timeout_s - 5.0
+    script = tools.scripts[kind]
+    command = Command(
+        argv=["sh", "-c", script, "sh", *argv], stdin=stdin, sudo=True, timeout_s=timeout
+    )
+    result = await shell.run(command)
+    if result.exit_code != 0:
+        return tools.from_result(kind, rid, before, result)
+    after = (await tools.observe(shell, [resource]))[rid]
+    notify = tools.notify and isinstance(resource, File)
+    notes = await _notify(shell, resource, host_id) if notify else []
+    again = diff_resource(resource.rid.on(host_id), resource, after, facts=host_facts)
+    if again.action != "ok":
+        return _still_differs(kind, rid, before, again, result)
+    out = posix.tail("\n".join([result.stdout.strip(), *notes]).strip())
+    return _done(rid, "changed", before, after, f"{rid} changed: {detail}", out)
+
+
+def load_ensure(
+    os: str, kind: str, params: dict[str, Any], problem_of: Callable[[ResourceBase], str | None]
+) -> tuple[ActionSpec, ResourceBase, bool] | ActionOutcome:
+    """An ensure's catalog entry, its declared resource and check mode, or INVALID_PARAMS
+    (unknown action, params that do not validate, a value the tools would misread)."""
+    spec = get_action(ensure_action(os, kind))
     if spec is None:
-        return posix.invalid_params(f"no linux.ensure_{kind}")
+        return posix.invalid_params(f"no {os}.ensure_{kind}")
     p = posix.load_params(spec.params_model, params)
     if isinstance(p, str):
         return posix.invalid_params(p)
     resource: ResourceBase = getattr(p, "resource")  # noqa: B009  (a created model's field)
     check: bool = getattr(p, "check_mode")  # noqa: B009
-    problem = argument_problem(resource)
+    problem = problem_of(resource)
     if problem is not None:
         return posix.invalid_params(f"{resource.rid}: {problem}")
+    return spec, resource, check
+
+
+def decide(
+    resource: ResourceBase,
+    before: Props,
+    *,
+    host_id: str,
+    check: bool,
+    text: str | None = None,
+    facts: dict[str, Any] | None = None,
+) -> ActionOutcome | str:
+    """The outcome when nothing must run (already as declared, check mode, a declaration the
+    diff refuses), else what the change is, for its summary. Shared by macOS."""
     rid = str(resource.rid)
-    before = (await observe(shell, [resource]))[rid]
-    rendered = await _content(resource, facts)
-    if isinstance(rendered, str):
-        return _failed(rid, before, "CONFIG_INVALID", rendered, "")
-    text, host_facts = rendered
     try:
-        wanted = diff_resource(resource.rid.on(host_id), resource, before, facts=host_facts)
+        wanted = diff_resource(resource.rid.on(host_id), resource, before, facts=facts)
     except ConfigError as exc:
         return _failed(rid, before, "CONFIG_INVALID", str(exc), "")
     if wanted.action == "ok":
@@ -109,24 +191,10 @@ async def ensure(
     if check:
         after = _predicted(resource, before, text)
         return _done(rid, "would_change", before, after, f"{rid} would change: {detail}")
-    argv, stdin = script_args(resource, before, text)
-    timeout = spec.timeout_s - 5.0
-    command = Command(
-        argv=["sh", "-c", SCRIPTS[kind], "sh", *argv], stdin=stdin, sudo=True, timeout_s=timeout
-    )
-    result = await shell.run(command)
-    if result.exit_code != 0:
-        return _from_result(kind, rid, before, result)
-    after = (await observe(shell, [resource]))[rid]
-    notes = [] if not isinstance(resource, File) else await _notify(shell, resource, host_id)
-    again = diff_resource(resource.rid.on(host_id), resource, after, facts=host_facts)
-    if again.action != "ok":
-        return _still_differs(kind, rid, before, again, result)
-    out = posix.tail("\n".join([result.stdout.strip(), *notes]).strip())
-    return _done(rid, "changed", before, after, f"{rid} changed: {detail}", out)
+    return detail
 
 
-async def _content(
+async def render_content(
     resource: ResourceBase, facts: FactsLoader
 ) -> tuple[str | None, dict[str, Any]] | str:
     """A file's text (its template rendered over the host's facts) and those facts, or why
@@ -152,11 +220,11 @@ def _still_differs(
     return _failed(rid, before, "COMMAND_FAILED", f"{rid} still differs: {still}", output)
 
 
-async def _notify(shell: CommandRunner, resource: File, host_id: str) -> list[str]:
+async def _notify(shell: CommandRunner, resource: ResourceBase, host_id: str) -> list[str]:
     """Restart the running services the changed file notifies (on this host)."""
     names = [
         ref.name
-        for text in resource.notify
+        for text in getattr(resource, "notify", ())
         if (ref := parse_ref(text, host=host_id)).host == host_id
         and SERVICE_NAME.fullmatch(ref.name)
     ]
@@ -212,3 +280,14 @@ def _failed(
         error_code=code,
         retriable=FAILURE_CLASSES.get(code, (False, ""))[0],
     )
+
+
+_LINUX = PosixTools(
+    os="linux",
+    scripts=SCRIPTS,
+    problem_of=argument_problem,
+    observe=observe,
+    script_args=script_args,
+    from_result=_from_result,
+    notify=True,
+)

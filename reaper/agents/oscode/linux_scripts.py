@@ -9,7 +9,7 @@ written to a temporary file in the target's own directory and renamed into place
 
 from __future__ import annotations
 
-__all__ = ["SCRIPTS", "UNAVAILABLE"]
+__all__ = ["PATH_START", "SCRIPTS", "SSHD_DROPIN", "UNAVAILABLE"]
 
 UNAVAILABLE = 69
 _HEAD = (
@@ -55,14 +55,18 @@ fi
 )
 
 # $1 path  $2 state  $3 mode  $4 owner  $5 group  $6 write content from stdin (1|0)  $7 type
-_PATH = r"""path=$1; state=$2; mode=$3; owner=$4; group=$5; write=$6; type=$7
+# (PATH_START, removal and directories, is shared with macOS: `macos_scripts`.)
+PATH_START = r"""path=$1; state=$2; mode=$3; owner=$4; group=$5; write=$6; type=$7
 if [ "$state" = absent ]; then
   if [ "$type" = directory ]; then rm -rf -- "$path"; else rm -f -- "$path"; fi; exit $?
 fi
 if [ "$type" = directory ]; then
   if [ -e "$path" ] && [ ! -d "$path" ]; then rm -f -- "$path" || exit 1; fi
   mkdir -p -- "$path" || exit 1; target=$path
-elif [ "$write" = 1 ] || [ ! -f "$path" ]; then
+"""
+_PATH = (
+    PATH_START
+    + r"""elif [ "$write" = 1 ] || [ ! -f "$path" ]; then
   dir=$(dirname -- "$path"); mkdir -p -- "$dir" || exit 1
   tmp=$(mktemp -- "$dir/.reaper.XXXXXX") || exit 1
   trap 'rm -f -- "$tmp"' EXIT
@@ -75,6 +79,7 @@ if [ -n "$owner" ]; then chown -- "$owner" "$target" || exit 1; fi
 if [ -n "$group" ]; then chgrp -- "$group" "$target" || exit 1; fi
 if [ "$target" != "$path" ]; then mv -fT -- "$target" "$path" || exit 1; trap - EXIT; fi
 """
+)
 
 # $1 name  $2 state  $3 uid  $4 groups (comma-separated)  $5 shell  $6 home  $7 enabled (1|0|"")
 _USER = r"""name=$1; state=$2; uid=$3; groups=$4; shell=$5; home=$6; enabled=$7
@@ -126,22 +131,21 @@ else pid=$(pgrep -o -x sshd) && kill -HUP "$pid"; fi
 
 # $1 keyword  $2 value: a drop-in read before sshd_config's own lines (first value wins),
 # checked with `sshd -t` (the old drop-in is put back when it fails), then sshd reloads.
-_SSHD = (
-    r"""key=$1; value=$2; dir=/etc/ssh/sshd_config.d; conf=$dir/00-reaper.conf
-if ! grep -qiE '^[[:space:]]*Include[[:space:]]+/etc/ssh/sshd_config\.d/' /etc/ssh/sshd_config 2>/dev/null; then echo "/etc/ssh/sshd_config does not include $dir/*.conf" >&2; exit 69; fi
+# (`main`, the sshd_config path, is set before it: macOS shares this text, `macos_scripts`.)
+SSHD_DROPIN = r"""key=$1; value=$2; dir=$main.d; conf=$dir/00-reaper.conf
+if ! grep -qiE '^[[:space:]]*Include[[:space:]]+/etc/ssh/sshd_config\.d/' "$main" 2>/dev/null; then echo "$main does not include $dir/*.conf" >&2; exit 69; fi
 mkdir -p "$dir"; tmp=$(mktemp "$dir/.reaper.XXXXXX") || exit 1
 trap 'rm -f -- "$tmp"' EXIT
 { [ -f "$conf" ] && K=$key awk 'tolower($1) != tolower(ENVIRON["K"])' "$conf"; printf '%s %s\n' "$key" "$value"; } >"$tmp" || exit 1
 chmod 0644 "$tmp"; old=; [ -f "$conf" ] && old=$(mktemp "$dir/.reaper-old.XXXXXX") && cp -p -- "$conf" "$old"
 mv -f -- "$tmp" "$conf"; trap - EXIT
-if ! out=$(sshd -t 2>&1); then
+if ! out=$(sshd -t -f "$main" 2>&1); then
   if [ -n "$old" ]; then mv -f -- "$old" "$conf"; else rm -f -- "$conf"; fi
   printf '%s\n' "$out" >&2; exit 78
 fi
-[ -n "$old" ] && rm -f -- "$old"
+if [ -n "$old" ]; then rm -f -- "$old"; fi
 """
-    + _SSHD_RELOAD
-)
+_SSHD = "main=/etc/ssh/sshd_config\n" + SSHD_DROPIN + _SSHD_RELOAD
 
 # $1 name (the rule's comment)  $2 state  then the nft rule's words (from the model, each
 # one argument: nft joins them into its own statement).

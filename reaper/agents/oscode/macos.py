@@ -1,4 +1,5 @@
-"""macOS action code: discover (one round trip, like Linux), baseline and reboot.
+"""macOS action code: discover (one round trip, like Linux), baseline and reboot; `ensure_*`
+from `oscode.macos_ensure`.
 
 Sources: sw_vers, system_profiler SPHardwareDataType -json, ifconfig, df, socketfilterfw,
 systemsetup -getremotelogin, fdesetup status, spctl --status, csrutil status, sshd -T, dscl.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from functools import partial
 from typing import Any
 
 from reaper.actions import BaselineParams, DiscoverParams, RebootParams
@@ -21,7 +23,10 @@ from reaper.agents.oscode.baseline import (
     baseline_outcome,
     sshd_item,
 )
-from reaper.agents.oscode.pending import is_pending, pending_outcome
+from reaper.agents.oscode.macos_args import argument_problem
+from reaper.agents.oscode.macos_ensure import ensure
+from reaper.agents.oscode.macos_observe import OBSERVE_SCRIPT, observe_args, parse_observed
+from reaper.agents.oscode.readable import observe_argv, readable_resources
 from reaper.agents.oscode.toolbox import Toolbox
 from reaper.models import ResultStatus
 
@@ -210,6 +215,12 @@ ITEMS: dict[str, Item] = {
 _TOOLBOX = Toolbox("macos")
 
 
+async def _facts(shell: CommandRunner) -> dict[str, Any]:
+    """The host's facts (what a file template renders over)."""
+    result = await shell.run(Command(argv=["sh", "-c", DISCOVER_SCRIPT], sudo=True))
+    return parse_discover(result.stdout)
+
+
 class MacosActions:
     os_name = "macos"
 
@@ -217,8 +228,9 @@ class MacosActions:
         self, verb: str, params: dict[str, Any], shell: CommandRunner, *, host_id: str
     ) -> ActionOutcome:
         ref = getattr(shell, "logs_ref", None)
-        if is_pending(verb):
-            return pending_outcome("macos", verb)
+        if verb.startswith("ensure_"):
+            kind = verb.removeprefix("ensure_")
+            return await ensure(kind, params, shell, host_id=host_id, facts=partial(_facts, shell))
         if verb == "discover":
             return await self.discover(params, shell, host_id)
         if verb == "baseline":
@@ -251,12 +263,20 @@ class MacosActions:
         if unknown:
             known = list(FACT_SECTIONS)
             return posix.invalid_params(f"unknown sections {unknown}; known: {known}")
-        result = await shell.run(Command(argv=["sh", "-c", DISCOVER_SCRIPT], sudo=True))
+        declared, problems = readable_resources(p.resources or [], argument_problem)
+        # The declared resources are read in the same round trip, after the facts.
+        script = DISCOVER_SCRIPT if p.resources is None else DISCOVER_SCRIPT + OBSERVE_SCRIPT
+        argv = observe_argv(script, declared, observe_args)
+        result = await shell.run(Command(argv=argv, sudo=True))
         if "@@reaper:" not in result.stdout:
             return posix.error_outcome("discover", result, ref)
         facts = parse_discover(result.stdout)
         if p.sections:
             facts = {k: v for k, v in facts.items() if k in p.sections}
+        if p.resources is not None:
+            facts["resources"] = parse_observed(result.stdout, declared)
+            if problems:
+                facts["resource_problems"] = problems
         return ActionOutcome(
             status=ResultStatus.SUCCESS,
             data=facts,

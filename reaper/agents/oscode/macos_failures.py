@@ -18,6 +18,7 @@ _MISSING = (
     "edsrecordnotfound",  # dscl: eDSRecordNotFound
     "does not exist",  # defaults read: The domain/default pair of (x, y) does not exist
     "no such file or directory",
+    "group not found",  # dseditgroup -o edit -a user GROUP of a missing group
 )
 _CONFIG = ("bootstrap failed: 5", "input/output error", "edsinvalid", "could not parse")
 
