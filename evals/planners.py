@@ -57,6 +57,9 @@ class LLMSource:
     client_factory: str = ""  # module:attribute returning an LLMClient (scripted models)
     base_url: str = ""  # a compatible server (e.g. the llama-server `eval record` started)
     model_path: str = ""  # a local model's GGUF (provider local)
+    # The planner's max_tokens (part of every replay key); None: the lab's or the default, or
+    # when replaying, what the cassette was recorded with.
+    max_tokens: int | None = None
     # Engine lockstep for the LLM planner; None: as `reaper run --planner llm` (on), except
     # when replaying the shipped fixtures, recorded before the harness matched it.
     lockstep: bool | None = None
@@ -153,6 +156,9 @@ def _client(source: LLMSource, scenario: str) -> LLMClient:
                 source.model,
                 base_url=source.base_url or None,
                 model_path=Path(source.model_path) if source.model_path else None,
+                # A CPU model on a shared machine writes ~25 tokens/s: a full answer takes
+                # minutes, and a call cut off by the timeout records nothing.
+                timeout=LOCAL_TIMEOUT_S if source.provider == "local" else 60.0,
             )
         except LLMConfigError as exc:
             raise ConfigError(str(exc)) from exc
@@ -162,6 +168,8 @@ def _client(source: LLMSource, scenario: str) -> LLMClient:
         return RecordingClient(inner, path, synthetic=source.synthetic)
     return inner
 
+
+LOCAL_TIMEOUT_S = 600.0
 
 # `reaper run`'s default (reaper.config.Config.llm_max_tokens): the replay key holds it, so the
 # eval asks as a real mission does and a mission's own cassette replays here.
@@ -194,13 +202,19 @@ def build_planner(
             max_calls=lab.budget.calls, max_tokens=lab.budget.tokens, max_usd=lab.budget.usd
         )
         temperature = lab.planner.temperature if lab.planner.temperature is not None else 0.0
+        client = _client(source, scenario)
+        recorded = client.recorded_max_tokens() if isinstance(client, ReplayClient) else None
         return LLMPlanner(
-            _client(source, scenario),
+            client,
             budget=budget,
             seed=seed,
             temperature=temperature,
             prompts=prompts,
-            max_tokens=max_tokens or lab.planner.max_tokens or DEFAULT_MAX_TOKENS,
+            max_tokens=max_tokens
+            or source.max_tokens
+            or recorded
+            or lab.planner.max_tokens
+            or DEFAULT_MAX_TOKENS,
         )
     factory: Callable[..., MissionPlanner] = import_object(name)
     try:

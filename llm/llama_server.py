@@ -19,8 +19,16 @@ import weakref
 from pathlib import Path
 
 from llm.errors import LLMAPIError, LLMConfigError
+from llm.gguf import context_length
 
-__all__ = ["LLAMA_VERSION", "LlamaServer", "cache_dir", "default_binary", "default_model"]
+__all__ = [
+    "LLAMA_VERSION",
+    "LlamaServer",
+    "cache_dir",
+    "default_binary",
+    "default_model",
+    "resolve_ctx_size",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +37,8 @@ LLAMA_VERSION = "0.3.36"
 DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct-Q4_1.gguf"
 _SETUP_HINT = "run `.ci/llama-setup` (or set REAPER_LLAMA_SERVER)"
 _POLL_S = 0.1
+DEFAULT_CTX_SIZE = 8192
+MIN_CTX_SIZE = 512
 
 
 def cache_dir() -> Path:
@@ -77,6 +87,21 @@ def _healthy(url: str) -> bool:
         return False
 
 
+def resolve_ctx_size(model_path: Path, wanted: int | None) -> int:
+    """`wanted` if the model was trained for that much (LLMConfigError otherwise), else the
+    model's own context, at most DEFAULT_CTX_SIZE (its KV cache is memory; ask for more)."""
+    trained = context_length(model_path)
+    if wanted is None:
+        return min(trained or DEFAULT_CTX_SIZE, DEFAULT_CTX_SIZE)
+    if wanted < MIN_CTX_SIZE:
+        raise LLMConfigError(f"--ctx-size {wanted}: at least {MIN_CTX_SIZE} tokens")
+    if trained is not None and wanted > trained:
+        raise LLMConfigError(
+            f"--ctx-size {wanted}: {model_path.name} was trained for {trained} tokens at most"
+        )
+    return wanted
+
+
 class LlamaServer:
     """One ``llama-server`` with one slot (so consecutive requests share its prompt cache)."""
 
@@ -85,7 +110,7 @@ class LlamaServer:
         binary: Path,
         model_path: Path,
         *,
-        ctx_size: int = 8192,
+        ctx_size: int | None = None,
         threads: int | None = None,
         startup_timeout: float = 60.0,
     ) -> None:
@@ -93,7 +118,7 @@ class LlamaServer:
             raise LLMConfigError(f"no llama-server binary at {binary}: {_SETUP_HINT}")
         self.binary = binary
         self.model_path = model_path
-        self.ctx_size = ctx_size
+        self.ctx_size = resolve_ctx_size(model_path, ctx_size)
         self.threads = threads or max(1, min(os.cpu_count() or 1, 4))
         self.startup_timeout = startup_timeout
         self.base_url = ""

@@ -75,8 +75,12 @@ def plan_json_schema(
     ``actions`` and ``hosts`` narrow the enums to a mission's own (desired state: the scoped
     catalog and the lab's hosts), so a grammar-constrained local model cannot name others."""
     host_id: dict[str, Any] = {"type": "string", "description": "a host id from the hosts section"}
+    max_items = MAX_SCHEMA_TASKS
     if hosts is not None:
         host_id = {"type": "string", "enum": sorted(hosts), **host_id}
+        # At most one task per host per turn (a rule of the prompt): a small model decoding
+        # under this grammar cannot run on repeating tasks past it.
+        max_items = max(1, min(MAX_SCHEMA_TASKS, len(hosts)))
     task = {
         "type": "object",
         "additionalProperties": False,
@@ -99,7 +103,7 @@ def plan_json_schema(
         "type": "object",
         "additionalProperties": False,
         "properties": {
-            "tasks": {"type": "array", "items": task, "maxItems": MAX_SCHEMA_TASKS},
+            "tasks": {"type": "array", "items": task, "maxItems": max_items},
             "done": {"type": "boolean", "description": "true when nothing more is useful"},
             "note": {"type": "string", "description": "one line summarising this decision"},
         },
