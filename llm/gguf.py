@@ -26,7 +26,7 @@ _MAX_KEYS = 100_000  # a corrupt count must not make the reader spin
 def check_gguf(path: Path) -> Path:
     """`path` if it is a readable GGUF file; else LLMConfigError with one line saying why."""
     if not path.is_file():
-        raise LLMConfigError(f"--model-path {path}: no such file")
+        raise LLMConfigError(f"--model-path {path}: no such GGUF file")
     try:
         with path.open("rb") as handle:
             magic = handle.read(4)

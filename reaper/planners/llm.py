@@ -383,6 +383,7 @@ def build_llm_planner(
     provider: str,
     model: str = "",
     base_url: str | None = None,
+    model_path: Path | None = None,
     replay: Path | None = None,
     record: Path | None = None,
     synthetic: bool = False,
@@ -423,6 +424,7 @@ def build_llm_planner(
             timeout=timeout,
             max_retries=max_retries,
             structured_output=structured_output,
+            model_path=model_path,
         )
         if record is not None:
             client = RecordingClient(client, record, synthetic=synthetic, secrets=secrets)
