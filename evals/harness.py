@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-from evals.planners import LLMSource, build_planner
+from evals.planners import LLMSource, build_planner, split_replay
 from evals.provenance import provenance
 from evals.scenario import Scenario
 from evals.scorecard import Metrics, RunResult, meets, prompt_digest, score
@@ -332,7 +332,9 @@ def plan_jobs(
     (the seed is in every request, so trial 4 of 3 recorded ones would miss): later trials
     repeat earlier seeds, which replay identically."""
     jobs = []
-    for label, spec in planners:
+    for label, given in planners:
+        spec, replayed = split_replay(given)
+        own = LLMSource(mode="replay", path=replayed) if replayed is not None else source
         for scenario in scenarios:
             base = int(scenario.lab.get("seed", 0))
             for trial in range(trials):
@@ -342,8 +344,8 @@ def plan_jobs(
                         planner=label,
                         spec=spec,
                         trial=trial,
-                        seed=base + _seed_offset(trial, spec, source, replay_seeds),
-                        source=source or LLMSource(),
+                        seed=base + _seed_offset(trial, spec, own, replay_seeds),
+                        source=own or LLMSource(),
                         tape_dir=tape_dir,
                         code_version=version,
                     )

@@ -34,12 +34,15 @@ from reaper.planners.rules import RuleBasedPlanner
 __all__ = [
     "DEFAULT_FIXTURES",
     "HYBRID_SPEC",
+    "REPLAY_SEP",
     "LLMSource",
     "build_planner",
     "cassette_for",
     "display_path",
     "hybrid_available",
     "import_object",
+    "replay_label",
+    "split_replay",
 ]
 
 DEFAULT_FIXTURES = Path(__file__).parent / "fixtures"
@@ -76,6 +79,31 @@ class LLMSource:
         if self.mode == "live":
             return f"live {self.provider}/{self.model}"
         return f"{self.mode} {display_path(self.path)}"
+
+
+# `llm@DIR`: the LLM planner replaying DIR's cassettes, beside another source's `llm` (e.g. a
+# local model's recorded answers next to the synthetic ones) in one scorecard.
+REPLAY_SEP = "@"
+
+
+def split_replay(spec: str) -> tuple[str, Path | None]:
+    """`llm@DIR` → ("llm", DIR); any other spec → (spec, None)."""
+    base, sep, where = spec.partition(REPLAY_SEP)
+    if not sep or base != "llm":
+        return spec, None
+    return base, Path(where)
+
+
+def replay_label(path: Path) -> str:
+    """A scorecard label saying whose answers a cassette directory holds: `llm (synthetic)`
+    or `llm (PROVIDER: MODEL)` from its cassettes' headers (ConfigError: none there)."""
+    files = sorted(path.glob("*.jsonl.gz")) + sorted(path.glob("*.jsonl")) if path.is_dir() else []
+    if not files:
+        raise ConfigError(f"llm{REPLAY_SEP}{path}: no cassettes (*.jsonl[.gz]) there")
+    header = _fresh_replay(files[0]).header
+    if header.synthetic:
+        return "llm (synthetic)"
+    return f"llm ({header.provider}: {header.model})"
 
 
 def display_path(path: Path) -> str:
