@@ -4,13 +4,19 @@ small enough for a local model's context, and still carrying every safety rule."
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from pathlib import Path
 
+import pytest
+
 from llm.testing import ScriptedClient
+from reaper.config import Config
+from reaper.errors import ConfigError
 from reaper.lab import load_lab
 from reaper.models import MissionState
 from reaper.planners.llm import LLMPlanner
 from reaper.planners.llm_catalog import FIX_KINDS, compact_catalog, scope_of, scoped_actions
+from reaper.planners.llm_factory import planner_from_cli
 from reaper.planners.llm_prompt import desired_system_blocks, system_blocks
 
 AD_LAB = Path(__file__).resolve().parents[2] / "reaper" / "labs" / "ad-lab.yaml"
@@ -80,3 +86,15 @@ def test_every_step_of_a_mission_sends_the_same_system_prefix_and_narrowed_enums
     actions = task["items"]["properties"]["action"]["enum"]
     assert actions == scoped_actions(scope_of(state))
     assert first.metadata["prompt_system"] == planner._versions["system_desired"]
+
+
+def test_run_model_path_must_be_a_gguf_for_the_local_provider(tmp_path: Path) -> None:
+    bogus = tmp_path / "weights.bin"
+    bogus.write_text("not a model")
+    base = Config()
+    local = dataclasses.replace(base, llm_provider="local", llm_model_path=str(bogus))
+    with pytest.raises(ConfigError, match="not a GGUF model file"):
+        planner_from_cli(local, _ad_state())
+    other = dataclasses.replace(base, llm_provider="openai", llm_model_path=str(bogus))
+    with pytest.raises(ConfigError, match="for --provider local"):
+        planner_from_cli(other, _ad_state())
