@@ -37,6 +37,8 @@ from evals.planners import (
     display_path,
     hybrid_available,
     import_object,
+    replay_label,
+    split_replay,
 )
 from evals.provenance import SCRIPTED
 from evals.report import (
@@ -70,6 +72,11 @@ def _planners(text: str) -> list[tuple[str, str]]:
     for item in (p.strip() for p in text.split(",") if p.strip()):
         label, _, spec = item.partition("=")
         spec = spec or item
+        _, replayed = split_replay(spec)
+        if replayed is not None:
+            label = replay_label(replayed) if label == spec else label
+            out.append((label, spec))
+            continue
         if spec == "hybrid" and not hybrid_available():
             sys.stderr.write(f"reaper eval: skipping hybrid: {HYBRID_SPEC} not importable\n")
             continue

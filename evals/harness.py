@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-from evals.planners import LLMSource, build_planner
+from evals.planners import LLMSource, build_planner, split_replay
 from evals.provenance import provenance
 from evals.scenario import Scenario
 from evals.scorecard import Metrics, RunResult, meets, prompt_digest, score
@@ -33,6 +33,7 @@ from evals.tapes import TapeRecorder
 from evals.variants import split_variant
 from evals.vtime import LoopClock, run_virtual
 from evals.world import score_world
+from llm.base import LLMClient
 from llm.errors import LLMError
 from reaper.agents.transports.sim import SimRunner
 from reaper.engine.core import EngineSettings, MissionEngine
@@ -161,6 +162,26 @@ def _asks_model(spec: str) -> bool:
     return _is_llm(spec) or spec == "hybrid"
 
 
+def planner_clients(planner: MissionPlanner) -> list[LLMClient]:
+    """The LLM clients a planner holds: an LLM planner's, a hybrid's LLM planner's."""
+    found: list[LLMClient] = []
+    for holder in (planner, getattr(planner, "llm", None)):
+        client = getattr(holder, "client", None)
+        if isinstance(client, LLMClient) and client not in found:
+            found.append(client)
+    return found
+
+
+async def close_clients(planner: MissionPlanner) -> None:
+    """Close what a run's planner opened (HTTP pools, a real-time thread, a llama-server):
+    one client failing to close is logged and does not hide the run's own result."""
+    for client in planner_clients(planner):
+        try:
+            await client.aclose()
+        except (LLMError, OSError, RuntimeError) as exc:  # the run is over: report, go on
+            log.warning("closing %s/%s failed: %s", client.provider, client.model, exc)
+
+
 async def _run(job: Job, planner: MissionPlanner) -> RunResult:
     scenario = job.scenario
     lab = scenario.lab_file(job.seed)
@@ -209,6 +230,7 @@ async def _run(job: Job, planner: MissionPlanner) -> RunResult:
         await workers.stop()
         if tape is not None:
             tape.close()
+        await close_clients(planner)
     final = engine.state or initial
     sim = (workers.runners or {}).get("sim")
     world = score_world(sim, final) if isinstance(sim, SimRunner) else None
@@ -310,7 +332,9 @@ def plan_jobs(
     (the seed is in every request, so trial 4 of 3 recorded ones would miss): later trials
     repeat earlier seeds, which replay identically."""
     jobs = []
-    for label, spec in planners:
+    for label, given in planners:
+        spec, replayed = split_replay(given)
+        own = LLMSource(mode="replay", path=replayed) if replayed is not None else source
         for scenario in scenarios:
             base = int(scenario.lab.get("seed", 0))
             for trial in range(trials):
@@ -320,8 +344,8 @@ def plan_jobs(
                         planner=label,
                         spec=spec,
                         trial=trial,
-                        seed=base + _seed_offset(trial, spec, source, replay_seeds),
-                        source=source or LLMSource(),
+                        seed=base + _seed_offset(trial, spec, own, replay_seeds),
+                        source=own or LLMSource(),
                         tape_dir=tape_dir,
                         code_version=version,
                     )

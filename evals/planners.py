@@ -34,12 +34,15 @@ from reaper.planners.rules import RuleBasedPlanner
 __all__ = [
     "DEFAULT_FIXTURES",
     "HYBRID_SPEC",
+    "REPLAY_SEP",
     "LLMSource",
     "build_planner",
     "cassette_for",
     "display_path",
     "hybrid_available",
     "import_object",
+    "replay_label",
+    "split_replay",
 ]
 
 DEFAULT_FIXTURES = Path(__file__).parent / "fixtures"
@@ -57,6 +60,9 @@ class LLMSource:
     client_factory: str = ""  # module:attribute returning an LLMClient (scripted models)
     base_url: str = ""  # a compatible server (e.g. the llama-server `eval record` started)
     model_path: str = ""  # a local model's GGUF (provider local)
+    # The planner's max_tokens (part of every replay key); None: the lab's or the default, or
+    # when replaying, what the cassette was recorded with.
+    max_tokens: int | None = None
     # Engine lockstep for the LLM planner; None: as `reaper run --planner llm` (on), except
     # when replaying the shipped fixtures, recorded before the harness matched it.
     lockstep: bool | None = None
@@ -73,6 +79,31 @@ class LLMSource:
         if self.mode == "live":
             return f"live {self.provider}/{self.model}"
         return f"{self.mode} {display_path(self.path)}"
+
+
+# `llm@DIR`: the LLM planner replaying DIR's cassettes, beside another source's `llm` (e.g. a
+# local model's recorded answers next to the synthetic ones) in one scorecard.
+REPLAY_SEP = "@"
+
+
+def split_replay(spec: str) -> tuple[str, Path | None]:
+    """`llm@DIR` → ("llm", DIR); any other spec → (spec, None)."""
+    base, sep, where = spec.partition(REPLAY_SEP)
+    if not sep or base != "llm":
+        return spec, None
+    return base, Path(where)
+
+
+def replay_label(path: Path) -> str:
+    """A scorecard label saying whose answers a cassette directory holds: `llm (synthetic)`
+    or `llm (PROVIDER: MODEL)` from its cassettes' headers (ConfigError: none there)."""
+    files = sorted(path.glob("*.jsonl.gz")) + sorted(path.glob("*.jsonl")) if path.is_dir() else []
+    if not files:
+        raise ConfigError(f"llm{REPLAY_SEP}{path}: no cassettes (*.jsonl[.gz]) there")
+    header = _fresh_replay(files[0]).header
+    if header.synthetic:
+        return "llm (synthetic)"
+    return f"llm ({header.provider}: {header.model})"
 
 
 def display_path(path: Path) -> str:
@@ -153,6 +184,9 @@ def _client(source: LLMSource, scenario: str) -> LLMClient:
                 source.model,
                 base_url=source.base_url or None,
                 model_path=Path(source.model_path) if source.model_path else None,
+                # A CPU model on a shared machine writes ~25 tokens/s: a full answer takes
+                # minutes, and a call cut off by the timeout records nothing.
+                timeout=LOCAL_TIMEOUT_S if source.provider == "local" else 60.0,
             )
         except LLMConfigError as exc:
             raise ConfigError(str(exc)) from exc
@@ -162,6 +196,8 @@ def _client(source: LLMSource, scenario: str) -> LLMClient:
         return RecordingClient(inner, path, synthetic=source.synthetic)
     return inner
 
+
+LOCAL_TIMEOUT_S = 600.0
 
 # `reaper run`'s default (reaper.config.Config.llm_max_tokens): the replay key holds it, so the
 # eval asks as a real mission does and a mission's own cassette replays here.
@@ -194,13 +230,19 @@ def build_planner(
             max_calls=lab.budget.calls, max_tokens=lab.budget.tokens, max_usd=lab.budget.usd
         )
         temperature = lab.planner.temperature if lab.planner.temperature is not None else 0.0
+        client = _client(source, scenario)
+        recorded = client.recorded_max_tokens() if isinstance(client, ReplayClient) else None
         return LLMPlanner(
-            _client(source, scenario),
+            client,
             budget=budget,
             seed=seed,
             temperature=temperature,
             prompts=prompts,
-            max_tokens=max_tokens or lab.planner.max_tokens or DEFAULT_MAX_TOKENS,
+            max_tokens=max_tokens
+            or source.max_tokens
+            or recorded
+            or lab.planner.max_tokens
+            or DEFAULT_MAX_TOKENS,
         )
     factory: Callable[..., MissionPlanner] = import_object(name)
     try:

@@ -19,8 +19,11 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from evals.harness import code_version, plan_jobs, run_suite
+from evals.make_fixtures import pack
 from evals.planners import LLMSource, cassette_for
 from evals.scenario import load_scenarios
+from llm.errors import LLMConfigError
+from llm.gguf import check_gguf
 from llm.llama_server import LlamaServer, default_binary, default_model
 from reaper.errors import ConfigError
 
@@ -29,6 +32,10 @@ __all__ = ["RECORD_PROVIDERS", "main"]
 log = logging.getLogger(__name__)
 
 RECORD_PROVIDERS = ("anthropic", "openai", "local")
+# A plan for the suite's largest lab (5 hosts, one task each) is ~400 tokens; a small model
+# that rambles is cut off here (a truncated answer, repaired once) instead of at 2048, which
+# at ~25 tokens/s on a shared CPU is over a minute a call.
+LOCAL_MAX_TOKENS = 1024
 _SCENARIOS = Path(__file__).parent / "scenarios"
 
 
@@ -42,6 +49,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--scenarios", default=str(_SCENARIOS))
     p.add_argument("--only", default="", help="comma-separated scenario names")
     p.add_argument("--trials", type=int, default=3)
+    p.add_argument(
+        "--max-tokens",
+        type=int,
+        default=None,
+        help=f"answer budget per call (default: local {LOCAL_MAX_TOKENS}, else the planner's)",
+    )
+    p.add_argument(
+        "--ctx-size",
+        type=int,
+        default=None,
+        help="local: the server's context in tokens (default: the model's, at most 8192)",
+    )
+    p.add_argument("--pack", action="store_true", help="gzip each cassette (as shipped)")
     return p
 
 
@@ -52,8 +72,15 @@ def _check(args: argparse.Namespace) -> None:
         raise ConfigError(f"--provider {args.provider} needs --model")
     if args.model_path is not None and args.provider != "local":
         raise ConfigError("--model-path is for --provider local only")
-    if args.model_path is not None and not args.model_path.is_file():
-        raise ConfigError(f"--model-path {args.model_path}: no such GGUF file")
+    if args.model_path is not None:
+        try:
+            check_gguf(args.model_path)
+        except LLMConfigError as exc:
+            raise ConfigError(str(exc)) from exc
+    if args.max_tokens is not None and args.max_tokens < 1:
+        raise ConfigError("--max-tokens must be at least 1")
+    if args.ctx_size is not None and args.provider != "local":
+        raise ConfigError("--ctx-size is for --provider local only")
 
 
 def record(args: argparse.Namespace) -> list[str]:
@@ -63,7 +90,8 @@ def record(args: argparse.Namespace) -> list[str]:
     scenarios = load_scenarios(args.scenarios, only)
     for scenario in scenarios:
         # Stale answers left in place would be served first on replay.
-        cassette_for(args.out, scenario.name).unlink(missing_ok=True)
+        for suffix in (".jsonl", ".jsonl.gz"):
+            (args.out / f"{scenario.name}{suffix}").unlink(missing_ok=True)
     with ExitStack() as stack:
         base_url = args.base_url
         model_path = args.model_path
@@ -71,7 +99,10 @@ def record(args: argparse.Namespace) -> list[str]:
             model_path = model_path or default_model()
             if not base_url:
                 # One server for every scenario: each would otherwise load the model again.
-                server = LlamaServer(default_binary(), model_path)
+                try:
+                    server = LlamaServer(default_binary(), model_path, ctx_size=args.ctx_size)
+                except LLMConfigError as exc:
+                    raise ConfigError(str(exc)) from exc
                 base_url = server.start()
                 stack.callback(server.stop)
         source = LLMSource(
@@ -81,12 +112,18 @@ def record(args: argparse.Namespace) -> list[str]:
             model=args.model,
             base_url=base_url,
             model_path=str(model_path) if model_path else "",
+            max_tokens=args.max_tokens or (LOCAL_MAX_TOKENS if args.provider == "local" else None),
         )
         jobs = plan_jobs(
             scenarios, [("llm", "llm")], trials=args.trials, source=source, version=code_version()
         )
         results = run_suite(jobs, processes=1)
     problems = [f"{r.scenario} seed {r.seed}: {r.error}" for r in results if r.error]
+    if args.pack:
+        for scenario in scenarios:
+            plain = args.out / f"{scenario.name}.jsonl"
+            if plain.exists():
+                pack(plain)
     # A failed LLM call falls back to the rules, so a run can succeed with nothing recorded.
     problems += [
         f"{s.name}: no answer recorded (every LLM call failed; see the warnings above)"

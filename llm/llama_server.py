@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
+import re
 import subprocess
 import tempfile
 import time
@@ -19,8 +19,16 @@ import weakref
 from pathlib import Path
 
 from llm.errors import LLMAPIError, LLMConfigError
+from llm.gguf import context_length
 
-__all__ = ["LLAMA_VERSION", "LlamaServer", "cache_dir", "default_binary", "default_model"]
+__all__ = [
+    "LLAMA_VERSION",
+    "LlamaServer",
+    "cache_dir",
+    "default_binary",
+    "default_model",
+    "resolve_ctx_size",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +37,8 @@ LLAMA_VERSION = "0.3.36"
 DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct-Q4_1.gguf"
 _SETUP_HINT = "run `.ci/llama-setup` (or set REAPER_LLAMA_SERVER)"
 _POLL_S = 0.1
+DEFAULT_CTX_SIZE = 8192
+MIN_CTX_SIZE = 512
 
 
 def cache_dir() -> Path:
@@ -48,13 +58,9 @@ def default_model() -> Path:
     return cache_dir() / DEFAULT_MODEL_FILE
 
 
-def _free_port() -> int:
-    # A small race (the port could be taken before llama-server binds it) shows up as a
-    # failed start with the server's own message, not as a silent misconnection.
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+# llama-server binds `--port 0` to a free port and says which in its log: no port picked here
+# and released before it binds, which another process on a busy machine could take first.
+_LISTENING = re.compile(rb"listening on (http://127\.0\.0\.1:\d+)")
 
 
 def _terminate(process: subprocess.Popen[bytes]) -> None:
@@ -77,6 +83,21 @@ def _healthy(url: str) -> bool:
         return False
 
 
+def resolve_ctx_size(model_path: Path, wanted: int | None) -> int:
+    """`wanted` if the model was trained for that much (LLMConfigError otherwise), else the
+    model's own context, at most DEFAULT_CTX_SIZE (its KV cache is memory; ask for more)."""
+    trained = context_length(model_path)
+    if wanted is None:
+        return min(trained or DEFAULT_CTX_SIZE, DEFAULT_CTX_SIZE)
+    if wanted < MIN_CTX_SIZE:
+        raise LLMConfigError(f"--ctx-size {wanted}: at least {MIN_CTX_SIZE} tokens")
+    if trained is not None and wanted > trained:
+        raise LLMConfigError(
+            f"--ctx-size {wanted}: {model_path.name} was trained for {trained} tokens at most"
+        )
+    return wanted
+
+
 class LlamaServer:
     """One ``llama-server`` with one slot (so consecutive requests share its prompt cache)."""
 
@@ -85,7 +106,7 @@ class LlamaServer:
         binary: Path,
         model_path: Path,
         *,
-        ctx_size: int = 8192,
+        ctx_size: int | None = None,
         threads: int | None = None,
         startup_timeout: float = 60.0,
     ) -> None:
@@ -93,8 +114,11 @@ class LlamaServer:
             raise LLMConfigError(f"no llama-server binary at {binary}: {_SETUP_HINT}")
         self.binary = binary
         self.model_path = model_path
-        self.ctx_size = ctx_size
-        self.threads = threads or max(1, min(os.cpu_count() or 1, 4))
+        self.ctx_size = resolve_ctx_size(model_path, ctx_size)
+        # One core left free: llama.cpp's threads spin at every barrier, so when any other
+        # process takes one of their cores, decoding collapses (measured here: 30 tokens/s
+        # alone, 0.3 with one busy neighbour on 2 cores), and calls time out.
+        self.threads = threads or max(1, min((os.cpu_count() or 1) - 1, 4))
         self.startup_timeout = startup_timeout
         self.base_url = ""
         self._process: subprocess.Popen[bytes] | None = None
@@ -102,7 +126,7 @@ class LlamaServer:
 
     def start(self) -> str:
         """Start the server and wait for /health; return its base URL."""
-        port = _free_port()
+        self.base_url = ""
         command = [
             str(self.binary),
             "--model",
@@ -110,7 +134,7 @@ class LlamaServer:
             "--host",
             "127.0.0.1",
             "--port",
-            str(port),
+            "0",
             "--ctx-size",
             str(self.ctx_size),
             "--parallel",
@@ -125,7 +149,6 @@ class LlamaServer:
             )
         # A client dropped without aclose() must not leave the server running.
         weakref.finalize(self, _terminate, self._process)
-        self.base_url = f"http://127.0.0.1:{port}"
         self._wait_healthy()
         logger.info(
             "llama-server %s up at %s (pid %d)",
@@ -148,10 +171,19 @@ class LlamaServer:
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
                 self._fail(f"llama-server exited with status {self._process.returncode}")
-            if _healthy(self.base_url + "/health"):
+            # Ready means: its own log names the port it bound, and /health there says 200.
+            self.base_url = self.base_url or self._bound_url()
+            if self.base_url and _healthy(self.base_url + "/health"):
                 return
             time.sleep(_POLL_S)  # ok: a child process's HTTP port signals no event to wait on
         self._fail(f"llama-server not healthy within {self.startup_timeout:g}s")
+
+    def _bound_url(self) -> str:
+        try:
+            found = _LISTENING.search(self._log.read_bytes())
+        except OSError:
+            return ""
+        return found.group(1).decode() if found else ""
 
     def _fail(self, message: str) -> None:
         tail = self._log_tail()

@@ -18,11 +18,14 @@ from functools import cached_property
 from pathlib import Path
 
 from llm.errors import LLMConfigError
+from llm.gguf import check_gguf
 from llm.llama_server import LlamaServer, default_binary, default_model
 from llm.openai import OpenAIClient
 from llm.types import LLMRequest, LLMResponse
 
-__all__ = ["LocalClient", "file_sha256"]
+__all__ = ["LOCAL_API_KEY", "LocalClient", "file_sha256"]
+
+LOCAL_API_KEY = "no-key-local-llama-server"
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +63,7 @@ class LocalClient:
         timeout: float = 120.0,
         max_retries: int = 0,
         startup_timeout: float = 60.0,
+        ctx_size: int | None = None,
     ) -> None:
         self._server: LlamaServer | None = None
         path = Path(model_path) if model_path else None
@@ -69,11 +73,16 @@ class LocalClient:
                 raise LLMConfigError(
                     f"no GGUF model at {path}: run `.ci/llama-setup` or pass --model-path"
                 )
+            check_gguf(path)
             binary = Path(os.environ.get("REAPER_LLAMA_SERVER") or default_binary())
-            self._server = LlamaServer(binary, path, startup_timeout=startup_timeout)
+            self._server = LlamaServer(
+                binary, path, ctx_size=ctx_size, startup_timeout=startup_timeout
+            )
             base_url = self._server.start()
-        elif path is not None and not path.is_file():
-            raise LLMConfigError(f"no GGUF model at {path}")
+        elif path is not None:
+            if not path.is_file():
+                raise LLMConfigError(f"no GGUF model at {path}")
+            check_gguf(path)
         self.model_path = path
         self.model = model or (path.stem if path else "llama-server")
         self.base_url = base_url
@@ -85,6 +94,8 @@ class LocalClient:
             max_retries=max_retries,
             # llama-server's own default, said explicitly: the stable prefix is evaluated once.
             extra_body={"cache_prompt": True},
+            # llama-server needs no key: a user's OPENAI_API_KEY must not be sent to it.
+            api_key=LOCAL_API_KEY,
         )
 
     @cached_property

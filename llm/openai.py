@@ -54,9 +54,11 @@ class OpenAIClient:
         max_retries: int = 2,
         strict: bool = True,
         extra_body: dict[str, Any] | None = None,
+        api_key: str | None = None,
     ) -> None:
-        # The only place the key is read.
-        api_key = os.environ.get(API_KEY_ENV)
+        # The only place the key is read; `api_key` given (a keyless local server's
+        # placeholder) means the variable is not read, so a user's key stays with OpenAI.
+        api_key = api_key or os.environ.get(API_KEY_ENV)
         if not api_key:
             # The SDK itself honours OPENAI_BASE_URL; read it only to decide if a key is needed.
             if provider == "openai-compatible" and (base_url or os.environ.get(BASE_URL_ENV)):

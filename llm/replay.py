@@ -340,6 +340,13 @@ class ReplayClient:
     async def aclose(self) -> None:
         return None
 
+    def recorded_max_tokens(self) -> int | None:
+        """The `max_tokens` every recorded request asked for (None: mixed, or none recorded):
+        a replay must ask the same, or every key misses."""
+        found = {e.request.get("max_tokens") for e in self._entries}
+        value = found.pop() if len(found) == 1 else None
+        return value if isinstance(value, int) else None
+
     def unused(self) -> list[CassetteEntry]:
         """Recorded entries never served, in cassette order (stale or dropped calls)."""
         return [e for i, e in enumerate(self._entries) if i not in self._served]

@@ -17,6 +17,7 @@ from string import Template
 
 __all__ = [
     "PLANNER_SYSTEM",
+    "PLANNER_SYSTEM_DESIRED",
     "PLANNER_USER",
     "PLANNER_USER_DESIRED",
     "PROMPT_FILES",
@@ -26,6 +27,8 @@ __all__ = [
 ]
 
 PLANNER_SYSTEM = "planner_system.md"
+# Desired-state missions: the goal, the rules and a catalog scoped to the lab (llm_catalog).
+PLANNER_SYSTEM_DESIRED = "planner_system_desired.md"
 PLANNER_USER = "planner_user.md"
 PLANNER_USER_DESIRED = "planner_user_desired.md"
 
@@ -58,7 +61,13 @@ def load_prompt(name: str, directory: str | None = None) -> Prompt:
     return Prompt(name=name, text=text, sha=hashlib.sha256(data).hexdigest()[:12])
 
 
-PROMPT_FILES = (PLANNER_SYSTEM, PLANNER_USER, PLANNER_USER_DESIRED, "planner_repair.md")
+PROMPT_FILES = (
+    PLANNER_SYSTEM,
+    PLANNER_SYSTEM_DESIRED,
+    PLANNER_USER,
+    PLANNER_USER_DESIRED,
+    "planner_repair.md",
+)
 
 
 def variant_files(directory: str) -> list[str]:

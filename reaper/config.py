@@ -44,6 +44,7 @@ class Config:
     llm_provider: str | None = None
     llm_model: str | None = None
     llm_base_url: str | None = None
+    llm_model_path: str | None = None  # provider local: a GGUF file (`--model-path`)
     llm_timeout_s: float = 60.0
     llm_max_retries: int = 2
     llm_temperature: float | None = None

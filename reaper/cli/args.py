@@ -124,8 +124,11 @@ def planner_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--planner", choices=("rule", "llm", "hybrid"), help="override the lab's planner"
     )
-    g.add_argument("--provider", help="anthropic | openai | openai-compatible")
+    g.add_argument("--provider", help="anthropic | openai | openai-compatible | local")
     g.add_argument("--model", help="LLM model name")
+    g.add_argument(
+        "--model-path", metavar="FILE.gguf", help="provider local: the GGUF model to serve"
+    )
     g.add_argument("--base-url", help="LLM API base URL (any server speaking the wire format)")
     g.add_argument("--replay", metavar="CASSETTE", help="serve LLM calls from a cassette")
     g.add_argument("--record", metavar="CASSETTE", help="record every LLM call to a cassette")

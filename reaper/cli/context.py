@@ -74,6 +74,7 @@ class Cli:
             "llm_provider": getattr(a, "provider", None),
             "llm_model": getattr(a, "model", None),
             "llm_base_url": getattr(a, "base_url", None),
+            "llm_model_path": getattr(a, "model_path", None),
             "llm_max_tokens": getattr(a, "max_tokens", None),
             "llm_temperature": getattr(a, "temperature", None),
         }

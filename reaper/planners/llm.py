@@ -31,10 +31,12 @@ from prompts import load_prompt
 from reaper.models import MissionState, PlannedTask, ResultEvent
 from reaper.planners.base import MissionPlanner, Plan
 from reaper.planners.budget import Budget, UsageLedger
+from reaper.planners.llm_catalog import CatalogScope, scope_of, scoped_actions
 from reaper.planners.llm_desired import render_desired_user
 from reaper.planners.llm_prompt import (
     PromptLimits,
     RenderedUser,
+    desired_system_blocks,
     prompt_versions,
     render_user,
     system_blocks,
@@ -120,6 +122,7 @@ class LLMPlanner:
             "repair": load_prompt(REPAIR_PROMPT, prompts).sha,
         }
         self._schema = plan_json_schema()
+        self._scoped_schemas: dict[tuple[CatalogScope, tuple[str, ...]], dict[str, Any]] = {}
 
     # -- MissionPlanner ------------------------------------------------------------------
 
@@ -220,10 +223,21 @@ class LLMPlanner:
         return await self._fall_back(state, results, initial, step, rendered.batch_hosts)
 
     def _request(self, state: MissionState, messages: list[Message], round_: int) -> LLMRequest:
+        if state.converges:
+            scope = scope_of(state)
+            system = desired_system_blocks(scope, self.prompts)
+            hosts = tuple(sorted(state.hosts))
+            schema = self._scoped_schemas.get((scope, hosts)) or self._scoped_schemas.setdefault(
+                (scope, hosts), plan_json_schema(scoped_actions(scope), hosts)
+            )
+            prompt_system = self._versions["system_desired"]
+        else:
+            system, schema = system_blocks(self.prompts), self._schema
+            prompt_system = self._versions["system"]
         return LLMRequest(
-            system=list(system_blocks(self.prompts)),
+            system=list(system),
             messages=messages,
-            json_schema=self._schema,
+            json_schema=schema,
             schema_name=SCHEMA_NAME,
             max_tokens=self.max_tokens,
             temperature=self.temperature,
@@ -232,7 +246,7 @@ class LLMPlanner:
                 "mission": state.mission_id,
                 "step": str(state.step + 1),
                 "round": str(round_),
-                "prompt_system": self._versions["system"],
+                "prompt_system": prompt_system,
                 "prompt_user": self._versions["user_desired" if state.converges else "user"],
             },
         )
@@ -369,6 +383,7 @@ def build_llm_planner(
     provider: str,
     model: str = "",
     base_url: str | None = None,
+    model_path: Path | None = None,
     replay: Path | None = None,
     record: Path | None = None,
     synthetic: bool = False,
@@ -409,6 +424,7 @@ def build_llm_planner(
             timeout=timeout,
             max_retries=max_retries,
             structured_output=structured_output,
+            model_path=model_path,
         )
         if record is not None:
             client = RecordingClient(client, record, synthetic=synthetic, secrets=secrets)

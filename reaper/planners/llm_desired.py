@@ -44,18 +44,50 @@ _NOT_DONE: frozenset[Status] = frozenset({"unknown", "todo", "waiting", "failed"
 _MAX_RESOURCES = 40  # per host shown; a bigger role is counted, not listed
 
 
+# The facts a desired-state plan can use (what runs and listens, disk, package manager, OS,
+# firewall, sshd, pending updates, domain): the rest (CPU, memory, kernel, addresses, audit
+# settings, ...) costs a small model's context and decides nothing here.
+_DESIRED_FACTS = (
+    "computer",
+    "disks",
+    "firewall",
+    "listening_ports",
+    "os",
+    "package_manager",
+    "services",
+    "sshd",
+    "updates",
+)
+
+
 def _host_line(host: HostState, p: Progress) -> dict[str, Any]:
     tally = p.tally(host.host_id)
     total = sum(tally.values())
-    return {
+    line: dict[str, Any] = {
         "host_id": host.host_id,
         "os": host.os,
         "status": host.last_status.value,
         "failures": f"{host.failure_count}/{host.max_failures}",
-        "locked": host.locked,
-        "busy": host.current_action,
         "converged": f"{tally['ok']}/{total}",
     }
+    # Said only when true (the prompt says what they mean): most hosts are neither.
+    if host.locked:
+        line["locked"] = True
+    if host.current_action is not None:
+        line["busy"] = host.current_action
+    return line
+
+
+def _facts(host: HostState, limits: PromptLimits, secrets: Sequence[str]) -> dict[str, Any]:
+    wanted = {k: v for k, v in host.facts.items() if k in _DESIRED_FACTS}
+    # The OS's one readable name, and of sshd the port Reaper connects to (rule: never cut
+    # that access); sshd options a lab declares are in its diff.
+    os_facts, sshd = wanted.get("os"), wanted.get("sshd")
+    if isinstance(os_facts, dict) and "pretty_name" in os_facts:
+        wanted["os"] = os_facts["pretty_name"]
+    if isinstance(sshd, dict) and "port" in sshd:
+        wanted["sshd"] = {"port": sshd["port"]}
+    return shrink_json(redact_value(wanted, secrets), limits.facts_chars)
 
 
 def _resource_line(p: Progress, node: Ref) -> dict[str, Any]:
@@ -131,8 +163,7 @@ def _history(state: MissionState, host: HostState) -> dict[str, Any]:
 def _untrusted_host(
     host: HostState, p: Progress, nodes: Sequence[Ref], limits: PromptLimits, secrets: Sequence[str]
 ) -> dict[str, Any]:
-    facts = shrink_json(redact_value(host.facts, secrets), limits.facts_chars)
-    entry: dict[str, Any] = {"host_id": host.host_id, "facts": facts}
+    entry: dict[str, Any] = {"host_id": host.host_id, "facts": _facts(host, limits, secrets)}
     if host.last_error:
         entry["last_error"] = cut_text(scrub_text(host.last_error, secrets), limits.text_chars)
     resources: dict[str, Any] = {}
@@ -160,7 +191,10 @@ def _untrusted_host(
 
 
 def _result_lines(
-    results: Sequence[ResultEvent], limits: PromptLimits, secrets: Sequence[str]
+    state: MissionState,
+    results: Sequence[ResultEvent],
+    limits: PromptLimits,
+    secrets: Sequence[str],
 ) -> tuple[list[str], list[dict[str, Any]]]:
     lines: list[str] = []
     untrusted: list[dict[str, Any]] = []
@@ -171,13 +205,18 @@ def _result_lines(
         if isinstance(named, str):
             line["resource"] = named
         lines.append(dumps_line(line))
-        data = {k: v for k, v in r.data.items() if k not in ("resources", "resource")}
-        untrusted.append(
-            {
-                **result_output(index, r, limits, secrets),
-                "data": shrink_json(redact_value(data, secrets), limits.facts_chars),
-            }
-        )
+        # A discover's data is the host's facts, shown once already: repeat only what differs.
+        host = state.hosts.get(r.host_id)
+        facts = host.facts if host is not None else {}
+        data = {
+            k: v
+            for k, v in r.data.items()
+            if k not in ("resources", "resource") and not (k in facts and facts[k] == v)
+        }
+        output = result_output(index, r, limits, secrets)
+        if data:
+            output["data"] = shrink_json(redact_value(data, secrets), limits.facts_chars)
+        untrusted.append(output)
     if len(results) > len(shown):
         rest = Counter(f"{r.action} {r.status.value}" for r in results[len(shown) :])
         counts = ", ".join(f"{n}x {what}" for what, n in sorted(rest.items()))
@@ -224,7 +263,7 @@ def render_desired_user(
         if host.last_tasks or host.refusals:
             history.append(dumps_line(_history(state, host)))
         untrusted.append(_untrusted_host(host, p, shown, limits, secrets))
-    result_lines, result_data = _result_lines(ordered, limits, secrets)
+    result_lines, result_data = _result_lines(state, ordered, limits, secrets)
     untrusted.extend(result_data)
     mode = (
         " in check mode (every ensure_* must set check_mode: true; nothing may change)"

@@ -12,6 +12,7 @@ from typing import Any
 
 from llm.base import LLMClient
 from llm.errors import LLMConfigError
+from llm.gguf import check_gguf
 from llm.pricing import DEFAULT_PRICES
 from reaper.errors import ConfigError
 from reaper.models import MissionState
@@ -47,9 +48,10 @@ def planner_from_cli(
     model = config.llm_model or spec.get("model") or ""
     if not replay and not provider:
         raise ConfigError(
-            "the llm planner needs a provider: --provider anthropic|openai|openai-compatible "
+            "the llm planner needs a provider: --provider anthropic|openai|openai-compatible|local "
             "(or REAPER_LLM_PROVIDER), or --replay CASSETTE"
         )
+    model_path = _model_path(getattr(config, "llm_model_path", None), provider)
     temperature = config.llm_temperature
     if temperature is None:
         temperature = spec.get("temperature", 0.0)
@@ -58,6 +60,7 @@ def planner_from_cli(
             provider=provider,
             model=model,
             base_url=config.llm_base_url or spec.get("base_url"),
+            model_path=model_path,
             replay=Path(replay) if replay else None,
             record=Path(record) if record else None,
             budget=Budget(
@@ -75,5 +78,17 @@ def planner_from_cli(
             client=client,
             synthetic=synthetic,
         )
+    except LLMConfigError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def _model_path(value: str | None, provider: str) -> Path | None:
+    """`--model-path`, checked to be a GGUF file, and only with `--provider local`."""
+    if not value:
+        return None
+    if provider != "local":
+        raise ConfigError(f"--model-path is for --provider local (not {provider or 'none'})")
+    try:
+        return check_gguf(Path(value).expanduser())
     except LLMConfigError as exc:
         raise ConfigError(str(exc)) from exc

@@ -26,15 +26,23 @@ from typing import Any
 
 from llm.redact import REDACTED, SECRET_KEY, scrub_text
 from llm.types import SystemBlock
-from prompts import PLANNER_SYSTEM, PLANNER_USER, PLANNER_USER_DESIRED, load_prompt
+from prompts import (
+    PLANNER_SYSTEM,
+    PLANNER_SYSTEM_DESIRED,
+    PLANNER_USER,
+    PLANNER_USER_DESIRED,
+    load_prompt,
+)
 from reaper.actions import CATALOG
 from reaper.models import HostState, MissionState, ResultEvent
+from reaper.planners.llm_catalog import CatalogScope, compact_catalog
 
 __all__ = [
     "PromptLimits",
     "RenderedUser",
     "catalog_text",
     "cut_text",
+    "desired_system_blocks",
     "dumps_line",
     "prompt_versions",
     "redact_value",
@@ -127,10 +135,22 @@ def system_blocks(prompts: str | None = None) -> tuple[SystemBlock, ...]:
     return (SystemBlock(text=text, cache=True),)
 
 
+@cache
+def desired_system_blocks(
+    scope: CatalogScope, prompts: str | None = None
+) -> tuple[SystemBlock, ...]:
+    """A desired-state mission's system part: its lab's scoped, compact catalog. The scope is
+    the lab's, so the text is the same at every step of the mission (a stable prefix)."""
+    text = load_prompt(PLANNER_SYSTEM_DESIRED, prompts).render(catalog=compact_catalog(scope))
+    return (SystemBlock(text=text, cache=True),)
+
+
 def prompt_versions(prompts: str | None = None) -> dict[str, str]:
-    """Template hashes plus the rendered catalog's: what a decision records as prompt_hash."""
+    """Template hashes plus the rendered catalog's: what a decision records as prompt_hash.
+    (A desired-state catalog is a function of the code and the lab, both versioned already.)"""
     return {
         "system": load_prompt(PLANNER_SYSTEM, prompts).sha,
+        "system_desired": load_prompt(PLANNER_SYSTEM_DESIRED, prompts).sha,
         "user": load_prompt(PLANNER_USER, prompts).sha,
         "user_desired": load_prompt(PLANNER_USER_DESIRED, prompts).sha,
         "catalog": hashlib.sha256(catalog_text().encode()).hexdigest()[:12],

@@ -17,7 +17,7 @@ chance to repair; the engine's policy still checks every task that is accepted.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -66,17 +66,29 @@ class PlanValidationError(Exception):
         self.kind = kind
 
 
-def plan_json_schema() -> dict[str, Any]:
+def plan_json_schema(
+    actions: Sequence[str] | None = None, hosts: Sequence[str] | None = None
+) -> dict[str, Any]:
     """The schema of ``LLMPlan`` as sent to providers (written out, not generated, so that it
-    stays inside the strict subset and byte-stable: it is part of every replay key)."""
+    stays inside the strict subset and byte-stable: it is part of every replay key).
+
+    ``actions`` and ``hosts`` narrow the enums to a mission's own (desired state: the scoped
+    catalog and the lab's hosts), so a grammar-constrained local model cannot name others."""
+    host_id: dict[str, Any] = {"type": "string", "description": "a host id from the hosts section"}
+    max_items = MAX_SCHEMA_TASKS
+    if hosts is not None:
+        host_id = {"type": "string", "enum": sorted(hosts), **host_id}
+        # At most one task per host per turn (a rule of the prompt): a small model decoding
+        # under this grammar cannot run on repeating tasks past it.
+        max_items = max(1, min(MAX_SCHEMA_TASKS, len(hosts)))
     task = {
         "type": "object",
         "additionalProperties": False,
         "properties": {
-            "host_id": {"type": "string", "description": "a host id from the hosts section"},
+            "host_id": host_id,
             "action": {
                 "type": "string",
-                "enum": sorted(CATALOG),
+                "enum": sorted(CATALOG) if actions is None else sorted(actions),
                 "description": "an action name from the catalog, matching the host's OS",
             },
             "params_json": {
@@ -91,7 +103,7 @@ def plan_json_schema() -> dict[str, Any]:
         "type": "object",
         "additionalProperties": False,
         "properties": {
-            "tasks": {"type": "array", "items": task, "maxItems": MAX_SCHEMA_TASKS},
+            "tasks": {"type": "array", "items": task, "maxItems": max_items},
             "done": {"type": "boolean", "description": "true when nothing more is useful"},
             "note": {"type": "string", "description": "one line summarising this decision"},
         },

@@ -18,7 +18,7 @@ import pytest
 from llm.errors import LLMConfigError
 from llm.factory import build_client
 from llm.llama_server import LlamaServer
-from llm.local import LocalClient, file_sha256
+from llm.local import LOCAL_API_KEY, LocalClient, file_sha256
 from llm.testing import ScriptedClient
 from llm.types import LLMRequest
 from reaper.planners.llm import LLMPlanner
@@ -128,3 +128,22 @@ def test_missing_binary_names_the_setup_script(
 def test_missing_model_is_one_config_error(tmp_path: Path) -> None:
     with pytest.raises(LLMConfigError, match="no GGUF model"):
         build_client("local", model_path=tmp_path / "absent.gguf")
+
+
+def test_a_users_openai_key_is_not_sent_to_the_local_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Needs no server: the client is built against a URL it never calls.
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-users-own-key")
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF")
+    client = LocalClient(model_path=model, base_url="http://127.0.0.1:9")
+    assert client._inner._client.api_key == LOCAL_API_KEY
+    asyncio.run(client.aclose())
+
+
+def test_a_model_path_that_is_not_gguf_is_one_config_error(tmp_path: Path) -> None:
+    bogus = tmp_path / "weights.bin"
+    bogus.write_text("safetensors?")
+    with pytest.raises(LLMConfigError, match="not a GGUF model file"):
+        build_client("local", model_path=bogus, base_url="http://127.0.0.1:9")

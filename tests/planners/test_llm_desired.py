@@ -99,7 +99,7 @@ def _port_fixer(request: LLMRequest) -> dict[str, Any]:
     tasks = []
     for view in hosts.values():
         failed = [r for r in view.resources if r["status"] == "failed"]
-        if not failed or view.host["busy"]:
+        if not failed or view.host.get("busy"):
             continue
         done = [t["action"] for t in view.history]
         hid = view.host["host_id"]

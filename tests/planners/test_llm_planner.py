@@ -75,7 +75,9 @@ async def test_good_plan_becomes_tasks_with_reasons_and_a_full_decision() -> Non
     assert (
         d["planner"] == "llm" and d["provider"] == "scripted" and d["model"] == "claude-haiku-4-5"
     )
-    assert set(d["prompt_hash"]) == {"system", "user", "user_desired", "catalog", "repair"}
+    assert set(d["prompt_hash"]) == {
+        "system", "system_desired", "user", "user_desired", "catalog", "repair"
+    }  # fmt: skip
     assert d["usage"]["cache_read_tokens"] == 3000 and d["calls"] == 1 and d["repairs"] == 0
     assert d["fallback"] is False and d["error"] is None and d["priced"] is True
     assert d["cost_usd"] == pytest.approx((1000 * 1.0 + 200 * 5.0 + 3000 * 0.1) / 1e6)
