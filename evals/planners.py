@@ -81,13 +81,13 @@ class LLMSource:
         return f"{self.mode} {display_path(self.path)}"
 
 
-# `llm@DIR`: the LLM planner replaying DIR's cassettes, beside another source's `llm` (e.g. a
+# `llm+DIR`: the LLM planner replaying DIR's cassettes, beside another source's `llm` (e.g. a
 # local model's recorded answers next to the synthetic ones) in one scorecard.
-REPLAY_SEP = "@"
+REPLAY_SEP = "+"  # `llm@DIR` is a prompt variant (evals.variants)
 
 
 def split_replay(spec: str) -> tuple[str, Path | None]:
-    """`llm@DIR` → ("llm", DIR); any other spec → (spec, None)."""
+    """`llm+DIR` → ("llm", DIR); any other spec → (spec, None)."""
     base, sep, where = spec.partition(REPLAY_SEP)
     if not sep or base != "llm":
         return spec, None

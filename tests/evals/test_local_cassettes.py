@@ -47,7 +47,7 @@ def _replay() -> list[dict[str, object]]:
     scenarios = load_scenarios(DESIRED, names)
     assert {s.name for s in scenarios} == names, "a cassette without its scenario"
     jobs = plan_jobs(
-        scenarios, [("local", f"llm@{LOCAL}")], trials=2
+        scenarios, [("local", f"llm+{LOCAL}")], trials=2
     )  # the seeds recorded so far (see the README)
     results = run_suite(jobs, processes=1)
     return [r.model_dump(exclude=_TIMING) for r in results]
