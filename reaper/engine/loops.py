@@ -30,7 +30,8 @@ def loop_reason(
 ) -> str | None:
     """Why proposing `action(params)` on `host` again is a loop, or None."""
     failures: Counter[str] = Counter()
-    for task_id in host.last_tasks:
+    # A task the engine retried is in `last_tasks` once per result: count each task once.
+    for task_id in dict.fromkeys(host.last_tasks):
         rec = task(task_id)
         if rec is None or rec.status is not TaskStatus.FAILED:
             continue

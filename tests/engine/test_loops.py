@@ -99,3 +99,12 @@ def test_only_identical_tasks_failing_the_same_way_count() -> None:
     reason = loop_reason(host, "linux.ensure_package", same, records.get)
     assert reason is not None and "2 times with DISK_FULL" in reason
     assert loop_reason(host, "linux.ensure_package", other, records.get) is None
+
+
+def test_a_task_the_engine_retried_counts_once() -> None:
+    # A PM_LOCKED try retried by the engine, whose last attempt failed DISK_FULL: its id is in
+    # `last_tasks` once per result; the fix after it (cleanup) deserves its retry.
+    same = {"resource": _NGINX}
+    records = {"t1": _record("t1", same, TaskStatus.FAILED, "DISK_FULL")}
+    host = HostState(host_id="h", os="linux", last_tasks=["t1", "t1"])
+    assert loop_reason(host, "linux.ensure_package", same, records.get) is None
