@@ -108,3 +108,19 @@ def test_a_task_the_engine_retried_counts_once() -> None:
     records = {"t1": _record("t1", same, TaskStatus.FAILED, "DISK_FULL")}
     host = HostState(host_id="h", os="linux", last_tasks=["t1", "t1"])
     assert loop_reason(host, "linux.ensure_package", same, records.get) is None
+
+
+def test_a_new_fix_that_succeeded_starts_the_count_again() -> None:
+    same = {"resource": _NGINX}
+    records = {
+        "t1": _record("t1", same, TaskStatus.FAILED, "PM_LOCKED"),
+        "t2": _record("t2", same, TaskStatus.FAILED, "PM_LOCKED"),
+    }
+    host = HostState(host_id="h", os="linux", last_tasks=list(records))
+    assert loop_reason(host, "linux.ensure_package", same, records.get) is not None
+    reboot = _record("t3", {}, TaskStatus.SUCCEEDED, "")
+    records["t3"] = reboot.model_copy(
+        update={"task": reboot.task.model_copy(update={"action": "linux.reboot"})}
+    )
+    host = host.model_copy(update={"last_tasks": list(records)})
+    assert loop_reason(host, "linux.ensure_package", same, records.get) is None
