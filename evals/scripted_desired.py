@@ -4,10 +4,13 @@ by reading it as a model would (the JSON lines of its sections), with simple, se
 It is *synthetic*: no model wrote its answers, and every cassette and scorecard row made with
 it says so. It exists to exercise the LLM planner's whole path (prompt, schema, validation,
 engine, policy) offline and as a baseline a real model should beat: it reads unknown
-resources, ensures what is `todo` in the order shown, fixes the failure classes whose cause
-is plain from the class alone (a full disk, a pending reboot, a held lock, a skewed clock, a
-resolver declared on the host), diagnoses anything else once and then stops for that
-resource, and reads back what changed.
+resources, ensures what is `todo` in the order shown; for a failed resource it diagnoses
+first, then acts on what diagnose printed (the report and findings in the untrusted data: the
+full disk, the lock holder, the unreachable mirror, the port's holder, the file the config
+test names, the unresolved domain, the stopped time service, a pending reboot) and ensures the
+resource again; when it knows no fix, or the fix did not help, it stops with `done` and a note
+naming what it cannot fix, rather than looping. It reads back what changed. It sees only the
+request it is sent: never the scenario or the world.
 
 Use: `reaper eval --planner llm --record DIR --client evals.scripted_desired:client` or in
 tests `ScriptedClient(answer)`.
