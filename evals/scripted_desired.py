@@ -286,8 +286,13 @@ def _for_failed(view: HostView, res: dict[str, Any], check: bool) -> dict[str, s
     rid, code = res["resource"], res.get("error_code", "")
     host = view.host["host_id"]
     since = _after(view.history, rid)
-    failures = sum(
-        1 for t in view.history if t.get("resource") == rid and t.get("status") == "failed"
+    # distinct tasks: the history lists an engine-retried task once per attempt
+    failures = len(
+        {
+            t.get("step")
+            for t in view.history
+            if t.get("resource") == rid and t.get("status") == "failed"
+        }
     )
     if code in ("REFUSED", "NOT_CONVERGED", "PACKAGE_NOT_FOUND") or failures >= _MAX_FAILURES:
         return None
