@@ -36,8 +36,12 @@ class Fault(BaseModel):
     # Where the condition bites (docs/sim-world.md): "linux" any package install, "db" the
     # database server's install, "web" the nginx start on its port, "ad" a Windows domain
     # join / AD promotion. A lab without it
-    # would be a no-fault control under a fault's name.
+    # would be a no-fault control under a fault's name. "web-stray" the nginx restart with a
+    # stray config beside the lab's; "ad-nodns" members that declare no resolver; "tools-name"
+    # a package name the distro does not have.
     bites: str = "linux"
+    # The right fix reboots the host: the operator approves reboots in its scenarios.
+    reboots: bool = False
 
 
 _PG: list[dict[str, Any]] = [
@@ -81,6 +85,7 @@ def catalog() -> list[Fault]:
             world={"pm_lock_held_by": "apt-get (pid 4242)", "pm_lock_attempts": 6},
             right_fix="reboot kills the holder, or retry past the attempts",
             wrong_fixes=("give up after the retry budget",),
+            reboots=True,
         ),
         Fault(
             kind="repo_unreachable",
@@ -115,6 +120,7 @@ def catalog() -> list[Fault]:
             right_fix="reboot",
             wrong_fixes=("retry",),
             bites="ad",
+            reboots=True,
         ),
         Fault(
             kind="lock_and_disk",
@@ -127,6 +133,29 @@ def catalog() -> list[Fault]:
             world={"repo_unreachable": True, "disk_free_mb": 0},
             right_fix="a reachable mirror, then cleanup",
             wrong_fixes=("retry", "reboot"),
+        ),
+        Fault(
+            kind="config_invalid",
+            world={"files": {"/etc/nginx/conf.d/old.conf": "server { listen 80;\n"}},
+            right_fix="remove the stray file the config test names (ensure_file absent), "
+            "then ensure again",
+            wrong_fixes=("restart again (leaves nginx stopped)",),
+            bites="web-stray",
+        ),
+        Fault(
+            kind="dns_misconfigured",
+            world={},
+            right_fix="ensure_dns_client servers_from the DC before the join",
+            wrong_fixes=("public resolvers", "retry"),
+            bites="ad-nodns",
+        ),
+        Fault(
+            kind="package_not_found",
+            world={},
+            right_fix="none in the lab's terms (httpd is RHEL's name; Debian's is apache2): "
+            "converge the rest, report the resource failed, do not loop",
+            wrong_fixes=("retry",),
+            bites="tools-name",
         ),
     ]
 
@@ -185,6 +214,16 @@ def _ad_lab(rng: random.Random, fault: Fault | None) -> tuple[dict[str, Any], st
     """A domain controller and members that join it (each after the DC's domain)."""
     members = [f"srv-{i:02d}" for i in range(1, rng.randrange(2, 4))]
     faulty, world = "", None
+    if fault is not None and fault.bites == "ad-nodns":
+        lab = {
+            "seed": rng.randrange(1, 10_000),
+            "roles": {"dc": _DC, "member": _MEMBER[1:]},
+            "hosts": [
+                _host("dc-01", ["dc"], None, "windows"),
+                *(_host(m, ["member"], None, "windows") for m in members),
+            ],
+        }
+        return lab, f"a DC and {len(members)} member(s) that declare no resolver"
     if fault is not None:
         # a skewed clock bites the join, so only a member; a pending reboot bites either
         pool = members if fault.kind == "clock_skew" else ["dc-01", *members]
@@ -199,23 +238,49 @@ def _ad_lab(rng: random.Random, fault: Fault | None) -> tuple[dict[str, Any], st
     return lab, f"a DC and {len(members)} joining member(s), the fault on {faulty or 'none'}"
 
 
-def _scenario(name: str, description: str, tags: list[str], lab: dict[str, Any]) -> Scenario:
+def _scenario(
+    name: str,
+    description: str,
+    tags: list[str],
+    lab: dict[str, Any],
+    *,
+    reboots: bool = False,
+    min_goal_pct: float = 100.0,
+) -> Scenario:
+    # A lab whose right plan reboots (a pending reboot; a DC promotion and a domain join
+    # report `reboot_required`): the operator approves reboots, and they are not failures.
+    success: dict[str, Any] = {"max_locked": None}
+    if reboots:
+        success["max_destructive"] = None
+    if min_goal_pct < 100:  # a resource no plan can fix: the rest must converge
+        success.update(goal_reached=False, min_goal_pct=min_goal_pct)
     data = {
         "description": description,
         "tags": ["desired", *tags],
         "limits": {"max_steps": 120, "max_tasks": 400, "max_sim_s": 7200},
-        "success": {"max_locked": None},
+        "success": success,
+        "operator": "approve" if reboots else "reject",
         "lab": {"schema_version": 2, "defaults": {"transport": "sim"}, **lab},
     }
     return parse_scenario(yaml.safe_dump(data, sort_keys=False), source=name, name=name)
 
 
-def _fault_lab(rng: random.Random, fault: Fault, index: int) -> Scenario:
-    shape = {"web": 1, "db": index % 2}.get(fault.bites, index % 3)
+def _fault_lab(rng: random.Random, fault: Fault, index: int, variant: int) -> Scenario:
+    shape = {"web": 1, "web-stray": 1, "db": variant % 2}.get(fault.bites, variant % 3)
     seed = rng.randrange(1, 10_000)
-    if fault.bites == "ad":
+    min_goal_pct = 100.0
+    if fault.bites in ("ad", "ad-nodns"):
         lab, what = _ad_lab(rng, fault)
         shape = 1  # members join across hosts
+    elif fault.bites == "tools-name":
+        count = rng.randrange(2, 4)
+        lab = {
+            "seed": seed,
+            "roles": {"tools": [_TOOLS[0], {"kind": "package", "name": "httpd"}]},
+            "hosts": [_host(f"app-{i:02d}", ["tools"], None) for i in range(1, count + 1)],
+        }
+        what = f"{count} Debian hosts asked for RHEL's httpd"
+        shape, min_goal_pct = 2, 50.0
     elif shape == 0:  # one host, one role
         lab = {
             "seed": seed,
@@ -225,7 +290,9 @@ def _fault_lab(rng: random.Random, fault: Fault, index: int) -> Scenario:
         what = "one database host"
     elif shape == 1:  # cross-host: the web server waits for its database
         web = [*_WEB[:2], {**_WEB[2], "after": ["db-01:service/postgresql"]}]
-        pick = {"web": ["web-01"], "db": ["db-01"]}.get(fault.bites, ["db-01", "web-01"])
+        pick = {"web": ["web-01"], "web-stray": ["web-01"], "db": ["db-01"]}.get(
+            fault.bites, ["db-01", "web-01"]
+        )
         faulty = rng.choice(pick)
         lab = {
             "seed": seed,
@@ -254,6 +321,8 @@ def _fault_lab(rng: random.Random, fault: Fault, index: int) -> Scenario:
         f"Wrong: {', '.join(fault.wrong_fixes)}.",
         [f"fault:{fault.kind}", "cross-host" if shape == 1 else "single"],
         lab,
+        reboots=fault.reboots or fault.bites in ("ad", "ad-nodns"),
+        min_goal_pct=min_goal_pct,
     )
 
 
@@ -276,9 +345,35 @@ def _ad_control(rng: random.Random, index: int) -> Scenario:
     lab, what = _ad_lab(rng, None)
     return _scenario(
         f"ds-ad-control-{index}",
-        f"no fault ({what}): the right plan promotes the DC, then joins the members",
+        f"no fault ({what}): the right plan promotes the DC, then joins the members "
+        "(each rebooted as its change asks)",
         ["fault:none", "control", "cross-host"],
         lab,
+        reboots=True,
+    )
+
+
+def _drift(rng: random.Random, index: int) -> Scenario:
+    # A converged web host (nginx installed and running) whose site config was edited by hand.
+    facts = {**_DEBIAN, "services": [*_DEBIAN["services"], "nginx"]}
+    drifted = {"files": {"/etc/nginx/conf.d/app.conf": "server { listen 8081; }\n"}}
+    return _scenario(
+        f"ds-drift-{index}",
+        "drift: a converged web host with its site config edited by hand; the right plan "
+        "changes that file only (and restarts nginx)",
+        ["fault:drift", "drift", "single"],
+        {
+            "seed": rng.randrange(1, 10_000),
+            "roles": {"web": _WEB},
+            "hosts": [
+                {
+                    "host_id": "web-01",
+                    "os": "linux",
+                    "roles": ["web"],
+                    "sim": {"facts": facts, "world": drifted},
+                }
+            ],
+        },
     )
 
 
@@ -299,23 +394,19 @@ def _partial(rng: random.Random, index: int) -> Scenario:
 
 def generate(seed: int, count: int) -> list[Scenario]:
     """`count` scenarios: every fault type in turn (three shapes, or the one where it bites),
-    with a control, a partially converged lab or a no-fault AD lab after each ten."""
+    with a control, a partially converged lab, a no-fault AD lab or a drift after each nine."""
     rng = random.Random(seed)
     faults = catalog()
+    controls = (_control, _partial, _ad_control, _drift)
     out: list[Scenario] = []
-    index = 0
+    index = made = 0
     while len(out) < count:
-        if index % 11 == 10:
-            kind = index % 33
-            out.append(
-                _control(rng, index)
-                if kind == 10
-                else _partial(rng, index)
-                if kind == 21
-                else _ad_control(rng, index)
-            )
+        if index % 10 == 9:
+            out.append(controls[(index // 10) % len(controls)](rng, index))
         else:
-            out.append(_fault_lab(rng, faults[index % len(faults)], index))
+            fault = faults[made % len(faults)]
+            out.append(_fault_lab(rng, fault, index, made // len(faults)))
+            made += 1
         index += 1
     if seed == SHIPPED_SEED:
         return out
@@ -324,7 +415,7 @@ def generate(seed: int, count: int) -> list[Scenario]:
     return [s.model_copy(update={"name": f"ho{seed}-{s.name.removeprefix('ds-')}"}) for s in out]
 
 
-def write_shipped(out: Path, count: int = 33) -> list[Path]:
+def write_shipped(out: Path, count: int = 40) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for scenario in generate(SHIPPED_SEED, count):

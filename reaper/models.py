@@ -200,6 +200,8 @@ class PlannedTask(_Model):
     action: str
     params: dict[str, Any] = Field(default_factory=dict)
     reason: str = ""
+    # Wait this long before the task goes out (a converger waiting for a held lock to clear).
+    delay_s: float = Field(default=0.0, ge=0.0, le=3600.0)
 
 
 class Task(_Model):
@@ -327,6 +329,9 @@ class SimWorldSettings(_Model):
     clock_offset_s: float = 0.0
     port_in_use: dict[int, str] = Field(default_factory=dict)  # port → process holding it
     pending_reboot: bool = False
+    # Hand edits: path → the content someone wrote there (root's, 0644): a drift from the
+    # lab, or a stray config file that breaks its service's config test.
+    files: dict[str, str] = Field(default_factory=dict)
 
 
 class SimSettings(_Model):
@@ -388,6 +393,9 @@ class ResourceState(_Model):
     output_tail: str = ""
     attempts: int = 0
     verified: bool = True
+    # The last successful ensure said the change waits for a restart (Windows features, a
+    # promotion, a join): the converger reboots the host, then reads it back.
+    reboot_required: bool = False
 
 
 class HostState(_Model):

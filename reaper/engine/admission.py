@@ -7,7 +7,7 @@ records, the refusals and approval requests to log, and the outbox to publish.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from reaper.engine.loops import loop_reason
 from reaper.engine.resources import after_refusal
@@ -102,6 +102,9 @@ def plan(
             set(_TASK_FIELDS),
         )
         ask = verdict.decision is Decision.ASK
+        # Proposals built unvalidated (`model_construct`) may lack the field: no delay.
+        delay = float(proposal.__dict__.get("delay_s") or 0.0)
+        due = now + timedelta(seconds=delay) if delay else None
         status = TaskStatus.AWAITING_APPROVAL if ask else TaskStatus.QUEUED
         tr.tasks[task.task_id] = trusted(
             TaskRecord,
@@ -110,7 +113,7 @@ def plan(
                 "status": status,
                 "step": step,
                 "last_error": None,
-                "not_before": None,
+                "not_before": due,
                 "planned_by": planner,
             },
             set(_RECORD_SET),
@@ -146,7 +149,7 @@ def plan(
                 )
             )
         else:
-            tr.outbox.append((task, None))
+            tr.outbox.append((task, due))
     return tr
 
 

@@ -10,7 +10,9 @@ fold (`reaper.engine.state`) calls these and installs what they return.
                verified by the next discover.
     failure    of an ensure: the resource is failed with the error and the tool's output tail.
     recovery   an action that clears a failure class (`reaper.actions.CLEARS`: cleanup clears
-               DISK_FULL, reboot REBOOT_PENDING) puts those failed resources back in play.
+               DISK_FULL, reboot REBOOT_PENDING) puts those failed resources back in play; a
+               reboot also completes the changes that reported `reboot_required`, which are
+               then read back (unverified).
 """
 
 from __future__ import annotations
@@ -88,6 +90,7 @@ def after_ensure(host: HostState, task: Task, r: ResultEvent) -> dict[str, Resou
             "output_tail": "",
             "attempts": rs.attempts + 1,
             "verified": result != "changed",
+            "reboot_required": bool(r.data.get("reboot_required")) and result == "changed",
         }
     else:
         tail = (r.stderr_tail or r.stdout_tail)[-_TAIL:]
@@ -102,7 +105,8 @@ def after_ensure(host: HostState, task: Task, r: ResultEvent) -> dict[str, Resou
 
 
 def after_recovery(host: HostState, verb: str) -> dict[str, ResourceState] | None:
-    """Failed resources whose failure class `verb` clears are back in play (None: none)."""
+    """Failed resources whose failure class `verb` clears are back in play; after a reboot,
+    the changes that waited for it are done and read back again (None: nothing to change)."""
     cleared = CLEARS.get(verb)
     if not cleared:
         return None
@@ -111,6 +115,12 @@ def after_recovery(host: HostState, verb: str) -> dict[str, ResourceState] | Non
         for rid, rs in host.resources.items()
         if rs.outcome == "failed" and rs.error_code in cleared
     }
+    if verb == "reboot":
+        hit.update(
+            (rid, replace(rs, reboot_required=False, verified=False))
+            for rid, rs in host.resources.items()
+            if rs.reboot_required and rid not in hit
+        )
     return {**host.resources, **hit} if hit else None
 
 

@@ -4,11 +4,15 @@ Per host, at most one task at a time:
 - a resource not read yet → discover, asking for every declared resource of the host;
 - else the first resource in graph order whose status is `todo` (it differs and every
   prerequisite is settled) → its `ensure_<kind>`, in check mode when the mission is;
-- a failure the rules know (`KNOWN_RECOVERIES`: a full disk → cleanup, a pending reboot →
-  reboot) → that fix, after which the resource is tried again (`reaper.actions.CLEARS`);
-  a held package-manager lock is retriable and the engine already retries it with backoff;
+- a failure the rules know (`KNOWN_RECOVERIES`), once per resource (then it stays failed):
+  a full disk → cleanup, a pending reboot → reboot, after which the resource is tried again
+  (`reaper.actions.CLEARS`); a held package-manager lock (retriable: the engine already
+  retried it with backoff) → wait `LOCK_WAIT_S`, then ensure again; a missing prerequisite
+  the tool names (`reaper.planners.prereq`) → ensure it, then the resource again;
 - nothing to ensure but changes not read back → a final read-only discover (completion
   requires no drift);
+- a change that reported `reboot_required` and is read back → reboot the host, then read it
+  back again (an operator who refuses the reboot leaves the lab converged as it was read);
 - anything else that failed stays failed; its dependents are blocked; the rest goes on.
 
 Work per wake-up is proportional to what changed: the hosts named in the results, plus the
@@ -24,13 +28,30 @@ from typing import Any
 from reaper.desired.identity import Ref
 from reaper.desired.progress import Progress, addresses, progress
 from reaper.desired.system import DnsClient
-from reaper.models import HostState, MissionState, PlannedTask, ResourceState, ResultEvent
+from reaper.models import (
+    HostState,
+    MissionState,
+    PlannedTask,
+    ResourceState,
+    ResultEvent,
+    TaskStatus,
+)
 from reaper.planners.base import Plan
+from reaper.planners.prereq import prerequisite
 
-__all__ = ["KNOWN_RECOVERIES", "Converger", "known_fix"]
+__all__ = ["KNOWN_RECOVERIES", "LOCK_WAIT_S", "Converger", "known_fix"]
 
-# failure class → the verb that fixes it (the resource is retried once the fix succeeds).
-KNOWN_RECOVERIES = {"DISK_FULL": "cleanup", "REBOOT_PENDING": "reboot"}
+# failure class → how the rules fix it: a verb run first (the resource is retried once it
+# succeeds), `retry` (ensure again after a wait) or `prerequisite` (ensure what is missing).
+KNOWN_RECOVERIES = {
+    "DISK_FULL": "cleanup",
+    "REBOOT_PENDING": "reboot",
+    "PM_LOCKED": "retry",
+    "MISSING_DEPENDENCY": "prerequisite",
+}
+# How long to leave a package manager's lock holder (an unattended upgrade) before one more
+# try: the engine's own retries of the task (1 s, 2 s) were not enough.
+LOCK_WAIT_S = 60.0
 FATAL_FOR_HOST = frozenset(
     {"AUTH_FAILED", "HOST_KEY_MISMATCH", "HOST_KEY_UNKNOWN", "PERMISSION_DENIED",
      "CERT_INVALID", "INSECURE_TRANSPORT", "UNSUPPORTED_TRANSPORT", "UNKNOWN_HOST",
@@ -114,6 +135,13 @@ class Converger:
                     return fix
         if any(p.status(n) == "settled" for n in nodes):
             return self._discover(p, host, f"{why}: read back what changed (no drift allowed)")
+        if not p.state.check_mode and any(p.resource_state(n).reboot_required for n in nodes):
+            return PlannedTask(
+                host_id=host.host_id,
+                action=f"{host.os}.reboot",
+                params={},
+                reason=f"{why}: a change waits for a restart; reboot, then read back",
+            )
         return None
 
     @staticmethod
@@ -147,12 +175,30 @@ class Converger:
             reason=(f"{why}: {diff.action} {node.rid}" + (f" ({detail})" if detail else ""))[:300],
         )
 
-    @staticmethod
-    def _recovery(p: Progress, host: HostState, node: Ref) -> PlannedTask | None:
+    def _recovery(self, p: Progress, host: HostState, node: Ref) -> PlannedTask | None:
         rs = p.resource_state(node)
-        verb = known_fix(rs)
+        verb = known_fix(rs, p.lab.keys[node])
         if verb is None or p.state.check_mode:
             return None
+        if verb == "retry":
+            task = self._ensure(p, host, node, f"{rs.error_code}: waited {LOCK_WAIT_S:.0f}s, retry")
+            return task.model_copy(update={"delay_s": LOCK_WAIT_S})
+        if verb == "prerequisite":
+            spec = prerequisite(node.kind, rs.output_tail)
+            assert spec is not None  # known_fix said so
+            action = f"{host.os}.ensure_{spec['kind']}"
+            tried = _last_try(p.state, host, action, spec)
+            if tried is TaskStatus.SUCCEEDED:
+                return self._ensure(p, host, node, f"{spec['kind']}/{spec['name']} is there")
+            if tried is not None:
+                return None  # the prerequisite itself failed: the resource stays failed
+            return PlannedTask(
+                host_id=host.host_id,
+                action=action,
+                params={"resource": spec, "check_mode": False},
+                reason=f"{node.rid} failed with MISSING_DEPENDENCY: "
+                f"{spec['kind']}/{spec['name']} first",
+            )
         return PlannedTask(
             host_id=host.host_id,
             action=f"{host.os}.{verb}",
@@ -161,11 +207,27 @@ class Converger:
         )
 
 
-def known_fix(rs: ResourceState) -> str | None:
-    """The verb the rules fix a failed resource with, while they have tries left (None:
-    a failure the rules do not know, or their fix was already tried)."""
+def known_fix(rs: ResourceState, rid: str) -> str | None:
+    """How the rules fix the failed resource `rid` (`KIND/NAME`), while they have tries left
+    (None: a failure the rules do not know, or their fix was already tried)."""
     verb = KNOWN_RECOVERIES.get(rs.error_code or "")
+    if verb == "prerequisite" and prerequisite(rid.partition("/")[0], rs.output_tail) is None:
+        return None  # nothing the tool named that the rules could install
     return verb if verb is not None and rs.attempts < 2 else None
+
+
+def _last_try(
+    state: MissionState, host: HostState, action: str, spec: dict[str, Any]
+) -> TaskStatus | None:
+    """How the host's latest `action` on the resource `spec` ended, among its recent tasks."""
+    for task_id in reversed(host.last_tasks):
+        rec = state.tasks.get(task_id)
+        if rec is None or rec.task.action != action:
+            continue
+        got = rec.task.params.get("resource") or {}
+        if got.get("kind") == spec["kind"] and got.get("name") == spec["name"]:
+            return rec.status
+    return None
 
 
 def _fatal(host: HostState) -> bool:

@@ -126,7 +126,7 @@ class HybridPlanner:
             rs = host.resources[rid]
             if rs.outcome != "failed":
                 continue
-            if known_fix(rs) is not None:
+            if known_fix(rs, rid) is not None:
                 continue  # the converger's own fix comes first
             self.escalated.setdefault(r.host_id, set()).add(rid)
 

@@ -99,3 +99,28 @@ def test_only_identical_tasks_failing_the_same_way_count() -> None:
     reason = loop_reason(host, "linux.ensure_package", same, records.get)
     assert reason is not None and "2 times with DISK_FULL" in reason
     assert loop_reason(host, "linux.ensure_package", other, records.get) is None
+
+
+def test_a_task_the_engine_retried_counts_once() -> None:
+    # A PM_LOCKED try retried by the engine, whose last attempt failed DISK_FULL: its id is in
+    # `last_tasks` once per result; the fix after it (cleanup) deserves its retry.
+    same = {"resource": _NGINX}
+    records = {"t1": _record("t1", same, TaskStatus.FAILED, "DISK_FULL")}
+    host = HostState(host_id="h", os="linux", last_tasks=["t1", "t1"])
+    assert loop_reason(host, "linux.ensure_package", same, records.get) is None
+
+
+def test_a_new_fix_that_succeeded_starts_the_count_again() -> None:
+    same = {"resource": _NGINX}
+    records = {
+        "t1": _record("t1", same, TaskStatus.FAILED, "PM_LOCKED"),
+        "t2": _record("t2", same, TaskStatus.FAILED, "PM_LOCKED"),
+    }
+    host = HostState(host_id="h", os="linux", last_tasks=list(records))
+    assert loop_reason(host, "linux.ensure_package", same, records.get) is not None
+    reboot = _record("t3", {}, TaskStatus.SUCCEEDED, "")
+    records["t3"] = reboot.model_copy(
+        update={"task": reboot.task.model_copy(update={"action": "linux.reboot"})}
+    )
+    host = host.model_copy(update={"last_tasks": list(records)})
+    assert loop_reason(host, "linux.ensure_package", same, records.get) is None

@@ -78,7 +78,7 @@ def test_scripted_report_says_synthetic_per_fault(
             "--scenarios",
             str(DESIRED),
             "--only",
-            "ds-disk-full-0,ds-control-10",
+            "ds-disk-full-0,ds-control-9",
             "--planners",
             "rule,llm",
             "--client",

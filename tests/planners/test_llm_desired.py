@@ -139,25 +139,25 @@ async def test_the_hybrid_asks_the_llm_only_about_the_unknown_failure(
     assert all(dict(progress(state)).values())
 
 
-async def test_the_hybrid_leaves_an_unfixable_resource_failed_and_goes_on(
+async def test_the_scripted_model_fixes_what_diagnose_shows_then_stops(
     harness: HarnessFactory,
 ) -> None:
     model = ScriptedClient(answer, model="scripted-desired")
     h = await harness(planner=HybridPlanner(LLMPlanner(model)))
-    state = await h.run(_lab("hybrid-stuck", world="{port_in_use: {80: apache2}}"))
-    assert state.status is MissionStatus.COMPLETED and not state.goal_reached
-    assert state.status_reason.startswith("incomplete: 5/6 resources converged, 1 failed")
-    # escalated, app-01 is the model's: it diagnoses once, never retries nginx blindly,
-    # converges the host's other resource, reads it back, then has nothing more to do
+    state = await h.run(_lab("hybrid-port", world="{port_in_use: {80: apache2}}"))
+    assert state.status is MissionStatus.COMPLETED and state.goal_reached, state.status_reason
+    # escalated, app-01 is the model's: it diagnoses once, stops the holder diagnose listed
+    # on the port, ensures nginx again, and hands the host back (the rules read it back)
     asked = [answer(r)["tasks"] for r in model.requests]
-    assert [[(t["host_id"], t["action"]) for t in tasks] for tasks in asked] == [
-        [("app-01", "linux.diagnose")],
-        [("app-01", "linux.ensure_user")],
-        [("app-01", "linux.discover")],
-        [],
+    acts = [(t["host_id"], t["action"]) for tasks in asked for t in tasks]
+    assert acts[:3] == [
+        ("app-01", "linux.diagnose"),
+        ("app-01", "linux.ensure_service"),
+        ("app-01", "linux.ensure_service"),
     ]
-    assert state.hosts["app-01"].resources["service/nginx"].error_code == "PORT_IN_USE"
-    assert state.hosts["app-02"].resources["service/nginx"].outcome != "failed"
+    stop = json.loads(asked[1][0]["params_json"])["resource"]
+    assert stop == {"kind": "service", "name": "apache2", "state": "stopped", "enabled": False}
+    assert state.hosts["app-01"].resources["service/nginx"].outcome != "failed"
 
 
 async def test_the_hybrid_goes_on_with_the_rules_when_the_llm_budget_is_spent(

@@ -122,7 +122,11 @@ def _new_unit(world: HostWorld, unit: str) -> None:
 
 
 def _has_mirror(world: HostWorld) -> bool:
-    return any(r.get("enabled", True) for r in world.repos.values())
+    """An enabled repository other than the distribution's own (the one that is unreachable)."""
+    own = _MIRRORS["ubuntu" if world.distro[0] == "ubuntu" else world.family]
+    return any(
+        r.get("enabled", True) and own not in str(r.get("url")) for r in world.repos.values()
+    )
 
 
 def _remove_package(world: HostWorld, name: str) -> None:

@@ -229,6 +229,9 @@ def build_world(os: str, facts: Mapping[str, Any], settings: SimWorldSettings | 
     for port, holder in sorted(conditions.port_in_use.items()):
         unit = holder.split()[0]
         world.services[unit] = {"running": True, "enabled": True, "ports": [int(port)]}
+    for path, content in sorted(conditions.files.items()):
+        world.files[path] = {"type": "file", "content": content, "mode": "0644",
+                             "owner": "root", "group": "root"}  # fmt: skip
     return world
 
 
