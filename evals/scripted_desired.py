@@ -133,6 +133,7 @@ def _ensure(view: HostView, rid: str, check: bool, why: str) -> dict[str, str] |
 
 
 _SUITES = {"12": "bookworm", "11": "bullseye"}
+_MAJOR = re.compile(r"\b(\d+)\b")
 _PORT = re.compile(r"0\.0\.0\.0:(\d+) failed|port (\d+)")
 _BAD_FILE = re.compile(r" in (/\S+?):\d+")
 _NTP = re.compile(r"NTP service: inactive \((\S+)\)")
@@ -187,10 +188,19 @@ def _fix_lock(view: HostView, rid: str, failures: int) -> tuple[str, dict[str, A
     return f"{view.host['os']}.reboot", {"reason": "the package manager's lock holder stays"}
 
 
+def _distro(os_fact: object) -> tuple[str, str]:
+    """(id, major version) from the OS fact the prompt shows: a mapping, or its pretty name
+    such as "Debian GNU/Linux 12 (bookworm)"."""
+    if isinstance(os_fact, dict):
+        return str(os_fact.get("id", "")), str(os_fact.get("version", ""))
+    text = str(os_fact or "")
+    major = _MAJOR.search(text)
+    return text.split(" ", 1)[0].lower(), major.group(1) if major else ""
+
+
 def _fix_repo(view: HostView, rid: str, failures: int) -> tuple[str, dict[str, Any]] | None:
-    os_info = view.facts.get("os", {})
-    version = str(os_info.get("version", ""))
-    if "unreachable" not in _report(view, "packages") or os_info.get("id") != "debian":
+    distro, version = _distro(view.facts.get("os"))
+    if "unreachable" not in _report(view, "packages") or distro != "debian":
         return None
     if version not in _SUITES:
         return None

@@ -230,6 +230,16 @@ def check(
             f"{spec.name} would lock Reaper out of {host.host_id}: {cut.reason} (hint: {cut.hint})",
         )
     decision, why = policy.decide(spec)
+    if (
+        decision is Decision.ASK
+        and spec.verb == "reboot"
+        and any(rs.reboot_required for rs in host.resources.values())
+    ):
+        # The restart a change already allowed says it needs (a feature, a promotion, a
+        # join: Install-ADDSForest restarts by itself unless told not to) completes that
+        # change; asking again would stall an unattended lab. A policy that denies reboots
+        # still does.
+        decision, why = Decision.ALLOW, "the restart an applied change reported it needs"
     code = _CODES[decision]
     if decision is Decision.DENY:
         why = f"{spec.risk.value} action {spec.name} denied: {why}"

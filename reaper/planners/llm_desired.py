@@ -45,10 +45,12 @@ _MAX_RESOURCES = 40  # per host shown; a bigger role is counted, not listed
 
 
 # The facts a desired-state plan can use (what runs and listens, disk, package manager, OS,
-# firewall, sshd, pending updates, domain): the rest (CPU, memory, kernel, addresses, audit
+# firewall, sshd, pending updates, domain, and the last diagnose's report and findings, which
+# the plan acts on after looking): the rest (CPU, memory, kernel, addresses, audit
 # settings, ...) costs a small model's context and decides nothing here.
 _DESIRED_FACTS = (
     "computer",
+    "diagnose",
     "disks",
     "firewall",
     "listening_ports",

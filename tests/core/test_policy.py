@@ -20,6 +20,7 @@ from reaper.models import (
     MissionState,
     MissionStatus,
     PlannedTask,
+    ResourceState,
     Stage,
     TaskStatus,
 )
@@ -161,6 +162,22 @@ def test_check_runs_structural_checks_before_the_rules():
         PlannedTask(host_id="win", action="windows.discover"), state, ALLOW_ALL, {"win"}
     )
     assert verdict.code == "host_busy"
+
+
+def test_the_restart_an_applied_change_needs_is_not_asked_again():
+    """A promotion or feature install that reported reboot_required completes with its
+    restart: `ask` becomes allow for that host alone; a policy that denies reboots still does."""
+    state = _state()
+    win = state.hosts["win"]
+    reboot = PlannedTask(host_id="win", action="windows.reboot")
+    assert check(reboot, state, PRESETS["standard"]).decision is Decision.ASK
+    win.resources["ad_domain/lab.local"] = ResourceState(seen=True, reboot_required=True)
+    verdict = check(reboot, state, PRESETS["standard"])
+    assert verdict.decision is Decision.ALLOW and "reported it needs" in verdict.reason
+    assert check(reboot, state, NO_REBOOTS).decision is Decision.DENY
+    state.hosts["lin"].resources["x"] = ResourceState(seen=True)
+    lin_reboot = PlannedTask(host_id="lin", action="linux.reboot")
+    assert check(lin_reboot, state, PRESETS["standard"]).decision is Decision.ASK
 
 
 def test_policy_specs():
