@@ -50,7 +50,7 @@ _PLANNED_SET = frozenset({"host_id", "action", "reason"})
 def _planned(host_id: str, action: str, reason: str) -> PlannedTask:
     """`PlannedTask(host_id=..., action=..., reason=...)` without re-validating three strings
     (one per task on the engine's path; the policy checks every proposal anyway)."""
-    values = {"host_id": host_id, "action": action, "params": {}, "reason": reason}
+    values = {"host_id": host_id, "action": action, "params": {}, "reason": reason, "delay_s": 0.0}
     return trusted(PlannedTask, values, set(_PLANNED_SET))
 
 

@@ -27,7 +27,7 @@ class _Tracked(ScriptedClient):
 
 def _run(wrap: type[HybridPlanner] | None) -> _Tracked:
     client = _Tracked()
-    (scenario,) = load_scenarios(DESIRED, {"ds-control-10"})
+    (scenario,) = load_scenarios(DESIRED, {"ds-control-9"})
 
     def factory(_scenario: Scenario, _seed: int) -> MissionPlanner:
         llm = LLMPlanner(client)
