@@ -1,7 +1,7 @@
 """The declared resources a discover can read on a host, and why the others cannot be read.
 
-Shared by the Linux and macOS discovers: a resource whose values the OS's tools would take as
-an option or a path (its `argument_problem`) is reported, not read.
+Shared by the Linux, macOS and Windows discovers: a resource whose values the OS's tools would
+take as an option or a path (its `argument_problem`) is reported, not read.
 """
 
 from __future__ import annotations

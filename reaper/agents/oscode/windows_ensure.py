@@ -21,13 +21,13 @@ from __future__ import annotations
 import base64
 import json
 import re
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
-from reaper.actions import FAILURE_CLASSES, ensure_action, get_action
+from reaper.actions import FAILURE_CLASSES
 from reaper.agents.base import ActionOutcome, Command, CommandResult, CommandRunner
+from reaper.agents.oscode.linux_ensure import FactsLoader, load_ensure, render_content
 from reaper.agents.oscode.windows_ensure_scripts import SCRIPTS
 from reaper.agents.oscode.windows_failures import classify
 from reaper.desired.base import ResourceBase
@@ -35,7 +35,6 @@ from reaper.desired.compare import content_digest, merged_groups
 from reaper.desired.diff import desired_properties, diff_resource
 from reaper.desired.kinds import os_problem
 from reaper.desired.system import File
-from reaper.desired.template import TemplateProblem, render_template
 from reaper.errors import ConfigError
 from reaper.models import ResultStatus
 from reaper.secrets import secret_lookup
@@ -50,7 +49,6 @@ __all__ = [
     "stdin_payload",
 ]
 
-FactsLoader = Callable[[], Awaitable[dict[str, Any]]]
 Props = dict[str, Any] | None
 _TAIL = 2000
 
@@ -190,15 +188,6 @@ def _secrets(resource: ResourceBase) -> dict[str, str] | str:
     return {name: value}
 
 
-async def _content(resource: ResourceBase, facts: FactsLoader) -> tuple[str | None, dict[str, Any]]:
-    if not isinstance(resource, File):
-        return None, {}
-    if resource.template is None:
-        return resource.content, {}
-    host_facts = await facts()
-    return render_template(resource.template, host_facts), host_facts
-
-
 def _predicted(resource: ResourceBase, before: Props, text: str | None) -> Props:
     """What the resource shows once converged (a check's, or a pending restart's, `after`)."""
     if getattr(resource, "state", None) == "absent":
@@ -218,28 +207,20 @@ def _predicted(resource: ResourceBase, before: Props, text: str | None) -> Props
 async def ensure(
     kind: str, params: dict[str, Any], shell: CommandRunner, *, host_id: str, facts: FactsLoader
 ) -> ActionOutcome:
-    spec = get_action(ensure_action("windows", kind))
-    if spec is None or kind not in SCRIPTS:
+    if kind not in SCRIPTS:
         return _refused("UNSUPPORTED", f"no windows.ensure_{kind}")
-    try:
-        p = spec.params_model.model_validate(params)
-    except ValidationError as exc:
-        first = exc.errors(include_input=False)[0]  # never the input: it may hold a secret
-        where = ".".join(str(part) for part in first["loc"]) or "params"
-        return _refused("INVALID_PARAMS", f"windows.ensure_{kind}: {where}: {first['msg']}")
-    resource: ResourceBase = getattr(p, "resource")  # noqa: B009  (a created model's field)
-    check: bool = getattr(p, "check_mode")  # noqa: B009
+    loaded = load_ensure("windows", kind, params, argument_problem)
+    if isinstance(loaded, ActionOutcome):
+        return loaded
+    spec, resource, check = loaded
     rid = str(resource.rid)
-    problem = argument_problem(resource)
-    if problem is not None:
-        return _refused("INVALID_PARAMS", f"{rid}: {problem}")
     secrets = _secrets(resource)
     if isinstance(secrets, str):
         return _refused("CREDENTIALS_MISSING", f"{rid}: {secrets}")
-    try:
-        text, host_facts = await _content(resource, facts)
-    except TemplateProblem as exc:
-        return _failed(rid, None, "CONFIG_INVALID", f"{rid}: template: {exc}", "")
+    rendered = await render_content(resource, facts)
+    if isinstance(rendered, str):
+        return _failed(rid, None, "CONFIG_INVALID", f"{rid}: {rendered}", "")
+    text, host_facts = rendered
     stdin = {**secrets, **({"content": text} if text is not None else {})}
     command = Command(
         script=SCRIPTS[kind],

@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from reaper.agents.base import ActionOutcome, Command, CommandRunner
+from reaper.agents.oscode.readable import readable_resources
 from reaper.agents.oscode.windows_ensure import (
     EnsureOutput,
     argument_problem,
@@ -23,7 +24,6 @@ from reaper.agents.oscode.windows_ensure import (
 )
 from reaper.agents.oscode.windows_observe import observe_script
 from reaper.desired.base import ResourceBase
-from reaper.desired.parse import declared_resources
 from reaper.models import ResultStatus
 
 __all__ = ["ObserveOutput", "observe_declared", "parse_observed"]
@@ -34,18 +34,6 @@ class ObserveOutput(BaseModel):
 
     resources: dict[str, dict[str, Any] | None] = {}
     errors: dict[str, str] = {}
-
-
-def _declared(items: list[dict[str, Any]]) -> tuple[list[ResourceBase], dict[str, str]]:
-    resources, problems = declared_resources(items)
-    out: list[ResourceBase] = []
-    for index, resource in resources:
-        why = argument_problem(resource)
-        if why is None:
-            out.append(resource)
-        else:
-            problems[index] = f"{resource.rid}: {why}"
-    return out, problems
 
 
 def parse_observed(stdout: str, resources: list[ResourceBase]) -> dict[str, Any] | str:
@@ -71,7 +59,7 @@ def parse_observed(stdout: str, resources: list[ResourceBase]) -> dict[str, Any]
 async def observe_declared(
     shell: CommandRunner, items: list[dict[str, Any]], timeout_s: float
 ) -> dict[str, Any] | ActionOutcome:
-    resources, problems = _declared(items)
+    resources, problems = readable_resources(items, argument_problem)
     out: dict[str, Any] = {"resources": {}}
     if resources:
         blocks = [{"kind": r.kind, "r": data_block(r)} for r in resources]
