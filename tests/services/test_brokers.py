@@ -7,6 +7,7 @@ bucket, and workers and engines reconnect."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -28,12 +29,13 @@ from tests.services.harness import (
 pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]
 
 
-async def test_rabbitmq_restarted_mid_mission_the_mission_recovers(tmp_path: Path) -> None:
-    rabbit = PrivateRabbit(tmp_path / "rabbit")
-    spec = backend_spec("amqp+postgres", tmp_path, amqp_url=rabbit.url)
-    rabbit.start()
-    cluster = Cluster(spec, tmp_path / "logs", lease_ttl_s=1.0)
-    mid = mission_id("akill")
+async def _outage_mid_mission(
+    spec: Spec, logs: Path, prefix: str, kill: Callable[[], None], start: Callable[[], None]
+) -> None:
+    """A 40-host mission whose broker is killed once 10 results are in and restarted: it
+    completes with every invariant holding."""
+    cluster = Cluster(spec, logs, lease_ttl_s=1.0)
+    mid = mission_id(prefix)
     backend = None
     try:
         with cluster:
@@ -46,15 +48,26 @@ async def test_rabbitmq_restarted_mid_mission_the_mission_recovers(tmp_path: Pat
                 return await results_applied(backend, mid) >= 10
 
             await wait_for(started, timeout=30, what="results before the outage")
-            rabbit.kill()  # every connection drops mid-mission, deliveries in flight
+            kill()
             assert await results_applied(backend, mid) < 80
-            rabbit.start()  # same mnesia directory: the durable queues come back
+            start()
             final = await wait_done(backend, mid, timeout=120)
             await check_invariants(backend, final)
     finally:
-        rabbit.stop()
         if backend is not None:
             await backend.close()
+
+
+async def test_rabbitmq_restarted_mid_mission_the_mission_recovers(tmp_path: Path) -> None:
+    rabbit = PrivateRabbit(tmp_path / "rabbit")
+    spec = backend_spec("amqp+postgres", tmp_path, amqp_url=rabbit.url)
+    rabbit.start()
+    try:
+        # Every connection drops mid-mission, deliveries in flight; the same mnesia directory
+        # brings the durable queues back.
+        await _outage_mid_mission(spec, tmp_path / "logs", "akill", rabbit.kill, rabbit.start)
+    finally:
+        rabbit.stop()
 
 
 @pytest.mark.skip(
@@ -70,27 +83,10 @@ async def test_kafka_broker_restarted_mid_mission_the_mission_recovers(tmp_path:
     parts = backend_spec("redis+postgres", tmp_path)
     prefix = parts.queue.rsplit("prefix=", 1)[1]
     spec = Spec(parts.store, parts.queue, bus=f"{tansu.url}?prefix={prefix}")
-    cluster = Cluster(spec, tmp_path / "logs", lease_ttl_s=1.0)
-    mid = mission_id("kkill")
-    backend = None
     try:
         tansu.start()
-        with cluster:
-            await submit(spec, lab(40, latency=(0.05, 0.15)), mid)
-            backend = spec.open()
-            cluster.engine("--mission", mid)
-            cluster.worker("linux")
-
-            async def started() -> bool:
-                return await results_applied(backend, mid) >= 10
-
-            await wait_for(started, timeout=30, what="results before the outage")
-            tansu.kill()  # producers and the engine's consumer lose the broker mid-mission
-            assert await results_applied(backend, mid) < 80
-            tansu.start()  # same bucket: topics, records and committed offsets come back
-            final = await wait_done(backend, mid, timeout=120)
-            await check_invariants(backend, final)
+        # Producers and the engine's consumer lose the broker mid-mission; the same bucket
+        # brings topics, records and committed offsets back.
+        await _outage_mid_mission(spec, tmp_path / "logs", "kkill", tansu.kill, tansu.start)
     finally:
         tansu.stop()
-        if backend is not None:
-            await backend.close()
