@@ -102,9 +102,7 @@ def plan(
             set(_TASK_FIELDS),
         )
         ask = verdict.decision is Decision.ASK
-        # Proposals built unvalidated (`model_construct`) may lack the field: no delay.
-        delay = float(proposal.__dict__.get("delay_s") or 0.0)
-        due = now + timedelta(seconds=delay) if delay else None
+        due = now + timedelta(seconds=proposal.delay_s) if proposal.delay_s else None
         status = TaskStatus.AWAITING_APPROVAL if ask else TaskStatus.QUEUED
         tr.tasks[task.task_id] = trusted(
             TaskRecord,
