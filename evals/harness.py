@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-from evals.planners import LLMSource, build_planner, split_replay
+from evals.planners import LLMSource, build_planner, recorded_seeds, split_replay
 from evals.provenance import provenance
 from evals.scenario import Scenario
 from evals.scorecard import Metrics, RunResult, meets, prompt_digest, score
@@ -325,18 +325,20 @@ def plan_jobs(
     source: LLMSource | None = None,
     tape_dir: Path | None = None,
     version: str = "",
-    replay_seeds: int = DEFAULT_REPLAY_SEEDS,
+    replay_seeds: int | None = None,
 ) -> list[Job]:
     """Every (planner label, spec) × scenario × trial; trial t uses seed lab.seed + t, except
-    that a replayed model cycles over the `replay_seeds` seeds its cassettes were recorded on
-    (the seed is in every request, so trial 4 of 3 recorded ones would miss): later trials
-    repeat earlier seeds, which replay identically."""
+    that a replayed model cycles over the seeds its scenario's cassette was recorded on (the
+    seed is in every request, so trial 4 of 3 recorded ones would miss): later trials repeat
+    earlier seeds, which replay identically. `replay_seeds` N instead cycles lab.seed + 0..N-1
+    (without a readable cassette: DEFAULT_REPLAY_SEEDS)."""
     jobs = []
     for label, given in planners:
         spec, replayed = split_replay(given)
         own = LLMSource(mode="replay", path=replayed) if replayed is not None else source
         for scenario in scenarios:
             base = int(scenario.lab.get("seed", 0))
+            seeds = _seeds(scenario, spec, own, trials, replay_seeds)
             for trial in range(trials):
                 jobs.append(
                     Job(
@@ -344,7 +346,7 @@ def plan_jobs(
                         planner=label,
                         spec=spec,
                         trial=trial,
-                        seed=base + _seed_offset(trial, spec, own, replay_seeds),
+                        seed=seeds[trial] if seeds else base + trial,
                         source=own or LLMSource(),
                         tape_dir=tape_dir,
                         code_version=version,
@@ -353,9 +355,22 @@ def plan_jobs(
     return jobs
 
 
-def _seed_offset(trial: int, spec: str, source: LLMSource | None, replay_seeds: int) -> int:
-    replayed = _asks_model(spec) and (source is None or source.mode == "replay")
-    return trial % max(1, replay_seeds) if replayed else trial
+def _seeds(
+    scenario: Scenario,
+    spec: str,
+    source: LLMSource | None,
+    trials: int,
+    replay_seeds: int | None,
+) -> list[int]:
+    """One seed per trial for a replayed model; [] when each trial takes lab.seed + trial."""
+    source = source or LLMSource()
+    if not _asks_model(spec) or source.mode != "replay":
+        return []
+    base = int(scenario.lab.get("seed", 0))
+    recorded = recorded_seeds(source.path, scenario.name) if replay_seeds is None else []
+    if not recorded:
+        recorded = [base + t for t in range(max(1, replay_seeds or DEFAULT_REPLAY_SEEDS))]
+    return [recorded[t % len(recorded)] for t in range(trials)]
 
 
 def run_suite(

@@ -116,6 +116,18 @@ def display_path(path: Path) -> str:
     return path.name
 
 
+def recorded_seeds(path: Path, scenario: str) -> list[int]:
+    """The seeds `scenario`'s cassette under `path` was recorded on ([] when there is none or
+    it cannot be read: the run then reports the missing or broken cassette itself)."""
+    cassette = cassette_for(path, scenario)
+    if not cassette.exists():
+        return []
+    try:
+        return _fresh_replay(cassette).recorded_seeds()
+    except ConfigError:
+        return []
+
+
 def cassette_for(path: Path, scenario: str) -> Path:
     """A directory holds one cassette per scenario (`<scenario>.jsonl`, or gzipped as shipped:
     `.jsonl.gz`); a file serves every scenario."""

@@ -347,6 +347,11 @@ class ReplayClient:
         value = found.pop() if len(found) == 1 else None
         return value if isinstance(value, int) else None
 
+    def recorded_seeds(self) -> list[int]:
+        """The seeds the recorded requests carried, ascending (a replay of another seed
+        misses: the seed is part of every key)."""
+        return sorted({s for e in self._entries if isinstance(s := e.request.get("seed"), int)})
+
     def unused(self) -> list[CassetteEntry]:
         """Recorded entries never served, in cassette order (stale or dropped calls)."""
         return [e for i, e in enumerate(self._entries) if i not in self._served]

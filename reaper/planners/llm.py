@@ -42,6 +42,7 @@ from reaper.planners.llm_prompt import (
     system_blocks,
 )
 from reaper.planners.llm_schema import (
+    GRAMMAR_PROVIDERS,
     SCHEMA_NAME,
     LLMPlan,
     PlanValidationError,
@@ -121,7 +122,8 @@ class LLMPlanner:
             **prompt_versions(prompts),
             "repair": load_prompt(REPAIR_PROMPT, prompts).sha,
         }
-        self._schema = plan_json_schema()
+        self._bounded = client.provider in GRAMMAR_PROVIDERS
+        self._schema = plan_json_schema(bounded=self._bounded)
         self._scoped_schemas: dict[tuple[CatalogScope, tuple[str, ...]], dict[str, Any]] = {}
 
     # -- MissionPlanner ------------------------------------------------------------------
@@ -228,7 +230,8 @@ class LLMPlanner:
             system = desired_system_blocks(scope, self.prompts)
             hosts = tuple(sorted(state.hosts))
             schema = self._scoped_schemas.get((scope, hosts)) or self._scoped_schemas.setdefault(
-                (scope, hosts), plan_json_schema(scoped_actions(scope), hosts)
+                (scope, hosts),
+                plan_json_schema(scoped_actions(scope), hosts, bounded=self._bounded),
             )
             prompt_system = self._versions["system_desired"]
         else:

@@ -3,11 +3,17 @@
 The schema sent to the provider fits the strictest common subset of structured output
 (OpenAI ``strict: true``, Anthropic tool ``input_schema`` and native JSON output): every
 object has ``additionalProperties: false`` and lists every property as required, with no
-string or numeric constraints. Every array is bounded with ``maxItems`` (OpenAI strict mode and
-llama-server's grammar enforce it; a tool ``input_schema`` carries it as documentation): an
-unbounded array lets a small model with constrained decoding repeat items until it hits
-``max_tokens``. Strict mode allows no free-form object, so an action's params
-travel as ``params_json``, a JSON-encoded object, decoded and checked here.
+string or numeric constraints (except for a grammar-decoded local model, below). Every
+array is bounded with ``maxItems`` (OpenAI strict mode and llama-server's grammar enforce it;
+a tool ``input_schema`` carries it as documentation): an unbounded array lets a small model
+with constrained decoding repeat items until it hits ``max_tokens``. Strict mode allows no
+free-form object, so an action's params travel as ``params_json``, a JSON-encoded object,
+decoded and checked here.
+
+``bounded=True`` (providers in ``GRAMMAR_PROVIDERS``) adds ``maxLength`` to every free string:
+under grammar-constrained decoding a small model that never emits the closing quote otherwise
+writes one string (``"reason": "1000000…"``, measured with SmolLM2-135M) until ``max_tokens``,
+and every such answer is lost. llama-server's grammar enforces the bound.
 
 ``parse_plan`` raises ``PlanValidationError`` with a message meant to be quoted back to the
 model in the repair turn. Unknown hosts and actions are checked only to give the model a
@@ -26,6 +32,7 @@ from reaper.actions import CATALOG
 from reaper.models import HostState, PlannedTask
 
 __all__ = [
+    "GRAMMAR_PROVIDERS",
     "MAX_SCHEMA_TASKS",
     "SCHEMA_NAME",
     "LLMPlan",
@@ -39,6 +46,12 @@ SCHEMA_NAME = "plan"
 # The planner's default per-step cap; a lower cap is checked by parse_plan with a message the
 # model can repair from, which a schema bound cannot give.
 MAX_SCHEMA_TASKS = 50
+# Providers that decode under a grammar built from the schema (llama-server): they get
+# bounded strings. The cloud providers' strict subsets have no string bounds.
+GRAMMAR_PROVIDERS = frozenset({"local"})
+# Characters per free string when bounded: room for a resource declaration in params_json,
+# one sentence in reason and note.
+_MAX_CHARS = {"params_json": 600, "reason": 80, "note": 80}
 
 
 class LLMPlanTask(BaseModel):
@@ -67,13 +80,17 @@ class PlanValidationError(Exception):
 
 
 def plan_json_schema(
-    actions: Sequence[str] | None = None, hosts: Sequence[str] | None = None
+    actions: Sequence[str] | None = None,
+    hosts: Sequence[str] | None = None,
+    *,
+    bounded: bool = False,
 ) -> dict[str, Any]:
     """The schema of ``LLMPlan`` as sent to providers (written out, not generated, so that it
     stays inside the strict subset and byte-stable: it is part of every replay key).
 
     ``actions`` and ``hosts`` narrow the enums to a mission's own (desired state: the scoped
-    catalog and the lab's hosts), so a grammar-constrained local model cannot name others."""
+    catalog and the lab's hosts), so a grammar-constrained local model cannot name others.
+    ``bounded`` caps every free string's length (see the module docstring)."""
     host_id: dict[str, Any] = {"type": "string", "description": "a host id from the hosts section"}
     max_items = MAX_SCHEMA_TASKS
     if hosts is not None:
@@ -81,7 +98,7 @@ def plan_json_schema(
         # At most one task per host per turn (a rule of the prompt): a small model decoding
         # under this grammar cannot run on repeating tasks past it.
         max_items = max(1, min(MAX_SCHEMA_TASKS, len(hosts)))
-    task = {
+    task: dict[str, Any] = {
         "type": "object",
         "additionalProperties": False,
         "properties": {
@@ -99,7 +116,7 @@ def plan_json_schema(
         },
         "required": ["host_id", "action", "params_json", "reason"],
     }
-    return {
+    plan: dict[str, Any] = {
         "type": "object",
         "additionalProperties": False,
         "properties": {
@@ -109,6 +126,12 @@ def plan_json_schema(
         },
         "required": ["tasks", "done", "note"],
     }
+    if bounded:
+        for props in (task["properties"], plan["properties"]):
+            for name, limit in _MAX_CHARS.items():
+                if name in props:
+                    props[name] = {**props[name], "maxLength": limit}
+    return plan
 
 
 def _first_error(exc: ValidationError) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import shutil
 from pathlib import Path
@@ -35,6 +36,20 @@ def test_more_trials_than_recorded_cycle_the_recorded_seeds(scenarios: list[Scen
     assert [r.error for r in results] == [None] * 5
     base = int(_happy(scenarios)[0].lab["seed"])
     assert sorted(r.seed - base for r in results) == [0, 0, 1, 1, 2]
+
+
+def test_a_cassette_of_one_seed_replays_that_seed_every_trial(
+    scenarios: list[Scenario], tmp_path: Path
+) -> None:
+    # A user's own recording of one trial (a slow local model): keep the header and the
+    # first seed's answers only.
+    lines = gzip.decompress(cassette_for(DEFAULT_FIXTURES, "happy-path").read_bytes()).splitlines()
+    first = json.loads(lines[1])["request"]["seed"]
+    kept = [lines[0], *(line for line in lines[1:] if json.loads(line)["request"]["seed"] == first)]
+    (tmp_path / "happy-path.jsonl").write_bytes(b"\n".join(kept) + b"\n")
+    source = LLMSource(mode="replay", path=tmp_path)
+    results = run_suite(plan_jobs(_happy(scenarios), [("llm", "llm")], trials=3, source=source))
+    assert [(r.error, r.seed) for r in results] == [(None, first)] * 3
 
 
 def test_a_seed_outside_the_recording_is_a_miss(scenarios: list[Scenario]) -> None:

@@ -77,6 +77,31 @@ async def test_planning_answer_parses_against_the_schema(
     assert response.usage.output_tokens > 0
 
 
+async def test_the_server_enforces_string_bounds(
+    llama: tuple[str, Path], planning_request: LLMRequest
+) -> None:
+    # What the planner's bounded schema relies on: the grammar closes a string at maxLength
+    # (bounds tighter than the planner's, so the call stays short).
+    schema = copy.deepcopy(plan_json_schema(bounded=True))
+    schema["properties"]["tasks"]["maxItems"] = 1
+    task = schema["properties"]["tasks"]["items"]["properties"]
+    for props in (task, schema["properties"]):
+        for name in ("params_json", "reason", "note"):
+            if name in props:
+                props[name]["maxLength"] = 12
+    client = await _local(*llama)
+    try:
+        response = await client.complete(
+            planning_request.model_copy(update={"json_schema": schema})
+        )
+    finally:
+        await client.aclose()
+    assert response.stop_reason == "end", response.text
+    plan = LLMPlan.model_validate_json(response.text)
+    strings = [plan.note, *(s for t in plan.tasks for s in (t.params_json, t.reason))]
+    assert all(len(s) <= 12 for s in strings), strings
+
+
 async def test_tiny_max_tokens_is_a_truncated_answer(
     llama: tuple[str, Path], planning_request: LLMRequest
 ) -> None:

@@ -104,6 +104,20 @@ def test_schema_is_strict_compatible() -> None:
     walk(plan_json_schema())
 
 
+async def test_a_grammar_decoded_local_model_gets_bounded_strings() -> None:
+    # Measured with SmolLM2 under llama-server: an unbounded "reason" runs to max_tokens.
+    local = ScriptedClient([GOOD], provider="local")
+    await LLMPlanner(local).initial_tasks(demo_state())
+    schema = local.requests[0].json_schema
+    task = schema["properties"]["tasks"]["items"]["properties"]
+    assert task["reason"]["maxLength"] == 80 and task["params_json"]["maxLength"] == 600
+    assert schema["properties"]["note"]["maxLength"] == 80
+    assert "maxLength" not in task["host_id"] and "maxLength" not in task["action"]
+    cloud = ScriptedClient([GOOD], provider="openai")
+    await LLMPlanner(cloud).initial_tasks(demo_state())
+    assert cloud.requests[0].json_schema == plan_json_schema()  # the strict subset, unbounded
+
+
 async def test_one_repair_quotes_the_error_then_succeeds() -> None:
     client = ScriptedClient(['{"tasks": [', GOOD])
     plan = await LLMPlanner(client).initial_tasks(demo_state())
