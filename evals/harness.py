@@ -33,7 +33,6 @@ from evals.tapes import TapeRecorder
 from evals.variants import split_variant
 from evals.vtime import LoopClock, run_virtual
 from evals.world import score_world
-from llm.base import LLMClient
 from llm.errors import LLMError
 from reaper.agents.transports.sim import SimRunner
 from reaper.engine.core import EngineSettings, MissionEngine
@@ -42,7 +41,7 @@ from reaper.infra.base import Backend
 from reaper.infra.memory import memory_backend
 from reaper.models import ApprovalDecision, EventKind, EventRecord, MissionState, MissionStatus
 from reaper.overseer import engine_settings_for
-from reaper.planners.base import MissionPlanner
+from reaper.planners.base import MissionPlanner, close_planner
 from reaper.runtime import LocalWorkers
 from reaper.secrets import redact_mission
 
@@ -162,26 +161,6 @@ def _asks_model(spec: str) -> bool:
     return _is_llm(spec) or spec == "hybrid"
 
 
-def planner_clients(planner: MissionPlanner) -> list[LLMClient]:
-    """The LLM clients a planner holds: an LLM planner's, a hybrid's LLM planner's."""
-    found: list[LLMClient] = []
-    for holder in (planner, getattr(planner, "llm", None)):
-        client = getattr(holder, "client", None)
-        if isinstance(client, LLMClient) and client not in found:
-            found.append(client)
-    return found
-
-
-async def close_clients(planner: MissionPlanner) -> None:
-    """Close what a run's planner opened (HTTP pools, a real-time thread, a llama-server):
-    one client failing to close is logged and does not hide the run's own result."""
-    for client in planner_clients(planner):
-        try:
-            await client.aclose()
-        except (LLMError, OSError, RuntimeError) as exc:  # the run is over: report, go on
-            log.warning("closing %s/%s failed: %s", client.provider, client.model, exc)
-
-
 async def _run(job: Job, planner: MissionPlanner) -> RunResult:
     scenario = job.scenario
     lab = scenario.lab_file(job.seed)
@@ -230,7 +209,7 @@ async def _run(job: Job, planner: MissionPlanner) -> RunResult:
         await workers.stop()
         if tape is not None:
             tape.close()
-        await close_clients(planner)
+        await close_planner(planner)
     final = engine.state or initial
     sim = (workers.runners or {}).get("sim")
     world = score_world(sim, final) if isinstance(sim, SimRunner) else None

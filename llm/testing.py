@@ -69,6 +69,7 @@ class ScriptedClient:
         self.provider = provider
         self.model = model
         self.requests: list[LLMRequest] = []
+        self.closed = 0  # aclose() calls: whoever opened the client must close it
         self._usage = usage or Usage()
         self._function = script if callable(script) else None
         self._answers = list(script) if not callable(script) else []
@@ -88,7 +89,7 @@ class ScriptedClient:
         return self._to_response(answer)
 
     async def aclose(self) -> None:
-        return None
+        self.closed += 1
 
     def _to_response(self, answer: ScriptedAnswer) -> LLMResponse:
         if isinstance(answer, LLMResponse):

@@ -35,7 +35,7 @@ from reaper.models import (
     Stage,
     TaskStatus,
 )
-from reaper.planners.base import MissionPlanner
+from reaper.planners.base import MissionPlanner, close_planner
 from reaper.planners.rules import RuleBasedPlanner
 from reaper.policy import Policy
 from reaper.secrets import redact_mission
@@ -182,7 +182,10 @@ class Overseer:
     async def create_mission(self, lab: LabFile, mission_id: str | None = None) -> MissionState:
         state = redact_mission(lab.to_state(mission_id))
         engine = self._engine(state, lab.resolved_policy())
-        await engine.start(state)
+        try:
+            await engine.start(state)
+        finally:
+            await close_planner(engine.planner)  # starting plans nothing; run_mission asks
         log.info(
             "mission %s created: %d host(s), goal %s",
             state.mission_id,
@@ -211,7 +214,12 @@ class Overseer:
         state = await self.backend.store.load(mission_id)
         if state is None:
             raise MissionNotFoundError(mission_id)
-        return await self._engine(state).run()
+        engine = self._engine(state)
+        try:
+            return await engine.run()
+        finally:
+            # A planner's LLM client holds HTTP pools (a local provider: a llama-server).
+            await close_planner(engine.planner)
 
     def start(self, mission_id: str) -> asyncio.Task[MissionState]:
         task = asyncio.create_task(self.run_mission(mission_id), name=f"engine:{mission_id}")

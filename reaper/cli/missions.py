@@ -21,6 +21,7 @@ from reaper.models import (
     TaskRecord,
 )
 from reaper.overseer import MissionReport, Overseer
+from reaper.planners.base import close_planner
 
 __all__ = [
     "cmd_approve",
@@ -95,11 +96,7 @@ def _load_run_lab(cli: Cli) -> LabFile:
 async def _preflight(cli: Cli, lab: LabFile) -> None:
     """Build the planner once before the mission exists, so a missing API key, SDK or
     cassette is a one-line error and not a half-created mission."""
-    planner = planner_factory(cli)(lab.to_state(cli.args.mission_id or lab.mission_id))
-    client = getattr(planner, "client", None)
-    close = getattr(client, "aclose", None)
-    if close is not None:
-        await close()
+    await close_planner(planner_factory(cli)(lab.to_state(cli.args.mission_id or lab.mission_id)))
 
 
 def checked(lab: LabFile) -> LabFile:

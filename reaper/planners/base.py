@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from llm.base import LLMClient
+from llm.errors import LLMError
 from reaper.models import MissionState, PlannedTask, ResultEvent
 
-__all__ = ["MissionPlanner", "Plan"]
+__all__ = ["MissionPlanner", "Plan", "close_planner", "planner_clients"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -34,3 +39,23 @@ class MissionPlanner(Protocol):
     async def initial_tasks(self, state: MissionState) -> Plan: ...
 
     async def next_tasks(self, state: MissionState, results: Sequence[ResultEvent]) -> Plan: ...
+
+
+def planner_clients(planner: MissionPlanner) -> list[LLMClient]:
+    """The LLM clients a planner holds: an LLM planner's, a hybrid's LLM planner's."""
+    found: list[LLMClient] = []
+    for holder in (planner, getattr(planner, "llm", None)):
+        client = getattr(holder, "client", None)
+        if isinstance(client, LLMClient) and client not in found:
+            found.append(client)
+    return found
+
+
+async def close_planner(planner: MissionPlanner) -> None:
+    """Close what a mission's planner opened (HTTP pools, a real-time thread, a llama-server
+    it started): one client failing to close is logged and hides nothing else."""
+    for client in planner_clients(planner):
+        try:
+            await client.aclose()
+        except (LLMError, OSError, RuntimeError) as exc:  # the mission is over: report, go on
+            log.warning("closing %s/%s failed: %s", client.provider, client.model, exc)

@@ -41,6 +41,7 @@ from reaper.errors import BackendError, LeaseLostError, MissionNotFoundError
 from reaper.infra.base import Backend, MissionSummary
 from reaper.models import AGENT_TYPES, EventRecord, MissionState, MissionStatus
 from reaper.overseer import PlannerFactory, engine_settings_for
+from reaper.planners.base import close_planner
 from reaper.policy import Policy
 from reaper.services.alerts import alerts_from_events, alerts_from_processes, raise_alert
 from reaper.services.housekeeping import GRACE_S, HousekeepingReport, housekeep
@@ -206,7 +207,10 @@ class EngineService:
                 self.completed.append(mission_id)
         finally:
             self.engines.pop(mission_id, None)
-            self._running.pop(mission_id, None)
+            ended = self._running.pop(mission_id, None)
+            if ended is not None:
+                # A planner's LLM client holds HTTP pools (a local provider: a llama-server).
+                await close_planner(ended.planner)
             if self.metrics is not None:
                 self.metrics.set_window(mission_id, None)
 

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
+from llm.testing import ScriptedClient
 from reaper.infra.base import Backend
 from reaper.infra.memory import memory_backend
 from reaper.models import MissionStatus
 from reaper.overseer import Overseer
+from reaper.planners.llm import LLMPlanner
 from reaper.runtime import LocalWorkers
 from tests.missions import make_lab, sim_host
+from tests.planners.support import plan_answer
 
 WAIT_S = 20.0
 
@@ -45,3 +49,23 @@ async def test_several_missions_at_once_each_with_its_status() -> None:
     events = await store.events("alpha")
     assert all(e.mission_id == "alpha" for e in events)
     assert {m.mission_id for m in await overseer.list_missions()} == {"alpha", "beta"}
+
+
+async def test_a_mission_closes_its_planners_llm_client() -> None:
+    # `reaper run --planner llm`: the client's HTTP pool (a local llama-server) ends with it.
+    clients: list[ScriptedClient] = []
+
+    def planner(_: object) -> LLMPlanner:
+        clients.append(ScriptedClient(lambda _: json.dumps(plan_answer(done=True))))
+        return LLMPlanner(clients[-1])
+
+    backend = Backend(*memory_backend())
+    overseer = Overseer(backend, planner_factory=planner)
+    await overseer.create_mission(make_lab(sim_host("a1", "linux"), mission_id="alpha"))
+    workers = LocalWorkers(backend, concurrency=2)
+    workers.start()
+    try:
+        await asyncio.wait_for(overseer.start("alpha"), WAIT_S)
+    finally:
+        await workers.stop()
+    assert clients and [c.closed for c in clients] == [1] * len(clients)
