@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from reaper.desired.base import ResourceBase
 from reaper.desired.diff import ResourceDiff, diff_resource
@@ -30,6 +30,7 @@ from reaper.models import HostState, MissionState, ResourceState
 
 __all__ = [
     "MAX_ATTEMPTS",
+    "Addresses",
     "Lab",
     "Progress",
     "Status",
@@ -37,12 +38,19 @@ __all__ = [
     "host_has_unseen",
     "lab_of",
     "progress",
+    "resolve_servers",
 ]
 
 Status = Literal["unknown", "ok", "settled", "todo", "waiting", "failed", "blocked"]
 MAX_ATTEMPTS = 2  # ensures of one resource before "did not converge" is a failure
 _SETTLED = frozenset({"ok", "settled"})
 _UNSEEN = ResourceState()
+
+
+class _Hosts(Protocol):
+    def get(self, host_id: str, /) -> HostState | None: ...
+
+
 _DEAD = frozenset({"failed", "blocked"})
 
 
@@ -118,8 +126,10 @@ class Addresses(Mapping[str, str]):
     """Host id → the address other hosts reach it at (`servers_from`), looked up per host
     when asked: a diff names a host or two, never all of them."""
 
-    def __init__(self, state: MissionState) -> None:
-        self._hosts = state.hosts
+    def __init__(self, state: MissionState, hosts: _Hosts | None = None) -> None:
+        # `hosts`: a view of them newer than `state` (the engine's, mid-batch).
+        self._ids = state.hosts
+        self._hosts: _Hosts = hosts if hosts is not None else state.hosts
 
     def __getitem__(self, host_id: str) -> str:
         host = self._hosts.get(host_id)
@@ -129,7 +139,7 @@ class Addresses(Mapping[str, str]):
         return addr
 
     def __iter__(self) -> Iterator[str]:
-        return (h for h in self._hosts if h in self)
+        return (h for h in self._ids if h in self)
 
     def __len__(self) -> int:
         return sum(1 for _ in self)
@@ -137,6 +147,20 @@ class Addresses(Mapping[str, str]):
 
 def addresses(state: MissionState) -> Addresses:
     return Addresses(state)
+
+
+def resolve_servers(
+    resource: Mapping[str, Any], known: Mapping[str, str]
+) -> tuple[dict[str, Any], list[str]]:
+    """A dns_client declaration (JSON) with `servers_from` turned into addresses appended to
+    `servers`, as an agent takes it (hosts have no lab to look names up in); and the hosts
+    named whose address is not known yet (then the declaration is returned unchanged)."""
+    named = [str(h) for h in resource.get("servers_from") or ()]
+    missing = [h for h in named if h not in known]
+    if not named or missing:
+        return dict(resource), missing
+    servers = [*resource.get("servers", ()), *(known[h] for h in named)]
+    return {**resource, "servers": servers, "servers_from": []}, []
 
 
 def _first_address(facts: Mapping[str, Any]) -> str | None:

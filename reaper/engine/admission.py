@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
+from reaper.desired.progress import Addresses, resolve_servers
 from reaper.engine.loops import loop_reason
 from reaper.engine.resources import after_refusal
 from reaper.engine.state import StateView, Transition, make_event
@@ -76,7 +78,12 @@ def plan(
             looped = loop_reason(host, verdict.spec.name, verdict.params, view.task)
             if looped is not None:
                 code, reason = "loop", looped
-        if verdict.decision is Decision.DENY or code == "loop":
+        params = dict(verdict.params) if verdict.spec is not None else {}
+        if verdict.decision is not Decision.DENY and code != "loop":
+            unresolved = _resolve_servers(params, state, hosts_view)
+            if unresolved is not None:
+                code, reason = "unresolved", unresolved
+        if verdict.decision is Decision.DENY or code in ("loop", "unresolved"):
             tr.events.append(_refusal(state, now, step, index, planner, proposal, code, reason))
             if state.converges:
                 _remember_refusal(view, proposal, step, code, reason)
@@ -94,7 +101,7 @@ def plan(
                 "host_id": host.host_id,
                 "agent_type": host.agent_type,
                 "action": verdict.spec.name,
-                "params": dict(verdict.params),
+                "params": params,
                 "attempt": 1,
                 "reason": proposal.reason,
                 "timeout_s": float(verdict.spec.timeout_s),
@@ -149,6 +156,21 @@ def plan(
         else:
             tr.outbox.append((task, due))
     return tr
+
+
+def _resolve_servers(params: dict[str, Any], state: MissionState, hosts: _ViewState) -> str | None:
+    """A dns_client's `servers_from` (lab host ids) becomes their addresses in `params`, in
+    place, whichever planner proposed it: an agent has no lab to look the names up in. The
+    reason to refuse when an address is not known yet (the task would set a resolver short
+    of the servers the lab declares)."""
+    resource = params.get("resource")
+    if not isinstance(resource, dict) or not resource.get("servers_from"):
+        return None
+    resolved, missing = resolve_servers(resource, Addresses(state, hosts.hosts))
+    if missing:
+        return f"servers_from: the address of {', '.join(missing)} is not known yet (discover it)"
+    params["resource"] = resolved
+    return None
 
 
 def _remember_refusal(

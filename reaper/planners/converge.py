@@ -26,8 +26,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from reaper.desired.identity import Ref
-from reaper.desired.progress import Progress, addresses, progress
-from reaper.desired.system import DnsClient
+from reaper.desired.progress import Progress, progress
 from reaper.models import (
     HostState,
     MissionState,
@@ -157,15 +156,8 @@ class Converger:
     @staticmethod
     def _ensure(p: Progress, host: HostState, node: Ref, why: str) -> PlannedTask:
         resource = p.lab.resources[node]
+        # As declared: the engine resolves a dns_client's `servers_from` for every planner.
         spec: dict[str, Any] = resource.model_dump(mode="json")
-        if isinstance(resource, DnsClient) and resource.servers_from:
-            # Hosts are named in the lab; the agent on the member needs their addresses.
-            known = addresses(p.state)
-            spec["servers"] = [
-                *spec.get("servers", []),
-                *(known[h] for h in resource.servers_from if h in known),
-            ]
-            spec["servers_from"] = []
         diff = p.diff(node)
         detail = str(diff).partition("  ")[2]
         return PlannedTask(

@@ -15,7 +15,7 @@ from reaper.desired.base import ResourceBase
 from reaper.desired.compare import content_digest
 from reaper.desired.system import Firewall, PackageRepository
 
-__all__ = ["SERVICE_NAME", "argument_problem", "script_args"]
+__all__ = ["SERVICE_NAME", "UNRESOLVED_SERVERS", "argument_problem", "script_args"]
 
 Props = dict[str, Any] | None
 
@@ -26,6 +26,11 @@ _WORD = re.compile(r"[^\s\[\]#]+")
 _RULE_NAME = re.compile(r"[A-Za-z0-9._:/-]+")
 _DOMAIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]*")
 _SYSCTL = re.compile(r"[a-z0-9_-]+(\.[A-Za-z0-9_*-]+)+")
+# Not written as no servers: a resolver short of the lab's DNS server breaks a domain join.
+UNRESOLVED_SERVERS = (
+    "servers_from: lab host names reach an agent only resolved to addresses (the engine does "
+    "that); declare servers"
+)
 
 
 def _bad(what: str, value: str | None, shape: re.Pattern[str]) -> str | None:
@@ -69,6 +74,8 @@ def _text_problem(resource: ResourceBase) -> str | None:
             return f"{field} {value!r}: must be an absolute path"
     if kind in ("setting", "sshd_option") and ("\n" in r.value or not r.value.strip()):
         return "value: one non-empty line"
+    if kind == "dns_client" and r.servers_from:
+        return UNRESOLVED_SERVERS
     if kind == "setting" and not _SYSCTL.fullmatch(r.name):
         return f"name {r.name!r}: a sysctl key like net.ipv4.ip_forward"
     return None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from reaper.agents.oscode.linux_args import UNRESOLVED_SERVERS
 from reaper.agents.oscode.linux_args import script_args as linux_script_args
 from reaper.desired.base import ResourceBase
 from reaper.desired.system import Firewall
@@ -71,6 +72,8 @@ def argument_problem(resource: ResourceBase) -> str | None:
     kind = resource.kind
     if kind == "setting":
         return _setting_problem(r)
+    if kind == "dns_client" and r.servers_from:
+        return UNRESOLVED_SERVERS
     if kind in ("file", "directory") and ("\n" in r.path or r.path.rstrip("/") == ""):
         return f"path {r.path!r}: not a path Reaper writes"
     if kind == "sshd_option" and ("\n" in r.value or not r.value.strip()):
