@@ -47,13 +47,16 @@ class FakeHost:
         srv.on("reaper-action: windows.discover", self.discover)
 
     def _state(self) -> dict[str, Any] | None:
+        if self.joined_pending:  # Netlogon's JoinDomain key, until the restart
+            return {**MEMBER, "restart_pending": True}
         return dict(MEMBER) if self.member else None
 
     def join(self, call: Call) -> Reply:
         self.calls.append(call)
         before = self._state()
+        pending = before is not None and before.get("restart_pending") is True
         out: dict[str, Any] = {"before": before, "after": before, "changed": False,
-                               "reboot_required": False, "error": None}  # fmt: skip
+                               "reboot_required": pending, "error": None}  # fmt: skip
         if before is None and self.pending_reboot:
             out["error"] = {
                 "id": "PendingReboot: Add-Computer cannot run: a restart is pending",
@@ -131,6 +134,31 @@ async def test_check_mode_changes_nothing_and_a_second_run_is_unchanged(
     fake.member = True
     again = await _ensure(transport, conn, "domain_membership", JOIN)
     assert again.data["result"] == "unchanged" and again.data["reboot_required"] is False
+
+
+async def test_a_second_ensure_before_the_restart_joins_nothing_and_still_needs_it(
+    host: tuple[FakeHost, Any], transport: WinRMTransport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake, conn = host
+    fake.joined_pending = True  # an earlier run's Add-Computer, the restart not done
+    monkeypatch.setenv(JOIN_ENV, JOIN_PASSWORD)
+    checked = await _ensure(transport, conn, "domain_membership", JOIN, check=True)
+    assert checked.status is ResultStatus.SUCCESS, checked.summary
+    assert checked.data["result"] == "would_change"
+    again = await _ensure(transport, conn, "domain_membership", JOIN)
+    assert again.status is ResultStatus.SUCCESS, again.summary
+    # Not `unchanged` (it is not converged before the restart), and not joined again.
+    assert again.data["result"] == "changed" and again.data["reboot_required"] is True
+    assert again.data["before"] == again.data["after"] == {**MEMBER, "restart_pending": True}
+    assert "waits for a restart" in again.summary
+    # Discover reads it the same way: as declared, the restart still to come.
+    shell = await transport.session("win2", conn)
+    seen = await ACTIONS.run("discover", {"resources": [JOIN]}, shell, host_id="win2")
+    assert seen.data["resources"] == {"domain_membership/lab.local": again.data["after"]}
+    # The restart done, the host is a member and the join is unchanged.
+    fake.joined_pending, fake.member = False, True
+    done = await _ensure(transport, conn, "domain_membership", JOIN)
+    assert done.data["result"] == "unchanged" and done.data["reboot_required"] is False
 
 
 async def test_a_pending_restart_blocks_the_join_as_reboot_pending(

@@ -318,6 +318,9 @@ def ensure_script(kind: str) -> str:
         + READERS[kind]
         + _PRELUDE
         + "try {\n  $out.before = Get-ReaperState $R\n  $out.after = $out.before\n"
+        # Done before, completed by a restart not made yet: nothing runs again (every setter
+        # acts only on what differs), and the result says the restart is still needed.
+        + "  if ($out.before -and $out.before.restart_pending) { $out.reboot_required = $true }\n"
         + _indent(_SETTERS[kind])
         + _FRAME_TAIL
     )
