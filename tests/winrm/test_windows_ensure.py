@@ -265,3 +265,41 @@ async def test_a_secret_a_host_echoes_back_is_masked_where_results_enter_the_sys
     # The worker masks every tail and the data with `redact` before a result is published.
     assert JOIN_PASSWORD in failed.stderr_tail
     assert JOIN_PASSWORD not in redact(failed.stderr_tail) + redact(failed.summary)
+
+
+AD_ENV = "REAPER_TEST_AD_PASSWORD"
+JDOE = {"kind": "ad_user", "name": "j.doe", "password_env": AD_ENV, "update_password": "always"}
+JDOE_SEEN = {"state": "present", "domain": "lab.local", "ou": "CN=Users,DC=lab,DC=local",
+             "groups": ["Domain Users"], "enabled": True}  # fmt: skip
+
+
+async def test_update_password_always_resets_an_existing_users_password_every_run_from_stdin(
+    make_server: ServerFactory, ca_file: Any, transport: WinRMTransport,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    srv = make_server()
+    seen: list[Call] = []
+
+    def reset(call: Call) -> Reply:
+        # The script: Set-ADAccountPassword through Invoke-ReaperChange (changed, and run
+        # outside check mode), its SecureString built from stdin; nothing it reads differs.
+        seen.append(call)
+        out = {"before": JDOE_SEEN, "after": JDOE_SEEN, "changed": True,
+               "reboot_required": False, "error": None}  # fmt: skip
+        return Reply(stdout=json.dumps(out))
+
+    srv.on("ensure_ad_user", reset)
+    monkeypatch.setenv(AD_ENV, JOIN_PASSWORD)
+    conn = connection(srv, ca_file=str(ca_file))
+    checked = await _ensure(transport, conn, "ad_user", JDOE, check=True)
+    assert checked.data["result"] == "would_change" and seen[-1].params["CheckMode"] is True
+    for _ in range(2):
+        out = await _ensure(transport, conn, "ad_user", JDOE)
+        assert out.status is ResultStatus.SUCCESS, out.summary
+        assert out.data["result"] == "changed" and "cannot be read" in out.summary
+        call = seen[-1]
+        assert _stdin(call) == {"password": JOIN_PASSWORD}
+        assert call.params["R"]["update_password"] == "always"
+        encoded = base64.b64encode(JOIN_PASSWORD.encode()).decode()
+        for text in (call.command_line, call.script, json.dumps(call.params)):
+            assert JOIN_PASSWORD not in text and encoded not in text

@@ -379,3 +379,26 @@ def test_the_joined_readers_keep_only_the_marker_comment_and_still_parse() -> No
     assert lines[0] == "# reaper-action: windows.observe"
     assert not any(line.startswith((" ", "#")) for line in lines[1:])
     assert _errors(script) == []
+
+
+# -- passwords: at creation, or on every run with update_password: always (issue 15) --------
+
+
+@pytest.mark.parametrize(
+    ("kind", "setter"),
+    [
+        ("user", "Set-LocalUser -Name $R.name -Password (Get-ReaperSecret 'password')"),
+        ("ad_user", "Set-ADAccountPassword -Identity $R.name -Reset -NewPassword (Get-ReaperSecret 'password') @at"),
+    ],
+)  # fmt: skip
+def test_an_existing_accounts_password_is_set_only_with_always_and_from_stdin(
+    kind: str, setter: str
+) -> None:
+    script = SCRIPTS[kind]
+    assert f"Invoke-ReaperChange {{ {setter} }}" in script  # guarded: check mode runs none
+    at = script.index(setter)  # in the branch of an account that exists, with always
+    assert "if ($R.update_password -eq 'always' -and $R.has_password) {" in script[at - 100 : at]
+    always = _resource(kind, name="j.doe", password_env="JDOE_PASSWORD", update_password="always")
+    block = data_block(always)
+    assert block["update_password"] == "always" and block["has_password"] is True
+    assert "JDOE_PASSWORD" not in repr(block)

@@ -35,7 +35,7 @@ from reaper.agents.oscode.windows_ensure_scripts import SCRIPTS
 from reaper.agents.oscode.windows_failures import classify
 from reaper.desired.base import ResourceBase
 from reaper.desired.compare import content_digest, merged_groups
-from reaper.desired.diff import desired_properties, diff_resource
+from reaper.desired.diff import desired_properties, diff_resource, only_password
 from reaper.desired.kinds import os_problem
 from reaper.desired.system import File
 from reaper.errors import ConfigError
@@ -274,7 +274,7 @@ def _outcome(
         after = _predicted(resource, out.before, text)
         return _done(rid, "would_change", out, after, f"{rid} would change: {detail}")
     again = diff_resource(ref, resource, out.after, facts=host_facts)
-    if again.action == "ok":
+    if again.action == "ok" or only_password(again):  # a password set is not read back
         return _done(rid, "changed", out, out.after, f"{rid} changed: {detail}")
     if out.reboot_required:  # the change completes at the restart (a join, a promotion)
         after = _predicted(resource, out.before, text)
