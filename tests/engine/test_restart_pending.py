@@ -4,9 +4,11 @@ the diff runs nothing again, and the resource waits for a reboot (`reboot_requir
 
 from __future__ import annotations
 
+from reaper.cli.plan import plan_report
+from reaper.desired.progress import progress
 from reaper.engine.resources import after_discover, after_recovery
 from reaper.lab import parse_lab
-from reaper.models import HostState, ResourceState, replace
+from reaper.models import HostState, MissionState, ResourceState, replace
 from reaper.planners.converge import Converger
 
 RID = "ad_domain/lab.local"
@@ -71,11 +73,20 @@ hosts:
 """
 
 
-async def test_the_converger_reboots_a_pending_promotion_instead_of_promoting_again() -> None:
+def _pending_lab() -> MissionState:
+    """The lab's first discover, reading the promotion done and its restart not yet."""
     state = parse_lab(LAB).to_state()
     host = state.hosts["dc-01"]
-    state.hosts["dc-01"] = replace(
-        host, resources=after_discover(host, {"resources": {RID: PENDING}})
-    )
-    plan = await Converger().initial_tasks(state)
+    seen = after_discover(host, {"resources": {RID: PENDING}})
+    state.hosts["dc-01"] = replace(host, resources=seen)
+    return state
+
+
+async def test_the_converger_reboots_a_pending_promotion_instead_of_promoting_again() -> None:
+    plan = await Converger().initial_tasks(_pending_lab())
     assert [t.action for t in plan.tasks] == ["windows.reboot"]
+
+
+def test_the_plan_shows_it_done_and_waiting_for_a_restart() -> None:
+    [entry] = plan_report(progress(_pending_lab()))["hosts"]["dc-01"]
+    assert entry["action"] == "ok" and entry["restart_pending"] is True
