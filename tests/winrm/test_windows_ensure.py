@@ -303,3 +303,26 @@ async def test_update_password_always_resets_an_existing_users_password_every_ru
         encoded = base64.b64encode(JOIN_PASSWORD.encode()).decode()
         for text in (call.command_line, call.script, json.dumps(call.params)):
             assert JOIN_PASSWORD not in text and encoded not in text
+
+
+async def test_a_promotion_waiting_for_its_restart_is_not_run_again_end_to_end(
+    make_server: ServerFactory, ca_file: Any, transport: WinRMTransport,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    srv = make_server()
+    pending = {"netbios": "LAB", "functional_level": None, "restart_pending": True}
+    # What the script prints before the restart: the reader's pending state, the frame's
+    # reboot_required, and no change (Install-ADDSForest runs only where nothing was read).
+    out = {"before": pending, "after": pending, "changed": False, "reboot_required": True,
+           "error": None}  # fmt: skip
+    srv.on("ensure_ad_domain", lambda call: Reply(stdout=json.dumps(out)))
+    monkeypatch.setenv("REAPER_TEST_DSRM", JOIN_PASSWORD)
+    domain = {"kind": "ad_domain", "name": "lab.local", "netbios": "LAB",
+              "safe_mode_password_env": "REAPER_TEST_DSRM"}  # fmt: skip
+    conn = connection(srv, ca_file=str(ca_file))
+    again = await _ensure(transport, conn, "ad_domain", domain)
+    assert again.status is ResultStatus.SUCCESS, again.summary
+    assert again.data["result"] == "changed" and again.data["reboot_required"] is True
+    assert again.data["after"] == pending and "not run again" in again.summary
+    checked = await _ensure(transport, conn, "ad_domain", domain, check=True)
+    assert checked.data["result"] == "would_change"
