@@ -42,6 +42,9 @@ class Access:
     user: str
     port: int
     auth: Auth
+    # The variables of the passwords of `user` Reaper logs in or sudoes with: setting that
+    # user's password from another one cuts both.
+    passwords: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +59,8 @@ def access_of(conn: HostConnection) -> Access:
         settings = conn.winrm
         default = 5986 if settings is None or settings.scheme == "https" else 5985
         port = (settings.port if settings else None) or conn.port or default
-        return Access("winrm", conn.user or "Administrator", port, "winrm")
+        login = frozenset({conn.password_env} if conn.password_env else ())
+        return Access("winrm", conn.user or "Administrator", port, "winrm", login)
     auth: Auth
     if conn.key_file:
         auth = "key"
@@ -68,7 +72,9 @@ def access_of(conn: HostConnection) -> Access:
         auth = "none"
     # An SSH connection with no user logs in as the local user: root when Reaper runs as root
     # is the common case in labs, so an unknown user is treated as possibly root.
-    return Access(conn.transport, conn.user or "root", conn.port or 22, auth)
+    used = [conn.password_env if auth == "password" else None, conn.become_password_env]
+    passwords = frozenset(v for v in used if v)
+    return Access(conn.transport, conn.user or "root", conn.port or 22, auth, passwords)
 
 
 _SUDO_HINT = "connect as a sudo user first (user: ops, become: true), then apply it"
@@ -236,6 +242,15 @@ def _user(params: Mapping[str, Any], access: Access) -> Lockout | None:
             "user:connecting-user",
             f"removing or locking {access.user}, the user Reaper connects as",
             _SUDO_HINT,
+        )
+    source = params.get("password_env")
+    if params.get("update_password") == "always" and access.passwords - {source}:
+        return Lockout(
+            "user:connecting-password",
+            f"setting the password of {access.user}, whose password Reaper logs in or sudoes "
+            f"with ({', '.join(sorted(access.passwords))}), from {source} on every run",
+            "declare the variable Reaper's connection uses as its password_env, or connect "
+            "with a key (and no sudo password) first",
         )
     return None
 

@@ -95,6 +95,8 @@ def plan_report(p: Progress) -> dict[str, Any]:
             }
             if d.action != "ok":
                 order.append(str(node))
+            if rs.reboot_required:  # done, completed by a restart (a promotion, a join)
+                entry["restart_pending"] = True
         waits = [str(b) for b in p.lab.graph.prerequisites(node)]
         if waits:
             entry["after"] = waits
@@ -123,6 +125,8 @@ def _render(cli: Cli, report: dict[str, Any], graph: str | None) -> None:
                     str(FieldChange(c["field"], c["before"], c["after"])) for c in e["changes"]
                 )
                 line.append(f"  ({changes})")
+            if e.get("restart_pending"):
+                line.append("  (done; waits for a restart)", style="yellow")
             cli.out.print(line)
     if report["order"]:
         cli.out.print(Text("\norder of the run:", style="bold"))

@@ -11,13 +11,21 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from reaper.desired.identity import ResourceId, parse_ref
 
-__all__ = ["ABSOLUTE_PATH", "SECRET_FIELD", "ResourceBase", "env_name", "octal_mode"]
+__all__ = [
+    "ABSOLUTE_PATH",
+    "SECRET_FIELD",
+    "PasswordUpdate",
+    "ResourceBase",
+    "env_name",
+    "octal_mode",
+    "password_to_set",
+]
 
 # Field names that would carry a secret's value; their `*_env` twin carries its reference.
 SECRET_FIELD = re.compile(
@@ -27,11 +35,26 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 ABSOLUTE_PATH = re.compile(r"(/.*|[A-Za-z]:[\\/].*|\\\\.+)")
 
 
+# Field names that end like a secret but hold none: when a password is set (Ansible's name).
+_NOT_SECRETS = frozenset({"update_password"})
+PasswordUpdate = Literal["on_create", "always"]
+
+
 @lru_cache(maxsize=1024)
 def _names_a_secret(key: str) -> bool:
     # Every resource validation asks this of each field name: a handful of names, each
     # searched once.
-    return SECRET_FIELD.search(key) is not None
+    return key not in _NOT_SECRETS and SECRET_FIELD.search(key) is not None
+
+
+def password_to_set(account: Any) -> Any:
+    """An account's `update_password` checked against its `password_env` (a model validator,
+    `mode="after"`). `always` sets the password on every run, reported as a change: a
+    password cannot be read back to be compared, so Reaper cannot tell whether it already is
+    the declared one."""
+    if account.update_password == "always" and account.password_env is None:
+        raise ValueError("update_password: always needs password_env (the password to set)")
+    return account
 
 
 _WIRING = frozenset({"kind", "after", "notify"})

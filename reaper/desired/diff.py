@@ -31,6 +31,7 @@ from reaper.desired.template import TemplateProblem, render_template
 from reaper.errors import ConfigError
 
 __all__ = [
+    "PASSWORD",
     "Action",
     "FieldChange",
     "Observed",
@@ -38,6 +39,7 @@ __all__ = [
     "desired_properties",
     "diff_lab",
     "diff_resource",
+    "only_password",
     "render_diffs",
     "reported_fields",
     "summarize",
@@ -165,7 +167,22 @@ def diff_resource(
         if not same(resource.kind, field, value, before):
             after = merged_groups(value, before) if field == "groups" else value
             changes.append(FieldChange(field, before, after))
+    if resource.__dict__.get("update_password") == "always":
+        changes.append(_PASSWORD_CHANGE)
     return ResourceDiff(ref, "change" if changes else "ok", tuple(changes))
+
+
+# `update_password: always`: a password cannot be read back to compare, so an existing
+# account differs by its password on every run; set once, the rest of the run takes it as
+# done (`only_password`).
+PASSWORD = "password"
+_PASSWORD_CHANGE = FieldChange(PASSWORD, "(cannot be read)", "(set again: update_password always)")
+
+
+def only_password(diff: ResourceDiff) -> bool:
+    """Whether all that differs is the password an `update_password: always` account sets on
+    every run (once set, it is as declared)."""
+    return diff.action == "change" and all(c.field == PASSWORD for c in diff.changes)
 
 
 def diff_lab(

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from reaper.desired.base import ResourceBase
-from reaper.desired.diff import ResourceDiff, diff_resource
+from reaper.desired.diff import ResourceDiff, diff_resource, only_password
 from reaper.desired.graph import ResourceGraph, build_graph
 from reaper.desired.identity import Ref
 from reaper.desired.parse import parse_resource
@@ -265,7 +265,10 @@ class Progress:
         if rs.seen:
             if rs.outcome == "would_change" and self.state.check_mode:
                 return "ok", False
-            if self.diff(node).action == "ok":
+            diff = self.diff(node)
+            # An `update_password: always` account differs by its password until an ensure
+            # of this mission set it (it cannot be read back).
+            if diff.action == "ok" or (only_password(diff) and rs.outcome == "changed"):
                 return ("ok" if rs.verified else "settled"), False
         return self._after_prerequisites(node, rs), True
 

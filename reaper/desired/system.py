@@ -14,7 +14,14 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from reaper.desired.base import ABSOLUTE_PATH, ResourceBase, env_name, octal_mode
+from reaper.desired.base import (
+    ABSOLUTE_PATH,
+    PasswordUpdate,
+    ResourceBase,
+    env_name,
+    octal_mode,
+    password_to_set,
+)
 from reaper.desired.identity import ResourceId, parse_ref
 from reaper.desired.template import check_template
 
@@ -153,13 +160,19 @@ class User(ResourceBase):
     home: str | None = None
     enabled: bool | None = None  # False: the account is locked / disabled
     password_env: str | None = None
+    # When the password is set: at creation only, or on every run (then always a change).
+    update_password: PasswordUpdate = "on_create"
 
+    _unobserved: ClassVar[frozenset[str]] = frozenset({"update_password"})
     _check_env = field_validator("password_env")(lambda cls, v: env_name(v))
+    _password = model_validator(mode="after")(password_to_set)
 
     def os_problem(self, os: str) -> str | None:
         posix_only = [f for f in ("uid", "shell", "home") if getattr(self, f) is not None]
         if os == "windows" and posix_only:
             return f"{', '.join(posix_only)}: POSIX account fields, not set on Windows"
+        if os == "macos" and self.update_password == "always":
+            return "update_password: always: macOS account passwords are not set by Reaper yet"
         return None
 
 

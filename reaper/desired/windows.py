@@ -11,7 +11,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from reaper.desired.base import ResourceBase, env_name
+from reaper.desired.base import PasswordUpdate, ResourceBase, env_name, password_to_set
 
 __all__ = ["AdDomain", "AdGroup", "AdUser", "DomainMembership", "WindowsFeature"]
 
@@ -81,8 +81,12 @@ class AdUser(_DirectoryObject):
     groups: tuple[str, ...] = ()  # groups it must be a member of (others are left alone)
     enabled: bool = True
     password_env: str | None = None
+    # When the password is set: at creation only, or on every run (then always a change).
+    update_password: PasswordUpdate = "on_create"
 
+    _unobserved: ClassVar[frozenset[str]] = frozenset({"update_password"})
     _check_env = field_validator("password_env")(lambda cls, v: env_name(v))
+    _password = model_validator(mode="after")(password_to_set)
 
 
 class AdGroup(_DirectoryObject):

@@ -5,6 +5,9 @@ fold (`reaper.engine.state`) calls these and installs what they return.
                declared resource is now seen, and read back (verified). A declared resource the
                report leaves out is taken as absent, so an agent that cannot read a kind yet
                makes the converger ensure it (and learn the truth) instead of waiting forever.
+               Properties with `restart_pending: true` (a promotion or a join done, its
+               restart not yet) mark the resource `reboot_required`, as its ensure would; read
+               back so after the reboot that was to complete it, it is failed instead.
     ensure_*   reports `data = {resource, result, before, after}`: the resource's observed
                state is `after` (`before` in check mode), one more attempt; a change is
                verified by the next discover.
@@ -46,11 +49,30 @@ def after_discover(
             continue
         props = seen.get(rid)
         observed = dict(props) if isinstance(props, Mapping) else None
-        if rs.seen and rs.verified and rs.observed == observed:
+        pending = observed is not None and observed.get("restart_pending") is True
+        known = rs.seen and rs.verified and rs.observed == observed
+        if pending and rs.seen and not rs.verified and not rs.reboot_required:
+            # Read back after the restart that was to complete it (`after_recovery`), and
+            # still waiting for one: another reboot would only loop.
+            out[rid] = replace(rs, observed=observed, verified=True, **_STILL_PENDING)
+        elif known and (rs.reboot_required or not pending):
             out[rid] = rs  # unchanged: the same object, so what was derived from it stands
         else:
-            out[rid] = replace(rs, seen=True, observed=observed, verified=True)
+            # A change done but completed only by a restart (a promotion, a join made by an
+            # earlier run): as declared, so nothing runs again, and the host is rebooted.
+            reboot = rs.reboot_required or pending
+            out[rid] = replace(
+                rs, seen=True, observed=observed, verified=True, reboot_required=reboot
+            )
     return out
+
+
+_STILL_PENDING: dict[str, Any] = {
+    "outcome": "failed",
+    "error": "COMMAND_FAILED: still waits for a restart after the host restarted",
+    "error_code": "COMMAND_FAILED",
+    "output_tail": "",
+}
 
 
 def _asked(params: Mapping[str, Any] | None) -> set[str] | None:

@@ -344,3 +344,90 @@ def test_repository_files_carry_the_declared_values_and_read_back_as_declared() 
     section = "format=dnf\n" + "".join(f"line={ln}\n" for ln in body.splitlines())
     seen = parse_one(dnf, section)
     assert seen is not None and diff_resource(dnf.rid.on("t"), dnf, seen).action == "ok"
+
+
+# -- a user's password (issue 15: set at creation, or on every run with update_password) -----
+
+PW_ENV = "REAPER_TEST_DEPLOY_PASSWORD"
+PW = "s3cret:'; rm -rf / #"
+DEPLOY = (
+    "passwd=deploy:x:1001:1001::/home/deploy:/bin/sh\nprimary=deploy\ngroups=deploy\npassword=$6"
+)
+
+
+def _ok(command: Command) -> CommandResult:
+    return CommandResult(0, "", "")
+
+
+def _pw_user(**extra: Any) -> dict[str, Any]:
+    return {"resource": {"kind": "user", "name": "deploy", "password_env": PW_ENV, **extra}}
+
+
+async def test_a_new_users_password_travels_on_stdin_to_chpasswd(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(PW_ENV, PW)
+    shell = Scripted("")
+
+    def useradd(command: Command) -> CommandResult:
+        shell.seen = DEPLOY  # created: the read back finds it
+        return CommandResult(0, "", "")
+
+    shell.other = useradd
+    out = await ACTIONS.run("ensure_user", _pw_user(), shell, host_id="h")
+    assert out.status is ResultStatus.SUCCESS and out.data["result"] == "changed", out.summary
+    assert len(shell.ran) == 3  # read, converge, read back
+    converge = shell.ran[1]
+    assert converge.argv[-1] == "create" and converge.stdin == PW
+    assert PW not in " ".join(converge.argv) and "chpasswd" in converge.argv[2]
+
+
+async def test_on_create_leaves_an_existing_users_password_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(PW_ENV, PW)
+    shell = Scripted(DEPLOY)
+    out = await ACTIONS.run("ensure_user", _pw_user(), shell, host_id="h")
+    assert out.status is ResultStatus.SUCCESS and out.data["result"] == "unchanged"
+    assert len(shell.ran) == 1
+
+
+async def test_update_password_always_sets_it_every_run_as_a_change(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(PW_ENV, PW)
+    params = _pw_user(update_password="always")
+    checked = Scripted(DEPLOY)
+    out = await ACTIONS.run("ensure_user", {**params, "check_mode": True}, checked, host_id="h")
+    assert out.data["result"] == "would_change" and len(checked.ran) == 1
+    assert "password" in out.summary and "cannot be read" in out.summary
+    for _ in range(2):  # the same every run: it cannot be read back to compare
+        shell = Scripted(DEPLOY, _ok)
+        out = await ACTIONS.run("ensure_user", params, shell, host_id="h")
+        assert out.status is ResultStatus.SUCCESS, out.summary
+        assert out.data["result"] == "changed" and "cannot be read" in out.summary
+        assert shell.ran[1].argv[-1] == "always" and shell.ran[1].stdin == PW
+        assert all(PW not in " ".join(c.argv) for c in shell.ran)
+        assert PW not in out.summary + out.stdout_tail + out.stderr_tail
+
+
+async def test_a_password_that_cannot_be_resolved_or_set_runs_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(PW_ENV, raising=False)
+    shell = Scripted(DEPLOY)
+    out = await ACTIONS.run("ensure_user", _pw_user(), shell, host_id="h")
+    assert out.error_code == "CREDENTIALS_MISSING" and PW_ENV in out.summary
+    monkeypatch.setenv(PW_ENV, "two\nlines")
+    out = await ACTIONS.run("ensure_user", _pw_user(), shell, host_id="h")
+    assert out.error_code == "INVALID_PARAMS" and "two" not in out.summary
+    assert shell.ran == []
+
+
+def test_the_user_script_sets_the_password_before_it_locks_the_account() -> None:
+    from reaper.agents.oscode.linux_scripts import SCRIPTS
+
+    script = SCRIPTS["user"]
+    assert script.index("chpasswd") < script.index("usermod -L")
+    argv, stdin = script_args(res(kind="user", name="deploy"), None, None)
+    assert argv[-1] == "" and stdin == ""

@@ -16,6 +16,8 @@ ROOT_PASSWORD = HostConnection(transport="ssh", user="root", password_env="PW", 
 OPS_PASSWORD = HostConnection(transport="ssh", user="ops", password_env="PW", use_agent=False)
 OPS_KEY = HostConnection(transport="ssh", user="ops", key_file="/k", port=2222)
 WINRM = HostConnection(transport="winrm", user="Administrator")
+WINRM_PW = HostConnection(transport="winrm", user="Administrator", password_env="WPW")
+OPS_SUDO = HostConnection(transport="ssh", user="ops", key_file="/k", become_password_env="SUDO")
 
 
 def _res(kind: str, **fields: Any) -> dict[str, Any]:
@@ -51,6 +53,12 @@ def _sshd(name: str, value: str) -> dict[str, Any]:
          "firewall:management-port"),
         ("ensure_user", _res("user", name="ops", state="absent"), OPS_KEY, "user:connecting-user"),
         ("ensure_user", _res("user", name="ops", locked=True), OPS_KEY, "user:connecting-user"),
+        ("ensure_user", _res("user", name="ops", password_env="NEW", update_password="always"),
+         OPS_PASSWORD, "user:connecting-password"),
+        ("ensure_user", _res("user", name="ops", password_env="NEW", update_password="always"),
+         OPS_SUDO, "user:connecting-password"),
+        ("ensure_user", _res("user", name="Administrator", password_env="NEW",
+                             update_password="always"), WINRM_PW, "user:connecting-password"),
         ("run_shell", {"command": "sudo systemctl stop ssh"}, OPS_KEY, "shell:detected"),
         ("run_shell", {"command": "userdel -r ops"}, OPS_KEY, "shell:detected"),
         ("run_shell", {"command": "passwd -l ops"}, OPS_KEY, "shell:detected"),
@@ -85,6 +93,12 @@ def test_each_way_to_cut_access_is_refused(
         ("ensure_firewall", _res("firewall", port=5432, action="drop"), OPS_KEY),
         ("ensure_firewall", _res("firewall", port=2222, action="allow"), OPS_KEY),
         ("ensure_user", _res("user", name="alice", state="absent"), OPS_KEY),
+        # The connecting user's password from the variable Reaper uses, or with a key only.
+        ("ensure_user", _res("user", name="ops", password_env="PW", update_password="always"),
+         OPS_PASSWORD),
+        ("ensure_user", _res("user", name="ops", password_env="NEW", update_password="always"),
+         OPS_KEY),
+        ("ensure_user", _res("user", name="ops", password_env="NEW"), OPS_PASSWORD),
         ("run_shell", {"command": "systemctl restart nginx"}, OPS_KEY),
         ("baseline", {}, ROOT_KEY),
         ("baseline", {"check_mode": True}, OPS_PASSWORD),

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import subprocess
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -423,5 +424,57 @@ async def test_accounts_and_paths_are_removed_locked_and_checked_without_changes
             "would_change"
         )
         assert tree_digest(host) == before
+    finally:
+        await transport.close()
+
+
+def _is_hash_of(password: str, hashed: str) -> bool:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import crypt  # Python 3.11's; the hash is the host's crypt(3) (yescrypt or SHA-512)
+
+    return hashed.startswith("$") and crypt.crypt(password, hashed) == hashed
+
+
+def _hash(host: NsHost, name: str) -> str:
+    shadow = (host.root / "etc/shadow").read_text().splitlines()
+    return next(ln for ln in shadow if ln.startswith(f"{name}:")).split(":")[1]
+
+
+async def test_a_users_password_is_set_at_creation_and_with_always_on_every_run(
+    converge_lab: NsLab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    host = converge_lab.hosts["c2"]
+    secret = "pa:ss w'ord; $(reboot)"
+    monkeypatch.setenv("REAPER_TEST_PWUSER_PASSWORD", secret)
+    transport = SshTransport(logs_dir=tmp_path)
+    try:
+        shell = await transport.session(host.name, ssh_conn(converge_lab, host))
+
+        async def ensure(check: bool = False, **spec: Any) -> Any:
+            resource = {"kind": "user", "name": "pwusr", **spec}
+            params = {"resource": resource, "check_mode": check}
+            out = await ACTIONS.run("ensure_user", params, shell, host_id=host.name)
+            assert out.status is ResultStatus.SUCCESS, (out.summary, out.stderr_tail)
+            assert secret not in out.summary + out.stdout_tail + out.stderr_tail
+            return out.data["result"]
+
+        pw = {"password_env": "REAPER_TEST_PWUSER_PASSWORD"}
+        assert await ensure(**pw) == "changed"
+        created = _hash(host, "pwusr")
+        assert _is_hash_of(secret, created) and not _is_hash_of(secret[:-1], created)
+        assert await ensure(**pw) == "unchanged" and _hash(host, "pwusr") == created
+        always = {**pw, "update_password": "always"}
+        assert await ensure(check=True, **always) == "would_change"
+        assert _hash(host, "pwusr") == created  # check mode set nothing
+        assert await ensure(**always) == "changed"
+        again = _hash(host, "pwusr")
+        assert _is_hash_of(secret, again) and again != created  # set again (a new salt)
+        # Locked: the password set on every run does not lift the lock.
+        assert await ensure(enabled=False, **always) == "changed"
+        assert _hash(host, "pwusr").startswith("!$")
+        logs = "".join(p.read_text(errors="replace") for p in tmp_path.rglob("*") if p.is_file())
+        assert secret not in logs
+        assert await ensure(state="absent") == "changed"
     finally:
         await transport.close()

@@ -47,13 +47,16 @@ class FakeHost:
         srv.on("reaper-action: windows.discover", self.discover)
 
     def _state(self) -> dict[str, Any] | None:
+        if self.joined_pending:  # Netlogon's JoinDomain key, until the restart
+            return {**MEMBER, "restart_pending": True}
         return dict(MEMBER) if self.member else None
 
     def join(self, call: Call) -> Reply:
         self.calls.append(call)
         before = self._state()
+        pending = before is not None and before.get("restart_pending") is True
         out: dict[str, Any] = {"before": before, "after": before, "changed": False,
-                               "reboot_required": False, "error": None}  # fmt: skip
+                               "reboot_required": pending, "error": None}  # fmt: skip
         if before is None and self.pending_reboot:
             out["error"] = {
                 "id": "PendingReboot: Add-Computer cannot run: a restart is pending",
@@ -131,6 +134,31 @@ async def test_check_mode_changes_nothing_and_a_second_run_is_unchanged(
     fake.member = True
     again = await _ensure(transport, conn, "domain_membership", JOIN)
     assert again.data["result"] == "unchanged" and again.data["reboot_required"] is False
+
+
+async def test_a_second_ensure_before_the_restart_joins_nothing_and_still_needs_it(
+    host: tuple[FakeHost, Any], transport: WinRMTransport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake, conn = host
+    fake.joined_pending = True  # an earlier run's Add-Computer, the restart not done
+    monkeypatch.setenv(JOIN_ENV, JOIN_PASSWORD)
+    checked = await _ensure(transport, conn, "domain_membership", JOIN, check=True)
+    assert checked.status is ResultStatus.SUCCESS, checked.summary
+    assert checked.data["result"] == "would_change"
+    again = await _ensure(transport, conn, "domain_membership", JOIN)
+    assert again.status is ResultStatus.SUCCESS, again.summary
+    # Not `unchanged` (it is not converged before the restart), and not joined again.
+    assert again.data["result"] == "changed" and again.data["reboot_required"] is True
+    assert again.data["before"] == again.data["after"] == {**MEMBER, "restart_pending": True}
+    assert "waits for a restart" in again.summary
+    # Discover reads it the same way: as declared, the restart still to come.
+    shell = await transport.session("win2", conn)
+    seen = await ACTIONS.run("discover", {"resources": [JOIN]}, shell, host_id="win2")
+    assert seen.data["resources"] == {"domain_membership/lab.local": again.data["after"]}
+    # The restart done, the host is a member and the join is unchanged.
+    fake.joined_pending, fake.member = False, True
+    done = await _ensure(transport, conn, "domain_membership", JOIN)
+    assert done.data["result"] == "unchanged" and done.data["reboot_required"] is False
 
 
 async def test_a_pending_restart_blocks_the_join_as_reboot_pending(
@@ -237,3 +265,64 @@ async def test_a_secret_a_host_echoes_back_is_masked_where_results_enter_the_sys
     # The worker masks every tail and the data with `redact` before a result is published.
     assert JOIN_PASSWORD in failed.stderr_tail
     assert JOIN_PASSWORD not in redact(failed.stderr_tail) + redact(failed.summary)
+
+
+AD_ENV = "REAPER_TEST_AD_PASSWORD"
+JDOE = {"kind": "ad_user", "name": "j.doe", "password_env": AD_ENV, "update_password": "always"}
+JDOE_SEEN = {"state": "present", "domain": "lab.local", "ou": "CN=Users,DC=lab,DC=local",
+             "groups": ["Domain Users"], "enabled": True}  # fmt: skip
+
+
+async def test_update_password_always_resets_an_existing_users_password_every_run_from_stdin(
+    make_server: ServerFactory, ca_file: Any, transport: WinRMTransport,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    srv = make_server()
+    seen: list[Call] = []
+
+    def reset(call: Call) -> Reply:
+        # The script: Set-ADAccountPassword through Invoke-ReaperChange (changed, and run
+        # outside check mode), its SecureString built from stdin; nothing it reads differs.
+        seen.append(call)
+        out = {"before": JDOE_SEEN, "after": JDOE_SEEN, "changed": True,
+               "reboot_required": False, "error": None}  # fmt: skip
+        return Reply(stdout=json.dumps(out))
+
+    srv.on("ensure_ad_user", reset)
+    monkeypatch.setenv(AD_ENV, JOIN_PASSWORD)
+    conn = connection(srv, ca_file=str(ca_file))
+    checked = await _ensure(transport, conn, "ad_user", JDOE, check=True)
+    assert checked.data["result"] == "would_change" and seen[-1].params["CheckMode"] is True
+    for _ in range(2):
+        out = await _ensure(transport, conn, "ad_user", JDOE)
+        assert out.status is ResultStatus.SUCCESS, out.summary
+        assert out.data["result"] == "changed" and "cannot be read" in out.summary
+        call = seen[-1]
+        assert _stdin(call) == {"password": JOIN_PASSWORD}
+        assert call.params["R"]["update_password"] == "always"
+        encoded = base64.b64encode(JOIN_PASSWORD.encode()).decode()
+        for text in (call.command_line, call.script, json.dumps(call.params)):
+            assert JOIN_PASSWORD not in text and encoded not in text
+
+
+async def test_a_promotion_waiting_for_its_restart_is_not_run_again_end_to_end(
+    make_server: ServerFactory, ca_file: Any, transport: WinRMTransport,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    srv = make_server()
+    pending = {"netbios": "LAB", "functional_level": None, "restart_pending": True}
+    # What the script prints before the restart: the reader's pending state, the frame's
+    # reboot_required, and no change (Install-ADDSForest runs only where nothing was read).
+    out = {"before": pending, "after": pending, "changed": False, "reboot_required": True,
+           "error": None}  # fmt: skip
+    srv.on("ensure_ad_domain", lambda call: Reply(stdout=json.dumps(out)))
+    monkeypatch.setenv("REAPER_TEST_DSRM", JOIN_PASSWORD)
+    domain = {"kind": "ad_domain", "name": "lab.local", "netbios": "LAB",
+              "safe_mode_password_env": "REAPER_TEST_DSRM"}  # fmt: skip
+    conn = connection(srv, ca_file=str(ca_file))
+    again = await _ensure(transport, conn, "ad_domain", domain)
+    assert again.status is ResultStatus.SUCCESS, again.summary
+    assert again.data["result"] == "changed" and again.data["reboot_required"] is True
+    assert again.data["after"] == pending and "not run again" in again.summary
+    checked = await _ensure(transport, conn, "ad_domain", domain, check=True)
+    assert checked.data["result"] == "would_change"

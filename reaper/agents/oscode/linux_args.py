@@ -125,8 +125,11 @@ def _dnf_repo(repo: PackageRepository) -> str:
     return "\n".join(lines) + "\n"
 
 
-def script_args(resource: ResourceBase, before: Props, text: str | None) -> tuple[list[str], str]:
-    """The converging script's arguments and stdin (`text`: a file's rendered content)."""
+def script_args(
+    resource: ResourceBase, before: Props, text: str | None, password: str | None = None
+) -> tuple[list[str], str]:
+    """The converging script's arguments and stdin (`text`: a file's rendered content;
+    `password`: a user's, resolved from its `password_env`)."""
     r: Any = resource
     kind = resource.kind
     if kind == "package":
@@ -142,7 +145,11 @@ def script_args(resource: ResourceBase, before: Props, text: str | None) -> tupl
     if kind == "user":
         groups = ",".join(r.groups)
         uid = "" if r.uid is None else str(r.uid)
-        return [r.name, r.state, uid, groups, r.shell or "", r.home or "", _flag(r.enabled)], ""
+        args = [r.name, r.state, uid, groups, r.shell or "", r.home or "", _flag(r.enabled)]
+        if password is None:
+            return [*args, ""], ""
+        when = "always" if r.update_password == "always" else "create"
+        return [*args, when], password
     if kind == "group":
         return [r.name, r.state, "" if r.gid is None else str(r.gid)], ""
     if kind in ("setting", "sshd_option"):

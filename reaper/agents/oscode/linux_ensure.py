@@ -9,9 +9,11 @@ The same contract as the sim world (`reaper.agents.transports.sim_ensure`):
              (or COMMAND_FAILED, UNSUPPORTED), the tool's own output in `stderr_tail`.
 
 Nothing runs when the diff says the resource is as declared; check mode only reads. Values
-travel as arguments (file content on stdin), each checked first for a shape the tools take
-as a value and never as an option (`linux_args`). A file's template is rendered here, over
-the host's facts (one more read-only round trip), before its text travels.
+travel as arguments (file content, and a user's password resolved from its `password_env`,
+on stdin), each checked first for a shape the tools take as a value and never as an option
+(`linux_args`). A password is set at creation, or on every run with `update_password:
+always` (then always a change: it cannot be read back to compare). A file's template is
+rendered here, over the host's facts (one more read-only round trip), before its text travels.
 """
 
 from __future__ import annotations
@@ -30,7 +32,13 @@ from reaper.agents.oscode.linux_scripts import SCRIPTS, UNAVAILABLE
 from reaper.agents.oscode.readable import observe_argv
 from reaper.desired.base import ResourceBase
 from reaper.desired.compare import content_digest, merged_groups
-from reaper.desired.diff import ResourceDiff, desired_properties, diff_resource, reported_fields
+from reaper.desired.diff import (
+    ResourceDiff,
+    desired_properties,
+    diff_resource,
+    only_password,
+    reported_fields,
+)
 from reaper.desired.identity import parse_ref
 from reaper.desired.system import (
     DnsClient,
@@ -39,6 +47,7 @@ from reaper.desired.system import (
 from reaper.desired.template import TemplateProblem, render_template
 from reaper.errors import ConfigError
 from reaper.models import ResultStatus
+from reaper.secrets import secret_lookup
 
 __all__ = [
     "FactsLoader",
@@ -92,9 +101,10 @@ class PosixTools:
     scripts: Mapping[str, str]
     problem_of: Callable[[ResourceBase], str | None]
     observe: Callable[[CommandRunner, list[ResourceBase]], Awaitable[dict[str, Props]]]
-    script_args: Callable[[ResourceBase, Props, str | None], tuple[list[str], str]]
+    script_args: Callable[[ResourceBase, Props, str | None, str | None], tuple[list[str], str]]
     from_result: Callable[[str, str, Props, CommandResult], ActionOutcome]
     notify: bool = False  # restart the services a changed file notifies
+    passwords: bool = False  # set a user's password from its password_env (on stdin)
 
 
 async def ensure(
@@ -123,6 +133,9 @@ async def converge(
         return loaded
     spec, resource, check = loaded
     rid = str(resource.rid)
+    password = _password(resource) if tools.passwords else None
+    if isinstance(password, ActionOutcome):
+        return password
     before = (await tools.observe(shell, [resource]))[rid]
     rendered = await render_content(resource, facts)
     if isinstance(rendered, str):
@@ -131,7 +144,7 @@ async def converge(
     detail = decide(resource, before, host_id=host_id, check=check, text=text, facts=host_facts)
     if isinstance(detail, ActionOutcome):
         return detail
-    argv, stdin = tools.script_args(resource, before, text)
+    argv, stdin = tools.script_args(resource, before, text, password)
     timeout = spec.timeout_s - 5.0
     script = tools.scripts[kind]
     command = Command(
@@ -144,10 +157,31 @@ async def converge(
     notify = tools.notify and isinstance(resource, File)
     notes = await _notify(shell, resource, host_id) if notify else []
     again = diff_resource(resource.rid.on(host_id), resource, after, facts=host_facts)
-    if again.action != "ok":
+    if again.action != "ok" and not only_password(again):  # a password set is not read back
         return _still_differs(kind, rid, before, again, result)
     out = posix.tail("\n".join([result.stdout.strip(), *notes]).strip())
     return _done(rid, "changed", before, after, f"{rid} changed: {detail}", out)
+
+
+def _password(resource: ResourceBase) -> str | ActionOutcome | None:
+    """A user's password from its `password_env` (None: it declares none), or why it cannot
+    be set. Resolved through `reaper.secrets`, which masks it in every result and log."""
+    ref = resource.__dict__.get("password_env") if resource.kind == "user" else None
+    if ref is None or resource.__dict__.get("state") == "absent":
+        return None
+    value = secret_lookup().get(ref)
+    rid = resource.rid
+    if value is None:
+        why = f"{rid}: password_env: variable {ref} is not set on this worker"
+        return ActionOutcome(
+            status=ResultStatus.ERROR,
+            summary=why,
+            stderr_tail=why,
+            error_code="CREDENTIALS_MISSING",
+        )
+    if "\n" in value or "\r" in value:
+        return posix.invalid_params(f"{rid}: password_env: {ref} holds more than one line")
+    return value
 
 
 def load_ensure(
@@ -290,4 +324,5 @@ _LINUX = PosixTools(
     script_args=script_args,
     from_result=_from_result,
     notify=True,
+    passwords=True,
 )

@@ -82,7 +82,10 @@ if [ "$target" != "$path" ]; then mv -fT -- "$target" "$path" || exit 1; trap - 
 )
 
 # $1 name  $2 state  $3 uid  $4 groups (comma-separated)  $5 shell  $6 home  $7 enabled (1|0|"")
-_USER = r"""name=$1; state=$2; uid=$3; groups=$4; shell=$5; home=$6; enabled=$7
+# $8 the password on stdin: set when the user is created (create), on every run (always), or
+# none (""). chpasswd reads `name:password` on its stdin, never an argument; it is run before
+# the lock, which a new password hash would otherwise lift.
+_USER = r"""name=$1; state=$2; uid=$3; groups=$4; shell=$5; home=$6; enabled=$7; password=$8
 if [ "$state" = absent ]; then
   if getent passwd "$name" >/dev/null; then userdel -- "$name"; fi; exit $?
 fi
@@ -97,6 +100,9 @@ if [ $exists = 0 ]; then
 else
   [ -n "$groups" ] && set -- "$@" -a -G "$groups"
   if [ $# -gt 0 ]; then usermod "$@" -- "$name" || exit $?; fi
+fi
+if [ "$password" = always ] || { [ "$password" = create ] && [ $exists = 0 ]; }; then
+  { printf '%s:' "$name"; cat; echo; } | chpasswd || exit $?
 fi
 case $enabled in 0) usermod -L -e 1 -- "$name";; 1) usermod -e '' -- "$name" || exit $?; p=$(getent shadow "$name" | cut -d: -f2); case $p in '!'?*) usermod -U -- "$name";; esac;; esac
 """

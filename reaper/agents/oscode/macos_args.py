@@ -131,9 +131,10 @@ def _pf_words(rule: Firewall) -> list[str]:
 
 
 def script_args(
-    resource: ResourceBase, before: Props, text: str | None = None
+    resource: ResourceBase, before: Props, text: str | None = None, password: str | None = None
 ) -> tuple[list[str], str]:
-    """The converging script's arguments and stdin (`text`: a file's rendered content)."""
+    """The converging script's arguments and stdin (`text`: a file's rendered content;
+    `password` is never given: macOS account passwords are not set yet)."""
     if resource.kind in ("file", "directory"):
         return linux_script_args(resource, before, text)  # the same arguments, a BSD script
     return _args(resource), ""

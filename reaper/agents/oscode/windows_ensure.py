@@ -10,7 +10,10 @@ The result contract is Linux's and the sim world's (`oscode.linux_ensure`,
              (or COMMAND_FAILED, UNSUPPORTED, INVALID_PARAMS, CREDENTIALS_MISSING).
 
 A feature install, a DC promotion or a domain join that needs a restart is a SUCCESS with
-`reboot_required: true`; a pending restart that blocks a change is REBOOT_PENDING. The
+`reboot_required: true`, and so is a second ensure before that restart: the host reads the
+resource as declared with `restart_pending` (`windows_observe`), nothing runs again, and the
+result is `changed` (`would_change` in check mode), not `unchanged`, since the resource is
+not converged until the restart. A pending restart that blocks a change is REBOOT_PENDING. The
 resource travels as a JSON data block (`data_block`); secrets (`*_env`, resolved here through
 `reaper.secrets`, which then masks them in every result and log) and file content travel on
 stdin (`stdin_payload`), never on the command line.
@@ -32,7 +35,7 @@ from reaper.agents.oscode.windows_ensure_scripts import SCRIPTS
 from reaper.agents.oscode.windows_failures import classify
 from reaper.desired.base import ResourceBase
 from reaper.desired.compare import content_digest, merged_groups
-from reaper.desired.diff import desired_properties, diff_resource
+from reaper.desired.diff import desired_properties, diff_resource, only_password
 from reaper.desired.kinds import os_problem
 from reaper.desired.system import File
 from reaper.errors import ConfigError
@@ -258,19 +261,31 @@ def _outcome(
     except ConfigError as exc:
         return _failed(rid, out.before, "CONFIG_INVALID", str(exc), "")
     detail = ", ".join(str(c) for c in wanted.changes) or wanted.action
+    if wanted.action == "ok" and not out.changed and _restart_pending(out.before):
+        # Done by an earlier run, completed by a restart that has not happened: not run
+        # again, and not converged either until the host restarts (the planner reboots it).
+        out = out.model_copy(update={"reboot_required": True})
+        label = "would_change" if check else "changed"
+        why = f"{rid} is done and waits for a restart (not run again)"
+        return _done(rid, label, out, out.before, why)
     if wanted.action == "ok" and not out.changed:
         return _done(rid, "unchanged", out, out.before, f"{rid} is already as declared")
     if check:
         after = _predicted(resource, out.before, text)
         return _done(rid, "would_change", out, after, f"{rid} would change: {detail}")
     again = diff_resource(ref, resource, out.after, facts=host_facts)
-    if again.action == "ok":
+    if again.action == "ok" or only_password(again):  # a password set is not read back
         return _done(rid, "changed", out, out.after, f"{rid} changed: {detail}")
     if out.reboot_required:  # the change completes at the restart (a join, a promotion)
         after = _predicted(resource, out.before, text)
         return _done(rid, "changed", out, after, f"{rid} changed (restart needed): {detail}")
     still = ", ".join(str(c) for c in again.changes) or again.action
     return _failed(rid, out.before, "COMMAND_FAILED", f"{rid} still differs: {still}", "")
+
+
+def _restart_pending(props: Props) -> bool:
+    """Whether the host shows the resource done but completed only at a restart."""
+    return props is not None and props.get("restart_pending") is True
 
 
 def _done(rid: str, label: str, out: EnsureOutput, after: Props, summary: str) -> ActionOutcome:

@@ -119,7 +119,8 @@ if ($R.state -eq 'absent') {
 }
 """
 
-# A password is set when the account is created (it cannot be read back to compare).
+# A password is set when the account is created, and with `update_password: always` on every
+# run too: it cannot be read back to compare, so setting it is always a change.
 _USER = r"""if ($R.state -eq 'absent') {
   if ($out.before) { Invoke-ReaperChange { Remove-LocalUser -Name $R.name } }
 } else {
@@ -128,6 +129,8 @@ _USER = r"""if ($R.state -eq 'absent') {
       if ($R.has_password) { New-LocalUser -Name $R.name -Password (Get-ReaperSecret 'password') | Out-Null }
       else { New-LocalUser -Name $R.name -NoPassword | Out-Null }
     }
+  } elseif ($R.update_password -eq 'always' -and $R.has_password) {
+    Invoke-ReaperChange { Set-LocalUser -Name $R.name -Password (Get-ReaperSecret 'password') }
   }
   $have = @()
   if ($out.before) { $have = @($out.before.groups) }
@@ -260,6 +263,7 @@ if ($R.state -eq 'absent') {
       else { Invoke-ReaperChange { Disable-ADAccount -Identity $R.name @at } }
     }
     if ($R.ou -and $out.before.ou -ne $R.ou) { Invoke-ReaperChange { Get-ADUser -Identity $R.name @at | Move-ADObject -TargetPath $R.ou @at } }
+    if ($R.update_password -eq 'always' -and $R.has_password) { Invoke-ReaperChange { Set-ADAccountPassword -Identity $R.name -Reset -NewPassword (Get-ReaperSecret 'password') @at } }
   }
   $have = @()
   if ($out.before) { $have = @($out.before.groups) }
@@ -318,6 +322,9 @@ def ensure_script(kind: str) -> str:
         + READERS[kind]
         + _PRELUDE
         + "try {\n  $out.before = Get-ReaperState $R\n  $out.after = $out.before\n"
+        # Done before, completed by a restart not made yet: nothing runs again (every setter
+        # acts only on what differs), and the result says the restart is still needed.
+        + "  if ($out.before -and $out.before.restart_pending) { $out.reboot_required = $true }\n"
         + _indent(_SETTERS[kind])
         + _FRAME_TAIL
     )

@@ -4,6 +4,9 @@
 Each reader is a function `Get-Reaper<Kind>($R)` taking the declared resource as the JSON data
 block (`$R`, never text in the script) and returning the properties
 `reaper.desired.diff.reported_fields(kind)` names, or `$null` when the resource does not exist.
+A change that is done but completes at a restart (a feature's InstallPending, a DC promotion, a
+domain join) reads as declared plus `restart_pending: true`: the diff sees nothing to run
+again, and the engine knows the host still has to restart (`reaper.engine.resources`).
 The ensure scripts (`windows_ensure_scripts`) embed their kind's reader to read before and
 after; `observe_script(kinds)` joins the readers a discover needs into one script that reads
 every declared resource (sent on stdin) in one round trip.
@@ -113,20 +116,33 @@ _DNS = r"""function Get-ReaperState($R) {
 }
 """
 
-# InstallPending (installed, waiting for a restart) reads as present: installing it again
-# would change nothing; the restart is the result's reboot_required.
+# InstallPending (installed, waiting for a restart) reads as present with `restart_pending`:
+# installing it again would change nothing, and the restart still has to happen.
 _FEATURE = r"""function Get-ReaperState($R) {
   $f = Get-WindowsFeature -Name $R.name -ErrorAction SilentlyContinue
   if (-not $f) { return $null }
   $state = "$($f.InstallState)"
   if ($state -ne 'Installed' -and $state -ne 'InstallPending') { return $null }
-  [ordered]@{ state = 'present'; install_state = $state }
+  $out = [ordered]@{ state = 'present'; install_state = $state }
+  if ($state -eq 'InstallPending') { $out['restart_pending'] = $true }
+  $out
 }
 """
 
+# Install-ADDSForest without its restart: Win32_ComputerSystem.DomainRole stays below 4 (a
+# backup or primary DC) until the restart, so the forest would read as absent and be promoted
+# again. The promotion is done when the product type the next boot takes is a DC's (LanmanNT,
+# written by the promotion; the running system still says ServerNT) and NTDS's parameters,
+# also written by it, name this forest's root (or none). It reads as declared, with
+# `restart_pending`: the directory cannot be asked before the restart.
 _AD_DOMAIN = r"""function Get-ReaperState($R) {
   $cs = Get-CimInstance -ClassName Win32_ComputerSystem
-  if ($cs.DomainRole -lt 4) { return $null }
+  if ($cs.DomainRole -lt 4) {
+    $type = "$((Get-ItemProperty -LiteralPath 'HKLM:\SYSTEM\CurrentControlSet\Control\ProductOptions' -ErrorAction SilentlyContinue).ProductType)"
+    $root = "$((Get-ItemProperty -LiteralPath 'HKLM:\SYSTEM\CurrentControlSet\Services\NTDS\Parameters' -ErrorAction SilentlyContinue).'Root Domain')"
+    if ($type -eq 'LanmanNT' -and (-not $root -or $root -eq ('DC=' + ($R.name -split '[.]' -join ',DC=')))) { return [ordered]@{ netbios = $R.netbios; functional_level = $R.functional_level; restart_pending = $true } }
+    return $null
+  }
   if (-not (Get-Command -Name 'Get-ADDomain' -ErrorAction SilentlyContinue)) { return $null }
   $d = Get-ADDomain -Current LocalComputer
   if ("$($d.DNSRoot)" -ne $R.name) { return $null }
@@ -139,9 +155,17 @@ _AD_DOMAIN = r"""function Get-ReaperState($R) {
 """
 
 # The join account and OU are how a host joined, not properties it shows: read back as
-# declared once the host is a member.
+# declared once the host is a member. Add-Computer without its restart leaves Netlogon's
+# JoinDomain (or AvoidSpnSet) key until the restart; the domain it joined is the LSA's
+# (Win32_ComputerSystem) or the primary DNS suffix the join set for the restart (Tcpip's
+# `NV Domain`). That reads as a member with `restart_pending`, never as a host to join again.
 _MEMBERSHIP = r"""function Get-ReaperState($R) {
   $cs = Get-CimInstance -ClassName Win32_ComputerSystem
+  $n = 'HKLM:\SYSTEM\CurrentControlSet\Services\Netlogon'
+  if (@(Test-Path -LiteralPath "$n\JoinDomain", "$n\AvoidSpnSet") -contains $true) {
+    $suffix = "$((Get-ItemProperty -LiteralPath 'HKLM:\SYSTEM\CurrentControlSet\Services\Tcpip\Parameters' -ErrorAction SilentlyContinue).'NV Domain')"
+    if ("$($cs.Domain)" -eq $R.domain -or $suffix -eq $R.domain) { return [ordered]@{ state = 'present'; user = $R.user; ou = $R.ou; restart_pending = $true } }
+  }
   if (-not $cs.PartOfDomain -or "$($cs.Domain)" -ne $R.domain) { return $null }
   [ordered]@{ state = 'present'; user = $R.user; ou = $R.ou }
 }
@@ -195,12 +219,22 @@ def _reader(kind: str) -> str:
     )
 
 
+def _unindented(script: str) -> str:
+    """Without indentation and comment lines (the first, the action's marker, kept): the
+    readers of every kind must fit one command line (base64 of UTF-16, almost three
+    characters each), and no line of theirs is inside a here-string, whose text this would
+    change."""
+    first, _, rest = script.partition("\n")
+    lines = (line.lstrip() for line in rest.splitlines())
+    return first + "\n" + "".join(f"{line}\n" for line in lines if not line.startswith("#"))
+
+
 def observe_script(kinds: Iterable[str]) -> str:
     """One script reading every resource of the list on stdin (a `resources=` line: base64
     of the JSON list, each `{kind, r}`: a lab's resources would not fit a command line),
     printing `{"resources": {"r0": props | null, ...}, "errors": {"r<i>": why}}`."""
     wanted = sorted(set(kinds))
-    return (
+    return _unindented(
         "# reaper-action: windows.observe\n"
         + "".join(_reader(k) for k in wanted)
         + r"""$Resources = @()
