@@ -347,6 +347,8 @@ def _for_host(view: HostView, check: bool) -> dict[str, str] | None:
             return _ensure(view, res["resource"], check, "converge")
     if "settled" in statuses:
         return _task(host["host_id"], f"{host['os']}.discover", {}, "read back what changed")
+    if any(r.get("restart") for r in view.resources):
+        return _task(host["host_id"], f"{host['os']}.reboot", {}, "a change waits for a restart")
     return None
 
 

@@ -296,14 +296,20 @@ def scrub(value: Any, secrets: Iterable[str] = ()) -> Any:
     return _scrub(value, known)
 
 
+def _same(text: str, scrubbed: str) -> str:
+    """`text` itself when scrubbing changed nothing: the memo may answer with an equal string
+    of another identity, and an unchanged container is returned as it is, not copied."""
+    return text if scrubbed == text else scrubbed
+
+
 def _scrub(value: Any, known: tuple[str, ...]) -> Any:
     if isinstance(value, str):
-        return scrub_text(value, known)
+        return _same(value, scrub_text(value, known))
     if isinstance(value, dict):
         out: dict[Any, Any] = {}
         changed = False
         for k, v in value.items():
-            key = scrub_text(k, known) if isinstance(k, str) else k
+            key = _same(k, scrub_text(k, known)) if isinstance(k, str) else k
             if isinstance(v, str) and isinstance(k, str) and v and SECRET_KEY.search(k):
                 new: Any = REDACTED
             else:

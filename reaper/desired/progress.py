@@ -7,7 +7,8 @@ A resource is
     ok         observed as declared and read back (or, in check mode, would change)
     settled    ensured as declared, not yet read back: dependents may go on
     todo       differs from its declaration and every prerequisite is settled
-    waiting    differs, and some prerequisite is not settled yet
+    waiting    differs, and some prerequisite is not settled yet, or its change waits for
+               the host's restart (a promotion: nothing of the domain works before it)
     failed     its ensure failed, or it still differs after `MAX_ATTEMPTS` ensures
     blocked    a prerequisite failed or is blocked: it will not be tried
 
@@ -80,7 +81,7 @@ class _Memo:
     rs: ResourceState
     facts: object
     check_mode: bool
-    before: tuple[Status, ...] | None
+    before: tuple[tuple[Status, bool], ...] | None
     status: Status
     why: str | None
 
@@ -254,8 +255,11 @@ class Progress:
         host = self.state.hosts.get(node.host)
         return None if host is None else host.facts
 
-    def _before(self, node: Ref) -> tuple[Status, ...]:
-        return tuple(self.status(b) for b in self.lab.graph.prerequisites(node))
+    def _before(self, node: Ref) -> tuple[tuple[Status, bool], ...]:
+        return tuple(
+            (self.status(b), self.resource_state(b).reboot_required)
+            for b in self.lab.graph.prerequisites(node)
+        )
 
     def _status(self, node: Ref, rs: ResourceState) -> tuple[Status, bool]:
         """The status derived afresh, and whether it depends on the prerequisites'."""
@@ -282,10 +286,13 @@ class Progress:
         if rs.attempts >= MAX_ATTEMPTS:
             self.why[node] = f"still differs after {rs.attempts} ensures: {self.diff(node)}"
             return "failed"
-        waiting = [b for b in self.lab.graph.prerequisites(node) if self.status(b) not in _SETTLED]
-        if waiting:
-            self.why[node] = f"waiting for {waiting[0]}"
-            return "waiting"
+        for before in self.lab.graph.prerequisites(node):
+            if self.status(before) not in _SETTLED:
+                self.why[node] = f"waiting for {before}"
+                return "waiting"
+            if self.resource_state(before).reboot_required:
+                self.why[node] = f"waiting for {before} (a restart of {before.host})"
+                return "waiting"
         return "todo"
 
     def host_nodes(self, host_id: str) -> tuple[Ref, ...]:

@@ -16,8 +16,9 @@ Per host, at most one task at a time:
 - anything else that failed stays failed; its dependents are blocked; the rest goes on.
 
 Work per wake-up is proportional to what changed: the hosts named in the results, plus the
-hosts of resources that a result settled or failed and that others wait for (their
-dependents, found through the graph), never a scan of the lab.
+hosts of resources that a result settled or failed, or that a reboot put in effect, and
+that others wait for (their dependents, found through the graph), never a scan of the lab. A
+change that waits for its host's restart holds its dependents until that reboot.
 """
 
 from __future__ import annotations
@@ -106,6 +107,11 @@ class Converger:
     def _touched(p: Progress, results: Iterable[ResultEvent]) -> list[Ref]:
         out: list[Ref] = []
         for r in results:
+            if r.ok and r.action.endswith(".reboot"):
+                # The changes that waited for this restart are in effect now: what depends on
+                # them (a member's join waits for the DC's promotion) may go on.
+                out.extend(p.host_nodes(r.host_id))
+                continue
             named = (
                 r.data.get("resource") if r.action.partition(".")[2].startswith("ensure_") else None
             )

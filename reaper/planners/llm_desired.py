@@ -105,6 +105,8 @@ def _resource_line(p: Progress, node: Ref) -> dict[str, Any]:
         line["error_code"] = rs.error_code or "NOT_CONVERGED"
     if rs.attempts:
         line["ensures"] = rs.attempts
+    if rs.reboot_required:
+        line["restart"] = True  # made, but in effect only once the host restarts
     return line
 
 
