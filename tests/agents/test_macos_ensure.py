@@ -330,6 +330,9 @@ def res(**spec: Any) -> Any:
         {"kind": "dns_client", "servers": ["10.0.0.1"], "search": ["-bad"]},
         {"kind": "file", "path": "/etc/motd", "content": "x", "owner": "-R"},
         {"kind": "firewall", "name": "a b", "port": 22},
+        # not hostile, but not doable yet: refused rather than an account without it
+        {"kind": "user", "name": "deploy", "password_env": "LAB_DEPLOY_PW"},
+        {"kind": "dns_client", "servers_from": ["dc-01"]},  # the engine resolves names
     ],
 )
 def test_hostile_values_are_refused_before_anything_runs(

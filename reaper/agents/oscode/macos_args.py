@@ -78,6 +78,10 @@ def argument_problem(resource: ResourceBase) -> str | None:
         return f"path {r.path!r}: not a path Reaper writes"
     if kind == "sshd_option" and ("\n" in r.value or not r.value.strip()):
         return "value: one non-empty line"
+    if kind == "user" and r.password_env is not None and r.state == "present":
+        # Refused, not skipped: an account left without the password the lab declares.
+        # macOS's tools (dscl -passwd, sysadminctl) take a password only as an argument.
+        return "password_env: setting a macOS account's password is not supported yet"
     if kind == "user":
         for field in ("shell", "home"):
             value = getattr(r, field)
