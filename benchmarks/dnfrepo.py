@@ -1,9 +1,10 @@
 """A dnf repository served inside the test network, with a real RPM built on the machine.
 
 The RPM (`reaper-hello`: a data file and a SysV init script) is built by `rpmbuild` from a
-spec written here, indexed by `createrepo_c`, and served over HTTP on a namespace host's
-gateway address by `aptmirror.serve`, as the apt mirror is. The hosts that install it run
-the RHEL-like rootfs `.ci/dnf-setup` caches: Debian's dnf and rpm under a Rocky os-release.
+spec written here, signed by `rpmsign` with a throwaway key, indexed by `createrepo_c`, and
+served over HTTP on a namespace host's gateway address by `aptmirror.serve`, as the apt
+mirror is. The hosts that install it run the RHEL-like rootfs `.ci/dnf-setup` caches:
+Debian's dnf and rpm under a Rocky os-release.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ def missing_requirements() -> str | None:
         done = subprocess.run(["bash", str(SETUP)], capture_output=True, text=True, check=False)
         if done.returncode != 0:
             return f".ci/dnf-setup failed: {done.stderr.strip()[-300:]}"
-    for tool in ("rpmbuild", "createrepo_c"):
+    for tool in ("rpmbuild", "rpmsign", "createrepo_c", "gpg"):
         if shutil.which(tool) is None:
             return f"no {tool} (run .ci/dnf-setup as root)"
     if not (ROOTFS / "usr/bin/dnf").exists():
@@ -80,14 +81,33 @@ def missing_requirements() -> str | None:
     return None
 
 
-def _run(argv: list[str]) -> None:
-    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+def _run(argv: list[str], env: dict[str, str] | None = None) -> str:
+    done = subprocess.run(
+        argv, capture_output=True, text=True, check=False, env=env, stdin=subprocess.DEVNULL
+    )
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)}: {done.stderr.strip()[-400:]}")
+    return done.stdout
+
+
+def _sign(rpms: list[Path], work: Path) -> str:
+    """Sign `rpms` with a throwaway ed25519 key (rpm 4.18 reads EdDSA); its armoured public
+    key, for the repository's gpgkey."""
+    home = work / "gnupg"
+    home.mkdir(mode=0o700, exist_ok=True)
+    env = {"GNUPGHOME": str(home), "PATH": "/usr/bin:/bin"}
+    gpg = shutil.which("gpg") or "gpg"  # rpm's default is gpg2, which Debian names gpg
+    batch = [gpg, "--batch", "--quiet", "--pinentry-mode", "loopback", "--passphrase", ""]
+    _run([*batch, "--quick-gen-key", "reaper-rpm <rpm@reaper.test>", "ed25519", "sign", "never"],
+         env=env)  # fmt: skip
+    macros = ["--define", "_gpg_name reaper-rpm", "--define", f"_gpg_path {home}"]
+    _run(["rpmsign", "--addsign", *macros, "--define", f"__gpg {gpg}", *map(str, rpms)], env=env)
+    return _run([*batch, "--armor", "--export"], env=env)
 
 
 def build_repo(root: Path) -> Path:
-    """`reaper-hello`'s RPM, built in `root`'s parent, in a repository at `root` (returned)."""
+    """`reaper-hello`'s RPM, built and signed in `root`'s parent, in a repository at `root`
+    (returned) whose `key.asc` is the signing key."""
     top = root.parent / "rpmbuild"
     sources = top / "SOURCES"
     sources.mkdir(parents=True, exist_ok=True)
@@ -96,7 +116,7 @@ def build_repo(root: Path) -> Path:
     spec.write_text(_SPEC)
     _run(["rpmbuild", "-bb", "--define", f"_topdir {top}", str(spec)])
     root.mkdir(parents=True, exist_ok=True)
-    for rpm in (top / "RPMS").rglob("*.rpm"):
-        shutil.copy(rpm, root / rpm.name)
+    rpms = [Path(shutil.copy(rpm, root / rpm.name)) for rpm in (top / "RPMS").rglob("*.rpm")]
+    (root / "key.asc").write_text(_sign(rpms, root.parent))
     _run(["createrepo_c", "--quiet", str(root)])
     return root

@@ -62,7 +62,7 @@ def repository(mirror: Mirror, **extra: Any) -> dict[str, Any]:
         "name": REPO,
         "format": "dnf",
         "url": mirror.url,
-        "gpgcheck": False,  # the RPM is unsigned
+        "key_url": mirror.url + "key.asc",  # dnf imports it at the first install (-y)
         **extra,
     }
 
@@ -126,6 +126,10 @@ async def test_a_dnf_role_converges_then_changes_nothing(
     assert (state.status, state.goal_reached) == (MissionStatus.COMPLETED, True), failed
     assert len(ensures(events, "changed")) == declared
     assert in_host(host, "rpm", "-q", "--qf", "%{VERSION}-%{RELEASE}", PACKAGE) == VERSION
+    # Signed, and checked: dnf imported the repository's key into rpm's keyring to install it.
+    # (rpm keeps an EdDSA header signature in the tag DSA ones use)
+    assert "EdDSA" in in_host(host, "rpm", "-q", "--qf", "%{DSAHEADER:pgpsig}", PACKAGE)
+    assert in_host(host, "rpm", "-q", "gpg-pubkey").startswith("gpg-pubkey-")
     assert (host.root / DATA_FILE.lstrip("/")).read_text() == "hello from an rpm\n"
     assert f"baseurl={mirror.url}" in (host.root / f"etc/yum.repos.d/{REPO}.repo").read_text()
     # Installed by dnf into the rpm database, not by apt: dpkg has never heard of it.
@@ -199,6 +203,13 @@ async def test_dnf_failures_come_back_as_dnf_prints_them(
         assert ok.data["after"] == {"state": "present", "version": VERSION}
         again = await _ensure(shell, host, "package", {"name": PACKAGE})
         assert again.data["result"] == "unchanged"
+        # A pinned version reads as rpm prints it (VERSION-RELEASE): the same, so unchanged.
+        pinned = await _ensure(shell, host, "package", {"name": PACKAGE, "version": VERSION})
+        assert pinned.data["result"] == "unchanged", pinned.summary
         gone = await _ensure(shell, host, "package", {"name": PACKAGE, "state": "absent"})
         assert gone.data["result"] == "changed", gone.stderr_tail
         assert not (host.root / DATA_FILE.lstrip("/")).exists()
+        # And back, pinned: dnf is asked for NAME-VERSION-RELEASE.
+        back = await _ensure(shell, host, "package", {"name": PACKAGE, "version": VERSION})
+        assert back.data["result"] == "changed", back.stderr_tail
+        assert back.data["after"] == {"state": "present", "version": VERSION}
