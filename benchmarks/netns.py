@@ -4,6 +4,7 @@
 Used by the tests (tests/hosts/) and by `reaper bench ssh`; it imports nothing from Reaper.
 
     lab = NsLab.create(["h1", "h2"], workdir)   # needs root, ip, unshare, the rootfs cache
+    NsLab.create(["d1"], workdir, rootfs=CACHE / "bookworm-dnf")   # another cached tree
     lab.hosts["h1"].addr, .root (the host's /), .known_hosts_line
     lab.stop_sshd(host); lab.start_sshd(host); lab.destroy()
 
@@ -120,15 +121,18 @@ def _used_subnets() -> set[int]:
 
 
 class NsLab:
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, rootfs: Path = ROOTFS) -> None:
         self.workdir = workdir
+        self.rootfs = rootfs  # the cached tree each host's overlay lies over
         self.hosts: dict[str, NsHost] = {}
         self.client_key = workdir / "client_ed25519"
         self.known_hosts = workdir / "known_hosts"
 
     @classmethod
-    def create(cls, names: list[str], workdir: Path, *, parallel: int = 8) -> NsLab:
-        lab = cls(workdir)
+    def create(
+        cls, names: list[str], workdir: Path, *, parallel: int = 8, rootfs: Path = ROOTFS
+    ) -> NsLab:
+        lab = cls(workdir, rootfs)
         workdir.mkdir(parents=True, exist_ok=True)
         _run(
             "ssh-keygen",
@@ -188,7 +192,7 @@ class NsLab:
             "overlay",
             "overlay",
             "-o",
-            f"lowerdir={ROOTFS},upperdir={host.dir}/upper,workdir={host.dir}/work",
+            f"lowerdir={self.rootfs},upperdir={host.dir}/upper,workdir={host.dir}/work",
             str(host.root),
         )
         root = str(host.root)

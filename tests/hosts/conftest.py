@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from benchmarks import dnfrepo
 from reaper.lab import LabHost
 from reaper.models import HostConnection
 from tests.hosts.netns import USER, NsHost, NsLab, missing_requirements
@@ -23,12 +24,16 @@ MISSION_HOST_NAMES = ["m1", "m2", "m3", "ms", "mi"]
 CONVERGE_HOST_NAMES = ["c1", "c2"]
 # A host Reaper reaches as root with a key (tests/hosts/test_root_baseline.py).
 ROOT_HOST_NAMES = ["r1"]
+# RHEL-like hosts (dnf and rpm, a Rocky os-release): tests/hosts/test_dnf_converge.py.
+DNF_HOST_NAMES = ["d1", "d2"]
 
 
-def _lab(tmp_path_factory: pytest.TempPathFactory, names: list[str], tag: str) -> Iterator[NsLab]:
+def _lab(
+    tmp_path_factory: pytest.TempPathFactory, names: list[str], tag: str, **create: Any
+) -> Iterator[NsLab]:
     why = missing_requirements()
     require_service("network-namespace sshd hosts", why is None, why or "")
-    lab = NsLab.create(names, tmp_path_factory.mktemp(tag))
+    lab = NsLab.create(names, tmp_path_factory.mktemp(tag), **create)
     yield lab
     lab.destroy()
 
@@ -46,6 +51,13 @@ def mission_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NsLab]:
 @pytest.fixture(scope="session")
 def converge_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NsLab]:
     yield from _lab(tmp_path_factory, CONVERGE_HOST_NAMES, "netns-converge")
+
+
+@pytest.fixture(scope="session")
+def dnf_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NsLab]:
+    why = missing_requirements() or dnfrepo.missing_requirements()
+    require_service("RHEL-like (dnf) namespace hosts", why is None, why or "")
+    yield from _lab(tmp_path_factory, DNF_HOST_NAMES, "netns-dnf", rootfs=dnfrepo.ROOTFS)
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,8 @@ import json
 import os
 import subprocess
 import warnings
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -139,9 +140,25 @@ def converge_lab_file(
     return parse_lab(json.dumps(text))
 
 
-def tree_digest(host: NsHost) -> str:
+def _entry(path: str) -> bytes | None:
+    """A path's type, mode, owner and content (None: no such path)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    out = f"{st.st_mode} {st.st_uid} {st.st_gid}\n".encode()
+    if os.path.islink(path):
+        return out + os.readlink(path).encode()
+    if os.path.isfile(path):
+        return out + Path(path).read_bytes()
+    return out
+
+
+def tree_digest(host: NsHost, *, lower: Path | None = None, skip: tuple[str, ...] = ()) -> str:
     """Every path a run could change, with its type, mode, owner and content. The host is an
-    overlay over the shared rootfs, which nothing writes: its upper dir is all that changed."""
+    overlay over the shared rootfs, which nothing writes: its upper dir is all that changed.
+    With `lower` (that rootfs), a path copied up unchanged (a file only opened for writing, as
+    SQLite opens its log) is no change. `skip`: paths left out, for a reason the caller gives."""
     upper = host.dir / "upper"
     digest = hashlib.sha256()
     for dirpath, dirnames, filenames in os.walk(upper):
@@ -150,14 +167,11 @@ def tree_digest(host: NsHost) -> str:
             d for d in dirnames if os.path.normpath(os.path.join(rel, d)) not in EXCLUDED
         )
         for name in sorted(filenames) + dirnames:
-            path = os.path.join(dirpath, name)
-            st = os.lstat(path)
-            meta = f"{os.path.join(rel, name)} {st.st_mode} {st.st_uid} {st.st_gid}"
-            digest.update(meta.encode())
-            if os.path.islink(path):
-                digest.update(os.readlink(path).encode())
-            elif os.path.isfile(path):
-                digest.update(Path(path).read_bytes())
+            relpath = os.path.normpath(os.path.join(rel, name))
+            entry = _entry(os.path.join(dirpath, name))
+            if relpath in skip or (lower is not None and entry == _entry(str(lower / relpath))):
+                continue
+            digest.update(relpath.encode() + b"\0" + (entry or b""))
     return digest.hexdigest()
 
 
@@ -179,6 +193,40 @@ def in_host(host: NsHost, *argv: str) -> str:
         check=True,
     )
     return done.stdout
+
+
+def sshd_pid(host: NsHost) -> str:
+    """The host's sshd (PID 1 of its PID namespace), as the machine numbers it."""
+    return next(
+        pid
+        for pid in subprocess.run(
+            ["ip", "netns", "pids", host.ns], capture_output=True, text=True, check=True
+        ).stdout.split()
+        if Path(f"/proc/{pid}/comm").read_text().strip() == "sshd"
+    )
+
+
+@contextmanager
+def held(argv: list[str]) -> Iterator[None]:
+    """A lock held by `argv` while the block runs: it prints `locked` once it holds it and
+    lets go when its stdin closes (no sleep to wait for either)."""
+    holder = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        yield
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait(timeout=10)
+
+
+async def install_while_held(shell: Any, host: NsHost, holder: list[str], package: str) -> Any:
+    """`package`'s install while `holder` (see `held`) holds the package manager's lock: it
+    fails at once as PM_LOCKED, a retriable class; the outcome is returned for its text."""
+    with held(holder):
+        locked = await _ensure(shell, host, "package", {"name": package})
+    assert (locked.error_code, locked.retriable) == ("PM_LOCKED", True), locked.stderr_tail
+    return locked
 
 
 async def test_a_role_converges_then_changes_nothing_then_fixes_only_drift(
@@ -271,6 +319,16 @@ async def test_a_role_converges_then_changes_nothing_then_fixes_only_drift(
     assert state.hosts["c1"].facts["sshd"]["maxauthtries"] == "4"
 
 
+@asynccontextmanager
+async def host_shell(lab: NsLab, host: NsHost, logs_dir: Path) -> AsyncIterator[Any]:
+    """An SSH session on `host`, closed after the block."""
+    transport = SshTransport(logs_dir=logs_dir)
+    try:
+        yield await transport.session(host.name, ssh_conn(lab, host))
+    finally:
+        await transport.close()
+
+
 async def _ensure(shell: Any, host: NsHost, kind: str, resource: dict[str, Any]) -> Any:
     params = {"resource": {"kind": kind, **resource}}
     return await ACTIONS.run(f"ensure_{kind}", params, shell, host_id=host.name)
@@ -293,31 +351,12 @@ async def test_failures_come_back_as_the_tools_print_them(
         assert bogus.data == {"resource": "package/reaper-no-such-package", "before": None}
 
         # Another process holds dpkg's frontend lock (an fcntl lock, as apt takes it).
-        holder = subprocess.Popen(
-            [
-                "ip",
-                "netns",
-                "exec",
-                host.ns,
-                "chroot",
-                str(host.root),
-                "python3",
-                "-c",
-                "import fcntl, sys; f = open('/var/lib/dpkg/lock-frontend', 'w'); "
-                "fcntl.lockf(f, fcntl.LOCK_EX); print('locked', flush=True); sys.stdin.read()",
-            ],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
-            locked = await _ensure(shell, host, "package", {"name": PACKAGE})
-        finally:
-            assert holder.stdin is not None
-            holder.stdin.close()
-            holder.wait(timeout=10)
-        assert (locked.error_code, locked.retriable) == ("PM_LOCKED", True), locked.stderr_tail
+        dpkg_lock = [
+            *("ip", "netns", "exec", host.ns, "chroot", str(host.root), "python3", "-c"),
+            "import fcntl, sys; f = open('/var/lib/dpkg/lock-frontend', 'w'); "
+            "fcntl.lockf(f, fcntl.LOCK_EX); print('locked', flush=True); sys.stdin.read()",
+        ]
+        locked = await install_while_held(shell, host, dpkg_lock, PACKAGE)
         assert "Could not get lock /var/lib/dpkg/lock-frontend" in locked.stderr_tail
 
         bad = await _ensure(shell, host, "sshd_option", {"name": "NoSuchOption", "value": "1"})
@@ -343,18 +382,11 @@ async def test_failures_come_back_as_the_tools_print_them(
         # A full filesystem (a 64 KiB tmpfs mounted in the host's own mount namespace).
         full = host.root / "srv/full"
         full.mkdir(parents=True, exist_ok=True)
-        sshd_pid = next(
-            pid
-            for pid in subprocess.run(
-                ["ip", "netns", "pids", host.ns], capture_output=True, text=True, check=True
-            ).stdout.split()
-            if Path(f"/proc/{pid}/comm").read_text().strip() == "sshd"
-        )
         subprocess.run(
             [
                 "nsenter",
                 "-t",
-                sshd_pid,
+                sshd_pid(host),
                 "-m",
                 "mount",
                 "-t",
@@ -370,7 +402,7 @@ async def test_failures_come_back_as_the_tools_print_them(
             big = {"path": "/srv/full/big", "content": "x" * 200_000}
             disk = await _ensure(shell, host, "file", big)
         finally:
-            subprocess.run(["nsenter", "-t", sshd_pid, "-m", "umount", str(full)], check=True)
+            subprocess.run(["nsenter", "-t", sshd_pid(host), "-m", "umount", str(full)], check=True)
         assert disk.error_code == "DISK_FULL", disk.stderr_tail
         assert "No space left on device" in disk.stderr_tail
 

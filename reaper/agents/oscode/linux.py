@@ -20,6 +20,7 @@ from reaper.agents.oscode.linux_args import argument_problem
 from reaper.agents.oscode.linux_baseline import ITEMS, probe_host
 from reaper.agents.oscode.linux_ensure import ensure
 from reaper.agents.oscode.linux_observe import OBSERVE_SCRIPT, observe_args, parse_observed
+from reaper.agents.oscode.linux_scripts import PM_PICK
 from reaper.agents.oscode.readable import observe_argv, readable_resources
 from reaper.agents.oscode.toolbox import Toolbox
 from reaper.models import ResultStatus
@@ -38,7 +39,7 @@ echo "@@reaper:nproc@@"; nproc 2>/dev/null
 echo "@@reaper:meminfo@@"; grep MemTotal /proc/meminfo 2>/dev/null
 echo "@@reaper:df@@"; df -P -k 2>/dev/null
 echo "@@reaper:package_manager@@"
-for pm in apt-get dnf yum zypper apk pacman; do if command -v $pm >/dev/null 2>&1; then echo $pm; break; fi; done
+@PM_PICK@echo "$pm"
 echo "@@reaper:services@@"
 if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
   echo "#systemd"; systemctl list-units --type=service --state=running --no-legend --plain 2>/dev/null
@@ -61,10 +62,8 @@ echo "@@reaper:auditd@@"
 if command -v auditd >/dev/null 2>&1; then echo installed=1; else echo installed=0; fi
 if pgrep -x auditd >/dev/null 2>&1; then echo running=1; else echo running=0; fi
 """
-_PM_SCRIPT = (
-    "for pm in apt-get dnf yum zypper apk pacman; do "
-    "if command -v $pm >/dev/null 2>&1; then echo $pm; break; fi; done"
-)
+DISCOVER_SCRIPT = DISCOVER_SCRIPT.replace("@PM_PICK@", PM_PICK)
+_PM_SCRIPT = PM_PICK + 'echo "$pm"\n'
 FACT_SECTIONS = (
     "os",
     "kernel",
@@ -91,8 +90,8 @@ _PACKAGES = {  # what baseline items need, per package manager
 _INSTALL = {
     "apt-get": "export DEBIAN_FRONTEND=noninteractive; apt-get update -q && "
     'apt-get install -y -q --no-install-recommends "$@"',
-    "dnf": 'dnf install -y "$@"',
-    "yum": 'yum install -y "$@"',
+    "dnf": 'dnf install -y --setopt=exit_on_lock=True "$@"',  # fail on a held lock, not wait
+    "yum": 'yum install -y --setopt=exit_on_lock=True "$@"',
     "zypper": 'zypper --non-interactive install "$@"',
 }
 _REBOOT = r"""PATH="$PATH:/usr/sbin:/sbin"

@@ -303,7 +303,16 @@ def _failed(
     rid: str, before: Props, code: str, summary: str, output: str, *, exit_code: int | None = None
 ) -> ActionOutcome:
     lines = output.strip().splitlines()
-    first = next((ln for ln in reversed(lines) if ln.startswith(("E:", "Error"))), None)
+    # apt's "E:", dnf's "Error:"; a held dnf lock has no such line, only "RPMDB already locked
+    # by N" and then the holder's details.
+    first = next(
+        (
+            ln
+            for ln in reversed(lines)
+            if ln.startswith(("E:", "Error")) or "already locked by" in ln
+        ),
+        None,
+    )
     first = first or (lines[-1] if lines else code)
     how = f" (exit {exit_code})" if exit_code is not None else ""
     return ActionOutcome(

@@ -14,6 +14,7 @@ _LOCKED = (
     "unable to lock the administration directory",
     "is another process using it",
     "waiting for process with pid",
+    "already locked by",  # dnf with exit_on_lock: "Error: RPMDB already locked by 123"
 )
 _DISK = ("no space left on device", "you don't have enough free space")
 _UNREACHABLE = (

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from reaper.agents.oscode import posix
+from reaper.agents.oscode.linux_scripts import PM_PICK
 from reaper.desired.base import ResourceBase
 from reaper.desired.compare import normalise_mode
 
@@ -20,14 +21,17 @@ __all__ = ["OBSERVE_SCRIPT", "observe_args", "parse_nft_rule", "parse_observed",
 
 Props = dict[str, Any] | None
 
-OBSERVE_SCRIPT = r"""PATH="$PATH:/usr/sbin:/sbin:/usr/local/sbin"; export LC_ALL=C
-i=0; sshd_t=; sshd_read=0
+OBSERVE_SCRIPT = (
+    'PATH="$PATH:/usr/sbin:/sbin:/usr/local/sbin"; export LC_ALL=C\n'
+    + PM_PICK
+    + r"""i=0; sshd_t=; sshd_read=0
 while [ $# -ge 2 ]; do
 kind=$1; name=$2; shift 2
 echo "@@reaper:r$i@@"; i=$((i+1))
 case $kind in
 package)
-  if command -v dpkg-query >/dev/null 2>&1; then
+  case $pm in dnf|yum|zypper) db=rpm;; *) db=dpkg;; esac  # the family's own database: a host may carry both
+  if [ $db = dpkg ] && command -v dpkg-query >/dev/null 2>&1; then
     s=$(dpkg-query -W -f='${db:Status-Status} ${Version}' "$name" 2>/dev/null) && case $s in "installed "*) echo "version=${s#installed }";; esac
   elif command -v rpm >/dev/null 2>&1; then
     v=$(rpm -q --qf '%{VERSION}-%{RELEASE}' "$name" 2>/dev/null) && echo "version=$v"
@@ -40,7 +44,7 @@ service)
     fi
   elif [ -x "/etc/init.d/$name" ]; then
     if "/etc/init.d/$name" status >/dev/null 2>&1; then echo running=1; else echo running=0; fi
-    if ls /etc/rc[2345].d/S[0-9][0-9]"$name" >/dev/null 2>&1; then echo enabled=1; else echo enabled=0; fi
+    en=0; for f in /etc/rc[2345].d/S[0-9][0-9]"$name" /etc/rc.d/rc[2345].d/S[0-9][0-9]"$name"; do [ -e "$f" ] && en=1; done; echo "enabled=$en"
   fi;;
 file|directory)
   if [ -e "$name" ]; then
@@ -73,6 +77,7 @@ package_repository)
 esac
 done
 """
+)
 
 
 def observe_args(resource: ResourceBase) -> tuple[str, str]:

@@ -9,27 +9,42 @@ written to a temporary file in the target's own directory and renamed into place
 
 from __future__ import annotations
 
-__all__ = ["PATH_START", "SCRIPTS", "SSHD_DROPIN", "UNAVAILABLE"]
+__all__ = ["PATH_START", "PM_PICK", "SCRIPTS", "SSHD_DROPIN", "UNAVAILABLE"]
 
 UNAVAILABLE = 69
 _HEAD = (
     'PATH="$PATH:/usr/sbin:/sbin:/usr/local/sbin"; export LC_ALL=C DEBIAN_FRONTEND=noninteractive\n'
 )
 
+# Sets $pm: the package manager of the family /etc/os-release names (ID, then ID_LIKE), else
+# the first one found. Not the first found alone: a host can carry another family's tool
+# (Debian ships dnf and rpm; a RHEL host can have apt from EPEL), and it must not be driven by it.
+PM_PICK = r"""osr=/etc/os-release; [ -r "$osr" ] || osr=/usr/lib/os-release
+ids=$(sed -n -e 's/^ID=//p' -e 's/^ID_LIKE=//p' "$osr" 2>/dev/null | tr -d "\"'" | tr '\n' ' ')
+order=; for id in $ids; do case $id in rhel|fedora|centos|rocky|almalinux) order="$order dnf yum";; debian|ubuntu) order="$order apt-get";; suse|opensuse) order="$order zypper";; alpine) order="$order apk";; arch) order="$order pacman";; esac; done
+pm=; for c in $order apt-get dnf yum zypper apk pacman; do if command -v "$c" >/dev/null 2>&1; then pm=$c; break; fi; done
+"""
+
 # $1 name  $2 state (present|absent)  $3 version ("" any; apt and dnf take it exactly)
-_PACKAGE = r"""name=$1; state=$2; version=$3
-if command -v apt-get >/dev/null 2>&1; then
+# dnf waits for ever on a lock another dnf holds ("Waiting for process with pid N to finish"):
+# exit_on_lock makes it fail at once ("... already locked by N", exit 200), as apt does.
+_PACKAGE = (
+    PM_PICK
+    + r"""name=$1; state=$2; version=$3
+case $pm in
+apt-get)
   if [ "$state" = absent ]; then echo "@@reaper:install@@"; apt-get remove -y -q "$name" 2>&1; exit $?; fi
   spec=$name; [ -n "$version" ] && spec="$name=$version"
   echo "@@reaper:update@@"; apt-get update -q 2>&1
-  echo "@@reaper:install@@"; apt-get install -y -q --no-install-recommends -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "$spec" 2>&1
-elif command -v dnf >/dev/null 2>&1 || command -v yum >/dev/null 2>&1; then
-  pm=dnf; command -v dnf >/dev/null 2>&1 || pm=yum
+  echo "@@reaper:install@@"; apt-get install -y -q --no-install-recommends -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "$spec" 2>&1;;
+dnf|yum)
   spec=$name; [ -n "$version" ] && spec="$name-$version"
   echo "@@reaper:install@@"
-  if [ "$state" = absent ]; then $pm remove -y "$name" 2>&1; else $pm install -y "$spec" 2>&1; fi
-else echo "no apt-get, dnf or yum on this host" >&2; exit 69; fi
+  if [ "$state" = absent ]; then $pm remove -y --setopt=exit_on_lock=True "$name" 2>&1; else $pm install -y --setopt=exit_on_lock=True "$spec" 2>&1; fi;;
+*) echo "no apt-get, dnf or yum on this host" >&2; exit 69;;
+esac
 """
+)
 
 _SYSTEMD = "[ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1"
 
@@ -49,7 +64,11 @@ else
     stopped) if "$init" status >/dev/null 2>&1; then "$init" stop </dev/null; fi;;
     restarted) if "$init" status >/dev/null 2>&1; then "$init" restart </dev/null; fi;;
   esac || exit $?
-  case $enabled in 1) update-rc.d "$name" defaults >/dev/null && update-rc.d "$name" enable;; 0) update-rc.d "$name" disable;; esac
+  if command -v update-rc.d >/dev/null 2>&1; then
+    case $enabled in 1) update-rc.d "$name" defaults >/dev/null && update-rc.d "$name" enable;; 0) update-rc.d "$name" disable;; esac
+  else  # RHEL family without systemd: chkconfig, from the script's own "# chkconfig:" line
+    case $enabled in 1) chkconfig --add "$name" && chkconfig "$name" on;; 0) chkconfig "$name" off;; esac
+  fi
 fi
 """
 )
@@ -202,7 +221,22 @@ if [ "$format" = apt ]; then
   if [ -n "$old" ]; then mv -f -- "$old" "$file"; else rm -f -- "$file"; fi
   exit 75
 else
+  old=; [ -f "$file" ] && old=$(mktemp "$dir/.reaper-old.XXXXXX") && cp -p -- "$file" "$old"
   mv -f -- "$tmp" "$file"; trap - EXIT
+  # As apt's update above: the new repository's metadata is fetched now, so a mirror that
+  # cannot be reached fails here and the old file is put back (a disabled one is not read).
+  if grep -q '^enabled=1' "$file"; then
+    echo "@@reaper:update@@"
+    pm=dnf; command -v dnf >/dev/null 2>&1 || pm=yum
+    if ! out=$($pm makecache --disablerepo='*' --enablerepo="$name" --setopt="$name.skip_if_unavailable=False" --setopt=exit_on_lock=True 2>&1); then
+      printf '%s\n' "$out"
+      if [ -n "$old" ]; then mv -f -- "$old" "$file"; else rm -f -- "$file"; fi
+      case $out in *"already locked by"*) exit 1;; esac  # classified from the text: PM_LOCKED
+      exit 75
+    fi
+    printf '%s\n' "$out"
+  fi
+  [ -n "$old" ] && rm -f -- "$old"; exit 0
 fi
 """
 

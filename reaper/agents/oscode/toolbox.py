@@ -15,6 +15,7 @@ from typing import Any, Literal
 from reaper.actions import DIAGNOSE_TOPICS, CleanupParams, DiagnoseParams, RunShellParams
 from reaper.agents.base import ActionOutcome, Command, CommandRunner
 from reaper.agents.oscode import posix
+from reaper.agents.oscode.linux_scripts import PM_PICK
 from reaper.models import ResultStatus
 
 __all__ = ["Toolbox", "cleanup_findings", "diagnose_findings"]
@@ -37,10 +38,11 @@ _DIAGNOSE: dict[Flavour, str] = {
     "linux": _HEAD
     + r"""if has disk; then echo "@@reaper:disk@@"; df -P -k 2>&1; echo "#inodes"; df -P -i 2>&1; fi
 if has packages; then echo "@@reaper:packages@@"
-  for pm in apt-get dnf yum zypper apk pacman; do if command -v $pm >/dev/null 2>&1; then echo "manager: $pm"; break; fi; done
+@PM_PICK@  echo "manager: $pm"
   echo "#repositories"; cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources /etc/yum.repos.d/*.repo 2>/dev/null | grep -v '^[[:space:]]*#' | grep -v '^[[:space:]]*$' | head -n 60
   echo "#lock"; pgrep -a -x 'apt|apt-get|aptitude|dpkg|dnf|yum|zypper|unattended-upgr' 2>/dev/null | head -n 10
   for f in /var/lib/dpkg/lock-frontend /var/lib/dpkg/lock /var/lib/apt/lists/lock; do if [ -e "$f" ] && command -v fuser >/dev/null 2>&1 && who=$(fuser "$f" 2>/dev/null) && [ -n "$who" ]; then echo "held $f by pid$who"; fi; done
+  for f in /var/lib/dnf/rpmdb_lock.pid /var/cache/dnf/metadata_lock.pid /var/cache/dnf/download_lock.pid; do if [ -s "$f" ] && who=$(cat "$f") && [ -d "/proc/$who" ]; then echo "held $f by pid $who"; fi; done
   echo "#broken"; if command -v dpkg >/dev/null 2>&1; then dpkg --audit 2>&1 | head -n 20; fi
 fi
 if has service && [ -n "$svc" ]; then echo "@@reaper:service@@"
@@ -89,6 +91,7 @@ if has time; then echo "@@reaper:time@@"; date -u '+%Y-%m-%dT%H:%M:%SZ'; systems
 if has processes; then echo "@@reaper:processes@@"; ps -Ao pid,user,%cpu,%mem,etime,comm -r 2>&1 | head -n 16; fi
 """,
 }
+_DIAGNOSE["linux"] = _DIAGNOSE["linux"].replace("@PM_PICK@", PM_PICK)
 
 # cleanup: $1 targets, $2 days, $3 "1" for check mode. Prints `TARGET FILES BYTES` per target.
 _CLEANUP: dict[Flavour, str] = {

@@ -279,8 +279,8 @@ _TEXTS: Mapping[str, Mapping[str, str]] = {
         "{name}\nError: Unable to find a match: {name}",
         "bad_version": "No match for argument: {name}-{version}\nError: Unable to find a "
         "match: {name}-{version}",
-        "locked": "Waiting for process with pid {pid} to finish.\nError: [Errno 11] Resource "
-        "temporarily unavailable: the dnf lock is held by {holder} (pid {pid})",
+        # As dnf 4 prints it with exit_on_lock (Reaper's ensure sets it; else dnf waits).
+        "locked": "RPMDB already locked by {pid}\n  The application with PID {pid} is: {holder}",
         "unreachable": "Errors during downloading metadata for repository 'baseos':\n  - Curl "
         "error (28): Timeout was reached for https://{mirror}/mirrorlist [Connection timed out "
         "after 30000 milliseconds]\nError: Failed to download metadata for repo 'baseos': "
