@@ -72,9 +72,9 @@ def _planners(text: str) -> list[tuple[str, str]]:
     for item in (p.strip() for p in text.split(",") if p.strip()):
         label, _, spec = item.partition("=")
         spec = spec or item
-        _, replayed = split_replay(spec)
+        base, replayed = split_replay(spec)
         if replayed is not None:
-            label = replay_label(replayed) if label == spec else label
+            label = replay_label(replayed, base) if label == spec else label
             out.append((label, spec))
             continue
         if spec == "hybrid" and not hybrid_available():

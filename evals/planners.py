@@ -34,6 +34,7 @@ from reaper.planners.rules import RuleBasedPlanner
 __all__ = [
     "DEFAULT_FIXTURES",
     "HYBRID_SPEC",
+    "REPLAYABLE",
     "REPLAY_SEP",
     "LLMSource",
     "build_planner",
@@ -81,29 +82,31 @@ class LLMSource:
         return f"{self.mode} {display_path(self.path)}"
 
 
-# `llm+DIR`: the LLM planner replaying DIR's cassettes, beside another source's `llm` (e.g. a
-# local model's recorded answers next to the synthetic ones) in one scorecard.
+# `llm+DIR` (or `hybrid+DIR`): that planner replaying DIR's cassettes, beside another
+# source's (e.g. a local model's recorded answers next to the synthetic ones) in one scorecard.
 REPLAY_SEP = "+"  # `llm@DIR` is a prompt variant (evals.variants)
+REPLAYABLE = ("llm", "hybrid")
 
 
 def split_replay(spec: str) -> tuple[str, Path | None]:
-    """`llm+DIR` → ("llm", DIR); any other spec → (spec, None)."""
+    """`llm+DIR` → ("llm", DIR), `hybrid+DIR` → ("hybrid", DIR); any other spec → (spec,
+    None)."""
     base, sep, where = spec.partition(REPLAY_SEP)
-    if not sep or base != "llm":
+    if not sep or base not in REPLAYABLE:
         return spec, None
     return base, Path(where)
 
 
-def replay_label(path: Path) -> str:
+def replay_label(path: Path, planner: str = "llm") -> str:
     """A scorecard label saying whose answers a cassette directory holds: `llm (synthetic)`
     or `llm (PROVIDER: MODEL)` from its cassettes' headers (ConfigError: none there)."""
     files = sorted(path.glob("*.jsonl.gz")) + sorted(path.glob("*.jsonl")) if path.is_dir() else []
     if not files:
-        raise ConfigError(f"llm{REPLAY_SEP}{path}: no cassettes (*.jsonl[.gz]) there")
+        raise ConfigError(f"{planner}{REPLAY_SEP}{path}: no cassettes (*.jsonl[.gz]) there")
     header = _fresh_replay(files[0]).header
     if header.synthetic:
-        return "llm (synthetic)"
-    return f"llm ({header.provider}: {header.model})"
+        return f"{planner} (synthetic)"
+    return f"{planner} ({header.provider}: {header.model})"
 
 
 def display_path(path: Path) -> str:

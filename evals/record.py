@@ -20,7 +20,7 @@ from pathlib import Path
 
 from evals.harness import code_version, plan_jobs, run_suite
 from evals.make_fixtures import pack
-from evals.planners import LLMSource, cassette_for
+from evals.planners import REPLAYABLE, LLMSource, cassette_for
 from evals.scenario import load_scenarios
 from llm.errors import LLMConfigError
 from llm.gguf import check_gguf
@@ -61,13 +61,25 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="local: the server's context in tokens (default: the model's, at most 8192)",
     )
+    p.add_argument(
+        "--planners",
+        default="llm",
+        help="llm, hybrid or llm,hybrid: whose calls to record (one cassette per scenario)",
+    )
     p.add_argument("--pack", action="store_true", help="gzip each cassette (as shipped)")
     return p
+
+
+def _planners(args: argparse.Namespace) -> list[str]:
+    return list(dict.fromkeys(p.strip() for p in args.planners.split(",") if p.strip()))
 
 
 def _check(args: argparse.Namespace) -> None:
     if args.trials < 1:
         raise ConfigError("--trials must be at least 1")
+    if not _planners(args) or set(_planners(args)) - set(REPLAYABLE):
+        wanted = ", ".join(REPLAYABLE)
+        raise ConfigError(f"--planners: one or more of {wanted}, not {args.planners!r}")
     if args.provider != "local" and not args.model:
         raise ConfigError(f"--provider {args.provider} needs --model")
     if args.model_path is not None and args.provider != "local":
@@ -115,7 +127,11 @@ def record(args: argparse.Namespace) -> list[str]:
             max_tokens=args.max_tokens or (LOCAL_MAX_TOKENS if args.provider == "local" else None),
         )
         jobs = plan_jobs(
-            scenarios, [("llm", "llm")], trials=args.trials, source=source, version=code_version()
+            scenarios,
+            [(p, p) for p in _planners(args)],
+            trials=args.trials,
+            source=source,
+            version=code_version(),
         )
         results = run_suite(jobs, processes=1)
     problems = [f"{r.scenario} seed {r.seed}: {r.error}" for r in results if r.error]

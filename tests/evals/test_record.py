@@ -55,6 +55,7 @@ def test_nothing_recorded_is_a_failure(
         (["--provider", "anthropic", "--model", "m", "--model-path", "x.gguf"], "local only"),
         (["--provider", "local", "--model-path", "absent.gguf"], "no such GGUF"),
         (["--provider", "local", "--trials", "0"], "at least 1"),
+        (["--provider", "local", "--planners", "llm,rule"], "one or more of llm, hybrid"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(
@@ -64,3 +65,27 @@ def test_bad_input_is_one_line_and_exit_2(
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert not list(tmp_path.iterdir())
+
+
+def test_records_the_hybrids_calls_beside_the_llm_planners_and_both_replay(
+    tmp_path: Path, fake_openai: FakeProviderServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A clock skew is outside the rules' known failures: the hybrid asks the model about it.
+    fake_openai.push(OPENAI_ROUTE, *[openai_completion(content=_DONE) for _ in range(40)])
+    scenario = ["--scenarios", "evals/scenarios/desired", "--only", "ds-clock-skew-5"]
+    argv = ["record", "--provider", "openai", "--model", "gpt-test", *scenario, "--trials", "1"]
+    argv += ["--base-url", fake_openai.openai_base_url, "--planners"]
+    assert main([*argv, "llm", "--out", str(tmp_path / "llm")]) == 0, capsys.readouterr().err
+    assert main([*argv, "llm,hybrid", "--out", str(tmp_path / "both")]) == 0
+    alone = load_cassette(tmp_path / "llm" / "ds-clock-skew-5.jsonl").entries
+    both = load_cassette(tmp_path / "both" / "ds-clock-skew-5.jsonl").entries
+    assert len(both) > len(alone)
+    capsys.readouterr()
+    planners = f"llm+{tmp_path / 'both'},hybrid+{tmp_path / 'both'}"
+    replay = [*scenario, "--trials", "1", "--planners", planners, "--json", "--out", ""]
+    assert main(replay) == 0
+    runs = json.loads(capsys.readouterr().out)["results"]
+    assert sorted(r["planner"] for r in runs) == [
+        "hybrid (openai: gpt-test)", "llm (openai: gpt-test)"
+    ]  # fmt: skip
+    assert all(r["error"] is None for r in runs)
