@@ -27,6 +27,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from reaper.desired.identity import Ref
+from reaper.desired.memo import as_json
 from reaper.desired.progress import Progress, progress
 from reaper.models import (
     HostState,
@@ -72,20 +73,20 @@ class Converger:
 
     async def next_tasks(self, state: MissionState, results: Sequence[ResultEvent]) -> Plan:
         p = progress(state)
-        hosts: dict[str, None] = {}
+        # host → its latest result in the batch (None: a dependent's host, unblocked)
+        hosts: dict[str, ResultEvent | None] = {}
         for r in results:
-            hosts[r.host_id] = None
+            hosts[r.host_id] = r  # in the order of each host's first result
         # A settled resource may make its direct dependents ready, on any host; deeper ones
         # wait for those (and a failure's blocked dependents need no task at all).
         for node in self._touched(p, results):
             for after in p.lab.graph.dependents(node):
-                hosts[after.host] = None
+                hosts.setdefault(after.host, None)
         tasks: list[PlannedTask] = []
-        for host_id in hosts:
+        for host_id, last in hosts.items():
             host = state.hosts.get(host_id)
             if host is None:
                 continue
-            last = next((r for r in reversed(results) if r.host_id == host_id), None)
             task = self._next(p, host, _why(last))
             if task is not None:
                 tasks.append(task)
@@ -162,8 +163,9 @@ class Converger:
     @staticmethod
     def _ensure(p: Progress, host: HostState, node: Ref, why: str) -> PlannedTask:
         resource = p.lab.resources[node]
-        # As declared: the engine resolves a dns_client's `servers_from` for every planner.
-        spec: dict[str, Any] = resource.model_dump(mode="json")
+        # As declared (shared, never mutated): the engine resolves a dns_client's
+        # `servers_from` for every planner.
+        spec: dict[str, Any] = as_json(resource)
         diff = p.diff(node)
         detail = str(diff).partition("  ")[2]
         return PlannedTask(

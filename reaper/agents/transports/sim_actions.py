@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from reaper.actions import get_action
+from reaper.actions import checked_params, get_action
 from reaper.agents.base import ActionOutcome
 from reaper.agents.transports.sim_ensure import ensure
 from reaper.agents.transports.sim_services import ports_of
@@ -81,7 +81,7 @@ def run_ensure(
             error_code="UNKNOWN_ACTION",
         )
     try:
-        checked = spec.params_model.model_validate(dict(params))
+        checked = checked_params(spec, params)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "params"
