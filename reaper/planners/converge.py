@@ -37,7 +37,7 @@ from reaper.models import (
     ResultEvent,
     TaskStatus,
 )
-from reaper.planners.base import Plan
+from reaper.planners.base import Plan, planned_task
 from reaper.planners.prereq import prerequisite
 
 __all__ = ["KNOWN_RECOVERIES", "LOCK_WAIT_S", "Converger", "known_fix"]
@@ -152,13 +152,8 @@ class Converger:
 
     @staticmethod
     def _discover(p: Progress, host: HostState, reason: str) -> PlannedTask:
-        resources = host.desired
-        return PlannedTask(
-            host_id=host.host_id,
-            action=f"{host.os}.discover",
-            params={"resources": resources},
-            reason=reason,
-        )
+        params = {"resources": host.desired}
+        return planned_task(host.host_id, f"{host.os}.discover", reason, params)
 
     @staticmethod
     def _ensure(p: Progress, host: HostState, node: Ref, why: str) -> PlannedTask:
@@ -168,11 +163,11 @@ class Converger:
         spec: dict[str, Any] = as_json(resource)
         diff = p.diff(node)
         detail = str(diff).partition("  ")[2]
-        return PlannedTask(
-            host_id=host.host_id,
-            action=f"{host.os}.ensure_{node.kind}",
-            params={"resource": spec, "check_mode": p.state.check_mode},
-            reason=(f"{why}: {diff.action} {node.rid}" + (f" ({detail})" if detail else ""))[:300],
+        return planned_task(
+            host.host_id,
+            f"{host.os}.ensure_{node.kind}",
+            (f"{why}: {diff.action} {node.rid}" + (f" ({detail})" if detail else ""))[:300],
+            {"resource": spec, "check_mode": p.state.check_mode},
         )
 
     def _recovery(self, p: Progress, host: HostState, node: Ref) -> PlannedTask | None:

@@ -35,7 +35,7 @@ def _config_files(world: HostWorld, unit: str) -> list[tuple[str, str]]:
     return sorted(
         (path, str(entry["content"] or ""))
         for path, entry in world.files.items()
-        if entry["type"] == "file" and any(path.startswith(p) for p in prefixes)
+        if path.startswith(prefixes) and entry["type"] == "file"
     )
 
 
