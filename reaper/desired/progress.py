@@ -65,7 +65,7 @@ class Lab:
     # node → its `KIND/NAME`, the key of HostState.resources (made once, not per lookup)
     keys: dict[Ref, str] = field(default_factory=dict)
     # node → (the ResourceState and facts it was computed from, the diff): see Progress.diff
-    diffs: dict[Ref, tuple[object, object, ResourceDiff]] = field(default_factory=dict)
+    diffs: dict[Ref, tuple[ResourceState, object, ResourceDiff]] = field(default_factory=dict)
     # node → its status as last derived, with what it was derived from: see Progress.status
     memo: dict[Ref, _Memo] = field(default_factory=dict)
     # the nodes whose diff reads the host's facts (files rendered from a template)
@@ -198,11 +198,17 @@ class Progress:
             rs = self.resource_state(node)
             host = self.state.hosts[node.host]
             # Across wake-ups: a resource's diff changes only when what was observed of it
-            # (a new ResourceState object) or its host's facts (templates) change. A
-            # dns_client naming other hosts also reads their addresses: never cached.
+            # or its host's facts (templates) change: a read-back that finds what the ensure
+            # reported (a new ResourceState, equal `observed`) keeps the diff. A dns_client
+            # naming other hosts also reads their addresses: never cached.
             facts = self._facts(node)
             cached = self.lab.diffs.get(node)
-            if cached is not None and cached[0] is rs and cached[1] is facts:
+            if (
+                cached is not None
+                and cached[1] is facts
+                and (cached[0] is rs or cached[0].observed == rs.observed)
+            ):
+                self.lab.diffs[node] = (rs, facts, cached[2])
                 self.diffs[node] = cached[2]
                 return cached[2]
             if self._addresses is None:
