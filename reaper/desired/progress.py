@@ -225,20 +225,38 @@ class Progress:
         """Memoised within this Progress, and across wake-ups in the Lab: a status is derived
         again only when its resource's state, its facts or a prerequisite's status changed,
         so a wake-up costs a few lookups per resource it looks at, not a diff each."""
-        found = self.statuses.get(node)
+        statuses = self.statuses
+        found = statuses.get(node)
         if found is not None:
             return found
-        rs = self.resource_state(node)
-        facts = self._facts(node)
+        # resource_state and _facts, inlined: this runs for every resource a wake-up looks at
+        lab = self.lab
+        host = self.state.hosts.get(node.host)
+        rs = host.resources.get(lab.keys[node]) if host is not None else None
+        if rs is None:
+            rs = _UNSEEN
+        facts = host.facts if host is not None and node in lab.templated else None
         check_mode = self._check_mode
-        memo = self.lab.memo.get(node)
-        self.statuses[node] = "waiting"  # a guard: the graph has no cycles, but be finite
+        memo = lab.memo.get(node)
         if (
             memo is not None
             and memo.rs is rs
             and memo.facts is facts
             and memo.check_mode is check_mode
-            and (memo.before is None or memo.before == self._before(node))
+            and memo.before is None
+        ):
+            result, why = memo.status, memo.why  # the common case: no prerequisite to ask
+            if why is not None:
+                self.why[node] = why
+            statuses[node] = result
+            return result
+        statuses[node] = "waiting"  # a guard: the graph has no cycles, but be finite
+        if (
+            memo is not None
+            and memo.rs is rs
+            and memo.facts is facts
+            and memo.check_mode is check_mode
+            and memo.before == self._before(node)
         ):
             result, why = memo.status, memo.why
         else:
