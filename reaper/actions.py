@@ -412,7 +412,11 @@ def validate_params(spec: ActionSpec, params: dict[str, Any]) -> tuple[dict[str,
     resource = getattr(model, "resource", None)
     if not isinstance(resource, BaseModel):
         return model.model_dump(exclude_defaults=True), None
-    out = model.model_dump(exclude_defaults=True, exclude={"resource"})
+    if spec.params_model in _ENSURE_MODELS:
+        # its other field, `check_mode`, dumped as exclude_defaults would (False is the default)
+        out: dict[str, Any] = {"check_mode": True} if getattr(model, "check_mode") else {}  # noqa: B009
+    else:
+        out = model.model_dump(exclude_defaults=True, exclude={"resource"})
     # A resource travels whole, as the lab declares it (its `kind` and defaults included):
     # the lockout guard, the agents and the ledger read it without re-validating.
     out["resource"] = as_json(resource)

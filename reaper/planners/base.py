@@ -15,7 +15,7 @@ __all__ = ["MissionPlanner", "Plan", "close_planner", "planned_task", "planner_c
 
 log = logging.getLogger(__name__)
 
-_PLANNED_SET = frozenset({"host_id", "action", "params", "reason"})
+_PLANNED_SET = frozenset({"host_id", "action", "reason"})  # as the constructor records them
 
 
 def planned_task(
@@ -31,7 +31,10 @@ def planned_task(
         "reason": reason,
         "delay_s": 0.0,
     }
-    return trusted(PlannedTask, values, set(_PLANNED_SET))
+    fields_set = set(_PLANNED_SET)
+    if params is not None:
+        fields_set.add("params")
+    return trusted(PlannedTask, values, fields_set)
 
 
 @dataclass(slots=True)
