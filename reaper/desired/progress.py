@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any, Literal, Protocol
 
 from reaper.desired.base import ResourceBase
@@ -53,6 +54,7 @@ class _Hosts(Protocol):
 
 
 _DEAD = frozenset({"failed", "blocked"})
+_SEEN_OF = attrgetter("seen")
 
 
 @dataclass(frozen=True)
@@ -339,4 +341,5 @@ def progress(state: MissionState) -> Progress:
 
 
 def host_has_unseen(host: HostState) -> bool:
-    return any(not rs.seen for rs in host.resources.values())
+    # map/attrgetter: the loop runs in C (the converger asks this of every host it plans)
+    return not all(map(_SEEN_OF, host.resources.values()))

@@ -28,7 +28,7 @@ from typing import Any
 
 from reaper.desired.identity import Ref
 from reaper.desired.memo import as_json
-from reaper.desired.progress import Progress, progress
+from reaper.desired.progress import Progress, host_has_unseen, progress
 from reaper.models import (
     HostState,
     MissionState,
@@ -129,7 +129,7 @@ class Converger:
         if _fatal(host):
             return None
         nodes = p.host_nodes(host.host_id)
-        if any(not rs.seen for rs in host.resources.values()):
+        if host_has_unseen(host):
             return self._discover(p, host, f"{why}: read the declared resources")
         for node in nodes:
             status = p.status(node)
