@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from reaper.desired import KIND_OS, KINDS
+from reaper.desired.memo import as_json, validated
 from reaper.models import OS_NAMES, Stage
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "RunPowershellParams",
     "RunShellParams",
     "catalog_for",
+    "checked_params",
     "ensure_action",
     "get_action",
     "validate_params",
@@ -319,6 +321,7 @@ def _ensure_params(kind: str) -> type[_Params]:
 
 
 _ENSURE_PARAMS: dict[str, type[_Params]] = {kind: _ensure_params(kind) for kind in KINDS}
+_ENSURE_MODELS: frozenset[type[_Params]] = frozenset(_ENSURE_PARAMS.values())
 
 
 def ensure_action(os: str, kind: str) -> str:
@@ -401,15 +404,29 @@ def validate_params(spec: ActionSpec, params: dict[str, Any]) -> tuple[dict[str,
     if not params and spec.name in _EMPTY_PARAMS_OK:
         return {}, None  # the common case: every field has a default
     try:
-        model = spec.params_model.model_validate(params)
+        model = checked_params(spec, params)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "params"
         return params, f"{where}: {first['msg']}"
-    out = model.model_dump(exclude_defaults=True)
     resource = getattr(model, "resource", None)
-    if isinstance(resource, BaseModel):
-        # A resource travels whole, as the lab declares it (its `kind` and defaults included):
-        # the lockout guard, the agents and the ledger read it without re-validating.
-        out["resource"] = resource.model_dump(mode="json")
+    if not isinstance(resource, BaseModel):
+        return model.model_dump(exclude_defaults=True), None
+    if spec.params_model in _ENSURE_MODELS:
+        # its other field, `check_mode`, dumped as exclude_defaults would (False is the default)
+        out: dict[str, Any] = {"check_mode": True} if getattr(model, "check_mode") else {}  # noqa: B009
+    else:
+        out = model.model_dump(exclude_defaults=True, exclude={"resource"})
+    # A resource travels whole, as the lab declares it (its `kind` and defaults included):
+    # the lockout guard, the agents and the ledger read it without re-validating.
+    out["resource"] = as_json(resource)
     return out, None
+
+
+def checked_params(spec: ActionSpec, params: Mapping[str, Any]) -> BaseModel:
+    """`params` validated by the action's model (raises ValidationError). An ensure's params
+    (a frozen resource and a flag, nothing mutable) are memoised by content: the same
+    declared resource is checked by the policy and again by the agent, on every host."""
+    if spec.params_model in _ENSURE_MODELS:
+        return validated(spec.params_model, dict(params))
+    return spec.params_model.model_validate(params)

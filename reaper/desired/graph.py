@@ -68,6 +68,10 @@ class ResourceGraph:
                 unique = {e.before: e for e in reversed(found)}  # the first reason wins
                 found = sorted(unique.values(), key=lambda e: index[e.before])
             self._in[node] = tuple(found)
+        # Asked for on every status derived (reaper.desired.progress): made once.
+        self._before: dict[Ref, tuple[Ref, ...]] = {
+            node: tuple(edge.before for edge in edges) for node, edges in self._in.items()
+        }
         out: dict[Ref, list[Ref]] = {}
         for node in self.nodes:
             for edge in self._in[node]:
@@ -86,7 +90,7 @@ class ResourceGraph:
         return self._in[node]
 
     def prerequisites(self, node: Ref) -> tuple[Ref, ...]:
-        return tuple(edge.before for edge in self._in[node])
+        return self._before[node]
 
     def dependents(self, node: Ref) -> tuple[Ref, ...]:
         """The resources that run directly after `node`."""

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from pydantic import Field, ValidationError
 
 from reaper.desired.base import ResourceBase
+from reaper.desired.memo import validated
 from reaper.desired.system import (
     Directory,
     DnsClient,
@@ -122,6 +123,6 @@ def resource_of(params: Mapping[str, Any], data: Mapping[str, Any]) -> str | Non
     if name is not None:
         return f"{spec['kind']}/{name}"
     try:  # a kind named by what it declares (a firewall rule without a name)
-        return str(cls.model_validate(spec).rid)
+        return str(validated(cls, spec).rid)
     except ValidationError:
         return None

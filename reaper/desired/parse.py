@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from reaper.desired.base import ResourceBase
 from reaper.desired.kinds import KINDS
+from reaper.desired.memo import validated
 from reaper.errors import ConfigError
 
 __all__ = ["declared_resources", "did_you_mean", "parse_resource", "parse_resources", "parse_roles"]
@@ -76,7 +77,7 @@ def parse_resource(data: Any, where: str) -> ResourceBase:
         raise ConfigError(f"{where}: unknown kind {kind!r}{hint}; valid kinds: {valid}")
     cls = KINDS[kind]
     try:
-        return cls.model_validate(data)
+        return validated(cls, data)
     except ValidationError as exc:
         raise ConfigError(f"{where}{_label(data, kind)}: {_explain(exc, cls)}") from None
 
@@ -134,7 +135,7 @@ def declared_resources(
             problems[str(i)] = f"kind: {kind!r} is not a resource kind"
             continue
         try:
-            out.append((str(i), cls.model_validate(item)))
+            out.append((str(i), validated(cls, item)))
         except ValidationError as exc:
             problems[str(i)] = f"{kind}: {exc.errors()[0]['msg']}"
     return out, problems

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any, Literal, Protocol
 
 from reaper.desired.base import ResourceBase
@@ -53,6 +54,7 @@ class _Hosts(Protocol):
 
 
 _DEAD = frozenset({"failed", "blocked"})
+_SEEN_OF = attrgetter("seen")
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,7 @@ class Lab:
     # node → its `KIND/NAME`, the key of HostState.resources (made once, not per lookup)
     keys: dict[Ref, str] = field(default_factory=dict)
     # node → (the ResourceState and facts it was computed from, the diff): see Progress.diff
-    diffs: dict[Ref, tuple[object, object, ResourceDiff]] = field(default_factory=dict)
+    diffs: dict[Ref, tuple[ResourceState, object, ResourceDiff]] = field(default_factory=dict)
     # node → its status as last derived, with what it was derived from: see Progress.status
     memo: dict[Ref, _Memo] = field(default_factory=dict)
     # the nodes whose diff reads the host's facts (files rendered from a template)
@@ -198,11 +200,17 @@ class Progress:
             rs = self.resource_state(node)
             host = self.state.hosts[node.host]
             # Across wake-ups: a resource's diff changes only when what was observed of it
-            # (a new ResourceState object) or its host's facts (templates) change. A
-            # dns_client naming other hosts also reads their addresses: never cached.
+            # or its host's facts (templates) change: a read-back that finds what the ensure
+            # reported (a new ResourceState, equal `observed`) keeps the diff. A dns_client
+            # naming other hosts also reads their addresses: never cached.
             facts = self._facts(node)
             cached = self.lab.diffs.get(node)
-            if cached is not None and cached[0] is rs and cached[1] is facts:
+            if (
+                cached is not None
+                and cached[1] is facts
+                and (cached[0] is rs or cached[0].observed == rs.observed)
+            ):
+                self.lab.diffs[node] = (rs, facts, cached[2])
                 self.diffs[node] = cached[2]
                 return cached[2]
             if self._addresses is None:
@@ -219,20 +227,38 @@ class Progress:
         """Memoised within this Progress, and across wake-ups in the Lab: a status is derived
         again only when its resource's state, its facts or a prerequisite's status changed,
         so a wake-up costs a few lookups per resource it looks at, not a diff each."""
-        found = self.statuses.get(node)
+        statuses = self.statuses
+        found = statuses.get(node)
         if found is not None:
             return found
-        rs = self.resource_state(node)
-        facts = self._facts(node)
+        # resource_state and _facts, inlined: this runs for every resource a wake-up looks at
+        lab = self.lab
+        host = self.state.hosts.get(node.host)
+        rs = host.resources.get(lab.keys[node]) if host is not None else None
+        if rs is None:
+            rs = _UNSEEN
+        facts = host.facts if host is not None and node in lab.templated else None
         check_mode = self._check_mode
-        memo = self.lab.memo.get(node)
-        self.statuses[node] = "waiting"  # a guard: the graph has no cycles, but be finite
+        memo = lab.memo.get(node)
         if (
             memo is not None
             and memo.rs is rs
             and memo.facts is facts
             and memo.check_mode is check_mode
-            and (memo.before is None or memo.before == self._before(node))
+            and memo.before is None
+        ):
+            result, why = memo.status, memo.why  # the common case: no prerequisite to ask
+            if why is not None:
+                self.why[node] = why
+            statuses[node] = result
+            return result
+        statuses[node] = "waiting"  # a guard: the graph has no cycles, but be finite
+        if (
+            memo is not None
+            and memo.rs is rs
+            and memo.facts is facts
+            and memo.check_mode is check_mode
+            and memo.before == self._before(node)
         ):
             result, why = memo.status, memo.why
         else:
@@ -315,4 +341,5 @@ def progress(state: MissionState) -> Progress:
 
 
 def host_has_unseen(host: HostState) -> bool:
-    return any(not rs.seen for rs in host.resources.values())
+    # map/attrgetter: the loop runs in C (the converger asks this of every host it plans)
+    return not all(map(_SEEN_OF, host.resources.values()))

@@ -38,7 +38,7 @@ def loop_reason(
     task: Callable[[str], TaskRecord | None],
 ) -> str | None:
     """Why proposing `action(params)` on `host` again is a loop, or None."""
-    failures: Counter[str] = Counter()
+    failures: Counter[str] | None = None  # made on the first failure: most hosts have none
     # Newest first; a task the engine retried is in `last_tasks` once per result: count each
     # task once. A different fix that succeeded since (a reboot, a cleanup) makes the next
     # try a new one: only the failures after it count.
@@ -52,6 +52,8 @@ def loop_reason(
         if rec.status is not TaskStatus.FAILED:
             continue
         if rec.task.action == action and rec.task.params == params:
+            if failures is None:
+                failures = Counter()
             failures[rec.last_error or "error"] += 1
     if not failures:
         return None

@@ -41,7 +41,8 @@ def after_discover(
     seen: Mapping[str, Any] = reported if isinstance(reported, Mapping) else {}
     # Asked for the declared list itself (the converger's discover, in-process): every one.
     specs = params.get("resources") if params is not None else None
-    asked = None if specs is host.desired else _asked(params)
+    # (or an equal copy of it: the policy's check hands on the list it validated)
+    asked = None if specs is host.desired or specs == host.desired else _asked(params)
     out: dict[str, ResourceState] = {}
     for rid, rs in host.resources.items():
         if asked is not None and rid not in asked and rid not in seen:

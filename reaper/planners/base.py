@@ -9,11 +9,32 @@ from typing import Any, Protocol
 
 from llm.base import LLMClient
 from llm.errors import LLMError
-from reaper.models import MissionState, PlannedTask, ResultEvent
+from reaper.models import MissionState, PlannedTask, ResultEvent, trusted
 
-__all__ = ["MissionPlanner", "Plan", "close_planner", "planner_clients"]
+__all__ = ["MissionPlanner", "Plan", "close_planner", "planned_task", "planner_clients"]
 
 log = logging.getLogger(__name__)
+
+_PLANNED_SET = frozenset({"host_id", "action", "reason"})  # as the constructor records them
+
+
+def planned_task(
+    host_id: str, action: str, reason: str, params: dict[str, Any] | None = None
+) -> PlannedTask:
+    """`PlannedTask(host_id=..., action=..., params=..., reason=...)` without re-validating
+    what the rules built themselves (one per task on the engine's path; the policy checks
+    every proposal, params included, anyway)."""
+    values = {
+        "host_id": host_id,
+        "action": action,
+        "params": {} if params is None else params,
+        "reason": reason,
+        "delay_s": 0.0,
+    }
+    fields_set = set(_PLANNED_SET)
+    if params is not None:
+        fields_set.add("params")
+    return trusted(PlannedTask, values, fields_set)
 
 
 @dataclass(slots=True)

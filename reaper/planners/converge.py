@@ -27,7 +27,8 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from reaper.desired.identity import Ref
-from reaper.desired.progress import Progress, progress
+from reaper.desired.memo import as_json
+from reaper.desired.progress import Progress, host_has_unseen, progress
 from reaper.models import (
     HostState,
     MissionState,
@@ -36,7 +37,7 @@ from reaper.models import (
     ResultEvent,
     TaskStatus,
 )
-from reaper.planners.base import Plan
+from reaper.planners.base import Plan, planned_task
 from reaper.planners.prereq import prerequisite
 
 __all__ = ["KNOWN_RECOVERIES", "LOCK_WAIT_S", "Converger", "known_fix"]
@@ -72,20 +73,20 @@ class Converger:
 
     async def next_tasks(self, state: MissionState, results: Sequence[ResultEvent]) -> Plan:
         p = progress(state)
-        hosts: dict[str, None] = {}
+        # host → its latest result in the batch (None: a dependent's host, unblocked)
+        hosts: dict[str, ResultEvent | None] = {}
         for r in results:
-            hosts[r.host_id] = None
+            hosts[r.host_id] = r  # in the order of each host's first result
         # A settled resource may make its direct dependents ready, on any host; deeper ones
         # wait for those (and a failure's blocked dependents need no task at all).
         for node in self._touched(p, results):
             for after in p.lab.graph.dependents(node):
-                hosts[after.host] = None
+                hosts.setdefault(after.host, None)
         tasks: list[PlannedTask] = []
-        for host_id in hosts:
+        for host_id, last in hosts.items():
             host = state.hosts.get(host_id)
             if host is None:
                 continue
-            last = next((r for r in reversed(results) if r.host_id == host_id), None)
             task = self._next(p, host, _why(last))
             if task is not None:
                 tasks.append(task)
@@ -128,7 +129,7 @@ class Converger:
         if _fatal(host):
             return None
         nodes = p.host_nodes(host.host_id)
-        if any(not rs.seen for rs in host.resources.values()):
+        if host_has_unseen(host):
             return self._discover(p, host, f"{why}: read the declared resources")
         for node in nodes:
             status = p.status(node)
@@ -151,26 +152,22 @@ class Converger:
 
     @staticmethod
     def _discover(p: Progress, host: HostState, reason: str) -> PlannedTask:
-        resources = host.desired
-        return PlannedTask(
-            host_id=host.host_id,
-            action=f"{host.os}.discover",
-            params={"resources": resources},
-            reason=reason,
-        )
+        params = {"resources": host.desired}
+        return planned_task(host.host_id, f"{host.os}.discover", reason, params)
 
     @staticmethod
     def _ensure(p: Progress, host: HostState, node: Ref, why: str) -> PlannedTask:
         resource = p.lab.resources[node]
-        # As declared: the engine resolves a dns_client's `servers_from` for every planner.
-        spec: dict[str, Any] = resource.model_dump(mode="json")
+        # As declared (shared, never mutated): the engine resolves a dns_client's
+        # `servers_from` for every planner.
+        spec: dict[str, Any] = as_json(resource)
         diff = p.diff(node)
         detail = str(diff).partition("  ")[2]
-        return PlannedTask(
-            host_id=host.host_id,
-            action=f"{host.os}.ensure_{node.kind}",
-            params={"resource": spec, "check_mode": p.state.check_mode},
-            reason=(f"{why}: {diff.action} {node.rid}" + (f" ({detail})" if detail else ""))[:300],
+        return planned_task(
+            host.host_id,
+            f"{host.os}.ensure_{node.kind}",
+            (f"{why}: {diff.action} {node.rid}" + (f" ({detail})" if detail else ""))[:300],
+            {"resource": spec, "check_mode": p.state.check_mode},
         )
 
     def _recovery(self, p: Progress, host: HostState, node: Ref) -> PlannedTask | None:

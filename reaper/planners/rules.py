@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from reaper.models import MissionState, PlannedTask, ResultEvent, Stage, trusted
-from reaper.planners.base import Plan
+from reaper.models import MissionState, PlannedTask, ResultEvent, Stage
+from reaper.planners.base import Plan, planned_task
 from reaper.planners.converge import Converger
 
 __all__ = ["FATAL_ERRORS", "RuleBasedPlanner"]
@@ -44,16 +44,6 @@ FATAL_ERRORS = frozenset(
 )
 
 
-_PLANNED_SET = frozenset({"host_id", "action", "reason"})
-
-
-def _planned(host_id: str, action: str, reason: str) -> PlannedTask:
-    """`PlannedTask(host_id=..., action=..., reason=...)` without re-validating three strings
-    (one per task on the engine's path; the policy checks every proposal anyway)."""
-    values = {"host_id": host_id, "action": action, "params": {}, "reason": reason, "delay_s": 0.0}
-    return trusted(PlannedTask, values, set(_PLANNED_SET))
-
-
 class RuleBasedPlanner:
     """Stage goals by the rules above; desired-state missions by `Converger`."""
 
@@ -66,7 +56,7 @@ class RuleBasedPlanner:
         if state.converges:
             return await self._converger.initial_tasks(state)
         tasks = [
-            _planned(h.host_id, f"{h.os}.discover", "start: collect facts")
+            planned_task(h.host_id, f"{h.os}.discover", "start: collect facts")
             for h in state.hosts.values()
             if not h.locked and h.stage.rank < Stage.DISCOVERED.rank
         ]
@@ -109,7 +99,7 @@ class RuleBasedPlanner:
             return []
         if code == "PREREQ_MISSING" and verb == "baseline":
             return [
-                _planned(
+                planned_task(
                     host.host_id,
                     f"{host.os}.prepare",
                     "baseline needs prerequisites: prepare first",
@@ -119,14 +109,14 @@ class RuleBasedPlanner:
             return []  # one more failure would lock it: leave the host as it is
         if verb == "discover":
             return [
-                _planned(
+                planned_task(
                     host.host_id,
                     f"{host.os}.discover",
                     f"discover failed ({code}): try again",
                 )
             ]
         return [
-            _planned(
+            planned_task(
                 host.host_id,
                 f"{host.os}.discover",
                 f"{verb} failed ({code}): re-discover before retrying",
@@ -139,9 +129,9 @@ class RuleBasedPlanner:
         if host.stage.rank >= state.goal.rank:
             return []
         if host.stage is Stage.NEW:
-            return [_planned(host_id, f"{host.os}.discover", f"{why}: collect facts")]
+            return [planned_task(host_id, f"{host.os}.discover", f"{why}: collect facts")]
         return [
-            _planned(
+            planned_task(
                 host_id,
                 f"{host.os}.baseline",
                 f"{why}: apply baseline toward goal {state.goal.value}",

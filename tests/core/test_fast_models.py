@@ -28,7 +28,7 @@ from reaper.models import (
     TaskStatus,
     replace,
 )
-from reaper.planners.rules import _planned
+from reaper.planners.base import planned_task
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
@@ -102,9 +102,13 @@ def test_make_event_refuses_a_naive_timestamp() -> None:
 
 def test_rule_planner_tasks_match_the_constructor() -> None:
     built = PlannedTask(host_id="h1", action="linux.discover", reason="why")
-    _same(_planned("h1", "linux.discover", "why"), built)
-    a, b = _planned("h1", "a", "r"), _planned("h1", "a", "r")
+    _same(planned_task("h1", "linux.discover", "why"), built)
+    a, b = planned_task("h1", "a", "r"), planned_task("h1", "a", "r")
     assert a.params is not b.params
+    params = {"resource": {"kind": "package", "name": "curl"}, "check_mode": False}
+    action = "linux.ensure_package"
+    with_params = PlannedTask(host_id="h1", action=action, params=params, reason="r")
+    _same(planned_task("h1", action, "r", params), with_params)
 
 
 def _worker() -> Worker:

@@ -11,10 +11,10 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from reaper.actions import get_action
+from reaper.actions import checked_params, get_action
 from reaper.agents.base import ActionOutcome
 from reaper.agents.transports.sim_ensure import ensure
-from reaper.agents.transports.sim_services import ports_of
+from reaper.agents.transports.sim_services import listening_ports
 from reaper.agents.transports.sim_world import HostWorld, observe
 from reaper.desired.parse import declared_resources
 from reaper.models import ResultStatus
@@ -81,7 +81,7 @@ def run_ensure(
             error_code="UNKNOWN_ACTION",
         )
     try:
-        checked = spec.params_model.model_validate(dict(params))
+        checked = checked_params(spec, params)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "params"
@@ -127,9 +127,7 @@ def sync_facts(world: HostWorld, facts: dict[str, Any], kind: str) -> None:
     if world.os == "linux" and kind in ("service", "package", "file"):
         running = sorted(u for u, s in world.services.items() if s["running"])
         facts["services"] = running
-        facts["listening_ports"] = [
-            {"proto": "tcp", "port": p, "process": u} for u in running for p in ports_of(world, u)
-        ]
+        facts["listening_ports"] = listening_ports(world, running)
     elif world.os == "linux" and kind == "sshd_option":
         sshd = facts.setdefault("sshd", {})
         sshd.update({k: v for k, v in world.sshd.items() if k in sshd})

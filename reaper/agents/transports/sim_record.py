@@ -74,6 +74,11 @@ class WorldData(Mapping[str, Any]):
     def __len__(self) -> int:
         return len(self._decoded())
 
+    def fresh(self) -> dict[str, Any]:
+        """A decoding of its own (the cached one is shared by every reader of the store)."""
+        data: dict[str, Any] = marshal.loads(self._blob)
+        return data
+
 
 def dump_world(world: HostWorld, blob: bytes | None = None) -> dict[str, Any]:
     """The world as plain JSON data (nothing aliases the live world); `blob`: its
@@ -87,7 +92,13 @@ def dump_world(world: HostWorld, blob: bytes | None = None) -> dict[str, Any]:
 
 
 def load_world(data: Mapping[str, Any], where: str = "sim world") -> HostWorld:
-    """A live world from its persisted form (a copy: `data` is left as it was)."""
+    """A live world from its persisted form (a copy: `data` is left as it was). A world the
+    memory store holds as its blob is unmarshalled afresh: the copy, made in C, instead of
+    a Python walk over the shared decoding (a host's next task often runs on another worker,
+    which reads the world back)."""
+    owned = isinstance(data, WorldData)
+    if isinstance(data, WorldData):
+        data = data.fresh()
     version = data.get("schema_version")
     if version != WORLD_SCHEMA_VERSION:
         raise TransportError(
@@ -104,4 +115,6 @@ def load_world(data: Mapping[str, Any], where: str = "sim world") -> HostWorld:
             error_code="SIM_WORLD_UNREADABLE",
             retriable=False,
         )
-    return HostWorld.from_data({k: v for k, v in data.items() if k != "schema_version"})
+    return HostWorld.from_data(
+        {k: v for k, v in data.items() if k != "schema_version"}, owned=owned
+    )

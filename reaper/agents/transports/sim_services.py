@@ -16,6 +16,7 @@ __all__ = [
     "config_problem",
     "directory_entry",
     "ensure_service",
+    "listening_ports",
     "ports_of",
     "start",
     "start_problem",
@@ -29,28 +30,46 @@ def directory_entry() -> dict[str, Any]:
     return {"type": "directory", "content": None, "mode": "0755", "owner": "root", "group": "root"}
 
 
-def _config_files(world: HostWorld, unit: str) -> list[tuple[str, str]]:
+_LISTEN = re.compile(r"\blisten\s+(?:[\d.]+:)?(\d+)")
+_Files = list[tuple[str, Any]]  # (path, entry) of the world's regular files, by path
+
+
+def _regular_files(world: HostWorld) -> _Files:
+    return sorted((p, e) for p, e in world.files.items() if e["type"] == "file")
+
+
+def _config_files(
+    world: HostWorld, unit: str, files: _Files | None = None
+) -> list[tuple[str, str]]:
     spec = SERVICES.get(unit)
     prefixes = spec.config if spec else (f"/etc/{unit}/", f"/etc/{unit}.conf")
-    return sorted(
+    return [
         (path, str(entry["content"] or ""))
-        for path, entry in world.files.items()
-        if entry["type"] == "file" and any(path.startswith(p) for p in prefixes)
-    )
+        for path, entry in (_regular_files(world) if files is None else files)
+        if path.startswith(prefixes)
+    ]
 
 
-def ports_of(world: HostWorld, unit: str) -> list[int]:
-    """The ports `unit` listens on: its config files' `listen N`, else its default ports."""
+def ports_of(world: HostWorld, unit: str, files: _Files | None = None) -> list[int]:
+    """The ports `unit` listens on: its config files' `listen N`, else its default ports.
+    `files`: the world's regular files (`_regular_files`), when the caller asks for several
+    units at once."""
     svc = world.services.get(unit, {})
     if svc.get("ports") is not None:
         return [int(p) for p in svc["ports"]]
     listens = [
-        int(m)
-        for _, text in _config_files(world, unit)
-        for m in re.findall(r"\blisten\s+(?:[\d.]+:)?(\d+)", text)
+        int(m) for _, text in _config_files(world, unit, files) for m in _LISTEN.findall(text)
     ]
     spec = SERVICES.get(unit)
     return sorted(set(listens)) or list(spec.ports if spec else ())
+
+
+def listening_ports(world: HostWorld, units: list[str]) -> list[dict[str, Any]]:
+    """The `listening_ports` fact for the running `units`: the files are read once for all."""
+    files = _regular_files(world)
+    return [
+        {"proto": "tcp", "port": p, "process": u} for u in units for p in ports_of(world, u, files)
+    ]
 
 
 def config_problem(world: HostWorld, unit: str) -> str | None:

@@ -144,8 +144,10 @@ class HostWorld:
         return data
 
     @classmethod
-    def from_data(cls, data: Mapping[str, Any]) -> HostWorld:
-        fresh = _copy(dict(data))
+    def from_data(cls, data: Mapping[str, Any], *, owned: bool = False) -> HostWorld:
+        """A world from its JSON form: deep-copied, unless `owned` (a fresh dict nothing
+        else holds, e.g. just unmarshalled), which the world then takes as it is."""
+        fresh = dict(data) if owned else _copy(dict(data))
         fresh["distro"] = tuple(fresh["distro"])
         return cls(**fresh)
 
