@@ -90,7 +90,7 @@ bootstrap) l=$(basename "$3" .plist)
   if grep -q broken "$3"; then echo "Bootstrap failed: 5: Input/output error" >&2; exit 5; fi
   echo running >"$st/loaded/$l";;
 bootout) l=$(label "$2"); [ -f "$st/loaded/$l" ] || { echo "Boot-out failed: 3: No such process" >&2; exit 3; }; rm -f "$st/loaded/$l";;
-kickstart) l=$(label "$2"); [ -f "$st/loaded/$l" ] || { echo "Could not find service \"$l\" in domain for system" >&2; exit 113; }; echo running >"$st/loaded/$l";;
+kickstart) [ "$2" = -k ] && shift; l=$(label "$2"); [ -f "$st/loaded/$l" ] || { echo "Could not find service \"$l\" in domain for system" >&2; exit 113; }; echo running >"$st/loaded/$l";;
 *) echo "stub launchctl: unexpected $*" >&2; exit 2;;
 esac
 """

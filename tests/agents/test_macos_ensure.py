@@ -393,6 +393,25 @@ def test_file_written_renamed_into_place_then_unchanged(box: Sandbox, tmp_path: 
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary left
 
 
+def test_a_changed_file_restarts_the_running_services_it_notifies(
+    box: Sandbox, tmp_path: Path
+) -> None:
+    plist(box, "com.example.web")
+    plist(box, "com.example.idle")
+    ensure(StubShell(box), {"kind": "service", "name": "com.example.web"})
+    conf = {"kind": "file", "path": str(tmp_path / "web.conf"), "content": "port 80\n"}
+    spec = {**conf, "notify": ["com.example.web", "com.example.idle"]}
+    first = ensure(StubShell(box), spec)
+    assert first.data["result"] == "changed", first.summary
+    log = box.read("launchctl.log")
+    assert "kickstart -k system/com.example.web" in log  # running: restarted
+    assert "kickstart -k system/com.example.idle" not in log  # not running: left alone
+    assert "restart com.example.web: exit 0" in first.stdout_tail
+    again = ensure(StubShell(box), spec)  # unchanged: nothing restarts
+    assert again.data["result"] == "unchanged"
+    assert box.read("launchctl.log").count("kickstart -k") == 1
+
+
 def test_directory_then_removed(box: Sandbox, tmp_path: Path) -> None:
     spec = {"kind": "directory", "path": str(tmp_path / "srv"), "mode": "0750"}
     _, first, _ = converge_twice(box, spec)

@@ -25,7 +25,7 @@ from typing import Any
 from reaper.actions import FAILURE_CLASSES, ActionSpec, ensure_action, get_action
 from reaper.agents.base import ActionOutcome, Command, CommandResult, CommandRunner
 from reaper.agents.oscode import posix
-from reaper.agents.oscode.linux_args import SERVICE_NAME, argument_problem, script_args
+from reaper.agents.oscode.linux_args import argument_problem, script_args
 from reaper.agents.oscode.linux_failures import classify
 from reaper.agents.oscode.linux_observe import OBSERVE_SCRIPT, observe_args, parse_observed
 from reaper.agents.oscode.linux_scripts import SCRIPTS, UNAVAILABLE
@@ -40,6 +40,7 @@ from reaper.desired.diff import (
     reported_fields,
 )
 from reaper.desired.identity import parse_ref
+from reaper.desired.parse import parse_resource
 from reaper.desired.system import (
     DnsClient,
     File,
@@ -155,7 +156,7 @@ async def converge(
         return tools.from_result(kind, rid, before, result)
     after = (await tools.observe(shell, [resource]))[rid]
     notify = tools.notify and isinstance(resource, File)
-    notes = await _notify(shell, resource, host_id) if notify else []
+    notes = await _notify(tools, shell, resource, host_id) if notify else []
     again = diff_resource(resource.rid.on(host_id), resource, after, facts=host_facts)
     if again.action != "ok" and not only_password(again):  # a password set is not read back
         return _still_differs(kind, rid, before, again, result)
@@ -254,19 +255,27 @@ def _still_differs(
     return _failed(rid, before, "COMMAND_FAILED", f"{rid} still differs: {still}", output)
 
 
-async def _notify(shell: CommandRunner, resource: ResourceBase, host_id: str) -> list[str]:
-    """Restart the running services the changed file notifies (on this host)."""
-    names = [
-        ref.name
-        for text in getattr(resource, "notify", ())
-        if (ref := parse_ref(text, host=host_id)).host == host_id
-        and SERVICE_NAME.fullmatch(ref.name)
-    ]
+async def _notify(
+    tools: PosixTools, shell: CommandRunner, resource: ResourceBase, host_id: str
+) -> list[str]:
+    """Restart the running services the changed file notifies (on this host), with the OS's
+    own service script; a name its argument check refuses is skipped, and said so."""
     notes: list[str] = []
-    for name in names:
-        argv = ["sh", "-c", SCRIPTS["service"], "sh", name, "restarted", ""]
+    for text in getattr(resource, "notify", ()):
+        ref = parse_ref(text, host=host_id)
+        if ref.host != host_id:
+            continue
+        try:
+            service = parse_resource({"kind": "service", "name": ref.name}, "notify")
+            problem = tools.problem_of(service)
+        except ConfigError as exc:
+            problem = str(exc)
+        if problem is not None:
+            notes.append(f"restart {ref.name}: skipped ({problem})")
+            continue
+        argv = ["sh", "-c", tools.scripts["service"], "sh", ref.name, "restarted", ""]
         done = await shell.run(Command(argv=argv, sudo=True, timeout_s=120.0))
-        notes.append(f"restart {name}: exit {done.exit_code}")
+        notes.append(f"restart {ref.name}: exit {done.exit_code}")
     return notes
 
 

@@ -53,7 +53,6 @@ def _from_result(kind: str, rid: str, before: Props, result: CommandResult) -> A
     return _failed(rid, before, code, "", output, exit_code=result.exit_code)
 
 
-# No notify: a macOS file that names a service restarts nothing yet.
 _MACOS = PosixTools(
     os="macos",
     scripts=SCRIPTS,
@@ -61,4 +60,5 @@ _MACOS = PosixTools(
     observe=observe,
     script_args=script_args,
     from_result=_from_result,
+    notify=True,
 )

@@ -40,12 +40,17 @@ if [ "$state" = absent ]; then run_brew uninstall "$name" 2>&1; else run_brew in
 """
 )
 
-# $1 label  $2 running|stopped  $3 enabled (1|0|"" leave): a system-domain launchd job.
+# $1 label  $2 running|stopped|restarted (only if it runs: a notify)  $3 enabled (1|0|""
+# leave): a system-domain launchd job.
 _SERVICE = r"""label=$1; state=$2; enabled=$3; target=system/$label
 plist=
 # shellcheck disable=SC2086  # a list of directories without spaces
 for d in ${REAPER_LAUNCHD_DIRS:-/Library/LaunchDaemons /System/Library/LaunchDaemons}; do if [ -f "$d/$label.plist" ]; then plist=$d/$label.plist; break; fi; done
 loaded=0; launchctl print "$target" >/dev/null 2>&1 && loaded=1
+if [ "$state" = restarted ]; then
+  if launchctl print "$target" 2>/dev/null | grep -q '^[[:space:]]*state = running'; then launchctl kickstart -k "$target" 2>&1 || exit $?; fi
+  exit 0
+fi
 if [ $loaded = 0 ] && [ -z "$plist" ]; then echo "Could not find service \"$label\" in domain for system (and no $label.plist in /Library/LaunchDaemons)" >&2; exit 66; fi
 case $enabled in 1) launchctl enable "$target" || exit $?;; 0) launchctl disable "$target" || exit $?;; esac
 if [ "$state" = running ]; then
