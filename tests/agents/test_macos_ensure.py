@@ -295,7 +295,16 @@ def test_firewall_rules_go_to_the_pf_anchor(box: Sandbox) -> None:
     anchor = (box.root / "pf.anchors" / "reaper").read_text().splitlines()
     assert len(anchor) == 2 and 'label "reaper:db"' in anchor[0]
     assert (box.state / "pf" / "enabled").exists()
+    # pf reads only /etc/pf.conf at boot: a launchd job loads the anchor again.
+    job = box.daemons / "com.reaper.pf-anchor.plist"
+    boot = job.read_text()
+    assert "<key>RunAtLoad</key><true/>" in boot
+    assert "<string>-E</string><string>-a</string><string>com.apple/reaper</string>" in boot
+    assert f"<string>{box.root / 'pf.anchors' / 'reaper'}</string>" in boot
+    stamp = job.stat().st_mtime_ns
     gone = ensure(StubShell(box), {**db, "state": "absent"})
+    assert job.stat().st_mtime_ns == stamp  # the same job: not rewritten
+    assert not [p for p in box.daemons.iterdir() if p.name.startswith(".reaper.")]
     assert gone.data["result"] == "changed" and gone.data["after"] is None
     assert "reaper:db" not in (box.root / "pf.anchors" / "reaper").read_text()
 

@@ -138,6 +138,17 @@ if ! out=$(pfctl -nf "$tmp" 2>&1); then printf '%s\n' "$out" >&2; exit 78; fi
 chmod 0644 "$tmp" && mv -f -- "$tmp" "$file" || exit 1; trap - EXIT
 pfctl -a com.apple/reaper -f "$file" 2>&1 || exit $?
 pfctl -s info 2>/dev/null | grep -q '^Status: Enabled' || pfctl -e 2>&1
+# pf reads only /etc/pf.conf at boot: a launchd job loads the anchor (and enables pf) again.
+daemons=${REAPER_LAUNCHD_DIRS:-/Library/LaunchDaemons}; daemons=${daemons%% *}
+job=$daemons/com.reaper.pf-anchor.plist; new=$(mktemp "$daemons/.reaper.XXXXXX") || exit 1
+trap 'rm -f -- "$new"' EXIT
+printf '%s\n' '<?xml version="1.0" encoding="UTF-8"?>' \
+  '<!DOCTYPE plist PUBLIC "-//Apple//DTD PLIST 1.0//EN" "http://www.apple.com/DTDs/PropertyList-1.0.dtd">' \
+  '<plist version="1.0"><dict>' '<key>Label</key><string>com.reaper.pf-anchor</string>' \
+  '<key>ProgramArguments</key><array><string>/sbin/pfctl</string><string>-E</string><string>-a</string><string>com.apple/reaper</string><string>-f</string>' \
+  "<string>$file</string></array>" '<key>RunAtLoad</key><true/>' '</dict></plist>' >"$new" || exit 1
+if cmp -s "$new" "$job"; then rm -f -- "$new"; else chmod 0644 "$new" && mv -f -- "$new" "$job" || exit 1; fi
+trap - EXIT
 """
 
 # $1 path  $2 state  $3 mode  $4 owner  $5 group  $6 write content from stdin (1|0)  $7 type.
