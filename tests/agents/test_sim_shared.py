@@ -5,6 +5,7 @@ the next run change it again; concurrent writers lose no update."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import sys
 import uuid
@@ -15,12 +16,15 @@ import pytest
 
 import reaper
 from reaper.agents.transports.sim_record import load_world
+from reaper.agents.transports.sim_shared import SharedWorlds
+from reaper.agents.transports.sim_world import HostWorld
 from reaper.bench.procs import WorkerProcesses
 from reaper.bench.space import drop_schema
 from reaper.cli import main
 from reaper.errors import TransportError
 from reaper.infra.base import Backend, sim_worlds_of
 from reaper.infra.factory import open_backend
+from reaper.infra.memory_worlds import MemorySimWorldStore
 from reaper.lab import LabFile, load_lab
 from reaper.models import MissionState, MissionStatus
 from reaper.overseer import Overseer
@@ -179,6 +183,7 @@ import asyncio, sys
 from reaper.agents.transports.sim import SimRunner
 from reaper.infra.base import sim_worlds_of
 from reaper.infra.factory import open_backend
+from reaper.infra.memory_worlds import MemorySimWorldStore
 from reaper.models import HostConnection, Task
 
 async def main(url, name, n):
@@ -231,3 +236,24 @@ async def test_concurrent_writer_processes_lose_no_update(kind: str, tmp_path: P
 async def test_a_world_of_an_unknown_schema_version_is_refused_clearly():
     with pytest.raises(TransportError, match=r"schema_version 99.*reaper sim reset"):
         load_world({"schema_version": 99}, "sim world lab/h1")
+
+
+async def test_a_long_lived_worker_keeps_only_its_recent_labs_worlds() -> None:
+    def build() -> HostWorld:
+        return HostWorld(os="linux", family="debian", distro=("debian", "12"), address="10.0.0.1")
+
+    shared = SharedWorlds(MemorySimWorldStore(lambda _: None), max_labs=2)
+    busy = shared.lock("lab-0")
+    async with busy:  # a task of lab-0 is between its read and its write
+        for n in range(4):
+            lab = f"lab-{n}"
+            async with shared.lock(lab) if n else contextlib.nullcontext():
+                world, _ = await shared.fetch(lab, "h1", build)
+                assert world is not None
+                world.users["x"] = {"uid": n}
+                assert await shared.commit(lab, ["h1"])
+    assert set(shared._entries) == {"lab-0", "lab-3"}  # the busy lab and the newest stay
+    # A dropped lab's world comes back from the store as it was written.
+    async with shared.lock("lab-1"):
+        again, reread = await shared.fetch("lab-1", "h1", None)
+    assert reread and again is not None and again.users["x"] == {"uid": 1}

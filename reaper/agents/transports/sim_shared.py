@@ -27,12 +27,14 @@ from reaper.agents.transports.sim_world import HostWorld
 from reaper.errors import StaleStateError
 from reaper.infra.base import SimWorldStore, WorldWrite
 
-__all__ = ["ALL_PEERS", "SharedWorlds", "peers_needed"]
+__all__ = ["ALL_PEERS", "MAX_LABS", "SharedWorlds", "peers_needed"]
 
 # Ensures whose handlers read other hosts' worlds: the DC of a domain (found by its name
 # among every host of the lab), or the hosts a dns_client's `servers_from` names.
 _DOMAIN_KINDS = frozenset({"domain_membership", "ad_user", "ad_group"})
 ALL_PEERS = None
+# Labs whose worlds one process keeps cached (a lab of 1,000 hosts is some megabytes).
+MAX_LABS = 16
 
 
 def peers_needed(verb: str, params: Mapping[str, Any]) -> Collection[str] | None:
@@ -95,10 +97,16 @@ class PeerWorlds(Mapping[str, HostWorld]):
 
 
 class SharedWorlds:
-    def __init__(self, store: SimWorldStore) -> None:
+    """The cache of committed worlds, per lab. A long-lived worker serves lab after lab:
+    beyond `max_labs` the least recently used labs are dropped (none with a task between
+    read and write); a dropped lab is read from the store again when next asked."""
+
+    def __init__(self, store: SimWorldStore, max_labs: int = MAX_LABS) -> None:
         self.store = store
+        self.max_labs = max(1, max_labs)
         self._labs: dict[str, str] = {}  # mission id → lab
         self._entries: dict[str, dict[str, _Entry]] = {}  # lab → host id → entry
+        # lab → its lock, least recently used first (a dict keeps insertion order)
         self._locks: dict[str, asyncio.Lock] = {}
 
     async def lab(self, mission_id: str) -> str:
@@ -110,10 +118,24 @@ class SharedWorlds:
         return lab
 
     def lock(self, lab: str) -> asyncio.Lock:
-        lock = self._locks.get(lab)
-        if lock is None:
-            lock = self._locks[lab] = asyncio.Lock()
+        """The lab's lock, taken by every task around its read and write; the lab becomes
+        the most recently used."""
+        lock = self._locks.pop(lab, None) or asyncio.Lock()
+        self._locks[lab] = lock
+        if len(self._locks) > self.max_labs:
+            self._evict(keep=lab)
         return lock
+
+    def _evict(self, keep: str) -> None:
+        for old in list(self._locks):
+            if len(self._locks) <= self.max_labs:
+                return
+            if old == keep or self._locks[old].locked():
+                continue  # asked for now, or a task is between its read and its write
+            del self._locks[old]
+            self._entries.pop(old, None)
+            for mission in [m for m, lab in self._labs.items() if lab == old]:
+                del self._labs[mission]
 
     async def fetch(
         self, lab: str, host_id: str, build: Callable[[], HostWorld] | None
