@@ -28,6 +28,7 @@ __all__ = [
     "HostWorld",
     "address_of",
     "build_world",
+    "copy_data",
     "domain_host",
     "observe",
     "unit_name",
@@ -147,7 +148,7 @@ class HostWorld:
     def from_data(cls, data: Mapping[str, Any], *, owned: bool = False) -> HostWorld:
         """A world from its JSON form: deep-copied, unless `owned` (a fresh dict nothing
         else holds, e.g. just unmarshalled), which the world then takes as it is."""
-        fresh = dict(data) if owned else _copy(dict(data))
+        fresh = dict(data) if owned else copy_data(dict(data))
         fresh["distro"] = tuple(fresh["distro"])
         return cls(**fresh)
 
@@ -156,11 +157,13 @@ class HostWorld:
         del self.journal[unit][:-200]
 
 
-def _copy(value: Any) -> Any:
+def copy_data(value: Any) -> Any:
+    """A deep copy of plain JSON-like data: a comprehension copy is several times cheaper than
+    copy.deepcopy, and results must never alias a host's live state."""
     if isinstance(value, dict):
-        return {k: _copy(v) for k, v in value.items()}
+        return {k: copy_data(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_copy(v) for v in value]
+        return [copy_data(v) for v in value]
     return value
 
 
@@ -348,7 +351,7 @@ def _table(
         entry = getattr(world, attr).get(resource.rid.name)
         if entry is None:
             return None
-        return {"state": "present", **_copy(entry)} if present else _copy(entry)
+        return {"state": "present", **copy_data(entry)} if present else copy_data(entry)
 
     return read
 
@@ -386,7 +389,7 @@ def _directory(world: HostWorld, resource: ResourceBase, peers: Mapping[str, Hos
     entry = dc.domain["users" if resource.kind == "ad_user" else "groups"].get(resource.rid.name)
     if entry is None:
         return None
-    return {"state": "present", "domain": dc.domain["name"], **_copy(entry)}
+    return {"state": "present", "domain": dc.domain["name"], **copy_data(entry)}
 
 
 _OBSERVERS: dict[str, _Observer] = {
