@@ -43,15 +43,13 @@ def _replay() -> list[dict[str, object]]:
     names = {p.name.removesuffix(".jsonl.gz") for p in CASSETTES}
     scenarios = load_scenarios(DESIRED, names)
     assert {s.name for s in scenarios} == names, "a cassette without its scenario"
-    jobs = plan_jobs(
-        scenarios, [("local", f"llm+{LOCAL}")], trials=2
-    )  # the seeds recorded so far (see the README)
-    results = run_suite(jobs, processes=1)
+    # One seed was recorded per scenario: a second trial replays it again.
+    results = run_suite(plan_jobs(scenarios, [("local", f"llm+{LOCAL}")], trials=2), processes=1)
     return [r.model_dump(exclude=_TIMING) for r in results]
 
 
-# None ship while the suite's scenarios are newer than every recording (see the folder's
-# README): the tests below then have nothing to check, and pytest reports them skipped.
+# A change to the prompts, the catalog or the sim world makes them stale: re-record (see the
+# folder's README). With none shipped, pytest reports the tests below skipped.
 @pytest.mark.parametrize("path", CASSETTES[:1], ids=lambda p: p.name.split(".")[0])
 def test_they_replay_offline_and_identically(path: Path) -> None:
     first = _replay()
