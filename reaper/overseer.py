@@ -181,11 +181,10 @@ class Overseer:
 
     async def create_mission(self, lab: LabFile, mission_id: str | None = None) -> MissionState:
         state = redact_mission(lab.to_state(mission_id))
-        engine = self._engine(state, lab.resolved_policy())
-        try:
-            await engine.start(state)
-        finally:
-            await close_planner(engine.planner)  # starting plans nothing; run_mission asks
+        # Starting plans nothing (run_mission asks the mission's planner): no LLM client, or
+        # llama-server, is opened only to be closed again.
+        engine = self._engine(state, lab.resolved_policy(), planner=RuleBasedPlanner())
+        await engine.start(state)
         log.info(
             "mission %s created: %d host(s), goal %s",
             state.mission_id,
@@ -194,13 +193,18 @@ class Overseer:
         )
         return state
 
-    def _engine(self, state: MissionState, policy: Policy | None = None) -> MissionEngine:
+    def _engine(
+        self,
+        state: MissionState,
+        policy: Policy | None = None,
+        planner: MissionPlanner | None = None,
+    ) -> MissionEngine:
         engine = MissionEngine(
             state.mission_id,
             store=self.backend.store,
             queue=self.backend.queue,
             bus=self.backend.bus,
-            planner=self.planner_factory(state),
+            planner=planner or self.planner_factory(state),
             policy=policy or Policy.model_validate(state.policy),
             clock=self.clock,
             settings=engine_settings_for(state, **self.engine_overrides),
