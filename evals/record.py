@@ -77,7 +77,8 @@ def _planners(args: argparse.Namespace) -> list[str]:
 def _check(args: argparse.Namespace) -> None:
     if args.trials < 1:
         raise ConfigError("--trials must be at least 1")
-    if not _planners(args) or set(_planners(args)) - set(REPLAYABLE):
+    planners = _planners(args)
+    if not planners or set(planners) - set(REPLAYABLE):
         wanted = ", ".join(REPLAYABLE)
         raise ConfigError(f"--planners: one or more of {wanted}, not {args.planners!r}")
     if args.provider != "local" and not args.model:
