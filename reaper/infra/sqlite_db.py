@@ -25,6 +25,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random_exponential
+
 from reaper.clock import Clock, RealClock
 from reaper.errors import BackendError
 
@@ -150,6 +152,10 @@ class _Waiters:
         self.futures.clear()
 
 
+def _is_busy(exc: BaseException) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
+
+
 def _resolve(fut: asyncio.Future[bool], value: bool) -> None:
     if not fut.done():
         fut.set_result(value)
@@ -182,7 +188,17 @@ class SqliteDatabase:
     def _setup(self, busy_timeout_s: float) -> None:
         with self.errors("open"):
             self.conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
-            self.conn.execute("PRAGMA journal_mode = WAL")
+            # Switching a new file to WAL takes an exclusive lock, and SQLite returns
+            # SQLITE_BUSY at once, without calling the busy handler, when another process is
+            # opening the same file at that moment: retry it for the busy timeout.
+            for attempt in Retrying(
+                retry=retry_if_exception(_is_busy),
+                stop=stop_after_delay(busy_timeout_s),
+                wait=wait_random_exponential(multiplier=0.005, max=0.1),
+                reraise=True,
+            ):
+                with attempt:
+                    self.conn.execute("PRAGMA journal_mode = WAL")
             self.conn.execute("PRAGMA synchronous = NORMAL")
         with self.transaction("create schema"):
             row = self.conn.execute(
