@@ -17,6 +17,7 @@ addresses of those hosts (`addresses`). Per-field rules are in `reaper.desired.c
 
 from __future__ import annotations
 
+import marshal
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -141,6 +142,14 @@ def _observed_value(kind: str, field: str, seen: Mapping[str, Any]) -> Any:
     return seen.get(field)
 
 
+# (id of a resource model, what was observed of it marshalled) → (the model, kept alive so
+# the id is not reused; the diff's action and changes). A lab's roles give many hosts the same
+# resource model, and converged hosts report the same properties, so most diffs of a mission
+# are a lookup. Only for diffs that read nothing else: not a template, not `servers_from`.
+_MEMO: dict[tuple[int, bytes], tuple[ResourceBase, Action, tuple[FieldChange, ...]]] = {}
+_MEMO_MAX = 8192
+
+
 def diff_resource(
     ref: Ref,
     resource: ResourceBase,
@@ -149,7 +158,34 @@ def diff_resource(
     facts: Mapping[str, Any] | None = None,
     addresses: Mapping[str, str] | None = None,
 ) -> ResourceDiff:
-    """One resource against what was observed of it (None: it does not exist)."""
+    """One resource against what was observed of it (None: it does not exist); memoised by
+    content where the diff depends on nothing but the two."""
+    fields = resource.__dict__
+    if fields.get("template") or fields.get("servers_from") or not isinstance(seen, dict | None):
+        return _diff(ref, resource, seen, facts=facts, addresses=addresses)
+    try:
+        # marshal tells True from 1 and a list from a tuple: equal bytes, equal diff
+        key = (id(resource), marshal.dumps(seen, 2))
+    except ValueError:  # a value marshal does not know: not memoised
+        return _diff(ref, resource, seen)
+    hit = _MEMO.get(key)
+    if hit is not None and hit[0] is resource:
+        return ResourceDiff(ref, hit[1], hit[2])
+    diff = _diff(ref, resource, seen)
+    if len(_MEMO) >= _MEMO_MAX:
+        _MEMO.clear()
+    _MEMO[key] = (resource, diff.action, diff.changes)
+    return diff
+
+
+def _diff(
+    ref: Ref,
+    resource: ResourceBase,
+    seen: Mapping[str, Any] | None,
+    *,
+    facts: Mapping[str, Any] | None = None,
+    addresses: Mapping[str, str] | None = None,
+) -> ResourceDiff:
     exists = seen is not None and seen.get("state") != "absent"
     # A model's fields live in its __dict__: a getattr of a field the kind lacks would go
     # through pydantic's slow __getattr__ (most kinds have no `state`).

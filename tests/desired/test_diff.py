@@ -199,3 +199,28 @@ def test_reported_fields_say_what_discover_must_read_back():
         compared = desired_properties(parse_resource({"kind": kind, **data}, "r"))
         named = {"sha256" if f == "content" else f for f in compared}
         assert named <= set(reported_fields(kind)), kind
+
+
+def test_a_memoised_diff_answers_as_a_fresh_one_for_each_host() -> None:
+    # Hosts of one role share the resource model, so diffs are memoised by content: the
+    # answer must still name the asking host's node, and tell True from 1.
+    from reaper.desired import diff as diff_module
+
+    resource = parse_resource({"kind": "setting", "name": "vm.swappiness", "value": "10"}, "r")
+    seen = {"value": "60"}
+    first = diff_resource(Ref("a", "setting", "vm.swappiness"), resource, seen)
+    again = diff_resource(Ref("b", "setting", "vm.swappiness"), resource, dict(seen))
+    assert again.ref.host == "b" and again.changes == first.changes
+    assert again == diff_module._diff(again.ref, resource, seen)
+    assert diff_resource(REF, resource, {"value": "10"}).action == "ok"
+    assert diff_resource(REF, resource, {"value": "60"}).action == "change"
+    user = parse_resource({"kind": "user", "name": "ann", "enabled": True}, "r")
+    assert diff_resource(REF, user, {"enabled": True}).action == "ok"
+    assert diff_resource(REF, user, {"enabled": 1}) == diff_module._diff(REF, user, {"enabled": 1})
+
+
+def test_a_template_is_never_memoised_across_facts() -> None:
+    file = {"kind": "file", "path": "/etc/x", "template": "{{ hostname }}"}
+    one = _diff(file, {"sha256": content_digest("a")}, facts={"hostname": "a"})
+    other = _diff(file, {"sha256": content_digest("a")}, facts={"hostname": "b"})
+    assert (one.action, other.action) == ("ok", "change")
