@@ -23,6 +23,7 @@ __all__ = [
     "CommandResult",
     "CommandRunner",
     "Transport",
+    "ensure_done",
 ]
 
 
@@ -74,6 +75,33 @@ class ActionOutcome:
     error_code: str | None = None
     retriable: bool = False
     logs_ref: str | None = None
+
+
+def ensure_done(
+    rid: str,
+    result: str,
+    before: Any,
+    after: Any,
+    summary: str,
+    *,
+    reboot: bool = False,
+    stdout: str = "",
+) -> ActionOutcome:
+    """A successful ensure as every agent reports it (the engine's `after_ensure` reads it):
+    `data = {resource, result: changed | unchanged | would_change, before, after,
+    reboot_required}`."""
+    return ActionOutcome(
+        status=ResultStatus.SUCCESS,
+        summary=summary[:300],
+        data={
+            "resource": rid,
+            "result": result,
+            "before": before,
+            "after": after,
+            "reboot_required": reboot,
+        },
+        stdout_tail=stdout or summary,
+    )
 
 
 class ActionRunner(Protocol):

@@ -23,7 +23,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from reaper.actions import FAILURE_CLASSES, ActionSpec, ensure_action, get_action
-from reaper.agents.base import ActionOutcome, Command, CommandResult, CommandRunner
+from reaper.agents.base import (
+    ActionOutcome,
+    Command,
+    CommandResult,
+    CommandRunner,
+    ensure_done,
+)
 from reaper.agents.oscode import posix
 from reaper.agents.oscode.linux_args import argument_problem, script_args
 from reaper.agents.oscode.linux_failures import classify
@@ -161,7 +167,7 @@ async def converge(
     if again.action != "ok" and not only_password(again):  # a password set is not read back
         return _still_differs(kind, rid, before, again, result)
     out = posix.tail("\n".join([result.stdout.strip(), *notes]).strip())
-    return _done(rid, "changed", before, after, f"{rid} changed: {detail}", out)
+    return ensure_done(rid, "changed", before, after, f"{rid} changed: {detail}", stdout=out)
 
 
 def _password(resource: ResourceBase) -> str | ActionOutcome | None:
@@ -221,11 +227,11 @@ def decide(
     except ConfigError as exc:
         return _failed(rid, before, "CONFIG_INVALID", str(exc), "")
     if wanted.action == "ok":
-        return _done(rid, "unchanged", before, before, f"{rid} is already as declared")
+        return ensure_done(rid, "unchanged", before, before, f"{rid} is already as declared")
     detail = ", ".join(str(c) for c in wanted.changes) or wanted.action
     if check:
         after = _predicted(resource, before, text)
-        return _done(rid, "would_change", before, after, f"{rid} would change: {detail}")
+        return ensure_done(rid, "would_change", before, after, f"{rid} would change: {detail}")
     return detail
 
 
@@ -289,23 +295,6 @@ def _from_result(kind: str, rid: str, before: Props, result: CommandResult) -> A
         update = sections.get("update", "")
         code = _EXIT_CODES.get(result.exit_code) or classify(kind, output, update=update)
     return _failed(rid, before, code, "", output, exit_code=result.exit_code)
-
-
-def _done(
-    rid: str, result: str, before: Props, after: Props, summary: str, stdout: str = ""
-) -> ActionOutcome:
-    return ActionOutcome(
-        status=ResultStatus.SUCCESS,
-        summary=summary[:300],
-        data={
-            "resource": rid,
-            "result": result,
-            "before": before,
-            "after": after,
-            "reboot_required": False,
-        },
-        stdout_tail=stdout or summary,
-    )
 
 
 def _failed(

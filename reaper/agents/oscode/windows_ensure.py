@@ -29,7 +29,13 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from reaper.actions import FAILURE_CLASSES
-from reaper.agents.base import ActionOutcome, Command, CommandResult, CommandRunner
+from reaper.agents.base import (
+    ActionOutcome,
+    Command,
+    CommandResult,
+    CommandRunner,
+    ensure_done,
+)
 from reaper.agents.oscode.linux_ensure import FactsLoader, load_ensure, render_content
 from reaper.agents.oscode.windows_ensure_scripts import SCRIPTS
 from reaper.agents.oscode.windows_failures import classify
@@ -290,18 +296,8 @@ def _restart_pending(props: Props) -> bool:
 
 def _done(rid: str, label: str, out: EnsureOutput, after: Props, summary: str) -> ActionOutcome:
     reboot = out.reboot_required and label != "unchanged"
-    return ActionOutcome(
-        status=ResultStatus.SUCCESS,
-        summary=summary[:300],
-        data={
-            "resource": rid,
-            "result": label,
-            "before": out.before,
-            "after": after,
-            "reboot_required": reboot,
-        },
-        stdout_tail=summary + ("; a restart completes it" if reboot else ""),
-    )
+    stdout = summary + ("; a restart completes it" if reboot else "")
+    return ensure_done(rid, label, out.before, after, summary, reboot=reboot, stdout=stdout)
 
 
 def _refused(code: str, summary: str) -> ActionOutcome:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from reaper.actions import FAILURE_CLASSES
-from reaper.agents.base import ActionOutcome
+from reaper.agents.base import ActionOutcome, ensure_done
 from reaper.agents.transports import sim_ad, sim_pm
 from reaper.agents.transports.sim_ctx import Ctx, Failure, Peers
 from reaper.agents.transports.sim_services import ensure_service, start
@@ -61,7 +61,7 @@ def ensure(
     except ConfigError as exc:  # a template that does not render over this host's facts
         return _failed(rid, before, Failure("CONFIG_INVALID", f"template: {exc}"))
     if wanted.action == "ok":
-        return _done(rid, "unchanged", before, before, False, f"{rid} is already as declared")
+        return ensure_done(rid, "unchanged", before, before, f"{rid} is already as declared")
     ctx = Ctx(
         world.copy() if check else world,
         Peers(peers, check=check),
@@ -76,37 +76,14 @@ def ensure(
     after = observe(ctx.world, resource, ctx.peers)
     verb = "would change" if check else "changed"
     detail = ", ".join(str(c) for c in wanted.changes) or wanted.action
-    return _done(
+    return ensure_done(
         rid,
         "would_change" if check else "changed",
         before,
         after,
-        ctx.reboot_required,
         f"{rid} {verb}: {detail}",
-        "\n".join(ctx.notes),
-    )
-
-
-def _done(
-    rid: str,
-    result: str,
-    before: Any,
-    after: Any,
-    reboot: bool,
-    summary: str,
-    stdout: str = "",
-) -> ActionOutcome:
-    return ActionOutcome(
-        status=ResultStatus.SUCCESS,
-        summary=summary,
-        data={
-            "resource": rid,
-            "result": result,
-            "before": before,
-            "after": after,
-            "reboot_required": reboot,
-        },
-        stdout_tail=stdout or summary,
+        reboot=ctx.reboot_required,
+        stdout="\n".join(ctx.notes),
     )
 
 
