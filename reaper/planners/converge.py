@@ -128,19 +128,21 @@ class Converger:
             return None
         if _fatal(host):
             return None
-        nodes = p.host_nodes(host.host_id)
         if host_has_unseen(host):
             return self._discover(p, host, f"{why}: read the declared resources")
-        for node in nodes:
-            status = p.status(node)
+        settled = False
+        for node, status in p.host_statuses(host):
             if status == "todo":
                 return self._ensure(p, host, node, why)
             if status == "failed":
                 fix = self._recovery(p, host, node)
                 if fix is not None:
                     return fix
-        if any(p.status(n) == "settled" for n in nodes):
+            elif status == "settled":
+                settled = True
+        if settled:
             return self._discover(p, host, f"{why}: read back what changed (no drift allowed)")
+        nodes = p.host_nodes(host.host_id)
         if not p.state.check_mode and any(p.resource_state(n).reboot_required for n in nodes):
             return PlannedTask(
                 host_id=host.host_id,
