@@ -1,7 +1,9 @@
 """`reaper plan LAB`: discover read-only, then show per host what a run would do to each
 declared resource (`+ add`, `~ change before → after`, `- remove`, `= ok`) and the order it
 would run in. Nothing is changed and nothing is kept: the mission runs in memory, with only
-discovers (read-only) allowed by a read-only policy whatever the lab says."""
+discovers (read-only) allowed by a read-only policy whatever the lab says. Simulated hosts are
+read from the sim worlds of the configured store (what a `reaper run` of the lab left there),
+through a view that refuses every write."""
 
 from __future__ import annotations
 
@@ -13,11 +15,12 @@ from typing import Any
 from rich.text import Text
 
 from reaper.agents.base import ActionRunner
-from reaper.cli.context import EXIT_INCOMPLETE, EXIT_OK, Cli
+from reaper.agents.runners import default_runners
+from reaper.cli.context import EXIT_INCOMPLETE, EXIT_OK, Cli, cli_backend
 from reaper.desired.diff import FieldChange, ResourceDiff
 from reaper.desired.progress import Progress, progress
-from reaper.errors import ConfigError
-from reaper.infra.base import Backend
+from reaper.errors import BackendError, ConfigError
+from reaper.infra.base import Backend, SimWorldStore, StoredWorld, WorldWrite, sim_worlds_of
 from reaper.infra.memory import memory_backend
 from reaper.lab import LabFile, load_lab
 from reaper.models import MissionState, ResultEvent
@@ -46,6 +49,35 @@ class _DiscoverOnly:
 
     async def next_tasks(self, state: MissionState, results: Sequence[ResultEvent]) -> Plan:
         return Plan()
+
+
+class _ReadOnlyWorlds:
+    """A store's sim worlds as a plan sees them: its missions (ids the store does not know)
+    run `lab`, and nothing is written."""
+
+    def __init__(self, worlds: SimWorldStore, lab: str) -> None:
+        self._worlds, self._lab = worlds, lab
+
+    async def lab_of(self, mission_id: str) -> str | None:
+        return self._lab
+
+    async def load_world(
+        self, lab: str, host_id: str, *, known_version: int = 0
+    ) -> StoredWorld | None:
+        return await self._worlds.load_world(lab, host_id, known_version=known_version)
+
+    async def load_lab(
+        self, lab: str, known: Mapping[str, int] | None = None
+    ) -> dict[str, StoredWorld]:
+        return await self._worlds.load_lab(lab, known)
+
+    async def save_worlds(self, lab: str, writes: Sequence[WorldWrite]) -> list[int]:
+        raise BackendError("reaper plan changes nothing: a sim world write was refused")
+
+    async def clear_worlds(
+        self, lab: str | None = None, host_id: str | None = None
+    ) -> list[tuple[str, str]]:
+        raise BackendError("reaper plan changes nothing: clearing sim worlds was refused")
 
 
 def _read_only(lab: LabFile) -> LabFile:
@@ -143,7 +175,16 @@ def _render(cli: Cli, report: dict[str, Any], graph: str | None) -> None:
 
 
 async def cmd_plan(cli: Cli) -> int:
-    state = await discover_lab(load_lab(cli.args.lab), concurrency=cli.config.concurrency)
+    lab = load_lab(cli.args.lab)
+    if any(h.transport == "sim" for h in lab.hosts):
+        # The sim hosts' worlds are in the store: only then does a plan need the backend.
+        async with cli_backend(cli) as backend:
+            stored = sim_worlds_of(backend.store)
+            worlds = None if stored is None else _ReadOnlyWorlds(stored, lab.lab_type)
+            runners = default_runners(seed=lab.seed, worlds=worlds)
+            state = await discover_lab(lab, concurrency=cli.config.concurrency, runners=runners)
+    else:
+        state = await discover_lab(lab, concurrency=cli.config.concurrency)
     p = progress(state)
     report = plan_report(p)
     report["summary"]["unknown"] = sum(

@@ -85,3 +85,34 @@ def test_demo_runs_the_shipped_desired_state_labs(cli: Run) -> None:
     rc, out, err = cli("demo", "--lab", "ad", "--no-live", "--no-input", "--json")
     assert rc == 0, err
     assert json.loads(out)["status_reason"] == "converged: all 23 resources on 6 hosts"
+
+
+def test_plan_reads_the_stored_sim_worlds_a_run_converged_and_writes_none(
+    cli: Run, tmp_path: Path
+) -> None:
+    # Found by use: after `reaper run` converged a sim lab, `reaper plan` of it still showed
+    # every resource to add (it read fresh worlds of its own, not the store's).
+    import sqlite3
+
+    lab = str(LABS / "ad-lab.yaml")
+    rc, _, err = cli("run", lab, "--no-live", "--no-input", "--mission-id", "first")
+    assert rc == 0, err
+
+    def worlds() -> list[tuple[str, str, int]]:
+        with sqlite3.connect(tmp_path / "reaper.db") as db:
+            return sorted(db.execute("SELECT lab, host_id, version FROM sim_worlds"))
+
+    stored = worlds()
+    assert len(stored) == 6
+    rc, out, err = cli("plan", lab, "--json")
+    assert rc == 0, err
+    summary = json.loads(out)["summary"]
+    assert (summary["ok"], summary["add"], summary["change"]) == (23, 0, 0)
+    assert worlds() == stored
+    # A drift shows on the next plan: the world of web-01 without the motd it converged.
+    rc, _, err = cli("sim", "reset", "ad-lab", "--host", "web-01")
+    assert rc == 0, err
+    rc, out, _ = cli("plan", lab, "--json")
+    web1 = {e["resource"]: e["action"] for e in json.loads(out)["hosts"]["web-01"]}
+    assert web1["file//etc/motd"] == "change" and web1["package/curl"] == "add"
+    assert [w for w in worlds() if w[1] == "web-01"] == []
