@@ -170,7 +170,9 @@ def render_hosts(
             Text(status, style=style),
             host.current_action or "",
             Text(fails, style="red" if host.failure_count else "dim"),
-            host_key_facts(host) if p is None else resource_line(p, host),
+            # A desired-state host with nothing under way or held: its key facts, as a
+            # stage mission's row shows them.
+            host_key_facts(host) if p is None else resource_line(p, host) or host_key_facts(host),
         ]
         if host_costs is not None:
             cost = _get(host_costs, host.host_id, "cost_usd")

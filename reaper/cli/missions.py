@@ -107,6 +107,10 @@ def checked(lab: LabFile) -> LabFile:
     return lab.model_copy(update={"settings": settings})
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 async def cmd_run(cli: Cli) -> int:
     lab = _apply_planner_override(cli, _load_run_lab(cli))
     if cli.args.goal:
@@ -119,9 +123,13 @@ async def cmd_run(cli: Cli) -> int:
         overseer = Overseer(backend)
         state = await overseer.create_mission(lab, cli.args.mission_id)
         if not cli.args.json:
+            # A desired-state lab has no stage goal: say what it declares instead.
+            declared = sum(len(h.desired) for h in state.hosts.values())
+            aim = _count(declared, "declared resource") if state.converges else None
+            hosts = _count(len(state.hosts), "host")
             cli.err.print(
                 f"mission [bold]{state.mission_id}[/] created "
-                f"({len(state.hosts)} hosts, goal {state.goal.value})"
+                f"({hosts}, {aim or f'goal {state.goal.value}'})"
             )
         if cli.args.submit_only:
             from reaper.cli.follow import follow_mission

@@ -3,12 +3,14 @@ what would change; both on the shipped desired-state labs."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
 from reaper.cli.plan import discover_lab, plan_report
 from reaper.desired.progress import progress
 from reaper.lab import parse_lab
+from reaper.models import MissionState
 from tests.worlds import LAB, World
 
 from .conftest import Run
@@ -97,6 +99,8 @@ def test_plan_reads_the_stored_sim_worlds_a_run_converged_and_writes_none(
     lab = str(LABS / "ad-lab.yaml")
     rc, _, err = cli("run", lab, "--no-live", "--no-input", "--mission-id", "first")
     assert rc == 0, err
+    # (a desired-state lab has no stage goal to announce: it says what it declares)
+    assert "mission first created (6 hosts, 23 declared resources)" in err
 
     def worlds() -> list[tuple[str, str, int]]:
         with sqlite3.connect(tmp_path / "reaper.db") as db:
@@ -116,3 +120,30 @@ def test_plan_reads_the_stored_sim_worlds_a_run_converged_and_writes_none(
     web1 = {e["resource"]: e["action"] for e in json.loads(out)["hosts"]["web-01"]}
     assert web1["file//etc/motd"] == "change" and web1["package/curl"] == "add"
     assert [w for w in worlds() if w[1] == "web-01"] == []
+
+
+def test_a_converged_host_row_shows_its_key_facts(cli: Run, tmp_path: Path) -> None:
+    # Found by use: a desired-state row showed the current or held resource, and nothing at
+    # all once the host had converged (a stage row shows the host's OS and kernel).
+    from rich.console import Console
+
+    from reaper.cli.console import render_hosts
+    from reaper.infra.sqlite import SqliteBackend
+
+    rc, _, err = cli("run", str(LABS / "ad-lab.yaml"), "--no-live", "--no-input", "--json")
+    assert rc == 0, err
+
+    async def load() -> MissionState | None:
+        backend = SqliteBackend(tmp_path / "reaper.db")
+        try:
+            return await backend.store.load("ad-lab")
+        finally:
+            await backend.close()
+
+    state = asyncio.run(load())
+    assert state is not None
+    console = Console(width=200, record=True)
+    console.print(render_hosts(state))
+    rows = {line.split()[0]: line for line in console.export_text().splitlines() if "(sim)" in line}
+    assert "Debian GNU/Linux 12 (bookworm)" in rows["db-01"]
+    assert "Microsoft Windows" in rows["dc-01"]
