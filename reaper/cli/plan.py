@@ -181,6 +181,11 @@ async def cmd_plan(cli: Cli) -> int:
         async with cli_backend(cli) as backend:
             stored = sim_worlds_of(backend.store)
             worlds = None if stored is None else _ReadOnlyWorlds(stored, lab.lab_type)
+            if stored is not None:
+                # A store that cannot be reached: one line and exit 4 now, not a failed
+                # discover per simulated host.
+                first = next(h.host_id for h in lab.hosts if h.transport == "sim")
+                await stored.load_world(lab.lab_type, first)
             runners = default_runners(seed=lab.seed, worlds=worlds)
             state = await discover_lab(lab, concurrency=cli.config.concurrency, runners=runners)
     else:

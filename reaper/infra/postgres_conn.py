@@ -156,6 +156,7 @@ class PgConnection:
             cause = exc.__cause__
             if (
                 not retry
+                or isinstance(exc, BackendUnavailableError)  # never connected: nothing lost
                 or not isinstance(cause, psycopg.OperationalError)
                 or isinstance(cause, _POOL_ERRORS)
             ):

@@ -147,3 +147,18 @@ def test_a_converged_host_row_shows_its_key_facts(cli: Run, tmp_path: Path) -> N
     rows = {line.split()[0]: line for line in console.export_text().splitlines() if "(sim)" in line}
     assert "Debian GNU/Linux 12 (bookworm)" in rows["db-01"]
     assert "Microsoft Windows" in rows["dc-01"]
+
+
+def test_plan_with_a_store_out_of_reach_is_one_line_exit_4(cli: Run) -> None:
+    # Its sim hosts' worlds are in the store: before, each discover failed with a traceback
+    # and the plan ended "23 unreadable".
+    rc, out, err = cli(
+        "plan",
+        str(LABS / "ad-lab.yaml"),
+        "--store",
+        "postgresql://127.0.0.1:1/x",
+        "--queue",
+        "memory",
+    )
+    assert rc == 4 and out == ""
+    assert err.startswith("reaper: error: postgres: connection failed") and err.count("\n") == 1
