@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
@@ -100,10 +101,11 @@ def test_combined_specs_pick_the_parts() -> None:
 
 
 class _Delivery:
-    """What the consumer buffers from aio-pika: a body, a tag, headers."""
+    """What the consumer buffers from aiormq: a body, a tag, headers."""
 
     def __init__(self, body: bytes, tag: int) -> None:
-        self.body, self.delivery_tag, self.headers = body, tag, {}
+        self.body, self.delivery_tag = body, tag
+        self.header = SimpleNamespace(properties=SimpleNamespace(headers={}))
 
 
 class _Channel:
