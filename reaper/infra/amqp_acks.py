@@ -63,6 +63,11 @@ class Settler:
         for channel in [c for c in self._open if c.is_closed]:
             del self._open[channel]
 
+    def open_on(self, channel: AbstractChannel) -> int:
+        """Deliveries of `channel` not settled yet (what its prefetch counts)."""
+        state = self._open.get(channel)
+        return 0 if state is None else len(state.tags)
+
     def open_count(self) -> int:
         return sum(len(s.tags) for s in self._open.values())
 

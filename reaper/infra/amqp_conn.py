@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 import aio_pika
 import aiormq
 import aiormq.abc
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
+from aio_pika.abc import AbstractQueue, AbstractRobustChannel
+from aiormq.abc import DeliveredMessage
 
 from reaper.errors import BackendError
 
@@ -59,15 +60,15 @@ def stale(channel: aiormq.abc.AbstractChannel) -> bool:
     return bool(channel.is_closed)
 
 
-def delivery_count(message: AbstractIncomingMessage) -> int:
+def delivery_count(message: DeliveredMessage) -> int:
     """This delivery's number: the quorum queue's count of earlier ones, plus one."""
-    earlier = (message.headers or {}).get("x-delivery-count")
+    earlier = (message.header.properties.headers or {}).get("x-delivery-count")
     return (earlier if isinstance(earlier, int) else 0) + 1
 
 
 @dataclass
 class Lease:
-    message: AbstractIncomingMessage
+    message: DeliveredMessage
     channel: aiormq.abc.AbstractChannel  # the one it was delivered on
     agent_type: str
     deadline: float
@@ -82,11 +83,11 @@ class Consumer:
     """One agent type's consumer: its channel and the deliveries not yet taken (each with
     the underlying channel it came on)."""
 
-    channel: AbstractChannel
+    channel: AbstractRobustChannel
     queue: AbstractQueue
     prefetch: int = 1
     tag: str = ""
-    buffer: deque[tuple[AbstractIncomingMessage, aiormq.abc.AbstractChannel]] = field(
+    buffer: deque[tuple[DeliveredMessage, aiormq.abc.AbstractChannel]] = field(
         default_factory=deque
     )
     arrived: asyncio.Event = field(default_factory=asyncio.Event)

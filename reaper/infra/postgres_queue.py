@@ -29,6 +29,7 @@ from typing import Any, LiteralString, TypeVar
 from psycopg import AsyncConnection, sql
 
 from reaper.clock import Clock, RealClock
+from reaper.errors import BackendError
 from reaper.infra.base import InboundDelivery, OutboxItem, TaskDelivery
 from reaper.infra.factory import DEFAULT_SCHEMA
 from reaper.infra.postgres_conn import NotifyListener, PgConnection, channel_name
@@ -75,9 +76,10 @@ _SQL: dict[str, LiteralString] = {
         WHERE agent_type = %s AND state < 2 AND visible_at <= %s""",
     "prune": """WITH d AS (DELETE FROM {s}.queue
         WHERE state = 2 AND mission_id = ANY(%s::text[]) RETURNING 1) SELECT count(*) FROM d""",
+    # Arrays in binary (%b): the text format escapes every quote of every JSON body.
     "bus_publish": """WITH ins AS (
         INSERT INTO {s}.inbox (mission_id, body)
-        SELECT m, b FROM unnest(%s::text[], %s::text[]) WITH ORDINALITY AS u(m, b, o)
+        SELECT m, b FROM unnest(%b::text[], %b::text[]) WITH ORDINALITY AS u(m, b, o)
         ORDER BY o RETURNING mission_id)
         SELECT pg_notify(%s, m) FROM (SELECT DISTINCT mission_id AS m FROM ins) d""",
     "receive": """UPDATE {s}.inbox i SET delivered = true, delivery_count = i.delivery_count + 1
@@ -253,18 +255,71 @@ class PostgresEventBus(_Base):
         self, dsn: str, *, clock: Clock | None = None, schema: str = DEFAULT_SCHEMA
     ) -> None:
         super().__init__(dsn, "b", clock, schema)
+        # A publish is on its way; publishes meanwhile wait in `_queued` for the next one.
+        self._publishing = False
+        self._queued: list[tuple[list[InboundMessage], asyncio.Future[None]]] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     async def publish(self, message: InboundMessage) -> None:
         await self.publish_many([message])
 
     async def publish_many(self, messages: Sequence[InboundMessage]) -> None:
+        """Publish in order, in one statement. While a publish of this bus is on its way,
+        others (a worker process's other agent types) wait and go out together in the next
+        statement: one transaction and one commit for all of them, not one each."""
         if not messages:
             return
+        if self._publishing:
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._queued.append((list(messages), waiter))
+            await waiter
+            return
+        self._publishing = True
+        try:
+            await self._insert(messages)
+        finally:
+            if self._queued:
+                # Handed on, not run here: this caller does not wait for the others' statement.
+                self._flusher = asyncio.create_task(self._flush_queued())
+            else:
+                self._publishing = False
+
+    async def _flush_queued(self) -> None:
+        try:
+            while self._queued:
+                group = [(m, w) for m, w in self._queued if not w.done()]  # done: cancelled
+                self._queued = []
+                if not group:
+                    continue
+                try:
+                    await self._insert([m for messages, _ in group for m in messages])
+                except BaseException as exc:  # cancelled too: no waiter is left hanging
+                    error = (
+                        exc if isinstance(exc, Exception) else BackendError("bus publish cut off")
+                    )
+                    for _, waiter in group:
+                        if not waiter.done():
+                            waiter.set_exception(error)
+                    if error is not exc:
+                        raise
+                else:
+                    for _, waiter in group:
+                        if not waiter.done():
+                            waiter.set_result(None)
+        finally:
+            self._publishing = False
+
+    async def _insert(self, messages: Sequence[InboundMessage]) -> None:
         mids = [m.mission_id for m in messages]
         bodies = [m.model_dump_json() for m in messages]
         # Not repeated after a lost connection: the first try may have committed, and a
         # duplicate would be a second delivery (harmless, results are deduplicated, but noisy).
         await self._rows("bus_publish", (mids, bodies, self._channel), retry=False)
+
+    async def close(self) -> None:
+        if self._flusher is not None and not self._flusher.done():
+            await asyncio.wait([self._flusher])  # the publishes queued behind the last one
+        await super().close()
 
     async def receive(
         self, mission_id: str, *, max_items: int = 10_000, timeout: float | None = None

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from reaper.bench.space import drop_schema
+from reaper.errors import BackendError
 from reaper.infra.base import TaskDelivery
 from reaper.infra.factory import open_backend
 from reaper.infra.postgres import PostgresMissionStore
@@ -100,6 +101,42 @@ async def test_blocked_receive_wakes_on_publish_from_another_connection(uid: str
     finally:
         await receiver.close()
         await publisher.close()
+
+
+async def test_publishes_while_one_is_on_its_way_go_out_together(uid: str) -> None:
+    bus = PostgresEventBus(DSN, schema=f"pgq_{uid}")
+    try:
+        mid = f"m-{uid}"
+        await bus.publish(b.result(b.task(mid, 0)))  # connected: only the publishes count
+        before = bus.statements
+        await asyncio.gather(*(bus.publish(b.result(b.task(mid, i))) for i in range(1, 6)))
+        # The first goes alone; the four that came while it was on its way, in one statement.
+        assert bus.statements - before == 2
+        got = await bus.receive(mid, timeout=1)
+        assert [d.message.task_id for d in got] == [f"{mid}-s1-{i}" for i in range(6)]
+    finally:
+        await bus.close()
+
+
+async def test_a_failed_grouped_publish_fails_each_of_its_waiters(uid: str) -> None:
+    bus = PostgresEventBus(DSN, schema=f"pgq_{uid}")
+    try:
+        mid = f"m-{uid}"
+        await bus.publish(b.result(b.task(mid, 0)))
+        bad = b.result(b.task(mid, 2)).model_copy(update={"mission_id": "m\x00"})  # text has no NUL
+        outcome = await asyncio.gather(
+            bus.publish(b.result(b.task(mid, 1))),
+            bus.publish(bad),  # these two wait behind the first and fail together
+            bus.publish(b.result(b.task(mid, 3))),
+            return_exceptions=True,
+        )
+        assert outcome[0] is None
+        assert [type(o) for o in outcome[1:]] == [BackendError, BackendError]
+        await asyncio.wait_for(bus.publish(b.result(b.task(mid, 4))), timeout=5)
+        got = await bus.receive(mid, timeout=1)
+        assert [d.message.task_id for d in got] == [f"{mid}-s1-{i}" for i in (0, 1, 4)]
+    finally:
+        await bus.close()
 
 
 async def test_expired_lease_is_redelivered_with_count_two(
