@@ -273,32 +273,10 @@ class Progress:
         self.statuses[node] = result
         return result
 
-    def host_statuses(self, host: HostState) -> Iterator[tuple[Ref, Status]]:
-        """`(node, status(node))` for each of `host`'s resources in graph order, lazily (a
-        caller that stops at the first `todo` derives no more). `host` is the state's. The
-        memo's common case, checked inline: the converger asks this of every host it plans,
-        and a call of `status` per resource cost more than the check itself."""
-        lab, statuses, why = self.lab, self.statuses, self.why
-        memo_of, keys, templated = lab.memo.get, lab.keys, lab.templated
-        resources, check_mode = host.resources, self._check_mode
-        for node in lab.by_host.get(host.host_id, ()):
-            found = statuses.get(node)
-            if found is None:
-                rs = resources.get(keys[node])
-                memo = memo_of(node)
-                if (
-                    memo is not None
-                    and memo.rs is rs
-                    and memo.before is None
-                    and memo.check_mode is check_mode
-                    and node not in templated
-                ):
-                    found = statuses[node] = memo.status
-                    if memo.why is not None:
-                        why[node] = memo.why
-                else:
-                    found = self.status(node)
-            yield node, found
+    def host_statuses(self, host_id: str) -> Iterator[tuple[Ref, Status]]:
+        """`(node, status(node))` for each of the host's resources in graph order, lazily: a
+        caller that stops at the first `todo` derives no more."""
+        return ((node, self.status(node)) for node in self.host_nodes(host_id))
 
     def _facts(self, node: Ref) -> object:
         """What a status or diff read of the host's facts: only a file rendered from a

@@ -131,7 +131,7 @@ class Converger:
         if host_has_unseen(host):
             return self._discover(p, host, f"{why}: read the declared resources")
         settled = False
-        for node, status in p.host_statuses(host):
+        for node, status in p.host_statuses(host.host_id):
             if status == "todo":
                 return self._ensure(p, host, node, why)
             if status == "failed":
