@@ -176,16 +176,17 @@ def _render(cli: Cli, report: dict[str, Any], graph: str | None) -> None:
 
 async def cmd_plan(cli: Cli) -> int:
     lab = load_lab(cli.args.lab)
-    if any(h.transport == "sim" for h in lab.hosts):
+    first_sim = next((h.host_id for h in lab.hosts if h.transport == "sim"), None)
+    if first_sim is not None:
         # The sim hosts' worlds are in the store: only then does a plan need the backend.
         async with cli_backend(cli) as backend:
             stored = sim_worlds_of(backend.store)
-            worlds = None if stored is None else _ReadOnlyWorlds(stored, lab.lab_type)
+            worlds = None
             if stored is not None:
                 # A store that cannot be reached: one line and exit 4 now, not a failed
                 # discover per simulated host.
-                first = next(h.host_id for h in lab.hosts if h.transport == "sim")
-                await stored.load_world(lab.lab_type, first)
+                await stored.load_world(lab.lab_type, first_sim)
+                worlds = _ReadOnlyWorlds(stored, lab.lab_type)
             runners = default_runners(seed=lab.seed, worlds=worlds)
             state = await discover_lab(lab, concurrency=cli.config.concurrency, runners=runners)
     else:
