@@ -124,13 +124,13 @@ async def cmd_run(cli: Cli) -> int:
         state = await overseer.create_mission(lab, cli.args.mission_id)
         if not cli.args.json:
             # A desired-state lab has no stage goal: say what it declares instead.
-            declared = sum(len(h.desired) for h in state.hosts.values())
-            aim = _count(declared, "declared resource") if state.converges else None
-            hosts = _count(len(state.hosts), "host")
-            cli.err.print(
-                f"mission [bold]{state.mission_id}[/] created "
-                f"({hosts}, {aim or f'goal {state.goal.value}'})"
+            aim = (
+                _count(sum(len(h.desired) for h in state.hosts.values()), "declared resource")
+                if state.converges
+                else f"goal {state.goal.value}"
             )
+            hosts = _count(len(state.hosts), "host")
+            cli.err.print(f"mission [bold]{state.mission_id}[/] created ({hosts}, {aim})")
         if cli.args.submit_only:
             from reaper.cli.follow import follow_mission
 
