@@ -48,6 +48,10 @@ __all__ = [
 
 Action = Literal["add", "change", "remove", "ok"]
 Observed = Mapping[ResourceId, Mapping[str, Any] | None]
+# One resource's observed properties, a host's facts, host id → address (`_diff`'s inputs).
+Observed1 = Mapping[str, Any] | None
+Facts = Mapping[str, Any] | None
+Addresses = Mapping[str, str] | None
 _SIGN: dict[Action, str] = {"add": "+", "change": "~", "remove": "-", "ok": "="}
 
 
@@ -162,16 +166,16 @@ def diff_resource(
     content where the diff depends on nothing but the two."""
     fields = resource.__dict__
     if fields.get("template") or fields.get("servers_from") or not isinstance(seen, dict | None):
-        return _diff(ref, resource, seen, facts=facts, addresses=addresses)
+        return _diff(ref, resource, seen, facts, addresses)
     try:
         # marshal tells True from 1 and a list from a tuple: equal bytes, equal diff
         key = (id(resource), marshal.dumps(seen, 2))
     except ValueError:  # a value marshal does not know: not memoised
-        return _diff(ref, resource, seen)
+        return _diff(ref, resource, seen, facts, addresses)
     hit = _MEMO.get(key)
     if hit is not None and hit[0] is resource:
         return ResourceDiff(ref, hit[1], hit[2])
-    diff = _diff(ref, resource, seen)
+    diff = _diff(ref, resource, seen, facts, addresses)
     if len(_MEMO) >= _MEMO_MAX:
         _MEMO.clear()
     _MEMO[key] = (resource, diff.action, diff.changes)
@@ -179,13 +183,9 @@ def diff_resource(
 
 
 def _diff(
-    ref: Ref,
-    resource: ResourceBase,
-    seen: Mapping[str, Any] | None,
-    *,
-    facts: Mapping[str, Any] | None = None,
-    addresses: Mapping[str, str] | None = None,
+    ref: Ref, resource: ResourceBase, seen: Observed1, facts: Facts, addresses: Addresses
 ) -> ResourceDiff:
+    """`diff_resource` unmemoised."""
     exists = seen is not None and seen.get("state") != "absent"
     # A model's fields live in its __dict__: a getattr of a field the kind lacks would go
     # through pydantic's slow __getattr__ (most kinds have no `state`).

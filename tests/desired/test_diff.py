@@ -211,12 +211,13 @@ def test_a_memoised_diff_answers_as_a_fresh_one_for_each_host() -> None:
     first = diff_resource(Ref("a", "setting", "vm.swappiness"), resource, seen)
     again = diff_resource(Ref("b", "setting", "vm.swappiness"), resource, dict(seen))
     assert again.ref.host == "b" and again.changes == first.changes
-    assert again == diff_module._diff(again.ref, resource, seen)
+    assert again == diff_module._diff(again.ref, resource, seen, None, None)
     assert diff_resource(REF, resource, {"value": "10"}).action == "ok"
     assert diff_resource(REF, resource, {"value": "60"}).action == "change"
     user = parse_resource({"kind": "user", "name": "ann", "enabled": True}, "r")
     assert diff_resource(REF, user, {"enabled": True}).action == "ok"
-    assert diff_resource(REF, user, {"enabled": 1}) == diff_module._diff(REF, user, {"enabled": 1})
+    fresh = diff_module._diff(REF, user, {"enabled": 1}, None, None)
+    assert diff_resource(REF, user, {"enabled": 1}) == fresh
 
 
 def test_a_template_is_never_memoised_across_facts() -> None:
