@@ -153,7 +153,7 @@ class _Waiters:
 
 
 def _is_busy(exc: BaseException) -> bool:
-    return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
+    return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_BUSY
 
 
 def _resolve(fut: asyncio.Future[bool], value: bool) -> None:
