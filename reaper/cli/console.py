@@ -147,7 +147,8 @@ def render_hosts(
     table = Table(expand=True, show_edge=False, pad_edge=False, header_style="bold")
     table.add_column("host", no_wrap=True)
     table.add_column("os", no_wrap=True)
-    table.add_column("stage", no_wrap=True)
+    # A desired-state host's progress is its resources converged, not a stage.
+    table.add_column("stage" if not state.converges else "resources", no_wrap=True)
     table.add_column("status", no_wrap=True)
     table.add_column("action", no_wrap=True)
     table.add_column("fail", justify="right", no_wrap=True)
@@ -185,7 +186,8 @@ def render_hosts(
     if len(hosts) > limit:
         tail: list[Any] = [""] * len(table.columns)
         tail[0] = Text(f"… {len(hosts) - limit} more", style="dim")
-        tail[6] = Text(_by_stage(hosts[limit:]), style="dim")  # under "facts": the room is there
+        rest = hosts[limit:]  # summed up under "facts": the room is there
+        tail[6] = Text(_by_stage(rest) if p is None else _by_progress(p, rest), style="dim")
         table.add_row(*tail)
     return table
 
@@ -207,6 +209,21 @@ def _by_stage(hosts: Sequence[HostState]) -> str:
     """'new 1700 · discovered 260', stages in order."""
     counts = Counter(h.stage for h in hosts)
     return " · ".join(f"{stage.value} {counts[stage]}" for stage in Stage if counts[stage])
+
+
+def _by_progress(p: Progress, hosts: Sequence[HostState]) -> str:
+    """'converged 1700 · converging 260 · failed 3': desired-state hosts by where they are."""
+    counts: Counter[str] = Counter()
+    for host in hosts:
+        t = p.tally(host.host_id)
+        if t["failed"] or t["blocked"]:
+            counts["failed"] += 1
+        elif t["ok"] == sum(t.values()):
+            counts["converged"] += 1
+        else:
+            counts["converging"] += 1
+    order = ("converged", "converging", "failed")
+    return " · ".join(f"{k} {counts[k]}" for k in order if counts[k])
 
 
 def _planned(p: Mapping[str, Any], line: Text) -> None:

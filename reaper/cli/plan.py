@@ -166,7 +166,8 @@ def _render(cli: Cli, report: dict[str, Any], graph: str | None) -> None:
             cli.out.print(f"  {i:>3}  {node}")
     if graph is not None:
         cli.out.print(Text("\ndependency graph:", style="bold"))
-        cli.out.print(graph, markup=False, highlight=False)
+        # Whole lines: a wrap at ", " would read as two entries.
+        cli.out.print(graph, markup=False, highlight=False, soft_wrap=True)
     s = report["summary"]
     cli.out.print(
         f"\nplan: {s['add']} to add, {s['change']} to change, {s['remove']} to remove, "

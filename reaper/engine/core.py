@@ -130,14 +130,20 @@ class MissionEngine:
 
     async def start(self, state: MissionState) -> None:
         """Persist a new mission (the seed's start_mission); `run` plans its first step."""
+        hosts = state.hosts.values()
         created = EventRecord(
             mission_id=state.mission_id,
             ts=self.clock.now(),
             kind=EventKind.MISSION_CREATED,
             payload={
                 "lab_type": state.lab_type,
-                "goal": state.goal.value,
-                "hosts": len(state.hosts),
+                # A desired-state mission's aim is its declared resources, not a stage.
+                **(
+                    {"goal": "desired state", "resources": sum(len(h.desired) for h in hosts)}
+                    if state.converges
+                    else {"goal": state.goal.value}
+                ),
+                "hosts": len(hosts),
                 "planner": state.planner,
                 "policy": self.policy.name,
             },

@@ -10,7 +10,7 @@ from pathlib import Path
 from reaper.cli.plan import discover_lab, plan_report
 from reaper.desired.progress import progress
 from reaper.lab import parse_lab
-from reaper.models import MissionState
+from reaper.models import EventKind, EventRecord, MissionState
 from tests.worlds import LAB, World
 
 from .conftest import Run
@@ -133,20 +133,33 @@ def test_a_converged_host_row_shows_its_key_facts(cli: Run, tmp_path: Path) -> N
     rc, _, err = cli("run", str(LABS / "ad-lab.yaml"), "--no-live", "--no-input", "--json")
     assert rc == 0, err
 
-    async def load() -> MissionState | None:
+    async def load() -> tuple[MissionState | None, list[EventRecord]]:
         backend = SqliteBackend(tmp_path / "reaper.db")
         try:
-            return await backend.store.load("ad-lab")
+            return await backend.store.load("ad-lab"), await backend.store.events("ad-lab")
         finally:
             await backend.close()
 
-    state = asyncio.run(load())
+    state, events = asyncio.run(load())
     assert state is not None
     console = Console(width=200, record=True)
     console.print(render_hosts(state))
-    rows = {line.split()[0]: line for line in console.export_text().splitlines() if "(sim)" in line}
+    lines = console.export_text().splitlines()
+    rows = {line.split()[0]: line for line in lines if "(sim)" in line}
     assert "Debian GNU/Linux 12 (bookworm)" in rows["db-01"]
     assert "Microsoft Windows" in rows["dc-01"]
+    # The progress column counts resources, and says so (it was headed "stage").
+    assert "resources" in lines[0] and "stage" not in lines[0]
+    assert rows["db-01"].split()[5] == "7/7"
+    # Past the rows shown, the rest are summed up by how far they converged, not by stage.
+    console = Console(width=200, record=True)
+    console.print(render_hosts(state, limit=2))
+    tail = console.export_text().splitlines()[-1]
+    assert "… 4 more" in tail and "converged 4" in tail
+    # The ledger's first entry names the mission's aim: its declared resources, not a stage.
+    created = events[0]
+    assert created.kind is EventKind.MISSION_CREATED
+    assert created.payload["goal"] == "desired state" and created.payload["resources"] == 23
 
 
 def test_plan_with_a_store_out_of_reach_is_one_line_exit_4(cli: Run) -> None:
