@@ -18,6 +18,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from reaper.desired.kinds import resource_of
 from reaper.desired.progress import Progress, progress
 from reaper.engine.state import goal_progress
 from reaper.models import (
@@ -29,6 +30,7 @@ from reaper.models import (
     MissionStatus,
     ResultEvent,
     Stage,
+    TaskRecord,
     TaskStatus,
 )
 from reaper.planners.budget import is_synthetic
@@ -113,22 +115,34 @@ def converged_cell(p: Progress, host_id: str) -> Text:
     return Text(f"{t['ok']}/{total}" + (f" ✗{bad}" if bad else ""), style=style)
 
 
-def resource_line(p: Progress, host: HostState) -> str:
-    """What the host is on, or waits for: the current resource, else the first blocked or
-    waiting one with its reason ("waiting for dc-01:ad_domain/lab.local")."""
-    spec = _current_resource(host)
+def resource_line(p: Progress, host: HostState, running: Mapping[str, TaskRecord]) -> str:
+    """What the host is on, or waits for: the resource its ensure under way (`running`: host
+    → its open task) is about, else the first blocked or waiting one with its reason
+    ("waiting for dc-01:ad_domain/lab.local")."""
+    spec = _current_resource(host, running.get(host.host_id))
     if spec:
         return f"now {spec}"
     for node in p.host_nodes(host.host_id):
         status = p.status(node)
         if status in ("waiting", "blocked", "failed"):
-            return f"{node.rid}: {p.why.get(node, status)}"[:120]
+            # The reason first: in a narrow column, what it waits for is what reads.
+            return f"{p.why.get(node, status)} ({node.rid})"[:120]
     return ""
 
 
-def _current_resource(host: HostState) -> str:
+def _current_resource(host: HostState, rec: TaskRecord | None) -> str:
+    """The resource of the host's ensure under way (`package/nginx`)."""
     action = host.current_action or ""
-    return action.partition(".ensure_")[2] if ".ensure_" in action else ""
+    if ".ensure_" not in action:
+        return ""
+    named = resource_of(rec.task.params, {}) if rec is not None else None
+    return named or action.partition(".ensure_")[2]
+
+
+def _running(state: MissionState) -> dict[str, TaskRecord]:
+    """Host → its open task (one pass: a host has one at a time)."""
+    tasks = state.tasks
+    return {(rec := tasks[tid]).task.host_id: rec for tid in state.open_task_ids}
 
 
 def _status_text(state: MissionState) -> Text:
@@ -160,6 +174,7 @@ def render_hosts(
     key = _attention if len(every) > limit else (lambda h: (not h.locked, h.host_id))
     hosts = sorted(every, key=key)
     p = progress(state) if state.converges else None
+    running = _running(state) if p is not None else {}
     for host in hosts[:limit]:
         status = "locked" if host.locked else host.last_status.value
         style = "bold red" if host.locked else _HOST_STYLE.get(status, "")
@@ -173,7 +188,9 @@ def render_hosts(
             Text(fails, style="red" if host.failure_count else "dim"),
             # A desired-state host with nothing under way or held: its key facts, as a
             # stage mission's row shows them.
-            host_key_facts(host) if p is None else resource_line(p, host) or host_key_facts(host),
+            host_key_facts(host)
+            if p is None
+            else resource_line(p, host, running) or host_key_facts(host),
         ]
         if host_costs is not None:
             cost = _get(host_costs, host.host_id, "cost_usd")

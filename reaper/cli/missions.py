@@ -17,6 +17,7 @@ from reaper.models import (
     EventKind,
     MissionControl,
     MissionState,
+    SimSettings,
     Stage,
     TaskRecord,
 )
@@ -55,7 +56,7 @@ async def cmd_demo(cli: Cli) -> int:
         text = resources.files("reaper.labs").joinpath(shipped).read_text("utf-8")
         from reaper.lab import parse_lab
 
-        lab = parse_lab(text, source=shipped)
+        lab = _paced(parse_lab(text, source=shipped))
     lab = _apply_planner_override(cli, lab)
     if lab.planner.kind == "llm" and not a.replay and not cli.config.llm_provider:
         a.replay = str(resources.files("reaper.labs").joinpath("demo-llm.cassette.jsonl"))
@@ -73,6 +74,22 @@ async def cmd_demo(cli: Cli) -> int:
     elif not cli.args.json:
         cli.err.print(f"[dim]kept: reaper status {state.mission_id}[/]")
     return code
+
+
+# A shipped lab's simulated hosts answer at once unless they say otherwise: the demo gives them
+# a few tenths of a second per task, so its dashboard can be watched (the AD lab converges in
+# about 5 s instead of 0.1 s, its members visibly waiting for the domain controller).
+DEMO_LATENCY_S = (0.2, 0.5)
+
+
+def _paced(lab: LabFile) -> LabFile:
+    hosts = [
+        h.model_copy(update={"sim": sim.model_copy(update={"latency_s": DEMO_LATENCY_S})})
+        if h.transport == "sim" and (sim := h.sim or SimSettings()).latency_s in (0, (0, 0))
+        else h
+        for h in lab.hosts
+    ]
+    return lab.model_copy(update={"hosts": hosts})
 
 
 def _load_run_lab(cli: Cli) -> LabFile:

@@ -283,3 +283,35 @@ def test_a_big_recap_says_how_many_hosts_of_note_it_left_out():
     out = text(render_recap(state, limit=50))
     assert sum(1 for line in out.splitlines() if line.strip().startswith("│ h")) == 50
     assert "53 more, 13 of note" in out
+
+
+async def test_a_desired_host_row_names_its_resource_under_way_and_what_it_waits_for() -> None:
+    # Found by use: the row said "now package" (the action's kind), not which package; and
+    # "package/y: waiting for a-01:pack…" lost what it waits for to the narrow column.
+    from reaper.lab import parse_lab
+    from reaper.models import ResourceState
+    from reaper.planners.converge import Converger
+
+    lab = parse_lab(
+        """
+schema_version: 2
+lab_type: t
+defaults: {transport: sim}
+roles:
+  a: [{kind: package, name: x}]
+  b: [{kind: package, name: y, after: ["a-01:package/x"]}]
+hosts:
+  - {host_id: a-01, os: linux, roles: [a]}
+  - {host_id: b-01, os: linux, roles: [b]}
+""",
+        source="t.yaml",
+    )
+    state = lab.to_state("t")
+    for h in state.hosts.values():  # read: none of them is there yet
+        h.resources = {k: ResourceState(seen=True) for k in h.resources}
+    proposal = await Converger().initial_tasks(state)
+    apply(state, plan(state, proposal.tasks, step=1, policy=PRESETS["standard"], now=NOW,
+                      planner="rule"))  # fmt: skip
+    rows = {line.split()[0]: line for line in text(render_hosts(state), 160).splitlines()}
+    assert rows["a-01"].rstrip().endswith("now package/x")
+    assert rows["b-01"].rstrip().endswith("waiting for a-01:package/x (package/y)")

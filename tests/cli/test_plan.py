@@ -175,3 +175,15 @@ def test_plan_with_a_store_out_of_reach_is_one_line_exit_4(cli: Run) -> None:
     )
     assert rc == 4 and out == ""
     assert err.startswith("reaper: error: postgres: connection failed") and err.count("\n") == 1
+
+
+def test_the_shipped_demo_labs_are_paced_to_be_watched() -> None:
+    # Found by use: `reaper demo --lab ad` converged in 0.1 s, too fast to see a member wait
+    # for its domain controller. A host that sets its own latency keeps it.
+    from reaper.cli.missions import DEMO_LATENCY_S, _paced
+    from reaper.lab import load_lab
+
+    ad = _paced(load_lab(LABS / "ad-lab.yaml"))
+    assert {h.sim.latency_s if h.sim else None for h in ad.hosts} == {DEMO_LATENCY_S}
+    demo = load_lab(LABS / "demo.yaml")
+    assert _paced(demo).hosts == demo.hosts
