@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from reaper.clock import Clock, RealClock
+from reaper.desired.progress import Progress, converge_counts, progress
 from reaper.engine.core import EngineSettings, Listener, MissionEngine
 from reaper.engine.state import (
     RetrySettings,
@@ -29,6 +30,7 @@ from reaper.lab import LabFile, LabSettings
 from reaper.models import (
     ApprovalDecision,
     EventKind,
+    HostState,
     MissionControl,
     MissionState,
     MissionStatus,
@@ -86,6 +88,12 @@ def engine_settings_for(state: MissionState, **overrides: Any) -> EngineSettings
     return EngineSettings(**values)
 
 
+class ResourceReport(BaseModel):
+    status: str
+    change: str | None = None  # what this mission did to it: added, changed, removed
+    reason: str | None = None  # why it is failed, blocked or waiting
+
+
 class HostReport(BaseModel):
     os: str
     stage: Stage
@@ -97,6 +105,10 @@ class HostReport(BaseModel):
     current_action: str | None
     last_error: str | None
     facts: dict[str, Any]
+    # Desired-state missions (None otherwise): the recap's counts (added, changed, ok,
+    # failed, blocked), and each declared resource's status with why where it has one.
+    resource_counts: dict[str, int] | None = None
+    resources: dict[str, ResourceReport] | None = None
 
 
 class MissionReport(BaseModel):
@@ -120,10 +132,17 @@ class MissionReport(BaseModel):
     planner: str
     updated_at: datetime
     hosts: dict[str, HostReport]
+    # A desired-state mission: its declared resources by status (ok, failed, blocked, ...);
+    # its aim is those, not the `goal` stage, and `goal_hosts` counts hosts all ok.
+    converges: bool = False
+    resource_totals: dict[str, int] | None = None
 
     @classmethod
     def of(cls, state: MissionState) -> MissionReport:
+        p = progress(state) if state.converges else None
         reached, total = goal_progress(state)
+        if p is not None:
+            reached = sum(1 for h in state.hosts if set(p.tally(h)) <= {"ok"})
         failed = sum(1 for r in state.tasks.values() if r.status is TaskStatus.FAILED)
         return cls(
             mission_id=state.mission_id,
@@ -155,10 +174,23 @@ class MissionReport(BaseModel):
                     current_action=h.current_action,
                     last_error=h.last_error,
                     facts=h.facts,
+                    **({} if p is None else _resource_reports(p, h)),
                 )
                 for h in state.hosts.values()
             },
+            converges=p is not None,
+            resource_totals=None if p is None else dict(sorted(p.tally().items())),
         )
+
+
+def _resource_reports(p: Progress, host: HostState) -> dict[str, Any]:
+    resources = {}
+    for node in p.host_nodes(host.host_id):
+        rs = host.resources.get(str(node.rid))
+        resources[str(node.rid)] = ResourceReport(
+            status=p.status(node), change=rs.change if rs else None, reason=p.why.get(node)
+        )
+    return {"resource_counts": converge_counts(p, host), "resources": resources}
 
 
 class Overseer:

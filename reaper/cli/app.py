@@ -174,6 +174,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("lab", nargs="?", help="lab name (its lab_type) or lab file (default: all)")
     p.add_argument("--host", help="only this host of the lab")
     common_flags(p)
+    p = sim.add_parser(
+        "drift",
+        help="change a declared resource on a sim host by hand (a service stopped, a file "
+        "edited, a package removed): the next plan shows it, the next run fixes it",
+    )
+    p.add_argument("lab", help="the lab file")
+    p.add_argument("host", help="a simulated host of the lab")
+    p.add_argument("resource", help="a resource the host declares, as KIND/NAME (service/nginx)")
+    common_flags(p)
 
     p = sub.add_parser("facts", help="the facts gathered per host (like Ansible's setup)")
     p.add_argument("mission")

@@ -19,7 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from reaper.desired.kinds import resource_of
-from reaper.desired.progress import Progress, progress
+from reaper.desired.progress import CONVERGE_COUNTS, Progress, converge_counts, progress
 from reaper.engine.state import goal_progress
 from reaper.models import (
     EventKind,
@@ -563,25 +563,7 @@ def render_stage_recap(
     return table
 
 
-_RECAP_COLUMNS = ("added", "changed", "ok", "failed", "blocked")
-
-
-def converge_counts(p: Progress, host: HostState) -> dict[str, int]:
-    """Per host: resources added and changed by this mission, already ok, failed, blocked
-    (added and changed are ok too: `ok` counts those that needed nothing)."""
-    counts = dict.fromkeys(_RECAP_COLUMNS, 0)
-    for node in p.host_nodes(host.host_id):
-        status = p.status(node)
-        rs = host.resources.get(str(node.rid))
-        if status in ("failed", "blocked"):
-            counts[status] += 1
-        elif rs is not None and rs.change in ("added", "removed"):
-            counts["added"] += 1
-        elif rs is not None and rs.change == "changed":
-            counts["changed"] += 1
-        elif status == "ok":
-            counts["ok"] += 1
-    return counts
+_RECAP_COLUMNS = CONVERGE_COUNTS
 
 
 def render_converge_recap(

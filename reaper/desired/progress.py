@@ -31,12 +31,14 @@ from reaper.desired.parse import parse_resource
 from reaper.models import HostState, MissionState, ResourceState
 
 __all__ = [
+    "CONVERGE_COUNTS",
     "MAX_ATTEMPTS",
     "Addresses",
     "Lab",
     "Progress",
     "Status",
     "addresses",
+    "converge_counts",
     "host_has_unseen",
     "lab_of",
     "progress",
@@ -339,6 +341,28 @@ class Progress:
 
     def __iter__(self) -> Iterator[tuple[Ref, Status]]:
         return ((n, self.status(n)) for n in self.lab.graph.order)
+
+
+# What a desired-state recap counts per host (`converge_counts`).
+CONVERGE_COUNTS = ("added", "changed", "ok", "failed", "blocked")
+
+
+def converge_counts(p: Progress, host: HostState) -> dict[str, int]:
+    """Per host: resources added and changed by this mission, already ok, failed, blocked
+    (added and changed are ok too: `ok` counts those that needed nothing)."""
+    counts = dict.fromkeys(CONVERGE_COUNTS, 0)
+    for node in p.host_nodes(host.host_id):
+        status = p.status(node)
+        rs = host.resources.get(str(node.rid))
+        if status in ("failed", "blocked"):
+            counts[status] += 1
+        elif rs is not None and rs.change in ("added", "removed"):
+            counts["added"] += 1
+        elif rs is not None and rs.change == "changed":
+            counts["changed"] += 1
+        elif status == "ok":
+            counts["ok"] += 1
+    return counts
 
 
 def progress(state: MissionState) -> Progress:

@@ -187,3 +187,18 @@ def test_the_shipped_demo_labs_are_paced_to_be_watched() -> None:
     assert {h.sim.latency_s if h.sim else None for h in ad.hosts} == {DEMO_LATENCY_S}
     demo = load_lab(LABS / "demo.yaml")
     assert _paced(demo).hosts == demo.hosts
+
+
+def test_a_desired_missions_json_report_has_each_resource_with_why(cli: Run) -> None:
+    # Found by use: `reaper status --json` of a desired-state mission said goal "baselined",
+    # 0 hosts at the goal, and nothing of its resources.
+    rc, out, err = cli("run", str(LABS / "lockout-lab.yaml"), "--no-live", "--no-input", "--json")
+    assert rc == 3, err
+    report = json.loads(out)
+    assert report["converges"] and report["resource_totals"] == {"failed": 1, "ok": 3}
+    assert (report["goal_hosts"], report["total_hosts"]) == (0, 1)
+    host = report["hosts"]["app-01"]
+    assert host["resource_counts"]["failed"] == 1
+    refused = host["resources"]["sshd_option/PermitRootLogin"]
+    assert refused["status"] == "failed" and "lock Reaper out" in refused["reason"]
+    assert host["resources"]["package/auditd"] == {"status": "ok", "change": None, "reason": None}
