@@ -598,11 +598,15 @@ def render_converge_recap(
         table.add_row(Text(f"… {len(hosts) - limit} more", style="dim"))
     lines = [state.status_reason]
     for node, status in p:
-        if status in ("failed", "blocked") and len(lines) < 21:
-            rs = p.resource_state(node)
-            tail = rs.output_tail.strip().splitlines()[-1:] if status == "failed" else []
-            why = p.why.get(node, status) + (f" — {tail[0][:100]}" if tail else "")
-            lines.append(f"{status} {node}: {why}"[:400])
+        if status == "ok" or len(lines) >= 21:
+            continue
+        rs = p.resource_state(node)
+        tail = rs.output_tail.strip().splitlines()[-1:] if status == "failed" else []
+        why = p.why.get(node, status) + (f" — {tail[0][:100]}" if tail else "")
+        # Left short of its state with nothing failed (a restart the policy refused):
+        # named too, with what it still waits for.
+        label = status if status in ("failed", "blocked") else "not converged"
+        lines.append(f"{label} {node}: {why}"[:400])
     usage_line = render_usage(usage)
     if usage_line is not None:
         lines.append(usage_line.plain)

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from rich.live import Live
+from rich.markup import escape
 from rich.text import Text
 
 from reaper.cli.console import render_mission, render_recap
@@ -19,7 +20,14 @@ from reaper.clock import RealClock
 from reaper.engine.core import Listener
 from reaper.errors import ReaperError
 from reaper.infra.base import Backend
-from reaper.models import EventKind, EventRecord, MissionState, MissionStatus, TaskStatus
+from reaper.models import (
+    EventKind,
+    EventRecord,
+    MissionState,
+    MissionStatus,
+    Task,
+    TaskStatus,
+)
 from reaper.overseer import MissionReport, Overseer
 from reaper.planners.base import MissionPlanner
 from reaper.planners.budget import UsageLedger, is_synthetic, llm_part
@@ -147,6 +155,16 @@ async def _read_answer(cli: Cli, question: str) -> bool | None:
         cli.out.print("[red]please answer y or n[/]")
 
 
+def approval_question(task: Task, why_asked: str) -> str:
+    """The console's y/n question (rich markup): what the task does (its planner's reason,
+    "add package/curl"), then why the policy asks. Everything from the task is escaped: a
+    reason may hold brackets that rich would read as markup."""
+    return (
+        f"Approve [bold]{escape(task.action)}[/] on [bold]{escape(task.host_id)}[/]: "
+        f"{escape(task.reason[:200])} (task {escape(task.task_id)}; policy: {escape(why_asked)})?"
+    )
+
+
 async def _prompt_approvals(
     cli: Cli, overseer: Overseer, dash: _Dashboard, live: Live | None
 ) -> None:
@@ -160,10 +178,7 @@ async def _prompt_approvals(
             continue  # decided meanwhile, e.g. with `reaper approve` from another shell
         if live is not None:
             live.stop()
-        question = (
-            f"Approve [bold]{p.get('action')}[/] on [bold]{p.get('host_id')}[/] "
-            f"(task {task_id}; {p.get('reason')})?"
-        )
+        question = approval_question(rec.task, str(p.get("reason")))
         try:
             answer = await _read_answer(cli, question)
         except asyncio.CancelledError:

@@ -315,3 +315,16 @@ hosts:
     rows = {line.split()[0]: line for line in text(render_hosts(state), 160).splitlines()}
     assert rows["a-01"].rstrip().endswith("now package/x")
     assert rows["b-01"].rstrip().endswith("waiting for a-01:package/x (package/y)")
+
+
+def test_the_approval_question_says_what_the_task_does_and_escapes_its_text():
+    from reaper.cli.drive import approval_question
+
+    ids = {"task_id": "m-3-0", "mission_id": "m", "host_id": "web-[01]", "agent_type": "linux"}
+    task = Task(**ids, action="linux.ensure_package", reason="add package/curl [bold]")
+    question = approval_question(task, "risk tier high asks [red]")
+    out = text(question, width=200).strip()
+    assert out == (
+        "Approve linux.ensure_package on web-[01]: add package/curl [bold] "
+        "(task m-3-0; policy: risk tier high asks [red])?"
+    )

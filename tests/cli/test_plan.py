@@ -202,3 +202,19 @@ def test_a_desired_missions_json_report_has_each_resource_with_why(cli: Run) -> 
     refused = host["resources"]["sshd_option/PermitRootLogin"]
     assert refused["status"] == "failed" and "lock Reaper out" in refused["reason"]
     assert host["resources"]["package/auditd"] == {"status": "ok", "change": None, "reason": None}
+
+
+def test_the_recap_names_resources_left_waiting_on_a_refused_restart(
+    cli: Run, tmp_path: Path
+) -> None:
+    # Found by use: a policy refused dc-01's restart after its promotion; the recap said
+    # only "3 not converged", not which nor what they still wait for.
+    text = (LABS / "ad-lab.yaml").read_text()
+    assert "policy: standard\n" in text
+    denied = "policy: {default: allow, rules: [{action: '*.reboot', decision: deny}]}\n"
+    lab = tmp_path / "no-reboot.yaml"
+    lab.write_text(text.replace("policy: standard\n", denied))
+    rc, out, err = cli("run", str(lab), "--no-live", "--no-input")
+    assert rc == 3, err
+    assert "incomplete" in out
+    assert "not converged dc-01:ad_user/alice: waiting for dc-01:ad_domain/lab.local" in out
