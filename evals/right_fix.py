@@ -108,7 +108,7 @@ class RightFix(Converger):
             return None
         if key in self.fixed:
             self.retried.add(key)
-            return self._ensure(p, host, node, f"{code} fixed")
+            return self.ensure_task(p, host, node, f"{code} fixed")
         found = fix(host, f"{rs.error or ''}\n{rs.output_tail}")
         if found is None:
             return None

@@ -18,6 +18,7 @@ from reaper.agents.base import ActionRunner
 from reaper.agents.runners import default_runners
 from reaper.cli.context import EXIT_INCOMPLETE, EXIT_OK, Cli, cli_backend
 from reaper.desired.diff import FieldChange, ResourceDiff
+from reaper.desired.identity import Ref
 from reaper.desired.progress import Progress, progress
 from reaper.errors import BackendError, ConfigError
 from reaper.infra.base import Backend, SimWorldStore, StoredWorld, WorldWrite, sim_worlds_of
@@ -27,12 +28,14 @@ from reaper.models import MissionState, ResultEvent
 from reaper.overseer import Overseer
 from reaper.planners.base import Plan
 from reaper.planners.converge import Converger
+from reaper.policy import Decision, Policy, check
 from reaper.runtime import LocalWorkers
 
 __all__ = ["cmd_plan", "discover_lab", "plan_report"]
 
 _SIGN = {"add": "+", "change": "~", "remove": "-", "ok": "="}
 _STYLE = {"add": "green", "change": "yellow", "remove": "red", "ok": "dim"}
+_VERDICT = {"deny": ("bold red", "refused"), "ask": ("magenta", "asks for approval")}
 _PLAN_TIMEOUT_S = 600.0
 
 
@@ -106,8 +109,19 @@ async def discover_lab(
         await backend.close()
 
 
-def plan_report(p: Progress) -> dict[str, Any]:
-    """The plan as data: per host each resource's action and changes, then the run order."""
+def _verdict(p: Progress, node: Ref, policy: Policy) -> dict[str, str] | None:
+    """What the lab's policy would say of the ensure a run plans for `node` (None: allowed):
+    a refusal (a lockout, a denied risk tier) or a question, known before anything runs."""
+    host = p.state.hosts[node.host]
+    verdict = check(Converger.ensure_task(p, host, node, "plan"), p.state, policy)
+    if verdict.decision is Decision.ALLOW:
+        return None
+    return {"decision": verdict.decision.value, "code": verdict.code, "reason": verdict.reason}
+
+
+def plan_report(p: Progress, policy: Policy | None = None) -> dict[str, Any]:
+    """The plan as data: per host each resource's action and changes, then the run order;
+    with the lab's `policy`, each change the policy would refuse or ask about says so."""
     hosts: dict[str, list[dict[str, Any]]] = {}
     order: list[str] = []
     unread: list[str] = []
@@ -127,6 +141,9 @@ def plan_report(p: Progress) -> dict[str, Any]:
             }
             if d.action != "ok":
                 order.append(str(node))
+                verdict = None if policy is None else _verdict(p, node, policy)
+                if verdict is not None:
+                    entry["policy"] = verdict
             if rs.reboot_required:  # done, completed by a restart (a promotion, a join)
                 entry["restart_pending"] = True
         waits = [str(b) for b in p.lab.graph.prerequisites(node)]
@@ -134,6 +151,10 @@ def plan_report(p: Progress) -> dict[str, Any]:
             entry["after"] = waits
         hosts.setdefault(node.host, []).append(entry)
     counts = {a: sum(1 for h in hosts.values() for e in h if e["action"] == a) for a in _SIGN}
+    for decision in ("deny", "ask"):
+        counts[decision] = sum(
+            1 for h in hosts.values() for e in h if e.get("policy", {}).get("decision") == decision
+        )
     errors = {
         h.host_id: h.last_error
         for h in p.state.hosts.values()
@@ -159,11 +180,27 @@ def _render(cli: Cli, report: dict[str, Any], graph: str | None) -> None:
                 line.append(f"  ({changes})")
             if e.get("restart_pending"):
                 line.append("  (done; waits for a restart)", style="yellow")
+            verdict = e.get("policy")
+            if verdict is not None and verdict["decision"] == "ask":
+                line.append("  (asks for approval)", style=_VERDICT["ask"][0])
             cli.out.print(line)
+            if verdict is not None and verdict["decision"] == "deny":
+                # Why, in full: a refusal is the one thing of a plan that needs reading.
+                cli.out.print(Text(f"      refused: {verdict['reason']}", style="bold red"))
     if report["order"]:
         cli.out.print(Text("\norder of the run:", style="bold"))
+        verdicts = {
+            f"{host}:{e['resource']}": e["policy"]["decision"]
+            for host, entries in report["hosts"].items()
+            for e in entries
+            if "policy" in e
+        }
         for i, node in enumerate(report["order"], start=1):
-            cli.out.print(f"  {i:>3}  {node}")
+            line = Text(f"  {i:>3}  {node}")
+            if node in verdicts:
+                style, label = _VERDICT[verdicts[node]]
+                line.append(f"  ({label})", style=style)
+            cli.out.print(line)
     if graph is not None:
         cli.out.print(Text("\ndependency graph:", style="bold"))
         # Whole lines: a wrap at ", " would read as two entries.
@@ -171,7 +208,11 @@ def _render(cli: Cli, report: dict[str, Any], graph: str | None) -> None:
     s = report["summary"]
     cli.out.print(
         f"\nplan: {s['add']} to add, {s['change']} to change, {s['remove']} to remove, "
-        f"{s['ok']} ok" + (f", {s['unknown']} unreadable" if s.get("unknown") else "")
+        f"{s['ok']} ok"
+        + (f", {s['unknown']} unreadable" if s.get("unknown") else "")
+        + (f"; {s['deny']} refused by the policy" if s.get("deny") else "")
+        + (f"; {s['ask']} to approve" if s.get("ask") else ""),
+        soft_wrap=True,  # one line, for a script's grep
     )
 
 
@@ -193,7 +234,7 @@ async def cmd_plan(cli: Cli) -> int:
     else:
         state = await discover_lab(lab, concurrency=cli.config.concurrency)
     p = progress(state)
-    report = plan_report(p)
+    report = plan_report(p, lab.resolved_policy())
     report["summary"]["unknown"] = sum(
         1 for h in report["hosts"].values() for e in h if e["action"] == "unknown"
     )

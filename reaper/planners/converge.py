@@ -133,7 +133,7 @@ class Converger:
         settled = False
         for node, status in p.host_statuses(host.host_id):
             if status == "todo":
-                return self._ensure(p, host, node, why)
+                return self.ensure_task(p, host, node, why)
             if status == "failed":
                 fix = self._recovery(p, host, node)
                 if fix is not None:
@@ -158,7 +158,8 @@ class Converger:
         return planned_task(host.host_id, f"{host.os}.discover", reason, params)
 
     @staticmethod
-    def _ensure(p: Progress, host: HostState, node: Ref, why: str) -> PlannedTask:
+    def ensure_task(p: Progress, host: HostState, node: Ref, why: str) -> PlannedTask:
+        """The task that brings `node` to its declared state (`why` opens its reason)."""
         resource = p.lab.resources[node]
         # As declared (shared, never mutated): the engine resolves a dns_client's
         # `servers_from` for every planner.
@@ -178,7 +179,9 @@ class Converger:
         if verb is None or p.state.check_mode:
             return None
         if verb == "retry":
-            task = self._ensure(p, host, node, f"{rs.error_code}: waited {LOCK_WAIT_S:.0f}s, retry")
+            task = self.ensure_task(
+                p, host, node, f"{rs.error_code}: waited {LOCK_WAIT_S:.0f}s, retry"
+            )
             return task.model_copy(update={"delay_s": LOCK_WAIT_S})
         if verb == "prerequisite":
             spec = prerequisite(node.kind, rs.output_tail)
@@ -186,7 +189,7 @@ class Converger:
             action = f"{host.os}.ensure_{spec['kind']}"
             tried = _last_try(p.state, host, action, spec)
             if tried is TaskStatus.SUCCEEDED:
-                return self._ensure(p, host, node, f"{spec['kind']}/{spec['name']} is there")
+                return self.ensure_task(p, host, node, f"{spec['kind']}/{spec['name']} is there")
             if tried is not None:
                 return None  # the prerequisite itself failed: the resource stays failed
             return PlannedTask(

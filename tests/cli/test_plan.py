@@ -218,3 +218,28 @@ def test_the_recap_names_resources_left_waiting_on_a_refused_restart(
     assert rc == 3, err
     assert "incomplete" in out
     assert "not converged dc-01:ad_user/alice: waiting for dc-01:ad_domain/lab.local" in out
+
+
+def test_plan_says_which_changes_the_labs_policy_would_refuse_or_ask_about(
+    cli: Run, tmp_path: Path
+) -> None:
+    # Found by use: the lockout lab's plan listed PermitRootLogin in the run order as if it
+    # would run; the run then refused it.
+    rc, out, err = cli("plan", str(LABS / "lockout-lab.yaml"), "--json")
+    assert rc == 0, err
+    report = json.loads(out)
+    assert (report["summary"]["deny"], report["summary"]["ask"]) == (1, 0)
+    entries = {e["resource"]: e for e in report["hosts"]["app-01"]}
+    verdict = entries["sshd_option/PermitRootLogin"]["policy"]
+    assert verdict["code"] == "lockout" and "connect as a sudo user first" in verdict["reason"]
+    assert "policy" not in entries["package/auditd"]
+    rc, out, _ = cli("plan", str(LABS / "lockout-lab.yaml"))
+    assert "app-01:sshd_option/PermitRootLogin  (refused)" in out
+    assert out.rstrip().endswith("1 refused by the policy")
+    cautious = tmp_path / "cautious.yaml"
+    text = (LABS / "lockout-lab.yaml").read_text()
+    text = text.replace("policy: standard", "policy: cautious")
+    cautious.write_text(text.replace('X11Forwarding, value: "no"', 'X11Forwarding, value: "yes"'))
+    rc, out, _ = cli("plan", str(cautious))
+    assert "~ sshd_option/X11Forwarding  (value: no → yes)  (asks for approval)" in out
+    assert out.rstrip().endswith("1 refused by the policy; 1 to approve")
