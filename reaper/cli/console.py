@@ -564,6 +564,7 @@ def render_stage_recap(
 
 
 _RECAP_COLUMNS = CONVERGE_COUNTS
+_CHECK_HEADS = {"added": "to add", "changed": "to change"}  # a check run's counts
 
 
 def render_converge_recap(
@@ -574,15 +575,20 @@ def render_converge_recap(
     p = progress(state)
     t = p.tally()
     title = f"{state.mission_id}: {state.status.value} — {t['ok']}/{sum(t.values())} resources"
-    if state.check_mode:
-        title += " (check mode: nothing changed)"
+    if state.check_mode:  # ok there counts what would change: say what a run would do
+        would = sum(1 for n in p.lab.graph.order if p.would_change(n))
+        title = (
+            f"{state.mission_id}: {state.status.value} — check mode: "
+            f"{would}/{sum(t.values())} resources would change, nothing changed"
+        )
     table = Table(
         title=title, title_style=STATUS_STYLE.get(state.status, "bold"), header_style="bold"
     )
     table.add_column("host")
     table.add_column("os")
     for col in _RECAP_COLUMNS:
-        table.add_column(col, justify="right")
+        head = _CHECK_HEADS.get(col, col) if state.check_mode else col
+        table.add_column(head, justify="right")
     table.add_column("locked")
     styles = {"added": "green", "changed": "yellow", "ok": "dim", "failed": "red", "blocked": "red"}
     hosts = sorted(state.hosts.values(), key=lambda h: h.host_id)
@@ -602,7 +608,9 @@ def render_converge_recap(
             continue
         rs = p.resource_state(node)
         tail = rs.output_tail.strip().splitlines()[-1:] if status == "failed" else []
-        why = p.why.get(node, status) + (f" — {tail[0][:100]}" if tail else "")
+        why = p.why.get(node, status)
+        if tail and tail[0][:60] not in why:  # the error often quotes the output already
+            why += f" — {tail[0][:100]}"
         # Left short of its state with nothing failed (a restart the policy refused):
         # named too, with what it still waits for.
         label = status if status in ("failed", "blocked") else "not converged"

@@ -85,7 +85,7 @@ class _Memo(NamedTuple):
     rs: ResourceState
     facts: object
     check_mode: bool
-    before: tuple[tuple[Status, bool], ...] | None
+    before: tuple[tuple[Status, bool, bool], ...] | None
     status: Status
     why: str | None
 
@@ -288,9 +288,11 @@ class Progress:
         host = self.state.hosts.get(node.host)
         return None if host is None else host.facts
 
-    def _before(self, node: Ref) -> tuple[tuple[Status, bool], ...]:
+    def _before(self, node: Ref) -> tuple[tuple[Status, bool, bool], ...]:
+        """What a status reads of its prerequisites (a memo is good while this is equal)."""
+        check = self._check_mode
         return tuple(
-            (self.status(b), self.resource_state(b).reboot_required)
+            (self.status(b), self.resource_state(b).reboot_required, check and self.would_change(b))
             for b in self.lab.graph.prerequisites(node)
         )
 
@@ -319,6 +321,13 @@ class Progress:
         if rs.attempts >= MAX_ATTEMPTS:
             self.why[node] = f"still differs after {rs.attempts} ensures: {self.diff(node)}"
             return "failed"
+        if self._check_mode:
+            # Its own check would run against a host without the change it needs (a service
+            # before its package is installed) and fail: it would change, after that one.
+            for before in self.lab.graph.prerequisites(node):
+                if self.would_change(before):
+                    self.why[node] = f"would change after {before} (checked once that is done)"
+                    return "ok"
         for before in self.lab.graph.prerequisites(node):
             if self.status(before) not in _SETTLED:
                 self.why[node] = f"waiting for {before}"
@@ -327,6 +336,14 @@ class Progress:
                 self.why[node] = f"waiting for {before} (a restart of {before.host})"
                 return "waiting"
         return "todo"
+
+    def would_change(self, node: Ref) -> bool:
+        """In check mode, whether a run would change `node`: its check said so, or it differs
+        and needs a prerequisite's change first (so it was not checked)."""
+        if not self._check_mode or self.status(node) != "ok":
+            return False
+        rs = self.resource_state(node)
+        return rs.outcome == "would_change" or (rs.seen and self.diff(node).action != "ok")
 
     def host_nodes(self, host_id: str) -> tuple[Ref, ...]:
         return self.lab.by_host.get(host_id, ())
@@ -349,13 +366,16 @@ CONVERGE_COUNTS = ("added", "changed", "ok", "failed", "blocked")
 
 def converge_counts(p: Progress, host: HostState) -> dict[str, int]:
     """Per host: resources added and changed by this mission, already ok, failed, blocked
-    (added and changed are ok too: `ok` counts those that needed nothing)."""
+    (added and changed are ok too: `ok` counts those that needed nothing). In check mode,
+    added and changed count what a run would add (or remove) and change."""
     counts = dict.fromkeys(CONVERGE_COUNTS, 0)
     for node in p.host_nodes(host.host_id):
         status = p.status(node)
         rs = host.resources.get(str(node.rid))
         if status in ("failed", "blocked"):
             counts[status] += 1
+        elif p.would_change(node):  # check mode: what a run would add or change
+            counts["changed" if p.diff(node).action == "change" else "added"] += 1
         elif rs is not None and rs.change in ("added", "removed"):
             counts["added"] += 1
         elif rs is not None and rs.change == "changed":

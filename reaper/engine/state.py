@@ -20,7 +20,7 @@ from typing import Any
 from tenacity import RetryCallState, wait_exponential
 
 from reaper.actions import CATALOG, RESOURCE_FAILURES
-from reaper.desired.progress import progress
+from reaper.desired.progress import Progress, progress
 from reaper.engine.control import apply_budget, control_status, fold_control
 from reaper.engine.resources import after_discover, after_ensure, after_recovery
 from reaper.engine.transition import StateView, Transition, make_event
@@ -318,12 +318,12 @@ def goal_progress(state: MissionState) -> tuple[int, int]:
     return reached, len(state.hosts)
 
 
-def _would_change(state: MissionState) -> int:
-    """Resources a check-mode run found differing (their ensure said `would_change`)."""
-    return sum(
-        1 for h in state.hosts.values() for rs in h.resources.values()
-        if rs.outcome == "would_change"
-    )  # fmt: skip
+def _would_change(p: Progress) -> tuple[int, int]:
+    """Resources a check-mode run found differing, and how many of those were not checked
+    (they need a prerequisite's change first)."""
+    would = [n for n in p.lab.graph.order if p.would_change(n)]
+    unchecked = sum(1 for n in would if p.resource_state(n).outcome != "would_change")
+    return len(would), unchecked
 
 
 def converge_summary(state: MissionState) -> str:
@@ -332,9 +332,10 @@ def converge_summary(state: MissionState) -> str:
     t = p.tally()
     total = sum(t.values())
     if state.check_mode:
-        would = _would_change(state)
+        would, unchecked = _would_change(p)
+        after = f" ({unchecked} after a change they need first)" if unchecked else ""
         return (
-            f"check mode: {would} of {total} resources would change, "
+            f"check mode: {would} of {total} resources would change{after}, "
             f"{t['failed']} failed, {t['blocked']} blocked; nothing was changed"
         )
     if t["ok"] == total:
@@ -350,8 +351,9 @@ def goal_met(state: MissionState) -> bool:
     """Whether a completed mission reached its goal: every declared resource converged
     (desired state), else every host at the goal stage."""
     if state.converges:
-        changes = state.check_mode and _would_change(state) > 0
-        return not changes and all(status == "ok" for _, status in progress(state))
+        p = progress(state)
+        changes = state.check_mode and _would_change(p)[0] > 0
+        return not changes and all(status == "ok" for _, status in p)
     return all(h.stage.rank >= state.goal.rank for h in state.hosts.values())
 
 

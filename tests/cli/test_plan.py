@@ -243,3 +243,26 @@ def test_plan_says_which_changes_the_labs_policy_would_refuse_or_ask_about(
     rc, out, _ = cli("plan", str(cautious))
     assert "~ sshd_option/X11Forwarding  (value: no → yes)  (asks for approval)" in out
     assert out.rstrip().endswith("1 refused by the policy; 1 to approve")
+
+
+def test_check_mode_counts_a_change_that_needs_another_first_and_does_not_fail_it(
+    cli: Run,
+) -> None:
+    # Found by use: `run --check` of the AD lab failed ad_domain (no AD-Domain-Services yet)
+    # and postgresql's service (no package yet), and blocked what came after them: their
+    # checks ran against hosts without the change each needs first.
+    rc, out, err = cli(
+        "run", str(LABS / "ad-lab.yaml"), "--check", "--no-live", "--no-input", "--json"
+    )
+    assert rc == 3, err
+    report = json.loads(out)
+    assert report["status_reason"] == (
+        "check mode: 21 of 23 resources would change (5 after a change they need first), "
+        "0 failed, 0 blocked; nothing was changed"
+    )
+    db = report["hosts"]["db-01"]["resources"]
+    assert db["service/postgresql"]["reason"] == (
+        "would change after db-01:package/postgresql (checked once that is done)"
+    )
+    rc, out, _ = cli("plan", str(LABS / "ad-lab.yaml"), "--json")
+    assert json.loads(out)["summary"]["ok"] == 2  # and nothing was changed
