@@ -73,6 +73,12 @@ async def cmd_demo(cli: Cli) -> int:
         )
     elif not cli.args.json:
         cli.err.print(f"[dim]kept: reaper status {state.mission_id}[/]")
+    if shipped == "demo.yaml" and not cli.args.json:
+        # The stage demo is the first thing a new user runs: point at desired state.
+        cli.err.print(
+            "[dim]next: `reaper demo --lab ad` converges an Active Directory lab declared as "
+            "desired state; `reaper plan reaper/labs/ad-lab.yaml` shows what it would change[/]"
+        )
     return code
 
 

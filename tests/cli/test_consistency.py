@@ -162,6 +162,7 @@ def test_after_the_demo_a_hint_and_an_empty_status_says_why(cli: Run):
     rc, _, err = cli("demo", "--no-live", "--no-input")
     assert rc == 0, err
     assert "kept nothing" in err and "--backend sqlite" in " ".join(err.split())
+    assert "`reaper demo --lab ad` converges an Active Directory lab" in " ".join(err.split())
     rc, out, _ = cli("status")
     said = " ".join(out.split())
     assert rc == 0 and "no missions in" in said and "reaper run LAB.yaml" in said
