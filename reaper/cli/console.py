@@ -112,7 +112,10 @@ def converged_cell(p: Progress, host_id: str) -> Text:
     total = sum(t.values())
     bad = t["failed"] + t["blocked"]
     style = "red" if bad else ("green" if t["ok"] == total else "")
-    return Text(f"{t['ok']}/{total}" + (f" ✗{bad}" if bad else ""), style=style)
+    # Changed, not yet read back (a host's last discover counts them): shown, so a host at
+    # work does not read 0/7 until its very end.
+    done = f" +{t['settled']} done" if t["settled"] else ""
+    return Text(f"{t['ok']}/{total}{done}" + (f" ✗{bad}" if bad else ""), style=style)
 
 
 def resource_line(p: Progress, host: HostState, running: Mapping[str, TaskRecord]) -> str:

@@ -328,3 +328,36 @@ def test_the_approval_question_says_what_the_task_does_and_escapes_its_text():
         "Approve linux.ensure_package on web-[01]: add package/curl [bold] "
         "(task m-3-0; policy: risk tier high asks [red])?"
     )
+
+
+def test_a_desired_host_counts_what_it_changed_before_the_read_back() -> None:
+    # Found by use: a host at work read 0/7 all along, until its last discover.
+    from reaper.cli.console import converged_cell
+    from reaper.desired.diff import desired_properties
+    from reaper.desired.progress import progress
+    from reaper.lab import parse_lab
+    from reaper.models import ResourceState
+
+    lab = parse_lab(
+        """
+schema_version: 2
+lab_type: t
+defaults: {transport: sim}
+roles:
+  a: [{kind: package, name: x}, {kind: package, name: y}]
+hosts:
+  - {host_id: a-01, os: linux, roles: [a]}
+""",
+        source="t.yaml",
+    )
+    state = lab.to_state("t")
+    host = state.hosts["a-01"]
+    p = progress(state)
+    x = next(n for n in p.host_nodes("a-01") if n.name == "x")
+    seen = desired_properties(p.lab.resources[x], facts=host.facts, addresses={})
+    host.resources = {k: ResourceState(seen=True) for k in host.resources}
+    changed = ResourceState(seen=True, observed=seen, outcome="changed", verified=False)
+    host.resources["package/x"] = changed
+    assert converged_cell(progress(state), "a-01").plain == "0/2 +1 done"
+    host.resources["package/x"] = host.resources["package/x"].model_copy(update={"verified": True})
+    assert converged_cell(progress(state), "a-01").plain == "1/2"
