@@ -249,7 +249,20 @@ async def wait_done(backend: Backend, mid: str, *, timeout: float) -> MissionSta
         state = await backend.store.load(mid)
         return state if state is not None and state.status.terminal else None
 
-    return await wait_for(done, timeout=timeout, what=f"mission {mid} to end")
+    try:
+        return await wait_for(done, timeout=timeout, what=f"mission {mid} to end")
+    except TimeoutError as exc:
+        # What it was waiting on: the tasks by status, and the open ones.
+        state = await backend.store.load(mid)
+        if state is None:
+            raise
+        by = Counter(r.status.value for r in state.tasks.values())
+        open_ = [f"{t}:{r.task.action}@{r.task.attempt}:{r.status.value}"
+                 for t, r in state.tasks.items() if not r.status.done][:10]  # fmt: skip
+        raise TimeoutError(
+            f"{exc}; status {state.status.value}, tasks {dict(by)}, "
+            f"results applied {await results_applied(backend, mid)}, open {open_}"
+        ) from None
 
 
 async def results_applied(backend: Backend, mid: str) -> int:
