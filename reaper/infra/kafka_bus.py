@@ -310,10 +310,13 @@ class KafkaEventBus:
         if mission_id in self._retired:
             return []  # no engine receives for a retired mission: never assign its topic again
         state = await self._mission(mission_id)
-        if not state.buffer:
+        if not state.buffer and (timeout is None or timeout > 0):
             state.arrived.clear()
+            # asyncio.timeout, not wait_for: wait_for wraps the wait in a task, and one it
+            # cancels before it ran warns "coroutine 'Event.wait' was never awaited".
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(state.arrived.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await state.arrived.wait()
         # Nothing suspends from here on: a cancelled receive loses nothing.
         taken, state.buffer = state.buffer[:max_items], state.buffer[max_items:]
         out = []
