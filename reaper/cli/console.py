@@ -19,7 +19,13 @@ from rich.table import Table
 from rich.text import Text
 
 from reaper.desired.kinds import resource_of
-from reaper.desired.progress import CONVERGE_COUNTS, Progress, converge_counts, progress
+from reaper.desired.progress import (
+    CONVERGE_COUNTS,
+    Progress,
+    converge_counts,
+    progress,
+    would_change_counts,
+)
 from reaper.engine.state import goal_progress
 from reaper.models import (
     EventKind,
@@ -579,7 +585,7 @@ def render_converge_recap(
     t = p.tally()
     title = f"{state.mission_id}: {state.status.value} — {t['ok']}/{sum(t.values())} resources"
     if state.check_mode:  # ok there counts what would change: say what a run would do
-        would = sum(1 for n in p.lab.graph.order if p.would_change(n))
+        would, _ = would_change_counts(p)
         title = (
             f"{state.mission_id}: {state.status.value} — check mode: "
             f"{would}/{sum(t.values())} resources would change, nothing changed"

@@ -43,6 +43,7 @@ __all__ = [
     "lab_of",
     "progress",
     "resolve_servers",
+    "would_change_counts",
 ]
 
 Status = Literal["unknown", "ok", "settled", "todo", "waiting", "failed", "blocked"]
@@ -383,6 +384,14 @@ def converge_counts(p: Progress, host: HostState) -> dict[str, int]:
         elif status == "ok":
             counts["ok"] += 1
     return counts
+
+
+def would_change_counts(p: Progress) -> tuple[int, int]:
+    """In check mode, the resources a run would change, and how many of those were not
+    checked (they need a prerequisite's change first)."""
+    would = [n for n in p.lab.graph.order if p.would_change(n)]
+    unchecked = sum(1 for n in would if p.resource_state(n).outcome != "would_change")
+    return len(would), unchecked
 
 
 def progress(state: MissionState) -> Progress:

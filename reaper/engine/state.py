@@ -20,7 +20,7 @@ from typing import Any
 from tenacity import RetryCallState, wait_exponential
 
 from reaper.actions import CATALOG, RESOURCE_FAILURES
-from reaper.desired.progress import Progress, progress
+from reaper.desired.progress import progress, would_change_counts
 from reaper.engine.control import apply_budget, control_status, fold_control
 from reaper.engine.resources import after_discover, after_ensure, after_recovery
 from reaper.engine.transition import StateView, Transition, make_event
@@ -318,21 +318,13 @@ def goal_progress(state: MissionState) -> tuple[int, int]:
     return reached, len(state.hosts)
 
 
-def _would_change(p: Progress) -> tuple[int, int]:
-    """Resources a check-mode run found differing, and how many of those were not checked
-    (they need a prerequisite's change first)."""
-    would = [n for n in p.lab.graph.order if p.would_change(n)]
-    unchecked = sum(1 for n in would if p.resource_state(n).outcome != "would_change")
-    return len(would), unchecked
-
-
 def converge_summary(state: MissionState) -> str:
     """A desired-state mission's end, in one line (O(resources): at status changes only)."""
     p = progress(state)
     t = p.tally()
     total = sum(t.values())
     if state.check_mode:
-        would, unchecked = _would_change(p)
+        would, unchecked = would_change_counts(p)
         after = f" ({unchecked} after a change they need first)" if unchecked else ""
         return (
             f"check mode: {would} of {total} resources would change{after}, "
@@ -352,7 +344,7 @@ def goal_met(state: MissionState) -> bool:
     (desired state), else every host at the goal stage."""
     if state.converges:
         p = progress(state)
-        changes = state.check_mode and _would_change(p)[0] > 0
+        changes = state.check_mode and would_change_counts(p)[0] > 0
         return not changes and all(status == "ok" for _, status in p)
     return all(h.stage.rank >= state.goal.rank for h in state.hosts.values())
 

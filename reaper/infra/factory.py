@@ -24,9 +24,9 @@ the first of redis, amqp, postgres in the spec's parts and the bus is Kafka's if
 Kafka, else the queue's (or, for amqp, which has none, the next part's).
 URL options of Reaper's own, taken out before connecting: `postgresql://…?schema=NAME` (the
 PostgreSQL schema for the tables, default `reaper`) and `redis://…?prefix=NAME` (the key
-prefix, default `reaper`): separate namespaces on one server (tests, benchmarks); `amqp://…?
-prefetch=N`; `kafka://…?fetch_wait_ms=N` (how long the broker may hold an idle fetch, default
-10: see `reaper.infra.kafka_conn.FETCH_WAIT_MS`).
+prefix, default `reaper`): separate namespaces on one server (tests, benchmarks);
+`amqp://…?prefetch=N`; `kafka://…?fetch_wait_ms=N` (how long the broker may hold an idle
+fetch, default 10: see `reaper.infra.kafka_conn.FETCH_WAIT_MS`).
 
 None means the default database file, `default_db`, which the CLI resolves from $REAPER_DB or
 $XDG_DATA_HOME: deep code never reads the environment. Redis and PostgreSQL are optional
